@@ -1,0 +1,18 @@
+//! `lmmhost bench ...`: every figure printed here is measured on this machine.
+
+use clap::Subcommand;
+
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// Prefill, decode and forward+backward tokens/s of a model config.
+    Model(super::model::BenchModelArgs),
+    /// Completions scored per second: reward plugin through Wasm vs the same Rust natively.
+    Reward(super::plugin::BenchRewardArgs),
+}
+
+pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
+    match cmd {
+        BenchCommand::Model(args) => super::model::bench_model(args),
+        BenchCommand::Reward(args) => super::plugin::bench_reward(args),
+    }
+}

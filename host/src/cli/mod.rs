@@ -1,0 +1,6 @@
+//! One file per command group.
+
+pub mod bench;
+pub mod bundle;
+pub mod model;
+pub mod plugin;

@@ -1,0 +1,37 @@
+//! `lmmhost`: the command-line entry point. Each subcommand lives in `cli/`.
+
+mod cli;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "lmmhost", version, about = "Staged rule-based RL for small multimodal models")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Inspect and try plugins (WebAssembly components) offline.
+    #[command(subcommand)]
+    Plugin(cli::plugin::PluginCommand),
+    /// Pack, inspect and verify signed plugin bundles (.lmmb).
+    #[command(subcommand)]
+    Bundle(cli::bundle::BundleCommand),
+    /// Write input ids, logits and a greedy continuation for chat prompts.
+    Logits(cli::model::LogitsArgs),
+    /// Benchmarks that print measured figures.
+    #[command(subcommand)]
+    Bench(cli::bench::BenchCommand),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Plugin(cmd) => cli::plugin::run(cmd),
+        Command::Bundle(cmd) => cli::bundle::run(cmd),
+        Command::Logits(args) => cli::model::logits(args),
+        Command::Bench(cmd) => cli::bench::run(cmd),
+    }
+}

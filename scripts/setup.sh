@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Sets up a fresh machine for lmmhost, idempotently:
+#   1. the wasm32-wasip2 Rust target (plugins are WebAssembly components),
+#   2. a project-local virtualenv (.venv) with torch==2.13.0 (libtorch for tch),
+#   3. a release build of the host (`target/release/lmmhost`) and of every plugin
+#      (`target/plugins/*.wasm`).
+# A second run only checks and rebuilds what changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+TORCH_VERSION=2.13.0
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "Rust target wasm32-wasip2"
+if ! rustup target list --installed | grep -qx wasm32-wasip2; then
+    rustup target add wasm32-wasip2
+fi
+
+step "virtualenv .venv with torch==$TORCH_VERSION"
+if [ ! -x .venv/bin/python ]; then
+    python3 -m venv .venv
+fi
+have=$(.venv/bin/python -c 'import importlib.metadata as m; print(m.version("torch"))' 2>/dev/null || true)
+if [ "${have%%+*}" != "$TORCH_VERSION" ]; then
+    .venv/bin/pip install --disable-pip-version-check -q "torch==$TORCH_VERSION"
+fi
+torch_dir=$(.venv/bin/python -c 'import torch, os; print(os.path.dirname(torch.__file__))' 2>/dev/null | tail -n1)
+ln -sfn "$torch_dir" .venv/libtorch
+
+step "host (release)"
+cargo build --release -p lmmhost
+
+step "plugins (wasm32-wasip2)"
+scripts/build-plugins.sh

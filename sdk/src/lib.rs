@@ -1,0 +1,1 @@
+//! The lmmhost plugin SDK.
