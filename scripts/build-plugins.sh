@@ -1,18 +1,17 @@
 #!/usr/bin/env bash
 # Builds every plugin crate under plugins/ (and the hostile test plugins under
 # tests/plugins/) as a WebAssembly component and copies them to target/plugins/.
+# One cargo invocation per plugin: the SDK enables only the world a plugin
+# exports (cargo features), and features would be unified across one invocation.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-pkgs=()
+target_dir=${CARGO_TARGET_DIR:-target}
+mkdir -p target/plugins
 for dir in plugins/*/ tests/plugins/*/; do
     [ -f "$dir/Cargo.toml" ] || continue
-    pkgs+=(-p "$(sed -n 's/^name *= *"\(.*\)"/\1/p' "$dir/Cargo.toml" | head -n1)")
+    pkg=$(sed -n 's/^name *= *"\(.*\)"/\1/p' "$dir/Cargo.toml" | head -n1)
+    cargo build --quiet --release --target wasm32-wasip2 -p "$pkg"
+    src="$target_dir/wasm32-wasip2/release/${pkg//-/_}.wasm"
+    cmp -s "$src" "target/plugins/$pkg.wasm" || cp "$src" "target/plugins/$pkg.wasm"
 done
-[ ${#pkgs[@]} -gt 0 ] || { echo "no plugin crates found"; exit 0; }
-cargo build --release --target wasm32-wasip2 "${pkgs[@]}"
-mkdir -p target/plugins
-for f in target/wasm32-wasip2/release/*.wasm; do
-    name=$(basename "$f" .wasm)
-    cp -u "$f" "target/plugins/${name//_/-}.wasm"
-done
-echo "plugins in target/plugins/: $(ls target/plugins | tr '\n' ' ')"
+echo "plugins in target/plugins/: $(cd target/plugins && ls | tr '\n' ' ')"
