@@ -10,8 +10,8 @@ mkdir -p target/plugins
 for dir in plugins/*/ tests/plugins/*/; do
     [ -f "$dir/Cargo.toml" ] || continue
     pkg=$(sed -n 's/^name *= *"\(.*\)"/\1/p' "$dir/Cargo.toml" | head -n1)
-    cargo build --quiet --release --target wasm32-wasip2 -p "$pkg"
-    src="$target_dir/wasm32-wasip2/release/${pkg//-/_}.wasm"
+    cargo build --quiet --profile wasm --target wasm32-wasip2 -p "$pkg"
+    src="$target_dir/wasm32-wasip2/wasm/${pkg//-/_}.wasm"
     cmp -s "$src" "target/plugins/$pkg.wasm" || cp "$src" "target/plugins/$pkg.wasm"
 done
 echo "plugins in target/plugins/: $(cd target/plugins && ls | tr '\n' ' ')"

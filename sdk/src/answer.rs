@@ -1,1 +1,407 @@
-//! placeholder
+//! Pulling the final answer out of a completion: `\boxed{}`, `<answer>` /
+//! `<think>` tags, the R1 and EasyR1 format checks and multiple-choice letters.
+//!
+//! Everything here is hand-written byte scanning: these functions run once or
+//! twice per scored completion (tens of thousands per second), so they neither
+//! compile regexes nor allocate.
+
+use serde::{Deserialize, Serialize};
+
+/// Content of the last `\boxed{...}` (or `\fbox{...}`) in `text`, with nested
+/// braces matched. Escaped braces (`\{`, `\}`) inside do not count as groups.
+/// A `\boxed{` whose braces never close is skipped in favour of an earlier,
+/// complete one.
+pub fn last_boxed(text: &str) -> Option<&str> {
+    let bytes = text.as_bytes();
+    let mut end = bytes.len();
+    // Walk the occurrences from the last one backwards; a few unclosed ones
+    // are skipped, but not thousands (each try scans to the end of the text).
+    let mut tries = 0;
+    while let Some(pos) = rfind_either(&text[..end], "\\boxed", "\\fbox") {
+        tries += 1;
+        if tries > 16 {
+            return None;
+        }
+        let cmd_len = if text[pos..].starts_with("\\boxed") {
+            6
+        } else {
+            5
+        };
+        let mut i = pos + cmd_len;
+        while i < bytes.len() && bytes[i] == b' ' {
+            i += 1;
+        }
+        if i < bytes.len() && bytes[i] == b'{' {
+            if let Some(close) = matching_brace(bytes, i) {
+                return Some(&text[i + 1..close]);
+            }
+        } else if i > pos + cmd_len && i < bytes.len() {
+            // `\boxed 5`: TeX takes the next token as the argument.
+            let start = i;
+            while i < bytes.len() && !matches!(bytes[i], b' ' | b'$' | b'\n' | b'}' | b',') {
+                i += 1;
+            }
+            if i > start {
+                return Some(&text[start..i]);
+            }
+        }
+        end = pos;
+    }
+    None
+}
+
+/// Last start position of `a` or `b` in `hay`.
+fn rfind_either(hay: &str, a: &str, b: &str) -> Option<usize> {
+    match (hay.rfind(a), hay.rfind(b)) {
+        (Some(x), Some(y)) => Some(x.max(y)),
+        (x, y) => x.or(y),
+    }
+}
+
+/// Index of the `}` closing the `{` at `open`, skipping `\{` and `\}`.
+fn matching_brace(bytes: &[u8], open: usize) -> Option<usize> {
+    let mut depth = 0usize;
+    let mut i = open;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' => {
+                i += 2;
+                continue;
+            }
+            b'{' => depth += 1,
+            b'}' => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(i);
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
+/// Content of the last `<tag>...</tag>` in `text` (the last closing tag and
+/// the nearest opening tag before it).
+pub fn tag_content<'a>(text: &'a str, tag: &str) -> Option<&'a str> {
+    if tag.is_empty() || tag.len() > 64 {
+        return None;
+    }
+    // Build "<tag>" and "</tag>" on the stack: tags are short.
+    let mut open_buf = [0u8; 67];
+    let mut close_buf = [0u8; 67];
+    let open = tag_bytes(&mut open_buf, tag, false);
+    let close = tag_bytes(&mut close_buf, tag, true);
+    let close_at = text.rfind(close)?;
+    let open_at = text[..close_at].rfind(open)?;
+    Some(&text[open_at + open.len()..close_at])
+}
+
+fn tag_bytes<'b>(buf: &'b mut [u8; 67], tag: &str, closing: bool) -> &'b str {
+    let mut n = 0;
+    buf[n] = b'<';
+    n += 1;
+    if closing {
+        buf[n] = b'/';
+        n += 1;
+    }
+    buf[n..n + tag.len()].copy_from_slice(tag.as_bytes());
+    n += tag.len();
+    buf[n] = b'>';
+    n += 1;
+    // The input was a &str and we only added ASCII, so this cannot fail.
+    std::str::from_utf8(&buf[..n]).unwrap_or("")
+}
+
+/// LMM-R1's format rule: the whole text (surrounding whitespace allowed) is
+/// `<think>...</think>` then optional whitespace then `<answer>...</answer>`,
+/// and each of the four tags occurs exactly once.
+pub fn is_r1_format(text: &str) -> bool {
+    let t = text.trim();
+    if !t.starts_with("<think>") || !t.ends_with("</answer>") {
+        return false;
+    }
+    // One pass over the `<` positions, counting the four tags (no regex, no
+    // repeated substring searches).
+    const TAGS: [&str; 4] = ["<think>", "</think>", "<answer>", "</answer>"];
+    let mut count = [0u32; 4];
+    let mut pos = [0usize; 4];
+    let b = t.as_bytes();
+    let mut i = 0;
+    while let Some(off) = b[i..].iter().position(|&c| c == b'<') {
+        let at = i + off;
+        for (k, tag) in TAGS.iter().enumerate() {
+            if b[at..].starts_with(tag.as_bytes()) {
+                count[k] += 1;
+                pos[k] = at;
+            }
+        }
+        i = at + 1;
+    }
+    if count != [1; 4] {
+        return false;
+    }
+    let gap_start = pos[1] + "</think>".len();
+    pos[2] >= gap_start && t[gap_start..pos[2]].trim().is_empty()
+}
+
+/// EasyR1's format rule, `<think>.*</think>.*\boxed{.*}` matched against the
+/// whole text (DOTALL): starts with `<think>`, a later `</think>`, then a
+/// `\boxed{`, then a `}` somewhere after it.
+pub fn is_boxed_format(text: &str) -> bool {
+    // EasyR1 strips whitespace around `<`, `>` and `/` first, so leading
+    // whitespace before `<think>` is tolerated.
+    let t = text.trim_start();
+    let Some(rest) = t.strip_prefix("<think>") else {
+        return false;
+    };
+    let Some(think_end) = rest.find("</think>") else {
+        return false;
+    };
+    let after = &rest[think_end + "</think>".len()..];
+    match after.find("\\boxed{") {
+        Some(b) => after[b + "\\boxed{".len()..].contains('}'),
+        None => false,
+    }
+}
+
+/// Where [`extract_answer`] looks for the final answer, tried in the order given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Extractor {
+    /// Content of the last `\boxed{}` / `\fbox{}`.
+    Boxed,
+    /// Content of the last `<answer>...</answer>`.
+    AnswerTag,
+    /// The last number in the text (`-3`, `1,234.5`, `2/3`), after any `</think>`.
+    LastNumber,
+    /// The whole text, trimmed, after any `</think>`.
+    Whole,
+}
+
+impl std::str::FromStr for Extractor {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "boxed" => Ok(Self::Boxed),
+            "answer_tag" => Ok(Self::AnswerTag),
+            "last_number" => Ok(Self::LastNumber),
+            "whole" => Ok(Self::Whole),
+            other => Err(format!(
+                "unknown extractor `{other}` (expected boxed, answer_tag, last_number or whole)"
+            )),
+        }
+    }
+}
+
+/// The first non-empty answer found by the extractors, in `order`.
+pub fn extract_answer<'a>(text: &'a str, order: &[Extractor]) -> Option<&'a str> {
+    order.iter().find_map(|ex| {
+        let found = match ex {
+            Extractor::Boxed => last_boxed(text),
+            Extractor::AnswerTag => tag_content(text, "answer"),
+            Extractor::LastNumber => last_number(after_think(text)),
+            Extractor::Whole => Some(after_think(text)),
+        };
+        found.map(str::trim).filter(|s| !s.is_empty())
+    })
+}
+
+/// The part after the last `</think>`, or the whole text.
+fn after_think(text: &str) -> &str {
+    match text.rfind("</think>") {
+        Some(i) => &text[i + "</think>".len()..],
+        None => text,
+    }
+}
+
+/// The last number in `text`: optional minus, digits with optional `,`
+/// thousands groups, optional decimal part, optional `/denominator`.
+fn last_number(text: &str) -> Option<&str> {
+    let b = text.as_bytes();
+    // Find the last digit, then grow the span to the left and right.
+    let last_digit = b.iter().rposition(u8::is_ascii_digit)?;
+    let mut start = last_digit;
+    while start > 0 {
+        let c = b[start - 1];
+        let grows = c.is_ascii_digit()
+            || ((c == b'.' || c == b'/') && start >= 2 && b[start - 2].is_ascii_digit())
+            || (c == b','
+                && start >= 2
+                && b[start - 2].is_ascii_digit()
+                && is_thousands_group(b, start));
+        if !grows {
+            break;
+        }
+        start -= 1;
+    }
+    if start > 0 && b[start - 1] == b'.' {
+        start -= 1; // ".5"
+    }
+    if start > 0 && b[start - 1] == b'-' && (start < 2 || !b[start - 2].is_ascii_alphanumeric()) {
+        start -= 1;
+    }
+    Some(&text[start..=last_digit])
+}
+
+/// Whether the bytes at `at` are exactly three digits followed by a non-digit.
+fn is_thousands_group(b: &[u8], at: usize) -> bool {
+    at + 3 <= b.len()
+        && b[at..at + 3].iter().all(u8::is_ascii_digit)
+        && (at + 3 == b.len() || !b[at + 3].is_ascii_digit())
+}
+
+/// The multiple-choice letter a completion commits to, among the first
+/// `n_options` letters (`A`..). Looks, in order, at the last `\boxed{}`, the
+/// `<answer>` tag, phrases such as "the answer is (B)" / "Answer: B" /
+/// "option B", a reply that starts with the letter ("B", "(b)", "B. 42 cm"),
+/// and finally the last parenthesised letter "(B)" in the text.
+pub fn choice_letter(text: &str, n_options: usize) -> Option<char> {
+    let n = n_options.min(26);
+    if n == 0 {
+        return None;
+    }
+    if let Some(b) = last_boxed(text) {
+        if let Some(c) = leading_letter(b, n) {
+            return Some(c);
+        }
+    }
+    if let Some(a) = tag_content(text, "answer") {
+        if let Some(c) = leading_letter(a, n).or_else(|| phrase_letter(a, n)) {
+            return Some(c);
+        }
+    }
+    let body = after_think(text);
+    phrase_letter(body, n)
+        .or_else(|| leading_letter(body, n))
+        .or_else(|| last_paren_letter(body, n))
+}
+
+/// Letter at the start of `s` after decoration: `B`, `(B)`, `b.`, `**B**`,
+/// `\text{B}`, `$B$`, `Option B`. It must not be the start of a word
+/// ("Because..."); a lower-case letter must also stand alone ("a." or "a"
+/// at the end), so the article "a" in "a triangle" is not taken.
+fn leading_letter(s: &str, n: usize) -> Option<char> {
+    let mut s = s.trim_start();
+    loop {
+        let before = s.len();
+        for prefix in [
+            "\\text{",
+            "\\textbf{",
+            "\\mathrm{",
+            "\\mathbf{",
+            "(",
+            "[",
+            "{",
+            "*",
+            "$",
+            "option",
+            "Option",
+            "choice",
+            "Choice",
+            ":",
+        ] {
+            if let Some(rest) = s.strip_prefix(prefix) {
+                s = rest.trim_start();
+            }
+        }
+        if s.len() == before {
+            break;
+        }
+    }
+    let b = s.as_bytes();
+    let c = *b.first()?;
+    let next = b.get(1).copied();
+    let standalone = match next {
+        None => true,
+        Some(x) => !x.is_ascii_alphanumeric() && x != b'_' && x != b'\'',
+    };
+    if !standalone {
+        return None;
+    }
+    if c.is_ascii_uppercase() {
+        letter_in_range(c, n)
+    } else if c.is_ascii_lowercase() {
+        // "a." / "a)" / "a" alone, but not "a triangle".
+        let alone = match next {
+            None => true,
+            Some(b' ' | b'\t') => {
+                b[1..].iter().all(|x| x.is_ascii_whitespace())
+                    || b[2..].first().is_some_and(|x| *x == b'\n')
+            }
+            Some(_) => true,
+        };
+        if alone {
+            letter_in_range(c.to_ascii_uppercase(), n)
+        } else {
+            None
+        }
+    } else {
+        None
+    }
+}
+
+fn letter_in_range(c: u8, n: usize) -> Option<char> {
+    (((c - b'A') as usize) < n).then_some(c as char)
+}
+
+/// Letter after the last answer phrase: "answer is", "answer:", "option",
+/// "choice", "correct answer", matched case-insensitively.
+fn phrase_letter(s: &str, n: usize) -> Option<char> {
+    const PHRASES: [&str; 6] = [
+        "answer is",
+        "answer:",
+        "answer :",
+        "answer",
+        "option",
+        "choice",
+    ];
+    let lower_bytes = s.as_bytes();
+    // Scan from the end so the last committed answer wins.
+    let mut best: Option<(usize, char)> = None;
+    for phrase in PHRASES {
+        let p = phrase.as_bytes();
+        if lower_bytes.len() < p.len() {
+            continue;
+        }
+        let mut i = lower_bytes.len() - p.len() + 1;
+        while i > 0 {
+            i -= 1;
+            if best.is_some_and(|(at, _)| at >= i) {
+                break;
+            }
+            if lower_bytes[i..i + p.len()].eq_ignore_ascii_case(p) {
+                let rest = &s[i + p.len()..];
+                let rest = rest.trim_start_matches(|c: char| {
+                    c == ':' || c == '*' || c == '=' || c.is_whitespace()
+                });
+                // "the correct option is B"
+                let rest = rest.strip_prefix("is ").map_or(rest, str::trim_start);
+                if let Some(c) = leading_letter(rest, n) {
+                    best = Some((i, c));
+                    break;
+                }
+            }
+        }
+    }
+    best.map(|(_, c)| c)
+}
+
+/// The last `(X)` with X a valid letter (either case).
+fn last_paren_letter(s: &str, n: usize) -> Option<char> {
+    let b = s.as_bytes();
+    let mut i = b.len();
+    while i >= 3 {
+        i -= 1;
+        if b[i] == b')' && b[i - 2] == b'(' {
+            let c = b[i - 1].to_ascii_uppercase();
+            if c.is_ascii_uppercase() {
+                if let Some(l) = letter_in_range(c, n) {
+                    return Some(l);
+                }
+            }
+        }
+    }
+    None
+}

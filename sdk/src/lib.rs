@@ -1,5 +1,30 @@
 //! The lmmhost plugin SDK: traits and export macros for the reward, loader and
-//! schedule worlds, and the answer-checking helpers every reward rule needs.
+//! schedule worlds, the plain Rust mirrors of the WIT types, the reward rules
+//! of the core plugins, and the answer-checking helpers every reward rule needs.
+//!
+//! A plugin crate enables the cargo feature of the world it implements
+//! (`reward`, `loader` or `schedule`) and calls the matching export macro; see
+//! `docs/writing-a-rust-plugin.md`.
+
+// Lets generated code and the export macros name this crate `::lmmhost_sdk`
+// whether they expand here or in a plugin crate.
+extern crate self as lmmhost_sdk;
 
 pub mod answer;
+pub mod bindings;
+pub mod loader;
+pub mod log;
 pub mod math;
+pub mod reward;
+pub mod rules;
+pub mod schedule;
+pub mod types;
+
+pub use loader::Loader;
+pub use reward::Reward;
+pub use schedule::Schedule;
+pub use types::*;
+
+#[cfg(any(feature = "reward", feature = "loader", feature = "schedule"))]
+#[doc(hidden)]
+pub use wit_bindgen as __wit_bindgen;

@@ -1,0 +1,52 @@
+//! The interface between the networks (`qwen2.rs`, `qwen2_5_vl.rs`) and
+//! everything that drives them (generation, log-probs for training, the CLI).
+
+use anyhow::Result;
+use tch::Tensor;
+
+/// One forward pass over a left-padded batch.
+pub struct ForwardInputs<'a> {
+    /// `[B, L]` int64 token ids, left-padded.
+    pub input_ids: &'a Tensor,
+    /// `[B, L]` int64, 1 for real tokens, 0 for left padding.
+    pub attention_mask: &'a Tensor,
+    /// Rotary positions: `[3, B, L]` (t, h, w) for Qwen2.5-VL, `[B, L]` for Qwen2.
+    /// `None`: the model derives them (text-only: cumulative sum of the mask).
+    pub position_ids: Option<&'a Tensor>,
+    /// `[N_patches, C * T * P * P]` float, as Qwen2VLImageProcessor flattens them.
+    pub pixel_values: Option<&'a Tensor>,
+    /// `[N_images, 3]` int64 (t, h, w) in patches.
+    pub image_grid_thw: Option<&'a Tensor>,
+}
+
+/// Keys and values of every decoder layer for the tokens seen so far.
+pub struct KvCache {
+    /// Per layer `(k, v)`, each `[B, num_kv_heads, T, head_dim]`.
+    pub layers: Vec<(Tensor, Tensor)>,
+    /// `[B, T]` int64 mask of the cached tokens (0 for left padding).
+    pub attention_mask: Tensor,
+    /// `[B]` int64: the rotary position the next token gets (per sequence;
+    /// for Qwen2.5-VL, M-RoPE positions of text after images are shifted by
+    /// the rope deltas, so this is not simply T).
+    pub next_position: Tensor,
+}
+
+/// A causal language model (text-only or vision-language).
+pub trait CausalLm {
+    /// Full logits `[B, L, V]` (float32 for f32 models).
+    fn forward(&self, inputs: &ForwardInputs) -> Result<Tensor>;
+
+    /// Runs the prompt, fills a fresh cache, returns the last position's logits `[B, V]`.
+    fn prefill(&self, inputs: &ForwardInputs) -> Result<(Tensor, KvCache)>;
+
+    /// Appends one token per sequence (`ids`: `[B, 1]`), returns logits `[B, V]`.
+    fn decode_step(&self, ids: &Tensor, cache: &mut KvCache) -> Result<Tensor>;
+
+    /// Log-probabilities of `targets` (`[B, L]`, the token that follows each
+    /// position) under the model, `[B, L]` float32, computed without keeping a
+    /// full float32 `[B, L, V]` tensor alive when it can be avoided.
+    fn token_logprobs(&self, inputs: &ForwardInputs, targets: &Tensor) -> Result<Tensor>;
+
+    /// End-of-sequence and other special token ids the model was configured with.
+    fn eos_token_ids(&self) -> &[i64];
+}

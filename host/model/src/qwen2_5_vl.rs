@@ -1,0 +1,173 @@
+//! `Qwen2_5_VLForConditionalGeneration`: the vision tower's merged features
+//! replace the `<|image_pad|>` token embeddings, then the Qwen2 decoder runs
+//! with M-RoPE positions `[3, B, L]` computed by the processor.
+
+use anyhow::{bail, Context, Result};
+use tch::{Kind, Tensor};
+
+use crate::checkpoint::{Params, Weights};
+use crate::config::ModelConfig;
+use crate::lm::{CausalLm, ForwardInputs, KvCache};
+use crate::qwen2::{self, Qwen2Model};
+use crate::vision::VisionTransformer;
+
+pub struct Qwen2_5VlForConditionalGeneration {
+    pub visual: VisionTransformer,
+    /// The decoder (`model.*` / `model.language_model.*`).
+    pub model: Qwen2Model,
+    pub lm_head: Tensor,
+    pub config: ModelConfig,
+    image_token_id: i64,
+}
+
+/// `image_grid_thw` `[N, 3]` as rows.
+pub fn grid_rows(grid: &Tensor) -> Result<Vec<[i64; 3]>> {
+    let s = grid.size();
+    if s.len() != 2 || s[1] != 3 {
+        bail!("image_grid_thw must be [N_images, 3], got {s:?}");
+    }
+    let flat = Vec::<i64>::try_from(grid.to_kind(Kind::Int64).flatten(0, -1))
+        .context("reading image_grid_thw")?;
+    Ok(flat.chunks(3).map(|c| [c[0], c[1], c[2]]).collect())
+}
+
+impl Qwen2_5VlForConditionalGeneration {
+    pub fn load(w: &mut Weights, config: &ModelConfig) -> Result<Self> {
+        let vc = config
+            .vision
+            .as_ref()
+            .context("Qwen2.5-VL config without vision_config")?;
+        let visual = VisionTransformer::load(w, vc)?;
+        let model = Qwen2Model::load(w, &config.text)?;
+        let lm_head = qwen2::load_lm_head(w, &config.text, &model.embed_tokens)?;
+        let image_token_id = config
+            .image_token_id
+            .with_context(|| format!("{}: missing image_token_id", config.path.display()))?;
+        Ok(Qwen2_5VlForConditionalGeneration {
+            visual,
+            model,
+            lm_head,
+            config: config.clone(),
+            image_token_id,
+        })
+    }
+
+    /// Merged image features `[N_tokens, hidden]` for all images, in order.
+    /// Generation can compute them once per prompt and reuse them for its samples.
+    pub fn image_features(&self, pixel_values: &Tensor, image_grid_thw: &Tensor) -> Result<Tensor> {
+        let grids = grid_rows(image_grid_thw)?;
+        self.visual.forward(pixel_values, &grids)
+    }
+
+    /// Token embeddings with the image features scattered into the `<|image_pad|>` positions.
+    pub fn input_embeds(
+        &self,
+        input_ids: &Tensor,
+        image_features: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let embeds = self.model.embed(input_ids);
+        let mask = input_ids.eq(self.image_token_id);
+        let n_tokens = mask.sum(Kind::Int64).int64_value(&[]);
+        match image_features {
+            None if n_tokens > 0 => bail!(
+                "input_ids contain {n_tokens} <|image_pad|> token(s) (id {}) but no images were given",
+                self.image_token_id
+            ),
+            None => Ok(embeds),
+            Some(f) => {
+                let n_feat = f.size()[0];
+                if n_feat != n_tokens {
+                    bail!(
+                        "input_ids contain {n_tokens} <|image_pad|> token(s) (id {}) but the images give {n_feat} \
+                         merged patches",
+                        self.image_token_id
+                    );
+                }
+                Ok(embeds.masked_scatter(&mask.unsqueeze(-1), &f.to_kind(embeds.kind())))
+            }
+        }
+    }
+
+    /// Positions as given (`[3, B, L]`, or `[B, L]` broadcast to all axes), or
+    /// for text-only inputs derived from the mask.
+    fn positions(&self, inputs: &ForwardInputs) -> Result<Tensor> {
+        let b = inputs.input_ids.size()[0];
+        let l = inputs.input_ids.size()[1];
+        match inputs.position_ids {
+            Some(p) if p.size() == [3, b, l] => Ok(p.shallow_clone()),
+            Some(p) if p.size() == [b, l] => Ok(p.unsqueeze(0).expand([3, b, l], false)),
+            Some(p) => bail!(
+                "position_ids must be [3, B, L] = [3, {b}, {l}], got {:?}",
+                p.size()
+            ),
+            None if inputs.pixel_values.is_some() => {
+                bail!("inputs with images need the processor's M-RoPE position_ids [3, B, L]")
+            }
+            None => {
+                let p = qwen2::positions_from_mask(inputs.attention_mask);
+                Ok(p.unsqueeze(0).expand([3, b, l], false))
+            }
+        }
+    }
+
+    fn hidden(
+        &self,
+        inputs: &ForwardInputs,
+        cache: Option<&mut Vec<(Tensor, Tensor)>>,
+    ) -> Result<(Tensor, Tensor)> {
+        qwen2::check_ids(inputs.input_ids, inputs.attention_mask)?;
+        let feats = match (inputs.pixel_values, inputs.image_grid_thw) {
+            (Some(p), Some(g)) => Some(self.image_features(p, g)?),
+            (None, None) => None,
+            _ => bail!("pixel_values and image_grid_thw must be given together"),
+        };
+        let embeds = self.input_embeds(inputs.input_ids, feats.as_ref())?;
+        let positions = self.positions(inputs)?;
+        let h = self
+            .model
+            .forward_embeds(&embeds, &positions, inputs.attention_mask, cache)?;
+        Ok((h, positions))
+    }
+
+    pub fn params(&self) -> Params {
+        let mut out = Vec::new();
+        self.visual.params(&mut out);
+        self.model.params(&mut out);
+        if !self.config.text.tie_word_embeddings {
+            out.push(("lm_head.weight".into(), self.lm_head.shallow_clone()));
+        }
+        out
+    }
+}
+
+impl CausalLm for Qwen2_5VlForConditionalGeneration {
+    fn forward(&self, inputs: &ForwardInputs) -> Result<Tensor> {
+        let (h, _) = self.hidden(inputs, None)?;
+        Ok(h.linear(&self.lm_head, None::<&Tensor>))
+    }
+
+    fn prefill(&self, inputs: &ForwardInputs) -> Result<(Tensor, KvCache)> {
+        let mut layers = Vec::new();
+        let (h, positions) = self.hidden(inputs, Some(&mut layers))?;
+        Ok(qwen2::finish_prefill(
+            &h,
+            &self.lm_head,
+            layers,
+            inputs.attention_mask,
+            &positions,
+        ))
+    }
+
+    fn decode_step(&self, ids: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
+        qwen2::decode_step(&self.model, &self.lm_head, ids, cache, true)
+    }
+
+    fn token_logprobs(&self, inputs: &ForwardInputs, targets: &Tensor) -> Result<Tensor> {
+        let (h, _) = self.hidden(inputs, None)?;
+        qwen2::chunked_token_logprobs(&h, &self.lm_head, targets)
+    }
+
+    fn eos_token_ids(&self) -> &[i64] {
+        &self.config.eos_token_ids
+    }
+}

@@ -1,0 +1,368 @@
+//! The Qwen2.5-VL vision tower (`visual.*`): Conv3d patch embedding (a linear
+//! map of each flattened patch, since stride = kernel), 2D rotary, blocks with
+//! window attention except those in `fullatt_block_indexes`, and the patch
+//! merger (RMSNorm, 2x2 merge, MLP with exact GELU).
+//!
+//! Patches come in the processor's block-major order. The tower reorders
+//! merge units window by window so that each window is a contiguous segment,
+//! attends within segments (windows, or whole images for full-attention
+//! blocks), and restores the original order after the merger.
+
+use anyhow::{bail, Result};
+use std::collections::BTreeMap;
+use tch::{Device, Kind, Tensor};
+
+use crate::checkpoint::{Params, Weights};
+use crate::config::VisionConfig;
+use crate::qwen2::{GatedMlp, Linear, RmsNorm};
+use crate::rope;
+
+pub struct VisionAttention {
+    pub qkv: Linear,
+    pub proj: Linear,
+    num_heads: i64,
+    head_dim: i64,
+}
+
+pub struct VisionBlock {
+    pub norm1: RmsNorm,
+    pub norm2: RmsNorm,
+    pub attn: VisionAttention,
+    pub mlp: GatedMlp,
+}
+
+pub struct PatchMerger {
+    pub ln_q: RmsNorm,
+    pub mlp0: Linear,
+    pub mlp2: Linear,
+    merged_dim: i64,
+}
+
+pub struct VisionTransformer {
+    /// `visual.patch_embed.proj.weight` `[hidden, C, T, P, P]`.
+    pub patch_embed: Tensor,
+    pub blocks: Vec<VisionBlock>,
+    pub merger: PatchMerger,
+    pub config: VisionConfig,
+}
+
+/// How attention splits a sequence into independent segments (windows or
+/// whole images): segments of equal length are gathered into one batch so
+/// that each block runs one SDPA call per distinct length, then scattered back.
+pub struct SegmentPlan {
+    /// (number of segments, segment length, gather indices `[count * len]`).
+    groups: Vec<(i64, i64, Tensor)>,
+    /// Positions of the grouped rows back in sequence order.
+    inverse: Tensor,
+}
+
+impl SegmentPlan {
+    pub fn new(lengths: &[i64], device: Device) -> Self {
+        let mut by_len: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
+        let mut start = 0;
+        for &len in lengths {
+            if len > 0 {
+                by_len.entry(len).or_default().push(start);
+            }
+            start += len;
+        }
+        let mut groups = Vec::new();
+        let mut order = Vec::new();
+        for (len, starts) in by_len {
+            let idx: Vec<i64> = starts.iter().flat_map(|&st| st..st + len).collect();
+            groups.push((
+                starts.len() as i64,
+                len,
+                Tensor::from_slice(&idx).to_device(device),
+            ));
+            order.extend(idx);
+        }
+        let mut inverse = vec![0i64; order.len()];
+        for (pos, &i) in order.iter().enumerate() {
+            inverse[i as usize] = pos as i64;
+        }
+        SegmentPlan {
+            groups,
+            inverse: Tensor::from_slice(&inverse).to_device(device),
+        }
+    }
+}
+
+/// Per-patch (h, w) rotary positions in the block-major patch order.
+pub fn patch_positions(grids: &[[i64; 3]], merge: i64) -> Vec<[i64; 2]> {
+    let mut out = Vec::new();
+    for &[t, h, w] in grids {
+        for _ in 0..t {
+            for bh in 0..h / merge {
+                for bw in 0..w / merge {
+                    for i in 0..merge {
+                        for j in 0..merge {
+                            out.push([bh * merge + i, bw * merge + j]);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Window order of the merge units (indices into the block-major unit order)
+/// and the window lengths in patches.
+pub fn window_index(grids: &[[i64; 3]], merge: i64, window_units: i64) -> (Vec<i64>, Vec<i64>) {
+    let unit = merge * merge;
+    let mut index = Vec::new();
+    let mut lengths = Vec::new();
+    let mut base = 0;
+    for &[t, h, w] in grids {
+        let (lh, lw) = (h / merge, w / merge);
+        for f in 0..t {
+            for wy in 0..(lh + window_units - 1) / window_units {
+                for wx in 0..(lw + window_units - 1) / window_units {
+                    let mut n = 0;
+                    for y in wy * window_units..((wy + 1) * window_units).min(lh) {
+                        for x in wx * window_units..((wx + 1) * window_units).min(lw) {
+                            index.push(base + f * lh * lw + y * lw + x);
+                            n += 1;
+                        }
+                    }
+                    lengths.push(n * unit);
+                }
+            }
+        }
+        base += t * lh * lw;
+    }
+    (index, lengths)
+}
+
+impl VisionAttention {
+    /// `x` `[N, hidden]`, cos/sin `[N, head_dim]`, attention within each segment.
+    fn forward(&self, x: &Tensor, cos: &Tensor, sin: &Tensor, plan: &SegmentPlan) -> Tensor {
+        let n = x.size()[0];
+        let (nh, hd) = (self.num_heads, self.head_dim);
+        let qkv = self.qkv.forward(x).reshape([n, 3, nh, hd]);
+        let (q, k) = rope::apply_vision(&qkv.select(1, 0), &qkv.select(1, 1), cos, sin);
+        let v = qkv.select(1, 2);
+        let mut outs = Vec::new();
+        for (count, len, idx) in &plan.groups {
+            let pick = |t: &Tensor| {
+                t.index_select(0, idx)
+                    .reshape([*count, *len, nh, hd])
+                    .transpose(1, 2)
+            };
+            let o = Tensor::scaled_dot_product_attention(
+                &pick(&q),
+                &pick(&k),
+                &pick(&v),
+                None::<&Tensor>,
+                0.0,
+                false,
+                None,
+                false,
+            );
+            outs.push(o.transpose(1, 2).reshape([count * len, nh * hd]));
+        }
+        let o = Tensor::cat(&outs, 0).index_select(0, &plan.inverse);
+        self.proj.forward(&o)
+    }
+}
+
+impl VisionTransformer {
+    pub fn load(w: &mut Weights, c: &VisionConfig) -> Result<Self> {
+        let hd = c.hidden_size;
+        let patch_embed = w.take(
+            "visual.patch_embed.proj.weight",
+            &[
+                hd,
+                c.in_channels,
+                c.temporal_patch_size,
+                c.patch_size,
+                c.patch_size,
+            ],
+        )?;
+        let mut blocks = Vec::new();
+        for i in 0..c.depth {
+            let n = format!("visual.blocks.{i}");
+            blocks.push(VisionBlock {
+                norm1: RmsNorm::load(w, &format!("{n}.norm1"), hd, 1e-6)?,
+                norm2: RmsNorm::load(w, &format!("{n}.norm2"), hd, 1e-6)?,
+                attn: VisionAttention {
+                    qkv: Linear::load(w, &format!("{n}.attn.qkv"), 3 * hd, hd, true)?,
+                    proj: Linear::load(w, &format!("{n}.attn.proj"), hd, hd, true)?,
+                    num_heads: c.num_heads,
+                    head_dim: hd / c.num_heads,
+                },
+                mlp: GatedMlp::load(w, &format!("{n}.mlp"), hd, c.intermediate_size, true)?,
+            });
+        }
+        let merged_dim = hd * c.spatial_merge_size * c.spatial_merge_size;
+        let merger = PatchMerger {
+            ln_q: RmsNorm::load(w, "visual.merger.ln_q", hd, 1e-6)?,
+            mlp0: Linear::load(w, "visual.merger.mlp.0", merged_dim, merged_dim, true)?,
+            mlp2: Linear::load(
+                w,
+                "visual.merger.mlp.2",
+                c.out_hidden_size,
+                merged_dim,
+                true,
+            )?,
+            merged_dim,
+        };
+        Ok(VisionTransformer {
+            patch_embed,
+            blocks,
+            merger,
+            config: c.clone(),
+        })
+    }
+
+    /// `pixel_values` `[N, C*T*P*P]`, `grids` (t, h, w) per image in patches ->
+    /// merged features `[N / merge^2, out_hidden]` in the input's unit order.
+    pub fn forward(&self, pixel_values: &Tensor, grids: &[[i64; 3]]) -> Result<Tensor> {
+        let c = &self.config;
+        let m = c.spatial_merge_size;
+        let unit = m * m;
+        let n_expected: i64 = grids.iter().map(|g| g[0] * g[1] * g[2]).sum();
+        let size = pixel_values.size();
+        if size.len() != 2 || size[1] != c.patch_dim() {
+            bail!(
+                "pixel_values must be [N, {}] (C*T*P*P), got {size:?}",
+                c.patch_dim()
+            );
+        }
+        if size[0] != n_expected {
+            bail!(
+                "pixel_values has {} patches but image_grid_thw {grids:?} describes {n_expected}",
+                size[0]
+            );
+        }
+        for g in grids {
+            if g[1] % m != 0 || g[2] % m != 0 || g.iter().any(|&x| x <= 0) {
+                bail!("image grid {g:?} must be positive with h and w multiples of spatial_merge_size {m}");
+            }
+        }
+        let dev = self.patch_embed.device();
+        let kind = self.patch_embed.kind();
+        let n = n_expected;
+        let hd = c.hidden_size;
+        let w = self.patch_embed.reshape([hd, c.patch_dim()]);
+        let x = pixel_values
+            .to_device(dev)
+            .to_kind(kind)
+            .linear(&w, None::<&Tensor>);
+
+        let window_units = c.window_size / m / c.patch_size;
+        if window_units <= 0 {
+            bail!(
+                "vision window_size {} is smaller than one merge unit",
+                c.window_size
+            );
+        }
+        let (win_idx, win_lengths) = window_index(grids, m, window_units);
+        let win_idx_t = Tensor::from_slice(&win_idx).to_device(dev);
+        let permute = |t: &Tensor| -> Tensor {
+            let d = t.size()[1];
+            t.reshape([n / unit, unit, d])
+                .index_select(0, &win_idx_t)
+                .reshape([n, d])
+        };
+        let mut x = permute(&x);
+        let pos: Vec<i64> = patch_positions(grids, m).into_iter().flatten().collect();
+        let pos = Tensor::from_slice(&pos).reshape([n, 2]).to_device(dev);
+        let (cos, sin) = rope::vision_cos_sin(&pos, hd / c.num_heads, c.rope_theta);
+        let (cos, sin) = (permute(&cos), permute(&sin));
+
+        let full_lengths: Vec<i64> = grids
+            .iter()
+            .flat_map(|g| std::iter::repeat_n(g[1] * g[2], g[0] as usize))
+            .collect();
+        let full = SegmentPlan::new(&full_lengths, dev);
+        let windows = SegmentPlan::new(&win_lengths, dev);
+        for (i, blk) in self.blocks.iter().enumerate() {
+            let segs = if c.fullatt_block_indexes.contains(&(i as i64)) {
+                &full
+            } else {
+                &windows
+            };
+            x = &x + blk.attn.forward(&blk.norm1.forward(&x), &cos, &sin, segs);
+            x = &x + blk.mlp.forward(&blk.norm2.forward(&x));
+        }
+        let merged = self.merger.forward(&x);
+        // Inverse of the window permutation.
+        let mut reverse = vec![0i64; win_idx.len()];
+        for (pos, &i) in win_idx.iter().enumerate() {
+            reverse[i as usize] = pos as i64;
+        }
+        Ok(merged.index_select(0, &Tensor::from_slice(&reverse).to_device(dev)))
+    }
+
+    pub fn params(&self, out: &mut Params) {
+        out.push((
+            "visual.patch_embed.proj.weight".into(),
+            self.patch_embed.shallow_clone(),
+        ));
+        for (i, b) in self.blocks.iter().enumerate() {
+            let n = format!("visual.blocks.{i}");
+            b.norm1.params(&format!("{n}.norm1"), out);
+            b.norm2.params(&format!("{n}.norm2"), out);
+            b.attn.qkv.params(&format!("{n}.attn.qkv"), out);
+            b.attn.proj.params(&format!("{n}.attn.proj"), out);
+            b.mlp.params(&format!("{n}.mlp"), out);
+        }
+        self.merger.ln_q.params("visual.merger.ln_q", out);
+        self.merger.mlp0.params("visual.merger.mlp.0", out);
+        self.merger.mlp2.params("visual.merger.mlp.2", out);
+    }
+
+    pub fn device(&self) -> Device {
+        self.patch_embed.device()
+    }
+
+    pub fn kind(&self) -> Kind {
+        self.patch_embed.kind()
+    }
+}
+
+impl PatchMerger {
+    fn forward(&self, x: &Tensor) -> Tensor {
+        let h = self.ln_q.forward(x).view([-1, self.merged_dim]);
+        self.mlp2.forward(&self.mlp0.forward(&h).gelu("none"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_index_covers_every_unit_once() {
+        // 20x12 patches, merge 2 -> 10x6 units, windows of 4x4 units -> 3x2 windows.
+        let (idx, lens) = window_index(&[[1, 20, 12], [1, 4, 6]], 2, 4);
+        assert_eq!(lens, vec![64, 32, 64, 32, 32, 16, 24]);
+        let mut sorted = idx.clone();
+        sorted.sort();
+        assert_eq!(sorted, (0..66).collect::<Vec<_>>());
+        // The first window holds units (0..4) x (0..4) of a 6-wide grid.
+        assert_eq!(&idx[..5], &[0, 1, 2, 3, 6]);
+        // The second image's units follow the first image's 60.
+        assert_eq!(idx[60], 60);
+    }
+
+    #[test]
+    fn patch_positions_are_block_major() {
+        let p = patch_positions(&[[1, 2, 4]], 2);
+        assert_eq!(
+            p,
+            vec![
+                [0, 0],
+                [0, 1],
+                [1, 0],
+                [1, 1],
+                [0, 2],
+                [0, 3],
+                [1, 2],
+                [1, 3]
+            ]
+        );
+    }
+}

@@ -1,0 +1,225 @@
+//! Processor parity with transformers (fixtures from
+//! scripts/fixtures/make_processor_fixtures.py) and its error messages.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use lmmhost_model::processor::{
+    chat_template, Conversation, ImageInput, Message, Part, PreparedBatch, Processor,
+};
+use safetensors::{Dtype, SafeTensors};
+use serde_json::Value;
+use tch::Tensor;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn model_dir() -> PathBuf {
+    root().join("configs/models/tiny-qwen2.5-vl")
+}
+
+fn fixture_dir() -> PathBuf {
+    root().join("tests/fixtures/processor")
+}
+
+fn manifest() -> Value {
+    let text = std::fs::read_to_string(fixture_dir().join("conversations.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+fn conversation(v: &Value) -> Conversation {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|m| Message {
+            role: m["role"].as_str().unwrap().to_string(),
+            parts: m["content"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| match p["type"].as_str().unwrap() {
+                    "text" => Part::Text(p["text"].as_str().unwrap().to_string()),
+                    "image" => Part::Image(ImageInput::Path(fixture_dir().join(p["path"].as_str().unwrap()))),
+                    other => panic!("unknown part type {other}"),
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+/// (shape, i64 values or f32 values)
+enum Data {
+    I64(Vec<i64>),
+    F32(Vec<f32>),
+}
+
+fn expected(name: &str) -> Vec<(String, Vec<usize>, Data)> {
+    let bytes = std::fs::read(fixture_dir().join(format!("{name}.safetensors"))).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    st.tensors()
+        .into_iter()
+        .map(|(k, v)| {
+            let raw = v.data();
+            let data = match v.dtype() {
+                Dtype::I64 => {
+                    Data::I64(raw.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect())
+                }
+                Dtype::F32 => {
+                    Data::F32(raw.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect())
+                }
+                d => panic!("{name}/{k}: unexpected dtype {d:?}"),
+            };
+            (k, v.shape().to_vec(), data)
+        })
+        .collect()
+}
+
+fn as_i64(t: &Tensor) -> Vec<i64> {
+    Vec::<i64>::try_from(t.flatten(0, -1)).unwrap()
+}
+
+fn shape(t: &Tensor) -> Vec<usize> {
+    t.size().iter().map(|&d| d as usize).collect()
+}
+
+fn check_batch(name: &str) -> Result<PreparedBatch> {
+    let processor = Processor::from_dir(model_dir())?;
+    let m = manifest();
+    let convs: Vec<Conversation> = m[name]["conversations"].as_array().unwrap().iter().map(conversation).collect();
+    // The Rust template renders exactly what the Jinja template renders.
+    for (c, want) in convs.iter().zip(m[name]["texts"].as_array().unwrap()) {
+        assert_eq!(chat_template::render(c, true).text, want.as_str().unwrap(), "{name}: rendered text");
+    }
+    let batch = processor.prepare(&convs, true).with_context(|| name.to_string())?;
+    let exp = expected(name);
+    assert!(!exp.is_empty());
+    for (key, want_shape, data) in exp {
+        let got = match key.as_str() {
+            "input_ids" => &batch.input_ids,
+            "attention_mask" => &batch.attention_mask,
+            "position_ids" => &batch.position_ids,
+            "rope_deltas" => &batch.rope_deltas,
+            "image_grid_thw" => batch.image_grid_thw.as_ref().unwrap(),
+            "pixel_values" => batch.pixel_values.as_ref().unwrap(),
+            other => panic!("unexpected fixture tensor {other}"),
+        };
+        assert_eq!(shape(got), want_shape, "{name}/{key} shape");
+        match data {
+            Data::I64(want) => assert_eq!(as_i64(got), want, "{name}/{key}"),
+            Data::F32(want) => {
+                let got = Vec::<f32>::try_from(got.flatten(0, -1)).unwrap();
+                let max = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+                println!("{name}/{key}: max abs diff {max:e} over {} values", want.len());
+                assert!(max <= 1e-5, "{name}/{key}: max abs diff {max}");
+            }
+        }
+    }
+    Ok(batch)
+}
+
+#[test]
+fn text_only_matches_transformers() {
+    let b = check_batch("text_only").unwrap();
+    assert!(b.pixel_values.is_none() && b.image_grid_thw.is_none());
+    assert_eq!(as_i64(&b.rope_deltas), vec![0]);
+}
+
+#[test]
+fn one_non_square_image_matches_transformers() {
+    let b = check_batch("one_image").unwrap();
+    // 100x60 -> 112x56 -> 8x4 patches
+    assert_eq!(as_i64(b.image_grid_thw.as_ref().unwrap()), vec![1, 4, 8]);
+    assert_eq!(b.images_per_sample, vec![1]);
+}
+
+#[test]
+fn two_images_next_to_text_only_left_padded_matches_transformers() {
+    let b = check_batch("mixed_batch").unwrap();
+    assert_eq!(b.images_per_sample, vec![2, 0]);
+    let mask = as_i64(&b.attention_mask);
+    let l = b.seq_lens[0].max(b.seq_lens[1]);
+    assert_eq!(mask[..l].iter().sum::<i64>() as usize, b.seq_lens[0]);
+    // The shorter text-only sample is padded on the left.
+    assert_eq!(mask[l], 0);
+    assert_eq!(mask[2 * l - 1], 1);
+}
+
+#[test]
+fn assistant_mask_covers_content_and_im_end_only() {
+    let processor = Processor::from_dir(model_dir()).unwrap();
+    let m = manifest();
+    let convs: Vec<Conversation> =
+        m["mixed_batch"]["conversations"].as_array().unwrap().iter().map(conversation).collect();
+    let b = processor.prepare(&convs, false).unwrap();
+    let ids = as_i64(&b.input_ids);
+    let mask = as_i64(&b.assistant_mask);
+    let l = ids.len() / 2;
+    let picked: Vec<i64> = ids[..l].iter().zip(&mask[..l]).filter(|(_, &m)| m == 1).map(|(&i, _)| i).collect();
+    assert_eq!(
+        processor.tokenizer.decode(&picked, false).unwrap(),
+        "<think>The first is gray.</think><answer>B</answer><|im_end|>"
+    );
+    // The text-only sample has no assistant turn.
+    assert_eq!(mask[l..].iter().sum::<i64>(), 0);
+}
+
+#[test]
+fn tokenizer_special_ids_and_round_trip() {
+    let p = Processor::from_dir(model_dir()).unwrap();
+    let t = &p.tokenizer;
+    assert_eq!(t.im_end_id, 1017);
+    assert_eq!(t.pad_id, 1016);
+    assert_eq!(t.image_pad_id, Some(1020));
+    assert_eq!(t.vision_start_id, Some(1018));
+    assert_eq!(t.vision_end_id, Some(1019));
+    assert_eq!(p.image_token_id, Some(1020));
+    let ids = t.encode("What is 12 + 7?<|im_end|>").unwrap();
+    // Qwen2 splits digits one per token.
+    assert_eq!(ids.iter().filter(|&&i| i == t.token_id("1").unwrap()).count(), 1);
+    assert_eq!(*ids.last().unwrap(), 1017);
+    assert_eq!(t.decode(&ids, false).unwrap(), "What is 12 + 7?<|im_end|>");
+    assert_eq!(t.decode(&ids, true).unwrap(), "What is 12 + 7?");
+}
+
+#[test]
+fn placeholder_image_count_mismatch_names_both_counts() {
+    let p = Processor::from_dir(model_dir()).unwrap();
+    let conv = vec![Message {
+        role: "user".into(),
+        parts: vec![
+            Part::Text("an extra <|image_pad|> here".into()),
+            Part::Image(ImageInput::Path(fixture_dir().join("wide_100x60.png"))),
+        ],
+    }];
+    let text_only = vec![Message::text("user", "hi")];
+    let err = format!("{:#}", p.prepare(&[text_only, conv], true).err().unwrap());
+    assert!(err.contains("sample 1"), "{err}");
+    assert!(err.contains("2 image placeholders") && err.contains("but 1 images"), "{err}");
+}
+
+#[test]
+fn undecodable_image_names_the_sample_and_image() {
+    let p = Processor::from_dir(model_dir()).unwrap();
+    let ok = vec![Message::text("user", "hi")];
+    let bad = vec![Message {
+        role: "user".into(),
+        parts: vec![Part::Image(ImageInput::Bytes(b"definitely not a png".to_vec()))],
+    }];
+    let err = format!("{:#}", p.prepare(&[ok.clone(), bad], true).err().unwrap());
+    assert!(err.contains("sample 1, image 0") && err.contains("cannot decode image"), "{err}");
+    let missing = vec![Message {
+        role: "user".into(),
+        parts: vec![Part::Image(ImageInput::Path("/nonexistent/cat.png".into()))],
+    }];
+    let err = format!("{:#}", p.prepare(&[missing, ok], true).err().unwrap());
+    assert!(err.contains("sample 0, image 0") && err.contains("/nonexistent/cat.png"), "{err}");
+}
+
+#[test]
+fn missing_tokenizer_names_the_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = format!("{:#}", Processor::from_dir(dir.path()).err().unwrap());
+    let want = dir.path().join("tokenizer.json");
+    assert!(err.contains(&want.display().to_string()), "{err}");
+}

@@ -1,0 +1,126 @@
+//! Loader plugins: one instance holding an opened dataset, random access by index.
+
+use std::sync::Mutex;
+
+use anyhow::{anyhow, Context, Result};
+use lmmhost_bundle::World;
+use lmmhost_sdk as sdk;
+use wasmtime::component::{HasSelf, Linker};
+use wasmtime::Store;
+
+use crate::convert;
+use crate::runtime::{PluginRuntime, PluginSpec};
+use crate::sandbox::{call_with_budget, new_store, Grants, State};
+use crate::v0_1_0::loader as lw;
+
+struct Instance {
+    store: Store<State>,
+    bindings: lw::LoaderPlugin,
+}
+
+pub struct LoaderPlugin {
+    spec: PluginSpec,
+    engine: wasmtime::Engine,
+    pre: lw::LoaderPluginPre<State>,
+    grants: Grants,
+    info: sdk::DatasetInfo,
+    inst: Mutex<Option<Instance>>,
+}
+
+impl LoaderPlugin {
+    /// Instantiates the loader and opens the dataset on the granted files.
+    pub fn new(runtime: &PluginRuntime, spec: PluginSpec) -> Result<LoaderPlugin> {
+        let (component, _) = runtime.prepare(&spec, World::Loader)?;
+        let mut linker = Linker::<State>::new(&runtime.engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        lw::LoaderPlugin::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)?;
+        let pre = lw::LoaderPluginPre::new(linker.instantiate_pre(&component).with_context(|| {
+            format!("plugin {}: its imports cannot be satisfied by this host", spec.name)
+        })?)?;
+        let grants = Grants::prepare(&spec.name, &spec.grants)?;
+        let mut plugin = LoaderPlugin {
+            engine: runtime.engine.clone(),
+            pre,
+            grants,
+            info: sdk::DatasetInfo { len: 0, skipped_rows: 0, notes: Vec::new() },
+            inst: Mutex::new(None),
+            spec,
+        };
+        let (inst, info) = plugin.open()?;
+        plugin.info = info;
+        plugin.inst = Mutex::new(Some(inst));
+        Ok(plugin)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.spec.name
+    }
+
+    pub fn info(&self) -> &sdk::DatasetInfo {
+        &self.info
+    }
+
+    pub fn len(&self) -> u64 {
+        self.info.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.info.len == 0
+    }
+
+    /// The paths the plugin was given in `open` (as it sees them).
+    pub fn granted_paths(&self) -> &[String] {
+        &self.grants.guest_paths
+    }
+
+    fn open(&self) -> Result<(Instance, sdk::DatasetInfo)> {
+        let name = &self.spec.name;
+        let mut store = new_store(&self.engine, &self.spec, &self.grants.preopens)?;
+        let bindings = self.pre.instantiate(&mut store).with_context(|| format!("plugin {name}: cannot instantiate"))?;
+        let (timeout, mem) = (self.spec.limits.call_timeout, self.spec.limits.memory_bytes);
+        let config = self.spec.config.clone();
+        let files = self.grants.guest_paths.clone();
+        let info = call_with_budget(&mut store, timeout, mem, |s| bindings.lmmhost_plugin_loader().call_open(s, &config, &files))
+            .map_err(|f| anyhow!("plugin {name}: open {}", f.message))?
+            .map_err(|e| anyhow!("plugin {name}: open failed: {e}"))?;
+        Ok((Instance { store, bindings }, convert::info_from(info)))
+    }
+
+    /// Sample `index`.
+    pub fn get(&self, index: u64) -> Result<sdk::Sample> {
+        let mut v = self.get_many(&[index])?;
+        v.pop().ok_or_else(|| anyhow!("plugin {}: get({index}) returned nothing", self.spec.name))
+    }
+
+    /// Several samples in one call; the first failing index is an error naming it.
+    pub fn get_many(&self, indices: &[u64]) -> Result<Vec<sdk::Sample>> {
+        let name = &self.spec.name;
+        if let Some(bad) = indices.iter().find(|&&i| i >= self.info.len) {
+            return Err(anyhow!("plugin {name}: index {bad} is out of range (dataset has {} samples)", self.info.len));
+        }
+        let mut guard = self.inst.lock().map_err(|_| anyhow!("plugin {name}: instance lock poisoned"))?;
+        let mut inst = match guard.take() {
+            Some(i) => i,
+            None => self.open()?.0,
+        };
+        let (timeout, mem) = (self.spec.limits.call_timeout, self.spec.limits.memory_bytes);
+        let r = call_with_budget(&mut inst.store, timeout, mem, |s| {
+            inst.bindings.lmmhost_plugin_loader().call_get_many(s, indices)
+        });
+        let list = match r {
+            Ok(list) => {
+                *guard = Some(inst);
+                list
+            }
+            // The instance is dropped; the next call reopens the dataset.
+            Err(f) => return Err(anyhow!("plugin {name}: get-many({indices:?}) {}", f.message)),
+        };
+        if list.len() != indices.len() {
+            return Err(anyhow!("plugin {name}: get-many returned {} samples for {} indices", list.len(), indices.len()));
+        }
+        list.into_iter()
+            .zip(indices)
+            .map(|(r, i)| r.map(convert::loader::sample_from).map_err(|e| anyhow!("plugin {name}: sample {i}: {e}")))
+            .collect()
+    }
+}

@@ -1,0 +1,199 @@
+//! The process-wide plugin runtime: one engine with epoch interruption, the
+//! compiled-component cache, and the ticker thread that drives time budgets.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use lmmhost_bundle::{check_wit_compatible, inspect_component, ComponentFacts, World};
+use wasmtime::component::Component;
+use wasmtime::{Config, Engine};
+
+use crate::cache::ComponentCache;
+
+/// How often the epoch advances; time budgets are counted in these ticks.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Settings of the runtime as a whole.
+#[derive(Debug, Clone)]
+pub struct RuntimeOptions {
+    /// Where compiled components are cached; `None` disables the cache.
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl Default for RuntimeOptions {
+    fn default() -> Self {
+        RuntimeOptions { cache_dir: default_cache_dir() }
+    }
+}
+
+/// `$XDG_CACHE_HOME/lmmhost/components`, or `~/.cache/lmmhost/components`.
+pub fn default_cache_dir() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(base.join("lmmhost").join("components"))
+}
+
+/// Per-plugin resource limits.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Wall time one call may take before it is interrupted.
+    pub call_timeout: Duration,
+    /// Linear memory (and table) size cap per instance.
+    pub memory_bytes: u64,
+    /// Parallel instances for reward plugins (batches are split across them).
+    pub instances: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            call_timeout: Duration::from_secs(10),
+            memory_bytes: 512 << 20,
+            instances: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        }
+    }
+}
+
+/// What the run does when a plugin fails on one item of a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnError {
+    /// The whole call fails with an error naming the plugin, the call and the item.
+    #[default]
+    Abort,
+    /// The item scores zero; the failure is reported alongside the scores.
+    Zero,
+}
+
+/// One structured log line from a plugin.
+#[derive(Debug, Clone)]
+pub struct LogRecord {
+    pub plugin: String,
+    pub level: &'static str,
+    pub message: String,
+    pub fields: Vec<(String, String)>,
+}
+
+/// Where plugin log lines go.
+pub type LogSink = Arc<dyn Fn(&LogRecord) + Send + Sync>;
+
+/// Default sink: one line on stderr.
+pub fn stderr_sink() -> LogSink {
+    Arc::new(|r: &LogRecord| {
+        let fields: String = r.fields.iter().map(|(k, v)| format!(" {k}={v}")).collect();
+        eprintln!("[plugin {}] {}: {}{}", r.plugin, r.level, r.message, fields);
+    })
+}
+
+/// Everything needed to start a plugin.
+#[derive(Clone)]
+pub struct PluginSpec {
+    /// Shown in every error and log line.
+    pub name: String,
+    /// The component's bytes (from a .wasm file or a verified bundle).
+    pub bytes: Arc<Vec<u8>>,
+    /// The plugin's TOML table, as TOML text.
+    pub config: String,
+    pub limits: Limits,
+    pub on_error: OnError,
+    /// Seeds the plugin's only source of randomness.
+    pub seed: u64,
+    /// Read-only files and directories (loaders), as host paths.
+    pub grants: Vec<PathBuf>,
+    pub log: LogSink,
+}
+
+impl PluginSpec {
+    /// A spec for the component file at `path`, with default limits.
+    pub fn from_file(name: &str, path: &std::path::Path, config: &str) -> Result<PluginSpec> {
+        let bytes = std::fs::read(path).with_context(|| format!("plugin {name}: cannot read {}", path.display()))?;
+        Ok(PluginSpec {
+            name: name.to_string(),
+            bytes: Arc::new(bytes),
+            config: config.to_string(),
+            limits: Limits::default(),
+            on_error: OnError::Abort,
+            seed: 0,
+            grants: Vec::new(),
+            log: stderr_sink(),
+        })
+    }
+}
+
+/// The shared engine, cache and epoch ticker.
+pub struct PluginRuntime {
+    pub(crate) engine: Engine,
+    cache: Option<ComponentCache>,
+    stop: Arc<AtomicBool>,
+}
+
+impl PluginRuntime {
+    pub fn new(opts: RuntimeOptions) -> Result<PluginRuntime> {
+        let mut config = Config::new();
+        config.wasm_component_model(true);
+        config.epoch_interruption(true);
+        // Synchronous calls only: the async machinery costs ~3x per call.
+        config.concurrency_support(false);
+        // A trap in a guest leaves a readable backtrace in the error.
+        config.wasm_backtrace(true);
+        let engine = Engine::new(&config).context("cannot create the wasmtime engine")?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let ticker_engine = engine.clone();
+        let ticker_stop = stop.clone();
+        std::thread::Builder::new()
+            .name("lmmhost-epoch".into())
+            .spawn(move || {
+                while !ticker_stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    ticker_engine.increment_epoch();
+                }
+            })
+            .context("cannot start the epoch ticker thread")?;
+        let cache = opts.cache_dir.map(|dir| ComponentCache::new(dir, &engine));
+        Ok(PluginRuntime { engine, cache, stop })
+    }
+
+    /// Checks the component's WIT version and world, then compiles it (or
+    /// loads it from the cache).
+    pub(crate) fn prepare(&self, spec: &PluginSpec, world: World) -> Result<(Component, ComponentFacts)> {
+        let facts = inspect_component(&spec.bytes).with_context(|| format!("plugin {}", spec.name))?;
+        if let Err(msg) = check_wit_compatible(&facts) {
+            bail!("plugin {} refused: {msg}", spec.name);
+        }
+        match facts.world {
+            Some(w) if w == world => {}
+            Some(w) => bail!("plugin {} is a {} but is used as a {}", spec.name, w.name(), world.name()),
+            None => bail!(
+                "plugin {} exports no lmmhost:plugin interface (exports: {}); a {} must export {}",
+                spec.name,
+                facts.exports.join(", "),
+                world.name(),
+                world.interface()
+            ),
+        }
+        let component = match &self.cache {
+            Some(cache) => cache.load_or_compile(&self.engine, &spec.bytes, &facts.sha256),
+            None => Component::from_binary(&self.engine, &spec.bytes),
+        }
+        .with_context(|| format!("plugin {}: cannot compile the component", spec.name))?;
+        Ok((component, facts))
+    }
+
+    pub fn cache(&self) -> Option<&ComponentCache> {
+        self.cache.as_ref()
+    }
+}
+
+impl Drop for PluginRuntime {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Epoch ticks for a time budget (at least one).
+pub(crate) fn ticks(d: Duration) -> u64 {
+    (d.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64 + 1
+}

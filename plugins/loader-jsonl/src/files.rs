@@ -1,0 +1,229 @@
+//! Granted paths: expanding directories into `*.jsonl` files, indexing the
+//! byte offsets of rows, reading one row back, and resolving image paths.
+
+use std::fs;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Component, Path, PathBuf};
+
+/// A dataset file and its directory (relative image paths start there).
+#[derive(Debug, Clone)]
+pub struct DataFile {
+    pub path: PathBuf,
+    pub dir: PathBuf,
+}
+
+/// Where one non-empty line lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Row {
+    pub file: u32,
+    /// 1-based line number, for error messages.
+    pub line: u64,
+    pub offset: u64,
+    pub len: u32,
+}
+
+/// The granted files and directories as given, expanded: a directory
+/// contributes its `*.jsonl` files sorted by name, in place. Also returns
+/// the granted directories (images must live under one of them).
+pub fn expand_grants(files: &[String]) -> Result<(Vec<DataFile>, Vec<PathBuf>), String> {
+    if files.is_empty() {
+        return Err("loader-jsonl: no files granted; grant a .jsonl file or a directory".into());
+    }
+    let mut out = Vec::new();
+    let mut dirs = Vec::new();
+    for f in files {
+        let p = PathBuf::from(f);
+        let meta = fs::metadata(&p).map_err(|e| format!("{f}: {e}"))?;
+        if meta.is_dir() {
+            let mut names = Vec::new();
+            for entry in fs::read_dir(&p).map_err(|e| format!("{f}: cannot list: {e}"))? {
+                let entry = entry.map_err(|e| format!("{f}: cannot list: {e}"))?;
+                let path = entry.path();
+                let is_jsonl = path.extension().is_some_and(|x| x == "jsonl");
+                if is_jsonl && entry.file_type().is_ok_and(|t| !t.is_dir()) {
+                    names.push(path);
+                }
+            }
+            if names.is_empty() {
+                return Err(format!("{f}: the granted directory has no *.jsonl files"));
+            }
+            names.sort();
+            out.extend(names.into_iter().map(|path| DataFile {
+                path,
+                dir: p.clone(),
+            }));
+            dirs.push(normalize(&p));
+        } else {
+            let dir = p.parent().map(Path::to_path_buf).unwrap_or_default();
+            out.push(DataFile { path: p, dir });
+        }
+    }
+    Ok((out, dirs))
+}
+
+/// Reads a whole file once and returns its content and the rows (non-blank
+/// lines) in it. A UTF-8 byte order mark at the start is skipped.
+pub fn index_file(file_no: u32, path: &Path) -> Result<(Vec<u8>, Vec<Row>), String> {
+    let bytes = fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut rows = Vec::new();
+    let mut start = if bytes.starts_with(b"\xEF\xBB\xBF") {
+        3
+    } else {
+        0
+    };
+    let mut line = 1u64;
+    while start < bytes.len() {
+        let end = bytes[start..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(bytes.len(), |i| start + i);
+        let text = &bytes[start..end];
+        if !text.iter().all(u8::is_ascii_whitespace) {
+            let len = u32::try_from(text.len())
+                .map_err(|_| format!("{}:{line}: the line is longer than 4 GiB", path.display()))?;
+            rows.push(Row {
+                file: file_no,
+                line,
+                offset: start as u64,
+                len,
+            });
+        }
+        start = end + 1;
+        line += 1;
+    }
+    Ok((bytes, rows))
+}
+
+/// The text of one row from already-read file content.
+pub fn row_text<'a>(bytes: &'a [u8], row: &Row, path: &Path) -> Result<&'a str, String> {
+    let start = row.offset as usize;
+    let slice = &bytes[start..start + row.len as usize];
+    std::str::from_utf8(slice)
+        .map_err(|e| format!("{}:{}: not valid UTF-8: {e}", path.display(), row.line))
+}
+
+/// Reads one row back from disk (seek + read of just that line).
+pub fn read_row(path: &Path, row: &Row) -> Result<String, String> {
+    let mut f = fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    f.seek(SeekFrom::Start(row.offset))
+        .map_err(|e| format!("{}:{}: {e}", path.display(), row.line))?;
+    let mut buf = vec![0u8; row.len as usize];
+    f.read_exact(&mut buf).map_err(|e| {
+        format!(
+            "{}:{}: cannot read the row (file changed since open?): {e}",
+            path.display(),
+            row.line
+        )
+    })?;
+    String::from_utf8(buf)
+        .map_err(|e| format!("{}:{}: not valid UTF-8: {e}", path.display(), row.line))
+}
+
+/// Removes `.` and resolves `..` lexically (no file system access: the
+/// sandbox may not let us see the path, and the check must not depend on it).
+pub fn normalize(p: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other.as_os_str()),
+        }
+    }
+    out
+}
+
+/// An image reference from a row, made absolute (relative to the JSONL
+/// file's directory, `file://` stripped) and checked to lie inside a granted
+/// directory, so the error comes here with file and line rather than later
+/// from the host's sandbox.
+pub fn resolve_image(reference: &str, base: &Path, granted: &[PathBuf]) -> Result<String, String> {
+    let r = reference.strip_prefix("file://").unwrap_or(reference);
+    if r.is_empty() {
+        return Err("empty image path".into());
+    }
+    if r.contains("://") {
+        return Err(format!(
+            "image `{reference}`: only local files are supported"
+        ));
+    }
+    let p = Path::new(r);
+    let abs = normalize(&if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    });
+    if !granted.iter().any(|d| abs.starts_with(d)) {
+        return Err(format!(
+            "image `{reference}` ({}) is outside the granted directories; grant the directory that holds the images",
+            abs.display()
+        ));
+    }
+    abs.to_str()
+        .map(str::to_owned)
+        .ok_or_else(|| format!("image `{reference}`: path is not valid UTF-8"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_skips_blank_lines_and_bom_and_counts_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.jsonl");
+        fs::write(&p, b"\xEF\xBB\xBF{\"a\":1}\n\n   \n{\"b\":2}\r\n{\"c\":3}").unwrap();
+        let (bytes, rows) = index_file(7, &p).unwrap();
+        assert_eq!(rows.len(), 3);
+        assert_eq!(
+            rows.iter().map(|r| r.line).collect::<Vec<_>>(),
+            vec![1, 4, 5]
+        );
+        assert_eq!(row_text(&bytes, &rows[0], &p).unwrap(), "{\"a\":1}");
+        assert_eq!(rows[0].file, 7);
+        // The \r stays in the row; JSON parsing treats it as whitespace.
+        assert_eq!(read_row(&p, &rows[1]).unwrap(), "{\"b\":2}\r");
+        assert_eq!(read_row(&p, &rows[2]).unwrap(), "{\"c\":3}");
+    }
+
+    #[test]
+    fn directory_grant_lists_jsonl_sorted() {
+        let dir = tempfile::tempdir().unwrap();
+        for n in ["b.jsonl", "a.jsonl", "notes.txt", "c.json"] {
+            fs::write(dir.path().join(n), "{}\n").unwrap();
+        }
+        let (files, dirs) = expand_grants(&[dir.path().to_str().unwrap().to_owned()]).unwrap();
+        let names: Vec<_> = files
+            .iter()
+            .map(|f| f.path.file_name().unwrap().to_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(names, vec!["a.jsonl", "b.jsonl"]);
+        assert_eq!(dirs, vec![dir.path().to_path_buf()]);
+    }
+
+    #[test]
+    fn images_resolve_and_stay_inside_grants() {
+        let g = vec![PathBuf::from("/data/set")];
+        let base = Path::new("/data/set/train");
+        assert_eq!(
+            resolve_image("img/1.png", base, &g).unwrap(),
+            "/data/set/train/img/1.png"
+        );
+        assert_eq!(
+            resolve_image("../img/1.png", base, &g).unwrap(),
+            "/data/set/img/1.png"
+        );
+        assert_eq!(
+            resolve_image("file:///data/set/x.jpg", base, &g).unwrap(),
+            "/data/set/x.jpg"
+        );
+        let e = resolve_image("../../../etc/passwd", base, &g).unwrap_err();
+        assert!(e.contains("/etc/passwd") && e.contains("outside"), "{e}");
+        assert!(resolve_image("/data/settle/x.png", base, &g).is_err());
+        assert!(resolve_image("http://x/y.png", base, &g)
+            .unwrap_err()
+            .contains("local"));
+    }
+}
