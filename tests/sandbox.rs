@@ -5,18 +5,24 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lmmhost_plugin_host::{ItemOutcome, LoaderPlugin, OnError, PluginRuntime, PluginSpec, RewardPlugin, RuntimeOptions};
+use lmmhost_plugin_host::{
+    ItemOutcome, LoaderPlugin, OnError, PluginRuntime, PluginSpec, RewardPlugin, RuntimeOptions,
+};
 use lmmhost_sdk::{Completion, ContentPart, Message, Sample};
 
 fn plugin_dir() -> PathBuf {
-    std::env::var_os("LMMHOST_PLUGIN_DIR").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/plugins")
-    })
+    std::env::var_os("LMMHOST_PLUGIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/plugins"))
 }
 
 fn wasm(name: &str) -> PathBuf {
     let p = plugin_dir().join(format!("{name}.wasm"));
-    assert!(p.is_file(), "{} is missing: run scripts/build-plugins.sh first", p.display());
+    assert!(
+        p.is_file(),
+        "{} is missing: run scripts/build-plugins.sh first",
+        p.display()
+    );
     p
 }
 
@@ -37,7 +43,10 @@ fn completion(id: &str, response: &str) -> Completion {
     Completion {
         sample: Sample {
             id: id.into(),
-            messages: vec![Message { role: "user".into(), content: vec![ContentPart::Text("q".into())] }],
+            messages: vec![Message {
+                role: "user".into(),
+                content: vec![ContentPart::Text("q".into())],
+            }],
             answer: Some("1".into()),
             metadata: vec![],
         },
@@ -47,7 +56,11 @@ fn completion(id: &str, response: &str) -> Completion {
 }
 
 fn batch(responses: &[&str]) -> Vec<Completion> {
-    responses.iter().enumerate().map(|(i, r)| completion(&format!("s{i}"), r)).collect()
+    responses
+        .iter()
+        .enumerate()
+        .map(|(i, r)| completion(&format!("s{i}"), r))
+        .collect()
 }
 
 #[test]
@@ -55,8 +68,14 @@ fn infinite_loop_times_out_and_names_the_item() {
     let rt = runtime();
     let p = RewardPlugin::new(&rt, spec("hostile-loop", 300, OnError::Zero)).unwrap();
     let start = Instant::now();
-    let out = p.score_batch(&batch(&["fine", "LOOP", "fine", "fine"])).unwrap();
-    assert!(start.elapsed() < Duration::from_secs(5), "took {:?}", start.elapsed());
+    let out = p
+        .score_batch(&batch(&["fine", "LOOP", "fine", "fine"]))
+        .unwrap();
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        start.elapsed()
+    );
     assert!(matches!(out[0], ItemOutcome::Scored(_)));
     match &out[1] {
         ItemOutcome::Failed { index, error } => {
@@ -68,9 +87,21 @@ fn infinite_loop_times_out_and_names_the_item() {
     assert!(matches!(out[2], ItemOutcome::Scored(_)) && matches!(out[3], ItemOutcome::Scored(_)));
 
     let p = RewardPlugin::new(&rt, spec("hostile-loop", 300, OnError::Abort)).unwrap();
-    let err = format!("{:#}", p.score_batch(&batch(&["fine", "fine", "LOOP"])).unwrap_err());
-    assert!(err.contains("plugin hostile-loop") && err.contains("score-batch") && err.contains("item 2"), "{err}");
-    assert!(err.contains("sample id \"s2\"") && err.contains("timed out"), "{err}");
+    let err = format!(
+        "{:#}",
+        p.score_batch(&batch(&["fine", "fine", "LOOP"]))
+            .unwrap_err()
+    );
+    assert!(
+        err.contains("plugin hostile-loop")
+            && err.contains("score-batch")
+            && err.contains("item 2"),
+        "{err}"
+    );
+    assert!(
+        err.contains("sample id \"s2\"") && err.contains("timed out"),
+        "{err}"
+    );
     // The host and the plugin keep working.
     let out = p.score_batch(&batch(&["fine", "fine"])).unwrap();
     assert!(out.iter().all(|o| matches!(o, ItemOutcome::Scored(_))));
@@ -84,7 +115,10 @@ fn huge_allocation_hits_the_memory_cap() {
     let p = RewardPlugin::new(&rt, s).unwrap();
     let out = p.score_batch(&batch(&["ALLOC", "fine"])).unwrap();
     match &out[0] {
-        ItemOutcome::Failed { error, .. } => assert!(error.contains("ran out of memory (limit memory_mb = 128)"), "{error}"),
+        ItemOutcome::Failed { error, .. } => assert!(
+            error.contains("ran out of memory (limit memory_mb = 128)"),
+            "{error}"
+        ),
         other => panic!("expected a memory failure, got {other:?}"),
     }
     assert!(matches!(out[1], ItemOutcome::Scored(_)));
@@ -94,14 +128,24 @@ fn huge_allocation_hits_the_memory_cap() {
 fn panic_is_a_trap_naming_the_item_and_plain_errors_stay_per_item() {
     let rt = runtime();
     let p = RewardPlugin::new(&rt, spec("hostile-panic", 2_000, OnError::Abort)).unwrap();
-    let err = format!("{:#}", p.score_batch(&batch(&["fine", "PANIC"])).unwrap_err());
+    let err = format!(
+        "{:#}",
+        p.score_batch(&batch(&["fine", "PANIC"])).unwrap_err()
+    );
     assert!(err.contains("item 1") && err.contains("trapped"), "{err}");
-    assert!(err.contains("deliberate panic on sample s1"), "the guest's panic message is shown: {err}");
+    assert!(
+        err.contains("deliberate panic on sample s1"),
+        "the guest's panic message is shown: {err}"
+    );
 
     let p = RewardPlugin::new(&rt, spec("hostile-panic", 2_000, OnError::Zero)).unwrap();
-    let out = p.score_batch(&batch(&["ERR", "fine", "PANIC", "fine"])).unwrap();
+    let out = p
+        .score_batch(&batch(&["ERR", "fine", "PANIC", "fine"]))
+        .unwrap();
     assert_eq!(out.len(), 4);
-    assert!(matches!(&out[0], ItemOutcome::Failed { index: 0, error } if error.contains("cannot score sample s0")));
+    assert!(
+        matches!(&out[0], ItemOutcome::Failed { index: 0, error } if error.contains("cannot score sample s0"))
+    );
     assert!(matches!(out[1], ItemOutcome::Scored(_)));
     assert!(matches!(&out[2], ItemOutcome::Failed { index: 2, .. }));
     assert!(matches!(out[3], ItemOutcome::Scored(_)));
@@ -127,29 +171,65 @@ fn loader_reads_only_its_grant() {
         outside.canonicalize().unwrap().display().to_string(),
         escape.display().to_string(),
         sibling.canonicalize().unwrap().display().to_string(),
-        granted.canonicalize().unwrap().join("train.jsonl").display().to_string(),
+        granted
+            .canonicalize()
+            .unwrap()
+            .join("train.jsonl")
+            .display()
+            .to_string(),
     );
     s.grants = vec![granted.clone(), single.clone()];
     let p = LoaderPlugin::new(&rt, s).unwrap();
     let notes = &p.info().notes;
-    let line = |prefix: &str| notes.iter().find(|n| n.contains(prefix)).cloned().unwrap_or_default();
+    let line = |prefix: &str| {
+        notes
+            .iter()
+            .find(|n| n.contains(prefix))
+            .cloned()
+            .unwrap_or_default()
+    };
     // Granted: the directory (as a path given to `open` and by name) and the single file.
-    assert!(notes[0].starts_with("err ") && notes[0].contains("granted"), "a directory is not a file: {notes:?}");
-    assert!(notes[1].starts_with("ok ") && notes[1].ends_with(" 1"), "{notes:?}");
+    assert!(
+        notes[0].starts_with("err ") && notes[0].contains("granted"),
+        "a directory is not a file: {notes:?}"
+    );
+    assert!(
+        notes[1].starts_with("ok ") && notes[1].ends_with(" 1"),
+        "{notes:?}"
+    );
     assert!(line("train.jsonl").starts_with("ok "), "{notes:?}");
     // Not granted: system files, files next to the grant, and `..` escapes.
     assert!(line("/etc/passwd").starts_with("err "), "{notes:?}");
     assert!(line("secret.txt").starts_with("err "), "{notes:?}");
-    assert!(line("sibling.jsonl").starts_with("err "), "a granted file's siblings stay hidden: {notes:?}");
+    assert!(
+        line("sibling.jsonl").starts_with("err "),
+        "a granted file's siblings stay hidden: {notes:?}"
+    );
 }
 
 #[test]
 fn out_of_version_and_wrong_world_are_refused() {
     let rt = runtime();
-    let err = format!("{:#}", RewardPlugin::new(&rt, spec("wrong-wit-version", 1_000, OnError::Abort)).err().unwrap());
-    assert!(err.contains("wrong-wit-version") && err.contains("0.2.0") && err.contains("0.1.0"), "{err}");
-    let err = format!("{:#}", RewardPlugin::new(&rt, spec("hostile-escape", 1_000, OnError::Abort)).err().unwrap());
-    assert!(err.contains("loader-plugin") && err.contains("reward-plugin"), "{err}");
+    let err = format!(
+        "{:#}",
+        RewardPlugin::new(&rt, spec("wrong-wit-version", 1_000, OnError::Abort))
+            .err()
+            .unwrap()
+    );
+    assert!(
+        err.contains("wrong-wit-version") && err.contains("0.2.0") && err.contains("0.1.0"),
+        "{err}"
+    );
+    let err = format!(
+        "{:#}",
+        RewardPlugin::new(&rt, spec("hostile-escape", 1_000, OnError::Abort))
+            .err()
+            .unwrap()
+    );
+    assert!(
+        err.contains("loader-plugin") && err.contains("reward-plugin"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -161,7 +241,10 @@ fn no_environment_clock_or_network_and_seeded_randomness() {
         s.limits.instances = 1;
         let p = RewardPlugin::new(&rt, s).unwrap();
         match p.score_batch(&batch(&["x"])).unwrap().remove(0) {
-            ItemOutcome::Scored(score) => score.components.into_iter().collect::<std::collections::HashMap<_, _>>(),
+            ItemOutcome::Scored(score) => score
+                .components
+                .into_iter()
+                .collect::<std::collections::HashMap<_, _>>(),
             other => panic!("{other:?}"),
         }
     };
@@ -169,14 +252,25 @@ fn no_environment_clock_or_network_and_seeded_randomness() {
     assert_eq!(a["env_vars"], 0.0);
     assert_eq!(a["wall_secs"], 0.0);
     assert_eq!(a["net_ok"], 0.0);
-    assert_eq!(probe(7)["random"], a["random"], "same seed, same randomness");
-    assert_ne!(probe(8)["random"], a["random"], "another seed, other randomness");
+    assert_eq!(
+        probe(7)["random"],
+        a["random"],
+        "same seed, same randomness"
+    );
+    assert_ne!(
+        probe(8)["random"],
+        a["random"],
+        "another seed, other randomness"
+    );
 }
 
 #[test]
 fn compiled_components_are_cached_on_disk() {
     let dir = tempfile::tempdir().unwrap();
-    let rt = PluginRuntime::new(RuntimeOptions { cache_dir: Some(dir.path().to_path_buf()) }).unwrap();
+    let rt = PluginRuntime::new(RuntimeOptions {
+        cache_dir: Some(dir.path().to_path_buf()),
+    })
+    .unwrap();
     RewardPlugin::new(&rt, spec("hostile-panic", 1_000, OnError::Abort)).unwrap();
     RewardPlugin::new(&rt, spec("hostile-panic", 1_000, OnError::Abort)).unwrap();
     assert_eq!(rt.cache().unwrap().stats(), (1, 1));

@@ -26,6 +26,9 @@ pub trait Loader: Sized + 'static {
 #[macro_export]
 macro_rules! export_loader {
     ($ty:ty) => {
+        // Native builds of a plugin crate (tests, clippy) export nothing: the
+        // component export names are not valid native linker symbols.
+        #[cfg(target_arch = "wasm32")]
         const _: () = {
             ::std::thread_local! {
                 static STATE: ::core::cell::RefCell<::core::option::Option<$ty>> =

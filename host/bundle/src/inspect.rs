@@ -105,13 +105,14 @@ pub fn inspect_component(bytes: &[u8]) -> Result<ComponentFacts> {
         let payload =
             payload.context("malformed WebAssembly component (the binary does not parse)")?;
         match payload {
-            Payload::Version { encoding, .. } if depth == 0 => {
-                if encoding == Encoding::Module {
-                    bail!(
-                        "this is a core WebAssembly module, not a component: build the plugin for \
-                         `wasm32-wasip2` (or wrap it with `wasm-tools component new`)"
-                    );
-                }
+            Payload::Version {
+                encoding: Encoding::Module,
+                ..
+            } if depth == 0 => {
+                bail!(
+                    "this is a core WebAssembly module, not a component: build the plugin for \
+                     `wasm32-wasip2` (or wrap it with `wasm-tools component new`)"
+                );
             }
             Payload::ModuleSection {
                 unchecked_range, ..

@@ -184,3 +184,49 @@ fn semver_rule() {
     let err = check_version_compatible("0.x.0", "0.1.0").unwrap_err();
     assert!(err.contains("`x` is not a number"), "{err}");
 }
+
+/// Real components from `scripts/build-plugins.sh` (Rust + wit-bindgen), when they have been built.
+/// Each must be recognized; the hostile `wrong-wit-version` plugin must be refused.
+#[test]
+fn real_plugins_when_built() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(std::env::var("LMMB_TEST_PLUGINS").unwrap_or_else(|_| "../../target/plugins".into()));
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        eprintln!(
+            "skipped: {} not built (run scripts/build-plugins.sh)",
+            dir.display()
+        );
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.extension().is_none_or(|e| e != "wasm") {
+            continue;
+        }
+        let bytes = std::fs::read(&path).unwrap();
+        let facts =
+            inspect_component(&bytes).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+        let stem = path.file_stem().unwrap().to_string_lossy().into_owned();
+        if stem.contains("wrong") {
+            assert!(check_wit_compatible(&facts).is_err(), "{stem}");
+            continue;
+        }
+        // `reward_*`, `loader_*`, `schedule_*` (core plugins) must be that world; others any world.
+        let expected = World::ALL
+            .into_iter()
+            .find(|w| stem.starts_with(w.interface()));
+        assert!(
+            facts.world.is_some(),
+            "{stem}: no world in {:?}",
+            facts.exports
+        );
+        if expected.is_some() {
+            assert_eq!(facts.world, expected, "{stem}: {:?}", facts.exports);
+        }
+        assert_eq!(
+            facts.wit_version.as_deref(),
+            Some(HOST_WIT_VERSION),
+            "{stem}"
+        );
+    }
+}

@@ -40,7 +40,9 @@ fn conversation(v: &Value) -> Conversation {
                 .iter()
                 .map(|p| match p["type"].as_str().unwrap() {
                     "text" => Part::Text(p["text"].as_str().unwrap().to_string()),
-                    "image" => Part::Image(ImageInput::Path(fixture_dir().join(p["path"].as_str().unwrap()))),
+                    "image" => Part::Image(ImageInput::Path(
+                        fixture_dir().join(p["path"].as_str().unwrap()),
+                    )),
                     other => panic!("unknown part type {other}"),
                 })
                 .collect(),
@@ -62,12 +64,16 @@ fn expected(name: &str) -> Vec<(String, Vec<usize>, Data)> {
         .map(|(k, v)| {
             let raw = v.data();
             let data = match v.dtype() {
-                Dtype::I64 => {
-                    Data::I64(raw.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect())
-                }
-                Dtype::F32 => {
-                    Data::F32(raw.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect())
-                }
+                Dtype::I64 => Data::I64(
+                    raw.chunks_exact(8)
+                        .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+                        .collect(),
+                ),
+                Dtype::F32 => Data::F32(
+                    raw.chunks_exact(4)
+                        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                        .collect(),
+                ),
                 d => panic!("{name}/{k}: unexpected dtype {d:?}"),
             };
             (k, v.shape().to_vec(), data)
@@ -86,12 +92,23 @@ fn shape(t: &Tensor) -> Vec<usize> {
 fn check_batch(name: &str) -> Result<PreparedBatch> {
     let processor = Processor::from_dir(model_dir())?;
     let m = manifest();
-    let convs: Vec<Conversation> = m[name]["conversations"].as_array().unwrap().iter().map(conversation).collect();
+    let convs: Vec<Conversation> = m[name]["conversations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(conversation)
+        .collect();
     // The Rust template renders exactly what the Jinja template renders.
     for (c, want) in convs.iter().zip(m[name]["texts"].as_array().unwrap()) {
-        assert_eq!(chat_template::render(c, true).text, want.as_str().unwrap(), "{name}: rendered text");
+        assert_eq!(
+            chat_template::render(c, true).text,
+            want.as_str().unwrap(),
+            "{name}: rendered text"
+        );
     }
-    let batch = processor.prepare(&convs, true).with_context(|| name.to_string())?;
+    let batch = processor
+        .prepare(&convs, true)
+        .with_context(|| name.to_string())?;
     let exp = expected(name);
     assert!(!exp.is_empty());
     for (key, want_shape, data) in exp {
@@ -109,8 +126,15 @@ fn check_batch(name: &str) -> Result<PreparedBatch> {
             Data::I64(want) => assert_eq!(as_i64(got), want, "{name}/{key}"),
             Data::F32(want) => {
                 let got = Vec::<f32>::try_from(got.flatten(0, -1)).unwrap();
-                let max = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-                println!("{name}/{key}: max abs diff {max:e} over {} values", want.len());
+                let max = got
+                    .iter()
+                    .zip(&want)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0f32, f32::max);
+                println!(
+                    "{name}/{key}: max abs diff {max:e} over {} values",
+                    want.len()
+                );
                 assert!(max <= 1e-5, "{name}/{key}: max abs diff {max}");
             }
         }
@@ -149,13 +173,22 @@ fn two_images_next_to_text_only_left_padded_matches_transformers() {
 fn assistant_mask_covers_content_and_im_end_only() {
     let processor = Processor::from_dir(model_dir()).unwrap();
     let m = manifest();
-    let convs: Vec<Conversation> =
-        m["mixed_batch"]["conversations"].as_array().unwrap().iter().map(conversation).collect();
+    let convs: Vec<Conversation> = m["mixed_batch"]["conversations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(conversation)
+        .collect();
     let b = processor.prepare(&convs, false).unwrap();
     let ids = as_i64(&b.input_ids);
     let mask = as_i64(&b.assistant_mask);
     let l = ids.len() / 2;
-    let picked: Vec<i64> = ids[..l].iter().zip(&mask[..l]).filter(|(_, &m)| m == 1).map(|(&i, _)| i).collect();
+    let picked: Vec<i64> = ids[..l]
+        .iter()
+        .zip(&mask[..l])
+        .filter(|(_, &m)| m == 1)
+        .map(|(&i, _)| i)
+        .collect();
     assert_eq!(
         processor.tokenizer.decode(&picked, false).unwrap(),
         "<think>The first is gray.</think><answer>B</answer><|im_end|>"
@@ -176,7 +209,12 @@ fn tokenizer_special_ids_and_round_trip() {
     assert_eq!(p.image_token_id, Some(1020));
     let ids = t.encode("What is 12 + 7?<|im_end|>").unwrap();
     // Qwen2 splits digits one per token.
-    assert_eq!(ids.iter().filter(|&&i| i == t.token_id("1").unwrap()).count(), 1);
+    assert_eq!(
+        ids.iter()
+            .filter(|&&i| i == t.token_id("1").unwrap())
+            .count(),
+        1
+    );
     assert_eq!(*ids.last().unwrap(), 1017);
     assert_eq!(t.decode(&ids, false).unwrap(), "What is 12 + 7?<|im_end|>");
     assert_eq!(t.decode(&ids, true).unwrap(), "What is 12 + 7?");
@@ -195,7 +233,10 @@ fn placeholder_image_count_mismatch_names_both_counts() {
     let text_only = vec![Message::text("user", "hi")];
     let err = format!("{:#}", p.prepare(&[text_only, conv], true).err().unwrap());
     assert!(err.contains("sample 1"), "{err}");
-    assert!(err.contains("2 image placeholders") && err.contains("but 1 images"), "{err}");
+    assert!(
+        err.contains("2 image placeholders") && err.contains("but 1 images"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -204,16 +245,24 @@ fn undecodable_image_names_the_sample_and_image() {
     let ok = vec![Message::text("user", "hi")];
     let bad = vec![Message {
         role: "user".into(),
-        parts: vec![Part::Image(ImageInput::Bytes(b"definitely not a png".to_vec()))],
+        parts: vec![Part::Image(ImageInput::Bytes(
+            b"definitely not a png".to_vec(),
+        ))],
     }];
     let err = format!("{:#}", p.prepare(&[ok.clone(), bad], true).err().unwrap());
-    assert!(err.contains("sample 1, image 0") && err.contains("cannot decode image"), "{err}");
+    assert!(
+        err.contains("sample 1, image 0") && err.contains("cannot decode image"),
+        "{err}"
+    );
     let missing = vec![Message {
         role: "user".into(),
         parts: vec![Part::Image(ImageInput::Path("/nonexistent/cat.png".into()))],
     }];
     let err = format!("{:#}", p.prepare(&[missing, ok], true).err().unwrap());
-    assert!(err.contains("sample 0, image 0") && err.contains("/nonexistent/cat.png"), "{err}");
+    assert!(
+        err.contains("sample 0, image 0") && err.contains("/nonexistent/cat.png"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -8,19 +8,38 @@ use anyhow::{anyhow, Result};
 use lmmhost_sdk as sdk;
 use sdk::Reward;
 
-use crate::runtime::{PluginRuntime, PluginSpec, RuntimeOptions};
 use crate::reward::{ItemOutcome, RewardPlugin};
+use crate::runtime::{PluginRuntime, PluginSpec, RuntimeOptions};
 
 /// A deterministic set of math completions with `chars`-character responses
 /// in the R1 format, a third of them wrong, answers of several shapes.
 pub fn synthetic_completions(n: usize, chars: usize) -> Vec<sdk::Completion> {
-    let answers = ["42", "\\frac{3}{4}", "2\\sqrt{3}", "0.25", "x^2-1", "(1, 2)", "12\\%", "7"];
-    let wrongs = ["41", "\\frac{4}{3}", "3\\sqrt{2}", "0.3", "x^2+1", "(2, 1)", "13\\%", "8"];
+    let answers = [
+        "42",
+        "\\frac{3}{4}",
+        "2\\sqrt{3}",
+        "0.25",
+        "x^2-1",
+        "(1, 2)",
+        "12\\%",
+        "7",
+    ];
+    let wrongs = [
+        "41",
+        "\\frac{4}{3}",
+        "3\\sqrt{2}",
+        "0.3",
+        "x^2+1",
+        "(2, 1)",
+        "13\\%",
+        "8",
+    ];
     (0..n)
         .map(|i| {
             let k = i % answers.len();
             let given = if i % 3 == 0 { wrongs[k] } else { answers[k] };
-            let head = format!("<think>Step {i}: we compute the quantity carefully, checking each term. ");
+            let head =
+                format!("<think>Step {i}: we compute the quantity carefully, checking each term. ");
             let tail = format!("</think><answer>The answer is \\boxed{{{given}}}</answer>");
             let filler = "Then we simplify and verify the result against the constraints. ";
             let mut body = head;
@@ -34,7 +53,9 @@ pub fn synthetic_completions(n: usize, chars: usize) -> Vec<sdk::Completion> {
                     id: format!("bench-{i}"),
                     messages: vec![sdk::Message {
                         role: "user".into(),
-                        content: vec![sdk::ContentPart::Text(format!("Problem {i}: compute the value."))],
+                        content: vec![sdk::ContentPart::Text(format!(
+                            "Problem {i}: compute the value."
+                        ))],
                     }],
                     answer: Some(answers[k].to_string()),
                     metadata: vec![],
@@ -58,7 +79,13 @@ pub struct RewardBench {
 }
 
 /// Runs the benchmark: `spec` is the plugin (its config must match `native`).
-pub fn bench_reward<R: Reward + Sync>(spec: PluginSpec, native: &R, n: usize, chars: usize, threads: usize) -> Result<RewardBench> {
+pub fn bench_reward<R: Reward + Sync>(
+    spec: PluginSpec,
+    native: &R,
+    n: usize,
+    chars: usize,
+    threads: usize,
+) -> Result<RewardBench> {
     let batch = synthetic_completions(n, chars);
     // Cold compile: no on-disk cache.
     let runtime = PluginRuntime::new(RuntimeOptions { cache_dir: None })?;
@@ -82,8 +109,13 @@ pub fn bench_reward<R: Reward + Sync>(spec: PluginSpec, native: &R, n: usize, ch
     let chunk = n.div_ceil(threads);
     let t = Instant::now();
     let native_scores: Vec<Result<sdk::Score, String>> = std::thread::scope(|s| {
-        let hs: Vec<_> = batch.chunks(chunk).map(|part| s.spawn(move || native.score_batch(part))).collect();
-        hs.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect()
+        let hs: Vec<_> = batch
+            .chunks(chunk)
+            .map(|part| s.spawn(move || native.score_batch(part)))
+            .collect();
+        hs.into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
     });
     let native_secs = t.elapsed().as_secs_f64();
 
@@ -91,7 +123,11 @@ pub fn bench_reward<R: Reward + Sync>(spec: PluginSpec, native: &R, n: usize, ch
     for (i, (w, nat)) in wasm.iter().zip(&native_scores).enumerate() {
         match (w, nat) {
             (ItemOutcome::Scored(a), Ok(b)) if (a.total - b.total).abs() < 1e-12 => sum += a.total,
-            _ => return Err(anyhow!("item {i}: Wasm and native scores differ: {w:?} vs {nat:?}")),
+            _ => {
+                return Err(anyhow!(
+                    "item {i}: Wasm and native scores differ: {w:?} vs {nat:?}"
+                ))
+            }
         }
     }
     Ok(RewardBench {

@@ -35,7 +35,12 @@ impl ComponentCache {
         let mut h = ShaHasher(Sha256::new());
         engine.precompile_compatibility_hash().hash(&mut h);
         let engine_key = hex::encode(&h.0.finalize()[..8]);
-        ComponentCache { dir, engine_key, hits: AtomicU64::new(0), misses: AtomicU64::new(0) }
+        ComponentCache {
+            dir,
+            engine_key,
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+        }
     }
 
     pub fn path_for(&self, sha256: &str) -> PathBuf {
@@ -44,10 +49,18 @@ impl ComponentCache {
 
     /// (hits, misses) since start.
     pub fn stats(&self) -> (u64, u64) {
-        (self.hits.load(Ordering::Relaxed), self.misses.load(Ordering::Relaxed))
+        (
+            self.hits.load(Ordering::Relaxed),
+            self.misses.load(Ordering::Relaxed),
+        )
     }
 
-    pub fn load_or_compile(&self, engine: &Engine, bytes: &[u8], sha256: &str) -> Result<Component> {
+    pub fn load_or_compile(
+        &self,
+        engine: &Engine,
+        bytes: &[u8],
+        sha256: &str,
+    ) -> Result<Component> {
         let path = self.path_for(sha256);
         if path.is_file() {
             // SAFETY: the file was written by `Component::serialize` of an
@@ -66,7 +79,8 @@ impl ComponentCache {
     }
 
     fn store(&self, path: &Path, component: &Component) -> Result<()> {
-        std::fs::create_dir_all(&self.dir).with_context(|| format!("cannot create {}", self.dir.display()))?;
+        std::fs::create_dir_all(&self.dir)
+            .with_context(|| format!("cannot create {}", self.dir.display()))?;
         let bytes = component.serialize()?;
         let tmp = path.with_extension(format!("tmp{}", std::process::id()));
         std::fs::write(&tmp, bytes)?;

@@ -7,6 +7,8 @@ use crate::v0_1_0::{loader as lw, reward as rw, schedule as sw};
 
 macro_rules! sample_conversions {
     ($w:ident) => {
+        // Rewards only send samples in, loaders only bring them out.
+        #[allow(dead_code)]
         pub mod $w {
             use super::*;
             use crate::v0_1_0::$w::lmmhost::plugin::types as t;
@@ -82,11 +84,18 @@ pub fn completion_to(c: &sdk::Completion) -> rw::lmmhost::plugin::types::Complet
 }
 
 pub fn score_from(s: rw::lmmhost::plugin::types::Score) -> sdk::Score {
-    sdk::Score { total: s.total, components: s.components }
+    sdk::Score {
+        total: s.total,
+        components: s.components,
+    }
 }
 
 pub fn info_from(i: lw::exports::lmmhost::plugin::loader::DatasetInfo) -> sdk::DatasetInfo {
-    sdk::DatasetInfo { len: i.len, skipped_rows: i.skipped_rows, notes: i.notes }
+    sdk::DatasetInfo {
+        len: i.len,
+        skipped_rows: i.skipped_rows,
+        notes: i.notes,
+    }
 }
 
 pub fn state_to(s: &sdk::TrainState) -> sw::exports::lmmhost::plugin::schedule::TrainState {

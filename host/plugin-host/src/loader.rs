@@ -34,15 +34,23 @@ impl LoaderPlugin {
         let mut linker = Linker::<State>::new(&runtime.engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
         lw::LoaderPlugin::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)?;
-        let pre = lw::LoaderPluginPre::new(linker.instantiate_pre(&component).with_context(|| {
-            format!("plugin {}: its imports cannot be satisfied by this host", spec.name)
-        })?)?;
+        let pre =
+            lw::LoaderPluginPre::new(linker.instantiate_pre(&component).map_err(anyhow::Error::from).with_context(|| {
+                format!(
+                    "plugin {}: its imports cannot be satisfied by this host",
+                    spec.name
+                )
+            })?)?;
         let grants = Grants::prepare(&spec.name, &spec.grants)?;
         let mut plugin = LoaderPlugin {
             engine: runtime.engine.clone(),
             pre,
             grants,
-            info: sdk::DatasetInfo { len: 0, skipped_rows: 0, notes: Vec::new() },
+            info: sdk::DatasetInfo {
+                len: 0,
+                skipped_rows: 0,
+                notes: Vec::new(),
+            },
             inst: Mutex::new(None),
             spec,
         };
@@ -76,36 +84,53 @@ impl LoaderPlugin {
     fn open(&self) -> Result<(Instance, sdk::DatasetInfo)> {
         let name = &self.spec.name;
         let mut store = new_store(&self.engine, &self.spec, &self.grants.preopens)?;
-        let bindings = self.pre.instantiate(&mut store).with_context(|| format!("plugin {name}: cannot instantiate"))?;
+        let bindings = self
+            .pre
+            .instantiate(&mut store)
+            .map_err(anyhow::Error::from)
+            .with_context(|| format!("plugin {name}: cannot instantiate"))?;
         let (timeout, mem) = (self.spec.limits.call_timeout, self.spec.limits.memory_bytes);
         let config = self.spec.config.clone();
         let files = self.grants.guest_paths.clone();
-        let info = call_with_budget(&mut store, timeout, mem, |s| bindings.lmmhost_plugin_loader().call_open(s, &config, &files))
-            .map_err(|f| anyhow!("plugin {name}: open {}", f.message))?
-            .map_err(|e| anyhow!("plugin {name}: open failed: {e}"))?;
+        let info = call_with_budget(&mut store, timeout, mem, |s| {
+            bindings
+                .lmmhost_plugin_loader()
+                .call_open(s, &config, &files)
+        })
+        .map_err(|f| anyhow!("plugin {name}: open {}", f.message))?
+        .map_err(|e| anyhow!("plugin {name}: open failed: {e}"))?;
         Ok((Instance { store, bindings }, convert::info_from(info)))
     }
 
     /// Sample `index`.
     pub fn get(&self, index: u64) -> Result<sdk::Sample> {
         let mut v = self.get_many(&[index])?;
-        v.pop().ok_or_else(|| anyhow!("plugin {}: get({index}) returned nothing", self.spec.name))
+        v.pop()
+            .ok_or_else(|| anyhow!("plugin {}: get({index}) returned nothing", self.spec.name))
     }
 
     /// Several samples in one call; the first failing index is an error naming it.
     pub fn get_many(&self, indices: &[u64]) -> Result<Vec<sdk::Sample>> {
         let name = &self.spec.name;
         if let Some(bad) = indices.iter().find(|&&i| i >= self.info.len) {
-            return Err(anyhow!("plugin {name}: index {bad} is out of range (dataset has {} samples)", self.info.len));
+            return Err(anyhow!(
+                "plugin {name}: index {bad} is out of range (dataset has {} samples)",
+                self.info.len
+            ));
         }
-        let mut guard = self.inst.lock().map_err(|_| anyhow!("plugin {name}: instance lock poisoned"))?;
+        let mut guard = self
+            .inst
+            .lock()
+            .map_err(|_| anyhow!("plugin {name}: instance lock poisoned"))?;
         let mut inst = match guard.take() {
             Some(i) => i,
             None => self.open()?.0,
         };
         let (timeout, mem) = (self.spec.limits.call_timeout, self.spec.limits.memory_bytes);
         let r = call_with_budget(&mut inst.store, timeout, mem, |s| {
-            inst.bindings.lmmhost_plugin_loader().call_get_many(s, indices)
+            inst.bindings
+                .lmmhost_plugin_loader()
+                .call_get_many(s, indices)
         });
         let list = match r {
             Ok(list) => {
@@ -113,14 +138,26 @@ impl LoaderPlugin {
                 list
             }
             // The instance is dropped; the next call reopens the dataset.
-            Err(f) => return Err(anyhow!("plugin {name}: get-many({indices:?}) {}", f.message)),
+            Err(f) => {
+                return Err(anyhow!(
+                    "plugin {name}: get-many({indices:?}) {}",
+                    f.message
+                ))
+            }
         };
         if list.len() != indices.len() {
-            return Err(anyhow!("plugin {name}: get-many returned {} samples for {} indices", list.len(), indices.len()));
+            return Err(anyhow!(
+                "plugin {name}: get-many returned {} samples for {} indices",
+                list.len(),
+                indices.len()
+            ));
         }
         list.into_iter()
             .zip(indices)
-            .map(|(r, i)| r.map(convert::loader::sample_from).map_err(|e| anyhow!("plugin {name}: sample {i}: {e}")))
+            .map(|(r, i)| {
+                r.map(convert::loader::sample_from)
+                    .map_err(|e| anyhow!("plugin {name}: sample {i}: {e}"))
+            })
             .collect()
     }
 }

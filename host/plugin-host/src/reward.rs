@@ -21,7 +21,10 @@ type Completion = rw::lmmhost::plugin::types::Completion;
 pub enum ItemOutcome {
     Scored(sdk::Score),
     /// The caller counts this item as zero.
-    Failed { index: usize, error: String },
+    Failed {
+        index: usize,
+        error: String,
+    },
 }
 
 struct Instance {
@@ -43,11 +46,20 @@ impl RewardPlugin {
         let mut linker = Linker::<State>::new(&runtime.engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
         rw::RewardPlugin::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)?;
-        let pre = rw::RewardPluginPre::new(linker.instantiate_pre(&component).with_context(|| {
-            format!("plugin {}: its imports cannot be satisfied by this host", spec.name)
-        })?)?;
-        let mut plugin =
-            RewardPlugin { engine: runtime.engine.clone(), pre, facts, pool: Vec::new(), spec };
+        let pre =
+            rw::RewardPluginPre::new(linker.instantiate_pre(&component).map_err(anyhow::Error::from).with_context(|| {
+                format!(
+                    "plugin {}: its imports cannot be satisfied by this host",
+                    spec.name
+                )
+            })?)?;
+        let mut plugin = RewardPlugin {
+            engine: runtime.engine.clone(),
+            pre,
+            facts,
+            pool: Vec::new(),
+            spec,
+        };
         let n = plugin.spec.limits.instances.max(1);
         for _ in 0..n {
             let inst = plugin.instantiate()?;
@@ -67,12 +79,18 @@ impl RewardPlugin {
     fn instantiate(&self) -> Result<Instance> {
         let name = &self.spec.name;
         let mut store = new_store(&self.engine, &self.spec, &[])?;
-        let bindings = self.pre.instantiate(&mut store).with_context(|| format!("plugin {name}: cannot instantiate"))?;
+        let bindings = self
+            .pre
+            .instantiate(&mut store)
+            .map_err(anyhow::Error::from)
+            .with_context(|| format!("plugin {name}: cannot instantiate"))?;
         let (timeout, mem) = (self.spec.limits.call_timeout, self.spec.limits.memory_bytes);
         let config = self.spec.config.clone();
-        call_with_budget(&mut store, timeout, mem, |s| bindings.lmmhost_plugin_reward().call_init(s, &config))
-            .map_err(|f| anyhow!("plugin {name}: init {}", f.message))?
-            .map_err(|e| anyhow!("plugin {name}: init rejected the config: {e}"))?;
+        call_with_budget(&mut store, timeout, mem, |s| {
+            bindings.lmmhost_plugin_reward().call_init(s, &config)
+        })
+        .map_err(|f| anyhow!("plugin {name}: init {}", f.message))?
+        .map_err(|e| anyhow!("plugin {name}: init rejected the config: {e}"))?;
         Ok(Instance { store, bindings })
     }
 
@@ -94,11 +112,16 @@ impl RewardPlugin {
                 .chunks(chunk)
                 .zip(&self.pool)
                 .enumerate()
-                .map(|(k, (part, slot))| scope.spawn(move || self.score_chunk(slot, part, k * chunk, batch)))
+                .map(|(k, (part, slot))| {
+                    scope.spawn(move || self.score_chunk(slot, part, k * chunk, batch))
+                })
                 .collect();
             results = handles
                 .into_iter()
-                .map(|h| h.join().unwrap_or_else(|_| Err(anyhow!("a scoring thread panicked"))))
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(anyhow!("a scoring thread panicked")))
+                })
                 .collect();
         });
         let mut out = Vec::with_capacity(batch.len());
@@ -115,14 +138,18 @@ impl RewardPlugin {
         offset: usize,
         batch: &[sdk::Completion],
     ) -> Result<Vec<ItemOutcome>> {
-        let mut guard = slot.lock().map_err(|_| anyhow!("plugin {}: instance lock poisoned", self.spec.name))?;
+        let mut guard = slot
+            .lock()
+            .map_err(|_| anyhow!("plugin {}: instance lock poisoned", self.spec.name))?;
         let (timeout, mem) = (self.spec.limits.call_timeout, self.spec.limits.memory_bytes);
         let mut inst = match guard.take() {
             Some(i) => i,
             None => self.instantiate()?,
         };
         let called = call_with_budget(&mut inst.store, timeout, mem, |s| {
-            inst.bindings.lmmhost_plugin_reward().call_score_batch(s, part)
+            inst.bindings
+                .lmmhost_plugin_reward()
+                .call_score_batch(s, part)
         });
         match called {
             Ok(list) => {
@@ -152,16 +179,28 @@ impl RewardPlugin {
                 for (i, item) in part.iter().enumerate() {
                     let one = std::slice::from_ref(item);
                     let r = call_with_budget(&mut inst.store, timeout, mem, |s| {
-                        inst.bindings.lmmhost_plugin_reward().call_score_batch(s, one)
+                        inst.bindings
+                            .lmmhost_plugin_reward()
+                            .call_score_batch(s, one)
                     });
                     match r {
                         Ok(mut list) if list.len() == 1 => match list.remove(0) {
                             Ok(s) => out.push(ItemOutcome::Scored(convert::score_from(s))),
-                            Err(e) => out.push(self.item_failure(offset + i, &batch[offset + i], &e)?),
+                            Err(e) => {
+                                out.push(self.item_failure(offset + i, &batch[offset + i], &e)?)
+                            }
                         },
-                        Ok(list) => bail!("plugin {}: score-batch returned {} results for 1", self.spec.name, list.len()),
+                        Ok(list) => bail!(
+                            "plugin {}: score-batch returned {} results for 1",
+                            self.spec.name,
+                            list.len()
+                        ),
                         Err(f) => {
-                            out.push(self.item_failure(offset + i, &batch[offset + i], &f.message)?);
+                            out.push(self.item_failure(
+                                offset + i,
+                                &batch[offset + i],
+                                &f.message,
+                            )?);
                             inst = self.instantiate()?;
                         }
                     }
@@ -179,7 +218,10 @@ impl RewardPlugin {
                 self.spec.name,
                 c.sample.id
             )),
-            OnError::Zero => Ok(ItemOutcome::Failed { index, error: error.to_string() }),
+            OnError::Zero => Ok(ItemOutcome::Failed {
+                index,
+                error: error.to_string(),
+            }),
         }
     }
 }

@@ -25,7 +25,9 @@ pub struct RuntimeOptions {
 
 impl Default for RuntimeOptions {
     fn default() -> Self {
-        RuntimeOptions { cache_dir: default_cache_dir() }
+        RuntimeOptions {
+            cache_dir: default_cache_dir(),
+        }
     }
 }
 
@@ -53,7 +55,9 @@ impl Default for Limits {
         Limits {
             call_timeout: Duration::from_secs(10),
             memory_bytes: 512 << 20,
-            instances: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            instances: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
         }
     }
 }
@@ -109,7 +113,8 @@ pub struct PluginSpec {
 impl PluginSpec {
     /// A spec for the component file at `path`, with default limits.
     pub fn from_file(name: &str, path: &std::path::Path, config: &str) -> Result<PluginSpec> {
-        let bytes = std::fs::read(path).with_context(|| format!("plugin {name}: cannot read {}", path.display()))?;
+        let bytes = std::fs::read(path)
+            .with_context(|| format!("plugin {name}: cannot read {}", path.display()))?;
         Ok(PluginSpec {
             name: name.to_string(),
             bytes: Arc::new(bytes),
@@ -137,9 +142,7 @@ impl PluginRuntime {
         config.epoch_interruption(true);
         // Synchronous calls only: the async machinery costs ~3x per call.
         config.concurrency_support(false);
-        // A trap in a guest leaves a readable backtrace in the error.
-        config.wasm_backtrace(true);
-        let engine = Engine::new(&config).context("cannot create the wasmtime engine")?;
+        let engine = Engine::new(&config).map_err(anyhow::Error::from).context("cannot create the wasmtime engine")?;
         let stop = Arc::new(AtomicBool::new(false));
         let ticker_engine = engine.clone();
         let ticker_stop = stop.clone();
@@ -153,19 +156,33 @@ impl PluginRuntime {
             })
             .context("cannot start the epoch ticker thread")?;
         let cache = opts.cache_dir.map(|dir| ComponentCache::new(dir, &engine));
-        Ok(PluginRuntime { engine, cache, stop })
+        Ok(PluginRuntime {
+            engine,
+            cache,
+            stop,
+        })
     }
 
     /// Checks the component's WIT version and world, then compiles it (or
     /// loads it from the cache).
-    pub(crate) fn prepare(&self, spec: &PluginSpec, world: World) -> Result<(Component, ComponentFacts)> {
-        let facts = inspect_component(&spec.bytes).with_context(|| format!("plugin {}", spec.name))?;
+    pub(crate) fn prepare(
+        &self,
+        spec: &PluginSpec,
+        world: World,
+    ) -> Result<(Component, ComponentFacts)> {
+        let facts =
+            inspect_component(&spec.bytes).with_context(|| format!("plugin {}", spec.name))?;
         if let Err(msg) = check_wit_compatible(&facts) {
             bail!("plugin {} refused: {msg}", spec.name);
         }
         match facts.world {
             Some(w) if w == world => {}
-            Some(w) => bail!("plugin {} is a {} but is used as a {}", spec.name, w.name(), world.name()),
+            Some(w) => bail!(
+                "plugin {} is a {} but is used as a {}",
+                spec.name,
+                w.name(),
+                world.name()
+            ),
             None => bail!(
                 "plugin {} exports no lmmhost:plugin interface (exports: {}); a {} must export {}",
                 spec.name,
@@ -176,7 +193,7 @@ impl PluginRuntime {
         }
         let component = match &self.cache {
             Some(cache) => cache.load_or_compile(&self.engine, &spec.bytes, &facts.sha256),
-            None => Component::from_binary(&self.engine, &spec.bytes),
+            None => Component::from_binary(&self.engine, &spec.bytes).map_err(anyhow::Error::from),
         }
         .with_context(|| format!("plugin {}: cannot compile the component", spec.name))?;
         Ok((component, facts))

@@ -31,13 +31,21 @@ pub struct State {
 
 impl WasiView for State {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
 impl State {
     pub(crate) fn emit(&self, level: &'static str, message: String, fields: Vec<(String, String)>) {
-        (self.log)(&LogRecord { plugin: self.plugin.clone(), level, message, fields });
+        (self.log)(&LogRecord {
+            plugin: self.plugin.clone(),
+            level,
+            message,
+            fields,
+        });
     }
 
     /// The last lines the guest wrote to stderr (a Rust panic message, say).
@@ -75,7 +83,11 @@ impl HostMonotonicClock for FixedMonotonicClock {
 
 /// A fresh store for one instance of `spec`.
 /// `preopens` are (host directory, guest path) pairs, mounted read-only.
-pub(crate) fn new_store(engine: &Engine, spec: &PluginSpec, preopens: &[(PathBuf, String)]) -> Result<Store<State>> {
+pub(crate) fn new_store(
+    engine: &Engine,
+    spec: &PluginSpec,
+    preopens: &[(PathBuf, String)],
+) -> Result<Store<State>> {
     let stderr = MemoryOutputPipe::new(OUTPUT_CAPACITY);
     let mut b = WasiCtx::builder();
     b.stdout(stderr.clone())
@@ -90,7 +102,14 @@ pub(crate) fn new_store(engine: &Engine, spec: &PluginSpec, preopens: &[(PathBuf
         .allow_ip_name_lookup(false);
     for (host, guest) in preopens {
         b.preopened_dir(host, guest, FsPerms::ReadOnly)
-            .with_context(|| format!("plugin {}: cannot grant {} (as {guest})", spec.name, host.display()))?;
+            .map_err(anyhow::Error::from)
+            .with_context(|| {
+                format!(
+                    "plugin {}: cannot grant {} (as {guest})",
+                    spec.name,
+                    host.display()
+                )
+            })?;
     }
     let limits = StoreLimitsBuilder::new()
         .memory_size(spec.limits.memory_bytes.try_into().unwrap_or(usize::MAX))
@@ -129,19 +148,30 @@ impl Grants {
         let mut guest_paths = Vec::new();
         let mut staging: Option<tempfile::TempDir> = None;
         for (i, p) in paths.iter().enumerate() {
-            let abs = std::fs::canonicalize(p)
-                .with_context(|| format!("plugin {plugin}: granted path {} does not exist", p.display()))?;
+            let abs = std::fs::canonicalize(p).with_context(|| {
+                format!(
+                    "plugin {plugin}: granted path {} does not exist",
+                    p.display()
+                )
+            })?;
             let guest = abs.to_string_lossy().into_owned();
             if abs.is_dir() {
                 preopens.push((abs.clone(), guest.clone()));
             } else {
-                let parent = abs.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("/"));
+                let parent = abs
+                    .parent()
+                    .map(Path::to_path_buf)
+                    .unwrap_or_else(|| PathBuf::from("/"));
                 let name = abs.file_name().context("granted file has no name")?;
                 let stage = match &staging {
                     Some(s) => s.path().to_path_buf(),
                     None => {
-                        let t = tempfile::Builder::new().prefix("lmmhost-grant-").tempdir()
-                            .with_context(|| format!("plugin {plugin}: cannot create a staging directory"))?;
+                        let t = tempfile::Builder::new()
+                            .prefix("lmmhost-grant-")
+                            .tempdir()
+                            .with_context(|| {
+                                format!("plugin {plugin}: cannot create a staging directory")
+                            })?;
                         let path = t.path().to_path_buf();
                         staging = Some(t);
                         path
@@ -149,7 +179,10 @@ impl Grants {
                 };
                 // One staging subdirectory per distinct parent.
                 let guest_parent = parent.to_string_lossy().into_owned();
-                let sub = match preopens.iter().find(|(h, g)| g == &guest_parent && h.starts_with(&stage)) {
+                let sub = match preopens
+                    .iter()
+                    .find(|(h, g)| g == &guest_parent && h.starts_with(&stage))
+                {
                     Some((h, _)) => h.clone(),
                     None => {
                         let sub = stage.join(format!("g{i}"));
@@ -160,13 +193,21 @@ impl Grants {
                 };
                 let dest = sub.join(name);
                 if std::fs::hard_link(&abs, &dest).is_err() {
-                    std::fs::copy(&abs, &dest)
-                        .with_context(|| format!("plugin {plugin}: cannot stage granted file {}", abs.display()))?;
+                    std::fs::copy(&abs, &dest).with_context(|| {
+                        format!(
+                            "plugin {plugin}: cannot stage granted file {}",
+                            abs.display()
+                        )
+                    })?;
                 }
             }
             guest_paths.push(guest);
         }
-        Ok(Grants { preopens, guest_paths, _staging: staging })
+        Ok(Grants {
+            preopens,
+            guest_paths,
+            _staging: staging,
+        })
     }
 }
 
@@ -199,17 +240,35 @@ pub(crate) fn call_with_budget<R>(
     store.set_epoch_deadline(crate::runtime::ticks(timeout));
     f(store).map_err(|e| {
         let text = format!("{e:?}");
-        let (kind, message) = if matches!(e.downcast_ref::<wasmtime::Trap>(), Some(wasmtime::Trap::Interrupt)) {
-            (FailureKind::Timeout, format!("timed out after {} ms (limit call_timeout_ms)", timeout.as_millis()))
+        let (kind, message) = if matches!(
+            e.downcast_ref::<wasmtime::Trap>(),
+            Some(wasmtime::Trap::Interrupt)
+        ) {
+            (
+                FailureKind::Timeout,
+                format!(
+                    "timed out after {} ms (limit call_timeout_ms)",
+                    timeout.as_millis()
+                ),
+            )
         } else if text.contains("growing memory") || text.contains("memory minimum size") {
-            (FailureKind::Memory, format!("ran out of memory (limit memory_mb = {})", memory_bytes >> 20))
+            (
+                FailureKind::Memory,
+                format!(
+                    "ran out of memory (limit memory_mb = {})",
+                    memory_bytes >> 20
+                ),
+            )
         } else {
             let first = format!("{e}");
             let tail = store.data().stderr_tail();
             if tail.is_empty() {
                 (FailureKind::Trap, format!("trapped: {first}"))
             } else {
-                (FailureKind::Trap, format!("trapped: {first}; plugin stderr: {tail}"))
+                (
+                    FailureKind::Trap,
+                    format!("trapped: {first}; plugin stderr: {tail}"),
+                )
             }
         };
         CallFailure { kind, message }

@@ -28,11 +28,19 @@ impl SchedulePlugin {
         sw::SchedulePlugin::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)?;
         let mut store = new_store(&runtime.engine, &spec, &[])?;
         let bindings = sw::SchedulePlugin::instantiate(&mut store, &component, &linker)
+            .map_err(anyhow::Error::from)
             .with_context(|| format!("plugin {name}: cannot instantiate"))?;
-        let mut plugin = SchedulePlugin { spec, store, bindings, poisoned: false };
+        let mut plugin = SchedulePlugin {
+            spec,
+            store,
+            bindings,
+            poisoned: false,
+        };
         let config = plugin.spec.config.clone();
         plugin
-            .call("init", |b, s| b.lmmhost_plugin_schedule().call_init(s, &config))?
+            .call("init", |b, s| {
+                b.lmmhost_plugin_schedule().call_init(s, &config)
+            })?
             .map_err(|e| anyhow!("plugin {name}: init rejected the config: {e}"))?;
         Ok(plugin)
     }
@@ -58,18 +66,28 @@ impl SchedulePlugin {
     pub fn next_plan(&mut self, state: &sdk::TrainState) -> Result<Option<sdk::Plan>> {
         let name = self.spec.name.clone();
         let s = convert::state_to(state);
-        let r = self.call("next-plan", |b, st| b.lmmhost_plugin_schedule().call_next_plan(st, &s))?;
-        r.map(|p| p.map(convert::plan_from))
-            .map_err(|e| anyhow!("plugin {name}: next-plan at step {}: {e}", state.global_step))
+        let r = self.call("next-plan", |b, st| {
+            b.lmmhost_plugin_schedule().call_next_plan(st, &s)
+        })?;
+        r.map(|p| p.map(convert::plan_from)).map_err(|e| {
+            anyhow!(
+                "plugin {name}: next-plan at step {}: {e}",
+                state.global_step
+            )
+        })
     }
 
     pub fn save_state(&mut self) -> Result<Vec<u8>> {
-        self.call("save-state", |b, s| b.lmmhost_plugin_schedule().call_save_state(s))
+        self.call("save-state", |b, s| {
+            b.lmmhost_plugin_schedule().call_save_state(s)
+        })
     }
 
     pub fn load_state(&mut self, bytes: &[u8]) -> Result<()> {
         let name = self.spec.name.clone();
-        self.call("load-state", |b, s| b.lmmhost_plugin_schedule().call_load_state(s, bytes))?
-            .map_err(|e| anyhow!("plugin {name}: load-state refused the saved state: {e}"))
+        self.call("load-state", |b, s| {
+            b.lmmhost_plugin_schedule().call_load_state(s, bytes)
+        })?
+        .map_err(|e| anyhow!("plugin {name}: load-state refused the saved state: {e}"))
     }
 }

@@ -7,7 +7,9 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use lmmhost_bundle::{check_wit_compatible, inspect_component, HOST_WIT_VERSION};
-use lmmhost_plugin_host::{ItemOutcome, OnError, PluginRuntime, PluginSpec, RewardPlugin, RuntimeOptions};
+use lmmhost_plugin_host::{
+    ItemOutcome, OnError, PluginRuntime, PluginSpec, RewardPlugin, RuntimeOptions,
+};
 use lmmhost_sdk as sdk;
 
 #[derive(Subcommand)]
@@ -68,10 +70,20 @@ pub fn run(cmd: PluginCommand) -> Result<()> {
 
 fn check(file: &PathBuf) -> Result<()> {
     let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
-    let facts = inspect_component(&bytes).with_context(|| format!("{} is not a usable component", file.display()))?;
+    let facts = inspect_component(&bytes)
+        .with_context(|| format!("{} is not a usable component", file.display()))?;
     println!("file:         {}", file.display());
-    println!("world:        {}", facts.world.map(|w| w.name().to_string()).unwrap_or_else(|| "none (no lmmhost:plugin export)".into()));
-    println!("wit version:  {}", facts.wit_version.as_deref().unwrap_or("-"));
+    println!(
+        "world:        {}",
+        facts
+            .world
+            .map(|w| w.name().to_string())
+            .unwrap_or_else(|| "none (no lmmhost:plugin export)".into())
+    );
+    println!(
+        "wit version:  {}",
+        facts.wit_version.as_deref().unwrap_or("-")
+    );
     match check_wit_compatible(&facts) {
         Ok(()) => println!("compatible:   yes (host speaks lmmhost:plugin@{HOST_WIT_VERSION})"),
         Err(why) => println!("compatible:   NO: {why}"),
@@ -113,7 +125,10 @@ fn parse_line(line: &str, n: usize) -> Result<sdk::Completion> {
     Ok(sdk::Completion {
         sample: sdk::Sample {
             id: f.id.unwrap_or_else(|| format!("line-{n}")),
-            messages: vec![sdk::Message { role: "user".into(), content: vec![sdk::ContentPart::Text(f.prompt)] }],
+            messages: vec![sdk::Message {
+                role: "user".into(),
+                content: vec![sdk::ContentPart::Text(f.prompt)],
+            }],
             answer: f.answer,
             metadata: f.metadata.into_iter().collect(),
         },
@@ -124,32 +139,50 @@ fn parse_line(line: &str, n: usize) -> Result<sdk::Completion> {
 
 fn score(args: ScoreArgs) -> Result<()> {
     let config = match &args.config {
-        Some(p) => std::fs::read_to_string(p).with_context(|| format!("cannot read config {}", p.display()))?,
+        Some(p) => std::fs::read_to_string(p)
+            .with_context(|| format!("cannot read config {}", p.display()))?,
         None => String::new(),
     };
-    let file = std::fs::File::open(&args.input).with_context(|| format!("cannot open {}", args.input.display()))?;
+    let file = std::fs::File::open(&args.input)
+        .with_context(|| format!("cannot open {}", args.input.display()))?;
     let mut batch = Vec::new();
     for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
-        let line = line.with_context(|| format!("{}:{}: cannot read", args.input.display(), i + 1))?;
+        let line =
+            line.with_context(|| format!("{}:{}: cannot read", args.input.display(), i + 1))?;
         if line.trim().is_empty() {
             continue;
         }
-        batch.push(parse_line(&line, i + 1).with_context(|| format!("{}:{}", args.input.display(), i + 1))?);
+        batch.push(
+            parse_line(&line, i + 1)
+                .with_context(|| format!("{}:{}", args.input.display(), i + 1))?,
+        );
     }
     if batch.is_empty() {
         bail!("{} holds no completions", args.input.display());
     }
-    let name = args.reward.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "reward".into());
+    let name = args
+        .reward
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "reward".into());
     let mut spec = PluginSpec::from_file(&name, &args.reward, &config)?;
     spec.limits.call_timeout = Duration::from_millis(args.timeout_ms);
-    spec.on_error = if args.zero_on_error { OnError::Zero } else { OnError::Abort };
+    spec.on_error = if args.zero_on_error {
+        OnError::Zero
+    } else {
+        OnError::Abort
+    };
     let runtime = PluginRuntime::new(RuntimeOptions::default())?;
     let plugin = RewardPlugin::new(&runtime, spec)?;
     let outcomes = plugin.score_batch(&batch)?;
 
-    let out_path = args.out.clone().unwrap_or_else(|| args.input.with_extension("scores.jsonl"));
+    let out_path = args
+        .out
+        .clone()
+        .unwrap_or_else(|| args.input.with_extension("scores.jsonl"));
     let mut out = std::io::BufWriter::new(
-        std::fs::File::create(&out_path).with_context(|| format!("cannot create {}", out_path.display()))?,
+        std::fs::File::create(&out_path)
+            .with_context(|| format!("cannot create {}", out_path.display()))?,
     );
     let mut names: Vec<String> = Vec::new();
     let mut sums: Vec<f64> = Vec::new();
@@ -169,7 +202,11 @@ fn score(args: ScoreArgs) -> Result<()> {
                         }
                     }
                 }
-                let comps: Vec<String> = s.components.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                let comps: Vec<String> = s
+                    .components
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect();
                 println!("{:<24} {:>8.3}  {}", c.sample.id, s.total, comps.join(" "));
                 serde_json::json!({ "id": c.sample.id, "score": s })
             }
@@ -183,7 +220,11 @@ fn score(args: ScoreArgs) -> Result<()> {
     }
     out.flush()?;
     let n = batch.len() as f64;
-    println!("\n{} completions, {failed} failed; mean total {:.4}", batch.len(), total / n);
+    println!(
+        "\n{} completions, {failed} failed; mean total {:.4}",
+        batch.len(),
+        total / n
+    );
     for (k, s) in names.iter().zip(&sums) {
         println!("  mean {k}: {:.4}", s / n);
     }
@@ -193,15 +234,44 @@ fn score(args: ScoreArgs) -> Result<()> {
 
 pub fn bench_reward(args: BenchRewardArgs) -> Result<()> {
     let config = "format = \"r1\"\n";
-    let native = <sdk::rules::math::MathAccuracy as sdk::Reward>::new(config).map_err(anyhow::Error::msg)?;
+    let native =
+        <sdk::rules::math::MathAccuracy as sdk::Reward>::new(config).map_err(anyhow::Error::msg)?;
     let spec = PluginSpec::from_file("reward-math", &args.plugin, config)?;
-    let r = lmmhost_plugin_host::bench::bench_reward(spec, &native, args.completions, args.chars, args.threads.max(1))?;
-    println!("reward benchmark: math accuracy + R1 format, {} completions of {} characters, {} threads", r.completions, args.chars, r.threads);
-    println!("  compile (cold, no cache):  {:>10.1} ms", r.compile.as_secs_f64() * 1e3);
-    println!("  instantiate ({} instances): {:>9.1} ms", r.threads, r.instantiate.as_secs_f64() * 1e3);
-    println!("  wasm:                      {:>10.0} completions/s", r.wasm_per_sec);
-    println!("  native:                    {:>10.0} completions/s", r.native_per_sec);
-    println!("  wasm / native:             {:>10.2}x", r.wasm_per_sec / r.native_per_sec);
-    println!("  mean total reward:         {:>10.4} (identical on both paths)", r.mean_total);
+    let r = lmmhost_plugin_host::bench::bench_reward(
+        spec,
+        &native,
+        args.completions,
+        args.chars,
+        args.threads.max(1),
+    )?;
+    println!(
+        "reward benchmark: math accuracy + R1 format, {} completions of {} characters, {} threads",
+        r.completions, args.chars, r.threads
+    );
+    println!(
+        "  compile (cold, no cache):  {:>10.1} ms",
+        r.compile.as_secs_f64() * 1e3
+    );
+    println!(
+        "  instantiate ({} instances): {:>9.1} ms",
+        r.threads,
+        r.instantiate.as_secs_f64() * 1e3
+    );
+    println!(
+        "  wasm:                      {:>10.0} completions/s",
+        r.wasm_per_sec
+    );
+    println!(
+        "  native:                    {:>10.0} completions/s",
+        r.native_per_sec
+    );
+    println!(
+        "  wasm / native:             {:>10.2}x",
+        r.wasm_per_sec / r.native_per_sec
+    );
+    println!(
+        "  mean total reward:         {:>10.4} (identical on both paths)",
+        r.mean_total
+    );
     Ok(())
 }

@@ -17,9 +17,6 @@ pub enum Format {
     EasyR1,
     /// Chat SFT traces: `messages` (assistant turn as target) + `images`.
     Messages,
-    /// verl: `prompt` (chat list with `<image>` placeholders),
-    /// `reward_model.ground_truth`, `images`.
-    Verl,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

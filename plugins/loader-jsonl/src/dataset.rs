@@ -49,17 +49,17 @@ impl Loader for JsonlLoader {
         for i in 0..loader.files.len() {
             let path = loader.files[i].path.clone();
             let file_no = u32::try_from(i).map_err(|_| "too many files".to_owned())?;
-            let (bytes, rows) = index_file(file_no, &path)?;
-            if !loader.config.skip_bad_rows {
-                // Rows are parsed lazily in `get`; a bad one is an error there.
-                loader.rows.extend(rows);
-                continue;
-            }
-            // Skipping needs to know which rows are bad, so parse them all now.
-            for row in rows {
-                let checked = row_text(&bytes, &row, &path).and_then(|t| loader.parse(&row, t));
-                match checked {
-                    Ok(_) => loader.rows.push(row),
+            let cfg_skip = loader.config.skip_bad_rows;
+            let mut rows = Vec::new();
+            index_file(file_no, &path, |row, bytes| {
+                if !cfg_skip {
+                    // Rows are parsed lazily in `get`; a bad one is an error there.
+                    rows.push(row);
+                    return Ok(());
+                }
+                // Skipping needs to know which rows are bad, so parse them all now.
+                match row_text(bytes, &row, &path).and_then(|t| loader.parse(&row, t)) {
+                    Ok(_) => rows.push(row),
                     Err(e) => {
                         skipped += 1;
                         if notes.len() < MAX_NOTES {
@@ -67,7 +67,9 @@ impl Loader for JsonlLoader {
                         }
                     }
                 }
-            }
+                Ok(())
+            })?;
+            loader.rows.extend(rows);
         }
         if skipped > 0 {
             lmmhost_sdk::log::warn(

@@ -2,7 +2,7 @@
 //! byte offsets of rows, reading one row back, and resolving image paths.
 
 use std::fs;
-use std::io::{Read, Seek, SeekFrom};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Component, Path, PathBuf};
 
 /// A dataset file and its directory (relative image paths start there).
@@ -61,44 +61,56 @@ pub fn expand_grants(files: &[String]) -> Result<(Vec<DataFile>, Vec<PathBuf>), 
     Ok((out, dirs))
 }
 
-/// Reads a whole file once and returns its content and the rows (non-blank
-/// lines) in it. A UTF-8 byte order mark at the start is skipped.
-pub fn index_file(file_no: u32, path: &Path) -> Result<(Vec<u8>, Vec<Row>), String> {
-    let bytes = fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut rows = Vec::new();
-    let mut start = if bytes.starts_with(b"\xEF\xBB\xBF") {
-        3
-    } else {
-        0
-    };
-    let mut line = 1u64;
-    while start < bytes.len() {
-        let end = bytes[start..]
-            .iter()
-            .position(|&b| b == b'\n')
-            .map_or(bytes.len(), |i| start + i);
-        let text = &bytes[start..end];
-        if !text.iter().all(u8::is_ascii_whitespace) {
-            let len = u32::try_from(text.len())
-                .map_err(|_| format!("{}:{line}: the line is longer than 4 GiB", path.display()))?;
-            rows.push(Row {
-                file: file_no,
-                line,
-                offset: start as u64,
-                len,
-            });
+/// Streams a file once, calling `on_row` with each row (non-blank line) and
+/// its bytes. Streaming, not reading the whole file, keeps a multi-GB dataset
+/// within the sandbox's memory cap. A UTF-8 byte order mark at the start is
+/// skipped.
+pub fn index_file(
+    file_no: u32,
+    path: &Path,
+    mut on_row: impl FnMut(Row, &[u8]) -> Result<(), String>,
+) -> Result<(), String> {
+    let f = fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut reader = BufReader::with_capacity(1 << 20, f);
+    let mut buf = Vec::new();
+    let (mut offset, mut line) = (0u64, 0u64);
+    loop {
+        buf.clear();
+        let n = reader
+            .read_until(b'\n', &mut buf)
+            .map_err(|e| format!("{}:{}: {e}", path.display(), line + 1))?;
+        if n == 0 {
+            return Ok(());
         }
-        start = end + 1;
         line += 1;
+        let start = offset;
+        offset += n as u64;
+        let mut text = buf.strip_suffix(b"\n").unwrap_or(&buf);
+        let mut skip = 0u64;
+        if line == 1 {
+            if let Some(rest) = text.strip_prefix(b"\xEF\xBB\xBF") {
+                text = rest;
+                skip = 3;
+            }
+        }
+        if text.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let len = u32::try_from(text.len())
+            .map_err(|_| format!("{}:{line}: the line is longer than 4 GiB", path.display()))?;
+        let row = Row {
+            file: file_no,
+            line,
+            offset: start + skip,
+            len,
+        };
+        on_row(row, text)?;
     }
-    Ok((bytes, rows))
 }
 
-/// The text of one row from already-read file content.
+/// A row's bytes as text.
 pub fn row_text<'a>(bytes: &'a [u8], row: &Row, path: &Path) -> Result<&'a str, String> {
-    let start = row.offset as usize;
-    let slice = &bytes[start..start + row.len as usize];
-    std::str::from_utf8(slice)
+    std::str::from_utf8(bytes)
         .map_err(|e| format!("{}:{}: not valid UTF-8: {e}", path.display(), row.line))
 }
 
@@ -175,17 +187,27 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("a.jsonl");
         fs::write(&p, b"\xEF\xBB\xBF{\"a\":1}\n\n   \n{\"b\":2}\r\n{\"c\":3}").unwrap();
-        let (bytes, rows) = index_file(7, &p).unwrap();
-        assert_eq!(rows.len(), 3);
+        let mut rows = Vec::new();
+        let mut texts = Vec::new();
+        index_file(7, &p, |row, bytes| {
+            rows.push(row);
+            texts.push(row_text(bytes, &row, &p)?.to_owned());
+            Ok(())
+        })
+        .unwrap();
         assert_eq!(
             rows.iter().map(|r| r.line).collect::<Vec<_>>(),
             vec![1, 4, 5]
         );
-        assert_eq!(row_text(&bytes, &rows[0], &p).unwrap(), "{\"a\":1}");
+        assert_eq!(texts, vec!["{\"a\":1}", "{\"b\":2}\r", "{\"c\":3}"]);
         assert_eq!(rows[0].file, 7);
-        // The \r stays in the row; JSON parsing treats it as whitespace.
-        assert_eq!(read_row(&p, &rows[1]).unwrap(), "{\"b\":2}\r");
-        assert_eq!(read_row(&p, &rows[2]).unwrap(), "{\"c\":3}");
+        // Reading back by offset gives the same bytes as the scan.
+        for (row, text) in rows.iter().zip(&texts) {
+            assert_eq!(&read_row(&p, row).unwrap(), text);
+        }
+        // The callback's error stops the scan and comes back unchanged.
+        let e = index_file(0, &p, |_, _| Err("stop".into())).unwrap_err();
+        assert_eq!(e, "stop");
     }
 
     #[test]

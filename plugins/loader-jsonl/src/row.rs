@@ -384,14 +384,14 @@ impl<'a> Images<'a> {
     /// with `bytes` (base64 text or a list of byte values) or `path`.
     fn source(&self, v: &Value) -> Result<ImageSource, String> {
         match v {
-            Value::String(s) => self.from_str(s),
+            Value::String(s) => self.source_text(s),
             Value::Object(o) => {
                 if let Some(b) = o.get("bytes").filter(|b| !b.is_null()) {
                     return bytes_of(b).map(ImageSource::Bytes);
                 }
                 for k in ["path", "image", "url"] {
                     if let Some(Value::String(s)) = o.get(k) {
-                        return self.from_str(s);
+                        return self.source_text(s);
                     }
                 }
                 Err("an image object needs `bytes` or `path`".into())
@@ -403,7 +403,7 @@ impl<'a> Images<'a> {
         }
     }
 
-    fn from_str(&self, s: &str) -> Result<ImageSource, String> {
+    fn source_text(&self, s: &str) -> Result<ImageSource, String> {
         if let Some(rest) = s.strip_prefix("data:") {
             let (_, data) = rest
                 .split_once(";base64,")

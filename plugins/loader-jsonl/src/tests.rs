@@ -1,294 +1,395 @@
-use crate::rows::{image_path, unwrap_answer};
+//! End-to-end tests of the loader on real files in a temporary directory.
+
 use crate::JsonlLoader;
-use lmmhost_sdk::{ContentPart, ImageSource, Loader, Message};
+use lmmhost_sdk::{ContentPart, ImageSource, Loader, Sample};
+use std::fs;
 use std::path::Path;
 
 fn write(dir: &Path, name: &str, lines: &[&str]) -> String {
     let p = dir.join(name);
-    std::fs::write(&p, lines.join("\n") + "\n").unwrap();
-    p.to_string_lossy().into_owned()
+    if let Some(parent) = p.parent() {
+        fs::create_dir_all(parent).unwrap();
+    }
+    fs::write(&p, lines.join("\n") + "\n").unwrap();
+    p.to_str().unwrap().to_owned()
+}
+
+fn s(dir: &Path) -> String {
+    dir.to_str().unwrap().to_owned()
 }
 
 fn text(t: &str) -> ContentPart {
-    ContentPart::Text(t.to_owned())
+    ContentPart::Text(t.into())
 }
-fn img(p: &str) -> ContentPart {
-    ContentPart::Image(ImageSource::Path(p.to_owned()))
+
+fn img(p: &Path) -> ContentPart {
+    ContentPart::Image(ImageSource::Path(p.to_str().unwrap().to_owned()))
+}
+
+fn all(l: &JsonlLoader, n: u64) -> Vec<Sample> {
+    (0..n).map(|i| l.get(i).unwrap()).collect()
 }
 
 #[test]
-fn lmm_r1_rows_with_file_images_and_answers() {
+fn lmm_r1_rows_with_file_images_and_string_content() {
     let d = tempfile::tempdir().unwrap();
-    let dir = d.path().to_string_lossy().into_owned();
-    let row1 = serde_json::json!({
-        "message": serde_json::to_string(&serde_json::json!([
-            {"role": "user", "content": [
-                {"type": "image", "image": "file:///data/geo/1.jpg"},
-                {"type": "text", "text": "Find x."}]}
-        ])).unwrap(),
-        "answer": "$\\boxed{60}$",
-        "source": "geoqa", "difficulty": 3, "level": ["#####", "#@$.#"]
-    })
+    let abs = d.path().join("imgs/a.jpg");
+    let msg = serde_json::json!([
+        {"role": "user", "content": [
+            {"type": "image", "image": format!("file://{}", abs.display())},
+            {"type": "text", "text": "Find x."}]}
+    ])
     .to_string();
-    let row2 = r#"{"message": "[{\"role\": \"user\", \"content\": [{\"type\": \"image\", \"image\": \"imgs/../imgs/2.png\"}, {\"type\": \"text\", \"text\": \"Count.\"}]}]", "answer": 7}"#;
-    let f = write(d.path(), "train.jsonl", &[&row1, "", row2]);
-    let (l, info) = JsonlLoader::open("", &[f]).unwrap();
+    let row1 =
+        serde_json::json!({"message": msg, "answer": "$\\boxed{60}$", "source": "geo"}).to_string();
+    let row2 = serde_json::json!({
+        "message": "[{\"role\":\"system\",\"content\":\"Be brief.\"},{\"role\":\"user\",\"content\":\"1+1?\"}]",
+        "answer": 2, "difficulty": 3, "hard": false}).to_string();
+    write(d.path(), "lmm.jsonl", &[&row1, &row2]);
+    let (l, info) = JsonlLoader::open("format = \"lmm-r1\"", &[s(d.path())]).unwrap();
     assert_eq!(info.len, 2);
-    assert_eq!(info.skipped_rows, 0);
-    let s = l.get(0).unwrap();
-    assert_eq!(s.id, "train.jsonl:1");
-    assert_eq!(
-        s.answer.as_deref(),
-        Some("$\\boxed{60}$"),
-        "kept as is by default"
-    );
-    assert_eq!(
-        s.messages,
-        vec![Message {
-            role: "user".into(),
-            content: vec![img("/data/geo/1.jpg"), text("Find x.")]
-        }]
-    );
-    assert_eq!(
-        s.metadata,
-        vec![
-            ("difficulty".to_string(), "3".to_string()),
-            ("level".to_string(), r##"["#####","#@$.#"]"##.to_string()),
-            ("source".to_string(), "geoqa".to_string()),
-        ]
-    );
-    let s = l.get(1).unwrap();
-    assert_eq!(s.id, "train.jsonl:3", "line numbers count blank lines");
-    assert_eq!(s.answer.as_deref(), Some("7"));
-    assert_eq!(s.messages[0].content[0], img(&format!("{dir}/imgs/2.png")));
-
-    let (l, _) = JsonlLoader::open(
-        "unwrap_answer = true",
-        &[write(d.path(), "t.jsonl", &[&row1])],
-    )
-    .unwrap();
-    assert_eq!(l.get(0).unwrap().answer.as_deref(), Some("60"));
-    assert!(l.get(1).unwrap_err().contains("out of range"));
+    let v = all(&l, 2);
+    assert_eq!(v[0].id, "lmm.jsonl:1");
+    assert_eq!(v[0].messages.len(), 1);
+    assert_eq!(v[0].messages[0].role, "user");
+    assert_eq!(v[0].messages[0].content, vec![img(&abs), text("Find x.")]);
+    assert_eq!(v[0].answer.as_deref(), Some("$\\boxed{60}$"));
+    assert_eq!(v[0].metadata, vec![("source".to_owned(), "geo".to_owned())]);
+    assert_eq!(v[1].id, "lmm.jsonl:2");
+    assert_eq!(v[1].messages[0].content, vec![text("Be brief.")]);
+    assert_eq!(v[1].messages[1].content, vec![text("1+1?")]);
+    assert_eq!(v[1].answer.as_deref(), Some("2"));
+    assert_eq!(v[1].meta("difficulty"), Some("3"));
+    assert_eq!(v[1].meta("hard"), Some("false"));
 }
 
 #[test]
 fn easyr1_placeholders_become_image_parts_in_order() {
     let d = tempfile::tempdir().unwrap();
-    let dir = d.path().to_string_lossy().into_owned();
-    let row = r#"{"problem": "<image>Compare with <image> and answer.", "answer": "B", "images": ["a.png", {"bytes": "iVBORw0K"}], "id": 17}"#;
-    let row2 = r#"{"problem": "<image>What?", "answer": "1", "images": [{"bytes": [137, 80, 78, 71], "path": null}]}"#;
-    let (l, info) = JsonlLoader::open(
-        "format = \"easyr1\"",
-        &[write(d.path(), "r1v.jsonl", &[row, row2])],
-    )
-    .unwrap();
-    assert_eq!(info.len, 2);
-    let s = l.get(0).unwrap();
-    assert_eq!(s.id, "17");
+    let rows = [
+        r#"{"problem": "Compare <image> and <image>. Which is larger?", "answer": "A", "images": ["a.png", "sub/b.png"]}"#,
+        r#"{"problem": "What is shown?", "answer": "cat", "images": [{"path": "c.png"}, {"bytes": "iVBO"}, {"bytes": [1, 2, 255]}]}"#,
+        r#"{"problem": "<image>Area?", "answer": "12", "images": [{"bytes": null, "path": "d.png"}]}"#,
+    ];
+    write(d.path(), "r1v.jsonl", &rows);
+    let (l, info) = JsonlLoader::open("", &[s(d.path())]).unwrap();
+    assert_eq!(info.len, 3);
+    let v = all(&l, 3);
+    let p = d.path();
     assert_eq!(
-        s.messages[0].content,
+        v[0].messages[0].content,
         vec![
-            img(&format!("{dir}/a.png")),
-            text("Compare with "),
-            ContentPart::Image(ImageSource::Bytes(vec![0x89, b'P', b'N', b'G', 0x0d, 0x0a])),
-            text(" and answer."),
+            text("Compare "),
+            img(&p.join("a.png")),
+            text(" and "),
+            img(&p.join("sub/b.png")),
+            text(". Which is larger?")
         ]
     );
-    assert_eq!(s.messages[0].role, "user");
+    assert_eq!(v[0].answer.as_deref(), Some("A"));
+    // No placeholders: images first, then the text.
     assert_eq!(
-        l.get(1).unwrap().messages[0].content[0],
-        ContentPart::Image(ImageSource::Bytes(vec![137, 80, 78, 71]))
-    );
-}
-
-#[test]
-fn placeholder_mismatch_names_file_line_and_counts() {
-    let d = tempfile::tempdir().unwrap();
-    let good = r#"{"problem": "<image> x", "answer": "1", "images": ["a.png"]}"#;
-    let bad = r#"{"problem": "<image> and <image>", "answer": "1", "images": ["a.png"]}"#;
-    let f = write(d.path(), "mm.jsonl", &[good, good, bad]);
-    let err = JsonlLoader::open("", std::slice::from_ref(&f))
-        .err()
-        .unwrap();
-    assert!(err.contains("mm.jsonl:3:"), "{err}");
-    assert!(
-        err.contains("2 `<image>` placeholder(s) but 1 image(s)"),
-        "{err}"
-    );
-}
-
-#[test]
-fn chat_sft_traces_with_placeholders_and_parts() {
-    let d = tempfile::tempdir().unwrap();
-    let dir = d.path().to_string_lossy().into_owned();
-    let a = r#"{"messages": [{"role": "user", "content": "<image>Describe."}, {"role": "assistant", "content": "<think>a cat</think>A cat."}], "images": ["c.jpg"]}"#;
-    let b = r#"{"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Sum?"}]}, {"role": "assistant", "content": [{"type": "text", "text": "4"}]}], "images": ["/abs/x.png"], "answer": "4"}"#;
-    let no_target = r#"{"messages": [{"role": "user", "content": "hi"}]}"#;
-    let (l, _) = JsonlLoader::open("", &[write(d.path(), "sft.jsonl", &[a, b])]).unwrap();
-    let s = l.get(0).unwrap();
-    assert_eq!(s.answer, None);
-    assert_eq!(s.messages.len(), 2);
-    assert_eq!(
-        s.messages[0].content,
-        vec![img(&format!("{dir}/c.jpg")), text("Describe.")]
+        v[1].messages[0].content,
+        vec![
+            img(&p.join("c.png")),
+            ContentPart::Image(ImageSource::Bytes(vec![0x89, b'P', b'N'])),
+            ContentPart::Image(ImageSource::Bytes(vec![1, 2, 255])),
+            text("What is shown?")
+        ]
     );
     assert_eq!(
-        s.messages[1],
-        Message {
-            role: "assistant".into(),
-            content: vec![text("<think>a cat</think>A cat.")]
-        }
-    );
-    let s = l.get(1).unwrap();
-    assert_eq!(s.answer.as_deref(), Some("4"));
-    assert_eq!(s.messages[1].content, vec![img("/abs/x.png"), text("Sum?")]);
-    let err = JsonlLoader::open("", &[write(d.path(), "n.jsonl", &[no_target])])
-        .err()
-        .unwrap();
-    assert!(
-        err.contains("n.jsonl:1:") && err.contains("assistant"),
-        "{err}"
+        v[2].messages[0].content,
+        vec![img(&p.join("d.png")), text("Area?")]
     );
 }
 
 #[test]
-fn bad_rows_are_errors_naming_file_line_and_problem() {
+fn placeholder_count_mismatch_names_file_line_and_counts() {
     let d = tempfile::tempdir().unwrap();
-    let good = r#"{"problem": "1+1?", "answer": "2"}"#;
-    let cases: &[(&str, &str)] = &[
-        ("{\"problem\": \"x\", ", "invalid JSON"),
-        (r#"{"problem": "x"}"#, "missing field `answer`"),
-        (
-            r#"{"problem": 3, "answer": "1"}"#,
-            "field `problem` must be a string, found a number",
-        ),
-        (
-            r#"{"question": "x", "answer": "1"}"#,
-            "cannot tell the row's format",
-        ),
-        (r#"[1, 2]"#, "expected a JSON object, found a list"),
-        (
-            r#"{"message": "not json", "answer": "1"}"#,
-            "not a valid JSON message list",
-        ),
-        (
-            r#"{"problem": "x", "answer": "1", "images": [{"bytes": "***"}]}"#,
-            "not valid base64",
-        ),
-        (
-            r#"{"problem": "x", "answer": [1]}"#,
-            "field `answer` must be a string or number, found a list",
-        ),
-    ];
-    for (i, (bad, want)) in cases.iter().enumerate() {
-        let f = write(d.path(), &format!("bad{i}.jsonl"), &[good, bad]);
-        let err = JsonlLoader::open("", &[f]).err().unwrap();
-        assert!(
-            err.contains(&format!("bad{i}.jsonl:2: ")),
-            "case {i}: {err}"
-        );
-        assert!(err.contains(want), "case {i}: want {want:?} in {err}");
-    }
-}
-
-#[test]
-fn skip_bad_rows_counts_and_notes() {
-    let d = tempfile::tempdir().unwrap();
-    let good = r#"{"problem": "1+1?", "answer": "2"}"#;
-    let lines = [
-        good,
-        "{oops",
-        good,
-        r#"{"problem": "x"}"#,
-        good,
-        "{",
-        "{",
-        "{",
-    ];
-    let f = write(d.path(), "mixed.jsonl", &lines);
-    let (l, info) = JsonlLoader::open("skip_bad_rows = true\nmax_notes = 3", &[f]).unwrap();
-    assert_eq!(info.len, 3);
-    assert_eq!(info.skipped_rows, 5);
-    assert_eq!(info.notes.len(), 3);
-    assert!(info.notes[0].contains("mixed.jsonl:2:"), "{:?}", info.notes);
-    assert!(
-        info.notes[1].contains("mixed.jsonl:4:")
-            && info.notes[1].contains("missing field `answer`")
-    );
-    assert_eq!(
-        l.get(2).unwrap().id,
-        "mixed.jsonl:5",
-        "indices skip the bad rows"
-    );
-}
-
-#[test]
-fn directory_grant_reads_sorted_jsonl_files() {
-    let d = tempfile::tempdir().unwrap();
-    write(
+    let f = write(
         d.path(),
-        "b.jsonl",
-        &[r#"{"problem": "b1", "answer": "1"}"#],
-    );
-    write(
-        d.path(),
-        "a.jsonl",
+        "bad.jsonl",
         &[
-            r#"{"problem": "a1", "answer": "1"}"#,
-            r#"{"problem": "a2", "answer": "2"}"#,
+            r#"{"problem": "<image> ok", "answer": "1", "images": ["a.png"]}"#,
+            "",
+            r#"{"problem": "<image> vs <image>", "answer": "1", "images": ["a.png", "b.png", "c.png"]}"#,
         ],
     );
-    write(d.path(), "notes.txt", &["not data"]);
-    let (l, info) = JsonlLoader::open("", &[d.path().to_string_lossy().into_owned()]).unwrap();
-    assert_eq!(info.len, 3);
-    let firsts: Vec<String> = (0..3).map(|i| l.get(i).unwrap().id).collect();
-    assert_eq!(firsts, ["a.jsonl:1", "a.jsonl:2", "b.jsonl:1"]);
-    let err = JsonlLoader::open("", &["/no/such/file.jsonl".into()])
-        .err()
-        .unwrap();
-    assert!(err.contains("/no/such/file.jsonl"), "{err}");
+    let (l, info) = JsonlLoader::open("", &[s(d.path())]).unwrap();
+    assert_eq!(info.len, 2);
+    let e = l.get(1).unwrap_err();
+    assert!(e.starts_with(&format!("{f}:3: ")), "{e}");
+    assert!(
+        e.contains("2 `<image>` placeholders") && e.contains("3 entries"),
+        "{e}"
+    );
+    // Chat format counts placeholders across turns.
+    write(
+        d.path(),
+        "chat.jsonl",
+        &[
+            r#"{"messages": [{"role": "user", "content": "<image><image> hi"}, {"role": "assistant", "content": "x"}], "images": ["a.png"]}"#,
+        ],
+    );
+    let (l, _) = JsonlLoader::open("", &[s(d.path()) + "/chat.jsonl", s(d.path())]).unwrap();
+    let e = l.get(0).unwrap_err();
+    assert!(
+        e.contains("chat.jsonl:1: ")
+            && e.contains("2 image placeholders")
+            && e.contains("1 entries"),
+        "{e}"
+    );
 }
 
 #[test]
-fn prompt_template_system_prompt_and_instruction() {
+fn chat_sft_traces_keep_the_assistant_turn() {
     let d = tempfile::tempdir().unwrap();
-    let row = r#"{"problem": "<image>What is x?", "answer": "3", "images": ["g.png"]}"#;
-    let cfg = r#"
-system_prompt = "You are a helpful assistant."
-instruction_suffix = " Think first in <think></think>, then answer in <answer></answer>."
-"#;
-    let (l, _) = JsonlLoader::open(cfg, &[write(d.path(), "p.jsonl", &[row])]).unwrap();
-    let s = l.get(0).unwrap();
+    let rows = [
+        r#"{"messages": [{"role": "user", "content": "<image>Describe then solve."}, {"role": "assistant", "content": "<think>a</think><answer>4</answer>"}], "images": ["x.png"], "id": 17}"#,
+        r#"{"messages": [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Q"}]}, {"role": "assistant", "content": "A"}], "images": ["y.png"], "answer": "A"}"#,
+        r#"{"messages": [{"role": "user", "content": "Q2"}, {"role": "assistant", "content": "A2"}], "images": ["z.png"]}"#,
+    ];
+    write(d.path(), "sft.jsonl", &rows);
+    let (l, _) = JsonlLoader::open("format = \"messages\"", &[s(d.path())]).unwrap();
+    let v = all(&l, 3);
+    let p = d.path();
+    assert_eq!(v[0].id, "17");
     assert_eq!(
-        s.messages[0],
-        Message {
-            role: "system".into(),
-            content: vec![text("You are a helpful assistant.")]
-        }
+        v[0].messages[0].content,
+        vec![img(&p.join("x.png")), text("Describe then solve.")]
     );
+    assert_eq!(v[0].messages[1].role, "assistant");
     assert_eq!(
-        s.messages[1].content[1],
-        text("What is x? Think first in <think></think>, then answer in <answer></answer>.")
+        v[0].text_of("assistant"),
+        "<think>a</think><answer>4</answer>"
     );
-    let err = JsonlLoader::open("formt = 'auto'", &[write(d.path(), "q.jsonl", &[row])])
-        .err()
-        .unwrap();
-    assert!(err.contains("formt"), "{err}");
+    assert_eq!(v[0].answer, None);
+    assert_eq!(
+        v[1].messages[0].content,
+        vec![img(&p.join("y.png")), text("Q")]
+    );
+    assert_eq!(v[1].answer.as_deref(), Some("A"));
+    assert_eq!(
+        v[2].messages[0].content,
+        vec![img(&p.join("z.png")), text("Q2")]
+    );
 }
 
 #[test]
-fn helpers() {
-    assert_eq!(unwrap_answer("$\\boxed{\\frac{1}{2}}$"), "\\frac{1}{2}");
-    assert_eq!(unwrap_answer(" $x^2$ "), "x^2");
-    assert_eq!(unwrap_answer("12 apples"), "12 apples");
-    assert_eq!(
-        image_path(Path::new("/d/sub"), "file://../img/a.png"),
-        "/d/img/a.png"
+fn auto_detects_per_row_and_forced_format_rejects_others() {
+    let d = tempfile::tempdir().unwrap();
+    write(
+        d.path(),
+        "mix.jsonl",
+        &[
+            r#"{"message": "[{\"role\":\"user\",\"content\":\"m\"}]", "answer": "1"}"#,
+            r#"{"problem": "p", "answer": "2"}"#,
+            r#"{"messages": [{"role": "user", "content": "c"}]}"#,
+            r#"{"question": "q", "answer": "3"}"#,
+        ],
     );
-    assert_eq!(image_path(Path::new("/d"), "./a.png"), "/d/a.png");
-    // `..` past the root is kept, so the host sees (and refuses) the escape.
-    assert_eq!(
-        image_path(Path::new("/"), "../../etc/passwd"),
-        "/../../etc/passwd"
+    let (l, info) = JsonlLoader::open("", &[s(d.path())]).unwrap();
+    assert_eq!(info.len, 4);
+    assert_eq!(l.get(0).unwrap().text_of("user"), "m");
+    assert_eq!(l.get(1).unwrap().text_of("user"), "p");
+    assert_eq!(l.get(2).unwrap().text_of("user"), "c");
+    let e = l.get(3).unwrap_err();
+    assert!(e.contains("mix.jsonl:4: cannot detect the format"), "{e}");
+    let (l, _) = JsonlLoader::open("format = \"easyr1\"", &[s(d.path())]).unwrap();
+    assert!(l
+        .get(0)
+        .unwrap_err()
+        .contains("mix.jsonl:1: missing field `problem`"));
+    assert_eq!(l.get(1).unwrap().answer.as_deref(), Some("2"));
+}
+
+#[test]
+fn bad_rows_are_errors_or_skipped_and_counted() {
+    let d = tempfile::tempdir().unwrap();
+    let f = write(
+        d.path(),
+        "b.jsonl",
+        &[
+            r#"{"problem": "ok1", "answer": "1"}"#,
+            r#"{"problem": "no answer"}"#,
+            r#"{"problem": "ok2", "answer": "2"}"#,
+            r#"{not json"#,
+            r#"{"problem": 5, "answer": "1"}"#,
+            r#"[1, 2]"#,
+            r#"{"problem": "x", "answer": "1", "images": 3}"#,
+            r#"{"problem": "x", "answer": "1", "images": ["/etc/passwd"]}"#,
+            r#"{"problem": "ok3", "answer": "3"}"#,
+        ],
     );
+    let (l, info) = JsonlLoader::open("", std::slice::from_ref(&f)).unwrap();
+    assert_eq!((info.len, info.skipped_rows), (9, 0));
+    assert_eq!(
+        l.get(1).unwrap_err(),
+        format!("{f}:2: missing field `answer`")
+    );
+    assert!(l
+        .get(3)
+        .unwrap_err()
+        .starts_with(&format!("{f}:4: invalid JSON")));
+    assert_eq!(
+        l.get(4).unwrap_err(),
+        format!("{f}:5: `problem` must be a string, got a number")
+    );
+    assert_eq!(
+        l.get(5).unwrap_err(),
+        format!("{f}:6: a row must be a JSON object")
+    );
+    assert!(l.get(6).unwrap_err().contains("`images` must be a list"));
+    // Only the file itself was granted, so no image is reachable.
+    assert!(l
+        .get(7)
+        .unwrap_err()
+        .contains("outside the granted directories"));
+    assert!(l.get(9).unwrap_err().contains("out of range (len 9)"));
+
+    let (l, info) = JsonlLoader::open("skip_bad_rows = true", std::slice::from_ref(&f)).unwrap();
+    assert_eq!((info.len, info.skipped_rows), (3, 6));
+    assert_eq!(info.notes.len(), 5);
+    assert_eq!(
+        info.notes[0],
+        format!("skipped {f}:2: missing field `answer`")
+    );
+    assert!(info.notes[1].starts_with(&format!("skipped {f}:4: invalid JSON")));
+    let texts: Vec<_> = all(&l, 3).iter().map(|s| s.text_of("user")).collect();
+    assert_eq!(texts, vec!["ok1", "ok2", "ok3"]);
+    assert_eq!(l.get(2).unwrap().id, "b.jsonl:9");
+}
+
+#[test]
+fn system_prompt_suffix_and_id_field() {
+    let d = tempfile::tempdir().unwrap();
+    write(
+        d.path(),
+        "s.jsonl",
+        &[
+            r#"{"problem": "<image>What?", "answer": "1", "images": ["a.png"], "uid": "q-1"}"#,
+            r#"{"message": "[{\"role\":\"system\",\"content\":\"own\"},{\"role\":\"user\",\"content\":\"Q\"}]", "answer": "1", "uid": 2}"#,
+            r#"{"messages": [{"role": "user", "content": [{"type": "image", "path": "b.png"}]}], "uid": "x"}"#,
+            r#"{"problem": "no uid", "answer": "1"}"#,
+        ],
+    );
+    let cfg = "system_prompt = \"SYS\"\ninstruction_suffix = \" Think, then answer.\"\nid_field = \"uid\"";
+    let (l, _) = JsonlLoader::open(cfg, &[s(d.path())]).unwrap();
+    let a = l.get(0).unwrap();
+    assert_eq!(a.id, "q-1");
+    assert_eq!(a.messages[0].role, "system");
+    assert_eq!(a.messages[0].content, vec![text("SYS")]);
+    assert_eq!(
+        a.messages[1].content,
+        vec![
+            img(&d.path().join("a.png")),
+            text("What? Think, then answer.")
+        ]
+    );
+    assert!(a.meta("uid").is_none());
+    let b = l.get(1).unwrap();
+    assert_eq!(b.id, "2");
+    assert_eq!(
+        b.messages.len(),
+        2,
+        "a row with its own system message keeps it"
+    );
+    assert_eq!(b.messages[0].content, vec![text("own")]);
+    assert_eq!(b.messages[1].content, vec![text("Q Think, then answer.")]);
+    let c = l.get(2).unwrap();
+    // Only an image: the suffix becomes a text part after it.
+    assert_eq!(
+        c.messages[1].content,
+        vec![img(&d.path().join("b.png")), text(" Think, then answer.")]
+    );
+    assert!(l
+        .get(3)
+        .unwrap_err()
+        .contains("s.jsonl:4: missing id field `uid`"));
+}
+
+#[test]
+fn multiple_grants_keep_their_order_and_directories_sort() {
+    let d = tempfile::tempdir().unwrap();
+    let single = write(
+        d.path(),
+        "z_first.jsonl",
+        &[r#"{"problem": "z1", "answer": "1"}"#],
+    );
+    let sub = d.path().join("dir");
+    write(
+        &sub,
+        "b.jsonl",
+        &[
+            r#"{"problem": "b1", "answer": "1"}"#,
+            r#"{"problem": "b2", "answer": "1"}"#,
+        ],
+    );
+    write(&sub, "a.jsonl", &[r#"{"problem": "a1", "answer": "1"}"#]);
+    write(
+        &sub,
+        "ignored.json",
+        &[r#"{"problem": "no", "answer": "1"}"#],
+    );
+    let (l, info) = JsonlLoader::open("", &[single, s(&sub)]).unwrap();
+    assert_eq!(info.len, 4);
+    let texts: Vec<_> = all(&l, 4).iter().map(|s| s.text_of("user")).collect();
+    assert_eq!(texts, vec!["z1", "a1", "b1", "b2"]);
+    assert_eq!(l.get(3).unwrap().id, "b.jsonl:2");
+}
+
+#[test]
+fn open_errors_are_clear() {
+    let d = tempfile::tempdir().unwrap();
+    let e = JsonlLoader::open("", &[]).err().unwrap();
+    assert!(e.contains("no files granted"), "{e}");
+    let e = JsonlLoader::open("", &[s(d.path())]).err().unwrap();
+    assert!(e.contains("no *.jsonl files"), "{e}");
+    let e = JsonlLoader::open("formt = \"auto\"", &[s(d.path())])
+        .err()
+        .unwrap();
+    assert!(e.contains("formt"), "{e}");
+    let missing = d.path().join("nope.jsonl");
+    let e = JsonlLoader::open("", &[s(&missing)]).err().unwrap();
+    assert!(e.contains("nope.jsonl"), "{e}");
+    let f = write(d.path(), "bad.jsonl", &["{bad", "[]"]);
+    let e = JsonlLoader::open("skip_bad_rows = true", &[f])
+        .err()
+        .unwrap();
+    assert!(
+        e.contains("no usable rows") && e.contains("2 skipped") && e.contains("bad.jsonl:1"),
+        "{e}"
+    );
+}
+
+/// Rough speed check, not run by default:
+/// `cargo test --release -p loader-jsonl -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn speed_of_open_and_get() {
+    let d = tempfile::tempdir().unwrap();
+    let n = 100_000;
+    let rows: Vec<String> = (0..n)
+        .map(|i| {
+            format!(
+                r#"{{"problem": "<image>Question {i}: what is the area of the shaded region, given the figure? {pad}", "answer": "{i}", "images": ["imgs/{i}.png"], "source": "geo"}}"#,
+                pad = "x".repeat(200)
+            )
+        })
+        .collect();
+    let refs: Vec<&str> = rows.iter().map(String::as_str).collect();
+    write(d.path(), "big.jsonl", &refs);
+    for skip in [false, true] {
+        let t = std::time::Instant::now();
+        let cfg = format!("skip_bad_rows = {skip}");
+        let (l, info) = JsonlLoader::open(&cfg, &[s(d.path())]).unwrap();
+        let open = t.elapsed();
+        assert_eq!(info.len, n);
+        let t = std::time::Instant::now();
+        for i in (0..n).step_by(7) {
+            l.get(i).unwrap();
+        }
+        let per_get = t.elapsed() / (n as u32 / 7);
+        println!("{n} rows, skip_bad_rows={skip}: open {open:?}, get {per_get:?} each");
+    }
 }

@@ -1,9 +1,9 @@
 //! lmmhost loader plugin for Hugging Face style Parquet datasets (EasyR1 and
-//! verl layouts, images as `{bytes, path}` structs). Reference: docs/loaders.md.
+//! verl layouts, images as `{bytes, path}` structs). Reference: README.md.
 //!
 //! Each record is converted to the JSON object it stands for (binary columns
-//! as base64) and parsed by the JSONL loader's row code, so both loaders accept
-//! exactly the same formats, config keys and prompt template.
+//! as base64) and parsed by `rows`, which accepts the same layouts as the JSONL
+//! loader (EasyR1, verl, chat traces, LMM-R1).
 //!
 //! Random access: `open` reads every row group once to validate the rows and
 //! remember where each valid row lies; `get` decodes the row group holding the
@@ -11,9 +11,12 @@
 //! group once.
 
 use lmmhost_sdk::{DatasetInfo, Loader, Sample};
-use loader_jsonl::config::Config;
-use loader_jsonl::rows::{parse_value, RowCtx};
+pub mod config;
+pub mod rows;
+
+use config::Config;
 use parquet::file::reader::{FileReader, SerializedFileReader};
+use rows::{parse_value, RowCtx};
 use serde_json::Value;
 use std::cell::RefCell;
 use std::fs::File;
@@ -36,12 +39,14 @@ struct RowPos {
     file_row: u64,
 }
 
+/// (file, row group) and its decoded rows: the last row group `get` read.
+type CachedGroup = ((u32, u32), Vec<Value>);
+
 pub struct ParquetLoader {
     config: Config,
     files: Vec<DataFile>,
     rows: Vec<RowPos>,
-    /// (file, group) and its decoded rows.
-    cache: RefCell<Option<((u32, u32), Vec<Value>)>>,
+    cache: RefCell<Option<CachedGroup>>,
 }
 
 /// Granted paths expanded to files: a directory means all `*.parquet` in it, sorted.
@@ -107,8 +112,7 @@ impl ParquetLoader {
 
 impl Loader for ParquetLoader {
     fn open(config: &str, files: &[String]) -> Result<(Self, DatasetInfo), String> {
-        let config =
-            Config::parse(config).map_err(|e| e.replacen("loader-jsonl", "loader-parquet", 1))?;
+        let config = Config::parse(config)?;
         let mut loader = ParquetLoader {
             config,
             files: Vec::new(),
@@ -196,6 +200,9 @@ impl Loader for ParquetLoader {
     }
 }
 
+// Only in the component: the export symbols' names are not valid in a native
+// shared library (the crate is also a cdylib for the wasm build).
+#[cfg(target_arch = "wasm32")]
 lmmhost_sdk::export_loader!(ParquetLoader);
 
 #[cfg(test)]

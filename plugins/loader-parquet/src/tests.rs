@@ -1,3 +1,4 @@
+use crate::rows::{image_path, unwrap_answer};
 use crate::ParquetLoader;
 use lmmhost_sdk::{ContentPart, ImageSource, Loader};
 
@@ -130,7 +131,7 @@ fn bad_rows_name_file_and_row() {
         info.notes
     );
 
-    let err = ParquetLoader::open("", &[format!("{}/../Cargo.toml", fixtures())])
+    let err = ParquetLoader::open("", &[format!("{}/Cargo.toml", env!("CARGO_MANIFEST_DIR"))])
         .err()
         .unwrap();
     assert!(
@@ -160,5 +161,69 @@ instruction_suffix = " Put the answer in \\boxed{}."
     assert_eq!(
         s.messages[0].content,
         vec![text("What is 7*6? Put the answer in \\boxed{}.")]
+    );
+}
+
+#[test]
+fn zstd_is_refused_with_the_codec_named() {
+    // zstd needs C code, which the wasm32-wasip2 component cannot carry.
+    let err = ParquetLoader::open("", &[fixture("plain-zstd.ignored")])
+        .err()
+        .unwrap();
+    assert!(
+        err.contains("plain-zstd.ignored") && err.to_lowercase().contains("zstd"),
+        "{err}"
+    );
+}
+
+#[test]
+fn answers_and_image_paths() {
+    assert_eq!(unwrap_answer("$\\boxed{\\frac{1}{2}}$"), "\\frac{1}{2}");
+    assert_eq!(unwrap_answer(" $x^2$ "), "x^2");
+    assert_eq!(unwrap_answer("12 apples"), "12 apples");
+    assert_eq!(
+        image_path(std::path::Path::new("/d/sub"), "file://../img/a.png"),
+        "/d/img/a.png"
+    );
+    assert_eq!(
+        image_path(std::path::Path::new("/d"), "file:///abs/a.png"),
+        "/abs/a.png"
+    );
+    // `..` past the root is kept, so the host sees (and refuses) the escape.
+    assert_eq!(
+        image_path(std::path::Path::new("/"), "../../etc/passwd"),
+        "/../../etc/passwd"
+    );
+    let (l, _) = ParquetLoader::open("unwrap_answer = true", &[fixture("verl.parquet")]).unwrap();
+    assert_eq!(l.get(0).unwrap().answer.as_deref(), Some("60"));
+}
+
+/// Timing on a large file: `LMMHOST_PQ_BENCH=file.parquet cargo test --release -p loader-parquet -- --ignored --nocapture`.
+#[test]
+#[ignore = "needs a large Parquet file named by LMMHOST_PQ_BENCH"]
+fn bench_open_and_get() {
+    let Ok(path) = std::env::var("LMMHOST_PQ_BENCH") else {
+        return;
+    };
+    let t = std::time::Instant::now();
+    let (l, info) = ParquetLoader::open("", &[path]).unwrap();
+    let open_s = t.elapsed().as_secs_f64();
+    let t = std::time::Instant::now();
+    for i in 0..info.len {
+        l.get(i).unwrap();
+    }
+    let seq_s = t.elapsed().as_secs_f64();
+    let t = std::time::Instant::now();
+    let n = 2000.min(info.len);
+    for k in 0..n {
+        // A fixed stride visits row groups in scattered order.
+        l.get((k * 7919) % info.len).unwrap();
+    }
+    let rnd_s = t.elapsed().as_secs_f64();
+    println!(
+        "rows {} open {open_s:.3}s, in order {:.1} us/row, scattered {:.1} us/row",
+        info.len,
+        seq_s * 1e6 / info.len as f64,
+        rnd_s * 1e6 / n as f64
     );
 }

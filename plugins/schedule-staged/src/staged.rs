@@ -71,6 +71,13 @@ impl Staged {
             return Ok(());
         };
         if state.stage != stage.name {
+            // Asked again right after moving on, before a step of the new stage ran.
+            let earlier = self.config.stages[..self.cursor.stage]
+                .iter()
+                .any(|s| s.name == state.stage);
+            if earlier && self.cursor.done == 0 {
+                return Ok(());
+            }
             return Err(format!(
                 "schedule-staged: the trainer reports stage \"{}\" but the schedule is at {}; restore the schedule's saved state together with the checkpoint",
                 state.stage,

@@ -5,6 +5,9 @@
 use crate::Staged;
 use lmmhost_sdk::{Plan, Schedule, StageKind, TrainState};
 
+/// The metrics of a step: (global step, stage, step in stage) -> name/value pairs.
+type Metrics<'a> = dyn Fn(u64, &str, u64) -> Vec<(&'static str, f64)> + 'a;
+
 /// A minimal trainer: asks for a plan, "runs" the step, reports the metrics
 /// `metrics(global_step, stage, stage_step)` of that step to the next call.
 struct Host {
@@ -12,17 +15,19 @@ struct Host {
 }
 
 impl Host {
-    fn new() -> Self {
-        Host {
-            state: TrainState::default(),
-        }
+    /// Before the first step the trainer already reports the dataset sizes.
+    fn new(metrics: &Metrics<'_>) -> Self {
+        let state = TrainState {
+            metrics: metrics(0, "", 0)
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect(),
+            ..TrainState::default()
+        };
+        Host { state }
     }
 
-    fn step(
-        &mut self,
-        s: &mut Staged,
-        metrics: &dyn Fn(u64, &str, u64) -> Vec<(&'static str, f64)>,
-    ) -> Option<Plan> {
+    fn step(&mut self, s: &mut Staged, metrics: &Metrics<'_>) -> Option<Plan> {
         let plan = s.next_plan(&self.state).unwrap()?;
         let stage_step = if plan.stage == self.state.stage {
             self.state.stage_step + 1
@@ -44,8 +49,8 @@ impl Host {
 }
 
 /// Every plan until the schedule ends.
-fn walk(s: &mut Staged, metrics: &dyn Fn(u64, &str, u64) -> Vec<(&'static str, f64)>) -> Vec<Plan> {
-    let mut host = Host::new();
+fn walk(s: &mut Staged, metrics: &Metrics<'_>) -> Vec<Plan> {
+    let mut host = Host::new(metrics);
     let mut out = Vec::new();
     while let Some(p) = host.step(s, metrics) {
         out.push(p);
@@ -208,10 +213,14 @@ fn asking_twice_for_the_same_state_does_not_advance() {
     }
     let st3 = TrainState {
         stage_step: 3,
+        metrics: sizes(3, "sft", 3)
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect(),
         ..st
     };
-    let p = s.next_plan(&st3).unwrap().unwrap();
-    assert_eq!(p.stage, "mm", "needs sizes: fails below without them");
+    assert_eq!(s.next_plan(&st3).unwrap().unwrap().stage, "mm");
+    assert_eq!(s.next_plan(&st3).unwrap().unwrap().stage, "mm");
 }
 
 const COND: &str = r#"
@@ -246,7 +255,8 @@ fn advances_when_the_window_mean_reaches_the_bound() {
 #[test]
 fn below_the_bound_or_without_the_metric_the_cap_applies() {
     // Alternating 0.7 / 0.8: every 3-step mean is 0.733 or 0.767.
-    let alt = |_: u64, _: &str, k: u64| vec![("accuracy", if k % 2 == 0 { 0.7 } else { 0.8 })];
+    let alt =
+        |_: u64, _: &str, k: u64| vec![("accuracy", if k.is_multiple_of(2) { 0.7 } else { 0.8 })];
     let mut s = Staged::new(COND).unwrap();
     assert_eq!(
         seq(&walk(&mut s, &alt)),
@@ -260,7 +270,7 @@ fn below_the_bound_or_without_the_metric_the_cap_applies() {
         pairs(&[("warm", 100), ("main", 2)])
     );
     let sparse = |_: u64, _: &str, k: u64| {
-        if k % 10 == 0 {
+        if k.is_multiple_of(10) {
             vec![("accuracy", 1.0)]
         } else {
             vec![]
@@ -288,7 +298,7 @@ fn save_and_restore_mid_stage_continues_identically() {
 
     for cut in [1usize, 4, 7, 8, 9] {
         let mut first = Staged::new(COND).unwrap();
-        let mut host = Host::new();
+        let mut host = Host::new(&m);
         let mut plans = Vec::new();
         for _ in 0..cut {
             plans.push(host.step(&mut first, &m).unwrap());
@@ -330,7 +340,7 @@ fn restore_errors_and_stage_mismatch() {
 #[test]
 fn epochs_need_sizes_from_the_trainer_or_the_config() {
     let mut s = Staged::new(THREE).unwrap();
-    let mut host = Host::new();
+    let mut host = Host::new(&none);
     for _ in 0..3 {
         host.step(&mut s, &none);
     }
@@ -342,7 +352,7 @@ fn epochs_need_sizes_from_the_trainer_or_the_config() {
     let only_lens =
         |_: u64, _: &str, _: u64| vec![("dataset/geo/len", 20.0), ("dataset/chart/len", 13.0)];
     let mut s = Staged::new(THREE).unwrap();
-    let mut host = Host::new();
+    let mut host = Host::new(&only_lens);
     for _ in 0..3 {
         host.step(&mut s, &only_lens);
     }

@@ -37,7 +37,10 @@ pub struct Message {
 
 impl Message {
     pub fn text(role: &str, text: &str) -> Self {
-        Self { role: role.to_string(), parts: vec![Part::Text(text.to_string())] }
+        Self {
+            role: role.to_string(),
+            parts: vec![Part::Text(text.to_string())],
+        }
     }
 }
 
@@ -94,7 +97,11 @@ pub fn render(messages: &[Message], add_generation_prompt: bool) -> RenderedChat
         text.push_str(IM_START);
         text.push_str("assistant\n");
     }
-    RenderedChat { text, assistant_spans, images }
+    RenderedChat {
+        text,
+        assistant_spans,
+        images,
+    }
 }
 
 /// Replaces the i-th `<|image_pad|>` with `tokens_per_image[i]` copies and moves
@@ -130,14 +137,22 @@ pub fn expand_image_pads(chat: &RenderedChat, tokens_per_image: &[usize]) -> Res
     }
     text.push_str(&chat.text[last..]);
     let moved = |old: usize| -> usize {
-        shifts.iter().take_while(|(end, _)| *end <= old).last().map_or(old, |(_, e)| old + e)
+        shifts
+            .iter()
+            .take_while(|(end, _)| *end <= old)
+            .last()
+            .map_or(old, |(_, e)| old + e)
     };
     let assistant_spans = chat
         .assistant_spans
         .iter()
         .map(|r| moved(r.start)..moved(r.end))
         .collect();
-    Ok(RenderedChat { text, assistant_spans, images: chat.images.clone() })
+    Ok(RenderedChat {
+        text,
+        assistant_spans,
+        images: chat.images.clone(),
+    })
 }
 
 #[cfg(test)]
@@ -161,7 +176,10 @@ mod tests {
             Message::text("system", "S"),
             Message {
                 role: "user".into(),
-                parts: vec![Part::Image(ImageInput::Bytes(vec![1])), Part::Text("Q".into())],
+                parts: vec![
+                    Part::Image(ImageInput::Bytes(vec![1])),
+                    Part::Text("Q".into()),
+                ],
             },
             Message::text("assistant", "A"),
         ];
@@ -183,6 +201,9 @@ mod tests {
         let msgs = vec![Message::text("user", "look: <|image_pad|>")];
         let r = render(&msgs, true);
         let err = expand_image_pads(&r, &[]).unwrap_err().to_string();
-        assert!(err.contains("1 image placeholders") && err.contains("but 0 images"), "{err}");
+        assert!(
+            err.contains("1 image placeholders") && err.contains("but 0 images"),
+            "{err}"
+        );
     }
 }

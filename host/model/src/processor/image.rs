@@ -48,10 +48,10 @@ impl ImageProcessorConfig {
     /// Reads `preprocessor_config.json`. `min_pixels`/`max_pixels` override
     /// `size.shortest_edge`/`size.longest_edge`, as in transformers.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-        let v: Value =
-            serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let v: Value = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not valid JSON", path.display()))?;
         Self::from_json(&v).with_context(|| format!("in {}", path.display()))
     }
 
@@ -60,16 +60,17 @@ impl ImageProcessorConfig {
         let uint = |key: &str, v: &Value| -> Result<Option<usize>> {
             match v.get(key) {
                 None | Some(Value::Null) => Ok(None),
-                Some(x) => x
-                    .as_u64()
-                    .map(|n| Some(n as usize))
-                    .with_context(|| format!("key {key:?} must be a non-negative integer, got {x}")),
+                Some(x) => x.as_u64().map(|n| Some(n as usize)).with_context(|| {
+                    format!("key {key:?} must be a non-negative integer, got {x}")
+                }),
             }
         };
         let boolean = |key: &str, default: bool| -> Result<bool> {
             match v.get(key) {
                 None | Some(Value::Null) => Ok(default),
-                Some(x) => x.as_bool().with_context(|| format!("key {key:?} must be a boolean, got {x}")),
+                Some(x) => x
+                    .as_bool()
+                    .with_context(|| format!("key {key:?} must be a boolean, got {x}")),
             }
         };
         let triple = |key: &str, default: [f64; 3]| -> Result<[f64; 3]> {
@@ -116,7 +117,9 @@ impl ImageProcessorConfig {
             }
         }
         if let Some(x) = v.get("rescale_factor").filter(|x| !x.is_null()) {
-            c.rescale_factor = x.as_f64().with_context(|| format!("key \"rescale_factor\" must be a number, got {x}"))?;
+            c.rescale_factor = x
+                .as_f64()
+                .with_context(|| format!("key \"rescale_factor\" must be a number, got {x}"))?;
         }
         c.image_mean = triple("image_mean", c.image_mean)?;
         c.image_std = triple("image_std", c.image_std)?;
@@ -127,7 +130,11 @@ impl ImageProcessorConfig {
             bail!("patch_size, merge_size and temporal_patch_size must be positive");
         }
         if c.min_pixels > c.max_pixels {
-            bail!("min_pixels {} is larger than max_pixels {}", c.min_pixels, c.max_pixels);
+            bail!(
+                "min_pixels {} is larger than max_pixels {}",
+                c.min_pixels,
+                c.max_pixels
+            );
         }
         Ok(c)
     }
@@ -171,7 +178,10 @@ pub fn smart_resize(
     }
     let (h, w, f) = (height as f64, width as f64, factor as f64);
     if h.max(w) / h.min(w) > 200.0 {
-        bail!("absolute aspect ratio must be smaller than 200, got {}", h.max(w) / h.min(w));
+        bail!(
+            "absolute aspect ratio must be smaller than 200, got {}",
+            h.max(w) / h.min(w)
+        );
     }
     let mut h_bar = round_half_even(h / f) * f;
     let mut w_bar = round_half_even(w / f) * f;
@@ -217,15 +227,20 @@ fn coeffs(in_size: usize, out_size: usize) -> Vec<(usize, Vec<i32>)> {
             // C's (int) cast truncates toward zero.
             let xmin = ((center - support + 0.5) as i64).max(0) as usize;
             let xmax = ((center + support + 0.5) as i64).min(in_size as i64) as usize;
-            let w: Vec<f64> =
-                (xmin..xmax).map(|x| bicubic((x as f64 - center + 0.5) * ss)).collect();
+            let w: Vec<f64> = (xmin..xmax)
+                .map(|x| bicubic((x as f64 - center + 0.5) * ss))
+                .collect();
             let total: f64 = w.iter().sum();
             let k = w
                 .iter()
                 .map(|&v| {
                     let v = if total != 0.0 { v / total } else { v };
                     let s = v * f64::from(1u32 << PRECISION_BITS);
-                    if s < 0.0 { (s - 0.5) as i32 } else { (s + 0.5) as i32 }
+                    if s < 0.0 {
+                        (s - 0.5) as i32
+                    } else {
+                        (s + 0.5) as i32
+                    }
                 })
                 .collect();
             (xmin, k)
@@ -239,7 +254,13 @@ fn clip8(acc: i64) -> u8 {
 
 /// PIL `Image.resize(size, BICUBIC)` of an 8-bit RGB image: horizontal pass
 /// then vertical pass, each rounded to uint8 like Pillow does.
-pub fn resize_bicubic_rgb8(src: &[u8], width: usize, height: usize, out_w: usize, out_h: usize) -> Vec<u8> {
+pub fn resize_bicubic_rgb8(
+    src: &[u8],
+    width: usize,
+    height: usize,
+    out_w: usize,
+    out_h: usize,
+) -> Vec<u8> {
     let mut cur = src.to_vec();
     let mut cur_w = width;
     if out_w != width {
@@ -292,7 +313,8 @@ impl ImageProcessor {
 
     /// Decodes PNG/JPEG bytes (format sniffed) to 8-bit RGB.
     pub fn decode(bytes: &[u8]) -> Result<image::RgbImage> {
-        let img = image::load_from_memory(bytes).context("cannot decode image (PNG or JPEG expected)")?;
+        let img =
+            image::load_from_memory(bytes).context("cannot decode image (PNG or JPEG expected)")?;
         Ok(img.to_rgb8())
     }
 
@@ -308,7 +330,10 @@ impl ImageProcessor {
             (h, w)
         };
         if rh % (p * m) != 0 || rw % (p * m) != 0 {
-            bail!("image size {w}x{h} is not a multiple of {} (do_resize is false)", p * m);
+            bail!(
+                "image size {w}x{h} is not a multiple of {} (do_resize is false)",
+                p * m
+            );
         }
         let pixels = if (rh, rw) == (h, w) {
             img.as_raw().clone()
@@ -352,7 +377,10 @@ impl ImageProcessor {
                 }
             }
         }
-        Ok(ProcessedImage { pixel_values: out, grid_thw: [1, gh as i64, gw as i64] })
+        Ok(ProcessedImage {
+            pixel_values: out,
+            grid_thw: [1, gh as i64, gw as i64],
+        })
     }
 
     /// Decodes and preprocesses encoded image bytes.
@@ -375,7 +403,10 @@ mod tests {
         // Above max_pixels: scaled down, floor.
         assert_eq!(smart_resize(200, 300, 28, 3136, 50176).unwrap(), (168, 252));
         // The real models' defaults on a 1080p frame.
-        assert_eq!(smart_resize(1080, 1920, 28, 3136, 12845056).unwrap(), (1092, 1932));
+        assert_eq!(
+            smart_resize(1080, 1920, 28, 3136, 12845056).unwrap(),
+            (1092, 1932)
+        );
         assert!(smart_resize(1, 300, 28, 3136, 50176).is_err());
     }
 
@@ -384,7 +415,10 @@ mod tests {
         for (i, o) in [(100, 112), (60, 56), (300, 40), (7, 7)] {
             for (_, k) in coeffs(i, o) {
                 let s: i64 = k.iter().map(|&v| i64::from(v)).sum();
-                assert!((s - (1 << PRECISION_BITS)).abs() <= k.len() as i64, "{i}->{o}: {s}");
+                assert!(
+                    (s - (1 << PRECISION_BITS)).abs() <= k.len() as i64,
+                    "{i}->{o}: {s}"
+                );
             }
         }
     }

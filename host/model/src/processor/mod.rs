@@ -77,7 +77,9 @@ impl Processor {
         let tokenizer = QwenTokenizer::from_file(dir.join("tokenizer.json"))?;
         let pre_path = dir.join("preprocessor_config.json");
         let image_processor = if pre_path.is_file() {
-            Some(ImageProcessor::new(ImageProcessorConfig::from_file(&pre_path)?))
+            Some(ImageProcessor::new(ImageProcessorConfig::from_file(
+                &pre_path,
+            )?))
         } else {
             None
         };
@@ -91,10 +93,16 @@ impl Processor {
                 .with_context(|| format!("{} is not valid JSON", cfg_path.display()))?;
             if let Some(v) = cfg.get("image_token_id").filter(|v| !v.is_null()) {
                 image_token_id = Some(v.as_i64().with_context(|| {
-                    format!("{}: key \"image_token_id\" must be an integer, got {v}", cfg_path.display())
+                    format!(
+                        "{}: key \"image_token_id\" must be an integer, got {v}",
+                        cfg_path.display()
+                    )
                 })?);
             }
-            if let Some(v) = cfg.pointer("/vision_config/spatial_merge_size").filter(|v| !v.is_null()) {
+            if let Some(v) = cfg
+                .pointer("/vision_config/spatial_merge_size")
+                .filter(|v| !v.is_null())
+            {
                 spatial_merge_size = v.as_u64().with_context(|| {
                     format!(
                         "{}: key \"vision_config.spatial_merge_size\" must be a positive integer, got {v}",
@@ -119,7 +127,13 @@ impl Processor {
                 );
             }
         }
-        Ok(Self { tokenizer, image_processor, image_token_id, spatial_merge_size, dir })
+        Ok(Self {
+            tokenizer,
+            image_processor,
+            image_token_id,
+            spatial_merge_size,
+            dir,
+        })
     }
 
     /// The directory the processor was loaded from.
@@ -137,8 +151,12 @@ impl Processor {
         })?;
         let (bytes, name) = match img {
             ImageInput::Path(p) => (
-                std::fs::read(p)
-                    .with_context(|| format!("sample {sample}, image {index}: cannot read {}", p.display()))?,
+                std::fs::read(p).with_context(|| {
+                    format!(
+                        "sample {sample}, image {index}: cannot read {}",
+                        p.display()
+                    )
+                })?,
                 p.display().to_string(),
             ),
             ImageInput::Bytes(b) => (b.clone(), format!("{} bytes given inline", b.len())),
@@ -151,7 +169,11 @@ impl Processor {
     /// computes M-RoPE positions. `add_generation_prompt` appends
     /// `<|im_start|>assistant\n` (for generation; SFT passes full conversations
     /// and `false`).
-    pub fn prepare(&self, conversations: &[Conversation], add_generation_prompt: bool) -> Result<PreparedBatch> {
+    pub fn prepare(
+        &self,
+        conversations: &[Conversation],
+        add_generation_prompt: bool,
+    ) -> Result<PreparedBatch> {
         if conversations.is_empty() {
             bail!("no conversations to prepare");
         }
@@ -199,9 +221,7 @@ impl Processor {
             let mask: Vec<i64> = enc
                 .offsets
                 .iter()
-                .map(|(start, _)| {
-                    i64::from(chat.assistant_spans.iter().any(|r| r.contains(start)))
-                })
+                .map(|(start, _)| i64::from(chat.assistant_spans.iter().any(|r| r.contains(start))))
                 .collect();
             if let Some(img_id) = self.image_token_id {
                 let found = enc.ids.iter().filter(|&&t| t == img_id).count();
@@ -242,7 +262,8 @@ impl Processor {
             self.spatial_merge_size as i64,
         )?;
         let (position_ids, rope_deltas) = rope.to_tensors();
-        let to2d = |rows: &[Vec<i64>]| Tensor::from_slice(&rows.concat()).reshape([b as i64, l as i64]);
+        let to2d =
+            |rows: &[Vec<i64>]| Tensor::from_slice(&rows.concat()).reshape([b as i64, l as i64]);
         let images_per_sample = grids.iter().map(Vec::len).collect();
         let all_grids: Vec<i64> = grids.iter().flatten().flatten().copied().collect();
         let (pixel_values, image_grid_thw) = if n_patches > 0 {

@@ -25,7 +25,11 @@ pub struct RopeIndex {
 impl RopeIndex {
     /// `([3, B, L], [B])` int64 tensors on the CPU.
     pub fn to_tensors(&self) -> (Tensor, Tensor) {
-        let pos = Tensor::from_slice(&self.position_ids).reshape([3, self.batch as i64, self.seq_len as i64]);
+        let pos = Tensor::from_slice(&self.position_ids).reshape([
+            3,
+            self.batch as i64,
+            self.seq_len as i64,
+        ]);
         let deltas = Tensor::from_slice(&self.rope_deltas);
         (pos, deltas)
     }
@@ -57,7 +61,11 @@ pub fn get_rope_index(
     for b in 0..batch {
         let (ids, mask) = (&input_ids[b], &attention_mask[b]);
         if ids.len() != seq_len || mask.len() != seq_len {
-            bail!("sample {b}: {} ids and {} mask values, expected {seq_len}", ids.len(), mask.len());
+            bail!(
+                "sample {b}: {} ids and {} mask values, expected {seq_len}",
+                ids.len(),
+                mask.len()
+            );
         }
         let real: Vec<usize> = (0..seq_len).filter(|&i| mask[i] != 0).collect();
         let mut pos: Vec<[i64; 3]> = Vec::with_capacity(real.len());
@@ -80,7 +88,10 @@ pub fn get_rope_index(
             };
             let (lh, lw) = (h / spatial_merge_size, w / spatial_merge_size);
             let n = (t * lh * lw) as usize;
-            let run = real[i..].iter().take_while(|&&j| ids[j] == image_token_id).count();
+            let run = real[i..]
+                .iter()
+                .take_while(|&&j| ids[j] == image_token_id)
+                .count();
             if run < n {
                 bail!("sample {b}: an image with grid [{t}, {h}, {w}] needs {n} image tokens, found {run}");
             }
@@ -95,7 +106,10 @@ pub fn get_rope_index(
             i += n;
         }
         if grids.next().is_some() {
-            bail!("sample {b}: {} image grids but fewer images in the tokens", image_grid_thw[b].len());
+            bail!(
+                "sample {b}: {} image grids but fewer images in the tokens",
+                image_grid_thw[b].len()
+            );
         }
         let plane = batch * seq_len;
         for (k, &j) in real.iter().enumerate() {
@@ -103,10 +117,19 @@ pub fn get_rope_index(
                 position_ids[axis * plane + b * seq_len + j] = p;
             }
         }
-        let max = pos.iter().flat_map(|p| p.iter().copied()).max().unwrap_or(-1);
+        let max = pos
+            .iter()
+            .flat_map(|p| p.iter().copied())
+            .max()
+            .unwrap_or(-1);
         rope_deltas.push(max + 1 - real.len() as i64);
     }
-    Ok(RopeIndex { position_ids, rope_deltas, batch, seq_len })
+    Ok(RopeIndex {
+        position_ids,
+        rope_deltas,
+        batch,
+        seq_len,
+    })
 }
 
 #[cfg(test)]

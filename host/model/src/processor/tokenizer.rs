@@ -42,10 +42,9 @@ impl QwenTokenizer {
         let inner = tokenizers::Tokenizer::from_file(&path)
             .map_err(|e| anyhow!("cannot load tokenizer {}: {e}", path.display()))?;
         let required = |name: &str| -> Result<i64> {
-            inner
-                .token_to_id(name)
-                .map(i64::from)
-                .with_context(|| format!("tokenizer {} has no special token {name}", path.display()))
+            inner.token_to_id(name).map(i64::from).with_context(|| {
+                format!("tokenizer {} has no special token {name}", path.display())
+            })
         };
         let endoftext_id = required("<|endoftext|>")?;
         let im_end_id = required("<|im_end|>")?;

@@ -7,8 +7,14 @@ use crate::sandbox::State;
 
 macro_rules! log_import {
     ($world:ident) => {
+
         impl $world::lmmhost::plugin::log::Host for State {
-            fn log(&mut self, level: $world::lmmhost::plugin::log::Level, message: String, fields: Vec<(String, String)>) {
+            fn log(
+                &mut self,
+                level: $world::lmmhost::plugin::log::Level,
+                message: String,
+                fields: Vec<(String, String)>,
+            ) {
                 use $world::lmmhost::plugin::log::Level;
                 let level = match level {
                     Level::Trace => "trace",
@@ -27,11 +33,14 @@ pub mod reward {
     wasmtime::component::bindgen!({ path: "../../wit/v0.1.0", world: "reward-plugin" });
 }
 log_import!(reward);
+// The shared types interface has no functions to provide.
+impl reward::lmmhost::plugin::types::Host for State {}
 
 pub mod loader {
     wasmtime::component::bindgen!({ path: "../../wit/v0.1.0", world: "loader-plugin" });
 }
 log_import!(loader);
+impl loader::lmmhost::plugin::types::Host for State {}
 
 pub mod schedule {
     wasmtime::component::bindgen!({ path: "../../wit/v0.1.0", world: "schedule-plugin" });

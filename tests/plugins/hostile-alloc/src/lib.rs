@@ -16,9 +16,15 @@ impl Reward for Hog {
                 piece[12345] = 1;
                 hoard.push(std::hint::black_box(piece));
             }
-            return Ok(Score { total: hoard.len() as f64, components: vec![] });
+            return Ok(Score {
+                total: hoard.len() as f64,
+                components: vec![],
+            });
         }
-        Ok(Score { total: 1.0, components: vec![("ok".into(), 1.0)] })
+        Ok(Score {
+            total: 1.0,
+            components: vec![("ok".into(), 1.0)],
+        })
     }
 }
 

@@ -19,7 +19,14 @@ impl Loader for Escape {
                 Err(e) => format!("err {p} {e}"),
             })
             .collect();
-        Ok((Escape, DatasetInfo { len: 0, skipped_rows: 0, notes }))
+        Ok((
+            Escape,
+            DatasetInfo {
+                len: 0,
+                skipped_rows: 0,
+                notes,
+            },
+        ))
     }
     fn get(&self, index: u64) -> Result<Sample, String> {
         Err(format!("no sample {index}"))

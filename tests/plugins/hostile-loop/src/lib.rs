@@ -14,7 +14,10 @@ impl Reward for Looper {
                 x = std::hint::black_box(x.wrapping_add(1));
             }
         }
-        Ok(Score { total: 1.0, components: vec![("ok".into(), 1.0)] })
+        Ok(Score {
+            total: 1.0,
+            components: vec![("ok".into(), 1.0)],
+        })
     }
 }
 

@@ -14,7 +14,10 @@ impl Reward for Panicker {
         if c.response.contains("ERR") {
             return Err(format!("cannot score sample {}", c.sample.id));
         }
-        Ok(Score { total: 1.0, components: vec![("ok".into(), 1.0)] })
+        Ok(Score {
+            total: 1.0,
+            components: vec![("ok".into(), 1.0)],
+        })
     }
 }
 

@@ -11,7 +11,15 @@ impl exports::lmmhost::plugin::reward::Guest for Future {
     fn score_batch(
         batch: Vec<lmmhost::plugin::types::Completion>,
     ) -> Vec<Result<lmmhost::plugin::types::Score, String>> {
-        batch.iter().map(|_| Ok(lmmhost::plugin::types::Score { total: 1.0, components: vec![] })).collect()
+        batch
+            .iter()
+            .map(|_| {
+                Ok(lmmhost::plugin::types::Score {
+                    total: 1.0,
+                    components: vec![],
+                })
+            })
+            .collect()
     }
 }
 

@@ -1,4 +1,4 @@
-//! One JSONL row -> one sample, for each supported format.
+//! One record (as a JSON object) -> one sample, for each supported layout.
 //!
 //! Errors are plain descriptions of the problem; the caller prefixes the file and line.
 
@@ -15,12 +15,7 @@ pub struct RowCtx<'a> {
     pub line: u32,
 }
 
-pub fn parse_row(cfg: &Config, ctx: &RowCtx, text: &[u8]) -> Result<Sample, String> {
-    let v: Value = serde_json::from_slice(text).map_err(|e| format!("invalid JSON: {e}"))?;
-    parse_value(cfg, ctx, v)
-}
-
-/// A row already decoded to JSON (loader-parquet converts its records to this).
+/// One record, already converted to the JSON object it stands for.
 pub fn parse_value(cfg: &Config, ctx: &RowCtx, v: Value) -> Result<Sample, String> {
     let Value::Object(obj) = v else {
         return Err(format!("expected a JSON object, found {}", kind(&v)));
@@ -153,7 +148,7 @@ pub fn unwrap_answer(a: &str) -> String {
 }
 
 /// Resolves an image reference to the path the host receives: `file://` URLs
-/// lose the scheme, relative paths are joined to the JSONL file's directory,
+/// lose the scheme, relative paths are joined to the data file's directory,
 /// and `.`/`..` are folded lexically.
 pub fn image_path(dir: &Path, raw: &str) -> String {
     let raw = raw.strip_prefix("file://").unwrap_or(raw);
