@@ -5,7 +5,11 @@ mod cli;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "lmmhost", version, about = "Staged rule-based RL for small multimodal models")]
+#[command(
+    name = "lmmhost",
+    version,
+    about = "Staged rule-based RL for small multimodal models"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -34,13 +34,17 @@ impl LoaderPlugin {
         let mut linker = Linker::<State>::new(&runtime.engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
         lw::LoaderPlugin::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)?;
-        let pre =
-            lw::LoaderPluginPre::new(linker.instantiate_pre(&component).map_err(anyhow::Error::from).with_context(|| {
-                format!(
-                    "plugin {}: its imports cannot be satisfied by this host",
-                    spec.name
-                )
-            })?)?;
+        let pre = lw::LoaderPluginPre::new(
+            linker
+                .instantiate_pre(&component)
+                .map_err(anyhow::Error::from)
+                .with_context(|| {
+                    format!(
+                        "plugin {}: its imports cannot be satisfied by this host",
+                        spec.name
+                    )
+                })?,
+        )?;
         let grants = Grants::prepare(&spec.name, &spec.grants)?;
         let mut plugin = LoaderPlugin {
             engine: runtime.engine.clone(),

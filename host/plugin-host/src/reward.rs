@@ -46,13 +46,17 @@ impl RewardPlugin {
         let mut linker = Linker::<State>::new(&runtime.engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
         rw::RewardPlugin::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)?;
-        let pre =
-            rw::RewardPluginPre::new(linker.instantiate_pre(&component).map_err(anyhow::Error::from).with_context(|| {
-                format!(
-                    "plugin {}: its imports cannot be satisfied by this host",
-                    spec.name
-                )
-            })?)?;
+        let pre = rw::RewardPluginPre::new(
+            linker
+                .instantiate_pre(&component)
+                .map_err(anyhow::Error::from)
+                .with_context(|| {
+                    format!(
+                        "plugin {}: its imports cannot be satisfied by this host",
+                        spec.name
+                    )
+                })?,
+        )?;
         let mut plugin = RewardPlugin {
             engine: runtime.engine.clone(),
             pre,

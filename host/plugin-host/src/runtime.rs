@@ -142,7 +142,9 @@ impl PluginRuntime {
         config.epoch_interruption(true);
         // Synchronous calls only: the async machinery costs ~3x per call.
         config.concurrency_support(false);
-        let engine = Engine::new(&config).map_err(anyhow::Error::from).context("cannot create the wasmtime engine")?;
+        let engine = Engine::new(&config)
+            .map_err(anyhow::Error::from)
+            .context("cannot create the wasmtime engine")?;
         let stop = Arc::new(AtomicBool::new(false));
         let ticker_engine = engine.clone();
         let ticker_stop = stop.clone();

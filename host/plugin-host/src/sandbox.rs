@@ -127,6 +127,8 @@ pub(crate) fn new_store(
     };
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limits);
+    // Instantiation runs start functions: they get the same budget as a call.
+    store.set_epoch_deadline(crate::runtime::ticks(spec.limits.call_timeout));
     Ok(store)
 }
 

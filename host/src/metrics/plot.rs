@@ -23,8 +23,14 @@ pub struct Chart {
     pub markers: Vec<(f64, String)>,
 }
 
-const PALETTE: [Rgb<u8>; 6] =
-    [Rgb([31, 119, 180]), Rgb([255, 127, 14]), Rgb([44, 160, 44]), Rgb([214, 39, 40]), Rgb([148, 103, 189]), Rgb([140, 86, 75])];
+const PALETTE: [Rgb<u8>; 6] = [
+    Rgb([31, 119, 180]),
+    Rgb([255, 127, 14]),
+    Rgb([44, 160, 44]),
+    Rgb([214, 39, 40]),
+    Rgb([148, 103, 189]),
+    Rgb([140, 86, 75]),
+];
 const BLACK: Rgb<u8> = Rgb([30, 30, 30]);
 const GRID: Rgb<u8> = Rgb([225, 225, 225]);
 const MARK: Rgb<u8> = Rgb([150, 150, 150]);
@@ -38,7 +44,11 @@ pub fn nice_ticks(lo: f64, hi: f64, target: usize) -> Vec<f64> {
     let step = [1.0, 2.0, 5.0, 10.0]
         .iter()
         .map(|m| m * mag)
-        .min_by(|a, b| ((span / a) - target as f64).abs().total_cmp(&((span / b) - target as f64).abs()))
+        .min_by(|a, b| {
+            ((span / a) - target as f64)
+                .abs()
+                .total_cmp(&((span / b) - target as f64).abs())
+        })
         .unwrap_or(mag);
     let first = (lo / step).ceil() * step;
     (0..)
@@ -71,7 +81,14 @@ impl Canvas {
         }
     }
 
-    fn line(&mut self, (x0, y0): (i64, i64), (x1, y1): (i64, i64), c: Rgb<u8>, thick: i64, dash: Option<i64>) {
+    fn line(
+        &mut self,
+        (x0, y0): (i64, i64),
+        (x1, y1): (i64, i64),
+        c: Rgb<u8>,
+        thick: i64,
+        dash: Option<i64>,
+    ) {
         let (dx, dy) = ((x1 - x0).abs(), -(y1 - y0).abs());
         let (sx, sy) = (if x0 < x1 { 1 } else { -1 }, if y0 < y1 { 1 } else { -1 });
         let (mut x, mut y, mut err, mut n) = (x0, y0, dx + dy, 0i64);
@@ -102,7 +119,10 @@ impl Canvas {
     /// Text with its top-left corner at (x, y); `vertical` draws bottom-to-top.
     fn text(&mut self, x: i64, y: i64, s: &str, c: Rgb<u8>, vertical: bool) {
         for (i, ch) in s.chars().enumerate() {
-            let glyph = font8x8::BASIC_FONTS.get(ch).or_else(|| font8x8::BASIC_FONTS.get('?')).unwrap_or([0; 8]);
+            let glyph = font8x8::BASIC_FONTS
+                .get(ch)
+                .or_else(|| font8x8::BASIC_FONTS.get('?'))
+                .unwrap_or([0; 8]);
             for (row, bits) in glyph.iter().enumerate() {
                 for col in 0..8 {
                     if bits & (1 << col) != 0 {
@@ -121,10 +141,21 @@ impl Canvas {
 
 /// Renders `chart` to a PNG at `path`.
 pub fn render_png(chart: &Chart, path: &Path, width: u32, height: u32) -> Result<()> {
-    let mut cv = Canvas { img: RgbImage::from_pixel(width, height, Rgb([255, 255, 255])) };
+    let mut cv = Canvas {
+        img: RgbImage::from_pixel(width, height, Rgb([255, 255, 255])),
+    };
     let (left, right, top, bottom) = (80i64, width as i64 - 20, 40i64, height as i64 - 50);
-    let pts = chart.series.iter().flat_map(|s| s.points.iter()).filter(|(x, y)| x.is_finite() && y.is_finite());
-    let (mut x0, mut x1, mut y0, mut y1) = (f64::INFINITY, f64::NEG_INFINITY, f64::INFINITY, f64::NEG_INFINITY);
+    let pts = chart
+        .series
+        .iter()
+        .flat_map(|s| s.points.iter())
+        .filter(|(x, y)| x.is_finite() && y.is_finite());
+    let (mut x0, mut x1, mut y0, mut y1) = (
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+    );
     for &(x, y) in pts {
         x0 = x0.min(x);
         x1 = x1.max(x);
@@ -149,12 +180,24 @@ pub fn render_png(chart: &Chart, path: &Path, width: u32, height: u32) -> Result
     for t in nice_ticks(y0, y1, 6) {
         cv.line((left, sy(t)), (right, sy(t)), GRID, 1, None);
         let label = fmt_tick(t);
-        cv.text(left - 6 - 8 * label.len() as i64, sy(t) - 4, &label, BLACK, false);
+        cv.text(
+            left - 6 - 8 * label.len() as i64,
+            sy(t) - 4,
+            &label,
+            BLACK,
+            false,
+        );
     }
     for t in nice_ticks(x0, x1, 8) {
         cv.line((sx(t), top), (sx(t), bottom), GRID, 1, None);
         let label = fmt_tick(t);
-        cv.text(sx(t) - 4 * label.len() as i64, bottom + 8, &label, BLACK, false);
+        cv.text(
+            sx(t) - 4 * label.len() as i64,
+            bottom + 8,
+            &label,
+            BLACK,
+            false,
+        );
     }
     for (x, name) in &chart.markers {
         if (x0..=x1).contains(x) {
@@ -183,13 +226,33 @@ pub fn render_png(chart: &Chart, path: &Path, width: u32, height: u32) -> Result
         cv.line((left + 10, ly + 4), (left + 30, ly + 4), c, 2, None);
         cv.text(left + 36, ly, &s.label, BLACK, false);
     }
-    cv.text((width as i64 - 8 * chart.title.len() as i64) / 2, 14, &chart.title, BLACK, false);
-    cv.text((left + right) / 2 - 4 * chart.x_label.len() as i64, height as i64 - 20, &chart.x_label, BLACK, false);
-    cv.text(14, (top + bottom) / 2 + 4 * chart.y_label.len() as i64, &chart.y_label, BLACK, true);
+    cv.text(
+        (width as i64 - 8 * chart.title.len() as i64) / 2,
+        14,
+        &chart.title,
+        BLACK,
+        false,
+    );
+    cv.text(
+        (left + right) / 2 - 4 * chart.x_label.len() as i64,
+        height as i64 - 20,
+        &chart.x_label,
+        BLACK,
+        false,
+    );
+    cv.text(
+        14,
+        (top + bottom) / 2 + 4 * chart.y_label.len() as i64,
+        &chart.y_label,
+        BLACK,
+        true,
+    );
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
-    cv.img.save(path).with_context(|| format!("cannot write plot {}", path.display()))
+    cv.img
+        .save(path)
+        .with_context(|| format!("cannot write plot {}", path.display()))
 }
 
 #[cfg(test)]
@@ -198,7 +261,10 @@ mod tests {
 
     #[test]
     fn ticks_are_round_and_cover_the_range() {
-        assert_eq!(nice_ticks(0.0, 1.0, 5), vec![0.0, 0.2, 0.4, 0.6000000000000001, 0.8, 1.0]);
+        assert_eq!(
+            nice_ticks(0.0, 1.0, 5),
+            vec![0.0, 0.2, 0.4, 0.6000000000000001, 0.8, 1.0]
+        );
         assert_eq!(nice_ticks(3.0, 97.0, 4), vec![20.0, 40.0, 60.0, 80.0]);
         assert_eq!(fmt_tick(0.25), "0.25");
         assert_eq!(fmt_tick(40.0), "40");
@@ -213,8 +279,16 @@ mod tests {
             x_label: "step".into(),
             y_label: "reward".into(),
             series: vec![
-                Series { label: "FRE".into(), points: (0..20).map(|i| (i as f64, i as f64 / 20.0)).collect() },
-                Series { label: "MGT".into(), points: (20..40).map(|i| (i as f64, 1.0 - i as f64 / 80.0)).collect() },
+                Series {
+                    label: "FRE".into(),
+                    points: (0..20).map(|i| (i as f64, i as f64 / 20.0)).collect(),
+                },
+                Series {
+                    label: "MGT".into(),
+                    points: (20..40)
+                        .map(|i| (i as f64, 1.0 - i as f64 / 80.0))
+                        .collect(),
+                },
             ],
             markers: vec![(20.0, "MGT".into())],
         };

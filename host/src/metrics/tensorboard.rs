@@ -18,8 +18,12 @@ impl EventWriter {
     pub fn create(dir: &Path, wall_time: f64) -> Result<EventWriter> {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let path = dir.join(format!("events.out.tfevents.{}.lmmhost", wall_time as u64));
-        let file = File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
-        let mut w = EventWriter { file: BufWriter::new(file), path };
+        let file =
+            File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
+        let mut w = EventWriter {
+            file: BufWriter::new(file),
+            path,
+        };
         let mut event = Vec::new();
         put_double(&mut event, 1, wall_time);
         put_bytes(&mut event, 3, b"brain.Event:2");
@@ -48,7 +52,9 @@ impl EventWriter {
     }
 
     pub fn flush(&mut self) -> Result<()> {
-        self.file.flush().with_context(|| format!("cannot write {}", self.path.display()))
+        self.file
+            .flush()
+            .with_context(|| format!("cannot write {}", self.path.display()))
     }
 
     fn record(&mut self, data: &[u8]) -> Result<()> {
@@ -58,7 +64,9 @@ impl EventWriter {
         buf.extend_from_slice(&masked_crc(&len).to_le_bytes());
         buf.extend_from_slice(data);
         buf.extend_from_slice(&masked_crc(data).to_le_bytes());
-        self.file.write_all(&buf).with_context(|| format!("cannot write {}", self.path.display()))
+        self.file
+            .write_all(&buf)
+            .with_context(|| format!("cannot write {}", self.path.display()))
     }
 }
 
@@ -97,7 +105,11 @@ fn crc32c(data: &[u8]) -> u32 {
     for &b in data {
         crc ^= u32::from(b);
         for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0x82F6_3B78 } else { crc >> 1 };
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0x82F6_3B78
+            } else {
+                crc >> 1
+            };
         }
     }
     !crc
@@ -123,7 +135,8 @@ mod tests {
     fn writes_framed_records() {
         let dir = tempfile::tempdir().unwrap();
         let mut w = EventWriter::create(dir.path(), 1.0e9).unwrap();
-        w.scalars(3, 1.0e9 + 1.0, &[("reward/mean", 0.5), ("kl", 0.01)]).unwrap();
+        w.scalars(3, 1.0e9 + 1.0, &[("reward/mean", 0.5), ("kl", 0.01)])
+            .unwrap();
         w.flush().unwrap();
         let bytes = std::fs::read(w.path()).unwrap();
         // Walk the records: each length and payload CRC must check out.
@@ -131,9 +144,15 @@ mod tests {
         let mut records = 0;
         while pos < bytes.len() {
             let len = u64::from_le_bytes(bytes[pos..pos + 8].try_into().unwrap()) as usize;
-            assert_eq!(u32::from_le_bytes(bytes[pos + 8..pos + 12].try_into().unwrap()), masked_crc(&bytes[pos..pos + 8]));
+            assert_eq!(
+                u32::from_le_bytes(bytes[pos + 8..pos + 12].try_into().unwrap()),
+                masked_crc(&bytes[pos..pos + 8])
+            );
             let data = &bytes[pos + 12..pos + 12 + len];
-            assert_eq!(u32::from_le_bytes(bytes[pos + 12 + len..pos + 16 + len].try_into().unwrap()), masked_crc(data));
+            assert_eq!(
+                u32::from_le_bytes(bytes[pos + 12 + len..pos + 16 + len].try_into().unwrap()),
+                masked_crc(data)
+            );
             pos += 16 + len;
             records += 1;
         }

@@ -25,7 +25,11 @@ pub const STD_EPS: f64 = 1e-6;
 /// that is the gradient stagnation PAD and dynamic sampling address.
 pub fn advantages(rewards: &[f64], group_size: usize, estimator: AdvantageEstimator) -> Vec<f64> {
     assert!(group_size > 0, "group_size must be positive");
-    assert_eq!(rewards.len() % group_size, 0, "rewards must fill whole groups");
+    assert_eq!(
+        rewards.len() % group_size,
+        0,
+        "rewards must fill whole groups"
+    );
     let mut out = Vec::with_capacity(rewards.len());
     for group in rewards.chunks(group_size) {
         let n = group.len() as f64;
@@ -80,14 +84,24 @@ mod tests {
     #[test]
     fn mean_only_and_loo_by_hand() {
         let r = [3.0, 0.0, 0.0];
-        close(&advantages(&r, 3, AdvantageEstimator::MeanOnly), &[2.0, -1.0, -1.0]);
+        close(
+            &advantages(&r, 3, AdvantageEstimator::MeanOnly),
+            &[2.0, -1.0, -1.0],
+        );
         // LOO: 3 - 0 = 3; 0 - 1.5 = -1.5 twice.
-        close(&advantages(&r, 3, AdvantageEstimator::LeaveOneOut), &[3.0, -1.5, -1.5]);
+        close(
+            &advantages(&r, 3, AdvantageEstimator::LeaveOneOut),
+            &[3.0, -1.5, -1.5],
+        );
     }
 
     #[test]
     fn identical_rewards_give_zero() {
-        for e in [AdvantageEstimator::GroupNorm, AdvantageEstimator::MeanOnly, AdvantageEstimator::LeaveOneOut] {
+        for e in [
+            AdvantageEstimator::GroupNorm,
+            AdvantageEstimator::MeanOnly,
+            AdvantageEstimator::LeaveOneOut,
+        ] {
             close(&advantages(&[1.0; 4], 4, e), &[0.0; 4]);
             close(&advantages(&[0.7], 1, e), &[0.0]);
         }

@@ -17,7 +17,10 @@ mod tests {
     #[test]
     fn drops_all_right_and_all_wrong_groups() {
         let s = [1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.5, 0.5];
-        assert_eq!(informative_groups(&s[..8], 2), vec![false, true, false, true]);
+        assert_eq!(
+            informative_groups(&s[..8], 2),
+            vec![false, true, false, true]
+        );
         assert_eq!(informative_groups(&s[..9], 3), vec![false, false, true]);
     }
 }

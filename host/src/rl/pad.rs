@@ -72,10 +72,16 @@ impl PadConfig {
     /// Checks the knobs; the message names the key.
     pub fn validate(&self) -> Result<(), String> {
         if !(self.t_low > 0.0) {
-            return Err(format!("pad.t_low must be > 0 (got {}): zero-advantage samples carry no gradient", self.t_low));
+            return Err(format!(
+                "pad.t_low must be > 0 (got {}): zero-advantage samples carry no gradient",
+                self.t_low
+            ));
         }
         if !(self.t_high >= self.t_low) {
-            return Err(format!("pad.t_high ({}) must be >= pad.t_low ({})", self.t_high, self.t_low));
+            return Err(format!(
+                "pad.t_high ({}) must be >= pad.t_low ({})",
+                self.t_high, self.t_low
+            ));
         }
         if !(self.ratio > 0.0 && self.ratio <= 1.0) {
             return Err(format!("pad.ratio must be in (0, 1] (got {})", self.ratio));
@@ -107,7 +113,12 @@ pub struct PadSelection {
 }
 
 /// Selects the completions to train on. `advantages` holds one value per completion.
-pub fn select<R: Rng>(advantages: &[f64], cfg: &PadConfig, stage_step: u64, rng: &mut R) -> PadSelection {
+pub fn select<R: Rng>(
+    advantages: &[f64],
+    cfg: &PadConfig,
+    stage_step: u64,
+    rng: &mut R,
+) -> PadSelection {
     let tau = cfg.tau(stage_step);
     let eligible: Vec<usize> = (0..advantages.len())
         .filter(|&i| {
@@ -118,9 +129,14 @@ pub fn select<R: Rng>(advantages: &[f64], cfg: &PadConfig, stage_step: u64, rng:
     let n = advantages.len();
     let k = ((cfg.ratio * n as f64).ceil() as usize).min(eligible.len());
     // Softmax weights, shifted by the max for stability.
-    let max = eligible.iter().map(|&i| advantages[i].abs() / tau).fold(f64::NEG_INFINITY, f64::max);
-    let mut pool: Vec<(usize, f64)> =
-        eligible.iter().map(|&i| (i, ((advantages[i].abs() / tau) - max).exp())).collect();
+    let max = eligible
+        .iter()
+        .map(|&i| advantages[i].abs() / tau)
+        .fold(f64::NEG_INFINITY, f64::max);
+    let mut pool: Vec<(usize, f64)> = eligible
+        .iter()
+        .map(|&i| (i, ((advantages[i].abs() / tau) - max).exp()))
+        .collect();
     let mut kept = Vec::with_capacity(k);
     // Sequential draws without replacement: each draw renormalises over what is left.
     for _ in 0..k {
@@ -137,7 +153,11 @@ pub fn select<R: Rng>(advantages: &[f64], cfg: &PadConfig, stage_step: u64, rng:
         kept.push(pool.swap_remove(pick).0);
     }
     kept.sort_unstable();
-    PadSelection { kept, eligible: eligible.len(), tau }
+    PadSelection {
+        kept,
+        eligible: eligible.len(),
+        tau,
+    }
 }
 
 #[cfg(test)]
@@ -148,7 +168,13 @@ mod tests {
 
     #[test]
     fn thresholds_and_k_by_hand() {
-        let cfg = PadConfig { enabled: true, t_low: 0.1, t_high: 1.5, ratio: 0.5, ..Default::default() };
+        let cfg = PadConfig {
+            enabled: true,
+            t_low: 0.1,
+            t_high: 1.5,
+            ratio: 0.5,
+            ..Default::default()
+        };
         // |A| = 0, 0.05, 0.2, 1.0, 2.0, 0.5: eligible are indices 2, 3, 5 (|E| = 3).
         let adv = [0.0, -0.05, 0.2, -1.0, 2.0, 0.5];
         let mut rng = ChaCha8Rng::seed_from_u64(0);
@@ -166,11 +192,20 @@ mod tests {
     #[test]
     fn draw_follows_softmax_of_abs_advantage() {
         // Two eligible samples, |A| = 1 and 0, tau = 1: P(first) = e / (e + 1) = 0.7311.
-        let cfg = PadConfig { enabled: true, t_low: 1e-9, ratio: 0.5, tau_start: 1.0, tau_end: 1.0, ..Default::default() };
+        let cfg = PadConfig {
+            enabled: true,
+            t_low: 1e-9,
+            ratio: 0.5,
+            tau_start: 1.0,
+            tau_end: 1.0,
+            ..Default::default()
+        };
         let adv = [1.0, 1e-6];
         let mut rng = ChaCha8Rng::seed_from_u64(7);
         let trials = 20_000;
-        let firsts = (0..trials).filter(|_| select(&adv, &cfg, 0, &mut rng).kept == vec![0]).count();
+        let firsts = (0..trials)
+            .filter(|_| select(&adv, &cfg, 0, &mut rng).kept == vec![0])
+            .count();
         let p = firsts as f64 / trials as f64;
         let expect = 1f64.exp() / (1f64.exp() + 1.0);
         // 6 standard deviations of a binomial proportion: ~0.019.
@@ -179,7 +214,12 @@ mod tests {
 
     #[test]
     fn tau_decays_linearly() {
-        let cfg = PadConfig { tau_start: 1.0, tau_end: 0.3, tau_decay_steps: 10, ..Default::default() };
+        let cfg = PadConfig {
+            tau_start: 1.0,
+            tau_end: 0.3,
+            tau_decay_steps: 10,
+            ..Default::default()
+        };
         assert!((cfg.tau(0) - 1.0).abs() < 1e-12);
         assert!((cfg.tau(5) - 0.65).abs() < 1e-12);
         assert!((cfg.tau(10) - 0.3).abs() < 1e-12);
@@ -188,9 +228,15 @@ mod tests {
 
     #[test]
     fn validation_names_the_key() {
-        let cfg = PadConfig { t_low: 0.0, ..Default::default() };
+        let cfg = PadConfig {
+            t_low: 0.0,
+            ..Default::default()
+        };
         assert!(cfg.validate().unwrap_err().contains("pad.t_low"));
-        let cfg = PadConfig { ratio: 1.5, ..Default::default() };
+        let cfg = PadConfig {
+            ratio: 1.5,
+            ..Default::default()
+        };
         assert!(cfg.validate().unwrap_err().contains("pad.ratio"));
     }
 }

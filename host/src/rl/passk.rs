@@ -4,12 +4,17 @@
 
 /// Unbiased pass@k for one problem; `k <= n` is required.
 pub fn pass_at_k(n: usize, c: usize, k: usize) -> f64 {
-    assert!(k >= 1 && k <= n && c <= n, "pass@k needs 1 <= k <= n and c <= n");
+    assert!(
+        k >= 1 && k <= n && c <= n,
+        "pass@k needs 1 <= k <= n and c <= n"
+    );
     if n - c < k {
         return 1.0;
     }
     // C(n-c, k) / C(n, k) = prod_{i = n-c+1}^{n} (1 - k / i), computed as a product for stability.
-    1.0 - ((n - c + 1)..=n).map(|i| 1.0 - k as f64 / i as f64).product::<f64>()
+    1.0 - ((n - c + 1)..=n)
+        .map(|i| 1.0 - k as f64 / i as f64)
+        .product::<f64>()
 }
 
 /// Mean pass@k over problems given (n, c) per problem.

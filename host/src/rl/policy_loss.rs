@@ -23,7 +23,12 @@ pub struct ClipConfig {
 ///
 /// `L = max(-A * rho, -A * clip(rho, 1 - low, 1 + high))`, `rho = exp(logp - old_logp)`;
 /// with dual clip, for `A < 0`: `L = min(L, -A * c)`.
-pub fn clipped_policy_loss(logp: &Tensor, old_logp: &Tensor, advantages: &Tensor, clip: ClipConfig) -> (Tensor, Tensor) {
+pub fn clipped_policy_loss(
+    logp: &Tensor,
+    old_logp: &Tensor,
+    advantages: &Tensor,
+    clip: ClipConfig,
+) -> (Tensor, Tensor) {
     let adv = advantages.unsqueeze(-1);
     let ratio = (logp - old_logp).exp();
     let unclipped = -&adv * &ratio;
@@ -79,7 +84,9 @@ pub fn aggregate(values: &Tensor, mask: &Tensor, mode: LossAggregation, norm: Ba
                 / mask.sum_dim_intlist(-1, false, Kind::Float).clamp_min(1.0);
             per_seq.sum(Kind::Float) / norm.sequences.max(1.0)
         }
-        LossAggregation::SeqSumConstant => masked.sum(Kind::Float) / (norm.constant_length * norm.sequences).max(1.0),
+        LossAggregation::SeqSumConstant => {
+            masked.sum(Kind::Float) / (norm.constant_length * norm.sequences).max(1.0)
+        }
     }
 }
 
@@ -88,7 +95,10 @@ mod tests {
     use super::*;
 
     fn t2(rows: &[&[f64]]) -> Tensor {
-        let flat: Vec<f32> = rows.iter().flat_map(|r| r.iter().map(|&x| x as f32)).collect();
+        let flat: Vec<f32> = rows
+            .iter()
+            .flat_map(|r| r.iter().map(|&x| x as f32))
+            .collect();
         Tensor::from_slice(&flat).view([rows.len() as i64, rows[0].len() as i64])
     }
 
@@ -107,10 +117,17 @@ mod tests {
     #[test]
     fn clipped_loss_by_hand() {
         // ratios exp(log 1.5) = 1.5, exp(log 0.5) = 0.5, 1.0; advantages +1 (row 0) and -1 (row 1).
-        let logp = t2(&[&[1.5f64.ln(), 0.5f64.ln(), 0.0], &[1.5f64.ln(), 0.5f64.ln(), 0.0]]);
+        let logp = t2(&[
+            &[1.5f64.ln(), 0.5f64.ln(), 0.0],
+            &[1.5f64.ln(), 0.5f64.ln(), 0.0],
+        ]);
         let old = Tensor::zeros_like(&logp);
         let adv = Tensor::from_slice(&[1.0f32, -1.0]);
-        let clip = ClipConfig { low: 0.2, high: 0.28, dual: None };
+        let clip = ClipConfig {
+            low: 0.2,
+            high: 0.28,
+            dual: None,
+        };
         let (loss, active) = clipped_policy_loss(&logp, &old, &adv, clip);
         // A = +1: max(-1.5, -1.28) = -1.28 (clipped); max(-0.5, -0.8) = -0.5; -1.
         // A = -1: max(1.5, 1.28) = 1.5; max(0.5, 0.8) = 0.8 (clipped); 1.
@@ -122,7 +139,11 @@ mod tests {
     fn dual_clip_bounds_negative_advantages() {
         let logp = t2(&[&[5f64.ln(), 2f64.ln()]]);
         let old = Tensor::zeros_like(&logp);
-        let clip = ClipConfig { low: 0.2, high: 0.2, dual: Some(3.0) };
+        let clip = ClipConfig {
+            low: 0.2,
+            high: 0.2,
+            dual: Some(3.0),
+        };
         let (loss, _) = clipped_policy_loss(&logp, &old, &Tensor::from_slice(&[-1.0f32]), clip);
         // rho = 5: max(5, 1.2) = 5 -> min(5, 3) = 3; rho = 2: max(2, 1.2) = 2 -> stays 2.
         close(&vals(&loss), &[3.0, 2.0]);
@@ -135,10 +156,19 @@ mod tests {
     fn kl_estimators_by_hand() {
         let logp = t2(&[&[-1.0, -2.0]]);
         let reference = t2(&[&[-1.5, -1.0]]); // d = -0.5, 1.0
-        close(&vals(&kl_estimate(&logp, &reference, KlEstimator::K1)), &[0.5, -1.0]);
-        close(&vals(&kl_estimate(&logp, &reference, KlEstimator::K2)), &[0.125, 0.5]);
+        close(
+            &vals(&kl_estimate(&logp, &reference, KlEstimator::K1)),
+            &[0.5, -1.0],
+        );
+        close(
+            &vals(&kl_estimate(&logp, &reference, KlEstimator::K2)),
+            &[0.125, 0.5],
+        );
         let k3 = |d: f64| d.exp() - d - 1.0;
-        close(&vals(&kl_estimate(&logp, &reference, KlEstimator::K3)), &[k3(-0.5), k3(1.0)]);
+        close(
+            &vals(&kl_estimate(&logp, &reference, KlEstimator::K3)),
+            &[k3(-0.5), k3(1.0)],
+        );
         // Large gaps are clamped.
         let far = kl_estimate(&t2(&[&[-30.0]]), &t2(&[&[0.0]]), KlEstimator::K3);
         close(&vals(&far), &[10.0]);
@@ -160,12 +190,21 @@ mod tests {
     fn micro_batches_sum_to_the_full_batch() {
         tch::manual_seed(0);
         let v = Tensor::randn([6, 5], (Kind::Float, tch::Device::Cpu));
-        let m = Tensor::rand([6, 5], (Kind::Float, tch::Device::Cpu)).gt(0.3).to_kind(Kind::Float);
+        let m = Tensor::rand([6, 5], (Kind::Float, tch::Device::Cpu))
+            .gt(0.3)
+            .to_kind(Kind::Float);
         let norm = BatchNorm::of(&m, 5);
-        for mode in [LossAggregation::TokenMean, LossAggregation::SeqMeanTokenMean, LossAggregation::SeqSumConstant] {
+        for mode in [
+            LossAggregation::TokenMean,
+            LossAggregation::SeqMeanTokenMean,
+            LossAggregation::SeqSumConstant,
+        ] {
             let full = aggregate(&v, &m, mode, norm).double_value(&[]);
             let parts: f64 = (0..3)
-                .map(|i| aggregate(&v.narrow(0, 2 * i, 2), &m.narrow(0, 2 * i, 2), mode, norm).double_value(&[]))
+                .map(|i| {
+                    aggregate(&v.narrow(0, 2 * i, 2), &m.narrow(0, 2 * i, 2), mode, norm)
+                        .double_value(&[])
+                })
                 .sum();
             assert!((full - parts).abs() < 1e-5, "{mode:?}: {full} vs {parts}");
         }

@@ -12,7 +12,14 @@ pub enum LrDecay {
 
 /// Learning rate at optimizer step `step` (0-based) of `total` steps:
 /// linear warmup from 0 over `warmup` steps, then the decay down to `min_ratio * lr`.
-pub fn learning_rate(lr: f64, decay: LrDecay, warmup: u64, total: u64, min_ratio: f64, step: u64) -> f64 {
+pub fn learning_rate(
+    lr: f64,
+    decay: LrDecay,
+    warmup: u64,
+    total: u64,
+    min_ratio: f64,
+    step: u64,
+) -> f64 {
     if step < warmup {
         return lr * (step + 1) as f64 / warmup as f64;
     }

@@ -18,14 +18,28 @@ pub struct AdamW {
 
 impl AdamW {
     pub fn new(params: &[Tensor], betas: [f64; 2], eps: f64, weight_decay: f64) -> AdamW {
-        let moments = params.iter().map(|p| (p.zeros_like(), p.zeros_like())).collect();
-        AdamW { beta1: betas[0], beta2: betas[1], eps, weight_decay, step: 0, moments }
+        let moments = params
+            .iter()
+            .map(|p| (p.zeros_like(), p.zeros_like()))
+            .collect();
+        AdamW {
+            beta1: betas[0],
+            beta2: betas[1],
+            eps,
+            weight_decay,
+            step: 0,
+            moments,
+        }
     }
 
     /// One update of every parameter that has a gradient, at learning rate `lr`.
     pub fn step(&mut self, params: &[Tensor], lr: f64) -> Result<()> {
         if params.len() != self.moments.len() {
-            bail!("optimizer holds state for {} parameters, got {}", self.moments.len(), params.len());
+            bail!(
+                "optimizer holds state for {} parameters, got {}",
+                self.moments.len(),
+                params.len()
+            );
         }
         self.step += 1;
         let bc1 = 1.0 - self.beta1.powi(self.step as i32);
@@ -39,8 +53,12 @@ impl AdamW {
                 let mut p = p.shallow_clone();
                 // Decoupled weight decay: p <- p * (1 - lr * wd).
                 let _ = p.g_mul_scalar_(1.0 - lr * self.weight_decay);
-                let _ = m.g_mul_scalar_(self.beta1).g_add_(&(&g * (1.0 - self.beta1)));
-                let _ = v.g_mul_scalar_(self.beta2).g_add_(&(g.square() * (1.0 - self.beta2)));
+                let _ = m
+                    .g_mul_scalar_(self.beta1)
+                    .g_add_(&(&g * (1.0 - self.beta1)));
+                let _ = v
+                    .g_mul_scalar_(self.beta2)
+                    .g_add_(&(g.square() * (1.0 - self.beta2)));
                 let denom = (v.sqrt() / bc2.sqrt()) + self.eps;
                 let update = (&*m / &denom) * (lr / bc1);
                 let _ = p.g_sub_(&update);
@@ -53,11 +71,18 @@ impl AdamW {
 /// Scales gradients so their global L2 norm is at most `max_norm`; returns the
 /// norm before clipping (what gets logged). `max_norm <= 0` only measures.
 pub fn clip_grad_norm(params: &[Tensor], max_norm: f64) -> f64 {
-    let grads: Vec<Tensor> = params.iter().map(|p| p.grad()).filter(|g| g.defined()).collect();
+    let grads: Vec<Tensor> = params
+        .iter()
+        .map(|p| p.grad())
+        .filter(|g| g.defined())
+        .collect();
     if grads.is_empty() {
         return 0.0;
     }
-    let total = grads.iter().map(|g| g.to_kind(Kind::Double).square().sum(Kind::Double)).fold(Tensor::from(0f64), |a, b| a + b);
+    let total = grads
+        .iter()
+        .map(|g| g.to_kind(Kind::Double).square().sum(Kind::Double))
+        .fold(Tensor::from(0f64), |a, b| a + b);
     let norm = total.sqrt().double_value(&[]);
     if max_norm > 0.0 && norm > max_norm {
         let scale = max_norm / (norm + 1e-6);
@@ -102,6 +127,9 @@ mod tests {
         let norm = clip_grad_norm(&[p.shallow_clone()], 1.0);
         assert!((norm - 5.0).abs() < 1e-6);
         let g = Vec::<f32>::try_from(&p.grad()).unwrap();
-        assert!((g[0] - 0.6).abs() < 1e-5 && (g[1] - 0.8).abs() < 1e-5, "{g:?}");
+        assert!(
+            (g[0] - 0.6).abs() < 1e-5 && (g[1] - 0.8).abs() < 1e-5,
+            "{g:?}"
+        );
     }
 }

@@ -18,7 +18,10 @@ const TMP_PREFIX: &str = ".incomplete-";
 
 impl CheckpointStore {
     pub fn new(dir: impl Into<PathBuf>, keep_last: usize) -> CheckpointStore {
-        CheckpointStore { dir: dir.into(), keep_last: keep_last.max(1) }
+        CheckpointStore {
+            dir: dir.into(),
+            keep_last: keep_last.max(1),
+        }
     }
 
     pub fn step_dir(&self, step: u64) -> PathBuf {
@@ -27,22 +30,27 @@ impl CheckpointStore {
 
     /// Writes checkpoint `step`: `write` fills the directory it is given.
     pub fn save(&self, step: u64, write: impl FnOnce(&Path) -> Result<()>) -> Result<PathBuf> {
-        std::fs::create_dir_all(&self.dir).with_context(|| format!("cannot create checkpoint dir {}", self.dir.display()))?;
+        std::fs::create_dir_all(&self.dir)
+            .with_context(|| format!("cannot create checkpoint dir {}", self.dir.display()))?;
         self.remove_incomplete()?;
         let tmp = self.dir.join(format!("{TMP_PREFIX}step-{step:08}"));
-        std::fs::create_dir_all(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+        std::fs::create_dir_all(&tmp)
+            .with_context(|| format!("cannot create {}", tmp.display()))?;
         write(&tmp).with_context(|| format!("writing checkpoint for step {step}"))?;
         sync_dir(&tmp)?;
         let final_dir = self.step_dir(step);
         if final_dir.exists() {
             // Re-saving a step (e.g. after resume) replaces it.
-            std::fs::remove_dir_all(&final_dir).with_context(|| format!("cannot replace {}", final_dir.display()))?;
+            std::fs::remove_dir_all(&final_dir)
+                .with_context(|| format!("cannot replace {}", final_dir.display()))?;
         }
-        std::fs::rename(&tmp, &final_dir).with_context(|| format!("cannot move {} into place", tmp.display()))?;
+        std::fs::rename(&tmp, &final_dir)
+            .with_context(|| format!("cannot move {} into place", tmp.display()))?;
         let pointer_tmp = self.dir.join(format!("{TMP_PREFIX}{LATEST}"));
         std::fs::write(&pointer_tmp, format!("step-{step:08}\n"))
             .with_context(|| format!("cannot write {}", pointer_tmp.display()))?;
-        std::fs::rename(&pointer_tmp, self.dir.join(LATEST)).context("cannot update the latest pointer")?;
+        std::fs::rename(&pointer_tmp, self.dir.join(LATEST))
+            .context("cannot update the latest pointer")?;
         sync_dir(&self.dir)?;
         self.prune()?;
         Ok(final_dir)
@@ -54,10 +62,15 @@ impl CheckpointStore {
         if !pointer.exists() {
             return Ok(None);
         }
-        let name = std::fs::read_to_string(&pointer).with_context(|| format!("cannot read {}", pointer.display()))?;
+        let name = std::fs::read_to_string(&pointer)
+            .with_context(|| format!("cannot read {}", pointer.display()))?;
         let dir = self.dir.join(name.trim());
         if !dir.is_dir() {
-            bail!("{} points to {}, which does not exist", pointer.display(), dir.display());
+            bail!(
+                "{} points to {}, which does not exist",
+                pointer.display(),
+                dir.display()
+            );
         }
         Ok(Some(dir))
     }
@@ -65,11 +78,16 @@ impl CheckpointStore {
     /// Complete checkpoints, oldest first.
     pub fn list(&self) -> Result<Vec<(u64, PathBuf)>> {
         let mut out = Vec::new();
-        let Ok(entries) = std::fs::read_dir(&self.dir) else { return Ok(out) };
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return Ok(out);
+        };
         for e in entries {
             let e = e.with_context(|| format!("cannot list {}", self.dir.display()))?;
             let name = e.file_name().to_string_lossy().into_owned();
-            if let Some(step) = name.strip_prefix("step-").and_then(|s| s.parse::<u64>().ok()) {
+            if let Some(step) = name
+                .strip_prefix("step-")
+                .and_then(|s| s.parse::<u64>().ok())
+            {
                 out.push((step, e.path()));
             }
         }
@@ -81,13 +99,16 @@ impl CheckpointStore {
         let all = self.list()?;
         let excess = all.len().saturating_sub(self.keep_last);
         for (_, dir) in &all[..excess] {
-            std::fs::remove_dir_all(dir).with_context(|| format!("cannot remove old checkpoint {}", dir.display()))?;
+            std::fs::remove_dir_all(dir)
+                .with_context(|| format!("cannot remove old checkpoint {}", dir.display()))?;
         }
         Ok(())
     }
 
     fn remove_incomplete(&self) -> Result<()> {
-        for e in std::fs::read_dir(&self.dir).with_context(|| format!("cannot list {}", self.dir.display()))? {
+        for e in std::fs::read_dir(&self.dir)
+            .with_context(|| format!("cannot list {}", self.dir.display()))?
+        {
             let e = e?;
             if e.file_name().to_string_lossy().starts_with(TMP_PREFIX) {
                 let p = e.path();
@@ -108,10 +129,14 @@ fn sync_dir(dir: &Path) -> Result<()> {
     for e in std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
         let p = e?.path();
         if p.is_file() {
-            std::fs::File::open(&p).and_then(|f| f.sync_all()).with_context(|| format!("cannot sync {}", p.display()))?;
+            std::fs::File::open(&p)
+                .and_then(|f| f.sync_all())
+                .with_context(|| format!("cannot sync {}", p.display()))?;
         }
     }
-    std::fs::File::open(dir).and_then(|f| f.sync_all()).with_context(|| format!("cannot sync {}", dir.display()))
+    std::fs::File::open(dir)
+        .and_then(|f| f.sync_all())
+        .with_context(|| format!("cannot sync {}", dir.display()))
 }
 
 #[cfg(test)]
@@ -123,19 +148,28 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let store = CheckpointStore::new(d.path(), 2);
         for step in [10, 20, 30] {
-            store.save(step, |dir| Ok(std::fs::write(dir.join("state.json"), format!("{step}"))?)).unwrap();
+            store
+                .save(step, |dir| {
+                    Ok(std::fs::write(dir.join("state.json"), format!("{step}"))?)
+                })
+                .unwrap();
         }
         let steps: Vec<u64> = store.list().unwrap().into_iter().map(|(s, _)| s).collect();
         assert_eq!(steps, vec![20, 30]);
         let latest = store.latest().unwrap().unwrap();
-        assert_eq!(std::fs::read_to_string(latest.join("state.json")).unwrap(), "30");
+        assert_eq!(
+            std::fs::read_to_string(latest.join("state.json")).unwrap(),
+            "30"
+        );
     }
 
     #[test]
     fn a_failed_write_leaves_the_previous_checkpoint() {
         let d = tempfile::tempdir().unwrap();
         let store = CheckpointStore::new(d.path(), 3);
-        store.save(1, |dir| Ok(std::fs::write(dir.join("a"), "1")?)).unwrap();
+        store
+            .save(1, |dir| Ok(std::fs::write(dir.join("a"), "1")?))
+            .unwrap();
         let err = store
             .save(2, |dir| {
                 std::fs::write(dir.join("a"), "half")?;
@@ -146,9 +180,16 @@ mod tests {
         assert_eq!(store.latest().unwrap().unwrap(), store.step_dir(1));
         assert_eq!(store.list().unwrap().len(), 1);
         // The leftover is cleaned at the next save.
-        store.save(3, |dir| Ok(std::fs::write(dir.join("a"), "3")?)).unwrap();
-        let names: Vec<String> =
-            std::fs::read_dir(d.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
-        assert!(!names.iter().any(|n| n.starts_with(TMP_PREFIX)), "{names:?}");
+        store
+            .save(3, |dir| Ok(std::fs::write(dir.join("a"), "3")?))
+            .unwrap();
+        let names: Vec<String> = std::fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            !names.iter().any(|n| n.starts_with(TMP_PREFIX)),
+            "{names:?}"
+        );
     }
 }

@@ -108,7 +108,11 @@ pub struct PluginLimits {
 
 impl Default for PluginLimits {
     fn default() -> Self {
-        PluginLimits { call_timeout_ms: default_call_timeout_ms(), memory_mb: default_memory_mb(), instances: None }
+        PluginLimits {
+            call_timeout_ms: default_call_timeout_ms(),
+            memory_mb: default_memory_mb(),
+            instances: None,
+        }
     }
 }
 
@@ -265,7 +269,11 @@ pub struct Kl {
 
 impl Default for Kl {
     fn default() -> Self {
-        Kl { coef: 0.0, estimator: KlEstimator::K3, placement: KlPlacement::Loss }
+        Kl {
+            coef: 0.0,
+            estimator: KlEstimator::K3,
+            placement: KlPlacement::Loss,
+        }
     }
 }
 
@@ -280,7 +288,11 @@ pub struct EntropyBonus {
 
 impl Default for EntropyBonus {
     fn default() -> Self {
-        EntropyBonus { coef: 0.0, warmup_steps: 0, decay: 1.0 }
+        EntropyBonus {
+            coef: 0.0,
+            warmup_steps: 0,
+            decay: 1.0,
+        }
     }
 }
 
@@ -296,7 +308,11 @@ pub struct DynamicSampling {
 
 impl Default for DynamicSampling {
     fn default() -> Self {
-        DynamicSampling { enabled: false, max_retries: 3, metric: "accuracy".into() }
+        DynamicSampling {
+            enabled: false,
+            max_retries: 3,
+            metric: "accuracy".into(),
+        }
     }
 }
 
@@ -350,7 +366,11 @@ pub struct Checkpoint {
 
 impl Default for Checkpoint {
     fn default() -> Self {
-        Checkpoint { dir: None, every: 0, keep_last: 2 }
+        Checkpoint {
+            dir: None,
+            every: 0,
+            keep_last: 2,
+        }
     }
 }
 
@@ -364,7 +384,11 @@ pub struct Logging {
 
 impl Default for Logging {
     fn default() -> Self {
-        Logging { tensorboard: true, plots: true, progress: true }
+        Logging {
+            tensorboard: true,
+            plots: true,
+            progress: true,
+        }
     }
 }
 
@@ -436,7 +460,8 @@ impl Experiment {
         let mut exp = parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         let base = path.parent().unwrap_or(Path::new("."));
         exp.resolve_paths(base);
-        exp.validate().with_context(|| format!("invalid experiment file {}", path.display()))?;
+        exp.validate()
+            .with_context(|| format!("invalid experiment file {}", path.display()))?;
         Ok(exp)
     }
 
@@ -457,7 +482,9 @@ impl Experiment {
         if let Some(t) = self.trust.as_mut() {
             fix(&mut t.trusted_keys);
         }
-        let out = self.output_dir.get_or_insert_with(|| PathBuf::from("runs").join(&self.name));
+        let out = self
+            .output_dir
+            .get_or_insert_with(|| PathBuf::from("runs").join(&self.name));
         fix(out);
         if let Some(d) = self.checkpoint.dir.as_mut() {
             fix(d);
@@ -472,61 +499,161 @@ impl Experiment {
                 problems.push(msg);
             }
         };
-        check(self.model.path.exists(), format!("model.path: {} does not exist", self.model.path.display()));
+        check(
+            self.model.path.exists(),
+            format!("model.path: {} does not exist", self.model.path.display()),
+        );
         for (name, p) in &self.plugins {
             match (&p.wasm, &p.bundle) {
-                (Some(w), None) => check(w.is_file(), format!("plugins.{name}.wasm: file not found: {}", w.display())),
+                (Some(w), None) => check(
+                    w.is_file(),
+                    format!("plugins.{name}.wasm: file not found: {}", w.display()),
+                ),
                 (None, Some(b)) => {
-                    check(b.is_file(), format!("plugins.{name}.bundle: file not found: {}", b.display()));
-                    check(p.component.is_some(), format!("plugins.{name}.component: required with `bundle`"));
-                    check(self.trust.is_some(), format!("plugins.{name}.bundle: needs a [trust] section with trusted_keys"));
+                    check(
+                        b.is_file(),
+                        format!("plugins.{name}.bundle: file not found: {}", b.display()),
+                    );
+                    check(
+                        p.component.is_some(),
+                        format!("plugins.{name}.component: required with `bundle`"),
+                    );
+                    check(
+                        self.trust.is_some(),
+                        format!("plugins.{name}.bundle: needs a [trust] section with trusted_keys"),
+                    );
                 }
-                _ => check(false, format!("plugins.{name}: set exactly one of `wasm` or `bundle`")),
+                _ => check(
+                    false,
+                    format!("plugins.{name}: set exactly one of `wasm` or `bundle`"),
+                ),
             }
-            check(p.limits.call_timeout_ms > 0, format!("plugins.{name}.limits.call_timeout_ms must be > 0"));
-            check(p.limits.memory_mb >= 1, format!("plugins.{name}.limits.memory_mb must be >= 1"));
+            check(
+                p.limits.call_timeout_ms > 0,
+                format!("plugins.{name}.limits.call_timeout_ms must be > 0"),
+            );
+            check(
+                p.limits.memory_mb >= 1,
+                format!("plugins.{name}.limits.memory_mb must be >= 1"),
+            );
         }
         let plugin = |n: &str| self.plugins.contains_key(n);
-        check(!self.rewards.is_empty(), "rewards: at least one reward plugin is needed".into());
+        check(
+            !self.rewards.is_empty(),
+            "rewards: at least one reward plugin is needed".into(),
+        );
         for (i, r) in self.rewards.iter().enumerate() {
-            check(plugin(&r.plugin), format!("rewards[{i}].plugin: no plugin named {:?} in [plugins]", r.plugin));
-            check(r.weight.is_finite(), format!("rewards[{i}].weight must be a finite number"));
+            check(
+                plugin(&r.plugin),
+                format!(
+                    "rewards[{i}].plugin: no plugin named {:?} in [plugins]",
+                    r.plugin
+                ),
+            );
+            check(
+                r.weight.is_finite(),
+                format!("rewards[{i}].weight must be a finite number"),
+            );
         }
         for (name, d) in &self.datasets {
-            check(plugin(&d.loader), format!("datasets.{name}.loader: no plugin named {:?} in [plugins]", d.loader));
-            check(!d.files.is_empty(), format!("datasets.{name}.files: grant at least one file or directory"));
+            check(
+                plugin(&d.loader),
+                format!(
+                    "datasets.{name}.loader: no plugin named {:?} in [plugins]",
+                    d.loader
+                ),
+            );
+            check(
+                !d.files.is_empty(),
+                format!("datasets.{name}.files: grant at least one file or directory"),
+            );
             for f in &d.files {
-                check(f.exists(), format!("datasets.{name}.files: {} does not exist", f.display()));
+                check(
+                    f.exists(),
+                    format!("datasets.{name}.files: {} does not exist", f.display()),
+                );
             }
         }
-        check(plugin(&self.schedule.plugin), format!("schedule.plugin: no plugin named {:?} in [plugins]", self.schedule.plugin));
+        check(
+            plugin(&self.schedule.plugin),
+            format!(
+                "schedule.plugin: no plugin named {:?} in [plugins]",
+                self.schedule.plugin
+            ),
+        );
 
         let r = &self.rollout;
         check(r.group_size >= 1, "rollout.group_size must be >= 1".into());
-        check(r.temperature > 0.0, "rollout.temperature must be > 0".into());
-        check(r.top_p > 0.0 && r.top_p <= 1.0, "rollout.top_p must be in (0, 1]".into());
-        check(r.max_response_tokens >= 1, "rollout.max_response_tokens must be >= 1".into());
-        check(r.min_new_tokens <= r.max_response_tokens, "rollout.min_new_tokens must be <= rollout.max_response_tokens".into());
-        check(r.prompts_per_step >= 1, "rollout.prompts_per_step must be >= 1".into());
+        check(
+            r.temperature > 0.0,
+            "rollout.temperature must be > 0".into(),
+        );
+        check(
+            r.top_p > 0.0 && r.top_p <= 1.0,
+            "rollout.top_p must be in (0, 1]".into(),
+        );
+        check(
+            r.max_response_tokens >= 1,
+            "rollout.max_response_tokens must be >= 1".into(),
+        );
+        check(
+            r.min_new_tokens <= r.max_response_tokens,
+            "rollout.min_new_tokens must be <= rollout.max_response_tokens".into(),
+        );
+        check(
+            r.prompts_per_step >= 1,
+            "rollout.prompts_per_step must be >= 1".into(),
+        );
 
         let o = &self.optim;
-        check(o.lr >= 0.0 && o.lr.is_finite(), "optim.lr must be a finite number >= 0".into());
-        check(o.betas.iter().all(|b| (0.0..1.0).contains(b)), "optim.betas must both be in [0, 1)".into());
-        check(o.micro_batch_size >= 1, "optim.micro_batch_size must be >= 1".into());
-        check(o.updates_per_batch >= 1, "optim.updates_per_batch must be >= 1".into());
-        check(o.grad_clip >= 0.0, "optim.grad_clip must be >= 0 (0 disables clipping)".into());
-        check((0.0..=1.0).contains(&o.min_lr_ratio), "optim.min_lr_ratio must be in [0, 1]".into());
+        check(
+            o.lr >= 0.0 && o.lr.is_finite(),
+            "optim.lr must be a finite number >= 0".into(),
+        );
+        check(
+            o.betas.iter().all(|b| (0.0..1.0).contains(b)),
+            "optim.betas must both be in [0, 1)".into(),
+        );
+        check(
+            o.micro_batch_size >= 1,
+            "optim.micro_batch_size must be >= 1".into(),
+        );
+        check(
+            o.updates_per_batch >= 1,
+            "optim.updates_per_batch must be >= 1".into(),
+        );
+        check(
+            o.grad_clip >= 0.0,
+            "optim.grad_clip must be >= 0 (0 disables clipping)".into(),
+        );
+        check(
+            (0.0..=1.0).contains(&o.min_lr_ratio),
+            "optim.min_lr_ratio must be in [0, 1]".into(),
+        );
 
         let g = &self.grpo;
-        check(g.clip_low > 0.0 && g.clip_low < 1.0, "grpo.clip_low must be in (0, 1)".into());
+        check(
+            g.clip_low > 0.0 && g.clip_low < 1.0,
+            "grpo.clip_low must be in (0, 1)".into(),
+        );
         check(g.clip_high > 0.0, "grpo.clip_high must be > 0".into());
         if let Some(c) = g.dual_clip {
             check(c > 1.0, format!("grpo.dual_clip must be > 1 (got {c})"));
         }
         check(g.kl.coef >= 0.0, "grpo.kl.coef must be >= 0".into());
-        check(g.entropy.coef >= 0.0, "grpo.entropy.coef must be >= 0".into());
-        check(g.entropy.decay > 0.0 && g.entropy.decay <= 1.0, "grpo.entropy.decay must be in (0, 1]".into());
-        check(!(g.freeze_vision && g.freeze_language), "grpo.freeze_vision and grpo.freeze_language: freezing both leaves nothing to train".into());
+        check(
+            g.entropy.coef >= 0.0,
+            "grpo.entropy.coef must be >= 0".into(),
+        );
+        check(
+            g.entropy.decay > 0.0 && g.entropy.decay <= 1.0,
+            "grpo.entropy.decay must be in (0, 1]".into(),
+        );
+        check(
+            !(g.freeze_vision && g.freeze_language),
+            "grpo.freeze_vision and grpo.freeze_language: freezing both leaves nothing to train"
+                .into(),
+        );
         check(!(g.pad.enabled && g.dynamic_sampling.enabled), "grpo.pad.enabled and grpo.dynamic_sampling.enabled: choose one remedy for zero-advantage groups".into());
         if let Err(e) = g.pad.validate() {
             check(false, format!("grpo.{e}"));
@@ -537,22 +664,47 @@ impl Experiment {
         );
         if let Some(e) = &self.eval {
             for d in &e.datasets {
-                check(self.datasets.contains_key(d), format!("eval.datasets: no dataset named {d:?} in [datasets]"));
+                check(
+                    self.datasets.contains_key(d),
+                    format!("eval.datasets: no dataset named {d:?} in [datasets]"),
+                );
             }
             check(e.samples >= 1, "eval.samples must be >= 1".into());
-            check(!(e.greedy && e.samples > 1), "eval.greedy = true with eval.samples > 1: greedy samples are all identical".into());
+            check(
+                !(e.greedy && e.samples > 1),
+                "eval.greedy = true with eval.samples > 1: greedy samples are all identical".into(),
+            );
             for k in &e.pass_k {
-                check(*k >= 1 && *k <= e.samples, format!("eval.pass_k: k = {k} needs 1 <= k <= eval.samples ({})", e.samples));
+                check(
+                    *k >= 1 && *k <= e.samples,
+                    format!(
+                        "eval.pass_k: k = {k} needs 1 <= k <= eval.samples ({})",
+                        e.samples
+                    ),
+                );
             }
         }
         if let Some(t) = &self.trust {
-            check(t.trusted_keys.is_file(), format!("trust.trusted_keys: file not found: {}", t.trusted_keys.display()));
+            check(
+                t.trusted_keys.is_file(),
+                format!(
+                    "trust.trusted_keys: file not found: {}",
+                    t.trusted_keys.display()
+                ),
+            );
         }
-        check(self.checkpoint.keep_last >= 1, "checkpoint.keep_last must be >= 1".into());
+        check(
+            self.checkpoint.keep_last >= 1,
+            "checkpoint.keep_last must be >= 1".into(),
+        );
         if problems.is_empty() {
             Ok(())
         } else {
-            bail!("{} problem(s):\n  - {}", problems.len(), problems.join("\n  - "))
+            bail!(
+                "{} problem(s):\n  - {}",
+                problems.len(),
+                problems.join("\n  - ")
+            )
         }
     }
 }
@@ -564,7 +716,13 @@ mod tests {
     /// A minimal valid experiment in a temporary directory (with the files it names).
     fn setup(extra: &str) -> (tempfile::TempDir, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
-        for f in ["model/config.json", "p/math.wasm", "p/jsonl.wasm", "p/staged.wasm", "data/train.jsonl"] {
+        for f in [
+            "model/config.json",
+            "p/math.wasm",
+            "p/jsonl.wasm",
+            "p/staged.wasm",
+            "data/train.jsonl",
+        ] {
             let p = dir.path().join(f);
             std::fs::create_dir_all(p.parent().unwrap()).unwrap();
             std::fs::write(p, b"x").unwrap();
@@ -630,20 +788,34 @@ plugin = "staged"
         let msg = error_of(
             "[grpo]\nfreeze_vision = true\nfreeze_language = true\n[grpo.pad]\nenabled = true\n[grpo.dynamic_sampling]\nenabled = true\n[eval]\ndatasets = [\"nope\"]\nsamples = 2\n",
         );
-        assert!(msg.contains("grpo.freeze_vision and grpo.freeze_language"), "{msg}");
+        assert!(
+            msg.contains("grpo.freeze_vision and grpo.freeze_language"),
+            "{msg}"
+        );
         assert!(msg.contains("choose one remedy"), "{msg}");
-        assert!(msg.contains("eval.datasets: no dataset named \"nope\""), "{msg}");
-        assert!(msg.contains("eval.greedy = true with eval.samples > 1"), "{msg}");
+        assert!(
+            msg.contains("eval.datasets: no dataset named \"nope\""),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("eval.greedy = true with eval.samples > 1"),
+            "{msg}"
+        );
     }
 
     #[test]
     fn missing_files_and_dangling_names() {
         let (dir, p) = setup("");
         std::fs::remove_file(dir.path().join("p/math.wasm")).unwrap();
-        let text = std::fs::read_to_string(&p).unwrap().replace("loader = \"jsonl\"", "loader = \"jsnl\"");
+        let text = std::fs::read_to_string(&p)
+            .unwrap()
+            .replace("loader = \"jsonl\"", "loader = \"jsnl\"");
         std::fs::write(&p, text).unwrap();
         let msg = format!("{:#}", Experiment::load(&p).unwrap_err());
         assert!(msg.contains("plugins.math.wasm: file not found"), "{msg}");
-        assert!(msg.contains("datasets.train.loader: no plugin named \"jsnl\""), "{msg}");
+        assert!(
+            msg.contains("datasets.train.loader: no plugin named \"jsnl\""),
+            "{msg}"
+        );
     }
 }

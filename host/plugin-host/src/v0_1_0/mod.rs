@@ -7,7 +7,6 @@ use crate::sandbox::State;
 
 macro_rules! log_import {
     ($world:ident) => {
-
         impl $world::lmmhost::plugin::log::Host for State {
             fn log(
                 &mut self,
