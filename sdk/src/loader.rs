@@ -27,7 +27,12 @@ pub trait Loader: Sized + 'static {
 macro_rules! export_loader {
     ($ty:ty) => {
         // Native builds of a plugin crate (tests, clippy) export nothing: the
-        // component export names are not valid native linker symbols.
+        // component export names are not valid native linker symbols. The
+        // reference keeps the plugin type from counting as dead code there.
+        #[cfg(not(target_arch = "wasm32"))]
+        const _: () = {
+            let _ = <$ty as $crate::Loader>::open;
+        };
         #[cfg(target_arch = "wasm32")]
         const _: () = {
             ::std::thread_local! {

@@ -36,7 +36,12 @@ pub trait Reward: Sized + 'static {
 macro_rules! export_reward {
     ($ty:ty) => {
         // Native builds of a plugin crate (tests, clippy) export nothing: the
-        // component export names are not valid native linker symbols.
+        // component export names are not valid native linker symbols. The
+        // reference keeps the plugin type from counting as dead code there.
+        #[cfg(not(target_arch = "wasm32"))]
+        const _: () = {
+            let _ = <$ty as $crate::Reward>::new;
+        };
         #[cfg(target_arch = "wasm32")]
         const _: () = {
             ::std::thread_local! {

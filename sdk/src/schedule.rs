@@ -24,7 +24,12 @@ pub trait Schedule: Sized + 'static {
 macro_rules! export_schedule {
     ($ty:ty) => {
         // Native builds of a plugin crate (tests, clippy) export nothing: the
-        // component export names are not valid native linker symbols.
+        // component export names are not valid native linker symbols. The
+        // reference keeps the plugin type from counting as dead code there.
+        #[cfg(not(target_arch = "wasm32"))]
+        const _: () = {
+            let _ = <$ty as $crate::Schedule>::new;
+        };
         #[cfg(target_arch = "wasm32")]
         const _: () = {
             ::std::thread_local! {

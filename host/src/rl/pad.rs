@@ -71,13 +71,13 @@ impl Default for PadConfig {
 impl PadConfig {
     /// Checks the knobs; the message names the key.
     pub fn validate(&self) -> Result<(), String> {
-        if !(self.t_low > 0.0) {
+        if self.t_low.is_nan() || self.t_low <= 0.0 {
             return Err(format!(
                 "pad.t_low must be > 0 (got {}): zero-advantage samples carry no gradient",
                 self.t_low
             ));
         }
-        if !(self.t_high >= self.t_low) {
+        if self.t_high.is_nan() || self.t_high < self.t_low {
             return Err(format!(
                 "pad.t_high ({}) must be >= pad.t_low ({})",
                 self.t_high, self.t_low
