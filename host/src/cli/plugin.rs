@@ -253,7 +253,7 @@ pub fn bench_reward(args: BenchRewardArgs) -> Result<()> {
         r.compile.as_secs_f64() * 1e3
     );
     println!(
-        "  instantiate ({} instances): {:>9.1} ms",
+        "  cached load + instantiate ({}): {:>5.1} ms",
         r.threads,
         r.instantiate.as_secs_f64() * 1e3
     );
