@@ -5,7 +5,7 @@ use std::sync::Mutex;
 use anyhow::{anyhow, Context, Result};
 use lmmhost_bundle::World;
 use lmmhost_sdk as sdk;
-use wasmtime::component::{HasSelf, Linker};
+use wasmtime::component::HasSelf;
 use wasmtime::Store;
 
 use crate::convert;
@@ -31,20 +31,9 @@ impl LoaderPlugin {
     /// Instantiates the loader and opens the dataset on the granted files.
     pub fn new(runtime: &PluginRuntime, spec: PluginSpec) -> Result<LoaderPlugin> {
         let (component, _) = runtime.prepare(&spec, World::Loader)?;
-        let mut linker = Linker::<State>::new(&runtime.engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
-        lw::LoaderPlugin::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)?;
-        let pre = lw::LoaderPluginPre::new(
-            linker
-                .instantiate_pre(&component)
-                .map_err(anyhow::Error::from)
-                .with_context(|| {
-                    format!(
-                        "plugin {}: its imports cannot be satisfied by this host",
-                        spec.name
-                    )
-                })?,
-        )?;
+        let pre = lw::LoaderPluginPre::new(runtime.instance_pre(&spec, &component, |l| {
+            lw::LoaderPlugin::add_to_linker::<State, HasSelf<State>>(l, |s| s)
+        })?)?;
         let grants = Grants::prepare(&spec.name, &spec.grants)?;
         let mut plugin = LoaderPlugin {
             engine: runtime.engine.clone(),

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use anyhow::{anyhow, bail, Context, Result};
 use lmmhost_bundle::{ComponentFacts, World};
 use lmmhost_sdk as sdk;
-use wasmtime::component::{HasSelf, Linker};
+use wasmtime::component::HasSelf;
 use wasmtime::Store;
 
 use crate::convert;
@@ -43,20 +43,9 @@ pub struct RewardPlugin {
 impl RewardPlugin {
     pub fn new(runtime: &PluginRuntime, spec: PluginSpec) -> Result<RewardPlugin> {
         let (component, facts) = runtime.prepare(&spec, World::Reward)?;
-        let mut linker = Linker::<State>::new(&runtime.engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
-        rw::RewardPlugin::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)?;
-        let pre = rw::RewardPluginPre::new(
-            linker
-                .instantiate_pre(&component)
-                .map_err(anyhow::Error::from)
-                .with_context(|| {
-                    format!(
-                        "plugin {}: its imports cannot be satisfied by this host",
-                        spec.name
-                    )
-                })?,
-        )?;
+        let pre = rw::RewardPluginPre::new(runtime.instance_pre(&spec, &component, |l| {
+            rw::RewardPlugin::add_to_linker::<State, HasSelf<State>>(l, |s| s)
+        })?)?;
         let mut plugin = RewardPlugin {
             engine: runtime.engine.clone(),
             pre,

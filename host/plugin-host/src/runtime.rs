@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use lmmhost_bundle::{check_wit_compatible, inspect_component, ComponentFacts, World};
-use wasmtime::component::Component;
+use wasmtime::component::{Component, InstancePre, Linker};
 use wasmtime::{Config, Engine};
 
 use crate::cache::ComponentCache;
+use crate::sandbox::State;
 
 /// How often the epoch advances; time budgets are counted in these ticks.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -199,6 +200,28 @@ impl PluginRuntime {
         }
         .with_context(|| format!("plugin {}: cannot compile the component", spec.name))?;
         Ok((component, facts))
+    }
+
+    /// Links WASI and a world's imports (`add_world`), then pre-instantiates
+    /// `component`, so every instance of a plugin starts from the same checked linker.
+    pub(crate) fn instance_pre(
+        &self,
+        spec: &PluginSpec,
+        component: &Component,
+        add_world: impl FnOnce(&mut Linker<State>) -> wasmtime::Result<()>,
+    ) -> Result<InstancePre<State>> {
+        let mut linker = Linker::<State>::new(&self.engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        add_world(&mut linker)?;
+        linker
+            .instantiate_pre(component)
+            .map_err(anyhow::Error::from)
+            .with_context(|| {
+                format!(
+                    "plugin {}: its imports cannot be satisfied by this host",
+                    spec.name
+                )
+            })
     }
 
     pub fn cache(&self) -> Option<&ComponentCache> {

@@ -3,7 +3,7 @@
 use anyhow::{anyhow, Context, Result};
 use lmmhost_bundle::World;
 use lmmhost_sdk as sdk;
-use wasmtime::component::{HasSelf, Linker};
+use wasmtime::component::HasSelf;
 use wasmtime::Store;
 
 use crate::convert;
@@ -23,11 +23,12 @@ impl SchedulePlugin {
     pub fn new(runtime: &PluginRuntime, spec: PluginSpec) -> Result<SchedulePlugin> {
         let name = spec.name.clone();
         let (component, _) = runtime.prepare(&spec, World::Schedule)?;
-        let mut linker = Linker::<State>::new(&runtime.engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
-        sw::SchedulePlugin::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)?;
+        let pre = sw::SchedulePluginPre::new(runtime.instance_pre(&spec, &component, |l| {
+            sw::SchedulePlugin::add_to_linker::<State, HasSelf<State>>(l, |s| s)
+        })?)?;
         let mut store = new_store(&runtime.engine, &spec, &[])?;
-        let bindings = sw::SchedulePlugin::instantiate(&mut store, &component, &linker)
+        let bindings = pre
+            .instantiate(&mut store)
             .map_err(anyhow::Error::from)
             .with_context(|| format!("plugin {name}: cannot instantiate"))?;
         let mut plugin = SchedulePlugin {
