@@ -17,6 +17,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Train: run an experiment file (staged SFT and GRPO driven by its plugins).
+    Run(cli::train::RunArgs),
+    /// Evaluate a model on a dataset with reward plugins: accuracy, pass@k, answers.
+    Eval(cli::train::EvalArgs),
+    /// Draw the PNG plots of a run directory (also written at the end of a run).
+    Plot(cli::train::PlotArgs),
     /// Inspect and try plugins (WebAssembly components) offline.
     #[command(subcommand)]
     Plugin(cli::plugin::PluginCommand),
@@ -33,6 +39,9 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Run(args) => cli::train::run_cmd(args),
+        Command::Eval(args) => cli::train::eval_cmd(args),
+        Command::Plot(args) => cli::train::plot_cmd(args),
         Command::Plugin(cmd) => cli::plugin::run(cmd),
         Command::Bundle(cmd) => cli::bundle::run(cmd),
         Command::Logits(args) => cli::model::logits(args),

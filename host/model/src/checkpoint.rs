@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
 
 use crate::config::{Architecture, ModelConfig};
-use crate::lm::{CausalLm, ForwardInputs, KvCache};
+use crate::lm::{CausalLm, Entropy, ForwardInputs, KvCache};
 use crate::qwen2::Qwen2ForCausalLM;
 use crate::qwen2_5_vl::Qwen2_5VlForConditionalGeneration;
 
@@ -415,8 +415,13 @@ impl CausalLm for Model {
     fn decode_step(&self, ids: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
         self.as_lm().decode_step(ids, cache)
     }
-    fn token_logprobs(&self, inputs: &ForwardInputs, targets: &Tensor) -> Result<Tensor> {
-        self.as_lm().token_logprobs(inputs, targets)
+    fn token_stats(
+        &self,
+        inputs: &ForwardInputs,
+        targets: &Tensor,
+        entropy: Entropy,
+    ) -> Result<(Tensor, Option<Tensor>)> {
+        self.as_lm().token_stats(inputs, targets, entropy)
     }
     fn eos_token_ids(&self) -> &[i64] {
         self.as_lm().eos_token_ids()

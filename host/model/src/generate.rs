@@ -353,7 +353,12 @@ mod tests {
             cache.next_position = &cache.next_position + 1;
             Ok(self.logits_for(&toks, &pos))
         }
-        fn token_logprobs(&self, _inputs: &ForwardInputs, _targets: &Tensor) -> Result<Tensor> {
+        fn token_stats(
+            &self,
+            _inputs: &ForwardInputs,
+            _targets: &Tensor,
+            _entropy: crate::lm::Entropy,
+        ) -> Result<(Tensor, Option<Tensor>)> {
             bail!("not used by generation")
         }
         fn eos_token_ids(&self) -> &[i64] {

@@ -31,6 +31,16 @@ pub struct KvCache {
     pub next_position: Tensor,
 }
 
+/// Whether [`CausalLm::token_stats`] computes per-position entropies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entropy {
+    Off,
+    /// For the metrics only: computed without autograd history.
+    Detached,
+    /// For an entropy bonus in the loss.
+    Differentiable,
+}
+
 /// A causal language model (text-only or vision-language).
 pub trait CausalLm {
     /// Full logits `[B, L, V]` (float32 for f32 models).
@@ -44,8 +54,20 @@ pub trait CausalLm {
 
     /// Log-probabilities of `targets` (`[B, L]`, the token that follows each
     /// position) under the model, `[B, L]` float32, computed without keeping a
-    /// full float32 `[B, L, V]` tensor alive when it can be avoided.
-    fn token_logprobs(&self, inputs: &ForwardInputs, targets: &Tensor) -> Result<Tensor>;
+    /// full float32 `[B, L, V]` tensor alive when it can be avoided; with
+    /// `entropy`, also the entropy of each position's next-token distribution
+    /// `[B, L]` (the entropy bonus of GRPO; costs one more pass over the logits).
+    fn token_stats(
+        &self,
+        inputs: &ForwardInputs,
+        targets: &Tensor,
+        entropy: Entropy,
+    ) -> Result<(Tensor, Option<Tensor>)>;
+
+    /// [`CausalLm::token_stats`] without the entropy.
+    fn token_logprobs(&self, inputs: &ForwardInputs, targets: &Tensor) -> Result<Tensor> {
+        Ok(self.token_stats(inputs, targets, Entropy::Off)?.0)
+    }
 
     /// End-of-sequence and other special token ids the model was configured with.
     fn eos_token_ids(&self) -> &[i64];

@@ -8,7 +8,7 @@ use tch::{Kind, Tensor};
 
 use crate::checkpoint::{Params, Weights};
 use crate::config::{ModelConfig, TextConfig};
-use crate::lm::{CausalLm, ForwardInputs, KvCache};
+use crate::lm::{CausalLm, Entropy, ForwardInputs, KvCache};
 use crate::rope;
 
 /// `y = x W^T + b`.
@@ -385,22 +385,34 @@ pub fn next_positions(positions: &Tensor, mask: &Tensor) -> Tensor {
 /// float32 logits tensor that autograd keeps: the log-sum-exp comes from a
 /// detached float32 copy, and its gradient (`-softmax`) enters through a
 /// zero-valued term on the model-dtype logits.
-pub fn chunked_token_logprobs(
+pub fn chunked_token_stats(
     hidden: &Tensor,
     lm_head: &Tensor,
     targets: &Tensor,
-) -> Result<Tensor> {
+    entropy: Entropy,
+) -> Result<(Tensor, Option<Tensor>)> {
     // ~64M logits per chunk (256 MB in float32).
-    token_logprobs_in_chunks(hidden, lm_head, targets, 1 << 26)
+    token_stats_in_chunks(hidden, lm_head, targets, 1 << 26, entropy)
 }
 
-/// [`chunked_token_logprobs`] with at most `budget` logits per chunk.
+/// Log-probabilities only, with at most `budget` logits per chunk.
 pub fn token_logprobs_in_chunks(
     hidden: &Tensor,
     lm_head: &Tensor,
     targets: &Tensor,
     budget: i64,
 ) -> Result<Tensor> {
+    Ok(token_stats_in_chunks(hidden, lm_head, targets, budget, Entropy::Off)?.0)
+}
+
+/// [`chunked_token_stats`] with at most `budget` logits per chunk.
+pub fn token_stats_in_chunks(
+    hidden: &Tensor,
+    lm_head: &Tensor,
+    targets: &Tensor,
+    budget: i64,
+    entropy: Entropy,
+) -> Result<(Tensor, Option<Tensor>)> {
     let (b, l) = (hidden.size()[0], hidden.size()[1]);
     if targets.size() != [b, l] {
         bail!(
@@ -412,10 +424,25 @@ pub fn token_logprobs_in_chunks(
     let chunk = (budget / (b * vocab).max(1)).clamp(1, l.max(1));
     let targets = targets.to_kind(Kind::Int64);
     let mut out = Vec::new();
+    let mut entropies = Vec::new();
     let mut start = 0;
     while start < l {
         let n = chunk.min(l - start);
         let logits = hidden.narrow(1, start, n).linear(lm_head, None::<&Tensor>);
+        if entropy != Entropy::Off {
+            // H = lse - sum(p * z), in float32.
+            let h = || {
+                let z = logits.to_kind(Kind::Float);
+                let lse = z.logsumexp([-1].as_slice(), true);
+                let p = (&z - &lse).exp();
+                (lse - (p * &z).sum_dim_intlist([-1].as_slice(), true, Kind::Float)).squeeze_dim(-1)
+            };
+            entropies.push(if entropy == Entropy::Detached {
+                tch::no_grad(h)
+            } else {
+                h()
+            });
+        }
         let t = targets.narrow(1, start, n).unsqueeze(-1);
         let lp = if logits.kind() == Kind::Float || logits.kind() == Kind::Double {
             let lse = logits.logsumexp([-1].as_slice(), true);
@@ -439,7 +466,8 @@ pub fn token_logprobs_in_chunks(
         out.push(lp);
         start += n;
     }
-    Ok(Tensor::cat(&out, 1))
+    let entropy = (entropy != Entropy::Off).then(|| Tensor::cat(&entropies, 1));
+    Ok((Tensor::cat(&out, 1), entropy))
 }
 
 /// `Qwen2ForCausalLM`.
@@ -600,9 +628,14 @@ impl CausalLm for Qwen2ForCausalLM {
         decode_step(&self.model, &self.lm_head, ids, cache, false)
     }
 
-    fn token_logprobs(&self, inputs: &ForwardInputs, targets: &Tensor) -> Result<Tensor> {
+    fn token_stats(
+        &self,
+        inputs: &ForwardInputs,
+        targets: &Tensor,
+        entropy: Entropy,
+    ) -> Result<(Tensor, Option<Tensor>)> {
         let (h, _) = self.hidden(inputs, None)?;
-        chunked_token_logprobs(&h, &self.lm_head, targets)
+        chunked_token_stats(&h, &self.lm_head, targets, entropy)
     }
 
     fn eos_token_ids(&self) -> &[i64] {

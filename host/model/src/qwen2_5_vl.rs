@@ -7,7 +7,7 @@ use tch::{Kind, Tensor};
 
 use crate::checkpoint::{Params, Weights};
 use crate::config::ModelConfig;
-use crate::lm::{CausalLm, ForwardInputs, KvCache};
+use crate::lm::{CausalLm, Entropy, ForwardInputs, KvCache};
 use crate::qwen2::{self, Qwen2Model};
 use crate::vision::VisionTransformer;
 
@@ -162,9 +162,14 @@ impl CausalLm for Qwen2_5VlForConditionalGeneration {
         qwen2::decode_step(&self.model, &self.lm_head, ids, cache, true)
     }
 
-    fn token_logprobs(&self, inputs: &ForwardInputs, targets: &Tensor) -> Result<Tensor> {
+    fn token_stats(
+        &self,
+        inputs: &ForwardInputs,
+        targets: &Tensor,
+        entropy: Entropy,
+    ) -> Result<(Tensor, Option<Tensor>)> {
         let (h, _) = self.hidden(inputs, None)?;
-        qwen2::chunked_token_logprobs(&h, &self.lm_head, targets)
+        qwen2::chunked_token_stats(&h, &self.lm_head, targets, entropy)
     }
 
     fn eos_token_ids(&self) -> &[i64] {

@@ -4,3 +4,4 @@ pub mod bench;
 pub mod bundle;
 pub mod model;
 pub mod plugin;
+pub mod train;

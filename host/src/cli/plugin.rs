@@ -84,7 +84,8 @@ fn check(file: &PathBuf) -> Result<()> {
         "wit version:  {}",
         facts.wit_version.as_deref().unwrap_or("-")
     );
-    match check_wit_compatible(&facts) {
+    let compatible = check_wit_compatible(&facts);
+    match &compatible {
         Ok(()) => println!("compatible:   yes (host speaks lmmhost:plugin@{HOST_WIT_VERSION})"),
         Err(why) => println!("compatible:   NO: {why}"),
     }
@@ -97,6 +98,13 @@ fn check(file: &PathBuf) -> Result<()> {
     println!("imports:");
     for i in &facts.imports {
         println!("  {i}");
+    }
+    // Scripts check the exit code: an incompatible plugin is a failed check.
+    if compatible.is_err() {
+        bail!(
+            "{} is not compatible with this host (lmmhost:plugin@{HOST_WIT_VERSION})",
+            file.display()
+        );
     }
     Ok(())
 }
@@ -117,10 +125,14 @@ struct Flat {
 }
 
 fn parse_line(line: &str, n: usize) -> Result<sdk::Completion> {
-    if let Ok(c) = serde_json::from_str::<sdk::Completion>(line) {
-        return Ok(c);
+    let value: serde_json::Value = serde_json::from_str(line).context("invalid JSON")?;
+    // A `sample` key means the Completion shape: report its own error, not
+    // the flat shape's "unknown field `sample`".
+    if value.get("sample").is_some() {
+        return serde_json::from_value::<sdk::Completion>(value)
+            .context("not a valid Completion ({\"sample\", \"response\", \"response_tokens\"})");
     }
-    let f: Flat = serde_json::from_str(line)
+    let f: Flat = serde_json::from_value(value)
         .context("expected a Completion object or {\"prompt\", \"response\", \"answer\"}")?;
     Ok(sdk::Completion {
         sample: sdk::Sample {

@@ -1,4 +1,7 @@
-//! Where measurements go besides the JSONL log: TensorBoard event files and PNG plots.
+//! Where measurements go: the JSONL log (with TensorBoard event files beside
+//! it) and PNG plots.
 
+pub mod log;
 pub mod plot;
+pub mod run_plots;
 pub mod tensorboard;

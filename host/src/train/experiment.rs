@@ -40,8 +40,33 @@ pub struct Experiment {
     #[serde(default)]
     pub logging: Logging,
     pub eval: Option<Eval>,
+    #[serde(default)]
+    pub sft: Sft,
     /// Who may sign the bundles this experiment uses.
     pub trust: Option<Trust>,
+    /// The file as parsed TOML: stage overrides (`extra`) are applied to it and
+    /// the sections re-read, so every experiment key can be overridden per stage.
+    #[serde(skip)]
+    pub raw: toml::Table,
+}
+
+/// Settings of SFT stages (the loss covers assistant tokens only).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Sft {
+    /// Conversations per optimizer step (default: rollout.prompts_per_step).
+    pub batch_size: Option<usize>,
+    /// Conversations longer than this are skipped (counted in the metrics).
+    pub max_tokens: usize,
+}
+
+impl Default for Sft {
+    fn default() -> Self {
+        Sft {
+            batch_size: None,
+            max_tokens: 2048,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -150,7 +175,9 @@ fn one() -> f64 {
 pub struct DatasetEntry {
     /// Name of a loader plugin in `[plugins]`.
     pub loader: String,
-    /// Files or directories granted to the loader, read-only.
+    /// Files or directories granted to the loader, read-only (none for
+    /// generators such as loader-synthetic).
+    #[serde(default)]
     pub files: Vec<PathBuf>,
     /// Loader settings for this dataset, merged over the plugin's `config`.
     #[serde(default)]
@@ -162,6 +189,9 @@ pub struct DatasetEntry {
 pub struct ScheduleSection {
     /// Name of a schedule plugin in `[plugins]`.
     pub plugin: String,
+    /// A TOML file with the schedule's config (e.g. configs/schedules/*.toml),
+    /// merged over the plugin's `config` table.
+    pub file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -202,6 +232,8 @@ pub struct Optim {
     pub warmup_steps: u64,
     /// Floor of the decay as a fraction of `lr`.
     pub min_lr_ratio: f64,
+    /// Optimizer steps the decay spans (required unless `lr_decay = "constant"`).
+    pub decay_steps: Option<u64>,
     pub betas: [f64; 2],
     pub eps: f64,
     pub weight_decay: f64,
@@ -220,6 +252,7 @@ impl Default for Optim {
             lr_decay: LrDecay::Constant,
             warmup_steps: 0,
             min_lr_ratio: 0.0,
+            decay_steps: None,
             betas: [0.9, 0.999],
             eps: 1e-8,
             weight_decay: 0.01,
@@ -380,6 +413,9 @@ pub struct Logging {
     pub tensorboard: bool,
     pub plots: bool,
     pub progress: bool,
+    /// Expected steps of the whole run, for the progress bar's ETA (the
+    /// schedule decides the real length).
+    pub total_steps: Option<u64>,
 }
 
 impl Default for Logging {
@@ -388,6 +424,7 @@ impl Default for Logging {
             tensorboard: true,
             plots: true,
             progress: true,
+            total_steps: None,
         }
     }
 }
@@ -440,15 +477,207 @@ pub struct Trust {
 /// line and what was expected.
 fn parse(text: &str) -> std::result::Result<Experiment, String> {
     let de = toml::Deserializer::parse(text).map_err(|e| e.to_string())?;
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let key = e.path().to_string();
-        let inner = e.into_inner().to_string();
-        if key.is_empty() || key == "." {
-            inner
+    let mut exp: Experiment = serde_path_to_error::deserialize(de).map_err(path_error)?;
+    exp.raw = text.parse::<toml::Table>().map_err(|e| e.to_string())?;
+    Ok(exp)
+}
+
+fn path_error<E: std::fmt::Display>(e: serde_path_to_error::Error<E>) -> String {
+    let key = e.path().to_string();
+    let inner = e.into_inner().to_string();
+    if key.is_empty() || key == "." {
+        inner
+    } else {
+        format!("key `{key}`: {inner}")
+    }
+}
+
+/// The settings one step runs with: the experiment file's sections with the
+/// schedule plan's overrides applied.
+#[derive(Debug, Clone)]
+pub struct StageSettings {
+    pub rollout: Rollout,
+    pub optim: Optim,
+    pub grpo: Grpo,
+    pub sft: Sft,
+}
+
+/// The sections a stage may change (`extra` keys must fall inside them).
+#[derive(Deserialize)]
+struct Sections {
+    #[serde(default)]
+    rollout: Rollout,
+    #[serde(default)]
+    optim: Optim,
+    #[serde(default)]
+    grpo: Grpo,
+    #[serde(default)]
+    sft: Sft,
+}
+
+const STAGE_SECTIONS: [&str; 4] = ["rollout", "optim", "grpo", "sft"];
+
+/// Sets `value` (TOML value text) at the dotted `key` of `table`.
+fn set_dotted(table: &mut toml::Table, key: &str, value: &str) -> Result<()> {
+    let parsed: toml::Table = format!("v = {value}")
+        .parse()
+        .map_err(|e| anyhow::anyhow!("value {value:?} is not a TOML value: {e}"))?;
+    let value = parsed.get("v").cloned().context("empty value")?;
+    let parts: Vec<&str> = key.split('.').collect();
+    let (last, parents) = parts.split_last().context("empty key")?;
+    let mut cur = table;
+    for p in parents {
+        let entry = cur
+            .entry(p.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        cur = entry
+            .as_table_mut()
+            .with_context(|| format!("`{p}` in `{key}` is not a table"))?;
+    }
+    cur.insert(last.to_string(), value);
+    Ok(())
+}
+
+impl Experiment {
+    /// The effective settings for `plan`: `extra` first (any key of
+    /// rollout/optim/grpo/sft, re-read with the same checks as the file), then
+    /// the typed overrides.
+    pub fn stage_settings(&self, plan: &lmmhost_sdk::Plan) -> Result<StageSettings> {
+        let o = &plan.overrides;
+        let ctx = || format!("stage {:?}: overrides", plan.stage);
+        let sections: Sections = if o.extra.is_empty() {
+            Sections {
+                rollout: self.rollout.clone(),
+                optim: self.optim.clone(),
+                grpo: self.grpo.clone(),
+                sft: self.sft.clone(),
+            }
         } else {
-            format!("key `{key}`: {inner}")
+            let mut raw = toml::Table::new();
+            for s in STAGE_SECTIONS {
+                if let Some(v) = self.raw.get(s) {
+                    raw.insert(s.to_string(), v.clone());
+                }
+            }
+            for (key, value) in &o.extra {
+                let section = key.split('.').next().unwrap_or_default();
+                if !STAGE_SECTIONS.contains(&section) || !key.contains('.') {
+                    bail!(
+                        "{}: extra key {key:?} cannot change per stage (allowed: {})",
+                        ctx(),
+                        STAGE_SECTIONS.map(|s| format!("{s}.*")).join(", ")
+                    );
+                }
+                set_dotted(&mut raw, key, value)
+                    .with_context(|| format!("{}: extra key {key:?}", ctx()))?;
+            }
+            serde_path_to_error::deserialize(toml::Value::Table(raw))
+                .map_err(|e| anyhow::anyhow!("{}: {}", ctx(), path_error(e)))?
+        };
+        let Sections {
+            mut rollout,
+            mut optim,
+            mut grpo,
+            sft,
+        } = sections;
+        if let Some(v) = o.learning_rate {
+            optim.lr = v;
         }
-    })
+        if let Some(v) = o.kl_coef {
+            grpo.kl.coef = v;
+        }
+        if let Some(v) = o.temperature {
+            rollout.temperature = v;
+        }
+        if let Some(v) = o.top_p {
+            rollout.top_p = v;
+        }
+        if let Some(v) = o.group_size {
+            rollout.group_size = v;
+        }
+        if let Some(v) = o.entropy_coef {
+            grpo.entropy.coef = v;
+        }
+        if let Some(v) = o.entropy_warmup_steps {
+            grpo.entropy.warmup_steps = v;
+        }
+        if let Some(v) = o.entropy_decay {
+            grpo.entropy.decay = v;
+        }
+        if let Some(v) = o.freeze_vision {
+            grpo.freeze_vision = v;
+        }
+        if let Some(v) = o.freeze_language {
+            grpo.freeze_language = v;
+        }
+        if let Some(v) = o.dynamic_sampling {
+            grpo.dynamic_sampling.enabled = v;
+        }
+        let p = &o.pad;
+        let pad = &mut grpo.pad;
+        pad.enabled = p.enabled.unwrap_or(pad.enabled);
+        pad.t_low = p.t_low.unwrap_or(pad.t_low);
+        pad.t_high = p.t_high.unwrap_or(pad.t_high);
+        pad.ratio = p.ratio.unwrap_or(pad.ratio);
+        pad.tau_start = p.tau_start.unwrap_or(pad.tau_start);
+        pad.tau_end = p.tau_end.unwrap_or(pad.tau_end);
+        let settings = StageSettings {
+            rollout,
+            optim,
+            grpo,
+            sft,
+        };
+        let problems = settings.problems();
+        if !problems.is_empty() {
+            bail!("{}: {}", ctx(), problems.join("; "));
+        }
+        Ok(settings)
+    }
+}
+
+impl StageSettings {
+    /// Impossible combinations (also checked for the file's own settings).
+    pub fn problems(&self) -> Vec<String> {
+        let (r, o, g) = (&self.rollout, &self.optim, &self.grpo);
+        let mut out = Vec::new();
+        let mut check = |ok: bool, msg: &str| {
+            if !ok {
+                out.push(msg.to_string());
+            }
+        };
+        check(r.group_size >= 1, "rollout.group_size must be >= 1");
+        check(r.temperature > 0.0, "rollout.temperature must be > 0");
+        check(
+            r.top_p > 0.0 && r.top_p <= 1.0,
+            "rollout.top_p must be in (0, 1]",
+        );
+        check(
+            o.lr >= 0.0 && o.lr.is_finite(),
+            "optim.lr must be a finite number >= 0",
+        );
+        check(g.kl.coef >= 0.0, "grpo.kl.coef must be >= 0");
+        check(g.entropy.coef >= 0.0, "grpo.entropy.coef must be >= 0");
+        check(
+            g.entropy.decay > 0.0 && g.entropy.decay <= 1.0,
+            "grpo.entropy.decay must be in (0, 1]",
+        );
+        check(
+            !(g.freeze_vision && g.freeze_language),
+            "grpo.freeze_vision and grpo.freeze_language: freezing both leaves nothing to train",
+        );
+        check(
+            !(g.pad.enabled && g.dynamic_sampling.enabled),
+            "grpo.pad.enabled and grpo.dynamic_sampling.enabled: choose one remedy for zero-advantage groups",
+        );
+        check(
+            !(g.advantage == AdvantageEstimator::GroupNorm && r.group_size == 1),
+            "rollout.group_size = 1 with grpo.advantage = \"group-norm\": a group of one has no advantage",
+        );
+        if let Err(e) = g.pad.validate() {
+            out.push(format!("grpo.{e}"));
+        }
+        out
+    }
 }
 
 impl Experiment {
@@ -482,6 +711,7 @@ impl Experiment {
         if let Some(t) = self.trust.as_mut() {
             fix(&mut t.trusted_keys);
         }
+        self.schedule.file.as_mut().map(fix);
         let out = self
             .output_dir
             .get_or_insert_with(|| PathBuf::from("runs").join(&self.name));
@@ -563,16 +793,18 @@ impl Experiment {
                     d.loader
                 ),
             );
-            check(
-                !d.files.is_empty(),
-                format!("datasets.{name}.files: grant at least one file or directory"),
-            );
             for f in &d.files {
                 check(
                     f.exists(),
                     format!("datasets.{name}.files: {} does not exist", f.display()),
                 );
             }
+        }
+        if let Some(f) = &self.schedule.file {
+            check(
+                f.is_file(),
+                format!("schedule.file: file not found: {}", f.display()),
+            );
         }
         check(
             plugin(&self.schedule.plugin),
@@ -583,15 +815,6 @@ impl Experiment {
         );
 
         let r = &self.rollout;
-        check(r.group_size >= 1, "rollout.group_size must be >= 1".into());
-        check(
-            r.temperature > 0.0,
-            "rollout.temperature must be > 0".into(),
-        );
-        check(
-            r.top_p > 0.0 && r.top_p <= 1.0,
-            "rollout.top_p must be in (0, 1]".into(),
-        );
         check(
             r.max_response_tokens >= 1,
             "rollout.max_response_tokens must be >= 1".into(),
@@ -606,10 +829,6 @@ impl Experiment {
         );
 
         let o = &self.optim;
-        check(
-            o.lr >= 0.0 && o.lr.is_finite(),
-            "optim.lr must be a finite number >= 0".into(),
-        );
         check(
             o.betas.iter().all(|b| (0.0..1.0).contains(b)),
             "optim.betas must both be in [0, 1)".into(),
@@ -630,6 +849,14 @@ impl Experiment {
             (0.0..=1.0).contains(&o.min_lr_ratio),
             "optim.min_lr_ratio must be in [0, 1]".into(),
         );
+        check(
+            o.lr_decay == LrDecay::Constant || o.decay_steps.is_some_and(|n| n > 0),
+            "optim.decay_steps: required (> 0) when optim.lr_decay is not \"constant\"".into(),
+        );
+        check(
+            self.sft.batch_size != Some(0),
+            "sft.batch_size must be >= 1".into(),
+        );
 
         let g = &self.grpo;
         check(
@@ -640,28 +867,15 @@ impl Experiment {
         if let Some(c) = g.dual_clip {
             check(c > 1.0, format!("grpo.dual_clip must be > 1 (got {c})"));
         }
-        check(g.kl.coef >= 0.0, "grpo.kl.coef must be >= 0".into());
-        check(
-            g.entropy.coef >= 0.0,
-            "grpo.entropy.coef must be >= 0".into(),
-        );
-        check(
-            g.entropy.decay > 0.0 && g.entropy.decay <= 1.0,
-            "grpo.entropy.decay must be in (0, 1]".into(),
-        );
-        check(
-            !(g.freeze_vision && g.freeze_language),
-            "grpo.freeze_vision and grpo.freeze_language: freezing both leaves nothing to train"
-                .into(),
-        );
-        check(!(g.pad.enabled && g.dynamic_sampling.enabled), "grpo.pad.enabled and grpo.dynamic_sampling.enabled: choose one remedy for zero-advantage groups".into());
-        if let Err(e) = g.pad.validate() {
-            check(false, format!("grpo.{e}"));
+        let own = StageSettings {
+            rollout: self.rollout.clone(),
+            optim: self.optim.clone(),
+            grpo: self.grpo.clone(),
+            sft: self.sft.clone(),
+        };
+        for p in own.problems() {
+            check(false, p);
         }
-        check(
-            !(g.advantage == AdvantageEstimator::GroupNorm && r.group_size == 1),
-            "rollout.group_size = 1 with grpo.advantage = \"group-norm\": a group of one has no advantage".into(),
-        );
         if let Some(e) = &self.eval {
             for d in &e.datasets {
                 check(

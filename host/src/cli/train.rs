@@ -1,0 +1,220 @@
+//! `lmmhost run`, `lmmhost eval` and `lmmhost plot`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use lmmhost::train::eval::{evaluate, table, write_records, EvalSettings};
+use lmmhost::train::experiment::{Experiment, ModelInit, ModelSection};
+use lmmhost::train::plugins::Reward;
+use lmmhost::train::policy::Policy;
+use lmmhost::train::run::{run, RunOptions};
+use lmmhost_plugin_host::{LoaderPlugin, PluginRuntime, PluginSpec, RewardPlugin, RuntimeOptions};
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// The experiment file.
+    experiment: PathBuf,
+    /// Continue from the latest checkpoint in the run's checkpoint directory.
+    #[arg(long)]
+    resume: bool,
+    /// Stop after this many steps in total (the schedule may end sooner).
+    #[arg(long)]
+    max_steps: Option<u64>,
+}
+
+pub fn run_cmd(args: RunArgs) -> Result<()> {
+    let exp = Experiment::load(&args.experiment)?;
+    run(
+        &exp,
+        &RunOptions {
+            resume: args.resume,
+            max_steps: args.max_steps,
+        },
+    )?;
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct PlotArgs {
+    /// A run directory (the experiment's output_dir, holding metrics.jsonl).
+    run_dir: PathBuf,
+}
+
+pub fn plot_cmd(args: PlotArgs) -> Result<()> {
+    for p in lmmhost::metrics::run_plots::plot_run(&args.run_dir)? {
+        println!("{}", p.display());
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct EvalArgs {
+    /// A Hugging Face model directory (e.g. a run's final-model/).
+    #[arg(long)]
+    model: PathBuf,
+    /// Dataset files or directories, granted read-only to the loader (repeatable).
+    #[arg(long = "dataset")]
+    datasets: Vec<PathBuf>,
+    /// Loader component (.wasm), or a core loader's short name: jsonl, parquet, synthetic.
+    #[arg(long, default_value = "jsonl")]
+    loader: String,
+    /// Loader config as TOML text, e.g. 'format = "easyr1"'.
+    #[arg(long, default_value = "")]
+    loader_config: String,
+    /// Reward component(s) (.wasm or short name: math, format, choice, sokoban),
+    /// optionally `=WEIGHT` (repeatable; default: math).
+    #[arg(long = "reward")]
+    rewards: Vec<String>,
+    /// Reward config as TOML text (applies to every reward plugin).
+    #[arg(long, default_value = "")]
+    reward_config: String,
+    /// Completions per prompt (pass@k needs k <= samples).
+    #[arg(long, default_value_t = 1)]
+    samples: usize,
+    /// k values for pass@k, comma separated.
+    #[arg(long, value_delimiter = ',', default_value = "1")]
+    pass_k: Vec<usize>,
+    /// Sampling temperature; 0 is greedy (needs --samples 1).
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f64,
+    #[arg(long, default_value_t = 1024)]
+    max_response_tokens: usize,
+    #[arg(long, default_value_t = 4096)]
+    max_prompt_tokens: usize,
+    /// Evaluate the first N samples only.
+    #[arg(long)]
+    limit: Option<usize>,
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    #[arg(long, default_value = "f32")]
+    dtype: String,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Where the per-sample answers go (default: eval-<model dir name>.jsonl).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+/// A plugin file, or a core plugin's short name looked up next to the binary
+/// (`target/release/lmmhost` -> `target/plugins/<kind>-<name>.wasm`).
+fn resolve_plugin(arg: &str, kind: &str) -> Result<PathBuf> {
+    let p = PathBuf::from(arg);
+    if p.is_file() {
+        return Ok(p);
+    }
+    let exe = std::env::current_exe().context("cannot locate the lmmhost binary")?;
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("plugins"))
+        .unwrap_or_default();
+    let candidate = dir.join(format!("{kind}-{arg}.wasm"));
+    if candidate.is_file() {
+        return Ok(candidate);
+    }
+    bail!(
+        "{kind} plugin {arg:?}: no such file, and no core plugin {} (build them with scripts/build-plugins.sh)",
+        candidate.display()
+    )
+}
+
+pub fn eval_cmd(args: EvalArgs) -> Result<()> {
+    if args.temperature == 0.0 && args.samples > 1 {
+        bail!(
+            "--samples {} with --temperature 0: greedy samples are all identical",
+            args.samples
+        );
+    }
+    if let Some(k) = args.pass_k.iter().find(|&&k| k == 0 || k > args.samples) {
+        bail!("--pass-k {k}: needs 1 <= k <= --samples ({})", args.samples);
+    }
+    let runtime = PluginRuntime::new(RuntimeOptions::default())?;
+    let loader_path = resolve_plugin(&args.loader, "loader")?;
+    let mut spec = PluginSpec::from_file("loader", &loader_path, &args.loader_config)?;
+    spec.grants = args.datasets.clone();
+    let loader = LoaderPlugin::new(&runtime, spec)?;
+    let reward_args = if args.rewards.is_empty() {
+        vec!["math".to_string()]
+    } else {
+        args.rewards.clone()
+    };
+    let mut rewards = Vec::new();
+    for r in &reward_args {
+        let (name, weight) = match r.rsplit_once('=') {
+            Some((n, w)) => (
+                n,
+                w.parse::<f64>()
+                    .with_context(|| format!("--reward {r}: weight {w:?} is not a number"))?,
+            ),
+            None => (r.as_str(), 1.0),
+        };
+        let path = resolve_plugin(name, "reward")?;
+        let label = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().to_string())
+            .unwrap_or_else(|| name.to_string());
+        let spec = PluginSpec::from_file(&label, &path, &args.reward_config)?;
+        rewards.push(Reward {
+            name: label,
+            weight,
+            plugin: RewardPlugin::new(&runtime, spec)?,
+        });
+    }
+    let section = ModelSection {
+        path: args.model.clone(),
+        init: ModelInit::Pretrained,
+        device: args.device.clone(),
+        dtype: args.dtype.clone(),
+        threads: None,
+    };
+    let policy = Policy::load(&section, None, args.seed)?;
+    let set = EvalSettings {
+        samples: args.samples,
+        greedy: args.temperature == 0.0,
+        temperature: if args.temperature == 0.0 {
+            1.0
+        } else {
+            args.temperature
+        },
+        max_response_tokens: args.max_response_tokens,
+        max_prompt_tokens: args.max_prompt_tokens,
+        limit: args.limit,
+        pass_k: args.pass_k.clone(),
+        batch_prompts: 16,
+        seed: args.seed,
+    };
+    let name = args
+        .datasets
+        .first()
+        .and_then(|d| d.file_stem())
+        .map(|s| s.to_string_lossy().to_string())
+        .unwrap_or_else(|| "dataset".into());
+    let rewards = Arc::new(rewards);
+    let result = evaluate(&policy, &name, &loader, &rewards, &set)?;
+    let out = args.out.clone().unwrap_or_else(|| {
+        let m = args
+            .model
+            .file_name()
+            .map(|s| s.to_string_lossy().to_string())
+            .unwrap_or_else(|| "model".into());
+        PathBuf::from(format!("eval-{m}.jsonl"))
+    });
+    if out.exists() {
+        std::fs::remove_file(&out).with_context(|| format!("cannot replace {}", out.display()))?;
+    }
+    write_records(&out, &result.records)?;
+    print!(
+        "{}",
+        table(&[(args.model.display().to_string(), result.clone())])
+    );
+    if result.skipped > 0 {
+        println!(
+            "{} prompts skipped: longer than --max-prompt-tokens",
+            result.skipped
+        );
+    }
+    println!("answers: {}", out.display());
+    Ok(())
+}

@@ -1,0 +1,106 @@
+//! The run's metrics: one JSON line per step in `metrics.jsonl` (the record of
+//! truth, read back by `lmmhost plot` and by resume), mirrored into
+//! TensorBoard event files.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use super::tensorboard::EventWriter;
+
+/// One step's record.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StepRecord {
+    pub step: u64,
+    pub stage: String,
+    pub kind: String,
+    pub stage_step: u64,
+    /// Every scalar of the step by name (`reward/mean`, `time/rollout`, ...).
+    pub values: BTreeMap<String, f64>,
+}
+
+pub struct MetricsLog {
+    path: PathBuf,
+    tb: Option<EventWriter>,
+    /// Records in the file (a checkpoint stores it; resume keeps that many).
+    pub records: usize,
+}
+
+fn now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+impl MetricsLog {
+    /// Opens `dir/metrics.jsonl`, keeping its first `keep` records (a resumed
+    /// run rewrites what came after its checkpoint); `None` starts afresh.
+    pub fn open(dir: &Path, tensorboard: bool, keep: Option<usize>) -> Result<MetricsLog> {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let path = dir.join("metrics.jsonl");
+        let kept: Vec<StepRecord> = match keep {
+            Some(n) if path.exists() => read_records(&path)?.into_iter().take(n).collect(),
+            _ => Vec::new(),
+        };
+        let mut f = std::fs::File::create(&path)
+            .with_context(|| format!("cannot create {}", path.display()))?;
+        for r in &kept {
+            serde_json::to_writer(&mut f, r)?;
+            writeln!(f)?;
+        }
+        let tb = if tensorboard {
+            Some(EventWriter::create(&dir.join("tensorboard"), now())?)
+        } else {
+            None
+        };
+        Ok(MetricsLog {
+            path,
+            tb,
+            records: kept.len(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn write(&mut self, r: &StepRecord) -> Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.path)
+            .with_context(|| format!("cannot open {}", self.path.display()))?;
+        serde_json::to_writer(&mut f, r)?;
+        writeln!(f).with_context(|| format!("cannot write {}", self.path.display()))?;
+        self.records += 1;
+        if let Some(tb) = self.tb.as_mut() {
+            let values: Vec<(String, f64)> = r
+                .values
+                .iter()
+                .map(|(k, v)| (format!("{}/{k}", r.stage), *v))
+                .chain(r.values.iter().map(|(k, v)| (k.clone(), *v)))
+                .collect();
+            let refs: Vec<(&str, f64)> = values.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+            tb.scalars(r.step as i64, now(), &refs)?;
+            tb.flush()?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads a metrics.jsonl file; a bad line is an error naming its number.
+pub fn read_records(path: &Path) -> Result<Vec<StepRecord>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            serde_json::from_str(l)
+                .with_context(|| format!("{}:{}: not a metrics record", path.display(), i + 1))
+        })
+        .collect()
+}

@@ -1,0 +1,232 @@
+//! Evaluation: the first `limit` samples of a dataset, one or more completions
+//! each (greedy or sampled), scored by the reward plugins; accuracy, pass@k and
+//! every answer kept for inspection.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use lmmhost_model::sampling::{SamplingParams, SeededRng};
+use lmmhost_plugin_host::LoaderPlugin;
+use lmmhost_sdk as sdk;
+use serde::Serialize;
+
+use super::data::{derive_seed, prompt_conversation};
+use super::plugins::{score_all, CombinedScore, Reward};
+use super::policy::Policy;
+use super::rollout::{prepare_prompts, roll_out, RolloutConfig};
+use crate::rl::passk::mean_pass_at_k;
+
+#[derive(Debug, Clone)]
+pub struct EvalSettings {
+    pub samples: usize,
+    pub greedy: bool,
+    pub temperature: f64,
+    pub max_response_tokens: usize,
+    pub max_prompt_tokens: usize,
+    pub limit: Option<usize>,
+    pub pass_k: Vec<usize>,
+    /// Prompts generated together.
+    pub batch_prompts: usize,
+    pub seed: u64,
+}
+
+/// One evaluated completion.
+#[derive(Debug, Clone, Serialize)]
+pub struct EvalRecord {
+    pub dataset: String,
+    pub index: u64,
+    pub id: String,
+    pub answer: Option<String>,
+    pub sample: usize,
+    pub response: String,
+    pub response_tokens: usize,
+    pub total: f64,
+    pub components: BTreeMap<String, f64>,
+    pub correct: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EvalResult {
+    pub dataset: String,
+    pub prompts: usize,
+    /// Prompts skipped for exceeding the prompt-token limit.
+    pub skipped: usize,
+    /// Mean correctness over all completions.
+    pub accuracy: f64,
+    pub pass_at_k: Vec<(usize, f64)>,
+    pub reward_mean: f64,
+    pub components: BTreeMap<String, f64>,
+    pub response_tokens_mean: f64,
+    #[serde(skip)]
+    pub records: Vec<EvalRecord>,
+}
+
+/// A completion is correct when its `accuracy` component is at least 0.5
+/// (reward plugins report 1 or 0); without such a component, when the total
+/// reward is positive.
+pub fn is_correct(s: &CombinedScore) -> bool {
+    match s.components.get("accuracy") {
+        Some(a) => *a >= 0.5,
+        None => s.total > 0.0,
+    }
+}
+
+pub fn evaluate(
+    policy: &Policy,
+    dataset: &str,
+    loader: &LoaderPlugin,
+    rewards: &[Reward],
+    set: &EvalSettings,
+) -> Result<EvalResult> {
+    let n = set
+        .limit
+        .map_or(loader.len(), |l| (l as u64).min(loader.len()));
+    let indices: Vec<u64> = (0..n).collect();
+    let sampling = if set.greedy {
+        SamplingParams::greedy()
+    } else {
+        SamplingParams {
+            temperature: set.temperature,
+            ..SamplingParams::default()
+        }
+    };
+    let cfg = RolloutConfig {
+        samples_per_prompt: set.samples,
+        sampling,
+        max_new_tokens: set.max_response_tokens,
+        min_new_tokens: 0,
+        blocked_token_ids: Vec::new(),
+    };
+    let mut records = Vec::new();
+    let mut counts = Vec::new();
+    let mut skipped = 0;
+    for (chunk_no, chunk) in indices.chunks(set.batch_prompts.max(1)).enumerate() {
+        let samples = loader
+            .get_many(chunk)
+            .with_context(|| format!("eval dataset {dataset}"))?;
+        let convs = samples
+            .iter()
+            .map(prompt_conversation)
+            .collect::<Result<Vec<_>>>()?;
+        let (batch, kept) = prepare_prompts(&policy.processor, &convs, set.max_prompt_tokens)
+            .with_context(|| format!("eval dataset {dataset}"))?;
+        skipped += convs.len() - kept.len();
+        let Some(batch) = batch else { continue };
+        let mut rng = SeededRng::new(derive_seed(set.seed, "eval", chunk_no as u64));
+        let rows = roll_out(policy, &batch, &cfg, &mut rng, 0)?;
+        let completions: Vec<sdk::Completion> = rows
+            .iter()
+            .map(|r| sdk::Completion {
+                sample: samples[kept[r.group]].clone(),
+                response: r.text.clone(),
+                response_tokens: r.response.len() as u32,
+            })
+            .collect();
+        let scores = score_all(rewards, &completions)?;
+        for (g, &k) in kept.iter().enumerate() {
+            let mut correct = 0;
+            for (j, (row, score)) in rows
+                .iter()
+                .zip(&scores)
+                .filter(|(r, _)| r.group == g)
+                .enumerate()
+            {
+                let ok = is_correct(score);
+                correct += usize::from(ok);
+                records.push(EvalRecord {
+                    dataset: dataset.to_string(),
+                    index: chunk[k],
+                    id: samples[k].id.clone(),
+                    answer: samples[k].answer.clone(),
+                    sample: j,
+                    response: row.text.clone(),
+                    response_tokens: row.response.len(),
+                    total: score.total,
+                    components: score.components.clone(),
+                    correct: ok,
+                });
+            }
+            counts.push((set.samples, correct));
+        }
+    }
+    let m = records.len().max(1) as f64;
+    let mut components: BTreeMap<String, f64> = BTreeMap::new();
+    for r in &records {
+        for (k, v) in &r.components {
+            *components.entry(k.clone()).or_default() += v / m;
+        }
+    }
+    Ok(EvalResult {
+        dataset: dataset.to_string(),
+        prompts: counts.len(),
+        skipped,
+        accuracy: records.iter().filter(|r| r.correct).count() as f64 / m,
+        pass_at_k: set
+            .pass_k
+            .iter()
+            .map(|&k| (k, mean_pass_at_k(&counts, k)))
+            .collect(),
+        reward_mean: records.iter().map(|r| r.total).sum::<f64>() / m,
+        response_tokens_mean: records
+            .iter()
+            .map(|r| r.response_tokens as f64)
+            .sum::<f64>()
+            / m,
+        components,
+        records,
+    })
+}
+
+/// Appends the records as JSON lines to `path`.
+pub fn write_records(path: &Path, records: &[EvalRecord]) -> Result<()> {
+    if let Some(d) = path.parent() {
+        std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    for r in records {
+        serde_json::to_writer(&mut f, r)?;
+        writeln!(f)?;
+    }
+    Ok(())
+}
+
+/// A fixed-width table of results, one row per dataset.
+pub fn table(results: &[(String, EvalResult)]) -> String {
+    let mut ks: Vec<usize> = results
+        .iter()
+        .flat_map(|(_, r)| r.pass_at_k.iter().map(|p| p.0))
+        .collect();
+    ks.sort();
+    ks.dedup();
+    let mut out = format!(
+        "{:<24} {:<16} {:>7} {:>9}",
+        "when", "dataset", "prompts", "accuracy"
+    );
+    for k in &ks {
+        out.push_str(&format!(" {:>8}", format!("pass@{k}")));
+    }
+    out.push_str(&format!(" {:>8} {:>8}\n", "reward", "length"));
+    for (when, r) in results {
+        out.push_str(&format!(
+            "{:<24} {:<16} {:>7} {:>9.3}",
+            when, r.dataset, r.prompts, r.accuracy
+        ));
+        for k in &ks {
+            match r.pass_at_k.iter().find(|p| p.0 == *k) {
+                Some((_, v)) => out.push_str(&format!(" {v:>8.3}")),
+                None => out.push_str(&format!(" {:>8}", "-")),
+            }
+        }
+        out.push_str(&format!(
+            " {:>8.3} {:>8.1}\n",
+            r.reward_mean, r.response_tokens_mean
+        ));
+    }
+    out
+}

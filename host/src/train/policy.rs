@@ -1,0 +1,134 @@
+//! The model being trained, its processor and trainable parameters; and the
+//! frozen reference copy GRPO's KL term compares against.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use lmmhost_model::checkpoint::{self, LoadedModel, SaveOptions};
+use lmmhost_model::config::{Architecture, ModelConfig};
+use lmmhost_model::device::{parse_device, parse_dtype};
+use lmmhost_model::lm::CausalLm;
+use lmmhost_model::processor::Processor;
+use tch::{Device, Kind, Tensor};
+
+use super::experiment::{ModelInit, ModelSection};
+
+pub struct Policy {
+    pub model: LoadedModel,
+    pub processor: Processor,
+    pub device: Device,
+    pub kind: Kind,
+    /// Canonical name -> tensor (shares storage with the model).
+    pub params: Vec<(String, Tensor)>,
+}
+
+/// Loads the model an experiment names: from `dir` (a checkpoint) or, for
+/// `init = "random"` with no checkpoint yet, initialised from its config.json
+/// with `seed` (so a resumed or reference copy is the same network).
+pub fn load_model(
+    section: &ModelSection,
+    dir: Option<&Path>,
+    seed: u64,
+) -> Result<(LoadedModel, Device, Kind)> {
+    let device = parse_device(&section.device).context("model.device")?;
+    let kind = parse_dtype(&section.dtype).context("model.dtype")?;
+    let model = match (dir, section.init) {
+        (Some(d), _) => checkpoint::load(d, device, kind)
+            .with_context(|| format!("loading the model from {}", d.display()))?,
+        (None, ModelInit::Pretrained) => checkpoint::load(&section.path, device, kind)
+            .with_context(|| format!("model.path: loading {}", section.path.display()))?,
+        (None, ModelInit::Random) => {
+            let config = ModelConfig::from_dir(&section.path)
+                .with_context(|| format!("model.path: {}", section.path.display()))?;
+            tch::manual_seed(seed as i64);
+            checkpoint::init_random(config, Some(&section.path), device, kind)?
+        }
+    };
+    Ok((model, device, kind))
+}
+
+impl Policy {
+    pub fn load(section: &ModelSection, dir: Option<&Path>, seed: u64) -> Result<Policy> {
+        let (model, device, kind) = load_model(section, dir, seed)?;
+        let proc_dir = dir.unwrap_or(&section.path);
+        let processor = Processor::from_dir(proc_dir)
+            .with_context(|| format!("processor files in {}", proc_dir.display()))?;
+        let params = model.model.named_parameters();
+        Ok(Policy {
+            model,
+            processor,
+            device,
+            kind,
+            params,
+        })
+    }
+
+    pub fn lm(&self) -> &dyn CausalLm {
+        self.model.model.as_lm()
+    }
+
+    pub fn architecture(&self) -> Architecture {
+        self.model.config.architecture
+    }
+
+    pub fn is_multimodal(&self) -> bool {
+        self.architecture() == Architecture::Qwen2_5Vl
+    }
+
+    /// Marks which parameters get gradients; returns how many elements train.
+    pub fn set_trainable(&self, freeze_vision: bool, freeze_language: bool) -> i64 {
+        let mut n = 0;
+        for (name, t) in &self.params {
+            let vision = name.starts_with("visual.");
+            let train = if vision {
+                !freeze_vision
+            } else {
+                !freeze_language
+            };
+            let mut t = t.shallow_clone();
+            let _ = t.requires_grad_(train);
+            if train {
+                n += t.numel() as i64;
+            }
+        }
+        n
+    }
+
+    /// The parameter tensors in a fixed order (the optimizer's order).
+    pub fn tensors(&self) -> Vec<Tensor> {
+        self.params.iter().map(|(_, t)| t.shallow_clone()).collect()
+    }
+
+    pub fn zero_grad(&self) {
+        for (_, t) in &self.params {
+            let mut t = t.shallow_clone();
+            t.zero_grad();
+        }
+    }
+
+    /// Writes the model as a Hugging Face checkpoint directory.
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        checkpoint::save(&self.model, dir, &SaveOptions::default())
+            .with_context(|| format!("saving the model to {}", dir.display()))
+    }
+}
+
+/// The frozen reference: the initial model, loaded again without gradients.
+pub struct Reference {
+    pub model: LoadedModel,
+}
+
+impl Reference {
+    pub fn load(section: &ModelSection, seed: u64) -> Result<Reference> {
+        let (model, _, _) = load_model(section, None, seed).context("reference model")?;
+        for (_, t) in model.model.named_parameters() {
+            let mut t = t.shallow_clone();
+            let _ = t.requires_grad_(false);
+        }
+        Ok(Reference { model })
+    }
+
+    pub fn lm(&self) -> &dyn CausalLm {
+        self.model.model.as_lm()
+    }
+}

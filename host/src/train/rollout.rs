@@ -1,0 +1,288 @@
+//! Rollouts: prompts through the processor, n completions per prompt with the
+//! KV-cached sampler, each completion kept as a self-contained row (its
+//! prompt's tokens, positions and images, its response tokens) so batches can
+//! be filtered, merged and re-cut into micro-batches freely. Rows share their
+//! prompt by `Rc` (tensors are not `Sync`; rows stay on the training thread).
+
+use std::rc::Rc;
+
+use anyhow::{Context, Result};
+use lmmhost_model::config::Architecture;
+use lmmhost_model::generate::{generate, FinishReason, GenerateConfig};
+use lmmhost_model::lm::ForwardInputs;
+use lmmhost_model::processor::{Conversation, PreparedBatch, Processor};
+use lmmhost_model::sampling::{SamplingParams, SeededRng};
+use tch::{Device, Kind, Tensor};
+
+use super::policy::Policy;
+
+/// One prompt, unpadded.
+pub struct PromptData {
+    pub ids: Vec<i64>,
+    /// `[3, len]` M-RoPE positions (t, h, w), row-major; text models: `0..len` thrice.
+    pub positions: Vec<i64>,
+    /// Rotary position of the first generated token.
+    pub next_position: i64,
+    /// `[N_patches, D]` and `[N_images, 3]` of this prompt's images.
+    pub pixel_values: Option<Tensor>,
+    pub image_grid_thw: Option<Tensor>,
+}
+
+impl PromptData {
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+}
+
+/// Splits a prepared (left-padded) batch into per-prompt data.
+pub fn split_prompts(b: &PreparedBatch) -> Result<Vec<Rc<PromptData>>> {
+    let rows = b.seq_lens.len();
+    let l = b.input_ids.size()[1];
+    let ids = Vec::<i64>::try_from(b.input_ids.flatten(0, -1))?;
+    let pos = Vec::<i64>::try_from(b.position_ids.flatten(0, -1))?;
+    let grids: Vec<i64> = match &b.image_grid_thw {
+        Some(g) => Vec::<i64>::try_from(g.flatten(0, -1))?,
+        None => Vec::new(),
+    };
+    let mut out = Vec::with_capacity(rows);
+    let (mut image, mut patch) = (0i64, 0i64);
+    let lu = l as usize;
+    for r in 0..rows {
+        let n = b.seq_lens[r];
+        let start = lu - n;
+        let row_ids = ids[r * lu + start..(r + 1) * lu].to_vec();
+        let mut positions = Vec::with_capacity(3 * n);
+        for d in 0..3 {
+            let base = d * rows * lu + r * lu;
+            positions.extend_from_slice(&pos[base + start..base + lu]);
+        }
+        let next_position = positions.iter().copied().max().unwrap_or(-1) + 1;
+        let k = b.images_per_sample[r] as i64;
+        let (pixel_values, image_grid_thw) = match (&b.pixel_values, &b.image_grid_thw) {
+            (Some(pv), Some(g)) if k > 0 => {
+                let patches: i64 = (image..image + k)
+                    .map(|i| {
+                        let i = 3 * i as usize;
+                        grids[i] * grids[i + 1] * grids[i + 2]
+                    })
+                    .sum();
+                let out = (pv.narrow(0, patch, patches), g.narrow(0, image, k));
+                patch += patches;
+                image += k;
+                (Some(out.0), Some(out.1))
+            }
+            _ => (None, None),
+        };
+        out.push(Rc::new(PromptData {
+            ids: row_ids,
+            positions,
+            next_position,
+            pixel_values,
+            image_grid_thw,
+        }));
+    }
+    Ok(out)
+}
+
+/// One completion of one prompt.
+#[derive(Clone)]
+pub struct Row {
+    pub prompt: Rc<PromptData>,
+    /// Index of the prompt in its step (completions of one prompt form a group).
+    pub group: usize,
+    /// Generated ids, the stop token included when there was one.
+    pub response: Vec<i64>,
+    pub text: String,
+    /// It ended with a stop token (not cut by the length limit).
+    pub stopped: bool,
+}
+
+/// Tensors of a set of rows, left-padded prompts followed by right-padded
+/// responses: `[b, Lp + Lr]`.
+pub struct RowBatch {
+    pub input_ids: Tensor,
+    pub attention_mask: Tensor,
+    /// `[3, b, L]`, or `None` for text-only models (positions follow the mask).
+    pub position_ids: Option<Tensor>,
+    pub pixel_values: Option<Tensor>,
+    pub image_grid_thw: Option<Tensor>,
+    /// `[b, L]`: the next token of each position (what log-probs are taken of).
+    pub targets: Tensor,
+    /// Columns `[Lp - 1, Lp - 1 + Lr)` of the log-probs are the responses'.
+    pub response_start: i64,
+    /// `[b, Lr]` float: 1 on generated tokens.
+    pub response_mask: Tensor,
+}
+
+impl RowBatch {
+    pub fn forward_inputs(&self) -> ForwardInputs<'_> {
+        ForwardInputs {
+            input_ids: &self.input_ids,
+            attention_mask: &self.attention_mask,
+            position_ids: self.position_ids.as_ref(),
+            pixel_values: self.pixel_values.as_ref(),
+            image_grid_thw: self.image_grid_thw.as_ref(),
+        }
+    }
+
+    pub fn response_len(&self) -> i64 {
+        self.response_mask.size()[1]
+    }
+}
+
+/// Builds the tensors for `rows` on `device`.
+pub fn row_batch(rows: &[&Row], pad: i64, multimodal: bool, device: Device) -> RowBatch {
+    let b = rows.len();
+    let lp = rows.iter().map(|r| r.prompt.len()).max().unwrap_or(0);
+    let lr = rows
+        .iter()
+        .map(|r| r.response.len())
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    let l = lp + lr;
+    let mut ids = vec![pad; b * l];
+    let mut mask = vec![0i64; b * l];
+    let mut pos = vec![0i64; 3 * b * l];
+    let mut rmask = vec![0f32; b * lr];
+    for (i, r) in rows.iter().enumerate() {
+        let p = &r.prompt;
+        let n = p.len();
+        let off = lp - n;
+        for j in 0..n {
+            ids[i * l + off + j] = p.ids[j];
+            mask[i * l + off + j] = 1;
+            for d in 0..3 {
+                pos[d * b * l + i * l + off + j] = p.positions[d * n + j];
+            }
+        }
+        for (j, &t) in r.response.iter().enumerate() {
+            ids[i * l + lp + j] = t;
+            mask[i * l + lp + j] = 1;
+            rmask[i * lr + j] = 1.0;
+            for d in 0..3 {
+                pos[d * b * l + i * l + lp + j] = p.next_position + j as i64;
+            }
+        }
+    }
+    let (bi, li) = (b as i64, l as i64);
+    let input_ids = Tensor::from_slice(&ids).view([bi, li]);
+    // The last position has no next token; its target is padding, never used.
+    let targets = Tensor::cat(
+        &[
+            input_ids.narrow(1, 1, li - 1),
+            Tensor::full([bi, 1], pad, (Kind::Int64, Device::Cpu)),
+        ],
+        1,
+    );
+    let cat_opt = |f: &dyn Fn(&PromptData) -> Option<&Tensor>| {
+        let parts: Vec<&Tensor> = rows.iter().filter_map(|r| f(&r.prompt)).collect();
+        (!parts.is_empty()).then(|| Tensor::cat(&parts, 0).to_device(device))
+    };
+    RowBatch {
+        input_ids: input_ids.to_device(device),
+        attention_mask: Tensor::from_slice(&mask).view([bi, li]).to_device(device),
+        position_ids: multimodal
+            .then(|| Tensor::from_slice(&pos).view([3, bi, li]).to_device(device)),
+        pixel_values: cat_opt(&|p| p.pixel_values.as_ref()),
+        image_grid_thw: cat_opt(&|p| p.image_grid_thw.as_ref()),
+        targets: targets.to_device(device),
+        response_start: lp as i64 - 1,
+        response_mask: Tensor::from_slice(&rmask)
+            .view([bi, lr as i64])
+            .to_device(device),
+    }
+}
+
+/// What to sample.
+#[derive(Debug, Clone)]
+pub struct RolloutConfig {
+    pub samples_per_prompt: usize,
+    pub sampling: SamplingParams,
+    pub max_new_tokens: usize,
+    pub min_new_tokens: usize,
+    pub blocked_token_ids: Vec<i64>,
+}
+
+/// Prepares prompts, dropping those longer than `max_prompt_tokens`; returns
+/// the batch and the indices (into `convs`) it kept.
+pub fn prepare_prompts(
+    processor: &Processor,
+    convs: &[Conversation],
+    max_prompt_tokens: usize,
+) -> Result<(Option<PreparedBatch>, Vec<usize>)> {
+    let mut kept = Vec::new();
+    let mut keep_convs = Vec::new();
+    // Tokenize one by one only to measure; the batch is prepared once below.
+    let probe = processor.prepare(convs, true)?;
+    for (i, &n) in probe.seq_lens.iter().enumerate() {
+        if n <= max_prompt_tokens {
+            kept.push(i);
+            keep_convs.push(convs[i].clone());
+        }
+    }
+    if kept.len() == convs.len() {
+        return Ok((Some(probe), kept));
+    }
+    if kept.is_empty() {
+        return Ok((None, kept));
+    }
+    Ok((Some(processor.prepare(&keep_convs, true)?), kept))
+}
+
+/// Generates `cfg.samples_per_prompt` completions of every prompt in `batch`;
+/// rows come out grouped by prompt, `group` numbered from `group_offset`.
+pub fn roll_out(
+    policy: &Policy,
+    batch: &PreparedBatch,
+    cfg: &RolloutConfig,
+    rng: &mut SeededRng,
+    group_offset: usize,
+) -> Result<Vec<Row>> {
+    let prompts = split_prompts(batch)?;
+    let device = policy.device;
+    let multimodal = policy.architecture() == Architecture::Qwen2_5Vl;
+    let input_ids = batch.input_ids.to_device(device);
+    let attention_mask = batch.attention_mask.to_device(device);
+    let position_ids = multimodal.then(|| batch.position_ids.to_device(device));
+    let pixel_values = batch.pixel_values.as_ref().map(|t| t.to_device(device));
+    let image_grid_thw = batch.image_grid_thw.as_ref().map(|t| t.to_device(device));
+    let inputs = ForwardInputs {
+        input_ids: &input_ids,
+        attention_mask: &attention_mask,
+        position_ids: position_ids.as_ref(),
+        pixel_values: pixel_values.as_ref(),
+        image_grid_thw: image_grid_thw.as_ref(),
+    };
+    let gen_cfg = GenerateConfig {
+        sampling: cfg.sampling.clone(),
+        max_new_tokens: cfg.max_new_tokens,
+        min_new_tokens: cfg.min_new_tokens,
+        stop_token_ids: Vec::new(),
+        blocked_token_ids: cfg.blocked_token_ids.clone(),
+        samples_per_prompt: cfg.samples_per_prompt,
+        pad_token_id: policy.processor.tokenizer.pad_id,
+    };
+    let generation = generate(
+        policy.lm(),
+        &inputs,
+        &gen_cfg,
+        rng,
+        Some(&policy.processor.tokenizer),
+    )
+    .context("generating completions")?;
+    Ok(generation
+        .completions
+        .into_iter()
+        .map(|c| Row {
+            prompt: prompts[c.prompt_index].clone(),
+            group: group_offset + c.prompt_index,
+            stopped: matches!(c.finish, FinishReason::Stop(_)),
+            response: c.token_ids,
+            text: c.text,
+        })
+        .collect())
+}

@@ -1,0 +1,411 @@
+//! The trainer end to end on CPU: a tiny random Qwen2 with the character
+//! tokenizer (configs/models/char-qwen2), datasets through loader-jsonl, rewards
+//! through reward-math, stages through schedule-staged, all as components.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use lmmhost::metrics::log::{read_records, StepRecord};
+use lmmhost::train::experiment::Experiment;
+use lmmhost::train::plugins::Plugins;
+use lmmhost::train::run::{run, RunOptions};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn plugin(name: &str) -> PathBuf {
+    let p = repo().join("target/plugins").join(format!("{name}.wasm"));
+    assert!(
+        p.is_file(),
+        "{} is missing: run scripts/build-plugins.sh first",
+        p.display()
+    );
+    p
+}
+
+/// A model directory: a 2-layer Qwen2 (hidden 64) with the character tokenizer.
+fn tiny_model(dir: &Path) -> PathBuf {
+    let m = dir.join("model");
+    std::fs::create_dir_all(&m).unwrap();
+    std::fs::copy(
+        repo().join("configs/models/char-qwen2/tokenizer.json"),
+        m.join("tokenizer.json"),
+    )
+    .unwrap();
+    let config = serde_json::json!({
+        "architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2",
+        "vocab_size": 128, "hidden_size": 64, "intermediate_size": 128,
+        "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+        "rms_norm_eps": 1e-6, "rope_theta": 10000.0, "tie_word_embeddings": true,
+        "hidden_act": "silu", "max_position_embeddings": 1024,
+        "eos_token_id": 121, "pad_token_id": 122,
+    });
+    std::fs::write(m.join("config.json"), config.to_string()).unwrap();
+    m
+}
+
+/// Rows asking for a digit; the reference answer is always 7, so the reward
+/// (last number in the response equals 7) is sparse for a random model.
+fn digit_dataset(dir: &Path) -> PathBuf {
+    let p = dir.join("digits.jsonl");
+    let mut text = String::new();
+    for i in 0..32 {
+        text.push_str(&format!(
+            "{{\"problem\": \"Say a digit ({i}).\", \"answer\": \"7\"}}\n"
+        ));
+    }
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// Worked answers for SFT: "What is a+b?" -> "a+b=c".
+fn sft_dataset(dir: &Path) -> PathBuf {
+    let p = dir.join("sft.jsonl");
+    let mut text = String::new();
+    for a in 0..6 {
+        for b in 0..6 {
+            let msgs = serde_json::json!([
+                {"role": "user", "content": format!("What is {a}+{b}?")},
+                {"role": "assistant", "content": format!("{a}+{b}={}", a + b)},
+            ]);
+            text.push_str(
+                &serde_json::json!({"messages": msgs, "answer": (a + b).to_string()}).to_string(),
+            );
+            text.push('\n');
+        }
+    }
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// Writes an experiment file with the given schedule stages and extra TOML.
+fn experiment(dir: &Path, stages: &str, extra: &str) -> PathBuf {
+    let model = tiny_model(dir);
+    let digits = digit_dataset(dir);
+    let sft = sft_dataset(dir);
+    let text = format!(
+        r#"
+name = "toy"
+seed = 5
+output_dir = "{out}"
+
+[model]
+path = "{model}"
+init = "random"
+threads = 2
+
+[plugins.math]
+wasm = "{math}"
+config = {{ extract = ["last_number"] }}
+
+[plugins.jsonl]
+wasm = "{jsonl}"
+
+[plugins.staged]
+wasm = "{staged}"
+
+[[rewards]]
+plugin = "math"
+
+[datasets.digits]
+loader = "jsonl"
+files = ["{digits}"]
+
+[datasets.sft]
+loader = "jsonl"
+files = ["{sft}"]
+
+[schedule]
+plugin = "staged"
+file = "schedule.toml"
+
+[rollout]
+group_size = 8
+prompts_per_step = 8
+max_response_tokens = 6
+temperature = 1.0
+
+[optim]
+lr = 3e-3
+weight_decay = 0.0
+micro_batch_size = 32
+
+[logging]
+tensorboard = true
+plots = true
+progress = false
+
+{extra}
+"#,
+        out = dir.join("run").display(),
+        model = model.display(),
+        math = plugin("reward-math").display(),
+        jsonl = plugin("loader-jsonl").display(),
+        staged = plugin("schedule-staged").display(),
+        digits = digits.display(),
+        sft = sft.display(),
+    );
+    std::fs::write(dir.join("schedule.toml"), stages).unwrap();
+    let p = dir.join("exp.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn steps(run_dir: &Path) -> Vec<StepRecord> {
+    read_records(&run_dir.join("metrics.jsonl"))
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.kind != "eval")
+        .collect()
+}
+
+fn mean(records: &[StepRecord], key: &str) -> f64 {
+    let v: Vec<f64> = records.iter().map(|r| r.values[key]).collect();
+    v.iter().sum::<f64>() / v.len() as f64
+}
+
+const GRPO_ONLY: &str = r#"
+[[stages]]
+name = "rl"
+kind = "grpo"
+datasets = { digits = 1.0 }
+steps = 16
+"#;
+
+#[test]
+fn grpo_raises_a_sparse_rule_reward() {
+    let dir = tempfile::tempdir().unwrap();
+    let exp = Experiment::load(&experiment(dir.path(), GRPO_ONLY, "")).unwrap();
+    let summary = run(&exp, &RunOptions::default()).unwrap();
+    assert_eq!(summary.steps, 16);
+    let recs = steps(&summary.output_dir);
+    assert_eq!(recs.len(), 16);
+    let first = mean(&recs[..4], "reward/mean");
+    let last = mean(&recs[12..], "reward/mean");
+    eprintln!("reward first 4 steps {first:.3}, last 4 {last:.3}");
+    assert!(
+        last > first + 0.25,
+        "reward did not rise: first 4 steps {first:.3}, last 4 {last:.3}"
+    );
+    // Every step logged its split and the update's statistics.
+    for r in &recs {
+        for k in [
+            "time/rollout",
+            "time/reward",
+            "time/update",
+            "grad_norm",
+            "clip_fraction",
+            "entropy",
+            "lr",
+            "samples/effective",
+            "response_length/mean",
+        ] {
+            assert!(r.values.contains_key(k), "step {} lacks {k}", r.step);
+        }
+        assert_eq!(r.values["samples/generated"], 64.0);
+    }
+    // The trained model loads back and the plots exist.
+    let loaded =
+        lmmhost_model::checkpoint::load(&summary.final_model, tch::Device::Cpu, tch::Kind::Float)
+            .unwrap();
+    assert!(loaded.source.unused.is_empty());
+    for f in ["reward.png", "accuracy.png", "length.png"] {
+        assert!(summary.output_dir.join("plots").join(f).is_file(), "{f}");
+    }
+    assert!(std::fs::read_dir(summary.output_dir.join("tensorboard"))
+        .unwrap()
+        .next()
+        .is_some());
+}
+
+#[test]
+fn sft_loss_falls_and_stages_switch_in_one_run() {
+    let stages = r#"
+[[stages]]
+name = "cold-start"
+kind = "sft"
+datasets = { sft = 1.0 }
+steps = 12
+
+[[stages]]
+name = "rl"
+kind = "grpo"
+datasets = { digits = 1.0 }
+steps = 2
+[stages.overrides]
+group_size = 4
+learning_rate = 1e-4
+
+[[stages]]
+name = "rl-kl"
+kind = "grpo"
+datasets = { digits = 1.0 }
+steps = 2
+[stages.overrides]
+kl_coef = 0.1
+extra = { "grpo.kl.estimator" = "\"k2\"", "rollout.prompts_per_step" = "4" }
+"#;
+    let dir = tempfile::tempdir().unwrap();
+    let exp =
+        Experiment::load(&experiment(dir.path(), stages, "[sft]\nbatch_size = 12\n")).unwrap();
+    let summary = run(&exp, &RunOptions::default()).unwrap();
+    let recs = steps(&summary.output_dir);
+    let kinds: Vec<(&str, &str)> = recs
+        .iter()
+        .map(|r| (r.stage.as_str(), r.kind.as_str()))
+        .collect();
+    assert_eq!(kinds.len(), 16);
+    assert!(kinds[..12].iter().all(|k| *k == ("cold-start", "sft")));
+    assert!(kinds[12..14].iter().all(|k| *k == ("rl", "grpo")));
+    assert!(kinds[14..].iter().all(|k| *k == ("rl-kl", "grpo")));
+    let sft = &recs[..12];
+    let first = mean(&sft[..3], "sft/loss");
+    let last = mean(&sft[9..], "sft/loss");
+    assert!(
+        last < 0.7 * first,
+        "SFT loss did not fall: {first:.3} -> {last:.3}"
+    );
+    // Stage settings: group 4 x 8 prompts, then group 8 x 4 prompts with KL.
+    assert_eq!(recs[12].values["samples/generated"], 32.0);
+    assert!((recs[12].values["lr"] - 1e-4).abs() < 1e-12);
+    assert!(!recs[12].values.contains_key("kl"));
+    assert_eq!(recs[14].values["samples/generated"], 32.0);
+    assert!(recs[14].values["kl"] >= 0.0);
+}
+
+fn comparable(r: &StepRecord) -> BTreeMap<String, f64> {
+    r.values
+        .iter()
+        .filter(|(k, _)| !k.starts_with("time/") && !k.starts_with("throughput/"))
+        .map(|(k, v)| (k.clone(), *v))
+        .collect()
+}
+
+#[test]
+fn resumed_run_matches_an_uninterrupted_one_step_for_step() {
+    let stages = r#"
+[[stages]]
+name = "warm"
+kind = "sft"
+datasets = { sft = 1.0 }
+steps = 2
+
+[[stages]]
+name = "rl"
+kind = "grpo"
+datasets = { digits = 1.0 }
+steps = 4
+"#;
+    let extra = "[checkpoint]\nevery = 3\nkeep_last = 2\n[grpo.kl]\ncoef = 0.05\n";
+    let a = tempfile::tempdir().unwrap();
+    let exp_a = Experiment::load(&experiment(a.path(), stages, extra)).unwrap();
+    let full = run(&exp_a, &RunOptions::default()).unwrap();
+
+    let b = tempfile::tempdir().unwrap();
+    let exp_b = Experiment::load(&experiment(b.path(), stages, extra)).unwrap();
+    let part = run(
+        &exp_b,
+        &RunOptions {
+            resume: false,
+            max_steps: Some(4),
+        },
+    )
+    .unwrap();
+    assert_eq!(part.steps, 4);
+    // The checkpoint at step 3 is the latest complete one; step 4 is redone.
+    let resumed = run(
+        &exp_b,
+        &RunOptions {
+            resume: true,
+            max_steps: None,
+        },
+    )
+    .unwrap();
+    assert_eq!(resumed.steps, 6);
+    let (ra, rb) = (steps(&full.output_dir), steps(&resumed.output_dir));
+    assert_eq!(ra.len(), 6);
+    assert_eq!(rb.len(), 6);
+    for (x, y) in ra.iter().zip(&rb) {
+        assert_eq!((x.step, &x.stage), (y.step, &y.stage));
+        assert_eq!(comparable(x), comparable(y), "step {} differs", x.step);
+    }
+    // The checkpoint holds what resume needs.
+    let ck = b.path().join("run/checkpoints/step-00000006");
+    for f in [
+        "model/config.json",
+        "model/model.safetensors",
+        "optimizer.safetensors",
+        "trainer.json",
+    ] {
+        assert!(ck.join(f).is_file(), "{f}");
+    }
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(ck.join("trainer.json")).unwrap()).unwrap();
+    assert_eq!(state["plugin_sha256"].as_object().unwrap().len(), 3);
+    assert!(state["cursors"]["digits"]["pos"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn hot_reload_swaps_a_changed_plugin_and_refuses_a_broken_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = experiment(dir.path(), GRPO_ONLY, "");
+    // Watch a copy of the reward plugin.
+    let watched = dir.path().join("watched.wasm");
+    std::fs::copy(plugin("reward-math"), &watched).unwrap();
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        &format!("wasm = \"{}\"", plugin("reward-math").display()),
+        &format!("wasm = \"{}\"\nwatch = true", watched.display()),
+    );
+    std::fs::write(&path, text).unwrap();
+    let exp = Experiment::load(&path).unwrap();
+    let mut plugins = Plugins::start(&exp).unwrap();
+    let before = plugins.hashes()["math"].clone();
+    assert!(plugins.reload_changed(&exp).is_empty());
+
+    std::fs::write(&watched, b"not a component").unwrap();
+    let events = plugins.reload_changed(&exp);
+    assert_eq!(events.len(), 1);
+    assert!(events[0].contains("reload refused"), "{events:?}");
+    assert_eq!(plugins.hashes()["math"], before);
+
+    // A valid component that rejects the plugin's config is refused too.
+    std::fs::copy(plugin("reward-format"), &watched).unwrap();
+    let events = plugins.reload_changed(&exp);
+    assert!(events[0].contains("init rejected the config"), "{events:?}");
+    assert_eq!(plugins.hashes()["math"], before);
+
+    // A new build of the rule (same code plus a custom section) is taken.
+    let mut bytes = std::fs::read(plugin("reward-math")).unwrap();
+    let name = b"lmmhost-test";
+    let payload = b"rebuilt";
+    bytes.push(0); // custom section id
+    bytes.push((1 + name.len() + payload.len()) as u8);
+    bytes.push(name.len() as u8);
+    bytes.extend_from_slice(name);
+    bytes.extend_from_slice(payload);
+    std::fs::write(&watched, &bytes).unwrap();
+    let events = plugins.reload_changed(&exp);
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert!(events[0].contains("reloaded, sha256"), "{events:?}");
+    let after = plugins.hashes()["math"].clone();
+    assert_ne!(after, before);
+    assert!(events[0].contains(&after));
+    assert!(plugins.reload_changed(&exp).is_empty());
+}
+
+#[test]
+fn bad_experiment_is_refused_before_the_model_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = experiment(dir.path(), GRPO_ONLY, "[grpo]\nclip_low = 1.5\n");
+    std::fs::remove_dir_all(dir.path().join("model")).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lmmhost"))
+        .args(["run"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("model.path"), "{err}");
+    assert!(err.contains("grpo.clip_low"), "{err}");
+}
