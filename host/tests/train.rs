@@ -409,3 +409,77 @@ fn bad_experiment_is_refused_before_the_model_loads() {
     assert!(err.contains("model.path"), "{err}");
     assert!(err.contains("grpo.clip_low"), "{err}");
 }
+
+#[test]
+fn eval_command_reports_accuracy_pass_at_k_and_saves_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let model_dir = tiny_model(dir.path());
+    let config = lmmhost_model::config::ModelConfig::from_dir(&model_dir).unwrap();
+    tch::manual_seed(1);
+    let model = lmmhost_model::checkpoint::init_random(
+        config,
+        Some(&model_dir),
+        tch::Device::Cpu,
+        tch::Kind::Float,
+    )
+    .unwrap();
+    let saved = dir.path().join("saved");
+    lmmhost_model::checkpoint::save(&model, &saved, &Default::default()).unwrap();
+    let data = digit_dataset(dir.path());
+    let answers = dir.path().join("answers.jsonl");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lmmhost"))
+        .arg("eval")
+        .arg("--model")
+        .arg(&saved)
+        .arg("--dataset")
+        .arg(&data)
+        .arg("--loader")
+        .arg(plugin("loader-jsonl"))
+        .arg("--reward")
+        .arg(plugin("reward-math"))
+        .args(["--reward-config", "extract = [\"last_number\"]"])
+        .args(["--samples", "4", "--temperature", "1.0", "--pass-k", "1,4"])
+        .args(["--limit", "8", "--max-response-tokens", "6"])
+        .arg("--out")
+        .arg(&answers)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("pass@1") && stdout.contains("pass@4"),
+        "{stdout}"
+    );
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&answers)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 32);
+    // The table's accuracy is the share of correct answers in the file.
+    let correct = lines.iter().filter(|l| l["correct"] == true).count() as f64 / 32.0;
+    let row = stdout.lines().find(|l| l.contains("digits")).unwrap();
+    let acc: f64 = row.split_whitespace().nth(3).unwrap().parse().unwrap();
+    assert!((acc - correct).abs() < 1e-3, "{row} vs {correct}");
+    for l in &lines {
+        assert_eq!(l["answer"], "7");
+        assert!(l["components"]["accuracy"].is_number());
+    }
+
+    // Bad arguments are refused with the reason.
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_lmmhost"))
+        .arg("eval")
+        .arg("--model")
+        .arg(&saved)
+        .arg("--dataset")
+        .arg(&data)
+        .args(["--samples", "2", "--pass-k", "4", "--temperature", "1"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--pass-k 4"));
+}

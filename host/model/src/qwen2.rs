@@ -658,6 +658,34 @@ mod tests {
     }
 
     #[test]
+    fn chunked_entropy_matches_the_softmax_entropy_and_its_gradient() {
+        tch::manual_seed(4);
+        let opts = (Kind::Float, Device::Cpu);
+        let h = Tensor::randn([2, 5, 8], opts).set_requires_grad(true);
+        let head = Tensor::randn([30, 8], opts);
+        let t = Tensor::randint(30, [2, 5], (Kind::Int64, Device::Cpu));
+        let (_, ent) =
+            token_stats_in_chunks(&h, &head, &t, 2 * 30 * 2, Entropy::Differentiable).unwrap();
+        let ent = ent.unwrap();
+        let h2 = h.detach().set_requires_grad(true);
+        let lp = h2
+            .linear(&head, None::<&Tensor>)
+            .log_softmax(-1, Kind::Float);
+        let want = -(lp.exp() * &lp).sum_dim_intlist([-1].as_slice(), false, Kind::Float);
+        let d = (&ent - &want).abs().max().double_value(&[]);
+        assert!(d < 1e-5, "entropy differs by {d}");
+        ent.sum(Kind::Float).backward();
+        want.sum(Kind::Float).backward();
+        let dg = (h.grad() - h2.grad()).abs().max().double_value(&[]);
+        assert!(dg < 1e-5, "entropy gradient differs by {dg}");
+        // Detached: same values, no autograd history.
+        let (_, det) = token_stats_in_chunks(&h, &head, &t, 1 << 20, Entropy::Detached).unwrap();
+        let det = det.unwrap();
+        assert!(!det.requires_grad());
+        assert!((&det - &want).abs().max().double_value(&[]) < 1e-5);
+    }
+
+    #[test]
     fn chunked_logprobs_match_log_softmax_values_and_gradients() {
         tch::manual_seed(3);
         let opts = (Kind::Float, Device::Cpu);
