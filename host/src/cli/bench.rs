@@ -8,11 +8,14 @@ pub enum BenchCommand {
     Model(super::model::BenchModelArgs),
     /// Completions scored per second: reward plugin through Wasm vs the same Rust natively.
     Reward(super::plugin::BenchRewardArgs),
+    /// One GRPO step of issue 7's workloads through the trainer: median time, split, tokens/s, peak RSS.
+    Grpo(super::bench_grpo::BenchGrpoArgs),
 }
 
 pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Model(args) => super::model::bench_model(args),
         BenchCommand::Reward(args) => super::plugin::bench_reward(args),
+        BenchCommand::Grpo(args) => super::bench_grpo::bench_grpo(args),
     }
 }

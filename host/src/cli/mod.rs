@@ -1,6 +1,7 @@
 //! One file per command group.
 
 pub mod bench;
+pub mod bench_grpo;
 pub mod bundle;
 pub mod model;
 pub mod plugin;

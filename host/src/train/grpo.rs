@@ -3,6 +3,8 @@
 //! accumulation. The per-token terms (clipped surrogate, KL estimators,
 //! aggregation) live in `rl::policy_loss`.
 
+use std::time::Instant;
+
 use anyhow::{ensure, Result};
 use lmmhost_model::lm::{CausalLm, Entropy};
 use tch::{Device, Kind, Tensor};
@@ -69,6 +71,11 @@ pub struct UpdateStats {
     pub clip_fraction: f64,
     pub grad_norm: f64,
     pub optimizer_steps: usize,
+    /// Seconds in the policy forward and loss terms, in `backward`, and in
+    /// gradient clipping plus the optimizer step (the benchmark's split).
+    pub time_forward: f64,
+    pub time_backward: f64,
+    pub time_optimizer: f64,
 }
 
 /// Everything one GRPO update needs besides the model.
@@ -132,6 +139,7 @@ pub fn update(
         while start < hi {
             let end = (start + s.optim.micro_batch_size).min(hi);
             let rows: Vec<&Row> = inp.rows[start..end].iter().collect();
+            let t_fwd = Instant::now();
             let rb = row_batch(&rows, pad, mm, device);
             let lr_len = rb.response_len();
             let mask = &rb.response_mask;
@@ -166,12 +174,17 @@ pub fn update(
             }
             clip_sum += (clipped * mask).sum(Kind::Double).double_value(&[]);
             stats.loss += loss.double_value(&[]);
+            stats.time_forward += t_fwd.elapsed().as_secs_f64();
+            let t_bwd = Instant::now();
             loss.backward();
+            stats.time_backward += t_bwd.elapsed().as_secs_f64();
             start = end;
         }
         tok_total += tokens as f64;
+        let t_opt = Instant::now();
         stats.grad_norm = clip_grad_norm(&params, s.optim.grad_clip);
         opt.step(&params, inp.lr)?;
+        stats.time_optimizer += t_opt.elapsed().as_secs_f64();
         stats.optimizer_steps += 1;
     }
     let t = tok_total.max(1.0);

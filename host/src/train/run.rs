@@ -169,7 +169,7 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary> {
             break;
         }
         for event in t.plugins.reload_changed(exp) {
-            t.bar.println(&event);
+            say(&t.bar, &event);
         }
         let Some(plan) = t.next_plan()? else { break };
         let settings = exp.stage_settings(&plan)?;
@@ -182,7 +182,7 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary> {
                 // as the papers' stages were separate runs.
                 t.opt = new_optimizer(exp, &t.policy);
             }
-            t.bar.println(format!(
+            say(&t.bar, format!(
                 "stage {} ({}) from step {}",
                 plan.stage,
                 kind_name(plan.kind),
@@ -268,6 +268,15 @@ fn new_optimizer(exp: &Experiment, policy: &Policy) -> AdamW {
         o.eps,
         o.weight_decay,
     )
+}
+
+/// A line above the progress bar, or on stderr when the bar is not drawn.
+fn say(bar: &ProgressBar, msg: impl AsRef<str>) {
+    if bar.is_hidden() {
+        eprintln!("{}", msg.as_ref());
+    } else {
+        bar.println(msg);
+    }
 }
 
 fn progress_bar(exp: &Experiment) -> ProgressBar {
@@ -684,6 +693,9 @@ impl Trainer<'_> {
             v.insert("clip_fraction".into(), st.clip_fraction);
             v.insert("grad_norm".into(), st.grad_norm);
             v.insert("loss".into(), st.loss);
+            v.insert("time/forward".into(), st.time_forward);
+            v.insert("time/backward".into(), st.time_backward);
+            v.insert("time/optimizer".into(), st.time_optimizer);
         }
         v.insert("lr".into(), lr);
         v.insert("entropy_coef".into(), ent_coef);
@@ -743,6 +755,18 @@ impl Trainer<'_> {
         if let Some(l) = get("sft/loss") {
             msg.push_str(&format!(" | sft loss {l:.3}"));
         }
+        if let Some(t) = get("time/step") {
+            msg.push_str(&format!(" | {t:.2} s/step"));
+        }
+        // Without a terminal (CI logs, nohup) the bar is not drawn: print a line per step.
+        if self.exp.logging.progress && self.bar.is_hidden() {
+            let total = self
+                .exp
+                .logging
+                .total_steps
+                .map_or(String::new(), |n| format!("/{n}"));
+            eprintln!("step {}{total} {msg}", self.state.global_step);
+        }
         self.bar.set_message(msg);
         self.bar.set_position(self.state.global_step);
         self.state.last_metrics = rec.values.into_iter().collect();
@@ -790,7 +814,7 @@ impl Trainer<'_> {
                 values.insert(format!("eval/{ds}/pass@{k}"), *p);
             }
             values.insert(format!("time/eval/{ds}"), t0.elapsed().as_secs_f64());
-            self.bar.println(format!(
+            say(&self.bar, format!(
                 "eval {when}: {ds} accuracy {:.3} over {} prompts",
                 r.accuracy, r.prompts
             ));
@@ -821,7 +845,7 @@ impl Trainer<'_> {
         self.state.metrics_records = self.log.records;
         let (policy, opt, st) = (&self.policy, &self.opt, &self.state);
         let dir = store.save(st.global_step, |d| state::save(d, policy, opt, st))?;
-        self.bar.println(format!("checkpoint {}", dir.display()));
+        say(&self.bar, format!("checkpoint {}", dir.display()));
         Ok(())
     }
 }

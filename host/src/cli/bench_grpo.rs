@@ -1,0 +1,262 @@
+//! `lmmhost bench grpo`: issue 7's GRPO step benchmark. It runs a shipped
+//! experiment (configs/bench/w1.toml, w2.toml) through the same `run` the
+//! `lmmhost run` command uses, then reads the run's metrics.jsonl back and
+//! prints the median step time, its split, tokens/s and peak memory.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, ValueEnum};
+use lmmhost::metrics::log::read_records;
+use lmmhost::train::data::prompt_conversation;
+use lmmhost::train::experiment::Experiment;
+use lmmhost::train::plugins::Plugins;
+use lmmhost::train::run::{run, RunOptions};
+use lmmhost_model::processor::chat_template::{render, ImageInput, Part};
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Workload {
+    W1,
+    W2,
+}
+
+impl Workload {
+    fn name(self) -> &'static str {
+        match self {
+            Workload::W1 => "w1",
+            Workload::W2 => "w2",
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct BenchGrpoArgs {
+    /// Issue 7's workload: w1 (Qwen2 text) or w2 (Qwen2.5-VL, one image per prompt).
+    #[arg(long, value_enum)]
+    workload: Workload,
+    /// Measured steps (the median is over these).
+    #[arg(long, default_value_t = 5)]
+    steps: u64,
+    /// Steps run first and not measured (the first one also loads the reference model).
+    #[arg(long, default_value_t = 1)]
+    warmup: u64,
+    /// libtorch CPU threads (overrides the experiment's model.threads).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// The experiment file (default: configs/bench/<workload>.toml, from the repository root).
+    #[arg(long)]
+    experiment: Option<PathBuf>,
+    /// Write the workload's prompts (chat-templated text, images as PNG files
+    /// beside it) to this JSONL file for bench/trl/grpo_trl.py, and exit.
+    #[arg(long)]
+    export_prompts: Option<PathBuf>,
+    /// Prompts to export.
+    #[arg(long, default_value_t = 256)]
+    export_count: u64,
+    /// Also write the figures as one JSON object to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+/// The figures of one run (seconds are medians over the measured steps).
+const SPLIT: [(&str, &str); 7] = [
+    ("rollout", "time/rollout"),
+    ("reward", "time/reward"),
+    ("ref/old logprobs", "time/logprobs"),
+    ("forward", "time/forward"),
+    ("backward", "time/backward"),
+    ("optimizer", "time/optimizer"),
+    ("step", "time/step"),
+];
+
+pub fn bench_grpo(args: BenchGrpoArgs) -> Result<()> {
+    let path = args
+        .experiment
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("configs/bench/{}.toml", args.workload.name())));
+    if !path.exists() {
+        bail!(
+            "{} not found: run from the repository root or pass --experiment",
+            path.display()
+        );
+    }
+    let mut exp = Experiment::load(&path)?;
+    if let Some(t) = args.threads {
+        exp.model.threads = Some(t);
+    }
+    if let Some(out) = &args.export_prompts {
+        return export_prompts(&exp, out, args.export_count);
+    }
+    if args.steps == 0 {
+        bail!("--steps must be at least 1");
+    }
+    let out = exp
+        .output_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("runs").join(&exp.name));
+    // A previous benchmark's metrics would be appended to; start clean, but
+    // only in a directory that is evidently a benchmark's.
+    let is_bench_dir = out
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with("bench-grpo-"));
+    if out.exists() {
+        if !is_bench_dir {
+            bail!(
+                "{} exists and is not a bench-grpo-* directory; point output_dir elsewhere",
+                out.display()
+            );
+        }
+        std::fs::remove_dir_all(&out)
+            .with_context(|| format!("cannot clear {}", out.display()))?;
+    }
+    exp.output_dir = Some(out.clone());
+    run(
+        &exp,
+        &RunOptions {
+            resume: false,
+            max_steps: Some(args.warmup + args.steps),
+        },
+    )?;
+    let records = read_records(&out.join("metrics.jsonl"))?;
+    let measured: Vec<&BTreeMap<String, f64>> = records
+        .iter()
+        .filter(|r| r.step > args.warmup && r.kind == "grpo")
+        .map(|r| &r.values)
+        .collect();
+    if measured.is_empty() {
+        bail!(
+            "no GRPO step after the {} warm-up step(s) in {}",
+            args.warmup,
+            out.join("metrics.jsonl").display()
+        );
+    }
+    let med = |key: &str| median(measured.iter().filter_map(|v| v.get(key).copied()));
+    let peak_rss_mb = peak_rss_kb().map(|k| k as f64 / 1024.0);
+    let threads = exp.model.threads.map_or("all".to_string(), |t| t.to_string());
+
+    println!(
+        "\nGRPO step, workload {} ({} measured steps after {} warm-up, {} threads, {})",
+        args.workload.name(),
+        measured.len(),
+        args.warmup,
+        threads,
+        exp.model.path.display()
+    );
+    let step = med("time/step");
+    let mut json = serde_json::Map::new();
+    for (label, key) in SPLIT {
+        let s = med(key);
+        println!(
+            "  {label:<18} {:>8.3} s  {:>5.1} %",
+            s,
+            100.0 * s / step.max(1e-12)
+        );
+        json.insert(key.to_string(), s.into());
+    }
+    let tok = med("throughput/tokens_per_s");
+    let gen = med("throughput/gen_tokens_per_s");
+    println!("  tokens/s (prompt+response per step time) {tok:.0}");
+    println!("  generated tokens/s (rollout)             {gen:.0}");
+    if let Some(mb) = peak_rss_mb {
+        println!("  peak RSS                                 {mb:.0} MiB");
+        json.insert("peak_rss_mb".into(), mb.into());
+    }
+    println!("  load average before/after: {}", load_average());
+    json.insert("throughput/tokens_per_s".into(), tok.into());
+    json.insert("throughput/gen_tokens_per_s".into(), gen.into());
+    json.insert("steps".into(), (measured.len() as u64).into());
+    json.insert("workload".into(), args.workload.name().into());
+    if let Some(p) = &args.json {
+        std::fs::write(p, serde_json::Value::Object(json).to_string())
+            .with_context(|| format!("cannot write {}", p.display()))?;
+    }
+    Ok(())
+}
+
+fn median(values: impl Iterator<Item = f64>) -> f64 {
+    let mut v: Vec<f64> = values.filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// Peak resident set size of this process (`VmHWM`), Linux only.
+fn peak_rss_kb() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// Writes the first `count` prompts of the experiment's first dataset as
+/// `{"prompt": <chat-templated text>, "images": [<png path>...]}` lines.
+fn export_prompts(exp: &Experiment, out: &Path, count: u64) -> Result<()> {
+    let plugins = Plugins::start(exp)?;
+    let (name, loader) = plugins
+        .datasets
+        .iter()
+        .next()
+        .context("the experiment has no [datasets]")?;
+    let n = count.min(loader.len());
+    let samples = loader
+        .get_many(&(0..n).collect::<Vec<_>>())
+        .with_context(|| format!("dataset {name}"))?;
+    let dir = out.parent().unwrap_or(Path::new("."));
+    let stem = out
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("prompts");
+    let img_dir = dir.join(format!("{stem}-images"));
+    let mut f = std::io::BufWriter::new(
+        std::fs::File::create(out).with_context(|| format!("cannot create {}", out.display()))?,
+    );
+    for (i, s) in samples.iter().enumerate() {
+        let conv = prompt_conversation(s)?;
+        let chat = render(&conv, true);
+        let mut images = Vec::new();
+        for (j, img) in chat.images.iter().enumerate() {
+            std::fs::create_dir_all(&img_dir)
+                .with_context(|| format!("cannot create {}", img_dir.display()))?;
+            let p = img_dir.join(format!("{i:05}-{j}.png"));
+            match img {
+                ImageInput::Bytes(b) => std::fs::write(&p, b)
+                    .with_context(|| format!("cannot write {}", p.display()))?,
+                ImageInput::Path(src) => {
+                    std::fs::copy(src, &p).with_context(|| {
+                        format!("sample {}: cannot copy {}", s.id, src.display())
+                    })?;
+                }
+            }
+            images.push(p.to_string_lossy().into_owned());
+        }
+        // Messages with text only, for a processor that applies its own template.
+        let user: String = conv
+            .iter()
+            .flat_map(|m| m.parts.iter())
+            .filter_map(|p| match p {
+                Part::Text(t) => Some(t.as_str()),
+                _ => None,
+            })
+            .collect();
+        let line = serde_json::json!({ "prompt": chat.text, "user_text": user, "images": images });
+        writeln!(f, "{line}")?;
+    }
+    f.flush()?;
+    println!("{n} prompts written to {}", out.display());
+    Ok(())
+}
