@@ -483,3 +483,59 @@ fn eval_command_reports_accuracy_pass_at_k_and_saves_answers() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--pass-k 4"));
 }
+
+#[test]
+fn pad_and_dynamic_sampling_shape_the_update_batch() {
+    // PAD: keep ceil(0.25 * 64) = 16 completions when enough are eligible.
+    let dir = tempfile::tempdir().unwrap();
+    let stages = GRPO_ONLY.replace("steps = 16", "steps = 3");
+    let exp = Experiment::load(&experiment(
+        dir.path(),
+        &stages,
+        "[grpo.pad]\nenabled = true\nratio = 0.25\nt_low = 0.01\n",
+    ))
+    .unwrap();
+    let summary = run(&exp, &RunOptions::default()).unwrap();
+    for r in steps(&summary.output_dir) {
+        let eligible = r.values["pad/eligible"];
+        let kept = r.values["samples/effective"];
+        assert_eq!(kept, eligible.min(16.0), "step {}", r.step);
+        assert_eq!(
+            eligible,
+            64.0 - r.values["samples/zero_advantage"],
+            "step {}",
+            r.step
+        );
+        assert!((r.values["pad/tau"] - 1.0).abs() < 0.05);
+    }
+
+    // Dynamic sampling: only groups with differing accuracy are trained on,
+    // within 1 + max_retries rounds of generation.
+    let dir = tempfile::tempdir().unwrap();
+    let exp = Experiment::load(&experiment(
+        dir.path(),
+        &stages,
+        "[grpo.dynamic_sampling]\nenabled = true\nmax_retries = 2\n",
+    ))
+    .unwrap();
+    let summary = run(&exp, &RunOptions::default()).unwrap();
+    for r in steps(&summary.output_dir) {
+        let (rounds, groups) = (r.values["dynamic/rounds"], r.values["dynamic/groups"]);
+        assert!(
+            (1.0..=3.0).contains(&rounds),
+            "step {}: {rounds} rounds",
+            r.step
+        );
+        assert!(groups <= 8.0);
+        assert_eq!(r.values["samples/generated"], 64.0 * rounds);
+        assert_eq!(r.values["samples/effective"], 8.0 * groups);
+        assert_eq!(r.values["samples/zero_advantage"], 0.0, "step {}", r.step);
+        if groups < 8.0 {
+            assert_eq!(
+                rounds, 3.0,
+                "step {}: stopped early with {groups} groups",
+                r.step
+            );
+        }
+    }
+}

@@ -655,6 +655,23 @@ impl StageSettings {
             o.lr >= 0.0 && o.lr.is_finite(),
             "optim.lr must be a finite number >= 0",
         );
+        check(
+            g.clip_low > 0.0 && g.clip_low < 1.0,
+            "grpo.clip_low must be in (0, 1)",
+        );
+        check(g.clip_high > 0.0, "grpo.clip_high must be > 0");
+        check(
+            g.dual_clip.is_none_or(|c| c > 1.0),
+            "grpo.dual_clip must be > 1",
+        );
+        check(
+            o.micro_batch_size >= 1,
+            "optim.micro_batch_size must be >= 1",
+        );
+        check(
+            o.updates_per_batch >= 1,
+            "optim.updates_per_batch must be >= 1",
+        );
         check(g.kl.coef >= 0.0, "grpo.kl.coef must be >= 0");
         check(g.entropy.coef >= 0.0, "grpo.entropy.coef must be >= 0");
         check(
@@ -834,14 +851,6 @@ impl Experiment {
             "optim.betas must both be in [0, 1)".into(),
         );
         check(
-            o.micro_batch_size >= 1,
-            "optim.micro_batch_size must be >= 1".into(),
-        );
-        check(
-            o.updates_per_batch >= 1,
-            "optim.updates_per_batch must be >= 1".into(),
-        );
-        check(
             o.grad_clip >= 0.0,
             "optim.grad_clip must be >= 0 (0 disables clipping)".into(),
         );
@@ -858,15 +867,6 @@ impl Experiment {
             "sft.batch_size must be >= 1".into(),
         );
 
-        let g = &self.grpo;
-        check(
-            g.clip_low > 0.0 && g.clip_low < 1.0,
-            "grpo.clip_low must be in (0, 1)".into(),
-        );
-        check(g.clip_high > 0.0, "grpo.clip_high must be > 0".into());
-        if let Some(c) = g.dual_clip {
-            check(c > 1.0, format!("grpo.dual_clip must be > 1 (got {c})"));
-        }
         let own = StageSettings {
             rollout: self.rollout.clone(),
             optim: self.optim.clone(),
@@ -1031,5 +1031,81 @@ plugin = "staged"
             msg.contains("datasets.train.loader: no plugin named \"jsnl\""),
             "{msg}"
         );
+    }
+
+    fn plan(overrides: lmmhost_sdk::Overrides) -> lmmhost_sdk::Plan {
+        lmmhost_sdk::Plan {
+            stage: "mgt".into(),
+            kind: lmmhost_sdk::StageKind::Grpo,
+            datasets: vec![("train".into(), 1.0)],
+            overrides,
+        }
+    }
+
+    #[test]
+    fn stage_overrides_typed_and_extra() {
+        let (_d, p) = setup("[grpo]\nclip_high = 0.3\n[rollout]\ntop_k = 5\n");
+        let e = Experiment::load(&p).unwrap();
+        let mut o = lmmhost_sdk::Overrides {
+            learning_rate: Some(4e-7),
+            kl_coef: Some(1e-3),
+            group_size: Some(16),
+            freeze_vision: Some(true),
+            ..Default::default()
+        };
+        o.pad.enabled = Some(true);
+        o.pad.ratio = Some(0.25);
+        o.extra = vec![
+            ("grpo.kl.estimator".into(), "\"k1\"".into()),
+            ("grpo.kl.placement".into(), "\"reward\"".into()),
+            ("optim.micro_batch_size".into(), "4".into()),
+        ];
+        let s = e.stage_settings(&plan(o)).unwrap();
+        assert_eq!(s.optim.lr, 4e-7);
+        assert_eq!(s.optim.micro_batch_size, 4);
+        assert_eq!(s.grpo.kl.coef, 1e-3);
+        assert_eq!(s.grpo.kl.estimator, KlEstimator::K1);
+        assert_eq!(s.grpo.kl.placement, KlPlacement::Reward);
+        assert_eq!(s.rollout.group_size, 16);
+        assert!(s.grpo.freeze_vision && s.grpo.pad.enabled);
+        assert_eq!(s.grpo.pad.ratio, 0.25);
+        // The file's own settings survive the re-read.
+        assert_eq!(s.grpo.clip_high, 0.3);
+        assert_eq!(s.rollout.top_k, 5);
+    }
+
+    #[test]
+    fn bad_stage_overrides_are_named() {
+        let (_d, p) = setup("");
+        let e = Experiment::load(&p).unwrap();
+        let with_extra = |k: &str, v: &str| {
+            let o = lmmhost_sdk::Overrides {
+                extra: vec![(k.into(), v.into())],
+                ..Default::default()
+            };
+            format!("{:#}", e.stage_settings(&plan(o)).unwrap_err())
+        };
+        let msg = with_extra("model.path", "\"x\"");
+        assert!(
+            msg.contains("\"model.path\" cannot change per stage"),
+            "{msg}"
+        );
+        let msg = with_extra("grpo.clip_lo", "0.1");
+        assert!(
+            msg.contains("stage \"mgt\"") && msg.contains("clip_lo"),
+            "{msg}"
+        );
+        let msg = with_extra("grpo.clip_low", "1.5");
+        assert!(msg.contains("grpo.clip_low must be in (0, 1)"), "{msg}");
+        let o = lmmhost_sdk::Overrides {
+            dynamic_sampling: Some(true),
+            pad: lmmhost_sdk::PadOverrides {
+                enabled: Some(true),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let msg = format!("{:#}", e.stage_settings(&plan(o)).unwrap_err());
+        assert!(msg.contains("choose one remedy"), "{msg}");
     }
 }
