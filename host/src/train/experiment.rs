@@ -473,6 +473,41 @@ pub struct Trust {
     pub allow_unsigned: bool,
 }
 
+/// Follows `extends` chains: the merged document as TOML text and the files
+/// it came from, or `None` when `text` extends nothing.
+fn resolve_extends(path: &Path, text: &str, depth: usize) -> Result<Option<(String, Vec<String>)>> {
+    let mut table: toml::Table = text
+        .parse()
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let Some(parent) = table.remove("extends") else {
+        return Ok(None);
+    };
+    if depth >= 8 {
+        bail!("{}: `extends` nests more than 8 files deep", path.display());
+    }
+    let rel = parent
+        .as_str()
+        .with_context(|| format!("{}: key `extends` must be a file path", path.display()))?;
+    let base_path = path.parent().unwrap_or(Path::new(".")).join(rel);
+    let base_text = std::fs::read_to_string(&base_path).with_context(|| {
+        format!(
+            "{}: key `extends`: cannot read {}",
+            path.display(),
+            base_path.display()
+        )
+    })?;
+    let (base_text, mut chain) = match resolve_extends(&base_path, &base_text, depth + 1)? {
+        Some(x) => x,
+        None => (base_text, Vec::new()),
+    };
+    chain.insert(0, base_path.display().to_string());
+    let base: toml::Table = base_text
+        .parse()
+        .map_err(|e| anyhow::anyhow!("{}: {e}", base_path.display()))?;
+    let merged = crate::train::plugins::merge_tables(&base, &table);
+    Ok(Some((toml::to_string(&merged)?, chain)))
+}
+
 /// Parses the TOML text; the error names the dotted key path (`optim.lr`), the
 /// line and what was expected.
 fn parse(text: &str) -> std::result::Result<Experiment, String> {
@@ -700,10 +735,21 @@ impl StageSettings {
 impl Experiment {
     /// Reads and checks an experiment file. Relative paths inside it are
     /// resolved against the file's directory.
+    ///
+    /// `extends = "base.toml"` at the top of a file starts from that file (in
+    /// the same directory tree; its relative paths resolve against the
+    /// extending file's directory) and overrides it key by key, tables merged.
     pub fn load(path: &Path) -> Result<Experiment> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read experiment file {}", path.display()))?;
-        let mut exp = parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let (text, origin) = match resolve_extends(path, &text, 0)? {
+            Some(merged) => (
+                merged.0,
+                format!("{} (merged over {})", path.display(), merged.1.join(", ")),
+            ),
+            None => (text, path.display().to_string()),
+        };
+        let mut exp = parse(&text).map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
         let base = path.parent().unwrap_or(Path::new("."));
         exp.resolve_paths(base);
         exp.validate()
@@ -988,6 +1034,32 @@ plugin = "staged"
     fn unknown_key_is_named_with_its_line() {
         let msg = error_of("[rollout]\ngroup_sise = 4\n");
         assert!(msg.contains("group_sise") && msg.contains("line"), "{msg}");
+    }
+
+    #[test]
+    fn extends_overrides_a_base_file_key_by_key() {
+        let (dir, p) = setup("[rollout]\ngroup_size = 4\ntemperature = 0.7\n");
+        let child = dir.path().join("child.toml");
+        std::fs::write(
+            &child,
+            "extends = \"exp.toml\"\nname = \"child\"\n[rollout]\ngroup_size = 16\n",
+        )
+        .unwrap();
+        let e = Experiment::load(&child).unwrap();
+        assert_eq!(e.name, "child");
+        assert_eq!(e.rollout.group_size, 16);
+        assert_eq!(e.rollout.temperature, 0.7);
+        assert_eq!(e.model.path, dir.path().join("model"));
+        std::fs::write(
+            &child,
+            "extends = \"exp.toml\"\n[rollout]\ngroup_sise = 16\n",
+        )
+        .unwrap();
+        let msg = format!("{:#}", Experiment::load(&child).unwrap_err());
+        assert!(
+            msg.contains("group_sise") && msg.contains("merged over"),
+            "{msg}"
+        );
     }
 
     #[test]
