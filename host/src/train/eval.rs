@@ -9,11 +9,10 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use lmmhost_model::sampling::{SamplingParams, SeededRng};
 use lmmhost_plugin_host::LoaderPlugin;
-use lmmhost_sdk as sdk;
 use serde::Serialize;
 
 use super::data::{derive_seed, prompt_conversation};
-use super::plugins::{score_all, CombinedScore, Reward};
+use super::plugins::{completions, score_all, CombinedScore, Reward};
 use super::policy::Policy;
 use super::rollout::{prepare_prompts, roll_out, RolloutConfig};
 use crate::rl::passk::mean_pass_at_k;
@@ -116,14 +115,7 @@ pub fn evaluate(
         let Some(batch) = batch else { continue };
         let mut rng = SeededRng::new(derive_seed(set.seed, "eval", chunk_no as u64));
         let rows = roll_out(policy, &batch, &cfg, &mut rng, 0)?;
-        let completions: Vec<sdk::Completion> = rows
-            .iter()
-            .map(|r| sdk::Completion {
-                sample: samples[kept[r.group]].clone(),
-                response: r.text.clone(),
-                response_tokens: r.response.len() as u32,
-            })
-            .collect();
+        let completions = completions(&rows, &samples, &kept);
         let scores = score_all(rewards, &completions)?;
         for (g, &k) in kept.iter().enumerate() {
             let mut correct = 0;

@@ -1038,7 +1038,7 @@ plugin = "staged"
 
     #[test]
     fn extends_overrides_a_base_file_key_by_key() {
-        let (dir, p) = setup("[rollout]\ngroup_size = 4\ntemperature = 0.7\n");
+        let (dir, _p) = setup("[rollout]\ngroup_size = 4\ntemperature = 0.7\n");
         let child = dir.path().join("child.toml");
         std::fs::write(
             &child,

@@ -158,6 +158,22 @@ pub struct CombinedScore {
     pub failures: Vec<String>,
 }
 
+/// The completions to score for `rows`, whose `group` indexes `kept`, which
+/// indexes `samples`.
+pub fn completions(
+    rows: &[super::rollout::Row],
+    samples: &[sdk::Sample],
+    kept: &[usize],
+) -> Vec<sdk::Completion> {
+    rows.iter()
+        .map(|r| sdk::Completion {
+            sample: samples[kept[r.group]].clone(),
+            response: r.text.clone(),
+            response_tokens: r.response.len() as u32,
+        })
+        .collect()
+}
+
 /// Scores `batch` with every reward plugin; totals are summed with weights.
 pub fn score_all(rewards: &[Reward], batch: &[sdk::Completion]) -> Result<Vec<CombinedScore>> {
     let mut out: Vec<CombinedScore> = (0..batch.len())

@@ -25,7 +25,7 @@ use super::data::{derive_seed, prompt_conversation, sft_conversation, Mixer};
 use super::eval::{evaluate, table, write_records, EvalResult, EvalSettings};
 use super::experiment::{Experiment, KlPlacement, StageSettings};
 use super::grpo::{rows_logprobs, update, UpdateInputs};
-use super::plugins::{score_all, CombinedScore, Plugins};
+use super::plugins::{completions, score_all, CombinedScore, Plugins};
 use super::policy::{Policy, Reference};
 use super::rollout::{prepare_prompts, roll_out, RolloutConfig, Row};
 use super::sft;
@@ -182,12 +182,15 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary> {
                 // as the papers' stages were separate runs.
                 t.opt = new_optimizer(exp, &t.policy);
             }
-            say(&t.bar, format!(
-                "stage {} ({}) from step {}",
-                plan.stage,
-                kind_name(plan.kind),
-                t.state.global_step + 1
-            ));
+            say(
+                &t.bar,
+                format!(
+                    "stage {} ({}) from step {}",
+                    plan.stage,
+                    kind_name(plan.kind),
+                    t.state.global_step + 1
+                ),
+            );
             t.state.stage = plan.stage.clone();
             t.state.stage_step = 0;
         }
@@ -500,14 +503,7 @@ impl Trainer<'_> {
             generated += new_rows.len();
 
             // 2. Rewards on the tokio runtime, concurrently with the log-prob passes.
-            let completions: Vec<sdk::Completion> = new_rows
-                .iter()
-                .map(|r| sdk::Completion {
-                    sample: samples[kept[r.group]].clone(),
-                    response: r.text.clone(),
-                    response_tokens: r.response.len() as u32,
-                })
-                .collect();
+            let completions = completions(&new_rows, &samples, &kept);
             let rewards = Arc::clone(&self.plugins.rewards);
             let scoring = self.runtime.spawn_blocking(move || {
                 let t = Instant::now();
@@ -814,10 +810,13 @@ impl Trainer<'_> {
                 values.insert(format!("eval/{ds}/pass@{k}"), *p);
             }
             values.insert(format!("time/eval/{ds}"), t0.elapsed().as_secs_f64());
-            say(&self.bar, format!(
-                "eval {when}: {ds} accuracy {:.3} over {} prompts",
-                r.accuracy, r.prompts
-            ));
+            say(
+                &self.bar,
+                format!(
+                    "eval {when}: {ds} accuracy {:.3} over {} prompts",
+                    r.accuracy, r.prompts
+                ),
+            );
             self.state.summary.push(SummaryRow {
                 when: when.to_string(),
                 step: self.state.global_step,
