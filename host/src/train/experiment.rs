@@ -473,6 +473,48 @@ pub struct Trust {
     pub allow_unsigned: bool,
 }
 
+/// Makes the relative paths of a base file absolute against its own
+/// directory, so that a file extending it from elsewhere keeps them working.
+fn absolutize_paths(t: &mut toml::Table, dir: &Path) {
+    let fix = |v: &mut toml::Value| {
+        if let Some(p) = v.as_str().map(PathBuf::from).filter(|p| p.is_relative()) {
+            *v = toml::Value::String(dir.join(p).display().to_string());
+        }
+    };
+    let fix_in = |t: &mut toml::Table, keys: &[&str]| {
+        for k in keys {
+            match t.get_mut(*k) {
+                Some(toml::Value::Array(a)) => a.iter_mut().for_each(fix),
+                Some(v) => fix(v),
+                None => {}
+            }
+        }
+    };
+    fix_in(t, &["output_dir"]);
+    for (section, keys) in [
+        ("model", &["path"][..]),
+        ("schedule", &["file"][..]),
+        ("trust", &["trusted_keys"][..]),
+        ("checkpoint", &["dir"][..]),
+    ] {
+        if let Some(toml::Value::Table(s)) = t.get_mut(section) {
+            fix_in(s, keys);
+        }
+    }
+    for (section, keys) in [
+        ("plugins", &["wasm", "bundle"][..]),
+        ("datasets", &["files"][..]),
+    ] {
+        if let Some(toml::Value::Table(s)) = t.get_mut(section) {
+            for (_, entry) in s.iter_mut() {
+                if let toml::Value::Table(e) = entry {
+                    fix_in(e, keys);
+                }
+            }
+        }
+    }
+}
+
 /// Follows `extends` chains: the merged document as TOML text and the files
 /// it came from, or `None` when `text` extends nothing.
 fn resolve_extends(path: &Path, text: &str, depth: usize) -> Result<Option<(String, Vec<String>)>> {
@@ -501,9 +543,10 @@ fn resolve_extends(path: &Path, text: &str, depth: usize) -> Result<Option<(Stri
         None => (base_text, Vec::new()),
     };
     chain.insert(0, base_path.display().to_string());
-    let base: toml::Table = base_text
+    let mut base: toml::Table = base_text
         .parse()
         .map_err(|e| anyhow::anyhow!("{}: {e}", base_path.display()))?;
+    absolutize_paths(&mut base, base_path.parent().unwrap_or(Path::new(".")));
     let merged = crate::train::plugins::merge_tables(&base, &table);
     Ok(Some((toml::to_string(&merged)?, chain)))
 }
@@ -736,9 +779,9 @@ impl Experiment {
     /// Reads and checks an experiment file. Relative paths inside it are
     /// resolved against the file's directory.
     ///
-    /// `extends = "base.toml"` at the top of a file starts from that file (in
-    /// the same directory tree; its relative paths resolve against the
-    /// extending file's directory) and overrides it key by key, tables merged.
+    /// `extends = "base.toml"` at the top of a file starts from that file (its
+    /// relative paths resolve against its own directory) and overrides it key
+    /// by key, tables merged.
     pub fn load(path: &Path) -> Result<Experiment> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read experiment file {}", path.display()))?;
@@ -1039,20 +1082,26 @@ plugin = "staged"
     #[test]
     fn extends_overrides_a_base_file_key_by_key() {
         let (dir, _p) = setup("[rollout]\ngroup_size = 4\ntemperature = 0.7\n");
-        let child = dir.path().join("child.toml");
+        // From another directory: the base's relative paths stay the base's.
+        let other = dir.path().join("variants");
+        std::fs::create_dir_all(&other).unwrap();
+        let child = other.join("child.toml");
         std::fs::write(
             &child,
-            "extends = \"exp.toml\"\nname = \"child\"\n[rollout]\ngroup_size = 16\n",
+            "extends = \"../exp.toml\"\nname = \"child\"\n[rollout]\ngroup_size = 16\n",
         )
         .unwrap();
         let e = Experiment::load(&child).unwrap();
         assert_eq!(e.name, "child");
         assert_eq!(e.rollout.group_size, 16);
         assert_eq!(e.rollout.temperature, 0.7);
-        assert_eq!(e.model.path, dir.path().join("model"));
+        assert_eq!(e.model.path, other.join("../model"));
+        assert!(e.model.path.is_dir());
+        // Paths the base leaves to defaults follow the extending file.
+        assert_eq!(e.output_dir.clone().unwrap(), other.join("runs/child"));
         std::fs::write(
             &child,
-            "extends = \"exp.toml\"\n[rollout]\ngroup_sise = 16\n",
+            "extends = \"../exp.toml\"\n[rollout]\ngroup_sise = 16\n",
         )
         .unwrap();
         let msg = format!("{:#}", Experiment::load(&child).unwrap_err());
