@@ -36,8 +36,16 @@ enum Command {
     Bench(cli::bench::BenchCommand),
 }
 
-fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+/// Errors print as `error: <context>: <cause>` without a backtrace: what a
+/// user needs to fix is in the context chain.
+fn main() {
+    if let Err(e) = dispatch(Cli::parse()) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run(args) => cli::train::run_cmd(args),
         Command::Eval(args) => cli::train::eval_cmd(args),
