@@ -313,7 +313,7 @@ steps = 4
     )
     .unwrap();
     assert_eq!(part.steps, 4);
-    // The checkpoint at step 3 is the latest complete one; step 4 is redone.
+    // Stopping at --max-steps writes a checkpoint (step 4); resume continues there.
     let resumed = run(
         &exp_b,
         &RunOptions {
@@ -323,6 +323,7 @@ steps = 4
     )
     .unwrap();
     assert_eq!(resumed.steps, 6);
+    assert!(resumed.warnings.is_empty(), "{:?}", resumed.warnings);
     let (ra, rb) = (steps(&full.output_dir), steps(&resumed.output_dir));
     assert_eq!(ra.len(), 6);
     assert_eq!(rb.len(), 6);
@@ -344,6 +345,37 @@ steps = 4
         serde_json::from_str(&std::fs::read_to_string(ck.join("trainer.json")).unwrap()).unwrap();
     assert_eq!(state["plugin_sha256"].as_object().unwrap().len(), 3);
     assert!(state["cursors"]["digits"]["pos"].as_u64().unwrap() > 0);
+
+    // A plugin that changed since the checkpoint is reported with both hashes.
+    let text = std::fs::read_to_string(b.path().join("exp.toml")).unwrap();
+    let copy = b.path().join("math-rebuilt.wasm");
+    let mut bytes = std::fs::read(plugin("reward-math")).unwrap();
+    bytes.extend_from_slice(&[0, 8, 3, b'a', b'b', b'c', 1, 2, 3, 4]); // a custom section
+    std::fs::write(&copy, bytes).unwrap();
+    std::fs::write(
+        b.path().join("exp.toml"),
+        text.replace(
+            &plugin("reward-math").display().to_string(),
+            &copy.display().to_string(),
+        ),
+    )
+    .unwrap();
+    let exp_c = Experiment::load(&b.path().join("exp.toml")).unwrap();
+    let again = run(
+        &exp_c,
+        &RunOptions {
+            resume: true,
+            max_steps: None,
+        },
+    )
+    .unwrap();
+    assert_eq!(again.steps, 6);
+    assert_eq!(again.warnings.len(), 1, "{:?}", again.warnings);
+    assert!(
+        again.warnings[0].contains("plugin math changed since the checkpoint"),
+        "{:?}",
+        again.warnings
+    );
 }
 
 #[test]

@@ -49,6 +49,8 @@ pub struct RunOptions {
 /// What a finished run reports.
 pub struct RunSummary {
     pub steps: u64,
+    /// What the user was warned about (e.g. plugins changed since the checkpoint).
+    pub warnings: Vec<String>,
     pub output_dir: PathBuf,
     pub final_model: PathBuf,
     pub summary: Vec<SummaryRow>,
@@ -111,6 +113,7 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary> {
     let mut mixer = Mixer::new(exp.seed, lens);
     let mut state = TrainerState::fresh(exp.seed);
     let mut trainer_plugins = plugins;
+    let mut warnings = Vec::new();
     if let Some(dir) = &resume_from {
         state = state::load_state(dir)?;
         state::load_optimizer(dir, &policy, &mut opt)?;
@@ -122,12 +125,17 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary> {
         let now = trainer_plugins.hashes();
         for (name, old) in &state.plugin_sha256 {
             match now.get(name) {
-                Some(h) if h != old => eprintln!(
-                    "warning: plugin {name} changed since the checkpoint: sha256 {old} then, {h} now"
-                ),
-                None => eprintln!("warning: plugin {name} of the checkpoint is not in the experiment"),
+                Some(h) if h != old => warnings.push(format!(
+                    "plugin {name} changed since the checkpoint: sha256 {old} then, {h} now"
+                )),
+                None => warnings.push(format!(
+                    "plugin {name} of the checkpoint is not in the experiment"
+                )),
                 _ => {}
             }
+        }
+        for w in &warnings {
+            eprintln!("warning: {w}");
         }
         eprintln!(
             "resumed from {} (step {}, stage {:?})",
@@ -243,6 +251,7 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary> {
     );
     Ok(RunSummary {
         steps: t.state.global_step,
+        warnings,
         output_dir: out,
         final_model,
         summary: t.state.summary,
