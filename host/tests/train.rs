@@ -93,7 +93,7 @@ output_dir = "{out}"
 [model]
 path = "{model}"
 init = "random"
-threads = 2
+threads = 1
 
 [plugins.math]
 wasm = "{math}"
