@@ -546,7 +546,9 @@ fn resolve_extends(path: &Path, text: &str, depth: usize) -> Result<Option<(Stri
     let mut base: toml::Table = base_text
         .parse()
         .map_err(|e| anyhow::anyhow!("{}: {e}", base_path.display()))?;
-    absolutize_paths(&mut base, base_path.parent().unwrap_or(Path::new(".")));
+    let base_dir = std::path::absolute(base_path.parent().unwrap_or(Path::new(".")))
+        .with_context(|| format!("cannot resolve {}", base_path.display()))?;
+    absolutize_paths(&mut base, &base_dir);
     let merged = crate::train::plugins::merge_tables(&base, &table);
     Ok(Some((toml::to_string(&merged)?, chain)))
 }
