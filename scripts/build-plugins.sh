@@ -14,4 +14,7 @@ for dir in plugins/*/ tests/plugins/*/; do
     src="$target_dir/wasm32-wasip2/wasm/${pkg//-/_}.wasm"
     cmp -s "$src" "target/plugins/$pkg.wasm" || cp "$src" "target/plugins/$pkg.wasm"
 done
+# The example plugins (plugins/examples/: one rule in Rust, Python and
+# JavaScript; tests/polyglot.rs compares them).
+scripts/build-example-plugins.sh all >/dev/null
 echo "plugins in target/plugins/: $(cd target/plugins && ls | tr '\n' ' ')"

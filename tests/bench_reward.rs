@@ -1,35 +1,28 @@
 //! The reward benchmark as a test (ignored by default: it measures, it does
 //! not check behaviour). Same code path as `lmmhost bench reward`.
 //! Run: `cargo test --release -p lmmhost-tests --test bench_reward -- --ignored --nocapture`
-//! (`LMMHOST_BENCH_N` sets the number of completions, default 20000).
-
-use std::path::PathBuf;
+//! (`LMMHOST_BENCH_N` sets the number of completions, default 20000;
+//! `LMMHOST_BENCH_THREADS` the threads and instances, default 2).
 
 use lmmhost_plugin_host::PluginSpec;
 use lmmhost_sdk::Reward;
+use lmmhost_tests::plugin_wasm;
 
-#[test]
-#[ignore]
-fn bench_reward_math_wasm_vs_native() {
-    let dir = std::env::var_os("LMMHOST_PLUGIN_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/plugins"));
-    let path = dir.join("reward-math.wasm");
-    assert!(
-        path.is_file(),
-        "{} is missing: run scripts/build-plugins.sh first",
-        path.display()
-    );
-    let n: usize = std::env::var("LMMHOST_BENCH_N")
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(20_000);
-    let config = "format = \"r1\"\n";
-    let native = lmmhost_sdk::rules::math::MathAccuracy::new(config).unwrap();
-    let spec = PluginSpec::from_file("reward-math", &path, config).unwrap();
-    let r = lmmhost_plugin_host::bench::bench_reward(spec, &native, n, 300, 2).unwrap();
+        .unwrap_or(default)
+}
+
+fn run<R: Reward + Sync>(plugin: &str, config: &str) {
+    let n = env_usize("LMMHOST_BENCH_N", 20_000);
+    let threads = env_usize("LMMHOST_BENCH_THREADS", 2);
+    let native = R::new(config).unwrap();
+    let spec = PluginSpec::from_file(plugin, &plugin_wasm(plugin), config).unwrap();
+    let r = lmmhost_plugin_host::bench::bench_reward(spec, &native, n, 300, threads).unwrap();
     println!(
-        "n={} threads={} compile={:.1}ms instantiate={:.1}ms wasm={:.0}/s native={:.0}/s ratio={:.2} mean_total={:.4}",
+        "{plugin}: n={} threads={} compile={:.1}ms instantiate={:.1}ms wasm={:.0}/s native={:.0}/s ratio={:.2} mean_total={:.4}",
         r.completions,
         r.threads,
         r.compile.as_secs_f64() * 1e3,
@@ -39,5 +32,25 @@ fn bench_reward_math_wasm_vs_native() {
         r.wasm_per_sec / r.native_per_sec,
         r.mean_total
     );
+    if let (Some(w), Some(n)) = (r.wasm_per_cpu_sec, r.native_per_cpu_sec) {
+        println!(
+            "{plugin}: per CPU second: wasm={w:.0}/s native={n:.0}/s ratio={:.2}",
+            w / n
+        );
+    }
     assert!(r.wasm_per_sec > 0.0 && r.native_per_sec > 0.0);
+}
+
+#[test]
+#[ignore]
+fn bench_reward_math_wasm_vs_native() {
+    run::<lmmhost_sdk::rules::math::MathAccuracy>("reward-math", "format = \"r1\"\n");
+}
+
+/// The format rule does almost no work: its Wasm/native gap is the cost of
+/// the boundary (copying completions in, scores out) and the instance pool.
+#[test]
+#[ignore]
+fn bench_reward_format_wasm_vs_native() {
+    run::<lmmhost_sdk::rules::format::FormatRule>("reward-format", "");
 }

@@ -10,12 +10,16 @@
 // whether they expand here or in a plugin crate.
 extern crate self as lmmhost_sdk;
 
+#[cfg(any(test, feature = "fast-alloc"))]
+pub mod alloc;
 pub mod answer;
 pub mod bindings;
 pub mod loader;
 pub mod log;
 pub mod math;
 pub mod reward;
+#[cfg(feature = "rows")]
+pub mod rows;
 pub mod rules;
 pub mod schedule;
 pub mod types;
@@ -28,3 +32,9 @@ pub use types::*;
 #[cfg(any(feature = "reward", feature = "loader", feature = "schedule"))]
 #[doc(hidden)]
 pub use wit_bindgen as __wit_bindgen;
+
+// A component instance is single-threaded: the lock-free small-block
+// allocator is sound there, and it makes crossing the boundary cheaper.
+#[cfg(all(target_arch = "wasm32", feature = "fast-alloc"))]
+#[global_allocator]
+static GLOBAL: alloc::PluginAlloc = alloc::PluginAlloc::new();

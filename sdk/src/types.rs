@@ -45,7 +45,9 @@ use std::fmt;
 /// Where an image comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ImageSource {
-    /// Path relative to a directory the experiment granted.
+    /// Absolute host path of an image file inside a directory the experiment
+    /// granted; the host (not the plugin) opens it. Loaders resolve a row's
+    /// relative or `file://` reference against the data file's directory.
     Path(String),
     /// The encoded image (PNG, JPEG, ...).
     Bytes(Vec<u8>),

@@ -100,6 +100,14 @@ pub fn write_keypair(secret_path: &Path, name: &str) -> Result<(std::path::PathB
         .map_err(|e| anyhow::anyhow!("OS random source failed: {e}"))?;
     let key = SigningKey::from_bytes(&seed);
     let pub_path = secret_path.with_extension("pub");
+    // `-o team.pub` would write the public key over the secret one.
+    if pub_path == secret_path {
+        bail!(
+            "{}: the secret key file must not end in .pub (the public key goes there); use e.g. {}",
+            secret_path.display(),
+            secret_path.with_extension("key").display()
+        );
+    }
     for p in [secret_path, pub_path.as_path()] {
         if p.exists() {
             bail!(

@@ -74,6 +74,10 @@ pub struct RewardBench {
     pub instantiate: Duration,
     pub wasm_per_sec: f64,
     pub native_per_sec: f64,
+    /// Completions per second of CPU time (all threads of the process), when
+    /// the OS reports it (Linux): steadier than wall time on a shared machine.
+    pub wasm_per_cpu_sec: Option<f64>,
+    pub native_per_cpu_sec: Option<f64>,
     /// Mean total reward, equal for both paths (checked).
     pub mean_total: f64,
 }
@@ -105,12 +109,13 @@ pub fn bench_reward<R: Reward + Sync>(
 
     // Warm up both paths, then time the whole batch.
     plugin.score_batch(&batch[..batch.len().min(256)])?;
-    let t = Instant::now();
+    let (t, cpu) = (Instant::now(), process_cpu_secs());
     let wasm = plugin.score_batch(&batch)?;
     let wasm_secs = t.elapsed().as_secs_f64();
+    let wasm_cpu = cpu_since(cpu);
 
     let chunk = n.div_ceil(threads);
-    let t = Instant::now();
+    let (t, cpu) = (Instant::now(), process_cpu_secs());
     let native_scores: Vec<Result<sdk::Score, String>> = std::thread::scope(|s| {
         let hs: Vec<_> = batch
             .chunks(chunk)
@@ -121,6 +126,7 @@ pub fn bench_reward<R: Reward + Sync>(
             .collect()
     });
     let native_secs = t.elapsed().as_secs_f64();
+    let native_cpu = cpu_since(cpu);
 
     let mut sum = 0.0;
     for (i, (w, nat)) in wasm.iter().zip(&native_scores).enumerate() {
@@ -140,6 +146,25 @@ pub fn bench_reward<R: Reward + Sync>(
         instantiate,
         wasm_per_sec: n as f64 / wasm_secs,
         native_per_sec: n as f64 / native_secs,
+        wasm_per_cpu_sec: wasm_cpu.map(|c| n as f64 / c),
+        native_per_cpu_sec: native_cpu.map(|c| n as f64 / c),
         mean_total: sum / n as f64,
     })
+}
+
+/// User + system CPU time of this process so far, from `/proc/self/stat`
+/// (clock ticks of 10 ms); `None` where there is no such file.
+fn process_cpu_secs() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name; utime and stime are the
+    // 14th and 15th fields of the line, the 12th and 13th after it.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / 100.0)
+}
+
+/// CPU seconds spent since `start` (at least one tick, so rates stay finite).
+fn cpu_since(start: Option<f64>) -> Option<f64> {
+    Some((process_cpu_secs()? - start?).max(0.01))
 }

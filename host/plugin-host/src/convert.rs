@@ -72,14 +72,88 @@ macro_rules! sample_conversions {
     };
 }
 
-sample_conversions!(reward);
 sample_conversions!(loader);
 
-pub fn completion_to(c: &sdk::Completion) -> rw::lmmhost::plugin::types::Completion {
-    rw::lmmhost::plugin::types::Completion {
-        sample: reward::sample_to(&c.sample),
-        response: c.response.clone(),
-        response_tokens: c.response_tokens,
+/// Borrowed views of SDK completions for lowering into a reward plugin: the
+/// strings are not copied, and a chunk costs four allocations, not several
+/// per completion. Built in stages because each level borrows the one below:
+/// `parts` -> `messages` -> `completions` (with `metadata`).
+pub mod reward_in {
+    use super::*;
+    use crate::v0_1_0::reward::lmmhost::plugin::types as t;
+
+    /// Every content part of every message of `batch`, in order.
+    pub fn parts(batch: &[sdk::Completion]) -> Vec<t::ContentPart<'_>> {
+        batch
+            .iter()
+            .flat_map(|c| &c.sample.messages)
+            .flat_map(|m| &m.content)
+            .map(|p| match p {
+                sdk::ContentPart::Text(x) => t::ContentPart::Text(x),
+                sdk::ContentPart::Image(sdk::ImageSource::Path(x)) => {
+                    t::ContentPart::Image(t::ImageSource::Path(x))
+                }
+                sdk::ContentPart::Image(sdk::ImageSource::Bytes(b)) => {
+                    t::ContentPart::Image(t::ImageSource::Bytes(b))
+                }
+            })
+            .collect()
+    }
+
+    /// Every message of `batch`, each with its slice of `parts`.
+    pub fn messages<'a>(
+        batch: &'a [sdk::Completion],
+        parts: &'a [t::ContentPart<'a>],
+    ) -> Vec<t::Message<'a>> {
+        let mut at = 0;
+        batch
+            .iter()
+            .flat_map(|c| &c.sample.messages)
+            .map(|m| {
+                let content = &parts[at..at + m.content.len()];
+                at += m.content.len();
+                t::Message {
+                    role: &m.role,
+                    content,
+                }
+            })
+            .collect()
+    }
+
+    /// Every metadata pair of `batch`, in order.
+    pub fn metadata(batch: &[sdk::Completion]) -> Vec<(&str, &str)> {
+        batch
+            .iter()
+            .flat_map(|c| &c.sample.metadata)
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect()
+    }
+
+    pub fn completions<'a>(
+        batch: &'a [sdk::Completion],
+        messages: &'a [t::Message<'a>],
+        metadata: &'a [(&'a str, &'a str)],
+    ) -> Vec<t::Completion<'a>> {
+        let (mut mi, mut ki) = (0, 0);
+        batch
+            .iter()
+            .map(|c| {
+                let s = &c.sample;
+                let sample = t::Sample {
+                    id: &s.id,
+                    messages: &messages[mi..mi + s.messages.len()],
+                    answer: s.answer.as_deref(),
+                    metadata: &metadata[ki..ki + s.metadata.len()],
+                };
+                mi += s.messages.len();
+                ki += s.metadata.len();
+                t::Completion {
+                    sample,
+                    response: &c.response,
+                    response_tokens: c.response_tokens,
+                }
+            })
+            .collect()
     }
 }
 

@@ -1,5 +1,6 @@
 //! Reward plugins: a pool of pre-instantiated instances; a batch is split
-//! across them and scored on all cores, one boundary crossing per chunk.
+//! across them and scored on all cores, one boundary crossing per call of up
+//! to `CALL_ITEMS` completions.
 
 use std::sync::Mutex;
 
@@ -14,7 +15,11 @@ use crate::runtime::{OnError, PluginRuntime, PluginSpec};
 use crate::sandbox::{call_with_budget, new_store, State};
 use crate::v0_1_0::reward as rw;
 
-type Completion = rw::lmmhost::plugin::types::Completion;
+type Completion<'a> = rw::lmmhost::plugin::types::Completion<'a>;
+
+/// Completions per call into an instance (a batch is split across the pool,
+/// then into calls of this size).
+const CALL_ITEMS: usize = 256;
 
 /// One scored item, or (with `on_error = "zero"`) why it could not be scored.
 #[derive(Debug, Clone, PartialEq)]
@@ -96,17 +101,35 @@ impl RewardPlugin {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
-        let items: Vec<Completion> = batch.iter().map(convert::completion_to).collect();
         let workers = self.pool.len().min(batch.len());
         let chunk = batch.len().div_ceil(workers);
         let mut results: Vec<Result<Vec<ItemOutcome>>> = Vec::new();
         std::thread::scope(|scope| {
-            let handles: Vec<_> = items
+            let handles: Vec<_> = batch
                 .chunks(chunk)
                 .zip(&self.pool)
                 .enumerate()
                 .map(|(k, (part, slot))| {
-                    scope.spawn(move || self.score_chunk(slot, part, k * chunk, batch))
+                    // Each worker builds borrowed views of its own chunk
+                    // (no string copies); the lowering runs on all cores.
+                    scope.spawn(move || {
+                        use convert::reward_in as c;
+                        // Calls of at most CALL_ITEMS completions: the values
+                        // lowered into the instance, the guest's copies and
+                        // the results stay in cache, where one call per
+                        // chunk would stream the whole chunk through memory
+                        // several times.
+                        let mut out = Vec::with_capacity(part.len());
+                        for (j, sub) in part.chunks(CALL_ITEMS).enumerate() {
+                            let parts = c::parts(sub);
+                            let messages = c::messages(sub, &parts);
+                            let metadata = c::metadata(sub);
+                            let items = c::completions(sub, &messages, &metadata);
+                            let offset = k * chunk + j * CALL_ITEMS;
+                            out.extend(self.score_chunk(slot, &items, offset, batch)?);
+                        }
+                        Ok(out)
+                    })
                 })
                 .collect();
             results = handles
@@ -127,7 +150,7 @@ impl RewardPlugin {
     fn score_chunk(
         &self,
         slot: &Mutex<Option<Instance>>,
-        part: &[Completion],
+        part: &[Completion<'_>],
         offset: usize,
         batch: &[sdk::Completion],
     ) -> Result<Vec<ItemOutcome>> {

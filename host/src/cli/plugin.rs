@@ -281,6 +281,13 @@ pub fn bench_reward(args: BenchRewardArgs) -> Result<()> {
         "  wasm / native:             {:>10.2}x",
         r.wasm_per_sec / r.native_per_sec
     );
+    if let (Some(w), Some(n)) = (r.wasm_per_cpu_sec, r.native_per_cpu_sec) {
+        // CPU time is steadier than wall time when other jobs share the cores.
+        println!(
+            "  per CPU second: wasm {w:.0}/s, native {n:.0}/s, ratio {:.2}x",
+            w / n
+        );
+    }
     println!(
         "  mean total reward:         {:>10.4} (identical on both paths)",
         r.mean_total

@@ -1,13 +1,9 @@
 //! The loader: index rows at `open`, parse one row per `get`.
 
-use crate::config::Config;
 use crate::files::{expand_grants, index_file, read_row, row_text, DataFile, Row};
-use crate::row::{parse_row, RowCtx};
+use lmmhost_sdk::rows::{parse_json_row, Config, RowCtx};
 use lmmhost_sdk::{DatasetInfo, Loader, Sample};
 use std::path::PathBuf;
-
-/// How many skip reasons go into `DatasetInfo::notes`.
-const MAX_NOTES: usize = 5;
 
 pub struct JsonlLoader {
     config: Config,
@@ -30,13 +26,13 @@ impl JsonlLoader {
             granted: &self.granted,
             default_id: format!("{stem}:{}", row.line),
         };
-        parse_row(text, &ctx).map_err(|e| format!("{}:{}: {e}", file.path.display(), row.line))
+        parse_json_row(text, &ctx).map_err(|e| format!("{}:{}: {e}", file.path.display(), row.line))
     }
 }
 
 impl Loader for JsonlLoader {
     fn open(config: &str, files: &[String]) -> Result<(Self, DatasetInfo), String> {
-        let config = Config::parse(config)?;
+        let config = Config::parse("loader-jsonl", config)?;
         let (files, granted) = expand_grants(files)?;
         let mut loader = JsonlLoader {
             config,
@@ -50,6 +46,7 @@ impl Loader for JsonlLoader {
             let path = loader.files[i].path.clone();
             let file_no = u32::try_from(i).map_err(|_| "too many files".to_owned())?;
             let cfg_skip = loader.config.skip_bad_rows;
+            let max_notes = loader.config.max_notes;
             let mut rows = Vec::new();
             index_file(file_no, &path, |row, bytes| {
                 if !cfg_skip {
@@ -62,7 +59,7 @@ impl Loader for JsonlLoader {
                     Ok(_) => rows.push(row),
                     Err(e) => {
                         skipped += 1;
-                        if notes.len() < MAX_NOTES {
+                        if notes.len() < max_notes {
                             notes.push(format!("skipped {e}"));
                         }
                     }

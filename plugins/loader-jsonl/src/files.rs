@@ -1,9 +1,10 @@
 //! Granted paths: expanding directories into `*.jsonl` files, indexing the
-//! byte offsets of rows, reading one row back, and resolving image paths.
+//! byte offsets of rows and reading one row back.
 
+use lmmhost_sdk::rows::normalize;
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 /// A dataset file and its directory (relative image paths start there).
 #[derive(Debug, Clone)]
@@ -131,53 +132,6 @@ pub fn read_row(path: &Path, row: &Row) -> Result<String, String> {
         .map_err(|e| format!("{}:{}: not valid UTF-8: {e}", path.display(), row.line))
 }
 
-/// Removes `.` and resolves `..` lexically (no file system access: the
-/// sandbox may not let us see the path, and the check must not depend on it).
-pub fn normalize(p: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for c in p.components() {
-        match c {
-            Component::CurDir => {}
-            Component::ParentDir => {
-                out.pop();
-            }
-            other => out.push(other.as_os_str()),
-        }
-    }
-    out
-}
-
-/// An image reference from a row, made absolute (relative to the JSONL
-/// file's directory, `file://` stripped) and checked to lie inside a granted
-/// directory, so the error comes here with file and line rather than later
-/// from the host's sandbox.
-pub fn resolve_image(reference: &str, base: &Path, granted: &[PathBuf]) -> Result<String, String> {
-    let r = reference.strip_prefix("file://").unwrap_or(reference);
-    if r.is_empty() {
-        return Err("empty image path".into());
-    }
-    if r.contains("://") {
-        return Err(format!(
-            "image `{reference}`: only local files are supported"
-        ));
-    }
-    let p = Path::new(r);
-    let abs = normalize(&if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        base.join(p)
-    });
-    if !granted.iter().any(|d| abs.starts_with(d)) {
-        return Err(format!(
-            "image `{reference}` ({}) is outside the granted directories; grant the directory that holds the images",
-            abs.display()
-        ));
-    }
-    abs.to_str()
-        .map(str::to_owned)
-        .ok_or_else(|| format!("image `{reference}`: path is not valid UTF-8"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -223,29 +177,5 @@ mod tests {
             .collect();
         assert_eq!(names, vec!["a.jsonl", "b.jsonl"]);
         assert_eq!(dirs, vec![dir.path().to_path_buf()]);
-    }
-
-    #[test]
-    fn images_resolve_and_stay_inside_grants() {
-        let g = vec![PathBuf::from("/data/set")];
-        let base = Path::new("/data/set/train");
-        assert_eq!(
-            resolve_image("img/1.png", base, &g).unwrap(),
-            "/data/set/train/img/1.png"
-        );
-        assert_eq!(
-            resolve_image("../img/1.png", base, &g).unwrap(),
-            "/data/set/img/1.png"
-        );
-        assert_eq!(
-            resolve_image("file:///data/set/x.jpg", base, &g).unwrap(),
-            "/data/set/x.jpg"
-        );
-        let e = resolve_image("../../../etc/passwd", base, &g).unwrap_err();
-        assert!(e.contains("/etc/passwd") && e.contains("outside"), "{e}");
-        assert!(resolve_image("/data/settle/x.png", base, &g).is_err());
-        assert!(resolve_image("http://x/y.png", base, &g)
-            .unwrap_err()
-            .contains("local"));
     }
 }

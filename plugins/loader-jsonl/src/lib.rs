@@ -2,10 +2,11 @@
 //! EasyR1/R1-V (`problem`, `answer`, `images`) and chat SFT traces
 //! (`messages`, `images`). Config keys and formats: `docs/loaders.md`.
 
-pub mod config;
+//! Rows are parsed by the SDK's shared `lmmhost_sdk::rows` (also used by
+//! loader-parquet); this crate finds, indexes and reads the JSONL lines.
+
 pub mod dataset;
 pub mod files;
-pub mod row;
 
 #[cfg(test)]
 mod tests;

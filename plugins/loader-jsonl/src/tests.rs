@@ -237,7 +237,7 @@ fn bad_rows_are_errors_or_skipped_and_counted() {
     );
     assert_eq!(
         l.get(5).unwrap_err(),
-        format!("{f}:6: a row must be a JSON object")
+        format!("{f}:6: a row must be a JSON object, got a list")
     );
     assert!(l.get(6).unwrap_err().contains("`images` must be a list"));
     // Only the file itself was granted, so no image is reachable.

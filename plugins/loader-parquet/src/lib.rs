@@ -2,31 +2,29 @@
 //! verl layouts, images as `{bytes, path}` structs). Reference: README.md.
 //!
 //! Each record is converted to the JSON object it stands for (binary columns
-//! as base64) and parsed by `rows`, which accepts the same layouts as the JSONL
-//! loader (EasyR1, verl, chat traces, LMM-R1).
+//! as base64) and parsed by the SDK's shared `lmmhost_sdk::rows`, exactly as
+//! loader-jsonl parses its lines (EasyR1, verl, chat traces, LMM-R1).
 //!
 //! Random access: `open` reads every row group once to validate the rows and
 //! remember where each valid row lies; `get` decodes the row group holding the
 //! row and keeps the last one decoded, so reading in order decodes each row
 //! group once.
 
-use lmmhost_sdk::{DatasetInfo, Loader, Sample};
-pub mod config;
-pub mod rows;
+mod source;
 
-use config::Config;
+use lmmhost_sdk::rows::{normalize, parse_row, Config, RowCtx};
+use lmmhost_sdk::{DatasetInfo, Loader, Sample};
 use parquet::file::reader::{FileReader, SerializedFileReader};
-use rows::{parse_value, RowCtx};
 use serde_json::Value;
+use source::PathSource;
 use std::cell::RefCell;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
 struct DataFile {
     path: PathBuf,
     dir: PathBuf,
     name: String,
-    reader: SerializedFileReader<File>,
+    reader: SerializedFileReader<PathSource>,
 }
 
 #[derive(Clone, Copy)]
@@ -45,13 +43,17 @@ type CachedGroup = ((u32, u32), Vec<Value>);
 pub struct ParquetLoader {
     config: Config,
     files: Vec<DataFile>,
+    /// Granted directories: image paths must lie inside one of them.
+    granted: Vec<PathBuf>,
     rows: Vec<RowPos>,
     cache: RefCell<Option<CachedGroup>>,
 }
 
-/// Granted paths expanded to files: a directory means all `*.parquet` in it, sorted.
-fn expand(files: &[String]) -> Result<Vec<PathBuf>, String> {
+/// Granted paths expanded to files (a directory means all `*.parquet` in it,
+/// sorted), and the granted directories.
+fn expand(files: &[String]) -> Result<(Vec<PathBuf>, Vec<PathBuf>), String> {
     let mut out = Vec::new();
+    let mut dirs = Vec::new();
     for f in files {
         let p = Path::new(f);
         let meta = std::fs::metadata(p).map_err(|e| format!("{f}: cannot open: {e}"))?;
@@ -66,6 +68,7 @@ fn expand(files: &[String]) -> Result<Vec<PathBuf>, String> {
                 return Err(format!("{f}: directory holds no *.parquet file"));
             }
             out.extend(found);
+            dirs.push(normalize(p));
         } else {
             out.push(p.to_path_buf());
         }
@@ -73,7 +76,7 @@ fn expand(files: &[String]) -> Result<Vec<PathBuf>, String> {
     if out.is_empty() {
         return Err("no dataset files granted (`files` is empty)".into());
     }
-    Ok(out)
+    Ok((out, dirs))
 }
 
 fn read_group(f: &DataFile, group: u32) -> Result<Vec<Value>, String> {
@@ -101,28 +104,29 @@ impl ParquetLoader {
         // Rows are named by 1-based row number, like lines in the JSONL loader.
         let line = u32::try_from(pos.file_row + 1).unwrap_or(u32::MAX);
         let ctx = RowCtx {
-            dir: &f.dir,
-            file_name: &f.name,
-            line,
+            config: &self.config,
+            base: &f.dir,
+            granted: &self.granted,
+            default_id: format!("{}:{line}", f.name),
         };
-        parse_value(&self.config, &ctx, value)
-            .map_err(|e| format!("{}: row {line}: {e}", f.path.display()))
+        parse_row(value, &ctx).map_err(|e| format!("{}: row {line}: {e}", f.path.display()))
     }
 }
 
 impl Loader for ParquetLoader {
     fn open(config: &str, files: &[String]) -> Result<(Self, DatasetInfo), String> {
-        let config = Config::parse(config)?;
+        let config = Config::parse("loader-parquet", config)?;
+        let (paths, granted) = expand(files)?;
         let mut loader = ParquetLoader {
             config,
             files: Vec::new(),
+            granted,
             rows: Vec::new(),
             cache: RefCell::new(None),
         };
         let (mut skipped, mut notes) = (0u64, Vec::new());
-        for (fi, path) in expand(files)?.into_iter().enumerate() {
-            let file =
-                File::open(&path).map_err(|e| format!("{}: cannot open: {e}", path.display()))?;
+        for (fi, path) in paths.into_iter().enumerate() {
+            let file = PathSource::open(&path)?;
             let reader = SerializedFileReader::new(file)
                 .map_err(|e| format!("{}: not a readable Parquet file: {e}", path.display()))?;
             let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();

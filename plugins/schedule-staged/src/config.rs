@@ -216,7 +216,21 @@ fn parse_stage(raw: toml::Value, base: &Overrides, top: &RawTop) -> Result<Stage
 }
 
 fn parse_overrides(v: toml::Value) -> Result<Overrides, String> {
-    let o: Overrides = typed(v)?;
+    // `extra` values are TOML value text (`0.28`, `"cosine"`, `[1, 2]`): taken
+    // out before the typed parse, which would turn `"cosine"` into `cosine`.
+    let mut v = v;
+    let extra = match v.as_table_mut().and_then(|t| t.remove("extra")) {
+        None => Vec::new(),
+        Some(toml::Value::Table(t)) => t.into_iter().map(|(k, x)| (k, toml_text(&x))).collect(),
+        Some(other) => {
+            return Err(format!(
+                "`extra`: expected a table of key = value, got a {}",
+                other.type_str()
+            ))
+        }
+    };
+    let mut o: Overrides = typed(v)?;
+    o.extra = extra;
     let check = |key: &str, x: Option<f64>, ok: fn(f64) -> bool, want: &str| match x {
         Some(x) if !ok(x) => Err(format!("`{key}` = {x}: expected {want}")),
         _ => Ok(()),
@@ -277,6 +291,25 @@ fn parse_overrides(v: toml::Value) -> Result<Overrides, String> {
         return Err("`group_size` must be > 0".into());
     }
     Ok(o)
+}
+
+/// A TOML value as the text that parses back to it (strings quoted and escaped).
+pub fn toml_text(v: &toml::Value) -> String {
+    match v {
+        toml::Value::String(s) => toml::Value::String(s.clone()).to_string(),
+        toml::Value::Array(a) => {
+            let items: Vec<String> = a.iter().map(toml_text).collect();
+            format!("[{}]", items.join(", "))
+        }
+        toml::Value::Table(t) => {
+            let items: Vec<String> = t
+                .iter()
+                .map(|(k, x)| format!("{} = {}", toml::Value::String(k.clone()), toml_text(x)))
+                .collect();
+            format!("{{ {} }}", items.join(", "))
+        }
+        other => other.to_string(),
+    }
 }
 
 /// `own` over `base`, field by field; `extra` keys of `own` replace equal keys of `base`.

@@ -110,7 +110,7 @@ epochs = 2.5
 learning_rate = 1e-6
 kl_coef = 0.0
 pad = { enabled = true, t_low = 0.05, t_high = 5.0, ratio = 0.5, tau_start = 1.0, tau_end = 0.3 }
-extra = { "grpo.clip_eps_high" = "0.28" }
+extra = { "grpo.clip_eps_high" = 0.28, "lr.schedule" = "cos \"x\"", betas = [0.9, 0.99], on = true }
 
 [[stages]]
 name = "text"
@@ -179,8 +179,21 @@ fn walks_three_stages_with_their_plans() {
     assert_eq!(mm.overrides.pad.tau_end, Some(0.3));
     assert_eq!(
         mm.overrides.extra,
-        vec![("grpo.clip_eps_high".to_owned(), "0.28".to_owned())]
+        vec![
+            ("betas".to_owned(), "[0.9, 0.99]".to_owned()),
+            ("grpo.clip_eps_high".to_owned(), "0.28".to_owned()),
+            // toml writes a string holding `"` as a literal string.
+            ("lr.schedule".to_owned(), r#"'cos "x"'"#.to_owned()),
+            ("on".to_owned(), "true".to_owned()),
+        ]
     );
+    // Each value is TOML text that parses back to what the config wrote.
+    for (k, v) in &mm.overrides.extra {
+        let back: toml::Table = toml::from_str(&format!("v = {v}")).unwrap();
+        assert!(back.contains_key("v"), "{k} = {v}");
+    }
+    let back: toml::Table = toml::from_str(&format!("v = {}", mm.overrides.extra[2].1)).unwrap();
+    assert_eq!(back["v"].as_str(), Some("cos \"x\""));
 
     assert_eq!(text.datasets, vec![("math".to_owned(), 1.0)]);
     assert_eq!(text.overrides.temperature, Some(1.0), "stage override wins");

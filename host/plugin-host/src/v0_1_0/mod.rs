@@ -29,7 +29,13 @@ macro_rules! log_import {
 }
 
 pub mod reward {
-    wasmtime::component::bindgen!({ path: "../../wit/v0.1.0", world: "reward-plugin" });
+    // Borrowed parameter types: a batch is lowered straight from the SDK's
+    // completions (`convert::reward_in`), without copying every string first.
+    wasmtime::component::bindgen!({
+        path: "../../wit/v0.1.0",
+        world: "reward-plugin",
+        ownership: Borrowing { duplicate_if_necessary: true },
+    });
 }
 log_import!(reward);
 // The shared types interface has no functions to provide.
