@@ -244,7 +244,7 @@ datasets = { digits = 1.0 }
 steps = 2
 [stages.overrides]
 kl_coef = 0.1
-extra = { "grpo.kl.estimator" = "\"k2\"", "rollout.prompts_per_step" = "4" }
+extra = { "grpo.kl.estimator" = "k2", "rollout.prompts_per_step" = 4 }
 "#;
     let dir = tempfile::tempdir().unwrap();
     let exp =

@@ -423,6 +423,17 @@ impl CausalLm for Model {
     ) -> Result<(Tensor, Option<Tensor>)> {
         self.as_lm().token_stats(inputs, targets, entropy)
     }
+    fn response_token_stats(
+        &self,
+        prompts: &ForwardInputs,
+        group: &Tensor,
+        responses: &Tensor,
+        response_mask: &Tensor,
+        entropy: Entropy,
+    ) -> Result<(Tensor, Option<Tensor>)> {
+        self.as_lm()
+            .response_token_stats(prompts, group, responses, response_mask, entropy)
+    }
     fn eos_token_ids(&self) -> &[i64] {
         self.as_lm().eos_token_ids()
     }

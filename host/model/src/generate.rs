@@ -119,6 +119,7 @@ pub fn repeat_cache(cache: KvCache, n: i64) -> KvCache {
         layers: cache.layers.iter().map(|(k, v)| (rep(k), rep(v))).collect(),
         attention_mask: rep(&cache.attention_mask),
         next_position: rep(&cache.next_position),
+        buffers: Vec::new(),
     }
 }
 
@@ -185,6 +186,8 @@ pub fn generate(
         logits
     };
     let mut cache = repeat_cache(cache, n);
+    // Room for every step's keys/values: no per-step copy of the whole cache.
+    tch::no_grad(|| cache.reserve(steps_max - 1));
 
     let blocked_always =
         (!cfg.blocked_token_ids.is_empty()).then(|| id_tensor(&cfg.blocked_token_ids, device));
@@ -340,6 +343,7 @@ mod tests {
                 layers: vec![(kv.shallow_clone(), kv)],
                 attention_mask: inputs.attention_mask.shallow_clone(),
                 next_position: Tensor::from_slice(&next),
+                buffers: Vec::new(),
             };
             Ok((self.logits_for(&last, &pos), cache))
         }

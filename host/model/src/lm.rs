@@ -29,6 +29,38 @@ pub struct KvCache {
     /// for Qwen2.5-VL, M-RoPE positions of text after images are shifted by
     /// the rope deltas, so this is not simply T).
     pub next_position: Tensor,
+    /// Optional preallocated storage per layer, `[B, num_kv_heads, T_max,
+    /// head_dim]`, of which `layers` are the first T positions (views): a
+    /// decode step then writes its keys/values in place instead of copying
+    /// the whole cache. Empty: the cache grows by concatenation.
+    pub buffers: Vec<(Tensor, Tensor)>,
+}
+
+impl KvCache {
+    /// Makes room for `extra` more tokens without per-step copies (the cached
+    /// keys/values are copied once into new storage). Used under `no_grad` by
+    /// generation; a cache that autograd tracks must not be written in place.
+    pub fn reserve(&mut self, extra: i64) {
+        if extra <= 0 || self.layers.is_empty() {
+            return;
+        }
+        let mut buffers = Vec::with_capacity(self.layers.len());
+        let mut layers = Vec::with_capacity(self.layers.len());
+        for (k, v) in &self.layers {
+            let s = k.size();
+            let t = s[2];
+            let alloc = |x: &Tensor| {
+                let buf = x.new_empty([s[0], s[1], t + extra, s[3]], (x.kind(), x.device()));
+                buf.narrow(2, 0, t).copy_(x);
+                buf
+            };
+            let (bk, bv) = (alloc(k), alloc(v));
+            layers.push((bk.narrow(2, 0, t), bv.narrow(2, 0, t)));
+            buffers.push((bk, bv));
+        }
+        self.layers = layers;
+        self.buffers = buffers;
+    }
 }
 
 /// Whether [`CausalLm::token_stats`] computes per-position entropies.
@@ -63,6 +95,27 @@ pub trait CausalLm {
         targets: &Tensor,
         entropy: Entropy,
     ) -> Result<(Tensor, Option<Tensor>)>;
+
+    /// Log-probabilities (and entropies) of responses that continue shared
+    /// prompts, each prompt computed once: `prompts` is a left-padded `[G, Lp]`
+    /// batch of distinct prompts (with their images), `group` `[B]` int64 the
+    /// prompt of each response, `responses` `[B, Lr]` right-padded ids with
+    /// `response_mask` `[B, Lr]` (1 on real tokens). The prompts' keys and values
+    /// serve every response of their group (and gradients from all of them flow
+    /// back into the one prompt pass). Returns `[B, Lr]`: column j is the
+    /// log-prob of response token j, equal to [`CausalLm::token_stats`] on the
+    /// concatenated rows to float tolerance.
+    fn response_token_stats(
+        &self,
+        prompts: &ForwardInputs,
+        group: &Tensor,
+        responses: &Tensor,
+        response_mask: &Tensor,
+        entropy: Entropy,
+    ) -> Result<(Tensor, Option<Tensor>)> {
+        let _ = (prompts, group, responses, response_mask, entropy);
+        anyhow::bail!("this model does not compute responses over shared prompts")
+    }
 
     /// [`CausalLm::token_stats`] without the entropy.
     fn token_logprobs(&self, inputs: &ForwardInputs, targets: &Tensor) -> Result<Tensor> {

@@ -152,6 +152,7 @@ impl Qwen2Attention {
         sin: &Tensor,
         mask: &Tensor,
         past: Option<&(Tensor, Tensor)>,
+        buffer: Option<&(Tensor, Tensor)>,
     ) -> (Tensor, (Tensor, Tensor)) {
         let (b, l) = (x.size()[0], x.size()[1]);
         let q = self
@@ -170,14 +171,29 @@ impl Qwen2Attention {
             .view([b, l, self.num_kv_heads, self.head_dim])
             .transpose(1, 2);
         let (q, k) = rope::apply_text(&q, &k, cos, sin);
-        let (k, v) = match past {
-            Some((pk, pv)) => (Tensor::cat(&[pk, &k], 2), Tensor::cat(&[pv, &v], 2)),
-            None => (k, v),
+        let (k, v) = match (past, buffer) {
+            // `past` is the first T positions of `buffer`: write in place.
+            (Some((pk, _)), Some((bk, bv))) if pk.size()[2] + l <= bk.size()[2] => {
+                let t = pk.size()[2];
+                bk.narrow(2, t, l).copy_(&k);
+                bv.narrow(2, t, l).copy_(&v);
+                (bk.narrow(2, 0, t + l), bv.narrow(2, 0, t + l))
+            }
+            (Some((pk, pv)), _) => (Tensor::cat(&[pk, &k], 2), Tensor::cat(&[pv, &v], 2)),
+            (None, _) => (k, v),
         };
         let groups = self.num_heads / self.num_kv_heads;
-        let (ke, ve) = (repeat_kv(&k, groups), repeat_kv(&v, groups));
-        let o =
-            Tensor::scaled_dot_product_attention(&q, &ke, &ve, Some(mask), 0.0, false, None, false);
+        let o = if l == 1 && groups > 1 {
+            // Decoding: the `groups` query heads of a KV head become `groups`
+            // queries of it, so the cache is read in place instead of being
+            // copied `groups` times per step (the mask `[B, 1, 1, T]` broadcasts).
+            let qg = q.reshape([b, self.num_kv_heads, groups, self.head_dim]);
+            Tensor::scaled_dot_product_attention(&qg, &k, &v, Some(mask), 0.0, false, None, false)
+                .reshape([b, self.num_heads, 1, self.head_dim])
+        } else {
+            let (ke, ve) = (repeat_kv(&k, groups), repeat_kv(&v, groups));
+            Tensor::scaled_dot_product_attention(&q, &ke, &ve, Some(mask), 0.0, false, None, false)
+        };
         let o = o
             .transpose(1, 2)
             .reshape([b, l, self.num_heads * self.head_dim]);
@@ -276,7 +292,20 @@ impl Qwen2Model {
         embeds: &Tensor,
         positions: &Tensor,
         key_mask: &Tensor,
+        cache: Option<&mut Vec<(Tensor, Tensor)>>,
+    ) -> Result<Tensor> {
+        self.forward_embeds_buffered(embeds, positions, key_mask, cache, &[])
+    }
+
+    /// [`Qwen2Model::forward_embeds`] writing new keys/values into `buffers`
+    /// (see [`KvCache::buffers`]) when they have room.
+    pub fn forward_embeds_buffered(
+        &self,
+        embeds: &Tensor,
+        positions: &Tensor,
+        key_mask: &Tensor,
         mut cache: Option<&mut Vec<(Tensor, Tensor)>>,
+        buffers: &[(Tensor, Tensor)],
     ) -> Result<Tensor> {
         let l = embeds.size()[1];
         let (cos, sin) = rope::text_cos_sin(
@@ -308,6 +337,7 @@ impl Qwen2Model {
                 &sin,
                 &mask,
                 past,
+                buffers.get(i),
             );
             // Not `+=`: an in-place add would overwrite a tensor autograd saved.
             h = &h + a;
@@ -565,8 +595,72 @@ pub(crate) fn finish_prefill(
         layers,
         attention_mask: mask.to_kind(Kind::Int64),
         next_position: next_positions(positions, mask),
+        buffers: Vec::new(),
     };
     (logits, cache)
+}
+
+/// [`CausalLm::response_token_stats`] of both models, given the prompts'
+/// final hidden states `[G, Lp, H]`, their per-layer keys/values, mask and
+/// rotary positions (`[G, Lp]` or `[3, G, Lp]` with `mrope`).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn shared_prompt_stats(
+    model: &Qwen2Model,
+    lm_head: &Tensor,
+    prompt_hidden: &Tensor,
+    prompt_layers: Vec<(Tensor, Tensor)>,
+    prompt_mask: &Tensor,
+    prompt_positions: &Tensor,
+    group: &Tensor,
+    responses: &Tensor,
+    response_mask: &Tensor,
+    mrope: bool,
+    entropy: Entropy,
+) -> Result<(Tensor, Option<Tensor>)> {
+    let (b, lr) = (responses.size()[0], responses.size()[1]);
+    if response_mask.size() != [b, lr] || group.size() != [b] || lr < 1 {
+        bail!(
+            "responses {:?}, response_mask {:?} and group {:?} must be [B, Lr], [B, Lr] and [B] with Lr >= 1",
+            responses.size(),
+            response_mask.size(),
+            group.size()
+        );
+    }
+    let lp = prompt_hidden.size()[1];
+    let group = group.to_kind(Kind::Int64);
+    // index_select's backward sums the gradients of every copy into the prompt.
+    let mut layers: Vec<(Tensor, Tensor)> = prompt_layers
+        .iter()
+        .map(|(k, v)| (k.index_select(0, &group), v.index_select(0, &group)))
+        .collect();
+    let key_mask = Tensor::cat(
+        &[
+            prompt_mask.to_kind(Kind::Int64).index_select(0, &group),
+            response_mask.to_kind(Kind::Int64),
+        ],
+        1,
+    );
+    let next = next_positions(prompt_positions, prompt_mask).index_select(0, &group);
+    let pos =
+        next.unsqueeze(1) + Tensor::arange(lr, (Kind::Int64, responses.device())).unsqueeze(0); // [B, Lr]
+    let positions = if mrope {
+        pos.unsqueeze(0).expand([3, b, lr], false)
+    } else {
+        pos
+    };
+    let h = model
+        .forward_embeds(
+            &model.embed(responses),
+            &positions,
+            &key_mask,
+            Some(&mut layers),
+        )
+        .context("response pass over the shared prompts")?;
+    // Left padding puts every prompt's last token in the last column; its
+    // state predicts response token 0, response position j predicts j + 1.
+    let last = prompt_hidden.narrow(1, lp - 1, 1).index_select(0, &group);
+    let hidden = Tensor::cat(&[last, h.narrow(1, 0, lr - 1)], 1);
+    chunked_token_stats(&hidden, lm_head, responses, entropy)
 }
 
 /// One decode step shared by both models. `mrope`: positions are `[3, B, 1]`.
@@ -599,7 +693,13 @@ pub(crate) fn decode_step(
     );
     let embeds = model.embed(ids);
     let h = model
-        .forward_embeds(&embeds, &positions, &mask, Some(&mut cache.layers))
+        .forward_embeds_buffered(
+            &embeds,
+            &positions,
+            &mask,
+            Some(&mut cache.layers),
+            &cache.buffers,
+        )
         .context("decode step")?;
     cache.attention_mask = mask;
     cache.next_position = &cache.next_position + 1;
@@ -636,6 +736,31 @@ impl CausalLm for Qwen2ForCausalLM {
     ) -> Result<(Tensor, Option<Tensor>)> {
         let (h, _) = self.hidden(inputs, None)?;
         chunked_token_stats(&h, &self.lm_head, targets, entropy)
+    }
+
+    fn response_token_stats(
+        &self,
+        prompts: &ForwardInputs,
+        group: &Tensor,
+        responses: &Tensor,
+        response_mask: &Tensor,
+        entropy: Entropy,
+    ) -> Result<(Tensor, Option<Tensor>)> {
+        let mut layers = Vec::new();
+        let (h, positions) = self.hidden(prompts, Some(&mut layers))?;
+        shared_prompt_stats(
+            &self.model,
+            &self.lm_head,
+            &h,
+            layers,
+            prompts.attention_mask,
+            &positions,
+            group,
+            responses,
+            response_mask,
+            false,
+            entropy,
+        )
     }
 
     fn eos_token_ids(&self) -> &[i64] {

@@ -172,6 +172,32 @@ impl CausalLm for Qwen2_5VlForConditionalGeneration {
         qwen2::chunked_token_stats(&h, &self.lm_head, targets, entropy)
     }
 
+    /// The vision tower and the prompt run once per prompt, not per response.
+    fn response_token_stats(
+        &self,
+        prompts: &ForwardInputs,
+        group: &Tensor,
+        responses: &Tensor,
+        response_mask: &Tensor,
+        entropy: Entropy,
+    ) -> Result<(Tensor, Option<Tensor>)> {
+        let mut layers = Vec::new();
+        let (h, positions) = self.hidden(prompts, Some(&mut layers))?;
+        qwen2::shared_prompt_stats(
+            &self.model,
+            &self.lm_head,
+            &h,
+            layers,
+            prompts.attention_mask,
+            &positions,
+            group,
+            responses,
+            response_mask,
+            true,
+            entropy,
+        )
+    }
+
     fn eos_token_ids(&self) -> &[i64] {
         &self.config.eos_token_ids
     }

@@ -109,8 +109,7 @@ pub fn bench_grpo(args: BenchGrpoArgs) -> Result<()> {
                 out.display()
             );
         }
-        std::fs::remove_dir_all(&out)
-            .with_context(|| format!("cannot clear {}", out.display()))?;
+        std::fs::remove_dir_all(&out).with_context(|| format!("cannot clear {}", out.display()))?;
     }
     exp.output_dir = Some(out.clone());
     run(
@@ -135,7 +134,10 @@ pub fn bench_grpo(args: BenchGrpoArgs) -> Result<()> {
     }
     let med = |key: &str| median(measured.iter().filter_map(|v| v.get(key).copied()));
     let peak_rss_mb = peak_rss_kb().map(|k| k as f64 / 1024.0);
-    let threads = exp.model.threads.map_or("all".to_string(), |t| t.to_string());
+    let threads = exp
+        .model
+        .threads
+        .map_or("all".to_string(), |t| t.to_string());
 
     println!(
         "\nGRPO step, workload {} ({} measured steps after {} warm-up, {} threads, {})",
@@ -183,7 +185,7 @@ fn median(values: impl Iterator<Item = f64>) -> f64 {
     }
     v.sort_by(f64::total_cmp);
     let n = v.len();
-    if n % 2 == 1 {
+    if !n.is_multiple_of(2) {
         v[n / 2]
     } else {
         (v[n / 2 - 1] + v[n / 2]) / 2.0

@@ -286,3 +286,106 @@ pub fn roll_out(
         })
         .collect())
 }
+
+/// A set of rows as distinct prompts (each computed once) plus responses:
+/// what [`CausalLm::response_token_stats`] takes. Rows of one prompt share its
+/// `Rc`, which is how groups are recognised.
+///
+/// [`CausalLm::response_token_stats`]: lmmhost_model::lm::CausalLm::response_token_stats
+pub struct SharedPromptBatch {
+    /// `[G, Lp]` left-padded distinct prompts.
+    pub prompt_ids: Tensor,
+    pub prompt_mask: Tensor,
+    /// `[3, G, Lp]`, or `None` for text-only models.
+    pub prompt_positions: Option<Tensor>,
+    pub pixel_values: Option<Tensor>,
+    pub image_grid_thw: Option<Tensor>,
+    /// `[B]` int64: the prompt of each row.
+    pub group: Tensor,
+    /// `[B, Lr]` right-padded response ids and their float mask.
+    pub responses: Tensor,
+    pub response_mask: Tensor,
+}
+
+impl SharedPromptBatch {
+    pub fn prompt_inputs(&self) -> ForwardInputs<'_> {
+        ForwardInputs {
+            input_ids: &self.prompt_ids,
+            attention_mask: &self.prompt_mask,
+            position_ids: self.prompt_positions.as_ref(),
+            pixel_values: self.pixel_values.as_ref(),
+            image_grid_thw: self.image_grid_thw.as_ref(),
+        }
+    }
+
+    pub fn response_len(&self) -> i64 {
+        self.response_mask.size()[1]
+    }
+}
+
+/// Builds a [`SharedPromptBatch`] of `rows` on `device`.
+pub fn shared_prompt_batch(
+    rows: &[&Row],
+    pad: i64,
+    multimodal: bool,
+    device: Device,
+) -> SharedPromptBatch {
+    let mut prompts: Vec<&Rc<PromptData>> = Vec::new();
+    let mut group = Vec::with_capacity(rows.len());
+    for r in rows {
+        let g = match prompts.iter().position(|p| Rc::ptr_eq(p, &r.prompt)) {
+            Some(g) => g,
+            None => {
+                prompts.push(&r.prompt);
+                prompts.len() - 1
+            }
+        };
+        group.push(g as i64);
+    }
+    let (g, b) = (prompts.len(), rows.len());
+    let lp = prompts.iter().map(|p| p.len()).max().unwrap_or(0);
+    let lr = rows
+        .iter()
+        .map(|r| r.response.len())
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    let mut ids = vec![pad; g * lp];
+    let mut mask = vec![0i64; g * lp];
+    let mut pos = vec![0i64; 3 * g * lp];
+    for (i, p) in prompts.iter().enumerate() {
+        let n = p.len();
+        let off = lp - n;
+        for j in 0..n {
+            ids[i * lp + off + j] = p.ids[j];
+            mask[i * lp + off + j] = 1;
+            for d in 0..3 {
+                pos[d * g * lp + i * lp + off + j] = p.positions[d * n + j];
+            }
+        }
+    }
+    let mut resp = vec![pad; b * lr];
+    let mut rmask = vec![0f32; b * lr];
+    for (i, r) in rows.iter().enumerate() {
+        for (j, &t) in r.response.iter().enumerate() {
+            resp[i * lr + j] = t;
+            rmask[i * lr + j] = 1.0;
+        }
+    }
+    let cat_opt = |f: &dyn Fn(&PromptData) -> Option<&Tensor>| {
+        let parts: Vec<&Tensor> = prompts.iter().filter_map(|p| f(p)).collect();
+        (!parts.is_empty()).then(|| Tensor::cat(&parts, 0).to_device(device))
+    };
+    let (gi, li, bi, lri) = (g as i64, lp as i64, b as i64, lr as i64);
+    SharedPromptBatch {
+        prompt_ids: Tensor::from_slice(&ids).view([gi, li]).to_device(device),
+        prompt_mask: Tensor::from_slice(&mask).view([gi, li]).to_device(device),
+        prompt_positions: multimodal
+            .then(|| Tensor::from_slice(&pos).view([3, gi, li]).to_device(device)),
+        pixel_values: cat_opt(&|p| p.pixel_values.as_ref()),
+        image_grid_thw: cat_opt(&|p| p.image_grid_thw.as_ref()),
+        group: Tensor::from_slice(&group).to_device(device),
+        responses: Tensor::from_slice(&resp).view([bi, lri]).to_device(device),
+        response_mask: Tensor::from_slice(&rmask).view([bi, lri]).to_device(device),
+    }
+}

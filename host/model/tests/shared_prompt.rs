@@ -1,0 +1,267 @@
+//! `response_token_stats` (each prompt computed once, its keys/values shared by
+//! the responses of its group) equals `token_stats` on the concatenated rows:
+//! log-probs, entropies and every parameter gradient, for both architectures.
+#![allow(clippy::needless_range_loop)]
+
+use lmmhost_model::bench;
+use lmmhost_model::lm::{Entropy, ForwardInputs};
+use tch::{Device, Kind, Tensor};
+
+const PAD: i64 = 122;
+const IMAGE: i64 = 125;
+
+/// One prompt: ids and M-RoPE positions `[3][len]` (text: t = h = w).
+struct Prompt {
+    ids: Vec<i64>,
+    pos: [Vec<i64>; 3],
+}
+
+fn text_prompt(ids: Vec<i64>) -> Prompt {
+    let p: Vec<i64> = (0..ids.len() as i64).collect();
+    Prompt {
+        ids,
+        pos: [p.clone(), p.clone(), p],
+    }
+}
+
+/// `pre` text tokens, a 2x2 grid of merged image tokens, `post` text tokens.
+fn image_prompt(pre: &[i64], post: &[i64]) -> Prompt {
+    let mut ids = pre.to_vec();
+    let mut pos = [Vec::new(), Vec::new(), Vec::new()];
+    for i in 0..pre.len() as i64 {
+        for p in pos.iter_mut() {
+            p.push(i);
+        }
+    }
+    let s = pre.len() as i64;
+    for r in 0..2 {
+        for c in 0..2 {
+            ids.push(IMAGE);
+            pos[0].push(s);
+            pos[1].push(s + r);
+            pos[2].push(s + c);
+        }
+    }
+    let next = s + 2;
+    for (i, &t) in post.iter().enumerate() {
+        ids.push(t);
+        for p in pos.iter_mut() {
+            p.push(next + i as i64);
+        }
+    }
+    Prompt { ids, pos }
+}
+
+/// Left-padded `[N, L]` ids, mask and `[3, N, L]` positions.
+fn left_pad(prompts: &[&Prompt], extra: &[&[i64]]) -> (Tensor, Tensor, Tensor) {
+    let n = prompts.len();
+    let l = prompts
+        .iter()
+        .zip(extra)
+        .map(|(p, e)| p.ids.len() + e.len())
+        .max()
+        .unwrap();
+    let mut ids = vec![PAD; n * l];
+    let mut mask = vec![0i64; n * l];
+    let mut pos = vec![0i64; 3 * n * l];
+    for (i, (p, e)) in prompts.iter().zip(extra).enumerate() {
+        let len = p.ids.len() + e.len();
+        let off = l - len;
+        let next = p.pos.iter().flatten().max().unwrap() + 1;
+        for j in 0..len {
+            ids[i * l + off + j] = if j < p.ids.len() {
+                p.ids[j]
+            } else {
+                e[j - p.ids.len()]
+            };
+            mask[i * l + off + j] = 1;
+            for d in 0..3 {
+                pos[d * n * l + i * l + off + j] = if j < p.ids.len() {
+                    p.pos[d][j]
+                } else {
+                    next + (j - p.ids.len()) as i64
+                };
+            }
+        }
+    }
+    let (ni, li) = (n as i64, l as i64);
+    (
+        Tensor::from_slice(&ids).view([ni, li]),
+        Tensor::from_slice(&mask).view([ni, li]),
+        Tensor::from_slice(&pos).view([3, ni, li]),
+    )
+}
+
+fn grads(params: &[(String, Tensor)]) -> Vec<Tensor> {
+    params
+        .iter()
+        .map(|(_, p)| {
+            let g = p.grad();
+            let out = if g.defined() {
+                g.copy()
+            } else {
+                p.zeros_like()
+            };
+            if g.defined() {
+                let _ = p.grad().zero_();
+            }
+            out
+        })
+        .collect()
+}
+
+fn check(preset: &str) {
+    // Distinct seeds: the two tests run in parallel and the seed names the temp dir.
+    let seed = if preset == "w1" { 3 } else { 4 };
+    let m = bench::random_model(preset, Device::Cpu, Kind::Float, seed).unwrap();
+    let lm = m.model.as_lm();
+    let params = m.model.named_parameters();
+    for (_, p) in &params {
+        let _ = p.set_requires_grad(true);
+    }
+    let vl = preset == "w2";
+    let prompts = if vl {
+        vec![
+            image_prompt(&[120, 30, 31], &[40, 41, 42, 121, 120, 50]),
+            image_prompt(&[120, 33], &[44, 121, 120]),
+        ]
+    } else {
+        vec![
+            text_prompt(vec![120, 30, 31, 32, 33, 121, 120, 50]),
+            text_prompt(vec![120, 34, 35, 121]),
+        ]
+    };
+    // Three rows of prompt 0, two of prompt 1, interleaved; ragged responses.
+    let group = [0usize, 1, 0, 0, 1];
+    let responses: Vec<Vec<i64>> = vec![
+        vec![60, 61, 62, 63],
+        vec![64, 65],
+        vec![66, 67, 68],
+        vec![69, 70, 71, 72],
+        vec![73, 74, 75, 76],
+    ];
+    let (b, lr) = (group.len(), 4usize);
+    let pixels = vl.then(|| Tensor::randn([16, 1176], (Kind::Float, Device::Cpu)));
+    let grid = Tensor::from_slice(&[1i64, 4, 4]).view([1, 3]);
+
+    // Straightforward: every row is its prompt followed by its response.
+    let rows: Vec<&Prompt> = group.iter().map(|&g| &prompts[g]).collect();
+    let extra: Vec<&[i64]> = responses.iter().map(|r| r.as_slice()).collect();
+    let (ids, mask, pos) = left_pad(&rows, &extra);
+    let l = ids.size()[1];
+    let targets = Tensor::cat(
+        &[
+            ids.narrow(1, 1, l - 1),
+            Tensor::full([b as i64, 1], PAD, (Kind::Int64, Device::Cpu)),
+        ],
+        1,
+    );
+    let row_pixels = pixels.as_ref().map(|p| {
+        let parts: Vec<&Tensor> = group.iter().map(|_| p).collect();
+        // Each row carries a copy of its prompt's image (prompt 1 uses the
+        // same pixels here, which does not matter for the equality).
+        Tensor::cat(&parts, 0)
+    });
+    let row_grid = Tensor::cat(&vec![&grid; b], 0);
+    let full_pos = pos.shallow_clone();
+    let inputs = ForwardInputs {
+        input_ids: &ids,
+        attention_mask: &mask,
+        position_ids: vl.then_some(&full_pos),
+        pixel_values: row_pixels.as_ref(),
+        image_grid_thw: vl.then_some(&row_grid),
+    };
+    let (lp_all, ent_all) = lm
+        .token_stats(&inputs, &targets, Entropy::Differentiable)
+        .unwrap();
+    // Response token j of row i sits at column l - len_i + |prompt_i| + j;
+    // its log-prob is in the column before.
+    let mut want_lp = Vec::new();
+    let mut want_ent = Vec::new();
+    let mut rmask = vec![0f32; b * lr];
+    for i in 0..b {
+        let p = &prompts[group[i]];
+        let len = p.ids.len() + responses[i].len();
+        let start = l - len as i64 + p.ids.len() as i64 - 1;
+        let n = responses[i].len() as i64;
+        want_lp.push(lp_all.get(i as i64).narrow(0, start, n));
+        want_ent.push(ent_all.as_ref().unwrap().get(i as i64).narrow(0, start, n));
+        for j in 0..responses[i].len() {
+            rmask[i * lr + j] = 1.0;
+        }
+    }
+    let zero = Tensor::zeros([], (Kind::Float, Device::Cpu));
+    let loss_ref = want_lp.iter().zip(&want_ent).fold(zero, |acc, (a, e)| {
+        acc + a.sum(Kind::Float) + e.sum(Kind::Float) * 0.5
+    });
+    loss_ref.backward();
+    let g_ref = grads(&params);
+
+    // Shared: two prompts once, five responses.
+    let prompt_refs: Vec<&Prompt> = prompts.iter().collect();
+    let none: Vec<&[i64]> = vec![&[]; prompts.len()];
+    let (pids, pmask, ppos) = left_pad(&prompt_refs, &none);
+    let prompt_pixels = pixels.as_ref().map(|p| Tensor::cat(&[p, p], 0));
+    let prompt_grid = Tensor::cat(&[&grid, &grid], 0);
+    let pinputs = ForwardInputs {
+        input_ids: &pids,
+        attention_mask: &pmask,
+        position_ids: vl.then_some(&ppos),
+        pixel_values: prompt_pixels.as_ref(),
+        image_grid_thw: vl.then_some(&prompt_grid),
+    };
+    let mut resp = vec![PAD; b * lr];
+    for (i, r) in responses.iter().enumerate() {
+        resp[i * lr..i * lr + r.len()].copy_from_slice(r);
+    }
+    let resp = Tensor::from_slice(&resp).view([b as i64, lr as i64]);
+    let rmask = Tensor::from_slice(&rmask).view([b as i64, lr as i64]);
+    let gidx = Tensor::from_slice(&group.iter().map(|&g| g as i64).collect::<Vec<_>>());
+    let (lp, ent) = lm
+        .response_token_stats(&pinputs, &gidx, &resp, &rmask, Entropy::Differentiable)
+        .unwrap();
+    assert_eq!(lp.size(), [b as i64, lr as i64]);
+    let ent = ent.unwrap();
+    let mut loss = Tensor::zeros([], (Kind::Float, Device::Cpu));
+    for i in 0..b {
+        let n = responses[i].len() as i64;
+        let got = lp.get(i as i64).narrow(0, 0, n);
+        let diff = (&got - &want_lp[i]).abs().max().double_value(&[]);
+        assert!(diff < 1e-5, "{preset} row {i}: log-probs differ by {diff}");
+        let got_e = ent.get(i as i64).narrow(0, 0, n);
+        let diff = (&got_e - &want_ent[i]).abs().max().double_value(&[]);
+        assert!(diff < 1e-5, "{preset} row {i}: entropies differ by {diff}");
+        loss = loss + got.sum(Kind::Float) + got_e.sum(Kind::Float) * 0.5;
+    }
+    let lv = loss.double_value(&[]);
+    let rv = loss_ref.double_value(&[]);
+    assert!((lv - rv).abs() < 1e-4 * rv.abs().max(1.0), "{lv} vs {rv}");
+    loss.backward();
+    let g_new = grads(&params);
+    let mut checked = 0;
+    for ((name, _), (a, r)) in params.iter().zip(g_new.iter().zip(&g_ref)) {
+        let scale = r.abs().max().double_value(&[]).max(1e-6);
+        let diff = (a - r).abs().max().double_value(&[]);
+        assert!(
+            diff <= 1e-4 * scale + 1e-7,
+            "{preset}: gradient of {name} differs by {diff} (max |g| {scale})"
+        );
+        if scale > 1e-6 {
+            checked += 1;
+        }
+    }
+    assert!(
+        checked > 10,
+        "{preset}: only {checked} parameters got gradients"
+    );
+}
+
+#[test]
+fn shared_prompts_match_the_concatenated_rows_w1() {
+    check("w1");
+}
+
+#[test]
+fn shared_prompts_match_the_concatenated_rows_w2_with_images() {
+    check("w2");
+}
