@@ -12,24 +12,13 @@ use tch::{Device, Kind, Tensor};
 use super::adamw::{clip_grad_norm, AdamW};
 use super::experiment::{KlPlacement, StageSettings};
 use super::policy::Policy;
-use super::rollout::{shared_prompt_batch, Row, RowBatch, SharedPromptBatch};
+use super::rollout::{shared_prompt_batch, Row, SharedPromptBatch};
 use crate::rl::policy_loss::{aggregate, clipped_policy_loss, kl_estimate, BatchNorm, ClipConfig};
 
-/// Response log-probs `[b, Lr]` (and entropies) of a row batch under `lm`.
-pub fn response_stats(
-    lm: &dyn CausalLm,
-    rb: &RowBatch,
-    entropy: Entropy,
-) -> Result<(Tensor, Option<Tensor>)> {
-    let (lp, ent) = lm.token_stats(&rb.forward_inputs(), &rb.targets, entropy)?;
-    let lr = rb.response_len();
-    let cut = |t: Tensor| t.narrow(1, rb.response_start, lr);
-    Ok((cut(lp), ent.map(cut)))
-}
-
-/// [`response_stats`] with each distinct prompt of the rows computed once
-/// (its keys/values shared by the responses of its group): the same numbers,
-/// about half the work for GRPO's 8 samples per prompt.
+/// Response log-probs `[b, Lr]` (and entropies) of a set of rows, each
+/// distinct prompt computed once (its keys/values shared by the responses of
+/// its group): the numbers of running every row whole, about half the work
+/// for GRPO's 8 samples per prompt.
 pub fn shared_response_stats(
     lm: &dyn CausalLm,
     sb: &SharedPromptBatch,

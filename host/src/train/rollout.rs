@@ -12,7 +12,7 @@ use lmmhost_model::generate::{generate, FinishReason, GenerateConfig};
 use lmmhost_model::lm::ForwardInputs;
 use lmmhost_model::processor::{Conversation, PreparedBatch, Processor};
 use lmmhost_model::sampling::{SamplingParams, SeededRng};
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Tensor};
 
 use super::policy::Policy;
 
@@ -98,103 +98,6 @@ pub struct Row {
     pub text: String,
     /// It ended with a stop token (not cut by the length limit).
     pub stopped: bool,
-}
-
-/// Tensors of a set of rows, left-padded prompts followed by right-padded
-/// responses: `[b, Lp + Lr]`.
-pub struct RowBatch {
-    pub input_ids: Tensor,
-    pub attention_mask: Tensor,
-    /// `[3, b, L]`, or `None` for text-only models (positions follow the mask).
-    pub position_ids: Option<Tensor>,
-    pub pixel_values: Option<Tensor>,
-    pub image_grid_thw: Option<Tensor>,
-    /// `[b, L]`: the next token of each position (what log-probs are taken of).
-    pub targets: Tensor,
-    /// Columns `[Lp - 1, Lp - 1 + Lr)` of the log-probs are the responses'.
-    pub response_start: i64,
-    /// `[b, Lr]` float: 1 on generated tokens.
-    pub response_mask: Tensor,
-}
-
-impl RowBatch {
-    pub fn forward_inputs(&self) -> ForwardInputs<'_> {
-        ForwardInputs {
-            input_ids: &self.input_ids,
-            attention_mask: &self.attention_mask,
-            position_ids: self.position_ids.as_ref(),
-            pixel_values: self.pixel_values.as_ref(),
-            image_grid_thw: self.image_grid_thw.as_ref(),
-        }
-    }
-
-    pub fn response_len(&self) -> i64 {
-        self.response_mask.size()[1]
-    }
-}
-
-/// Builds the tensors for `rows` on `device`.
-pub fn row_batch(rows: &[&Row], pad: i64, multimodal: bool, device: Device) -> RowBatch {
-    let b = rows.len();
-    let lp = rows.iter().map(|r| r.prompt.len()).max().unwrap_or(0);
-    let lr = rows
-        .iter()
-        .map(|r| r.response.len())
-        .max()
-        .unwrap_or(0)
-        .max(1);
-    let l = lp + lr;
-    let mut ids = vec![pad; b * l];
-    let mut mask = vec![0i64; b * l];
-    let mut pos = vec![0i64; 3 * b * l];
-    let mut rmask = vec![0f32; b * lr];
-    for (i, r) in rows.iter().enumerate() {
-        let p = &r.prompt;
-        let n = p.len();
-        let off = lp - n;
-        for j in 0..n {
-            ids[i * l + off + j] = p.ids[j];
-            mask[i * l + off + j] = 1;
-            for d in 0..3 {
-                pos[d * b * l + i * l + off + j] = p.positions[d * n + j];
-            }
-        }
-        for (j, &t) in r.response.iter().enumerate() {
-            ids[i * l + lp + j] = t;
-            mask[i * l + lp + j] = 1;
-            rmask[i * lr + j] = 1.0;
-            for d in 0..3 {
-                pos[d * b * l + i * l + lp + j] = p.next_position + j as i64;
-            }
-        }
-    }
-    let (bi, li) = (b as i64, l as i64);
-    let input_ids = Tensor::from_slice(&ids).view([bi, li]);
-    // The last position has no next token; its target is padding, never used.
-    let targets = Tensor::cat(
-        &[
-            input_ids.narrow(1, 1, li - 1),
-            Tensor::full([bi, 1], pad, (Kind::Int64, Device::Cpu)),
-        ],
-        1,
-    );
-    let cat_opt = |f: &dyn Fn(&PromptData) -> Option<&Tensor>| {
-        let parts: Vec<&Tensor> = rows.iter().filter_map(|r| f(&r.prompt)).collect();
-        (!parts.is_empty()).then(|| Tensor::cat(&parts, 0).to_device(device))
-    };
-    RowBatch {
-        input_ids: input_ids.to_device(device),
-        attention_mask: Tensor::from_slice(&mask).view([bi, li]).to_device(device),
-        position_ids: multimodal
-            .then(|| Tensor::from_slice(&pos).view([3, bi, li]).to_device(device)),
-        pixel_values: cat_opt(&|p| p.pixel_values.as_ref()),
-        image_grid_thw: cat_opt(&|p| p.image_grid_thw.as_ref()),
-        targets: targets.to_device(device),
-        response_start: lp as i64 - 1,
-        response_mask: Tensor::from_slice(&rmask)
-            .view([bi, lr as i64])
-            .to_device(device),
-    }
 }
 
 /// What to sample.
