@@ -18,8 +18,8 @@ fn logits_of_chat_prompts_with_an_image_match_the_library() {
     let dir = tempfile::tempdir().unwrap();
     let src = repo().join("configs/models/tiny-qwen2.5-vl");
     let config = lmmhost_model::config::ModelConfig::from_dir(&src).unwrap();
-    tch::manual_seed(7);
-    let model = checkpoint::init_random(config, Some(&src), Device::Cpu, Kind::Float).unwrap();
+    let model =
+        checkpoint::init_random_seeded(config, Some(&src), Device::Cpu, Kind::Float, 7).unwrap();
     let model_dir = dir.path().join("model");
     checkpoint::save(&model, &model_dir, &Default::default()).unwrap();
     let image = repo().join("tests/fixtures/processor/wide_100x60.png");

@@ -447,12 +447,12 @@ fn eval_command_reports_accuracy_pass_at_k_and_saves_answers() {
     let dir = tempfile::tempdir().unwrap();
     let model_dir = tiny_model(dir.path());
     let config = lmmhost_model::config::ModelConfig::from_dir(&model_dir).unwrap();
-    tch::manual_seed(1);
-    let model = lmmhost_model::checkpoint::init_random(
+    let model = lmmhost_model::checkpoint::init_random_seeded(
         config,
         Some(&model_dir),
         tch::Device::Cpu,
         tch::Kind::Float,
+        1,
     )
     .unwrap();
     let saved = dir.path().join("saved");

@@ -369,6 +369,23 @@ pub fn init_random(
     })
 }
 
+/// [`init_random`] seeded with `seed`, reproducibly: libtorch's generator is
+/// process-global, so seeding and drawing the weights happen under one lock,
+/// and concurrent initialisations (threads, parallel tests) cannot interleave
+/// their draws.
+pub fn init_random_seeded(
+    config: ModelConfig,
+    files_dir: Option<&Path>,
+    device: Device,
+    kind: Kind,
+    seed: i64,
+) -> Result<LoadedModel> {
+    static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = INIT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    tch::manual_seed(seed);
+    init_random(config, files_dir, device, kind)
+}
+
 /// Loads the checkpoint directory `dir` on `device` in `kind`.
 pub fn load(dir: &Path, device: Device, kind: Kind) -> Result<LoadedModel> {
     let config = ModelConfig::from_dir(dir)?;

@@ -40,8 +40,7 @@ pub fn load_model(
         (None, ModelInit::Random) => {
             let config = ModelConfig::from_dir(&section.path)
                 .with_context(|| format!("model.path: {}", section.path.display()))?;
-            tch::manual_seed(seed as i64);
-            checkpoint::init_random(config, Some(&section.path), device, kind)?
+            checkpoint::init_random_seeded(config, Some(&section.path), device, kind, seed as i64)?
         }
     };
     Ok((model, device, kind))
