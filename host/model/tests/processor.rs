@@ -152,14 +152,36 @@ fn text_only_matches_transformers() {
 
 #[test]
 fn one_non_square_image_matches_transformers() {
-    // Known gap: for this shape (width up, height down) Pillow's two-pass
-    // bicubic resize rounds its intermediate image differently from ours
-    // (pass order), up to 6 grey levels on a few pixels; ids, grid and
-    // positions are exact. Tracked in the issue notes.
-    let b = check_batch("one_image", 0.1).unwrap();
+    // Width up, height down: Pillow resizes vertically first here, which
+    // changes the rounding of the intermediate image (resize_matches_pillow).
+    let b = check_batch("one_image", 1e-5).unwrap();
     // 100x60 -> 112x56 -> 8x4 patches
     assert_eq!(as_i64(b.image_grid_thw.as_ref().unwrap()), vec![1, 4, 8]);
     assert_eq!(b.images_per_sample, vec![1]);
+}
+
+/// Pillow's BICUBIC resize byte for byte, in both pass orders and when only
+/// one side changes (fixture cases listed in make_processor_fixtures.py).
+#[test]
+fn resize_matches_pillow() {
+    let bytes = std::fs::read(fixture_dir().join("resize_cases.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let mut cases = 0;
+    while let (Ok(src), Ok(out)) = (
+        st.tensor(&format!("src_{cases}")),
+        st.tensor(&format!("out_{cases}")),
+    ) {
+        let (h, w) = (src.shape()[0], src.shape()[1]);
+        let (nh, nw) = (out.shape()[0], out.shape()[1]);
+        let ours = lmmhost_model::processor::image::resize_bicubic_rgb8(src.data(), w, h, nw, nh);
+        let wrong = ours.iter().zip(out.data()).filter(|(a, b)| a != b).count();
+        assert_eq!(
+            wrong, 0,
+            "case {cases}: {w}x{h} -> {nw}x{nh}: {wrong} bytes differ"
+        );
+        cases += 1;
+    }
+    assert_eq!(cases, 7, "fixture holds 7 cases");
 }
 
 #[test]

@@ -252,8 +252,46 @@ fn clip8(acc: i64) -> u8 {
     (acc >> PRECISION_BITS).clamp(0, 255) as u8
 }
 
-/// PIL `Image.resize(size, BICUBIC)` of an 8-bit RGB image: horizontal pass
-/// then vertical pass, each rounded to uint8 like Pillow does.
+/// One 1-D resampling pass over an 8-bit RGB image of `width` x `height`
+/// along x (`horizontal`) or y, rounded to uint8 as Pillow rounds each pass.
+fn resample_pass(
+    src: &[u8],
+    width: usize,
+    height: usize,
+    out_len: usize,
+    horizontal: bool,
+) -> (Vec<u8>, usize, usize) {
+    let (in_len, (out_w, out_h)) = if horizontal {
+        (width, (out_len, height))
+    } else {
+        (height, (width, out_len))
+    };
+    let k = coeffs(in_len, out_len);
+    let mut out = vec![0u8; out_w * out_h * 3];
+    for y in 0..out_h {
+        for x in 0..out_w {
+            let (start, w) = &k[if horizontal { x } else { y }];
+            for c in 0..3 {
+                let mut acc: i64 = 1 << (PRECISION_BITS - 1);
+                for (i, &wi) in w.iter().enumerate() {
+                    let (sx, sy) = if horizontal {
+                        (start + i, y)
+                    } else {
+                        (x, start + i)
+                    };
+                    acc += i64::from(src[(sy * width + sx) * 3 + c]) * i64::from(wi);
+                }
+                out[(y * out_w + x) * 3 + c] = clip8(acc);
+            }
+        }
+    }
+    (out, out_w, out_h)
+}
+
+/// PIL `Image.resize(size, BICUBIC)` of an 8-bit RGB image: two 1-D passes,
+/// each rounded to uint8. The pass order changes the rounding, so it follows
+/// Pillow (>= 13): vertical first when the height shrinks by more than twice
+/// as many pixels as the width does, horizontal first otherwise.
 pub fn resize_bicubic_rgb8(
     src: &[u8],
     width: usize,
@@ -261,43 +299,21 @@ pub fn resize_bicubic_rgb8(
     out_w: usize,
     out_h: usize,
 ) -> Vec<u8> {
-    let mut cur = src.to_vec();
-    let mut cur_w = width;
-    if out_w != width {
-        let k = coeffs(width, out_w);
-        let mut out = vec![0u8; out_w * height * 3];
-        for y in 0..height {
-            let row = &cur[y * width * 3..(y + 1) * width * 3];
-            for (xx, (xmin, w)) in k.iter().enumerate() {
-                for c in 0..3 {
-                    let mut acc: i64 = 1 << (PRECISION_BITS - 1);
-                    for (i, &wi) in w.iter().enumerate() {
-                        acc += i64::from(row[(xmin + i) * 3 + c]) * i64::from(wi);
-                    }
-                    out[(y * out_w + xx) * 3 + c] = clip8(acc);
-                }
-            }
+    let shrink_y = height as i64 - out_h as i64;
+    let shrink_x = width as i64 - out_w as i64;
+    let vertical_first = shrink_y > 0 && shrink_y > 2 * shrink_x;
+    let mut cur = (src.to_vec(), width, height);
+    for horizontal in [!vertical_first, vertical_first] {
+        let (len, target) = if horizontal {
+            (cur.1, out_w)
+        } else {
+            (cur.2, out_h)
+        };
+        if len != target {
+            cur = resample_pass(&cur.0, cur.1, cur.2, target, horizontal);
         }
-        cur = out;
-        cur_w = out_w;
     }
-    if out_h != height {
-        let k = coeffs(height, out_h);
-        let mut out = vec![0u8; cur_w * out_h * 3];
-        for (yy, (ymin, w)) in k.iter().enumerate() {
-            for x in 0..cur_w {
-                for c in 0..3 {
-                    let mut acc: i64 = 1 << (PRECISION_BITS - 1);
-                    for (i, &wi) in w.iter().enumerate() {
-                        acc += i64::from(cur[((ymin + i) * cur_w + x) * 3 + c]) * i64::from(wi);
-                    }
-                    out[(yy * cur_w + x) * 3 + c] = clip8(acc);
-                }
-            }
-        }
-        cur = out;
-    }
-    cur
+    cur.0
 }
 
 /// The image preprocessing of Qwen2-VL / Qwen2.5-VL.
