@@ -222,3 +222,42 @@ fn image_token_count_mismatch_is_an_error() {
         "{err}"
     );
 }
+
+/// bf16 and f16 run the same code as f32 (RMSNorm and softmax in f32, pixel
+/// values cast to the model's dtype): on CPU their logits stay within the
+/// rounding of the reduced dtype of transformers' f32 logits.
+#[test]
+fn bf16_and_f16_forward_track_f32() {
+    for (model_case, io_case) in [
+        ("a_text_qwen2", "a_text_qwen2"),
+        ("b_vl_one_image", "c_vl_two_images"),
+        ("d_vl_windows", "d_vl_windows"),
+    ] {
+        let io = Io::load(io_case);
+        let expected = io.get("logits");
+        let scale = expected.abs().max().double_value(&[]).max(1.0);
+        for kind in [Kind::BFloat16, Kind::Half] {
+            let lm = checkpoint::load(&fixture(model_case).join("checkpoint"), Device::Cpu, kind)
+                .expect("load fixture checkpoint");
+            let logits = tch::no_grad(|| lm.model.forward(&io.inputs())).expect("forward");
+            assert_eq!(logits.kind(), kind, "{model_case} {kind:?}: logits dtype");
+            let d = masked_max_diff(
+                &logits.to_kind(Kind::Float),
+                expected,
+                io.get("attention_mask"),
+            );
+            println!("{model_case} {kind:?}: max |logits - f32| = {d:.3e} (scale {scale:.2})");
+            // Within 4 units of the dtype's rounding (2^-8 for bf16, 2^-11
+            // for f16) of the logit range: measured up to 2.7 and 2.9 units.
+            let unit = if kind == Kind::BFloat16 {
+                2f64.powi(-8)
+            } else {
+                2f64.powi(-11)
+            };
+            assert!(
+                d < 4.0 * unit * scale,
+                "{model_case} {kind:?}: {d} vs scale {scale}"
+            );
+        }
+    }
+}
