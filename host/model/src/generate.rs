@@ -14,7 +14,8 @@ use anyhow::{bail, Context, Result};
 use tch::{Device, Kind, Tensor};
 
 use crate::lm::{CausalLm, ForwardInputs, KvCache};
-use crate::sampling::{check_ids_in_vocab, choose, id_tensor, SamplingParams, SeededRng};
+use crate::parallel::{map_jobs, Shared};
+use crate::sampling::{check_ids_in_vocab, choose, id_tensor, SamplingParams, SeededRng, Uniforms};
 
 /// What to generate.
 #[derive(Debug, Clone)]
@@ -32,6 +33,9 @@ pub struct GenerateConfig {
     pub samples_per_prompt: usize,
     /// Fills the token slots after a sequence has stopped.
     pub pad_token_id: i64,
+    /// CPU threads decoding row chunks at once (see [`crate::parallel`]); the
+    /// samples are the same for any count. Ignored on CUDA.
+    pub workers: usize,
 }
 
 impl Default for GenerateConfig {
@@ -44,6 +48,7 @@ impl Default for GenerateConfig {
             blocked_token_ids: Vec::new(),
             samples_per_prompt: 1,
             pad_token_id: 0,
+            workers: 1,
         }
     }
 }
@@ -180,58 +185,68 @@ pub fn generate(
     check_ids_in_vocab(&stop_ids, vocab, "stop token ids")?;
     check_ids_in_vocab(&cfg.blocked_token_ids, vocab, "blocked token ids")?;
     check_ids_in_vocab(&[cfg.pad_token_id], vocab, "pad token id")?;
-    let mut logits = if n > 1 {
+    let logits = if n > 1 {
         logits.repeat_interleave_self_int(n, 0, None::<i64>)
     } else {
         logits
     };
-    let mut cache = repeat_cache(cache, n);
-    // Room for every step's keys/values: no per-step copy of the whole cache.
-    tch::no_grad(|| cache.reserve(steps_max - 1));
-
-    let blocked_always =
-        (!cfg.blocked_token_ids.is_empty()).then(|| id_tensor(&cfg.blocked_token_ids, device));
-    let blocked_early = {
-        let mut ids = cfg.blocked_token_ids.clone();
-        ids.extend(
-            stop_ids
-                .iter()
-                .copied()
-                .filter(|id| !cfg.blocked_token_ids.contains(id)),
-        );
-        (!ids.is_empty()).then(|| id_tensor(&ids, device))
+    let cache = repeat_cache(cache, n);
+    let ctx = DecodeSettings {
+        cfg,
+        stop_ids: &stop_ids,
+        steps_max,
+        device,
     };
-    let stop_t = id_tensor(&stop_ids, device);
-    let pad = Tensor::full([rows], cfg.pad_token_id, (Kind::Int64, device));
 
-    let out_tokens = Tensor::full([rows, steps_max], cfg.pad_token_id, (Kind::Int64, device));
-    let out_logprobs = Tensor::zeros([rows, steps_max], (Kind::Float, device));
-    let mut finished = Tensor::zeros([rows], (Kind::Bool, device));
-    let mut steps = 0i64;
-    tch::no_grad(|| -> Result<()> {
-        for step in 0..steps_max {
-            let blocked = if (step as usize) < cfg.min_new_tokens {
-                blocked_early.as_ref()
-            } else {
-                blocked_always.as_ref()
+    let workers = if device == Device::Cpu {
+        cfg.workers.clamp(1, rows as usize)
+    } else {
+        1
+    };
+    let (out_tokens, out_logprobs, steps) = if workers == 1 {
+        decode_rows(model, logits, cache, &ctx, rng)?
+    } else {
+        // Row chunks decoded at once on `workers` threads. Row r at step s
+        // gets uniform number s * rows + r of `rng`, as in one sequential
+        // run, so the samples do not depend on the worker count.
+        let sampled = !cfg.sampling.is_greedy();
+        let table: Vec<f64> = if sampled {
+            let mut ahead = rng.clone();
+            (0..steps_max * rows).map(|_| ahead.next_f64()).collect()
+        } else {
+            Vec::new()
+        };
+        let chunk = (rows + workers as i64 - 1) / workers as i64;
+        let jobs: Vec<_> = (0..rows)
+            .step_by(chunk as usize)
+            .map(|r0| {
+                let len = chunk.min(rows - r0);
+                (r0, logits.narrow(0, r0, len), cache.rows(r0, len))
+            })
+            .collect();
+        let shared = Shared((model, &ctx, &table));
+        let parts = map_jobs(jobs, workers, |_, (r0, logits, cache)| {
+            let &(model, ctx, table) = shared.get();
+            let mut uniforms = PreDrawn {
+                table,
+                rows: rows as usize,
+                first: r0 as usize,
+                len: logits.size()[0] as usize,
+                next: 0,
             };
-            let choice = choose(&logits, &cfg.sampling, blocked, rng)?;
-            let tokens = choice.tokens.where_self(&finished.logical_not(), &pad);
-            let lps = choice.logprobs.masked_fill(&finished, 0.0);
-            out_tokens.narrow(1, step, 1).copy_(&tokens.unsqueeze(1));
-            out_logprobs.narrow(1, step, 1).copy_(&lps.unsqueeze(1));
-            finished = finished.logical_or(&Tensor::isin(&tokens, &stop_t, false, false));
-            steps = step + 1;
-            // The one host sync per step: stop as soon as every row is done.
-            if step + 1 == steps_max || finished.all().int64_value(&[]) != 0 {
-                break;
+            decode_rows(model, logits, cache, ctx, &mut uniforms)
+        })?;
+        let steps = parts.iter().map(|p| p.2).max().unwrap_or(0);
+        if sampled {
+            // Leave `rng` where one sequential run would have.
+            for _ in 0..steps * rows {
+                rng.next_f64();
             }
-            logits = model
-                .decode_step(&tokens.unsqueeze(1), &mut cache)
-                .with_context(|| format!("decode step {}", step + 1))?;
         }
-        Ok(())
-    })?;
+        let tokens: Vec<Tensor> = parts.iter().map(|p| p.0.shallow_clone()).collect();
+        let lps: Vec<Tensor> = parts.iter().map(|p| p.1.shallow_clone()).collect();
+        (Tensor::cat(&tokens, 0), Tensor::cat(&lps, 0), steps)
+    };
 
     let tokens = out_tokens.narrow(1, 0, steps).to_device(Device::Cpu);
     let logprobs = out_logprobs.narrow(1, 0, steps).to_device(Device::Cpu);
@@ -267,6 +282,92 @@ pub fn generate(
         tokens,
         logprobs,
         steps: steps as usize,
+    })
+}
+
+/// What the decode loop needs besides the model, cache and uniforms.
+struct DecodeSettings<'a> {
+    cfg: &'a GenerateConfig,
+    stop_ids: &'a [i64],
+    steps_max: i64,
+    device: Device,
+}
+
+/// Uniforms drawn ahead of time for rows `first..first + len` of a batch of
+/// `rows`: step s, row r reads `table[s * rows + r]`.
+struct PreDrawn<'a> {
+    table: &'a [f64],
+    rows: usize,
+    first: usize,
+    len: usize,
+    /// Uniforms handed out so far.
+    next: usize,
+}
+
+impl Uniforms for PreDrawn<'_> {
+    fn next_f64(&mut self) -> f64 {
+        let (step, col) = (self.next / self.len, self.next % self.len);
+        self.next += 1;
+        self.table[step * self.rows + self.first + col]
+    }
+}
+
+/// The decode loop over the rows of `logits` `[R, V]` (the prompts' last
+/// logits) and their `cache`: one token per row per step until every row has
+/// stopped or `steps_max` tokens exist. Returns tokens and log-probs `[R,
+/// steps_max]` (pad and 0 after a row's end) and the steps run.
+fn decode_rows(
+    model: &dyn CausalLm,
+    mut logits: Tensor,
+    mut cache: KvCache,
+    ctx: &DecodeSettings,
+    rng: &mut dyn Uniforms,
+) -> Result<(Tensor, Tensor, i64)> {
+    let (cfg, device, steps_max) = (ctx.cfg, ctx.device, ctx.steps_max);
+    let rows = logits.size()[0];
+    tch::no_grad(|| -> Result<(Tensor, Tensor, i64)> {
+        // Room for every step's keys/values: no per-step copy of the whole cache.
+        cache.reserve(steps_max - 1);
+        let blocked_always =
+            (!cfg.blocked_token_ids.is_empty()).then(|| id_tensor(&cfg.blocked_token_ids, device));
+        let blocked_early = {
+            let mut ids = cfg.blocked_token_ids.clone();
+            ids.extend(
+                ctx.stop_ids
+                    .iter()
+                    .copied()
+                    .filter(|id| !cfg.blocked_token_ids.contains(id)),
+            );
+            (!ids.is_empty()).then(|| id_tensor(&ids, device))
+        };
+        let stop_t = id_tensor(ctx.stop_ids, device);
+        let pad = Tensor::full([rows], cfg.pad_token_id, (Kind::Int64, device));
+        let out_tokens = Tensor::full([rows, steps_max], cfg.pad_token_id, (Kind::Int64, device));
+        let out_logprobs = Tensor::zeros([rows, steps_max], (Kind::Float, device));
+        let mut finished = Tensor::zeros([rows], (Kind::Bool, device));
+        let mut steps = 0i64;
+        for step in 0..steps_max {
+            let blocked = if (step as usize) < cfg.min_new_tokens {
+                blocked_early.as_ref()
+            } else {
+                blocked_always.as_ref()
+            };
+            let choice = choose(&logits, &cfg.sampling, blocked, rng)?;
+            let tokens = choice.tokens.where_self(&finished.logical_not(), &pad);
+            let lps = choice.logprobs.masked_fill(&finished, 0.0);
+            out_tokens.narrow(1, step, 1).copy_(&tokens.unsqueeze(1));
+            out_logprobs.narrow(1, step, 1).copy_(&lps.unsqueeze(1));
+            finished = finished.logical_or(&Tensor::isin(&tokens, &stop_t, false, false));
+            steps = step + 1;
+            // The one host sync per step: stop as soon as every row is done.
+            if step + 1 == steps_max || finished.all().int64_value(&[]) != 0 {
+                break;
+            }
+            logits = model
+                .decode_step(&tokens.unsqueeze(1), &mut cache)
+                .with_context(|| format!("decode step {}", step + 1))?;
+        }
+        Ok((out_tokens, out_logprobs, steps))
     })
 }
 
@@ -386,16 +487,26 @@ mod tests {
         )
     }
 
-    fn run(m: &TableLm, prompts: &[&[i64]], cfg: &GenerateConfig, seed: u64) -> Generation {
-        let (ids, mask) = batch(prompts);
-        let inputs = ForwardInputs {
-            input_ids: &ids,
-            attention_mask: &mask,
+    fn text_inputs<'a>(ids: &'a Tensor, mask: &'a Tensor) -> ForwardInputs<'a> {
+        ForwardInputs {
+            input_ids: ids,
+            attention_mask: mask,
             position_ids: None,
             pixel_values: None,
             image_grid_thw: None,
-        };
-        generate(m, &inputs, cfg, &mut SeededRng::new(seed), None).unwrap()
+        }
+    }
+
+    fn run(m: &TableLm, prompts: &[&[i64]], cfg: &GenerateConfig, seed: u64) -> Generation {
+        let (ids, mask) = batch(prompts);
+        generate(
+            m,
+            &text_inputs(&ids, &mask),
+            cfg,
+            &mut SeededRng::new(seed),
+            None,
+        )
+        .unwrap()
     }
 
     /// Plain-Rust reference: the same draws (one uniform per row and step, all
@@ -623,6 +734,44 @@ mod tests {
         let b = run(&m, &prompts, &greedy, 0);
         for (x, y) in a.completions.iter().zip(&b.completions) {
             assert_eq!(x.token_ids, y.token_ids);
+        }
+    }
+
+    #[test]
+    fn workers_decode_the_same_samples_and_leave_the_rng_where_one_run_does() {
+        let mut m = TableLm::cycle();
+        for row in &mut m.table {
+            for x in row.iter_mut() {
+                *x *= 0.3;
+            }
+        }
+        let prompts: [&[i64]; 3] = [&[1, 2, 3], &[4], &[2, 2]];
+        let (ids, mask) = batch(&prompts);
+        let inputs = text_inputs(&ids, &mask);
+        for sampling in [SamplingParams::default(), SamplingParams::greedy()] {
+            let cfg = GenerateConfig {
+                sampling,
+                max_new_tokens: 12,
+                samples_per_prompt: 3,
+                ..Default::default()
+            };
+            let mut rng1 = SeededRng::new(9);
+            let one = generate(&m, &inputs, &cfg, &mut rng1, None).unwrap();
+            assert_matches(&one, &reference(&m, &prompts, &cfg, 9));
+            // 9 rows: chunks of 5+4, 3x3, 3+3+3 and 9 single rows, each
+            // stopping at its own step.
+            for workers in [2, 3, 4, 9, 20] {
+                let mut rng = SeededRng::new(9);
+                let cfg_w = GenerateConfig {
+                    workers,
+                    ..cfg.clone()
+                };
+                let g = generate(&m, &inputs, &cfg_w, &mut rng, None).unwrap();
+                assert_matches(&g, &reference(&m, &prompts, &cfg, 9));
+                assert_eq!(g.steps, one.steps, "{workers} workers");
+                assert!(g.tokens.equal(&one.tokens), "{workers} workers");
+                assert_eq!(rng.state(), rng1.state(), "{workers} workers");
+            }
         }
     }
 

@@ -9,6 +9,7 @@ pub mod device;
 pub mod generate;
 pub mod lm;
 pub mod logits;
+pub mod parallel;
 pub mod processor;
 pub mod qwen2;
 pub mod qwen2_5_vl;

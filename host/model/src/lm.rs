@@ -37,6 +37,21 @@ pub struct KvCache {
 }
 
 impl KvCache {
+    /// Rows `first..first + len` of the batch (views; `reserve` before
+    /// decoding into them copies them into their own storage).
+    pub fn rows(&self, first: i64, len: i64) -> KvCache {
+        KvCache {
+            layers: self
+                .layers
+                .iter()
+                .map(|(k, v)| (k.narrow(0, first, len), v.narrow(0, first, len)))
+                .collect(),
+            attention_mask: self.attention_mask.narrow(0, first, len),
+            next_position: self.next_position.narrow(0, first, len),
+            buffers: Vec::new(),
+        }
+    }
+
     /// Makes room for `extra` more tokens without per-step copies (the cached
     /// keys/values are copied once into new storage). Used under `no_grad` by
     /// generation; a cache that autograd tracks must not be written in place.

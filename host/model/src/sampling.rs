@@ -142,6 +142,20 @@ impl SeededRng {
     }
 }
 
+/// Where sampling gets its uniforms: a [`SeededRng`], or numbers drawn from
+/// one ahead of time (parallel generation, so that every row gets the number
+/// it would get in one sequential run).
+pub trait Uniforms {
+    /// Uniform in [0, 1).
+    fn next_f64(&mut self) -> f64;
+}
+
+impl Uniforms for SeededRng {
+    fn next_f64(&mut self) -> f64 {
+        SeededRng::next_f64(self)
+    }
+}
+
 /// The chosen tokens of one step.
 pub struct Choice {
     /// `[B]` int64.
@@ -161,7 +175,7 @@ pub fn choose(
     logits: &Tensor,
     params: &SamplingParams,
     blocked: Option<&Tensor>,
-    rng: &mut SeededRng,
+    rng: &mut dyn Uniforms,
 ) -> Result<Choice> {
     if logits.dim() != 2 {
         bail!("choose expects logits [B, V], got {:?}", logits.size());

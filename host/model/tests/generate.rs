@@ -276,6 +276,53 @@ fn seeded_sampling_reproduces_and_stays_in_the_nucleus() {
     }
 }
 
+/// Two and three decode workers (row chunks on their own threads) give the
+/// same samples as one, for a text batch and for images next to a text-only
+/// row, and greedy still equals transformers.
+#[test]
+fn workers_decode_the_same_completions() {
+    for (case, ckpt) in [
+        ("a_text_qwen2", "a_text_qwen2"),
+        ("c_vl_two_images", "b_vl_one_image"),
+    ] {
+        let c = Case::load(case, ckpt);
+        let sampled = GenerateConfig {
+            sampling: SamplingParams::default(),
+            ..c.greedy_cfg(10, 3)
+        };
+        for cfg in [sampled, c.greedy_cfg(8, 1)] {
+            let one = c.run(&cfg, 5);
+            for workers in [2, 3] {
+                let g = c.run(
+                    &GenerateConfig {
+                        workers,
+                        ..cfg.clone()
+                    },
+                    5,
+                );
+                assert_eq!(g.steps, one.steps, "{case}, {workers} workers");
+                assert!(
+                    g.tokens.equal(&one.tokens),
+                    "{case}, {workers} workers: tokens"
+                );
+                let d = (&g.logprobs - &one.logprobs).abs().max().double_value(&[]);
+                assert!(
+                    d < 1e-5,
+                    "{case}, {workers} workers: log-probs differ by {d}"
+                );
+            }
+        }
+        let g = c.run(
+            &GenerateConfig {
+                workers: 2,
+                ..c.greedy_cfg(8, 1)
+            },
+            0,
+        );
+        assert_eq!(Vec::<Vec<i64>>::try_from(&g.tokens).unwrap(), c.expected());
+    }
+}
+
 /// `lmmhost logits` end to end on the text fixture: token-id prompts in JSONL,
 /// logits and greedy continuation equal transformers' in the written file.
 #[test]

@@ -45,6 +45,10 @@ pub struct BenchGrpoArgs {
     /// libtorch CPU threads (overrides the experiment's model.threads).
     #[arg(long)]
     threads: Option<usize>,
+    /// Threads the rows of a step are split over, each with threads/workers
+    /// libtorch threads (overrides the experiment's model.workers).
+    #[arg(long)]
+    workers: Option<usize>,
     /// The experiment file (default: configs/bench/<workload>.toml, from the repository root).
     #[arg(long)]
     experiment: Option<PathBuf>,
@@ -85,6 +89,9 @@ pub fn bench_grpo(args: BenchGrpoArgs) -> Result<()> {
     let mut exp = Experiment::load(&path)?;
     if let Some(t) = args.threads {
         exp.model.threads = Some(t);
+    }
+    if let Some(w) = args.workers {
+        exp.model.workers = w;
     }
     if let Some(out) = &args.export_prompts {
         return export_prompts(&exp, out, args.export_count);
@@ -140,11 +147,12 @@ pub fn bench_grpo(args: BenchGrpoArgs) -> Result<()> {
         .map_or("all".to_string(), |t| t.to_string());
 
     println!(
-        "\nGRPO step, workload {} ({} measured steps after {} warm-up, {} threads, {})",
+        "\nGRPO step, workload {} ({} measured steps after {} warm-up, {} threads, {} workers, {})",
         args.workload.name(),
         measured.len(),
         args.warmup,
         threads,
+        exp.model.workers,
         exp.model.path.display()
     );
     let step = med("time/step");

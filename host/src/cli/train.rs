@@ -90,6 +90,10 @@ pub struct EvalArgs {
     device: String,
     #[arg(long, default_value = "f32")]
     dtype: String,
+    /// CPU threads generating row chunks at once (same answers for any
+    /// value; see `model.workers` in docs/experiment.md).
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Where the per-sample answers go (default: eval-<model dir name>.jsonl).
@@ -168,6 +172,7 @@ pub fn eval_cmd(args: EvalArgs) -> Result<()> {
         device: args.device.clone(),
         dtype: args.dtype.clone(),
         threads: None,
+        workers: args.workers,
     };
     let policy = Policy::load(&section, None, args.seed)?;
     let set = EvalSettings {

@@ -83,6 +83,16 @@ pub struct ModelSection {
     pub dtype: String,
     /// CPU threads for libtorch (default: all cores).
     pub threads: Option<usize>,
+    /// CPU only: how many threads a rollout, a log-prob pass and an update
+    /// split their rows over, each with `threads / workers` libtorch threads
+    /// (small models keep every core busier this way). Same samples for any
+    /// value; default 1.
+    #[serde(default = "one_worker")]
+    pub workers: usize,
+}
+
+fn one_worker() -> usize {
+    1
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]

@@ -14,6 +14,7 @@ use super::experiment::{KlPlacement, StageSettings};
 use super::policy::Policy;
 use super::rollout::{shared_prompt_batch, Row, SharedPromptBatch};
 use crate::rl::policy_loss::{aggregate, clipped_policy_loss, kl_estimate, BatchNorm, ClipConfig};
+use lmmhost_model::parallel::{map_jobs, Shared};
 
 /// Response log-probs `[b, Lr]` (and entropies) of a set of rows, each
 /// distinct prompt computed once (its keys/values shared by the responses of
@@ -34,7 +35,8 @@ pub fn shared_response_stats(
 }
 
 /// Per-row response log-probs under `lm`, without gradients, in chunks of
-/// `chunk` rows (old policy and reference passes).
+/// `chunk` rows (old policy and reference passes), the chunks spread over
+/// `workers` threads (see `lmmhost_model::parallel`).
 pub fn rows_logprobs(
     lm: &dyn CausalLm,
     rows: &[Row],
@@ -42,19 +44,28 @@ pub fn rows_logprobs(
     pad: i64,
     multimodal: bool,
     device: Device,
+    workers: usize,
 ) -> Result<Vec<Vec<f32>>> {
-    let mut out = Vec::with_capacity(rows.len());
-    for part in rows.chunks(chunk.max(1)) {
-        let refs: Vec<&Row> = part.iter().collect();
-        let sb = shared_prompt_batch(&refs, pad, multimodal, device);
-        let (lp, _) = tch::no_grad(|| shared_response_stats(lm, &sb, Entropy::Off))?;
+    // Batches are built here: rows share their prompt by `Rc`, which stays
+    // on this thread; the workers get tensors only.
+    let jobs: Vec<(SharedPromptBatch, Vec<i64>)> = rows
+        .chunks(chunk.max(1))
+        .map(|part| {
+            let refs: Vec<&Row> = part.iter().collect();
+            let lens = part.iter().map(|r| r.response.len() as i64).collect();
+            (shared_prompt_batch(&refs, pad, multimodal, device), lens)
+        })
+        .collect();
+    let lm = Shared(lm);
+    let parts = map_jobs(jobs, workers, |_, (sb, lens)| {
+        let (lp, _) = tch::no_grad(|| shared_response_stats(*lm.get(), &sb, Entropy::Off))?;
         let lp = lp.to_device(Device::Cpu).to_kind(Kind::Float);
-        for (i, r) in part.iter().enumerate() {
-            let v = Vec::<f32>::try_from(lp.get(i as i64).narrow(0, 0, r.response.len() as i64))?;
-            out.push(v);
-        }
-    }
-    Ok(out)
+        lens.iter()
+            .enumerate()
+            .map(|(i, &n)| Ok(Vec::<f32>::try_from(lp.get(i as i64).narrow(0, 0, n))?))
+            .collect::<Result<Vec<_>>>()
+    })?;
+    Ok(parts.into_iter().flatten().collect())
 }
 
 /// `[b, Lr]` tensor of per-row values (zero-padded).
@@ -66,6 +77,44 @@ fn padded(values: &[&[f32]], lr: i64, device: Device) -> Tensor {
     Tensor::from_slice(&flat)
         .view([values.len() as i64, lr])
         .to_device(device)
+}
+
+/// One micro-batch of the update, as tensors a worker thread can take.
+struct MicroBatch {
+    sb: SharedPromptBatch,
+    /// `[b, Lr]` old log-probs (several updates per batch), else the
+    /// detached current ones.
+    old: Option<Tensor>,
+    /// `[b, Lr]` reference log-probs, when KL is in the loss.
+    reference: Option<Tensor>,
+    advantages: Tensor,
+}
+
+/// A micro-batch's loss, sums for the metrics, timings and gradients.
+#[derive(Default)]
+struct MicroBatchResult {
+    loss: f64,
+    kl_sum: f64,
+    ent_sum: f64,
+    clip_sum: f64,
+    secs_forward: f64,
+    secs_backward: f64,
+    /// One per trainable parameter (undefined where it got none).
+    grads: Vec<Tensor>,
+}
+
+/// Adds `grads` to the parameters' (zeroed) `.grad`: the backward of
+/// `sum(p * g)` is exactly `g`, and it creates `.grad` where none exists yet.
+fn set_grads(params: &[Tensor], grads: Vec<Option<Tensor>>) {
+    let terms: Vec<Tensor> = params
+        .iter()
+        .zip(grads)
+        .filter_map(|(p, g)| g.map(|g| (p * g.detach()).sum(Kind::Float)))
+        .collect();
+    if let Some(first) = terms.first() {
+        let total = terms[1..].iter().fold(first.shallow_clone(), |a, b| a + b);
+        total.backward();
+    }
 }
 
 /// What the update reports (token means over the updated rows).
@@ -123,7 +172,17 @@ pub fn update(
     let constant = g
         .loss_constant_length
         .unwrap_or(s.rollout.max_response_tokens);
-    let params = policy.tensors();
+    // Gradients are taken for the trainable parameters only (frozen ones
+    // have none to give).
+    let params: Vec<Tensor> = policy
+        .tensors()
+        .into_iter()
+        .filter(|t| t.requires_grad())
+        .collect();
+    ensure!(
+        !params.is_empty(),
+        "the update has no trainable parameters (are both freeze_vision and freeze_language set?)"
+    );
     let pad = policy.processor.tokenizer.pad_id;
     let mm = policy.is_multimodal();
     let device = policy.device;
@@ -140,52 +199,103 @@ pub fn update(
             sequences: (hi - lo) as f64,
             constant_length: constant as f64,
         };
-        policy.zero_grad();
+        let t_fwd = Instant::now();
+        // The micro-batches as tensors (built on this thread: rows share
+        // their prompts by `Rc`); each one's loss and gradients are computed
+        // on a worker, and the gradients summed below in micro-batch order.
+        let mut jobs = Vec::new();
         let mut start = lo;
         while start < hi {
             let end = (start + s.optim.micro_batch_size).min(hi);
             let rows: Vec<&Row> = inp.rows[start..end].iter().collect();
-            let t_fwd = Instant::now();
             let sb = shared_prompt_batch(&rows, pad, mm, device);
             let lr_len = sb.response_len();
-            let mask = &sb.response_mask;
-            let (lp, ent) = shared_response_stats(policy.lm(), &sb, entropy_mode)?;
-            let old = match inp.old_logprobs {
-                Some(o) => {
-                    let v: Vec<&[f32]> = (start..end).map(|i| o[i].as_slice()).collect();
+            let per_row = |v: Option<&[Vec<f32>]>| {
+                v.map(|v| {
+                    let v: Vec<&[f32]> = (start..end).map(|i| v[i].as_slice()).collect();
                     padded(&v, lr_len, device)
-                }
-                None => lp.detach(),
+                })
             };
             let adv: Vec<f32> = inp.advantages[start..end]
                 .iter()
                 .map(|&a| a as f32)
                 .collect();
-            let adv = Tensor::from_slice(&adv).to_device(device);
-            let (pg, clipped) = clipped_policy_loss(&lp, &old, &adv, clip);
+            jobs.push(MicroBatch {
+                old: per_row(inp.old_logprobs),
+                reference: if kl_in_loss {
+                    per_row(inp.ref_logprobs)
+                } else {
+                    None
+                },
+                advantages: Tensor::from_slice(&adv).to_device(device),
+                sb,
+            });
+            start = end;
+        }
+        let lm = Shared(policy.lm());
+        let shared_params = Shared(&params);
+        let entropy_coef = inp.entropy_coef;
+        let results = map_jobs(jobs, policy.workers, |_, mb| {
+            let t0 = Instant::now();
+            let mask = &mb.sb.response_mask;
+            let (lp, ent) = shared_response_stats(*lm.get(), &mb.sb, entropy_mode)?;
+            let old = mb.old.unwrap_or_else(|| lp.detach());
+            let (pg, clipped) = clipped_policy_loss(&lp, &old, &mb.advantages, clip);
             let mut per_token = pg;
-            if let (true, Some(r)) = (kl_in_loss, inp.ref_logprobs) {
-                let v: Vec<&[f32]> = (start..end).map(|i| r[i].as_slice()).collect();
-                let ref_lp = padded(&v, lr_len, device);
-                let kl = kl_estimate(&lp, &ref_lp, g.kl.estimator);
-                kl_sum += (kl.detach() * mask).sum(Kind::Double).double_value(&[]);
+            let mut out = MicroBatchResult::default();
+            if let Some(ref_lp) = &mb.reference {
+                let kl = kl_estimate(&lp, ref_lp, g.kl.estimator);
+                out.kl_sum = (kl.detach() * mask).sum(Kind::Double).double_value(&[]);
                 per_token += kl * g.kl.coef;
             }
             let mut loss = aggregate(&per_token, mask, g.loss_aggregation, norm);
             if let Some(e) = &ent {
-                ent_sum += (e.detach() * mask).sum(Kind::Double).double_value(&[]);
-                if inp.entropy_coef > 0.0 {
-                    loss -= aggregate(e, mask, g.loss_aggregation, norm) * inp.entropy_coef;
+                out.ent_sum = (e.detach() * mask).sum(Kind::Double).double_value(&[]);
+                if entropy_coef > 0.0 {
+                    loss -= aggregate(e, mask, g.loss_aggregation, norm) * entropy_coef;
                 }
             }
-            clip_sum += (clipped * mask).sum(Kind::Double).double_value(&[]);
-            stats.loss += loss.double_value(&[]);
-            stats.time_forward += t_fwd.elapsed().as_secs_f64();
-            let t_bwd = Instant::now();
-            loss.backward();
-            stats.time_backward += t_bwd.elapsed().as_secs_f64();
-            start = end;
+            out.clip_sum = (clipped * mask).sum(Kind::Double).double_value(&[]);
+            out.loss = loss.double_value(&[]);
+            out.secs_forward = t0.elapsed().as_secs_f64();
+            let t1 = Instant::now();
+            out.grads = Tensor::f_run_backward(&[&loss], shared_params.get(), false, false)?;
+            out.secs_backward = t1.elapsed().as_secs_f64();
+            Ok(out)
+        })?;
+        // Sum in micro-batch order (the same sum for any worker count), then
+        // hand it to the parameters' `.grad` for clipping and the optimizer.
+        let mut total: Vec<Option<Tensor>> = params.iter().map(|_| None).collect();
+        let (mut fwd, mut bwd) = (0.0, 0.0);
+        for r in &results {
+            for (acc, g) in total.iter_mut().zip(&r.grads) {
+                if g.defined() {
+                    *acc = Some(match acc.take() {
+                        Some(a) => a + g,
+                        None => g.shallow_clone(),
+                    });
+                }
+            }
+            stats.loss += r.loss;
+            kl_sum += r.kl_sum;
+            ent_sum += r.ent_sum;
+            clip_sum += r.clip_sum;
+            fwd += r.secs_forward;
+            bwd += r.secs_backward;
         }
+        drop(results);
+        policy.zero_grad();
+        set_grads(&params, total);
+        // Wall time of the micro-batches, split between forward and backward
+        // as the workers' own clocks split it.
+        let wall = t_fwd.elapsed().as_secs_f64();
+        let share = if fwd + bwd > 0.0 {
+            fwd / (fwd + bwd)
+        } else {
+            1.0
+        };
+        stats.time_forward += wall * share;
+        stats.time_backward += wall * (1.0 - share);
         tok_total += tokens as f64;
         let t_opt = Instant::now();
         stats.grad_norm = clip_grad_norm(&params, s.optim.grad_clip);
@@ -199,4 +309,174 @@ pub fn update(
     stats.clip_fraction = clip_sum / t;
     stats.loss /= updates as f64;
     Ok(stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use lmmhost_model::processor::{Message, Part};
+    use lmmhost_model::sampling::{SamplingParams, SeededRng};
+
+    use super::*;
+    use crate::train::experiment::{
+        Grpo, Kl, KlEstimator, LossAggregation, ModelInit, ModelSection, Optim, Rollout, Sft,
+        StageSettings,
+    };
+    use crate::train::rollout::{roll_out, RolloutConfig};
+
+    fn policy(workers: usize, seed: u64) -> Policy {
+        let section = ModelSection {
+            path: Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/models/char-qwen2"),
+            init: ModelInit::Random,
+            device: "cpu".into(),
+            dtype: "f32".into(),
+            threads: None,
+            workers,
+        };
+        let p = Policy::load(&section, None, seed).unwrap();
+        p.set_trainable(false, false);
+        p
+    }
+
+    fn grads(p: &Policy) -> Vec<Tensor> {
+        p.tensors().iter().map(|t| t.grad().copy()).collect()
+    }
+
+    fn max_diff(a: &[Tensor], b: &[Tensor]) -> f64 {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs().max().double_value(&[]))
+            .fold(0.0, f64::max)
+    }
+
+    /// The update on workers (micro-batches on their own threads, gradients
+    /// from `run_backward`, summed in micro-batch order) gives the gradients
+    /// of plain `backward()` accumulated over the micro-batches in turn.
+    #[test]
+    fn worker_gradients_equal_serial_backward() {
+        tch::set_num_threads(2);
+        let base = policy(1, 3);
+        let convs: Vec<_> = [
+            "Compute 1+2.",
+            "Compute 7-5.",
+            "Compute 3*3.",
+            "Compute 9-1.",
+        ]
+        .iter()
+        .map(|q| {
+            vec![Message {
+                role: "user".into(),
+                parts: vec![Part::Text(q.to_string())],
+            }]
+        })
+        .collect();
+        let batch = base.processor.prepare(&convs, true).unwrap();
+        let cfg = RolloutConfig {
+            samples_per_prompt: 4,
+            sampling: SamplingParams::default(),
+            max_new_tokens: 10,
+            min_new_tokens: 0,
+            blocked_token_ids: Vec::new(),
+        };
+        let rows = roll_out(&base, &batch, &cfg, &mut SeededRng::new(1), 0).unwrap();
+        let advantages: Vec<f64> = (0..rows.len()).map(|i| (i % 3) as f64 - 0.8).collect();
+        // A different network as the reference, so that the KL term has a gradient.
+        let reference = policy(1, 4);
+        let pad = base.processor.tokenizer.pad_id;
+        let ref_lp = rows_logprobs(reference.lm(), &rows, 5, pad, false, Device::Cpu, 2).unwrap();
+        // Two workers with one libtorch thread each vs one with two: the
+        // same numbers up to the kernels' summation order.
+        let serial = rows_logprobs(reference.lm(), &rows, 5, pad, false, Device::Cpu, 1).unwrap();
+        for (a, b) in ref_lp.iter().zip(&serial) {
+            assert_eq!(a.len(), b.len());
+            assert!(a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-5));
+        }
+        let settings = StageSettings {
+            rollout: Rollout::default(),
+            optim: Optim {
+                micro_batch_size: 5,
+                grad_clip: 0.0,
+                ..Optim::default()
+            },
+            grpo: Grpo {
+                kl: Kl {
+                    coef: 0.04,
+                    ..Kl::default()
+                },
+                ..Grpo::default()
+            },
+            sft: Sft::default(),
+        };
+        let inputs = UpdateInputs {
+            rows: &rows,
+            advantages: &advantages,
+            old_logprobs: None,
+            ref_logprobs: Some(&ref_lp),
+            lr: 0.0,
+            entropy_coef: 0.01,
+        };
+        let mut runs = Vec::new();
+        for workers in [1, 2, 3] {
+            let p = policy(workers, 3);
+            assert_eq!(p.workers, workers.min(2));
+            let mut opt = AdamW::new(&p.tensors(), [0.9, 0.999], 1e-8, 0.0);
+            let stats = update(&p, &mut opt, &settings, &inputs).unwrap();
+            runs.push((grads(&p), stats));
+        }
+
+        // Plain backward over the same micro-batches, one after the other.
+        let p = policy(1, 3);
+        p.zero_grad();
+        let norm = BatchNorm {
+            tokens: rows.iter().map(|r| r.response.len()).sum::<usize>() as f64,
+            sequences: rows.len() as f64,
+            constant_length: 512.0,
+        };
+        let clip = ClipConfig {
+            low: 0.2,
+            high: 0.2,
+            dual: None,
+        };
+        for (i, part) in rows.chunks(5).enumerate() {
+            let refs: Vec<&Row> = part.iter().collect();
+            let sb = shared_prompt_batch(&refs, pad, false, Device::Cpu);
+            let (lp, ent) = shared_response_stats(p.lm(), &sb, Entropy::Differentiable).unwrap();
+            let mask = &sb.response_mask;
+            let adv: Vec<f32> = advantages[i * 5..i * 5 + part.len()]
+                .iter()
+                .map(|&a| a as f32)
+                .collect();
+            let (pg, _) = clipped_policy_loss(&lp, &lp.detach(), &Tensor::from_slice(&adv), clip);
+            let v: Vec<&[f32]> = (i * 5..i * 5 + part.len())
+                .map(|j| ref_lp[j].as_slice())
+                .collect();
+            let kl = kl_estimate(
+                &lp,
+                &padded(&v, sb.response_len(), Device::Cpu),
+                KlEstimator::K3,
+            );
+            let agg = LossAggregation::TokenMean;
+            let loss = aggregate(&(pg + kl * 0.04), mask, agg, norm)
+                - aggregate(&ent.unwrap(), mask, agg, norm) * 0.01;
+            loss.backward();
+        }
+        let plain = grads(&p);
+        let scale = plain
+            .iter()
+            .map(|g| g.abs().max().double_value(&[]))
+            .fold(0.0, f64::max);
+        assert!(scale > 0.0);
+        for (w, (g, stats)) in runs.iter().enumerate() {
+            let d = max_diff(g, &plain);
+            assert!(
+                d <= 1e-5 * scale,
+                "{} workers: gradients differ by {d} (scale {scale})",
+                w + 1
+            );
+            assert!((stats.loss - runs[0].1.loss).abs() < 1e-6);
+            assert!((stats.kl - runs[0].1.kl).abs() < 1e-6 * runs[0].1.kl);
+            assert!(stats.kl > 0.0);
+        }
+    }
 }

@@ -20,6 +20,9 @@ pub struct Policy {
     pub kind: Kind,
     /// Canonical name -> tensor (shares storage with the model).
     pub params: Vec<(String, Tensor)>,
+    /// Threads that rollouts, log-prob passes and updates split their rows
+    /// over (`model.workers`, at most the libtorch threads; 1 on CUDA).
+    pub workers: usize,
 }
 
 /// Loads the model an experiment names: from `dir` (a checkpoint) or, for
@@ -53,12 +56,20 @@ impl Policy {
         let processor = Processor::from_dir(proc_dir)
             .with_context(|| format!("processor files in {}", proc_dir.display()))?;
         let params = model.model.named_parameters();
+        let workers = if device == Device::Cpu {
+            section
+                .workers
+                .clamp(1, tch::get_num_threads().max(1) as usize)
+        } else {
+            1
+        };
         Ok(Policy {
             model,
             processor,
             device,
             kind,
             params,
+            workers,
         })
     }
 

@@ -168,6 +168,7 @@ pub fn roll_out(
         blocked_token_ids: cfg.blocked_token_ids.clone(),
         samples_per_prompt: cfg.samples_per_prompt,
         pad_token_id: policy.processor.tokenizer.pad_id,
+        workers: policy.workers,
     };
     let generation = generate(
         policy.lm(),

@@ -472,6 +472,7 @@ impl Trainer<'_> {
         let pad_id = self.policy.processor.tokenizer.pad_id;
         let mm = self.policy.is_multimodal();
         let device = self.policy.device;
+        let workers = self.policy.workers;
         let mbs = s.optim.micro_batch_size;
 
         let (mut t_rollout, mut t_reward, mut t_logp) = (0.0, 0.0, 0.0);
@@ -520,11 +521,21 @@ impl Trainer<'_> {
             });
             let t1 = Instant::now();
             let new_ref = match &self.reference {
-                Some(r) if need_ref => rows_logprobs(r.lm(), &new_rows, mbs, pad_id, mm, device)?,
+                Some(r) if need_ref => {
+                    rows_logprobs(r.lm(), &new_rows, mbs, pad_id, mm, device, workers)?
+                }
                 _ => Vec::new(),
             };
             let new_old = if need_old {
-                rows_logprobs(self.policy.lm(), &new_rows, mbs, pad_id, mm, device)?
+                rows_logprobs(
+                    self.policy.lm(),
+                    &new_rows,
+                    mbs,
+                    pad_id,
+                    mm,
+                    device,
+                    workers,
+                )?
             } else {
                 Vec::new()
             };
