@@ -174,6 +174,9 @@ pub fn bench_grpo(args: BenchGrpoArgs) -> Result<()> {
         println!("  peak RSS                                 {mb:.0} MiB");
         json.insert("peak_rss_mb".into(), mb.into());
     }
+    if let Some(floor) = compute_floor(&exp, &measured, step)? {
+        println!("{floor}");
+    }
     println!("  load average before/after: {}", load_average());
     json.insert("throughput/tokens_per_s".into(), tok.into());
     json.insert("throughput/gen_tokens_per_s".into(), gen.into());
@@ -184,6 +187,78 @@ pub fn bench_grpo(args: BenchGrpoArgs) -> Result<()> {
             .with_context(|| format!("cannot write {}", p.display()))?;
     }
     Ok(())
+}
+
+/// The decoder's matrix-multiply work in one step, counted from the model
+/// config and the step's measured prompt and response lengths, against the
+/// fp32 matmul rate measured here and now: how far the step is from the
+/// hardware, and the least time any implementation of the same maths needs.
+fn compute_floor(
+    exp: &Experiment,
+    measured: &[&BTreeMap<String, f64>],
+    step: f64,
+) -> Result<Option<String>> {
+    let med = |key: &str| median(measured.iter().filter_map(|v| v.get(key).copied()));
+    let (rows, lp, lr) = (
+        med("samples/generated"),
+        med("prompt_length/mean"),
+        med("response_length/mean"),
+    );
+    if !(rows.is_finite() && lp.is_finite() && lr.is_finite()) {
+        return Ok(None);
+    }
+    let c = lmmhost_model::config::ModelConfig::from_dir(&exp.model.path)?.text;
+    let (h, d) = (c.hidden_size as f64, c.head_dim as f64);
+    let linear = h * d * (c.num_attention_heads as f64 * 2.0 + c.num_key_value_heads as f64 * 2.0)
+        + 3.0 * h * c.intermediate_size as f64;
+    let per_token = 2.0 * linear * c.num_hidden_layers as f64;
+    let head = 2.0 * h * c.vocab_size as f64;
+    let prompts = rows / f64::from(exp.rollout.group_size.max(1));
+    // Each prompt once (prefill; shared in the passes), every response token
+    // through the decoder and the lm_head.
+    let pass = prompts * lp * per_token + rows * lr * (per_token + head);
+    let (rollout, reference, forward, backward) = (pass, pass, pass, 2.0 * pass);
+    let total = rollout + reference + forward + backward;
+    let rate = measure_matmul_rate(c.hidden_size, c.intermediate_size);
+    Ok(Some(format!(
+        "  decoder matmul work per step             {:.1} GFLOP (rollout {:.1}, reference {:.1}, update {:.1} + {:.1}; attention scores and vision tower not counted)\n  \
+         fp32 matmul rate measured now            {:.0} GFLOP/s ([2048 x {}] @ [{} x {}], {} threads)\n  \
+         compute floor (work / rate)              {:.2} s; this step ran at {:.0} GFLOP/s, {:.0} % of the rate",
+        total / 1e9,
+        rollout / 1e9,
+        reference / 1e9,
+        forward / 1e9,
+        backward / 1e9,
+        rate / 1e9,
+        c.hidden_size,
+        c.hidden_size,
+        c.intermediate_size,
+        tch::get_num_threads(),
+        total / rate,
+        total / step / 1e9,
+        100.0 * total / step / rate,
+    )))
+}
+
+/// FLOP/s of a large fp32 matmul of the model's MLP shape on the CPU, best
+/// of a few rounds of ~0.1 s.
+fn measure_matmul_rate(hidden: i64, inter: i64) -> f64 {
+    let opts = (tch::Kind::Float, tch::Device::Cpu);
+    let a = tch::Tensor::randn([2048, hidden], opts);
+    let b = tch::Tensor::randn([hidden, inter], opts);
+    let flop = 2.0 * 2048.0 * hidden as f64 * inter as f64;
+    let _ = a.matmul(&b);
+    let mut best = 0f64;
+    for _ in 0..5 {
+        let t = std::time::Instant::now();
+        let mut n = 0;
+        while t.elapsed().as_secs_f64() < 0.1 {
+            let _ = a.matmul(&b);
+            n += 1;
+        }
+        best = best.max(flop * n as f64 / t.elapsed().as_secs_f64());
+    }
+    best
 }
 
 fn median(values: impl Iterator<Item = f64>) -> f64 {

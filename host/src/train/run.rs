@@ -694,6 +694,11 @@ impl Trainer<'_> {
         }
         v.insert("reward/failures".into(), failures as f64);
         v.insert("response_length/mean".into(), lmean);
+        let prompt_tokens: f64 = rows.iter().map(|r| r.prompt.len() as f64).sum();
+        v.insert(
+            "prompt_length/mean".into(),
+            prompt_tokens / rows.len().max(1) as f64,
+        );
         v.insert(
             "response/stopped_fraction".into(),
             rows.iter().filter(|r| r.stopped).count() as f64 / rows.len() as f64,
