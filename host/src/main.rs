@@ -39,6 +39,7 @@ enum Command {
 /// Errors print as `error: <context>: <cause>` without a backtrace: what a
 /// user needs to fix is in the context chain.
 fn main() {
+    lmmhost::memory::keep_freed_memory();
     if let Err(e) = dispatch(Cli::parse()) {
         eprintln!("error: {e:#}");
         std::process::exit(1);
