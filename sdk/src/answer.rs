@@ -17,7 +17,7 @@ pub fn last_boxed(text: &str) -> Option<&str> {
     // Walk the occurrences from the last one backwards; a few unclosed ones
     // are skipped, but not thousands (each try scans to the end of the text).
     let mut tries = 0;
-    while let Some(pos) = rfind_either(&text[..end], "\\boxed", "\\fbox") {
+    while let Some(pos) = rfind_command(&text[..end]) {
         tries += 1;
         if tries > 16 {
             return None;
@@ -50,12 +50,20 @@ pub fn last_boxed(text: &str) -> Option<&str> {
     None
 }
 
-/// Last start position of `a` or `b` in `hay`.
-fn rfind_either(hay: &str, a: &str, b: &str) -> Option<usize> {
-    match (hay.rfind(a), hay.rfind(b)) {
-        (Some(x), Some(y)) => Some(x.max(y)),
-        (x, y) => x.or(y),
+/// Last start position of `\boxed` or `\fbox` in `hay`. One backward pass
+/// over the backslashes (`rfind(char)` scans a word at a time) instead of a
+/// substring search per command: fewer loop iterations, which matters most
+/// in Wasm, where every loop back-edge also checks the time budget.
+fn rfind_command(hay: &str) -> Option<usize> {
+    let mut end = hay.len();
+    while let Some(pos) = hay[..end].rfind('\\') {
+        let rest = &hay[pos..];
+        if rest.starts_with("\\boxed") || rest.starts_with("\\fbox") {
+            return Some(pos);
+        }
+        end = pos;
     }
+    None
 }
 
 /// Index of the `}` closing the `{` at `open`, skipping `\{` and `\}`.
@@ -129,7 +137,8 @@ pub fn is_r1_format(text: &str) -> bool {
     let mut pos = [0usize; 4];
     let b = t.as_bytes();
     let mut i = 0;
-    while let Some(off) = b[i..].iter().position(|&c| c == b'<') {
+    // `find(char)` scans a word at a time (see `rfind_command`).
+    while let Some(off) = t[i..].find('<') {
         let at = i + off;
         for (k, tag) in TAGS.iter().enumerate() {
             if b[at..].starts_with(tag.as_bytes()) {

@@ -13,6 +13,8 @@ extern crate self as lmmhost_sdk;
 #[cfg(any(test, feature = "fast-alloc"))]
 pub mod alloc;
 pub mod answer;
+#[doc(hidden)]
+pub mod bench;
 pub mod bindings;
 pub mod loader;
 pub mod log;

@@ -23,6 +23,13 @@ fn boxed_takes_the_last_and_matches_nested_braces() {
     assert_eq!(last_boxed(r"\boxed{}"), Some(""));
     // Nested boxes: the innermost (last) one.
     assert_eq!(last_boxed(r"\boxed{\boxed{9}}"), Some("9"));
+    // Other commands (backslashes) after, between and inside the boxes.
+    assert_eq!(
+        last_boxed(r"\fbox{1} \quad \boxed{\sqrt{2}} \text{ cm} \\ done"),
+        Some(r"\sqrt{2}")
+    );
+    assert_eq!(last_boxed(r"\boxed{5} \fbo \boxe \\boxed"), Some("5"));
+    assert_eq!(last_boxed(r"\\\\"), None);
 }
 
 #[test]
@@ -58,6 +65,13 @@ fn r1_format_requires_exactly_one_of_each_tag_in_order() {
         "  <think>\nreason\n</think>\n\n<answer>4</answer>\n"
     ));
     assert!(is_r1_format("<think></think><answer></answer>"));
+    // A `<` that opens no tag, multi-byte text next to it.
+    assert!(is_r1_format(
+        "<think>a < b, 答<案</think><answer>x<4</answer>"
+    ));
+    assert!(!is_r1_format(
+        "<think>a <think> b</think><answer>4</answer>"
+    ));
     // Text between the blocks, before or after: rejected.
     assert!(!is_r1_format("<think>r</think> so <answer>4</answer>"));
     assert!(!is_r1_format("Sure! <think>r</think><answer>4</answer>"));

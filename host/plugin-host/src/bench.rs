@@ -11,60 +11,24 @@ use sdk::Reward;
 use crate::reward::{ItemOutcome, RewardPlugin};
 use crate::runtime::{PluginRuntime, PluginSpec, RuntimeOptions};
 
-/// A deterministic set of math completions with `chars`-character responses
-/// in the R1 format, a third of them wrong, answers of several shapes.
+/// The benchmark's inputs (shared with the SDK's in-guest ceiling
+/// measurement, `sdk/examples/rule_ceiling.rs`): `n` math completions with
+/// `chars`-character R1-format responses, a third of them wrong, one sample each.
 pub fn synthetic_completions(n: usize, chars: usize) -> Vec<sdk::Completion> {
-    let answers = [
-        "42",
-        "\\frac{3}{4}",
-        "2\\sqrt{3}",
-        "0.25",
-        "x^2-1",
-        "(1, 2)",
-        "12\\%",
-        "7",
-    ];
-    let wrongs = [
-        "41",
-        "\\frac{4}{3}",
-        "3\\sqrt{2}",
-        "0.3",
-        "x^2+1",
-        "(2, 1)",
-        "13\\%",
-        "8",
-    ];
-    (0..n)
-        .map(|i| {
-            let k = i % answers.len();
-            let given = if i % 3 == 0 { wrongs[k] } else { answers[k] };
-            let head =
-                format!("<think>Step {i}: we compute the quantity carefully, checking each term. ");
-            let tail = format!("</think><answer>The answer is \\boxed{{{given}}}</answer>");
-            let filler = "Then we simplify and verify the result against the constraints. ";
-            let mut body = head;
-            while body.len() + tail.len() < chars {
-                body.push_str(filler);
-            }
-            body.truncate(chars.saturating_sub(tail.len()).max(1));
-            let response = body + &tail;
-            sdk::Completion {
-                sample: sdk::Sample {
-                    id: format!("bench-{i}"),
-                    messages: vec![sdk::Message {
-                        role: "user".into(),
-                        content: vec![sdk::ContentPart::Text(format!(
-                            "Problem {i}: compute the value."
-                        ))],
-                    }],
-                    answer: Some(answers[k].to_string()),
-                    metadata: vec![],
-                },
-                response,
-                response_tokens: (chars / 4) as u32,
-            }
-        })
-        .collect()
+    sdk::bench::synthetic_completions(n, chars, 1)
+}
+
+/// One timed pass of each path over the whole batch.
+#[derive(Debug, Clone, Copy)]
+pub struct BenchRound {
+    /// Whether the native pass ran first in this round (rounds alternate).
+    pub native_first: bool,
+    pub wasm_per_sec: f64,
+    pub native_per_sec: f64,
+    /// Completions per second of CPU time (all threads of the process), when
+    /// the OS reports it (Linux): steadier than wall time on a shared machine.
+    pub wasm_per_cpu_sec: Option<f64>,
+    pub native_per_cpu_sec: Option<f64>,
 }
 
 pub struct RewardBench {
@@ -72,23 +36,28 @@ pub struct RewardBench {
     pub threads: usize,
     pub compile: Duration,
     pub instantiate: Duration,
+    /// Each round, in the order run.
+    pub rounds: Vec<BenchRound>,
+    /// Medians over the rounds.
     pub wasm_per_sec: f64,
     pub native_per_sec: f64,
-    /// Completions per second of CPU time (all threads of the process), when
-    /// the OS reports it (Linux): steadier than wall time on a shared machine.
     pub wasm_per_cpu_sec: Option<f64>,
     pub native_per_cpu_sec: Option<f64>,
     /// Mean total reward, equal for both paths (checked).
     pub mean_total: f64,
 }
 
-/// Runs the benchmark: `spec` is the plugin (its config must match `native`).
+/// Runs the benchmark: `spec` is the plugin (its config must match
+/// `native`). Each of `rounds` rounds times both paths over the whole batch,
+/// the native one first in odd rounds, so neither always runs on a warmer
+/// (or busier) machine.
 pub fn bench_reward<R: Reward + Sync>(
     spec: PluginSpec,
     native: &R,
     n: usize,
     chars: usize,
     threads: usize,
+    rounds: usize,
 ) -> Result<RewardBench> {
     let batch = synthetic_completions(n, chars);
     // Cold compile into an empty on-disk cache, then a second load that hits
@@ -107,27 +76,10 @@ pub fn bench_reward<R: Reward + Sync>(
     let plugin = RewardPlugin::new(&runtime, spec)?;
     let instantiate = t.elapsed();
 
-    // Warm up both paths, then time the whole batch.
+    // Warm up both paths, then check that they agree on every item.
     plugin.score_batch(&batch[..batch.len().min(256)])?;
-    let (t, cpu) = (Instant::now(), process_cpu_secs());
     let wasm = plugin.score_batch(&batch)?;
-    let wasm_secs = t.elapsed().as_secs_f64();
-    let wasm_cpu = cpu_since(cpu);
-
-    let chunk = n.div_ceil(threads);
-    let (t, cpu) = (Instant::now(), process_cpu_secs());
-    let native_scores: Vec<Result<sdk::Score, String>> = std::thread::scope(|s| {
-        let hs: Vec<_> = batch
-            .chunks(chunk)
-            .map(|part| s.spawn(move || native.score_batch(part)))
-            .collect();
-        hs.into_iter()
-            .flat_map(|h| h.join().unwrap_or_default())
-            .collect()
-    });
-    let native_secs = t.elapsed().as_secs_f64();
-    let native_cpu = cpu_since(cpu);
-
+    let native_scores = score_native(native, &batch, threads);
     let mut sum = 0.0;
     for (i, (w, nat)) in wasm.iter().zip(&native_scores).enumerate() {
         match (w, nat) {
@@ -139,16 +91,68 @@ pub fn bench_reward<R: Reward + Sync>(
             }
         }
     }
+    drop((wasm, native_scores));
+
+    let mut timed = Vec::new();
+    for round in 0..rounds.max(1) {
+        let native_first = round % 2 == 1;
+        let mut w = None;
+        let mut nat = None;
+        for native_turn in [native_first, !native_first] {
+            let (t, cpu) = (Instant::now(), process_cpu_secs());
+            if native_turn {
+                drop(std::hint::black_box(score_native(native, &batch, threads)));
+                nat = Some((t.elapsed().as_secs_f64(), cpu_since(cpu)));
+            } else {
+                drop(std::hint::black_box(plugin.score_batch(&batch)?));
+                w = Some((t.elapsed().as_secs_f64(), cpu_since(cpu)));
+            }
+        }
+        let ((ws, wc), (ns, nc)) = (w.unwrap_or_default(), nat.unwrap_or_default());
+        timed.push(BenchRound {
+            native_first,
+            wasm_per_sec: n as f64 / ws,
+            native_per_sec: n as f64 / ns,
+            wasm_per_cpu_sec: wc.map(|c| n as f64 / c),
+            native_per_cpu_sec: nc.map(|c| n as f64 / c),
+        });
+    }
+    let median = |f: &dyn Fn(&BenchRound) -> Option<f64>| -> Option<f64> {
+        let mut v: Vec<f64> = timed.iter().filter_map(f).collect();
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied()
+    };
     Ok(RewardBench {
         completions: n,
         threads,
         compile,
         instantiate,
-        wasm_per_sec: n as f64 / wasm_secs,
-        native_per_sec: n as f64 / native_secs,
-        wasm_per_cpu_sec: wasm_cpu.map(|c| n as f64 / c),
-        native_per_cpu_sec: native_cpu.map(|c| n as f64 / c),
+        wasm_per_sec: median(&|r| Some(r.wasm_per_sec)).unwrap_or(0.0),
+        native_per_sec: median(&|r| Some(r.native_per_sec)).unwrap_or(0.0),
+        wasm_per_cpu_sec: median(&|r| r.wasm_per_cpu_sec),
+        native_per_cpu_sec: median(&|r| r.native_per_cpu_sec),
+        rounds: timed,
         mean_total: sum / n as f64,
+    })
+}
+
+/// The native path: the same rule on the same completions, borrowed, one
+/// `score_batch` call per thread over an equal share (as the Wasm pool splits
+/// the batch across its instances).
+fn score_native<R: Reward + Sync>(
+    native: &R,
+    batch: &[sdk::Completion],
+    threads: usize,
+) -> Vec<Result<sdk::Score, String>> {
+    let chunk = batch.len().div_ceil(threads.max(1)).max(1);
+    std::thread::scope(|s| {
+        let hs: Vec<_> = batch
+            .chunks(chunk)
+            .map(|part| s.spawn(move || native.score_batch(part)))
+            .collect();
+        hs.into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
     })
 }
 

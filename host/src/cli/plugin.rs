@@ -59,6 +59,9 @@ pub struct BenchRewardArgs {
     /// Threads (native) and instances (Wasm).
     #[arg(long, default_value_t = 2)]
     threads: usize,
+    /// Timed rounds of both paths, alternating which runs first; medians are reported.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
 }
 
 pub fn run(cmd: PluginCommand) -> Result<()> {
@@ -249,12 +252,14 @@ pub fn bench_reward(args: BenchRewardArgs) -> Result<()> {
     let native =
         <sdk::rules::math::MathAccuracy as sdk::Reward>::new(config).map_err(anyhow::Error::msg)?;
     let spec = PluginSpec::from_file("reward-math", &args.plugin, config)?;
+    let load_before = load_average();
     let r = lmmhost_plugin_host::bench::bench_reward(
         spec,
         &native,
         args.completions,
         args.chars,
         args.threads.max(1),
+        args.rounds.max(1),
     )?;
     println!(
         "reward benchmark: math accuracy + R1 format, {} completions of {} characters, {} threads",
@@ -269,6 +274,24 @@ pub fn bench_reward(args: BenchRewardArgs) -> Result<()> {
         r.threads,
         r.instantiate.as_secs_f64() * 1e3
     );
+    for (i, round) in r.rounds.iter().enumerate() {
+        let cpu = match (round.wasm_per_cpu_sec, round.native_per_cpu_sec) {
+            (Some(w), Some(n)) => format!(
+                "; per CPU second wasm {w:.0}/s, native {n:.0}/s, ratio {:.2}x",
+                w / n
+            ),
+            _ => String::new(),
+        };
+        println!(
+            "  round {} ({} first): wasm {:.0}/s, native {:.0}/s, ratio {:.2}x{cpu}",
+            i + 1,
+            if round.native_first { "native" } else { "wasm" },
+            round.wasm_per_sec,
+            round.native_per_sec,
+            round.wasm_per_sec / round.native_per_sec,
+        );
+    }
+    println!("  medians over {} rounds:", r.rounds.len());
     println!(
         "  wasm:                      {:>10.0} completions/s",
         r.wasm_per_sec
@@ -292,5 +315,15 @@ pub fn bench_reward(args: BenchRewardArgs) -> Result<()> {
         "  mean total reward:         {:>10.4} (identical on both paths)",
         r.mean_total
     );
+    // Other jobs on the machine skew every figure: say how busy it was.
+    if let (Some(a), Some(b)) = (load_before, load_average()) {
+        println!("  load average (1 min):      {a} before, {b} after");
+    }
     Ok(())
+}
+
+/// The 1-minute load average from `/proc/loadavg` (Linux), as printed there.
+fn load_average() -> Option<String> {
+    let text = std::fs::read_to_string("/proc/loadavg").ok()?;
+    text.split_whitespace().next().map(str::to_owned)
 }
