@@ -441,6 +441,8 @@ pub fn run(
     let mut decode_times = Vec::with_capacity(opts.reps);
     for rep in 0..=opts.reps.max(1) {
         let (mut logits, mut cache) = tch::no_grad(|| lm.prefill(&fi))?;
+        // As generation does: room for every step, no per-step cache copy.
+        tch::no_grad(|| cache.reserve(opts.new_tokens as i64));
         sync(device);
         let t0 = Instant::now();
         tch::no_grad(|| -> Result<()> {
