@@ -442,7 +442,7 @@ pub fn run(
     for rep in 0..=opts.reps.max(1) {
         let (mut logits, mut cache) = tch::no_grad(|| lm.prefill(&fi))?;
         // As generation does: room for every step, no per-step cache copy.
-        tch::no_grad(|| cache.reserve(opts.new_tokens as i64));
+        tch::no_grad(|| cache.reserve(opts.new_tokens));
         sync(device);
         let t0 = Instant::now();
         tch::no_grad(|| -> Result<()> {
