@@ -183,22 +183,16 @@ impl Qwen2Attention {
             (None, _) => (k, v),
         };
         let groups = self.num_heads / self.num_kv_heads;
-        let o = if groups > 1 {
-            // Grouped-query attention without copying K and V `groups` times:
-            // the query heads of a KV head (heads kv * groups .. + groups)
-            // become `groups * l` queries of it, each group's rows under the
-            // same mask. Half the time of attending over expanded K/V on CPU
-            // (forward and backward), and decoding reads the cache in place.
-            let qg = q.reshape([b, self.num_kv_heads, groups * l, self.head_dim]);
-            let mg = if l == 1 {
-                mask.shallow_clone() // [B, 1, 1, T] broadcasts over the group
-            } else {
-                mask.repeat([1, 1, groups, 1])
-            };
-            Tensor::scaled_dot_product_attention(&qg, &k, &v, Some(&mg), 0.0, false, None, false)
-                .reshape([b, self.num_heads, l, self.head_dim])
+        let o = if l == 1 && groups > 1 {
+            // Decoding: the `groups` query heads of a KV head become `groups`
+            // queries of it, so the cache is read in place instead of being
+            // copied `groups` times per step (the mask `[B, 1, 1, T]` broadcasts).
+            let qg = q.reshape([b, self.num_kv_heads, groups, self.head_dim]);
+            Tensor::scaled_dot_product_attention(&qg, &k, &v, Some(mask), 0.0, false, None, false)
+                .reshape([b, self.num_heads, 1, self.head_dim])
         } else {
-            Tensor::scaled_dot_product_attention(&q, &k, &v, Some(mask), 0.0, false, None, false)
+            let (ke, ve) = (repeat_kv(&k, groups), repeat_kv(&v, groups));
+            Tensor::scaled_dot_product_attention(&q, &ke, &ve, Some(mask), 0.0, false, None, false)
         };
         let o = o
             .transpose(1, 2)
@@ -212,6 +206,17 @@ impl Qwen2Attention {
         self.v_proj.params(&format!("{name}.v_proj"), out);
         self.o_proj.params(&format!("{name}.o_proj"), out);
     }
+}
+
+/// `[B, kvH, T, D]` -> `[B, kvH * groups, T, D]`, each kv head serving `groups` query heads.
+fn repeat_kv(x: &Tensor, groups: i64) -> Tensor {
+    if groups == 1 {
+        return x.shallow_clone();
+    }
+    let s = x.size();
+    x.unsqueeze(2)
+        .expand([s[0], s[1], groups, s[2], s[3]], false)
+        .reshape([s[0], s[1] * groups, s[2], s[3]])
 }
 
 pub struct Qwen2DecoderLayer {
