@@ -1,13 +1,18 @@
 //! The embedded quickstart at a smaller budget: the shipped
 //! configs/quickstart.toml (tiny Qwen2.5-VL from random init, loader-synthetic,
-//! reward-math, schedule-staged), text-only cold start then FRE. GRPO must
-//! raise held-out accuracy on the synthetic text task clearly over the
-//! SFT-only model, and the saved model must load back.
+//! reward-math, schedule-staged), text-only cold start then FRE. The cold
+//! start must lift held-out accuracy on the synthetic text task from zero,
+//! GRPO must train on it without undoing that, and the saved model must load
+//! back.
 //!
 //! Accuracy is the mean over 4 completions sampled at temperature 1 per
 //! held-out prompt (pass@1), 64 prompts never seen in training. Measured on
-//! the development machine (one libtorch thread, deterministic): 0.309 after
-//! cold start, 0.457 after 40 GRPO steps; pass@4 0.641 -> 0.719.
+//! the development machine (one libtorch thread, deterministic) for seeds
+//! 1 / 2 / 3: 0.309 / 0.148 / 0.121 after the cold start, 0.457 / 0.121 /
+//! 0.145 after 40 GRPO steps. The GRPO effect on held-out text is within
+//! the seed noise at this scale (docs/quickstart.md), so it is not what this
+//! test asserts; GRPO's learning is tested where it is unambiguous
+//! (host/tests/train.rs, a sparse rule reward 0.07 -> 0.52).
 
 use std::path::{Path, PathBuf};
 
@@ -19,7 +24,7 @@ fn repo() -> PathBuf {
 }
 
 #[test]
-fn grpo_raises_held_out_text_accuracy_over_the_sft_model() {
+fn sft_lifts_held_out_text_accuracy_and_grpo_trains_without_undoing_it() {
     for p in ["loader-synthetic", "reward-math", "schedule-staged"] {
         let f = repo().join("target/plugins").join(format!("{p}.wasm"));
         assert!(
@@ -91,10 +96,27 @@ progress = false
     };
     let (start, sft, rl) = (acc("start"), acc("after cold-start"), acc("after fre"));
     eprintln!("held-out text accuracy: start {start:.3}, after SFT {sft:.3}, after GRPO {rl:.3}");
+    // Seeds 1-3: 0.12-0.31 after the cold start, from 0.
     assert!(
-        rl >= sft + 0.1,
-        "GRPO did not raise held-out accuracy clearly: SFT {sft:.3} -> GRPO {rl:.3}"
+        sft >= start + 0.1,
+        "the cold start did not lift held-out accuracy: {start:.3} -> {sft:.3}"
     );
+    // Seeds 1-3 keep 82-148 % of it.
+    assert!(
+        rl >= 0.5 * sft,
+        "GRPO undid the cold start: held-out accuracy {sft:.3} -> {rl:.3}"
+    );
+    // Every GRPO step updated the policy, on groups with a learning signal.
+    let records =
+        lmmhost::metrics::log::read_records(&summary.output_dir.join("metrics.jsonl")).unwrap();
+    let grpo: Vec<_> = records.iter().filter(|r| r.kind == "grpo").collect();
+    assert_eq!(grpo.len(), 40);
+    for r in &grpo {
+        let g = r.values["grad_norm"];
+        assert!(g.is_finite() && g > 0.0, "step {}: grad_norm {g}", r.step);
+    }
+    let effective: f64 = grpo.iter().map(|r| r.values["samples/effective"]).sum();
+    assert!(effective > 0.0);
     // The trained model loads back, with its processor files.
     let model =
         lmmhost_model::checkpoint::load(&summary.final_model, tch::Device::Cpu, tch::Kind::Float)
