@@ -8,7 +8,7 @@ use tch::{Kind, Tensor};
 
 use crate::checkpoint::{Params, Weights};
 use crate::config::{ModelConfig, TextConfig};
-use crate::lm::{CausalLm, Entropy, ForwardInputs, KvCache};
+use crate::lm::{Entropy, ForwardInputs, KvCache};
 use crate::rope;
 
 /// `y = x W^T + b`.
@@ -706,67 +706,87 @@ pub(crate) fn decode_step(
     Ok(h.squeeze_dim(1).linear(lm_head, None::<&Tensor>))
 }
 
-impl CausalLm for Qwen2ForCausalLM {
-    fn forward(&self, inputs: &ForwardInputs) -> Result<Tensor> {
-        let (h, _) = self.hidden(inputs, None)?;
-        Ok(h.linear(&self.lm_head, None::<&Tensor>))
-    }
+/// `CausalLm` for a model of the Qwen2 family: a type with a
+/// `hidden(inputs, cache)` method (inputs to final hidden states and rotary
+/// positions; Qwen2.5-VL runs its vision tower there), the decoder in `model`,
+/// the output projection in `lm_head` and its `config`. `mrope`: positions are
+/// `[3, B, L]` (M-RoPE). In `response_token_stats` the prompts (and their
+/// images) run once per prompt, not per response.
+macro_rules! impl_causal_lm {
+    ($ty:ty, mrope = $mrope:expr) => {
+        impl $crate::lm::CausalLm for $ty {
+            fn forward(&self, inputs: &$crate::lm::ForwardInputs) -> anyhow::Result<tch::Tensor> {
+                let (h, _) = self.hidden(inputs, None)?;
+                Ok(h.linear(&self.lm_head, None::<&tch::Tensor>))
+            }
 
-    fn prefill(&self, inputs: &ForwardInputs) -> Result<(Tensor, KvCache)> {
-        let mut layers = Vec::new();
-        let (h, positions) = self.hidden(inputs, Some(&mut layers))?;
-        Ok(finish_prefill(
-            &h,
-            &self.lm_head,
-            layers,
-            inputs.attention_mask,
-            &positions,
-        ))
-    }
+            fn prefill(
+                &self,
+                inputs: &$crate::lm::ForwardInputs,
+            ) -> anyhow::Result<(tch::Tensor, $crate::lm::KvCache)> {
+                let mut layers = Vec::new();
+                let (h, positions) = self.hidden(inputs, Some(&mut layers))?;
+                Ok($crate::qwen2::finish_prefill(
+                    &h,
+                    &self.lm_head,
+                    layers,
+                    inputs.attention_mask,
+                    &positions,
+                ))
+            }
 
-    fn decode_step(&self, ids: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
-        decode_step(&self.model, &self.lm_head, ids, cache, false)
-    }
+            fn decode_step(
+                &self,
+                ids: &tch::Tensor,
+                cache: &mut $crate::lm::KvCache,
+            ) -> anyhow::Result<tch::Tensor> {
+                $crate::qwen2::decode_step(&self.model, &self.lm_head, ids, cache, $mrope)
+            }
 
-    fn token_stats(
-        &self,
-        inputs: &ForwardInputs,
-        targets: &Tensor,
-        entropy: Entropy,
-    ) -> Result<(Tensor, Option<Tensor>)> {
-        let (h, _) = self.hidden(inputs, None)?;
-        chunked_token_stats(&h, &self.lm_head, targets, entropy)
-    }
+            fn token_stats(
+                &self,
+                inputs: &$crate::lm::ForwardInputs,
+                targets: &tch::Tensor,
+                entropy: $crate::lm::Entropy,
+            ) -> anyhow::Result<(tch::Tensor, Option<tch::Tensor>)> {
+                let (h, _) = self.hidden(inputs, None)?;
+                $crate::qwen2::chunked_token_stats(&h, &self.lm_head, targets, entropy)
+            }
 
-    fn response_token_stats(
-        &self,
-        prompts: &ForwardInputs,
-        group: &Tensor,
-        responses: &Tensor,
-        response_mask: &Tensor,
-        entropy: Entropy,
-    ) -> Result<(Tensor, Option<Tensor>)> {
-        let mut layers = Vec::new();
-        let (h, positions) = self.hidden(prompts, Some(&mut layers))?;
-        shared_prompt_stats(
-            &self.model,
-            &self.lm_head,
-            &h,
-            layers,
-            prompts.attention_mask,
-            &positions,
-            group,
-            responses,
-            response_mask,
-            false,
-            entropy,
-        )
-    }
+            fn response_token_stats(
+                &self,
+                prompts: &$crate::lm::ForwardInputs,
+                group: &tch::Tensor,
+                responses: &tch::Tensor,
+                response_mask: &tch::Tensor,
+                entropy: $crate::lm::Entropy,
+            ) -> anyhow::Result<(tch::Tensor, Option<tch::Tensor>)> {
+                let mut layers = Vec::new();
+                let (h, positions) = self.hidden(prompts, Some(&mut layers))?;
+                $crate::qwen2::shared_prompt_stats(
+                    &self.model,
+                    &self.lm_head,
+                    &h,
+                    layers,
+                    prompts.attention_mask,
+                    &positions,
+                    group,
+                    responses,
+                    response_mask,
+                    $mrope,
+                    entropy,
+                )
+            }
 
-    fn eos_token_ids(&self) -> &[i64] {
-        &self.config.eos_token_ids
-    }
+            fn eos_token_ids(&self) -> &[i64] {
+                &self.config.eos_token_ids
+            }
+        }
+    };
 }
+pub(crate) use impl_causal_lm;
+
+impl_causal_lm!(Qwen2ForCausalLM, mrope = false);
 
 #[cfg(test)]
 mod tests {

@@ -7,7 +7,7 @@ use tch::{Kind, Tensor};
 
 use crate::checkpoint::{Params, Weights};
 use crate::config::ModelConfig;
-use crate::lm::{CausalLm, Entropy, ForwardInputs, KvCache};
+use crate::lm::ForwardInputs;
 use crate::qwen2::{self, Qwen2Model};
 use crate::vision::VisionTransformer;
 
@@ -140,65 +140,4 @@ impl Qwen2_5VlForConditionalGeneration {
     }
 }
 
-impl CausalLm for Qwen2_5VlForConditionalGeneration {
-    fn forward(&self, inputs: &ForwardInputs) -> Result<Tensor> {
-        let (h, _) = self.hidden(inputs, None)?;
-        Ok(h.linear(&self.lm_head, None::<&Tensor>))
-    }
-
-    fn prefill(&self, inputs: &ForwardInputs) -> Result<(Tensor, KvCache)> {
-        let mut layers = Vec::new();
-        let (h, positions) = self.hidden(inputs, Some(&mut layers))?;
-        Ok(qwen2::finish_prefill(
-            &h,
-            &self.lm_head,
-            layers,
-            inputs.attention_mask,
-            &positions,
-        ))
-    }
-
-    fn decode_step(&self, ids: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
-        qwen2::decode_step(&self.model, &self.lm_head, ids, cache, true)
-    }
-
-    fn token_stats(
-        &self,
-        inputs: &ForwardInputs,
-        targets: &Tensor,
-        entropy: Entropy,
-    ) -> Result<(Tensor, Option<Tensor>)> {
-        let (h, _) = self.hidden(inputs, None)?;
-        qwen2::chunked_token_stats(&h, &self.lm_head, targets, entropy)
-    }
-
-    /// The vision tower and the prompt run once per prompt, not per response.
-    fn response_token_stats(
-        &self,
-        prompts: &ForwardInputs,
-        group: &Tensor,
-        responses: &Tensor,
-        response_mask: &Tensor,
-        entropy: Entropy,
-    ) -> Result<(Tensor, Option<Tensor>)> {
-        let mut layers = Vec::new();
-        let (h, positions) = self.hidden(prompts, Some(&mut layers))?;
-        qwen2::shared_prompt_stats(
-            &self.model,
-            &self.lm_head,
-            &h,
-            layers,
-            prompts.attention_mask,
-            &positions,
-            group,
-            responses,
-            response_mask,
-            true,
-            entropy,
-        )
-    }
-
-    fn eos_token_ids(&self) -> &[i64] {
-        &self.config.eos_token_ids
-    }
-}
+qwen2::impl_causal_lm!(Qwen2_5VlForConditionalGeneration, mrope = true);
