@@ -243,8 +243,8 @@ pub fn generate(
                 rng.next_f64();
             }
         }
-        let tokens: Vec<Tensor> = parts.iter().map(|p| p.0.shallow_clone()).collect();
-        let lps: Vec<Tensor> = parts.iter().map(|p| p.1.shallow_clone()).collect();
+        let (tokens, lps): (Vec<Tensor>, Vec<Tensor>) =
+            parts.into_iter().map(|(t, l, _)| (t, l)).unzip();
         (Tensor::cat(&tokens, 0), Tensor::cat(&lps, 0), steps)
     };
 

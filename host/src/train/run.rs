@@ -745,10 +745,7 @@ impl Trainer<'_> {
             "throughput/gen_tokens_per_s".into(),
             resp_tokens / t_rollout.max(1e-9),
         );
-        let seq_tokens: f64 = rows
-            .iter()
-            .map(|r| (r.prompt.len() + r.response.len()) as f64)
-            .sum();
+        let seq_tokens = prompt_tokens + rows.iter().map(|r| r.response.len() as f64).sum::<f64>();
         v.insert(
             "throughput/tokens_per_s".into(),
             seq_tokens / t_total.max(1e-9),
