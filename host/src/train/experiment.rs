@@ -851,6 +851,14 @@ impl Experiment {
             self.model.path.exists(),
             format!("model.path: {} does not exist", self.model.path.display()),
         );
+        check(
+            self.model.threads != Some(0),
+            "model.threads: must be at least 1 (leave it out for all cores)".into(),
+        );
+        check(
+            self.model.workers >= 1,
+            "model.workers: must be at least 1".into(),
+        );
         for (name, p) in &self.plugins {
             match (&p.wasm, &p.bundle) {
                 (Some(w), None) => check(
@@ -1148,6 +1156,19 @@ plugin = "staged"
             msg.contains("eval.greedy = true with eval.samples > 1"),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn zero_threads_or_workers_are_named() {
+        let (_d, p) = setup("");
+        let text = std::fs::read_to_string(&p).unwrap().replace(
+            "path = \"model\"",
+            "path = \"model\"\nthreads = 0\nworkers = 0",
+        );
+        std::fs::write(&p, text).unwrap();
+        let msg = format!("{:#}", Experiment::load(&p).unwrap_err());
+        assert!(msg.contains("model.threads: must be at least 1"), "{msg}");
+        assert!(msg.contains("model.workers: must be at least 1"), "{msg}");
     }
 
     #[test]
