@@ -23,7 +23,13 @@ if [ ! -x .venv/bin/python ]; then
 fi
 have=$(.venv/bin/python -c 'import importlib.metadata as m; print(m.version("torch"))' 2>/dev/null || true)
 if [ "${have%%+*}" != "$TORCH_VERSION" ]; then
-    .venv/bin/pip install --disable-pip-version-check -q "torch==$TORCH_VERSION"
+    # The wheel and its CUDA libraries take about 5 GiB once installed; without a
+    # cache pip does not keep a second copy of the downloads.
+    free_kib=$(df -Pk . | awk 'NR == 2 { print $4 }')
+    if [ "${free_kib:-0}" -lt $((8 * 1024 * 1024)) ]; then
+        echo "warning: $((free_kib / 1024)) MiB free here; torch needs about 5 GiB and the build about 8 GiB more" >&2
+    fi
+    .venv/bin/pip install --disable-pip-version-check --no-cache-dir -q "torch==$TORCH_VERSION"
 fi
 torch_dir=$(.venv/bin/python -c 'import torch, os; print(os.path.dirname(torch.__file__))' 2>/dev/null | tail -n1)
 ln -sfn "$torch_dir" .venv/libtorch
