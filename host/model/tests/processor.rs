@@ -196,6 +196,65 @@ fn two_images_next_to_text_only_left_padded_matches_transformers() {
     assert_eq!(mask[2 * l - 1], 1);
 }
 
+/// Filtering by length and splitting into micro-batches encode once and pad
+/// what is kept: that must be what preparing the kept samples gives.
+#[test]
+fn batching_encoded_samples_equals_preparing_them() {
+    let processor = Processor::from_dir(model_dir()).unwrap();
+    let m = manifest();
+    let mut convs: Vec<Conversation> = Vec::new();
+    for name in ["mixed_batch", "one_image", "text_only"] {
+        convs.extend(
+            m[name]["conversations"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(conversation),
+        );
+    }
+    assert!(convs.len() >= 4);
+    for add_generation_prompt in [true, false] {
+        let encoded = processor.encode(&convs, add_generation_prompt).unwrap();
+        let whole = processor.prepare(&convs, add_generation_prompt).unwrap();
+        assert_eq!(
+            encoded.iter().map(|e| e.len()).collect::<Vec<_>>(),
+            whole.seq_lens
+        );
+        // Every other sample (images and text-only mixed), and a single one.
+        for keep in [vec![0, 2], vec![1, 3], vec![convs.len() - 1]] {
+            let subset: Vec<Conversation> = keep.iter().map(|&i| convs[i].clone()).collect();
+            let want = processor.prepare(&subset, add_generation_prompt).unwrap();
+            let picked: Vec<_> = keep.iter().map(|&i| encoded[i].clone()).collect();
+            let got = processor.batch(&picked).unwrap();
+            let ctx = format!("samples {keep:?}, generation prompt {add_generation_prompt}");
+            for (a, b, what) in [
+                (&got.input_ids, &want.input_ids, "input_ids"),
+                (&got.attention_mask, &want.attention_mask, "attention_mask"),
+                (&got.assistant_mask, &want.assistant_mask, "assistant_mask"),
+                (&got.position_ids, &want.position_ids, "position_ids"),
+                (&got.rope_deltas, &want.rope_deltas, "rope_deltas"),
+            ] {
+                assert_eq!(shape(a), shape(b), "{ctx}: {what} shape");
+                assert_eq!(as_i64(a), as_i64(b), "{ctx}: {what}");
+            }
+            match (&got.pixel_values, &want.pixel_values) {
+                (Some(a), Some(b)) => {
+                    assert_eq!(shape(a), shape(b), "{ctx}: pixel_values shape");
+                    assert!(a.equal(b), "{ctx}: pixel_values");
+                    let (ga, gb) = (got.image_grid_thw.as_ref(), want.image_grid_thw.as_ref());
+                    assert_eq!(as_i64(ga.unwrap()), as_i64(gb.unwrap()), "{ctx}: grids");
+                }
+                (None, None) => {}
+                _ => panic!("{ctx}: images in one batch only"),
+            }
+            assert_eq!(got.seq_lens, want.seq_lens, "{ctx}");
+            assert_eq!(got.images_per_sample, want.images_per_sample, "{ctx}");
+            assert_eq!(got.texts, want.texts, "{ctx}");
+        }
+    }
+    assert!(processor.batch(&[]).is_err());
+}
+
 #[test]
 fn assistant_mask_covers_content_and_im_end_only() {
     let processor = Processor::from_dir(model_dir()).unwrap();

@@ -117,23 +117,19 @@ pub fn prepare_prompts(
     convs: &[Conversation],
     max_prompt_tokens: usize,
 ) -> Result<(Option<PreparedBatch>, Vec<usize>)> {
-    let mut kept = Vec::new();
-    let mut keep_convs = Vec::new();
-    // Tokenize one by one only to measure; the batch is prepared once below.
-    let probe = processor.prepare(convs, true)?;
-    for (i, &n) in probe.seq_lens.iter().enumerate() {
-        if n <= max_prompt_tokens {
-            kept.push(i);
-            keep_convs.push(convs[i].clone());
-        }
-    }
-    if kept.len() == convs.len() {
-        return Ok((Some(probe), kept));
-    }
+    let encoded = processor.encode(convs, true)?;
+    let kept: Vec<usize> = (0..encoded.len())
+        .filter(|&i| encoded[i].len() <= max_prompt_tokens)
+        .collect();
     if kept.is_empty() {
         return Ok((None, kept));
     }
-    Ok((Some(processor.prepare(&keep_convs, true)?), kept))
+    let keep: Vec<_> = if kept.len() == encoded.len() {
+        encoded
+    } else {
+        kept.iter().map(|&i| encoded[i].clone()).collect()
+    };
+    Ok((Some(processor.batch(&keep)?), kept))
 }
 
 /// Generates `cfg.samples_per_prompt` completions of every prompt in `batch`;

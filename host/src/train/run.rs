@@ -409,16 +409,15 @@ impl Trainer<'_> {
         for smp in &samples {
             convs.push(sft_conversation(smp)?);
         }
-        let lens = self.policy.processor.prepare(&convs, false)?.seq_lens;
-        let before = convs.len();
-        let convs: Vec<_> = convs
+        // Encoded once: the length filter and the micro-batches share it.
+        let encoded = self.policy.processor.encode(&convs, false)?;
+        let before = encoded.len();
+        let encoded: Vec<_> = encoded
             .into_iter()
-            .zip(lens)
-            .filter(|(_, l)| *l <= s.sft.max_tokens)
-            .map(|(c, _)| c)
+            .filter(|e| e.len() <= s.sft.max_tokens)
             .collect();
-        let skipped = before - convs.len();
-        if convs.is_empty() {
+        let skipped = before - encoded.len();
+        if encoded.is_empty() {
             bail!(
                 "step {}: every SFT sample is longer than sft.max_tokens = {}",
                 self.state.global_step + 1,
@@ -426,7 +425,7 @@ impl Trainer<'_> {
             );
         }
         let lr = self.lr(s);
-        let st = sft::step(&self.policy, Some(&mut self.opt), s, &convs, lr)?;
+        let st = sft::step(&self.policy, Some(&mut self.opt), s, &encoded, lr)?;
         let secs = t0.elapsed().as_secs_f64();
         Ok(BTreeMap::from([
             ("sft/loss".to_string(), st.loss),

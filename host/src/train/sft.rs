@@ -4,7 +4,7 @@
 
 use anyhow::{bail, Result};
 use lmmhost_model::lm::ForwardInputs;
-use lmmhost_model::processor::Conversation;
+use lmmhost_model::processor::EncodedSample;
 use tch::{Kind, Tensor};
 
 use super::adamw::{clip_grad_norm, AdamW};
@@ -26,8 +26,8 @@ struct Prepared {
     mask: Tensor,
 }
 
-fn prepare(policy: &Policy, convs: &[Conversation]) -> Result<Prepared> {
-    let batch = policy.processor.prepare(convs, false)?;
+fn prepare(policy: &Policy, samples: &[EncodedSample]) -> Result<Prepared> {
+    let batch = policy.processor.batch(samples)?;
     let (b, l) = (batch.input_ids.size()[0], batch.input_ids.size()[1]);
     let pad = policy.processor.tokenizer.pad_id;
     // Position t predicts token t + 1: shift ids and the assistant mask left.
@@ -53,18 +53,18 @@ fn prepare(policy: &Policy, convs: &[Conversation]) -> Result<Prepared> {
     })
 }
 
-/// Mean NLL of the assistant tokens of `convs` and, when `lr` is given, one
-/// optimizer step on it.
+/// Mean NLL of the assistant tokens of `samples` (full conversations encoded
+/// without a generation prompt) and, when `opt` is given, one optimizer step on it.
 pub fn step(
     policy: &Policy,
     opt: Option<&mut AdamW>,
     s: &StageSettings,
-    convs: &[Conversation],
+    samples: &[EncodedSample],
     lr: f64,
 ) -> Result<SftStats> {
     let device = policy.device;
     let mbs = s.optim.micro_batch_size.max(1);
-    let prepared: Vec<Prepared> = convs
+    let prepared: Vec<Prepared> = samples
         .chunks(mbs)
         .map(|c| prepare(policy, c))
         .collect::<Result<_>>()?;

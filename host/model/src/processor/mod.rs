@@ -21,6 +21,31 @@ use crate::lm::ForwardInputs;
 /// A chat conversation: the messages of one sample.
 pub type Conversation = Vec<Message>;
 
+/// One conversation rendered and tokenized, its images preprocessed: a row
+/// of a [`PreparedBatch`] before padding.
+#[derive(Debug, Clone)]
+pub struct EncodedSample {
+    ids: Vec<i64>,
+    assistant_mask: Vec<i64>,
+    grids: Vec<[i64; 3]>,
+    /// The images' patches, `patches` rows of `patch_len` floats.
+    pixels: Vec<f32>,
+    patches: usize,
+    patch_len: usize,
+    text: String,
+}
+
+impl EncodedSample {
+    /// Tokens, image tokens included.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+}
+
 /// A left-padded batch ready for the model (all tensors on the CPU).
 pub struct PreparedBatch {
     /// `[B, L]` int64, left-padded with the pad token.
@@ -168,26 +193,33 @@ impl Processor {
     /// Renders, tokenizes and pads conversations; preprocesses their images and
     /// computes M-RoPE positions. `add_generation_prompt` appends
     /// `<|im_start|>assistant\n` (for generation; SFT passes full conversations
-    /// and `false`).
+    /// and `false`). The same as [`Processor::encode`] then [`Processor::batch`].
     pub fn prepare(
         &self,
         conversations: &[Conversation],
         add_generation_prompt: bool,
     ) -> Result<PreparedBatch> {
-        if conversations.is_empty() {
-            bail!("no conversations to prepare");
-        }
+        self.batch(&self.encode(conversations, add_generation_prompt)?)
+    }
+
+    /// Renders and tokenizes each conversation and preprocesses its images,
+    /// without padding: callers that drop samples by length (or split them
+    /// into micro-batches) encode once and [`Processor::batch`] what they keep.
+    /// Errors name the sample by its index in `conversations`.
+    pub fn encode(
+        &self,
+        conversations: &[Conversation],
+        add_generation_prompt: bool,
+    ) -> Result<Vec<EncodedSample>> {
         let merge2 = self.spatial_merge_size * self.spatial_merge_size;
-        let mut rows: Vec<(Vec<i64>, Vec<i64>)> = Vec::with_capacity(conversations.len());
-        let mut grids: Vec<Vec<[i64; 3]>> = Vec::with_capacity(conversations.len());
-        let mut pixels: Vec<f32> = Vec::new();
-        let mut n_patches = 0usize;
-        let mut row_len = 0usize;
-        let mut texts = Vec::with_capacity(conversations.len());
+        let mut out = Vec::with_capacity(conversations.len());
         for (s, conv) in conversations.iter().enumerate() {
             let chat = chat_template::render(conv, add_generation_prompt);
-            let mut sample_grids = Vec::with_capacity(chat.images.len());
+            let mut grids = Vec::with_capacity(chat.images.len());
             let mut tokens_per_image = Vec::with_capacity(chat.images.len());
+            let mut pixels = Vec::new();
+            let mut patches = 0usize;
+            let mut patch_len = 0usize;
             // Count placeholders before decoding anything: a mismatch is the cheaper error.
             let placeholders = chat.text.matches(chat_template::IMAGE_PAD).count();
             if placeholders != chat.images.len() {
@@ -204,9 +236,9 @@ impl Processor {
                     bail!("sample {s}, image {i}: {n} patches are not a multiple of {merge2}");
                 }
                 tokens_per_image.push(n / merge2);
-                sample_grids.push(p.grid_thw);
-                row_len = p.pixel_values.len() / n;
-                n_patches += n;
+                grids.push(p.grid_thw);
+                patch_len = p.pixel_values.len() / n;
+                patches += n;
                 pixels.extend_from_slice(&p.pixel_values);
             }
             let chat = chat_template::expand_image_pads(&chat, &tokens_per_image)
@@ -218,7 +250,7 @@ impl Processor {
                 .tokenizer
                 .encode_with_offsets(&chat.text)
                 .with_context(|| format!("sample {s}"))?;
-            let mask: Vec<i64> = enc
+            let assistant_mask: Vec<i64> = enc
                 .offsets
                 .iter()
                 .map(|(start, _)| i64::from(chat.assistant_spans.iter().any(|r| r.contains(start))))
@@ -230,10 +262,41 @@ impl Processor {
                     bail!("sample {s}: {found} image tokens after tokenization, expected {want}");
                 }
             }
-            texts.push(chat.text);
-            rows.push((enc.ids, mask));
-            grids.push(sample_grids);
+            out.push(EncodedSample {
+                ids: enc.ids,
+                assistant_mask,
+                grids,
+                pixels,
+                patches,
+                patch_len,
+                text: chat.text,
+            });
         }
+        Ok(out)
+    }
+
+    /// Left-pads encoded samples into one batch, with their images and M-RoPE
+    /// positions.
+    pub fn batch(&self, samples: &[EncodedSample]) -> Result<PreparedBatch> {
+        if samples.is_empty() {
+            bail!("no conversations to prepare");
+        }
+        let rows: Vec<(&[i64], &[i64])> = samples
+            .iter()
+            .map(|e| (e.ids.as_slice(), e.assistant_mask.as_slice()))
+            .collect();
+        let grids: Vec<Vec<[i64; 3]>> = samples.iter().map(|e| e.grids.clone()).collect();
+        let n_patches: usize = samples.iter().map(|e| e.patches).sum();
+        let row_len = samples
+            .iter()
+            .rev()
+            .find(|e| e.patches > 0)
+            .map_or(0, |e| e.patch_len);
+        let mut pixels: Vec<f32> = Vec::with_capacity(n_patches * row_len);
+        for e in samples {
+            pixels.extend_from_slice(&e.pixels);
+        }
+        let texts = samples.iter().map(|e| e.text.clone()).collect();
         let b = rows.len();
         let l = rows.iter().map(|(ids, _)| ids.len()).max().unwrap_or(0);
         let pad = self.tokenizer.pad_id;
@@ -245,13 +308,13 @@ impl Processor {
             let padn = l - ids.len();
             seq_lens.push(ids.len());
             let mut r = vec![pad; padn];
-            r.extend_from_slice(&ids);
+            r.extend_from_slice(ids);
             ids_rows.push(r);
             let mut a = vec![0i64; padn];
             a.extend(std::iter::repeat_n(1i64, ids.len()));
             attn_rows.push(a);
             let mut m = vec![0i64; padn];
-            m.extend_from_slice(&asst);
+            m.extend_from_slice(asst);
             asst_rows.push(m);
         }
         let rope = get_rope_index(
