@@ -10,7 +10,7 @@
 
 use anyhow::{Context, Result};
 use wasmtime::component::{Component, Linker, ResourceTable};
-use wasmtime::{Config, Engine, Store};
+use wasmtime::{Engine, Store};
 use wasmtime_wasi::p2::bindings::sync::Command;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
@@ -32,12 +32,12 @@ fn main() -> Result<()> {
     let path = std::env::args()
         .nth(1)
         .context("usage: wasi_run PROGRAM.wasm")?;
-    let mut config = Config::new();
-    config.wasm_component_model(true);
     // The same code generation as `PluginRuntime`: loops carry epoch checks.
     // `LMMHOST_NO_EPOCH=1` leaves the checks out, to measure what they cost.
-    config.epoch_interruption(std::env::var_os("LMMHOST_NO_EPOCH").is_none());
-    config.concurrency_support(false);
+    let mut config = lmmhost_plugin_host::runtime::engine_config();
+    if std::env::var_os("LMMHOST_NO_EPOCH").is_some() {
+        config.epoch_interruption(false);
+    }
     let engine = Engine::new(&config)?;
     let component = Component::from_file(&engine, &path)
         .map_err(anyhow::Error::from)

@@ -136,14 +136,21 @@ pub struct PluginRuntime {
     stop: Arc<AtomicBool>,
 }
 
+/// The engine settings plugins are compiled and run with: components,
+/// epoch interruption (per-call time budgets), synchronous calls only. Public
+/// so that measurements of code inside Wasm use the same code generation.
+pub fn engine_config() -> Config {
+    let mut config = Config::new();
+    config.wasm_component_model(true);
+    config.epoch_interruption(true);
+    // Synchronous calls only: the async machinery costs ~3x per call.
+    config.concurrency_support(false);
+    config
+}
+
 impl PluginRuntime {
     pub fn new(opts: RuntimeOptions) -> Result<PluginRuntime> {
-        let mut config = Config::new();
-        config.wasm_component_model(true);
-        config.epoch_interruption(true);
-        // Synchronous calls only: the async machinery costs ~3x per call.
-        config.concurrency_support(false);
-        let engine = Engine::new(&config)
+        let engine = Engine::new(&engine_config())
             .map_err(anyhow::Error::from)
             .context("cannot create the wasmtime engine")?;
         let stop = Arc::new(AtomicBool::new(false));
