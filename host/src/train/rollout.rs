@@ -117,18 +117,15 @@ pub fn prepare_prompts(
     convs: &[Conversation],
     max_prompt_tokens: usize,
 ) -> Result<(Option<PreparedBatch>, Vec<usize>)> {
-    let encoded = processor.encode(convs, true)?;
-    let kept: Vec<usize> = (0..encoded.len())
-        .filter(|&i| encoded[i].len() <= max_prompt_tokens)
-        .collect();
-    if kept.is_empty() {
+    let (kept, keep): (Vec<usize>, Vec<_>) = processor
+        .encode(convs, true)?
+        .into_iter()
+        .enumerate()
+        .filter(|(_, e)| e.len() <= max_prompt_tokens)
+        .unzip();
+    if keep.is_empty() {
         return Ok((None, kept));
     }
-    let keep: Vec<_> = if kept.len() == encoded.len() {
-        encoded
-    } else {
-        kept.iter().map(|&i| encoded[i].clone()).collect()
-    };
     Ok((Some(processor.batch(&keep)?), kept))
 }
 
@@ -287,5 +284,52 @@ pub fn shared_prompt_batch(
         group: Tensor::from_slice(&group).to_device(device),
         responses: Tensor::from_slice(&resp).view([bi, lri]).to_device(device),
         response_mask: Tensor::from_slice(&rmask).view([bi, lri]).to_device(device),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use lmmhost_model::processor::{Message, Part};
+
+    use super::*;
+
+    fn user(text: &str) -> Conversation {
+        vec![Message {
+            role: "user".into(),
+            parts: vec![Part::Text(text.into())],
+        }]
+    }
+
+    /// Over-long prompts are dropped, the kept indices name the survivors,
+    /// and the batch is the one the survivors alone prepare.
+    #[test]
+    fn prepare_prompts_drops_long_prompts_and_batches_the_rest() {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/models/char-qwen2");
+        let processor = Processor::from_dir(dir).unwrap();
+        let convs = vec![user("1+2"), user(&"9".repeat(200)), user("3*4"), user("7")];
+        let lens = processor.prepare(&convs, true).unwrap().seq_lens;
+        let limit = lens[0].max(lens[2]).max(lens[3]);
+        assert!(lens[1] > limit);
+
+        let (batch, kept) = prepare_prompts(&processor, &convs, limit).unwrap();
+        assert_eq!(kept, vec![0, 2, 3]);
+        let want = processor
+            .prepare(
+                &[convs[0].clone(), convs[2].clone(), convs[3].clone()],
+                true,
+            )
+            .unwrap();
+        let batch = batch.unwrap();
+        assert!(batch.input_ids.equal(&want.input_ids));
+        assert!(batch.attention_mask.equal(&want.attention_mask));
+        assert_eq!(batch.seq_lens, want.seq_lens);
+
+        let (all, kept) = prepare_prompts(&processor, &convs, lens[1]).unwrap();
+        assert_eq!(kept, vec![0, 1, 2, 3]);
+        assert_eq!(all.unwrap().seq_lens, lens);
+
+        let (none, kept) = prepare_prompts(&processor, &convs, 1).unwrap();
+        assert!(none.is_none() && kept.is_empty());
     }
 }
