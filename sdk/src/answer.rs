@@ -7,6 +7,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::scan::{find_byte, find_bytes, rfind_byte, rfind_bytes};
+
 /// Content of the last `\boxed{...}` (or `\fbox{...}`) in `text`, with nested
 /// braces matched. Escaped braces (`\{`, `\}`) inside do not count as groups.
 /// A `\boxed{` whose braces never close is skipped in favour of an earlier,
@@ -51,12 +53,12 @@ pub fn last_boxed(text: &str) -> Option<&str> {
 }
 
 /// Last start position of `\boxed` or `\fbox` in `hay`. One backward pass
-/// over the backslashes (`rfind(char)` scans a word at a time) instead of a
+/// over the backslashes (16 bytes per step, see [`crate::scan`]) instead of a
 /// substring search per command: fewer loop iterations, which matters most
 /// in Wasm, where every loop back-edge also checks the time budget.
 fn rfind_command(hay: &str) -> Option<usize> {
     let mut end = hay.len();
-    while let Some(pos) = hay[..end].rfind('\\') {
+    while let Some(pos) = rfind_byte(&hay.as_bytes()[..end], b'\\') {
         let rest = &hay[pos..];
         if rest.starts_with("\\boxed") || rest.starts_with("\\fbox") {
             return Some(pos);
@@ -101,8 +103,8 @@ pub fn tag_content<'a>(text: &'a str, tag: &str) -> Option<&'a str> {
     let mut close_buf = [0u8; 67];
     let open = tag_bytes(&mut open_buf, tag, false);
     let close = tag_bytes(&mut close_buf, tag, true);
-    let close_at = text.rfind(close)?;
-    let open_at = text[..close_at].rfind(open)?;
+    let close_at = rfind_bytes(text.as_bytes(), close.as_bytes())?;
+    let open_at = rfind_bytes(&text.as_bytes()[..close_at], open.as_bytes())?;
     Some(&text[open_at + open.len()..close_at])
 }
 
@@ -137,8 +139,7 @@ pub fn is_r1_format(text: &str) -> bool {
     let mut pos = [0usize; 4];
     let b = t.as_bytes();
     let mut i = 0;
-    // `find(char)` scans a word at a time (see `rfind_command`).
-    while let Some(off) = t[i..].find('<') {
+    while let Some(off) = find_byte(&b[i..], b'<') {
         let at = i + off;
         for (k, tag) in TAGS.iter().enumerate() {
             if b[at..].starts_with(tag.as_bytes()) {
@@ -165,11 +166,11 @@ pub fn is_boxed_format(text: &str) -> bool {
     let Some(rest) = t.strip_prefix("<think>") else {
         return false;
     };
-    let Some(think_end) = rest.find("</think>") else {
+    let Some(think_end) = find_bytes(rest.as_bytes(), b"</think>") else {
         return false;
     };
     let after = &rest[think_end + "</think>".len()..];
-    match after.find("\\boxed{") {
+    match find_bytes(after.as_bytes(), b"\\boxed{") {
         Some(b) => after[b + "\\boxed{".len()..].contains('}'),
         None => false,
     }
@@ -219,7 +220,7 @@ pub fn extract_answer<'a>(text: &'a str, order: &[Extractor]) -> Option<&'a str>
 
 /// The part after the last `</think>`, or the whole text.
 fn after_think(text: &str) -> &str {
-    match text.rfind("</think>") {
+    match rfind_bytes(text.as_bytes(), b"</think>") {
         Some(i) => &text[i + "</think>".len()..],
         None => text,
     }

@@ -23,6 +23,7 @@ pub mod reward;
 #[cfg(feature = "rows")]
 pub mod rows;
 pub mod rules;
+pub mod scan;
 pub mod schedule;
 pub mod types;
 
