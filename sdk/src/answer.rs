@@ -103,12 +103,13 @@ pub fn tag_content<'a>(text: &'a str, tag: &str) -> Option<&'a str> {
     let mut close_buf = [0u8; 67];
     let open = tag_bytes(&mut open_buf, tag, false);
     let close = tag_bytes(&mut close_buf, tag, true);
-    let close_at = rfind_bytes(text.as_bytes(), close.as_bytes())?;
-    let open_at = rfind_bytes(&text.as_bytes()[..close_at], open.as_bytes())?;
+    let close_at = rfind_bytes(text.as_bytes(), close)?;
+    let open_at = rfind_bytes(&text.as_bytes()[..close_at], open)?;
+    // Both ends sit next to an ASCII `<` or `>`, so they are char boundaries.
     Some(&text[open_at + open.len()..close_at])
 }
 
-fn tag_bytes<'b>(buf: &'b mut [u8; 67], tag: &str, closing: bool) -> &'b str {
+fn tag_bytes<'b>(buf: &'b mut [u8; 67], tag: &str, closing: bool) -> &'b [u8] {
     let mut n = 0;
     buf[n] = b'<';
     n += 1;
@@ -120,8 +121,7 @@ fn tag_bytes<'b>(buf: &'b mut [u8; 67], tag: &str, closing: bool) -> &'b str {
     n += tag.len();
     buf[n] = b'>';
     n += 1;
-    // The input was a &str and we only added ASCII, so this cannot fail.
-    std::str::from_utf8(&buf[..n]).unwrap_or("")
+    &buf[..n]
 }
 
 /// LMM-R1's format rule: the whole text (surrounding whitespace allowed) is
