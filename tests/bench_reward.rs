@@ -2,9 +2,12 @@
 //! not check behaviour). Same code path as `lmmhost bench reward`.
 //! Run: `cargo test --release -p lmmhost-tests --test bench_reward -- --ignored --nocapture`
 //! (`LMMHOST_BENCH_N` sets the number of completions, default 20000;
+//! `LMMHOST_BENCH_GROUP` the responses per sample, default 8;
+//! `LMMHOST_BENCH_BATCH` the completions per call, default 4096;
 //! `LMMHOST_BENCH_THREADS` the threads and instances, default 2;
 //! `LMMHOST_BENCH_ROUNDS` the alternating timed rounds, default 3).
 
+use lmmhost_plugin_host::bench::BenchSize;
 use lmmhost_plugin_host::PluginSpec;
 use lmmhost_sdk::Reward;
 use lmmhost_tests::plugin_wasm;
@@ -17,13 +20,17 @@ fn env_usize(name: &str, default: usize) -> usize {
 }
 
 fn run<R: Reward + Sync>(plugin: &str, config: &str) {
-    let n = env_usize("LMMHOST_BENCH_N", 20_000);
-    let threads = env_usize("LMMHOST_BENCH_THREADS", 2);
-    let rounds = env_usize("LMMHOST_BENCH_ROUNDS", 3);
+    let size = BenchSize {
+        completions: env_usize("LMMHOST_BENCH_N", 20_000),
+        chars: 300,
+        group: env_usize("LMMHOST_BENCH_GROUP", 8),
+        batch: env_usize("LMMHOST_BENCH_BATCH", 4096),
+        threads: env_usize("LMMHOST_BENCH_THREADS", 2),
+        rounds: env_usize("LMMHOST_BENCH_ROUNDS", 3),
+    };
     let native = R::new(config).unwrap();
     let spec = PluginSpec::from_file(plugin, &plugin_wasm(plugin), config).unwrap();
-    let r =
-        lmmhost_plugin_host::bench::bench_reward(spec, &native, n, 300, threads, rounds).unwrap();
+    let r = lmmhost_plugin_host::bench::bench_reward(spec, &native, size).unwrap();
     println!(
         "{plugin}: n={} threads={} compile={:.1}ms instantiate={:.1}ms wasm={:.0}/s native={:.0}/s ratio={:.2} mean_total={:.4}",
         r.completions,
@@ -41,7 +48,7 @@ fn run<R: Reward + Sync>(plugin: &str, config: &str) {
             w / n
         );
     }
-    assert_eq!(r.rounds.len(), rounds.max(1));
+    assert_eq!(r.rounds.len(), size.rounds.max(1));
     assert!(r.wasm_per_sec > 0.0 && r.native_per_sec > 0.0);
 }
 

@@ -93,9 +93,7 @@ fn infinite_loop_times_out_and_names_the_item() {
             .unwrap_err()
     );
     assert!(
-        err.contains("plugin hostile-loop")
-            && err.contains("score-batch")
-            && err.contains("item 2"),
+        err.contains("plugin hostile-loop") && err.contains("score-groups failed on item 2"),
         "{err}"
     );
     assert!(
@@ -217,7 +215,9 @@ fn out_of_version_and_wrong_world_are_refused() {
             .unwrap()
     );
     assert!(
-        err.contains("wrong-wit-version") && err.contains("0.2.0") && err.contains("0.1.0"),
+        err.contains("wrong-wit-version")
+            && err.contains("needs lmmhost:plugin@0.9.0")
+            && err.contains("speaks @0.1.0 and @0.2.0"),
         "{err}"
     );
     let err = format!(
@@ -276,4 +276,48 @@ fn compiled_components_are_cached_on_disk() {
     assert_eq!(rt.cache().unwrap().stats(), (1, 1));
     let files: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
     assert_eq!(files.len(), 1);
+}
+
+#[test]
+fn a_trap_inside_a_group_names_the_response_and_spares_the_rest() {
+    let rt = runtime();
+    // Two groups of 4 responses to one sample each; the panic is response 2
+    // of the second group, i.e. item 6 of the batch.
+    let mut groups = Vec::new();
+    for (id, responses) in [
+        ("g0", ["a", "b", "c", "d"]),
+        ("g1", ["e", "f", "PANIC", "ERR"]),
+    ] {
+        let mut g = lmmhost_sdk::Group::new(completion(id, "").sample);
+        responses.iter().for_each(|r| g.push(r, 1));
+        groups.push(g);
+    }
+    let p = RewardPlugin::new(&rt, spec("hostile-panic", 2_000, OnError::Abort)).unwrap();
+    let err = format!("{:#}", p.score_groups(&groups).unwrap_err());
+    assert!(
+        err.contains("score-groups failed on item 6 (sample id \"g1\", response 2 of its group)")
+            && err.contains("deliberate panic on sample g1"),
+        "{err}"
+    );
+    let p = RewardPlugin::new(&rt, spec("hostile-panic", 2_000, OnError::Zero)).unwrap();
+    let t = p.score_groups(&groups).unwrap();
+    assert_eq!(t.len(), 8);
+    assert!(
+        t.failure(6).unwrap().contains("trapped"),
+        "{:?}",
+        t.failure(6)
+    );
+    assert_eq!(t.failure(7), Some("cannot score sample g1"));
+    for i in [0, 1, 2, 3, 4, 5] {
+        assert_eq!(
+            t.item(i),
+            Ok(lmmhost_sdk::Score {
+                total: 1.0,
+                components: vec![("ok".into(), 1.0)]
+            }),
+            "item {i}"
+        );
+    }
+    // The pool recovered: the next call scores normally.
+    assert_eq!(p.score_groups(&groups[..1]).unwrap().failures, vec![]);
 }

@@ -96,7 +96,10 @@ fn keygen_pack_inspect_verify_round_trip() {
     let out = ok(&dir, &["bundle", "inspect", "a.lmmb"]);
     let math_sha = sha256_of(&dir.join("rules/reward_math.wasm"));
     assert!(out.contains("bundle       team-a-rewards 1.2.0"), "{out}");
-    assert!(out.contains("wit          lmmhost:plugin@0.1.0"), "{out}");
+    assert!(
+        out.contains("wit          lmmhost:plugin@0.2.0 (host speaks @0.1.0 and @0.2.0)"),
+        "{out}"
+    );
     assert!(
         out.contains(&format!(
             "signed       yes, ed25519 key id {id} (not verified"
@@ -120,7 +123,7 @@ fn keygen_pack_inspect_verify_round_trip() {
     );
     assert!(
         out.starts_with(
-            "OK team-a-rewards 1.2.0: 2 components, hashes match, WIT @0.1.0 compatible"
+            "OK team-a-rewards 1.2.0: 2 components, hashes match, WIT @0.2.0 served by this host (@0.1.0 and @0.2.0)"
         ) && out.contains(&format!("signed by trusted key id {id} (team)")),
         "{out}"
     );

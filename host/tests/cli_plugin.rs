@@ -259,7 +259,10 @@ fn bad_inputs_and_configs_are_named() {
             "samples.jsonl",
         ],
     );
-    assert!(e.contains("this host speaks @0.1.0"), "{e}");
+    assert!(
+        e.contains("needs lmmhost:plugin@0.9.0, this host speaks @0.1.0 and @0.2.0"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -270,17 +273,17 @@ fn check_reports_world_version_and_compatibility() {
     let out = ok(dir, &["plugin", "check", &math]);
     let size = std::fs::metadata(&math).unwrap().len();
     assert!(out.contains("world:        reward-plugin"), "{out}");
-    assert!(out.contains("wit version:  0.1.0"), "{out}");
+    assert!(out.contains("wit version:  0.2.0"), "{out}");
     assert!(
-        out.contains("compatible:   yes (host speaks lmmhost:plugin@0.1.0)"),
+        out.contains("compatible:   yes (host speaks lmmhost:plugin @0.1.0 and @0.2.0)"),
         "{out}"
     );
     assert!(
         out.contains(&format!("size:         {size} bytes")),
         "{out}"
     );
-    assert!(out.contains("  lmmhost:plugin/reward@0.1.0"), "{out}");
-    assert!(out.contains("  lmmhost:plugin/types@0.1.0"), "{out}");
+    assert!(out.contains("  lmmhost:plugin/reward@0.2.0"), "{out}");
+    assert!(out.contains("  lmmhost:plugin/types@0.2.0"), "{out}");
     let out = ok(dir, &["plugin", "check", &plugin("schedule-staged")]);
     assert!(out.contains("world:        schedule-plugin"), "{out}");
 

@@ -13,6 +13,7 @@ extern crate self as lmmhost_sdk;
 #[cfg(any(test, feature = "fast-alloc"))]
 pub mod alloc;
 pub mod answer;
+pub mod batch;
 #[doc(hidden)]
 pub mod bench;
 pub mod bindings;
@@ -27,6 +28,7 @@ pub mod scan;
 pub mod schedule;
 pub mod types;
 
+pub use batch::{ComponentValue, Group, ScoreTable};
 pub use loader::Loader;
 pub use reward::Reward;
 pub use schedule::Schedule;

@@ -1,9 +1,11 @@
 //! The reward world: a trait for reward rules and the macro that exports one.
 
+use crate::batch::Group;
 use crate::types::{Completion, Score};
 
 /// A reward rule. The host creates an instance per worker with the same config
-/// and calls [`Reward::score_batch`] with batches of completions.
+/// and calls [`Reward::score_group`] for each group of responses (the
+/// responses sampled for one prompt) of a batch.
 ///
 /// Errors are strings shown to the user: name the config key or what is wrong
 /// with the completion.
@@ -19,6 +21,15 @@ pub trait Reward: Sized + 'static {
     /// share work across a batch; an error on one item must not fail the others.
     fn score_batch(&self, batch: &[Completion]) -> Vec<Result<Score, String>> {
         batch.iter().map(|c| self.score(c)).collect()
+    }
+
+    /// Scores every response of `group`, one result per response, in order.
+    /// The default hands each response to [`Reward::score`] as a
+    /// [`Completion`] that owns the group's sample (moved, not cloned).
+    /// Override it to share work across a group, such as parsing the
+    /// reference answer once.
+    fn score_group(&self, group: Group) -> Vec<Result<Score, String>> {
+        group.score_each(|c| self.score(c))
     }
 }
 
@@ -55,10 +66,10 @@ macro_rules! export_reward {
                 fn init(config: ::std::string::String) -> ::core::result::Result<(), ::std::string::String> {
                     $crate::reward::__glue::init::<$ty>(&STATE, &config)
                 }
-                fn score_batch(
-                    batch: ::std::vec::Vec<$crate::types::Completion>,
-                ) -> ::std::vec::Vec<::core::result::Result<$crate::types::Score, ::std::string::String>> {
-                    $crate::reward::__glue::score_batch::<$ty>(&STATE, &batch)
+                fn score_groups(
+                    groups: ::std::vec::Vec<$crate::batch::Group>,
+                ) -> $crate::batch::ScoreTable {
+                    $crate::reward::__glue::score_groups::<$ty>(&STATE, groups)
                 }
             }
             $crate::bindings::reward::__lmmhost_export_reward_world!(LmmhostRewardExport with_types_in $crate::bindings::reward);
@@ -69,7 +80,7 @@ macro_rules! export_reward {
 #[doc(hidden)]
 pub mod __glue {
     use super::Reward;
-    use crate::types::{Completion, Score};
+    use crate::batch::{Group, ScoreTable};
     use std::cell::RefCell;
     use std::thread::LocalKey;
 
@@ -81,16 +92,32 @@ pub mod __glue {
         Ok(())
     }
 
-    pub fn score_batch<T: Reward>(
-        state: &'static State<T>,
-        batch: &[Completion],
-    ) -> Vec<Result<Score, String>> {
+    pub fn score_groups<T: Reward>(state: &'static State<T>, groups: Vec<Group>) -> ScoreTable {
+        let items = groups.iter().map(Group::len).sum();
+        let mut table = ScoreTable::with_capacity(items);
         state.with(|s| match &*s.borrow() {
-            Some(rule) => rule.score_batch(batch),
-            None => batch
-                .iter()
-                .map(|_| Err("reward plugin used before `init`".to_owned()))
-                .collect(),
-        })
+            Some(rule) => {
+                for g in groups {
+                    let n = g.len();
+                    let results = rule.score_group(g);
+                    if results.len() == n {
+                        results.into_iter().for_each(|r| table.push(r));
+                    } else {
+                        // Keep the items aligned with the host's responses.
+                        let e = format!(
+                            "score_group returned {} results for {n} responses",
+                            results.len()
+                        );
+                        (0..n).for_each(|_| table.push(Err(e.clone())));
+                    }
+                }
+            }
+            None => {
+                for _ in 0..items {
+                    table.push(Err("reward plugin used before `init`".to_owned()));
+                }
+            }
+        });
+        table
     }
 }

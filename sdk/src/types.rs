@@ -1,4 +1,5 @@
-//! Plain Rust mirrors of the WIT types of `lmmhost:plugin@0.1.0`.
+//! Plain Rust mirrors of the WIT types of `lmmhost:plugin@0.2.0` (and of
+//! 0.1.0's `completion` and `score`, which rules still take and return).
 //!
 //! The structs have exactly the shape wit-bindgen generates for the WIT (field
 //! names, `Option`, `Vec`, tuples), so the export macros hand them to the

@@ -1,12 +1,12 @@
 //! The SDK carries a copy of the WIT contract (sdk/wit/) so that the crate
-//! builds outside this repository; it must stay identical to wit/v0.1.0/.
+//! builds outside this repository; it must stay identical to wit/v0.2.0/.
 
 use std::path::Path;
 
 #[test]
 fn sdk_wit_copy_matches_the_contract() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let contract = root.join("../wit/v0.1.0");
+    let contract = root.join("../wit/v0.2.0");
     if !contract.is_dir() {
         // Built from a published crate: there is no contract folder to compare with.
         return;
@@ -24,14 +24,14 @@ fn sdk_wit_copy_matches_the_contract() {
     assert_eq!(
         names(&contract),
         names(&copy),
-        "sdk/wit/ and wit/v0.1.0/ list different files"
+        "sdk/wit/ and wit/v0.2.0/ list different files"
     );
     for name in names(&contract) {
         let a = std::fs::read(contract.join(&name)).unwrap();
         let b = std::fs::read(copy.join(&name)).unwrap();
         assert!(
             a == b,
-            "sdk/wit/{name} differs from wit/v0.1.0/{name}: run `cp wit/v0.1.0/*.wit sdk/wit/`"
+            "sdk/wit/{name} differs from wit/v0.2.0/{name}: run `cp wit/v0.2.0/*.wit sdk/wit/`"
         );
     }
 }

@@ -11,11 +11,10 @@ use crate::keys::{key_id, read_trusted_keys, TrustedKey};
 use crate::manifest::{
     valid_component_name, Manifest, ManifestComponent, PackSpec, FORMAT_VERSION,
 };
+use crate::HOST_WIT_PACKAGE;
 use crate::{
-    check_version_compatible, check_wit_compatible, inspect_component, sha256_hex, WitVersion,
-    World,
+    check_host_serves, check_wit_compatible, inspect_component, sha256_hex, WitVersion, World,
 };
-use crate::{HOST_WIT_PACKAGE, HOST_WIT_VERSION};
 
 /// Domain separation so a bundle signature can never be replayed as a signature of anything else.
 const SIGNING_CONTEXT: &[u8] = b"lmmhost-bundle-manifest-v1\0";
@@ -279,8 +278,7 @@ pub fn verify_bundle_bytes(bytes: &[u8], trust: &TrustPolicy) -> Result<Verified
         "bundle targets WIT package `{}`, this host speaks {HOST_WIT_PACKAGE}",
         m.wit_package
     );
-    check_version_compatible(&m.wit_version, HOST_WIT_VERSION)
-        .map_err(|e| anyhow::anyhow!("bundle: {e}"))?;
+    check_host_serves(&m.wit_version).map_err(|e| anyhow::anyhow!("bundle: {e}"))?;
     for (name, _) in &b.raw.components {
         ensure!(m.components.iter().any(|c| c.name == *name), "component `{name}` is in the bundle but not listed in the manifest (added after packing)");
     }

@@ -16,9 +16,16 @@ pub use bundle::{
 };
 pub use inspect::{inspect_component, sha256_hex, ComponentFacts, World};
 pub use manifest::{Manifest, ManifestComponent, FORMAT_VERSION};
-pub use version::{check_version_compatible, check_wit_compatible, WitVersion};
+pub use version::{
+    check_host_serves, check_served_by, check_version_compatible, check_wit_compatible,
+    host_speaks, WitVersion,
+};
 
 /// The WIT package every plugin is built against.
 pub const HOST_WIT_PACKAGE: &str = "lmmhost:plugin";
-/// The version of `HOST_WIT_PACKAGE` this host implements.
-pub const HOST_WIT_VERSION: &str = "0.1.0";
+/// The newest version of `HOST_WIT_PACKAGE` this host implements: the one
+/// the SDK and the core plugins are built against.
+pub const HOST_WIT_VERSION: &str = "0.2.0";
+/// Every version this host implements, oldest first (one thin host per
+/// version in the plugin host, so plugins built against 0.1.x keep loading).
+pub const HOST_WIT_VERSIONS: &[&str] = &["0.1.0", "0.2.0"];

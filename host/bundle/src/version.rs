@@ -9,7 +9,7 @@
 
 use std::fmt;
 
-use crate::{ComponentFacts, HOST_WIT_PACKAGE, HOST_WIT_VERSION};
+use crate::{ComponentFacts, HOST_WIT_PACKAGE, HOST_WIT_VERSIONS};
 
 /// A parsed `MAJOR.MINOR.PATCH[-pre][+build]` version.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,26 +86,55 @@ impl fmt::Display for WitVersion {
 
 /// Checks a plugin version string against a host version string (both `MAJOR.MINOR.PATCH`).
 pub fn check_version_compatible(plugin: &str, host: &str) -> Result<(), String> {
-    let host_v = WitVersion::parse(host).map_err(|e| format!("host WIT version: {e}"))?;
+    check_served_by(plugin, &[host])
+}
+
+/// Checks that one of `hosts` (host versions) serves a plugin built against `plugin`.
+pub fn check_served_by(plugin: &str, hosts: &[&str]) -> Result<(), String> {
     let plugin_v = WitVersion::parse(plugin)
         .map_err(|e| format!("plugin's {HOST_WIT_PACKAGE} version: {e}"))?;
-    if host_v.serves(&plugin_v) {
-        Ok(())
-    } else {
-        Err(format!(
-            "plugin needs {HOST_WIT_PACKAGE}@{plugin}, this host speaks @{host} (compatible: {})",
-            host_v.compatible_range()
-        ))
+    let mut ranges = Vec::new();
+    for host in hosts {
+        let host_v = WitVersion::parse(host).map_err(|e| format!("host WIT version: {e}"))?;
+        if host_v.serves(&plugin_v) {
+            return Ok(());
+        }
+        ranges.push(host_v.compatible_range());
+    }
+    Err(format!(
+        "plugin needs {HOST_WIT_PACKAGE}@{plugin}, this host speaks {} (compatible: {})",
+        speaks(hosts),
+        ranges.join(", ")
+    ))
+}
+
+/// Checks that this host (one of `HOST_WIT_VERSIONS`) serves a plugin built against `plugin`.
+pub fn check_host_serves(plugin: &str) -> Result<(), String> {
+    check_served_by(plugin, HOST_WIT_VERSIONS)
+}
+
+/// The versions this host speaks, as messages print them: `@0.1.0 and @0.2.0`.
+pub fn host_speaks() -> String {
+    speaks(HOST_WIT_VERSIONS)
+}
+
+/// `@0.1.0 and @0.2.0`.
+fn speaks(hosts: &[&str]) -> String {
+    let v: Vec<String> = hosts.iter().map(|h| format!("@{h}")).collect();
+    match v.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} and {last}", rest.join(", ")),
+        _ => v.join(""),
     }
 }
 
-/// Checks that this host (`HOST_WIT_VERSION`) can run the component.
+/// Checks that this host can run the component.
 pub fn check_wit_compatible(facts: &ComponentFacts) -> Result<(), String> {
     match &facts.wit_version {
-        Some(v) => check_version_compatible(v, HOST_WIT_VERSION),
+        Some(v) => check_host_serves(v),
         None => Err(format!(
             "component does not use {HOST_WIT_PACKAGE} at all (unversioned or foreign interfaces); \
-             this host speaks {HOST_WIT_PACKAGE}@{HOST_WIT_VERSION}; exports: [{}]",
+             this host speaks {HOST_WIT_PACKAGE} {}; exports: [{}]",
+            speaks(HOST_WIT_VERSIONS),
             facts.exports.join(", ")
         )),
     }

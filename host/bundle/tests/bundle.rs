@@ -303,20 +303,20 @@ fn unsigned_with_and_without_allow() {
 #[test]
 fn incompatible_wit_version_refused_at_pack_and_verify() {
     let dir = tempfile::tempdir().unwrap();
-    bundle_dir(dir.path(), "0.2.0");
+    bundle_dir(dir.path(), "0.9.0");
     let err = format!("{:#}", pack_dir(dir.path(), None).unwrap_err());
     assert!(err.contains("reward_math.wasm"), "{err}");
     assert!(
         err.contains(
-            "plugin needs lmmhost:plugin@0.2.0, this host speaks @0.1.0 (compatible: 0.1.x)"
+            "plugin needs lmmhost:plugin@0.9.0, this host speaks @0.1.0 and @0.2.0 (compatible: 0.1.x, 0.2.x)"
         ),
         "{err}"
     );
 
-    // A bundle made elsewhere (e.g. by a newer lmmhost) holding a 0.2.0 component.
+    // A bundle made elsewhere (e.g. by a newer lmmhost) holding a 0.9.0 component.
     let k = key(7);
     let bytes = packed(Some(&k));
-    let newer = component("reward", "0.2.0", "a:b/c");
+    let newer = component("reward", "0.9.0", "a:b/c");
     let t = edit(&bytes, |r| {
         let text = String::from_utf8(r.manifest.clone()).unwrap();
         let old_hash = sha256_hex(&r.components[0].1);
@@ -324,16 +324,31 @@ fn incompatible_wit_version_refused_at_pack_and_verify() {
         r.manifest = text
             .replace(&old_hash, &sha256_hex(&newer))
             .replace(&old_size, &format!("size = {}", newer.len()))
-            .replace("wit_version = \"0.1.0\"", "wit_version = \"0.2.0\"")
+            .replace("wit_version = \"0.1.0\"", "wit_version = \"0.9.0\"")
             .into_bytes();
         r.components[0].1 = newer.clone();
         r.signature = Some(sign_manifest(&r.manifest, &k));
     });
     let err = refusal(&t, &trust(&[&k], false));
     assert!(
-        err.contains("plugin needs lmmhost:plugin@0.2.0, this host speaks @0.1.0"),
+        err.contains("plugin needs lmmhost:plugin@0.9.0, this host speaks @0.1.0 and @0.2.0"),
         "{err}"
     );
+}
+
+#[test]
+fn a_bundle_may_mix_contract_versions_the_host_serves() {
+    // A team's 0.2.0 reward with an older 0.1.0 loader: both are served, and
+    // the manifest's version is the newest any component needs.
+    let dir = tempfile::tempdir().unwrap();
+    bundle_dir(dir.path(), "0.2.0");
+    let bytes = pack_dir(dir.path(), None).unwrap();
+    let m = open_bundle_bytes(&bytes).unwrap().manifest;
+    assert_eq!(m.wit_version, "0.2.0");
+    assert_eq!(m.components[0].wit_version, "0.2.0");
+    assert_eq!(m.components[1].wit_version, "0.1.0");
+    let v = verify_bundle_bytes(&bytes, &trust(&[], true)).unwrap();
+    assert_eq!(v.components.len(), 2);
 }
 
 #[test]

@@ -1,8 +1,8 @@
 //! Component inspection and WIT version checks on components assembled from WAT text.
 
 use lmmhost_bundle::{
-    check_version_compatible, check_wit_compatible, inspect_component, sha256_hex, World,
-    HOST_WIT_VERSION,
+    check_host_serves, check_served_by, check_version_compatible, check_wit_compatible,
+    inspect_component, sha256_hex, World, HOST_WIT_VERSION, HOST_WIT_VERSIONS,
 };
 
 /// A component that imports `types`/`log` and exports one `lmmhost:plugin` interface at `version`,
@@ -62,15 +62,28 @@ fn loader_and_schedule_worlds() {
 }
 
 #[test]
-fn out_of_version_component_is_refused_with_both_versions() {
-    let facts = inspect_component(&plugin_component("reward", "0.2.0")).unwrap();
-    assert_eq!(facts.wit_version.as_deref(), Some("0.2.0"));
+fn out_of_version_component_is_refused_with_every_version() {
+    let facts = inspect_component(&plugin_component("reward", "0.9.0")).unwrap();
+    assert_eq!(facts.wit_version.as_deref(), Some("0.9.0"));
     let err = check_wit_compatible(&facts).unwrap_err();
     assert_eq!(
         err,
-        format!(
-            "plugin needs lmmhost:plugin@0.2.0, this host speaks @{HOST_WIT_VERSION} (compatible: 0.1.x)"
-        )
+        "plugin needs lmmhost:plugin@0.9.0, this host speaks @0.1.0 and @0.2.0 (compatible: 0.1.x, 0.2.x)"
+    );
+    // Both contract versions the host implements are served, patches either way.
+    for v in ["0.1.0", "0.1.4", "0.2.0", "0.2.3"] {
+        let facts = inspect_component(&plugin_component("reward", v)).unwrap();
+        assert!(check_wit_compatible(&facts).is_ok(), "{v}");
+        assert!(check_host_serves(v).is_ok(), "{v}");
+    }
+    for v in ["0.3.0", "1.0.0", "0.0.9", "0.2.0-draft"] {
+        assert!(check_host_serves(v).is_err(), "{v}");
+    }
+    assert_eq!(HOST_WIT_VERSIONS.last(), Some(&HOST_WIT_VERSION));
+    let err = check_served_by("0.2.0", &["0.1.0"]).unwrap_err();
+    assert_eq!(
+        err,
+        "plugin needs lmmhost:plugin@0.2.0, this host speaks @0.1.0 (compatible: 0.1.x)"
     );
 }
 
@@ -223,10 +236,15 @@ fn real_plugins_when_built() {
         if expected.is_some() {
             assert_eq!(facts.world, expected, "{stem}: {:?}", facts.exports);
         }
-        assert_eq!(
-            facts.wit_version.as_deref(),
-            Some(HOST_WIT_VERSION),
-            "{stem}"
-        );
+        // Core plugins and anything built with the SDK speak the newest
+        // contract; fixtures and the Python/JS examples of 0.1.0 the older one.
+        let legacy = ["contract-v0-1", "example-python", "example-js"];
+        let want = if legacy.iter().any(|p| stem.starts_with(p)) {
+            "0.1.0"
+        } else {
+            HOST_WIT_VERSION
+        };
+        assert_eq!(facts.wit_version.as_deref(), Some(want), "{stem}");
+        assert!(check_wit_compatible(&facts).is_ok(), "{stem}");
     }
 }

@@ -8,14 +8,15 @@ use anyhow::{anyhow, Result};
 use lmmhost_sdk as sdk;
 use sdk::Reward;
 
-use crate::reward::{ItemOutcome, RewardPlugin};
+use crate::reward::RewardPlugin;
 use crate::runtime::{PluginRuntime, PluginSpec, RuntimeOptions};
 
 /// The benchmark's inputs (shared with the SDK's in-guest ceiling
 /// measurement, `sdk/examples/rule_ceiling.rs`): `n` math completions with
-/// `chars`-character R1-format responses, a third of them wrong, one sample each.
-pub fn synthetic_completions(n: usize, chars: usize) -> Vec<sdk::Completion> {
-    sdk::bench::synthetic_completions(n, chars, 1)
+/// `chars`-character R1-format responses, a third of them wrong, `group`
+/// responses per sample (as a GRPO step samples them).
+pub fn synthetic_completions(n: usize, chars: usize, group: usize) -> Vec<sdk::Completion> {
+    sdk::bench::synthetic_completions(n, chars, group)
 }
 
 /// One timed pass of each path over the whole batch.
@@ -33,6 +34,10 @@ pub struct BenchRound {
 
 pub struct RewardBench {
     pub completions: usize,
+    /// Responses per sample.
+    pub group: usize,
+    /// Completions per call.
+    pub batch: usize,
     pub threads: usize,
     pub compile: Duration,
     pub instantiate: Duration,
@@ -47,19 +52,47 @@ pub struct RewardBench {
     pub mean_total: f64,
 }
 
+/// What to score and how often.
+#[derive(Debug, Clone, Copy)]
+pub struct BenchSize {
+    pub completions: usize,
+    /// Characters per response.
+    pub chars: usize,
+    /// Responses per sample (the GRPO group size).
+    pub group: usize,
+    /// Completions per call (a training step's rollout batch): both paths
+    /// score the completions in calls of this many, as the trainer does.
+    pub batch: usize,
+    pub threads: usize,
+    pub rounds: usize,
+}
+
 /// Runs the benchmark: `spec` is the plugin (its config must match
-/// `native`). Each of `rounds` rounds times both paths over the whole batch,
-/// the native one first in odd rounds, so neither always runs on a warmer
-/// (or busier) machine.
+/// `native`). Each round times both paths over the whole batch, the native
+/// one first in odd rounds, so neither always runs on a warmer (or busier)
+/// machine. Each path starts from the batch in its own ready form, built
+/// before the clock starts: the native rule borrows the completions, the
+/// plugin gets them grouped by sample (as the trainer hands them over).
 pub fn bench_reward<R: Reward + Sync>(
     spec: PluginSpec,
     native: &R,
-    n: usize,
-    chars: usize,
-    threads: usize,
-    rounds: usize,
+    size: BenchSize,
 ) -> Result<RewardBench> {
-    let batch = synthetic_completions(n, chars);
+    let BenchSize {
+        completions: n,
+        chars,
+        group,
+        batch: per_call,
+        threads,
+        rounds,
+    } = size;
+    let batch = synthetic_completions(n, chars, group);
+    // Calls hold whole groups: round the call size to a multiple of the group.
+    let per_call = per_call.max(group).div_ceil(group) * group;
+    let calls: Vec<(&[sdk::Completion], Vec<sdk::Group>)> = batch
+        .chunks(per_call)
+        .map(|c| (c, sdk::Group::from_completions(c)))
+        .collect();
     // Cold compile into an empty on-disk cache, then a second load that hits
     // the cache and instantiates (and initialises) every pool instance.
     let cache = tempfile::tempdir()?;
@@ -69,7 +102,7 @@ pub fn bench_reward<R: Reward + Sync>(
     let mut spec = spec;
     spec.limits.instances = threads;
     let t = Instant::now();
-    let (component, _) = runtime.prepare(&spec, lmmhost_bundle::World::Reward)?;
+    let (component, _, _) = runtime.prepare(&spec, lmmhost_bundle::World::Reward)?;
     let compile = t.elapsed();
     drop(component);
     let t = Instant::now();
@@ -77,18 +110,28 @@ pub fn bench_reward<R: Reward + Sync>(
     let instantiate = t.elapsed();
 
     // Warm up both paths, then check that they agree on every item.
-    plugin.score_batch(&batch[..batch.len().min(256)])?;
-    let wasm = plugin.score_batch(&batch)?;
-    let native_scores = score_native(native, &batch, threads);
+    let score_wasm = || -> Result<Vec<sdk::ScoreTable>> {
+        calls.iter().map(|(_, g)| plugin.score_groups(g)).collect()
+    };
+    let score_native = || -> Vec<Vec<Result<sdk::Score, String>>> {
+        calls
+            .iter()
+            .map(|(c, _)| score_native(native, c, threads))
+            .collect()
+    };
+    let wasm = score_wasm()?;
+    let native_scores = score_native();
     let mut sum = 0.0;
-    for (i, (w, nat)) in wasm.iter().zip(&native_scores).enumerate() {
-        match (w, nat) {
-            (ItemOutcome::Scored(a), Ok(b)) if (a.total - b.total).abs() < 1e-12 => sum += a.total,
-            _ => {
+    for (k, (w, nat)) in wasm.iter().zip(&native_scores).enumerate() {
+        for (i, nat) in nat.iter().enumerate() {
+            let item = w.item(i);
+            if item != *nat {
                 return Err(anyhow!(
-                    "item {i}: Wasm and native scores differ: {w:?} vs {nat:?}"
-                ))
+                    "item {}: Wasm and native scores differ: {item:?} vs {nat:?}",
+                    k * per_call + i
+                ));
             }
+            sum += w.total(i);
         }
     }
     drop((wasm, native_scores));
@@ -101,10 +144,10 @@ pub fn bench_reward<R: Reward + Sync>(
         for native_turn in [native_first, !native_first] {
             let (t, cpu) = (Instant::now(), process_cpu_secs());
             if native_turn {
-                drop(std::hint::black_box(score_native(native, &batch, threads)));
+                drop(std::hint::black_box(score_native()));
                 nat = Some((t.elapsed().as_secs_f64(), cpu_since(cpu)));
             } else {
-                drop(std::hint::black_box(plugin.score_batch(&batch)?));
+                drop(std::hint::black_box(score_wasm()?));
                 w = Some((t.elapsed().as_secs_f64(), cpu_since(cpu)));
             }
         }
@@ -124,6 +167,8 @@ pub fn bench_reward<R: Reward + Sync>(
     };
     Ok(RewardBench {
         completions: n,
+        group,
+        batch: per_call,
         threads,
         compile,
         instantiate,

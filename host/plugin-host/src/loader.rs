@@ -9,19 +9,51 @@ use wasmtime::component::HasSelf;
 use wasmtime::Store;
 
 use crate::convert;
-use crate::runtime::{PluginRuntime, PluginSpec};
+use crate::runtime::{Contract, PluginRuntime, PluginSpec};
 use crate::sandbox::{call_with_budget, new_store, Grants, State};
-use crate::v0_1_0::loader as lw;
+use crate::v0_1_0::loader as l1;
+use crate::v0_2_0::loader as l2;
+
+/// The bindings of the contract version the component was built against.
+enum Pre {
+    V0_1(l1::LoaderPluginPre<State>),
+    V0_2(l2::LoaderPluginPre<State>),
+}
+
+enum Bindings {
+    V0_1(l1::LoaderPlugin),
+    V0_2(l2::LoaderPlugin),
+}
+
+/// Evaluates `$body` with `$b` bound to the instance's bindings and `$c` /
+/// `$s` to that version's conversions: the loader interface is the same in
+/// every version, only the generated types differ.
+macro_rules! per_version {
+    ($bindings:expr, |$b:ident, $c:ident, $s:ident| $body:expr) => {
+        match $bindings {
+            Bindings::V0_1($b) => {
+                #[allow(unused_imports)]
+                use convert::{loader_v0_1 as $s, worlds_v0_1 as $c};
+                $body
+            }
+            Bindings::V0_2($b) => {
+                #[allow(unused_imports)]
+                use convert::{loader_v0_2 as $s, worlds_v0_2 as $c};
+                $body
+            }
+        }
+    };
+}
 
 struct Instance {
     store: Store<State>,
-    bindings: lw::LoaderPlugin,
+    bindings: Bindings,
 }
 
 pub struct LoaderPlugin {
     spec: PluginSpec,
     engine: wasmtime::Engine,
-    pre: lw::LoaderPluginPre<State>,
+    pre: Pre,
     grants: Grants,
     info: sdk::DatasetInfo,
     inst: Mutex<Option<Instance>>,
@@ -30,10 +62,19 @@ pub struct LoaderPlugin {
 impl LoaderPlugin {
     /// Instantiates the loader and opens the dataset on the granted files.
     pub fn new(runtime: &PluginRuntime, spec: PluginSpec) -> Result<LoaderPlugin> {
-        let (component, _) = runtime.prepare(&spec, World::Loader)?;
-        let pre = lw::LoaderPluginPre::new(runtime.instance_pre(&spec, &component, |l| {
-            lw::LoaderPlugin::add_to_linker::<State, HasSelf<State>>(l, |s| s)
-        })?)?;
+        let (component, _, contract) = runtime.prepare(&spec, World::Loader)?;
+        let pre = match contract {
+            Contract::V0_1 => Pre::V0_1(l1::LoaderPluginPre::new(runtime.instance_pre(
+                &spec,
+                &component,
+                |l| l1::LoaderPlugin::add_to_linker::<State, HasSelf<State>>(l, |s| s),
+            )?)?),
+            Contract::V0_2 => Pre::V0_2(l2::LoaderPluginPre::new(runtime.instance_pre(
+                &spec,
+                &component,
+                |l| l2::LoaderPlugin::add_to_linker::<State, HasSelf<State>>(l, |s| s),
+            )?)?),
+        };
         let grants = Grants::prepare(&spec.name, &spec.grants)?;
         let mut plugin = LoaderPlugin {
             engine: runtime.engine.clone(),
@@ -77,22 +118,30 @@ impl LoaderPlugin {
     fn open(&self) -> Result<(Instance, sdk::DatasetInfo)> {
         let name = &self.spec.name;
         let mut store = new_store(&self.engine, &self.spec, &self.grants.preopens)?;
-        let bindings = self
-            .pre
-            .instantiate(&mut store)
-            .map_err(anyhow::Error::from)
-            .with_context(|| format!("plugin {name}: cannot instantiate"))?;
+        let cannot = || format!("plugin {name}: cannot instantiate");
+        let bindings = match &self.pre {
+            Pre::V0_1(p) => Bindings::V0_1(
+                p.instantiate(&mut store)
+                    .map_err(anyhow::Error::from)
+                    .with_context(cannot)?,
+            ),
+            Pre::V0_2(p) => Bindings::V0_2(
+                p.instantiate(&mut store)
+                    .map_err(anyhow::Error::from)
+                    .with_context(cannot)?,
+            ),
+        };
         let (timeout, mem) = (self.spec.limits.call_timeout, self.spec.limits.memory_bytes);
-        let config = self.spec.config.clone();
-        let files = self.grants.guest_paths.clone();
-        let info = call_with_budget(&mut store, timeout, mem, |s| {
-            bindings
-                .lmmhost_plugin_loader()
-                .call_open(s, &config, &files)
+        let (config, files) = (&self.spec.config, &self.grants.guest_paths);
+        let info = per_version!(&bindings, |b, c, _s| {
+            call_with_budget(&mut store, timeout, mem, |s| {
+                b.lmmhost_plugin_loader().call_open(s, config, files)
+            })
+            .map_err(|f| anyhow!("plugin {name}: open {}", f.message))?
+            .map(c::info_from)
         })
-        .map_err(|f| anyhow!("plugin {name}: open {}", f.message))?
         .map_err(|e| anyhow!("plugin {name}: open failed: {e}"))?;
-        Ok((Instance { store, bindings }, convert::info_from(info)))
+        Ok((Instance { store, bindings }, info))
     }
 
     /// Sample `index`.
@@ -120,10 +169,16 @@ impl LoaderPlugin {
             None => self.open()?.0,
         };
         let (timeout, mem) = (self.spec.limits.call_timeout, self.spec.limits.memory_bytes);
-        let r = call_with_budget(&mut inst.store, timeout, mem, |s| {
-            inst.bindings
-                .lmmhost_plugin_loader()
-                .call_get_many(s, indices)
+        let store = &mut inst.store;
+        let r = per_version!(&inst.bindings, |b, _c, samples| {
+            call_with_budget(store, timeout, mem, |s| {
+                b.lmmhost_plugin_loader().call_get_many(s, indices)
+            })
+            .map(|list| {
+                list.into_iter()
+                    .map(|r| r.map(samples::sample_from))
+                    .collect::<Vec<_>>()
+            })
         });
         let list = match r {
             Ok(list) => {
@@ -147,10 +202,7 @@ impl LoaderPlugin {
         }
         list.into_iter()
             .zip(indices)
-            .map(|(r, i)| {
-                r.map(convert::loader::sample_from)
-                    .map_err(|e| anyhow!("plugin {name}: sample {i}: {e}"))
-            })
+            .map(|(r, i)| r.map_err(|e| anyhow!("plugin {name}: sample {i}: {e}")))
             .collect()
     }
 }

@@ -1,6 +1,10 @@
-//! Reward plugins: a pool of pre-instantiated instances; a batch is split
-//! across them and scored on all cores, one boundary crossing per call of up
-//! to `CALL_ITEMS` completions.
+//! Reward plugins: a pool of pre-instantiated instances; a batch of groups
+//! is split across them and scored on all cores, one boundary crossing per
+//! call of up to `CALL_ITEMS` completions.
+//!
+//! Plugins of contract 0.2.x get whole groups (the sample once, the
+//! responses packed) and return score columns; plugins of 0.1.x get one
+//! completion per response, each with a view of its group's sample.
 
 use std::sync::Mutex;
 
@@ -11,14 +15,15 @@ use wasmtime::component::HasSelf;
 use wasmtime::Store;
 
 use crate::convert;
-use crate::runtime::{OnError, PluginRuntime, PluginSpec};
-use crate::sandbox::{call_with_budget, new_store, State};
-use crate::v0_1_0::reward as rw;
-
-type Completion<'a> = rw::lmmhost::plugin::types::Completion<'a>;
+use crate::runtime::{Contract, OnError, PluginRuntime, PluginSpec};
+use crate::sandbox::{call_with_budget, new_store, CallFailure, State};
+use crate::v0_1_0::reward as v1;
+use crate::v0_2_0::reward as v2;
 
 /// Completions per call into an instance (a batch is split across the pool,
-/// then into calls of this size).
+/// then into calls of whole groups up to this size): the values lowered into
+/// the instance, the guest's copies and the results stay in cache, where one
+/// call per share would stream the whole share through memory several times.
 const CALL_ITEMS: usize = 256;
 
 /// One scored item, or (with `on_error = "zero"`) why it could not be scored.
@@ -32,25 +37,46 @@ pub enum ItemOutcome {
     },
 }
 
+/// The bindings of the contract version the component was built against.
+enum Pre {
+    V0_1(v1::RewardPluginPre<State>),
+    V0_2(v2::RewardPluginPre<State>),
+}
+
+enum Bindings {
+    V0_1(v1::RewardPlugin),
+    V0_2(v2::RewardPlugin),
+}
+
 struct Instance {
     store: Store<State>,
-    bindings: rw::RewardPlugin,
+    bindings: Bindings,
 }
 
 pub struct RewardPlugin {
     spec: PluginSpec,
     facts: ComponentFacts,
     engine: wasmtime::Engine,
-    pre: rw::RewardPluginPre<State>,
+    pre: Pre,
     pool: Vec<Mutex<Option<Instance>>>,
 }
 
 impl RewardPlugin {
     pub fn new(runtime: &PluginRuntime, spec: PluginSpec) -> Result<RewardPlugin> {
-        let (component, facts) = runtime.prepare(&spec, World::Reward)?;
-        let pre = rw::RewardPluginPre::new(runtime.instance_pre(&spec, &component, |l| {
-            rw::RewardPlugin::add_to_linker::<State, HasSelf<State>>(l, |s| s)
-        })?)?;
+        let (component, facts, contract) = runtime.prepare(&spec, World::Reward)?;
+        let pre = if contract == Contract::V0_1 {
+            Pre::V0_1(v1::RewardPluginPre::new(runtime.instance_pre(
+                &spec,
+                &component,
+                |l| v1::RewardPlugin::add_to_linker::<State, HasSelf<State>>(l, |s| s),
+            )?)?)
+        } else {
+            Pre::V0_2(v2::RewardPluginPre::new(runtime.instance_pre(
+                &spec,
+                &component,
+                |l| v2::RewardPlugin::add_to_linker::<State, HasSelf<State>>(l, |s| s),
+            )?)?)
+        };
         let mut plugin = RewardPlugin {
             engine: runtime.engine.clone(),
             pre,
@@ -77,56 +103,79 @@ impl RewardPlugin {
     fn instantiate(&self) -> Result<Instance> {
         let name = &self.spec.name;
         let mut store = new_store(&self.engine, &self.spec, &[])?;
-        let bindings = self
-            .pre
-            .instantiate(&mut store)
-            .map_err(anyhow::Error::from)
-            .with_context(|| format!("plugin {name}: cannot instantiate"))?;
+        let cannot = || format!("plugin {name}: cannot instantiate");
+        let bindings = match &self.pre {
+            Pre::V0_1(p) => Bindings::V0_1(
+                p.instantiate(&mut store)
+                    .map_err(anyhow::Error::from)
+                    .with_context(cannot)?,
+            ),
+            Pre::V0_2(p) => Bindings::V0_2(
+                p.instantiate(&mut store)
+                    .map_err(anyhow::Error::from)
+                    .with_context(cannot)?,
+            ),
+        };
         let (timeout, mem) = (self.spec.limits.call_timeout, self.spec.limits.memory_bytes);
-        let config = self.spec.config.clone();
-        call_with_budget(&mut store, timeout, mem, |s| {
-            bindings.lmmhost_plugin_reward().call_init(s, &config)
+        let config = self.spec.config.as_str();
+        call_with_budget(&mut store, timeout, mem, |s| match &bindings {
+            Bindings::V0_1(b) => b.lmmhost_plugin_reward().call_init(s, config),
+            Bindings::V0_2(b) => b.lmmhost_plugin_reward().call_init(s, config),
         })
         .map_err(|f| anyhow!("plugin {name}: init {}", f.message))?
         .map_err(|e| anyhow!("plugin {name}: init rejected the config: {e}"))?;
         Ok(Instance { store, bindings })
     }
 
-    /// Scores `batch`, one result per completion, in order.
+    /// Scores `batch`, one result per completion, in order. Consecutive
+    /// completions of the same sample cross as one group; the trainer, which
+    /// has its groups already, calls [`RewardPlugin::score_groups`].
+    pub fn score_batch(&self, batch: &[sdk::Completion]) -> Result<Vec<ItemOutcome>> {
+        let table = self.score_groups(&sdk::Group::from_completions(batch))?;
+        Ok((0..table.len())
+            .map(|i| match table.item(i) {
+                Ok(s) => ItemOutcome::Scored(s),
+                Err(error) => ItemOutcome::Failed { index: i, error },
+            })
+            .collect())
+    }
+
+    /// Scores every response of every group: item `k` of the table is the
+    /// `k`-th response counting through the groups in order.
     ///
     /// With `on_error = "abort"` the first failing item is an error that names
-    /// the plugin, the call, the item index and its sample id; with `"zero"`
-    /// failing items come back as [`ItemOutcome::Failed`].
-    pub fn score_batch(&self, batch: &[sdk::Completion]) -> Result<Vec<ItemOutcome>> {
-        if batch.is_empty() {
-            return Ok(Vec::new());
+    /// the plugin, the call, the item index, its sample id and its place in
+    /// the group; with `"zero"` failing items are listed in the table's
+    /// `failures` (total 0, no components).
+    pub fn score_groups(&self, groups: &[sdk::Group]) -> Result<sdk::ScoreTable> {
+        for (g, group) in groups.iter().enumerate() {
+            check_group(group).with_context(|| {
+                format!(
+                    "plugin {}: group {g} (sample id {:?})",
+                    self.spec.name, group.sample.id
+                )
+            })?;
         }
-        let workers = self.pool.len().min(batch.len());
-        let chunk = batch.len().div_ceil(workers);
-        let mut results: Vec<Result<Vec<ItemOutcome>>> = Vec::new();
+        let items: usize = groups.iter().map(sdk::Group::len).sum();
+        if items == 0 {
+            return Ok(sdk::ScoreTable::default());
+        }
+        // Each worker takes a run of whole groups of about an equal number of
+        // completions, then calls its instance on runs of up to CALL_ITEMS.
+        let shares = split_for_workers(groups, items, self.pool.len());
+        let mut results: Vec<Result<sdk::ScoreTable>> = Vec::new();
         std::thread::scope(|scope| {
-            let handles: Vec<_> = batch
-                .chunks(chunk)
+            let handles: Vec<_> = shares
+                .iter()
                 .zip(&self.pool)
-                .enumerate()
-                .map(|(k, (part, slot))| {
-                    // Each worker builds borrowed views of its own chunk
-                    // (no string copies); the lowering runs on all cores.
+                .map(|(share, slot)| {
                     scope.spawn(move || {
-                        use convert::reward_in as c;
-                        // Calls of at most CALL_ITEMS completions: the values
-                        // lowered into the instance, the guest's copies and
-                        // the results stay in cache, where one call per
-                        // chunk would stream the whole chunk through memory
-                        // several times.
-                        let mut out = Vec::with_capacity(part.len());
-                        for (j, sub) in part.chunks(CALL_ITEMS).enumerate() {
-                            let parts = c::parts(sub);
-                            let messages = c::messages(sub, &parts);
-                            let metadata = c::metadata(sub);
-                            let items = c::completions(sub, &messages, &metadata);
-                            let offset = k * chunk + j * CALL_ITEMS;
-                            out.extend(self.score_chunk(slot, &items, offset, batch)?);
+                        let mut out = sdk::ScoreTable::with_capacity(share.items);
+                        let mut first = share.first_item;
+                        for call in split_by_items(&groups[share.groups.clone()], CALL_ITEMS) {
+                            let part = &groups[share.groups.start..][call.groups];
+                            out.append(self.score_call(slot, part, first)?);
+                            first += call.items;
                         }
                         Ok(out)
                     })
@@ -140,104 +189,366 @@ impl RewardPlugin {
                 })
                 .collect();
         });
-        let mut out = Vec::with_capacity(batch.len());
+        let mut table = sdk::ScoreTable::with_capacity(items);
         for r in results {
-            out.extend(r?);
+            table.append(r?);
         }
-        Ok(out)
+        Ok(table)
     }
 
-    fn score_chunk(
+    /// One call on `slot`'s instance; `first` is the batch index of the
+    /// call's first item (for error messages).
+    fn score_call(
         &self,
         slot: &Mutex<Option<Instance>>,
-        part: &[Completion<'_>],
-        offset: usize,
-        batch: &[sdk::Completion],
-    ) -> Result<Vec<ItemOutcome>> {
+        part: &[sdk::Group],
+        first: usize,
+    ) -> Result<sdk::ScoreTable> {
         let mut guard = slot
             .lock()
             .map_err(|_| anyhow!("plugin {}: instance lock poisoned", self.spec.name))?;
-        let (timeout, mem) = (self.spec.limits.call_timeout, self.spec.limits.memory_bytes);
         let mut inst = match guard.take() {
             Some(i) => i,
             None => self.instantiate()?,
         };
-        let called = call_with_budget(&mut inst.store, timeout, mem, |s| {
-            inst.bindings
-                .lmmhost_plugin_reward()
-                .call_score_batch(s, part)
-        });
-        match called {
-            Ok(list) => {
+        let table = match self.call(&mut inst, part)? {
+            Ok(table) => {
                 *guard = Some(inst);
-                if list.len() != part.len() {
-                    bail!(
-                        "plugin {}: score-batch returned {} results for {} completions",
-                        self.spec.name,
-                        list.len(),
-                        part.len()
-                    );
-                }
-                list.into_iter()
-                    .enumerate()
-                    .map(|(i, r)| match r {
-                        Ok(s) => Ok(ItemOutcome::Scored(convert::score_from(s))),
-                        Err(e) => self.item_failure(offset + i, &batch[offset + i], &e),
-                    })
-                    .collect()
+                table
             }
-            // The instance is poisoned: find the item(s) responsible by
-            // scoring one at a time on fresh instances, so the error can name them.
+            // The instance is poisoned: find the item(s) responsible on fresh
+            // instances, so that the error can name them.
             Err(_) => {
                 drop(inst);
-                let mut out = Vec::with_capacity(part.len());
-                let mut inst = self.instantiate()?;
-                for (i, item) in part.iter().enumerate() {
-                    let one = std::slice::from_ref(item);
-                    let r = call_with_budget(&mut inst.store, timeout, mem, |s| {
-                        inst.bindings
-                            .lmmhost_plugin_reward()
-                            .call_score_batch(s, one)
-                    });
-                    match r {
-                        Ok(mut list) if list.len() == 1 => match list.remove(0) {
-                            Ok(s) => out.push(ItemOutcome::Scored(convert::score_from(s))),
-                            Err(e) => {
-                                out.push(self.item_failure(offset + i, &batch[offset + i], &e)?)
+                let (table, inst) = self.isolate_failures(part)?;
+                *guard = Some(inst);
+                table
+            }
+        };
+        if let Some((i, e)) = table.failures.first() {
+            if self.spec.on_error == OnError::Abort {
+                return Err(self.item_error(part, first, *i as usize, e));
+            }
+        }
+        Ok(table)
+    }
+
+    /// Rescores `part` group by group, and a group that traps response by
+    /// response, each on a fresh instance after a trap; a response that traps
+    /// alone is a failed item.
+    fn isolate_failures(&self, part: &[sdk::Group]) -> Result<(sdk::ScoreTable, Instance)> {
+        let mut table = sdk::ScoreTable::default();
+        let mut inst = self.instantiate()?;
+        for group in part {
+            match self.call(&mut inst, std::slice::from_ref(group))? {
+                Ok(t) => table.append(t),
+                Err(_) => {
+                    inst = self.instantiate()?;
+                    for i in 0..group.len() {
+                        let mut one = sdk::Group::new(group.sample.clone());
+                        one.push(group.response(i).unwrap_or_default(), group.tokens(i));
+                        match self.call(&mut inst, std::slice::from_ref(&one))? {
+                            Ok(t) => table.append(t),
+                            Err(f) => {
+                                let mut t = sdk::ScoreTable::default();
+                                t.push(Err(f.message));
+                                table.append(t);
+                                inst = self.instantiate()?;
                             }
-                        },
-                        Ok(list) => bail!(
-                            "plugin {}: score-batch returned {} results for 1",
-                            self.spec.name,
-                            list.len()
-                        ),
-                        Err(f) => {
-                            out.push(self.item_failure(
-                                offset + i,
-                                &batch[offset + i],
-                                &f.message,
-                            )?);
-                            inst = self.instantiate()?;
                         }
                     }
                 }
-                *guard = Some(inst);
-                Ok(out)
+            }
+        }
+        Ok((table, inst))
+    }
+
+    /// Calls the instance on `part`. The outer error is a broken contract
+    /// (a result that does not fit the call); the inner one a trap, timeout
+    /// or memory exhaustion, after which the instance must be dropped.
+    fn call(
+        &self,
+        inst: &mut Instance,
+        part: &[sdk::Group],
+    ) -> Result<Result<sdk::ScoreTable, CallFailure>> {
+        let (timeout, mem) = (self.spec.limits.call_timeout, self.spec.limits.memory_bytes);
+        let items: usize = part.iter().map(sdk::Group::len).sum();
+        let samples: Vec<&sdk::Sample> = part.iter().map(|g| &g.sample).collect();
+        let metadata = convert::metadata(&samples);
+        let name = &self.spec.name;
+        match &inst.bindings {
+            Bindings::V0_2(b) => {
+                use convert::reward_v0_2 as c;
+                use v2::exports::lmmhost::plugin::reward::Group;
+                let parts = c::parts(&samples);
+                let messages = c::messages(&samples, &parts);
+                let views = c::samples(&samples, &messages, &metadata);
+                let groups: Vec<Group<'_>> = part
+                    .iter()
+                    .zip(views)
+                    .map(|(g, sample)| Group {
+                        sample,
+                        responses: &g.responses,
+                        ends: &g.ends,
+                        tokens: &g.tokens,
+                    })
+                    .collect();
+                let r = call_with_budget(&mut inst.store, timeout, mem, |s| {
+                    b.lmmhost_plugin_reward().call_score_groups(s, &groups)
+                });
+                Ok(match r {
+                    Ok(scores) => {
+                        let table = convert::scores_from_v0_2(scores);
+                        table.validate(items).map_err(|e| {
+                            anyhow!("plugin {name}: score-groups broke the contract: {e}")
+                        })?;
+                        Ok(table)
+                    }
+                    Err(f) => Err(f),
+                })
+            }
+            Bindings::V0_1(b) => {
+                use convert::reward_v0_1 as c;
+                use v1::lmmhost::plugin::types::Completion;
+                let parts = c::parts(&samples);
+                let messages = c::messages(&samples, &parts);
+                let views = c::samples(&samples, &messages, &metadata);
+                let completions: Vec<Completion<'_>> = part
+                    .iter()
+                    .zip(&views)
+                    .flat_map(|(g, sample)| {
+                        (0..g.len()).map(move |i| Completion {
+                            sample: sample.clone(),
+                            response: g.response(i).unwrap_or_default(),
+                            response_tokens: g.tokens(i),
+                        })
+                    })
+                    .collect();
+                let r = call_with_budget(&mut inst.store, timeout, mem, |s| {
+                    b.lmmhost_plugin_reward().call_score_batch(s, &completions)
+                });
+                Ok(match r {
+                    Ok(list) => {
+                        if list.len() != items {
+                            bail!(
+                                "plugin {name}: score-batch returned {} results for {items} completions",
+                                list.len()
+                            );
+                        }
+                        let mut table = sdk::ScoreTable::with_capacity(items);
+                        for item in list {
+                            table.push(item.map(convert::score_from_v0_1));
+                        }
+                        Ok(table)
+                    }
+                    Err(f) => Err(f),
+                })
             }
         }
     }
 
-    fn item_failure(&self, index: usize, c: &sdk::Completion, error: &str) -> Result<ItemOutcome> {
-        match self.spec.on_error {
-            OnError::Abort => Err(anyhow!(
-                "plugin {}: score-batch failed on item {index} (sample id {:?}): {error}",
-                self.spec.name,
-                c.sample.id
-            )),
-            OnError::Zero => Ok(ItemOutcome::Failed {
-                index,
-                error: error.to_string(),
-            }),
+    /// The error for item `i` of a call on `part` whose first item is `first`
+    /// in the batch.
+    fn item_error(
+        &self,
+        part: &[sdk::Group],
+        first: usize,
+        i: usize,
+        error: &str,
+    ) -> anyhow::Error {
+        let (mut g, mut k) = (0, i);
+        while g < part.len() && k >= part[g].len() {
+            k -= part[g].len();
+            g += 1;
         }
+        let id = part.get(g).map_or("", |g| g.sample.id.as_str());
+        let call = match self.pre {
+            Pre::V0_1(_) => "score-batch",
+            Pre::V0_2(_) => "score-groups",
+        };
+        anyhow!(
+            "plugin {}: {call} failed on item {} (sample id {id:?}, response {k} of its group): {error}",
+            self.spec.name,
+            first + i
+        )
+    }
+}
+
+/// Checks a group the host is about to send: one token count per response,
+/// offsets increasing on character boundaries, the last one at the end.
+fn check_group(g: &sdk::Group) -> Result<()> {
+    if g.tokens.len() != g.ends.len() {
+        bail!(
+            "{} token counts for {} responses",
+            g.tokens.len(),
+            g.ends.len()
+        );
+    }
+    let mut prev = 0;
+    for (i, &e) in g.ends.iter().enumerate() {
+        let e = e as usize;
+        if e < prev || !g.responses.is_char_boundary(e) {
+            bail!("response {i}: end offset {e} is not a character boundary after {prev}");
+        }
+        prev = e;
+    }
+    if prev != g.responses.len() {
+        bail!(
+            "the responses run past the last end offset ({prev} of {} bytes)",
+            g.responses.len()
+        );
+    }
+    Ok(())
+}
+
+/// A run of whole groups and the items it holds.
+struct Share {
+    groups: std::ops::Range<usize>,
+    items: usize,
+    /// Batch index of the run's first item, counted from the slice given.
+    first_item: usize,
+}
+
+/// Cuts `groups` (`items` in all) into at most `workers` runs of whole
+/// groups with about equal numbers of items.
+fn split_for_workers(groups: &[sdk::Group], items: usize, workers: usize) -> Vec<Share> {
+    let workers = workers.max(1);
+    let mut out = Vec::new();
+    let (mut start, mut done, mut first) = (0, 0, 0);
+    for (g, group) in groups.iter().enumerate() {
+        done += group.len();
+        // Close run k once it reaches its share of the items: the cut points
+        // are fixed fractions of the batch, so there are at most `workers`.
+        if out.len() + 1 < workers && done * workers >= (out.len() + 1) * items {
+            out.push(Share {
+                groups: start..g + 1,
+                items: done - first,
+                first_item: first,
+            });
+            (start, first) = (g + 1, done);
+        }
+    }
+    if start < groups.len() {
+        out.push(Share {
+            groups: start..groups.len(),
+            items: done - first,
+            first_item: first,
+        });
+    }
+    out
+}
+
+/// Cuts `groups` into runs of whole groups of about `per` items each (a
+/// group larger than `per` is a run of its own).
+fn split_by_items(groups: &[sdk::Group], per: usize) -> Vec<Share> {
+    let mut out = Vec::new();
+    let (mut start, mut items, mut first) = (0, 0, 0);
+    for (g, group) in groups.iter().enumerate() {
+        if items > 0 && items + group.len() > per {
+            out.push(Share {
+                groups: start..g,
+                items,
+                first_item: first,
+            });
+            first += items;
+            (start, items) = (g, 0);
+        }
+        items += group.len();
+    }
+    if items > 0 || start < groups.len() {
+        out.push(Share {
+            groups: start..groups.len(),
+            items,
+            first_item: first,
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn groups(sizes: &[usize]) -> Vec<sdk::Group> {
+        sizes
+            .iter()
+            .map(|&n| {
+                let mut g = sdk::Group::default();
+                (0..n).for_each(|i| g.push(&format!("r{i}"), 1));
+                g
+            })
+            .collect()
+    }
+
+    #[test]
+    fn splits_keep_groups_whole_and_cover_everything() {
+        let gs = groups(&[8, 8, 8, 3, 20, 1]);
+        for per in [1, 5, 8, 16, 24, 100] {
+            let shares = split_by_items(&gs, per);
+            let mut next = 0;
+            let mut first = 0;
+            for s in &shares {
+                assert_eq!(s.groups.start, next, "per {per}: runs are contiguous");
+                assert!(!s.groups.is_empty());
+                let items: usize = gs[s.groups.clone()].iter().map(sdk::Group::len).sum();
+                assert_eq!(s.items, items);
+                assert_eq!(s.first_item, first);
+                assert!(
+                    items <= per || s.groups.len() == 1,
+                    "per {per}: {items} items"
+                );
+                next = s.groups.end;
+                first += items;
+            }
+            assert_eq!(next, gs.len());
+        }
+        assert_eq!(split_by_items(&gs, 16).len(), 4, "8+8 | 8+3 | 20 | 1");
+    }
+
+    #[test]
+    fn worker_shares_never_outnumber_the_workers() {
+        for sizes in [&[3, 3, 3][..], &[8; 16], &[1, 30, 1], &[5], &[0, 4, 0, 4]] {
+            let gs = groups(sizes);
+            let items: usize = sizes.iter().sum();
+            for workers in 1..6 {
+                let shares = split_for_workers(&gs, items, workers);
+                assert!(shares.len() <= workers, "{sizes:?} on {workers}");
+                assert_eq!(shares.iter().map(|s| s.items).sum::<usize>(), items);
+                let mut next = 0;
+                for s in &shares {
+                    assert_eq!(s.groups.start, next);
+                    next = s.groups.end;
+                }
+                assert_eq!(next, gs.len(), "{sizes:?} on {workers}: every group once");
+            }
+        }
+        let even = split_for_workers(&groups(&[8; 16]), 128, 2);
+        assert_eq!(even.iter().map(|s| s.items).collect::<Vec<_>>(), [64, 64]);
+    }
+
+    #[test]
+    fn malformed_groups_are_refused_before_any_call() {
+        let mut g = sdk::Group::default();
+        g.push("héllo", 2);
+        g.push("x", 1);
+        check_group(&g).unwrap();
+        let mut bad = g.clone();
+        bad.tokens.pop();
+        assert!(check_group(&bad)
+            .unwrap_err()
+            .to_string()
+            .contains("token counts"));
+        let mut bad = g.clone();
+        bad.ends[0] = 2;
+        assert!(check_group(&bad)
+            .unwrap_err()
+            .to_string()
+            .contains("boundary"));
+        let mut bad = g;
+        bad.responses.push('y');
+        assert!(check_group(&bad)
+            .unwrap_err()
+            .to_string()
+            .contains("past the last"));
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use lmmhost_bundle::{check_wit_compatible, inspect_component, ComponentFacts, World};
+use lmmhost_bundle::{check_wit_compatible, inspect_component, ComponentFacts, WitVersion, World};
 use wasmtime::component::{Component, InstancePre, Linker};
 use wasmtime::{Config, Engine};
 
@@ -129,6 +129,14 @@ impl PluginSpec {
     }
 }
 
+/// The contract version a component was built against, among those this
+/// host implements: each has its own thin host (`v0_1_0`, `v0_2_0`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Contract {
+    V0_1,
+    V0_2,
+}
+
 /// The shared engine, cache and epoch ticker.
 pub struct PluginRuntime {
     pub(crate) engine: Engine,
@@ -145,6 +153,11 @@ pub fn engine_config() -> Config {
     config.epoch_interruption(true);
     // Synchronous calls only: the async machinery costs ~3x per call.
     config.concurrency_support(false);
+    // Names compiled plugin code for `perf` (/tmp/perf-PID.map); a developer
+    // knob for profiling the reward path, read from the host's environment.
+    if std::env::var_os("LMMHOST_PERF_MAP").is_some() {
+        config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
     config
 }
 
@@ -179,12 +192,19 @@ impl PluginRuntime {
         &self,
         spec: &PluginSpec,
         world: World,
-    ) -> Result<(Component, ComponentFacts)> {
+    ) -> Result<(Component, ComponentFacts, Contract)> {
         let facts =
             inspect_component(&spec.bytes).with_context(|| format!("plugin {}", spec.name))?;
         if let Err(msg) = check_wit_compatible(&facts) {
             bail!("plugin {} refused: {msg}", spec.name);
         }
+        let version = WitVersion::parse(facts.wit_version.as_deref().unwrap_or_default())
+            .map_err(|e| anyhow::anyhow!("plugin {}: {e}", spec.name))?;
+        // check_wit_compatible admitted one of HOST_WIT_VERSIONS (0.1.x, 0.2.x).
+        let contract = match version.minor {
+            1 => Contract::V0_1,
+            _ => Contract::V0_2,
+        };
         match facts.world {
             Some(w) if w == world => {}
             Some(w) => bail!(
@@ -206,7 +226,7 @@ impl PluginRuntime {
             None => Component::from_binary(&self.engine, &spec.bytes).map_err(anyhow::Error::from),
         }
         .with_context(|| format!("plugin {}: cannot compile the component", spec.name))?;
-        Ok((component, facts))
+        Ok((component, facts, contract))
     }
 
     /// Links WASI and a world's imports (`add_world`), then pre-instantiates

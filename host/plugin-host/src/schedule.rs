@@ -7,14 +7,43 @@ use wasmtime::component::HasSelf;
 use wasmtime::Store;
 
 use crate::convert;
-use crate::runtime::{PluginRuntime, PluginSpec};
+use crate::runtime::{Contract, PluginRuntime, PluginSpec};
 use crate::sandbox::{call_with_budget, new_store, State};
-use crate::v0_1_0::schedule as sw;
+use crate::v0_1_0::schedule as s1;
+use crate::v0_2_0::schedule as s2;
+
+/// The bindings of the contract version the component was built against.
+enum Bindings {
+    V0_1(s1::SchedulePlugin),
+    V0_2(s2::SchedulePlugin),
+}
+
+/// Evaluates `$body` with `$b` bound to the schedule interface of the
+/// instance and `$c` to that version's conversions: the interface is the
+/// same in every version, only the generated types differ.
+macro_rules! per_version {
+    ($bindings:expr, |$b:ident, $c:ident| $body:expr) => {
+        match $bindings {
+            Bindings::V0_1(x) => {
+                let $b = x.lmmhost_plugin_schedule();
+                #[allow(unused_imports)]
+                use convert::worlds_v0_1 as $c;
+                $body
+            }
+            Bindings::V0_2(x) => {
+                let $b = x.lmmhost_plugin_schedule();
+                #[allow(unused_imports)]
+                use convert::worlds_v0_2 as $c;
+                $body
+            }
+        }
+    };
+}
 
 pub struct SchedulePlugin {
     spec: PluginSpec,
     store: Store<State>,
-    bindings: sw::SchedulePlugin,
+    bindings: Bindings,
     /// Set after a trap: the instance must not be called again.
     poisoned: bool,
 }
@@ -22,15 +51,27 @@ pub struct SchedulePlugin {
 impl SchedulePlugin {
     pub fn new(runtime: &PluginRuntime, spec: PluginSpec) -> Result<SchedulePlugin> {
         let name = spec.name.clone();
-        let (component, _) = runtime.prepare(&spec, World::Schedule)?;
-        let pre = sw::SchedulePluginPre::new(runtime.instance_pre(&spec, &component, |l| {
-            sw::SchedulePlugin::add_to_linker::<State, HasSelf<State>>(l, |s| s)
-        })?)?;
+        let (component, _, contract) = runtime.prepare(&spec, World::Schedule)?;
         let mut store = new_store(&runtime.engine, &spec, &[])?;
-        let bindings = pre
-            .instantiate(&mut store)
-            .map_err(anyhow::Error::from)
-            .with_context(|| format!("plugin {name}: cannot instantiate"))?;
+        let cannot = || format!("plugin {name}: cannot instantiate");
+        let bindings = match contract {
+            Contract::V0_1 => Bindings::V0_1(
+                s1::SchedulePluginPre::new(runtime.instance_pre(&spec, &component, |l| {
+                    s1::SchedulePlugin::add_to_linker::<State, HasSelf<State>>(l, |s| s)
+                })?)?
+                .instantiate(&mut store)
+                .map_err(anyhow::Error::from)
+                .with_context(cannot)?,
+            ),
+            Contract::V0_2 => Bindings::V0_2(
+                s2::SchedulePluginPre::new(runtime.instance_pre(&spec, &component, |l| {
+                    s2::SchedulePlugin::add_to_linker::<State, HasSelf<State>>(l, |s| s)
+                })?)?
+                .instantiate(&mut store)
+                .map_err(anyhow::Error::from)
+                .with_context(cannot)?,
+            ),
+        };
         let mut plugin = SchedulePlugin {
             spec,
             store,
@@ -40,7 +81,7 @@ impl SchedulePlugin {
         let config = plugin.spec.config.clone();
         plugin
             .call("init", |b, s| {
-                b.lmmhost_plugin_schedule().call_init(s, &config)
+                per_version!(b, |i, _c| i.call_init(s, &config))
             })?
             .map_err(|e| anyhow!("plugin {name}: init rejected the config: {e}"))?;
         Ok(plugin)
@@ -49,7 +90,7 @@ impl SchedulePlugin {
     fn call<R>(
         &mut self,
         what: &str,
-        f: impl FnOnce(&sw::SchedulePlugin, &mut Store<State>) -> wasmtime::Result<R>,
+        f: impl FnOnce(&Bindings, &mut Store<State>) -> wasmtime::Result<R>,
     ) -> Result<R> {
         let name = &self.spec.name;
         if self.poisoned {
@@ -66,11 +107,12 @@ impl SchedulePlugin {
     /// The plan for the next step, or `None` when training is finished.
     pub fn next_plan(&mut self, state: &sdk::TrainState) -> Result<Option<sdk::Plan>> {
         let name = self.spec.name.clone();
-        let s = convert::state_to(state);
         let r = self.call("next-plan", |b, st| {
-            b.lmmhost_plugin_schedule().call_next_plan(st, &s)
+            per_version!(b, |i, c| i
+                .call_next_plan(st, &c::state_to(state))
+                .map(|r| r.map(|p| p.map(c::plan_from))))
         })?;
-        r.map(|p| p.map(convert::plan_from)).map_err(|e| {
+        r.map_err(|e| {
             anyhow!(
                 "plugin {name}: next-plan at step {}: {e}",
                 state.global_step
@@ -80,14 +122,14 @@ impl SchedulePlugin {
 
     pub fn save_state(&mut self) -> Result<Vec<u8>> {
         self.call("save-state", |b, s| {
-            b.lmmhost_plugin_schedule().call_save_state(s)
+            per_version!(b, |i, _c| i.call_save_state(s))
         })
     }
 
     pub fn load_state(&mut self, bytes: &[u8]) -> Result<()> {
         let name = self.spec.name.clone();
         self.call("load-state", |b, s| {
-            b.lmmhost_plugin_schedule().call_load_state(s, bytes)
+            per_version!(b, |i, _c| i.call_load_state(s, bytes))
         })?
         .map_err(|e| anyhow!("plugin {name}: load-state refused the saved state: {e}"))
     }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 use lmmhost_bundle::keys::{read_secret_key, write_keypair};
-use lmmhost_bundle::{open_bundle, open_verified, pack_dir, TrustPolicy, HOST_WIT_VERSION};
+use lmmhost_bundle::{host_speaks, open_bundle, open_verified, pack_dir, TrustPolicy};
 
 #[derive(Subcommand)]
 pub enum BundleCommand {
@@ -83,8 +83,10 @@ pub fn run(cmd: BundleCommand) -> Result<()> {
                 println!("description  {}", m.description);
             }
             println!(
-                "wit          {}@{} (host speaks @{HOST_WIT_VERSION})",
-                m.wit_package, m.wit_version
+                "wit          {}@{} (host speaks {})",
+                m.wit_package,
+                m.wit_version,
+                host_speaks()
             );
             println!("created by   {}", m.created_by);
             match &b.signature {
@@ -122,11 +124,12 @@ pub fn run(cmd: BundleCommand) -> Result<()> {
                 None => "unsigned (allowed)".to_string(),
             };
             println!(
-                "OK {} {}: {} components, hashes match, WIT @{} compatible with @{HOST_WIT_VERSION}, {signer}",
+                "OK {} {}: {} components, hashes match, WIT @{} served by this host ({}), {signer}",
                 v.manifest.name,
                 v.manifest.version,
                 v.components.len(),
-                v.manifest.wit_version
+                v.manifest.wit_version,
+                host_speaks()
             );
         }
     }

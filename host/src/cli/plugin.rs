@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
-use lmmhost_bundle::{check_wit_compatible, inspect_component, HOST_WIT_VERSION};
+use lmmhost_bundle::{check_wit_compatible, host_speaks, inspect_component};
 use lmmhost_plugin_host::{
     ItemOutcome, OnError, PluginRuntime, PluginSpec, RewardPlugin, RuntimeOptions,
 };
@@ -56,6 +56,14 @@ pub struct BenchRewardArgs {
     /// Characters per response.
     #[arg(long, default_value_t = 300)]
     chars: usize,
+    /// Responses per sample, as a GRPO step samples them (the papers use
+    /// 8, 10 and 16); the plugin receives each sample once per group.
+    #[arg(long, default_value_t = 8)]
+    group: usize,
+    /// Completions per call, as a training step scores its rollouts (512
+    /// prompts x 8 responses in ReVisual-R1 and RL-with-cold-start).
+    #[arg(long, default_value_t = 4096)]
+    batch: usize,
     /// Threads (native) and instances (Wasm).
     #[arg(long, default_value_t = 2)]
     threads: usize,
@@ -89,7 +97,10 @@ fn check(file: &PathBuf) -> Result<()> {
     );
     let compatible = check_wit_compatible(&facts);
     match &compatible {
-        Ok(()) => println!("compatible:   yes (host speaks lmmhost:plugin@{HOST_WIT_VERSION})"),
+        Ok(()) => println!(
+            "compatible:   yes (host speaks lmmhost:plugin {})",
+            host_speaks()
+        ),
         Err(why) => println!("compatible:   NO: {why}"),
     }
     println!("size:         {} bytes", facts.size_bytes);
@@ -105,8 +116,9 @@ fn check(file: &PathBuf) -> Result<()> {
     // Scripts check the exit code: an incompatible plugin is a failed check.
     if compatible.is_err() {
         bail!(
-            "{} is not compatible with this host (lmmhost:plugin@{HOST_WIT_VERSION})",
-            file.display()
+            "{} is not compatible with this host (lmmhost:plugin {})",
+            file.display(),
+            host_speaks()
         );
     }
     Ok(())
@@ -253,17 +265,19 @@ pub fn bench_reward(args: BenchRewardArgs) -> Result<()> {
         <sdk::rules::math::MathAccuracy as sdk::Reward>::new(config).map_err(anyhow::Error::msg)?;
     let spec = PluginSpec::from_file("reward-math", &args.plugin, config)?;
     let load_before = load_average();
-    let r = lmmhost_plugin_host::bench::bench_reward(
-        spec,
-        &native,
-        args.completions,
-        args.chars,
-        args.threads.max(1),
-        args.rounds.max(1),
-    )?;
+    let size = lmmhost_plugin_host::bench::BenchSize {
+        completions: args.completions,
+        chars: args.chars,
+        group: args.group.max(1),
+        batch: args.batch.max(1),
+        threads: args.threads.max(1),
+        rounds: args.rounds.max(1),
+    };
+    let r = lmmhost_plugin_host::bench::bench_reward(spec, &native, size)?;
     println!(
-        "reward benchmark: math accuracy + R1 format, {} completions of {} characters, {} threads",
-        r.completions, args.chars, r.threads
+        "reward benchmark: math accuracy + R1 format, {} completions of {} characters \
+         ({} per sample, {} per call), {} threads",
+        r.completions, args.chars, r.group, r.batch, r.threads
     );
     println!(
         "  compile (cold, no cache):  {:>10.1} ms",

@@ -12,7 +12,7 @@ use lmmhost_plugin_host::LoaderPlugin;
 use serde::Serialize;
 
 use super::data::{derive_seed, prompt_conversation};
-use super::plugins::{completions, score_all, CombinedScore, Reward};
+use super::plugins::{reward_groups, score_all, CombinedScore, Reward};
 use super::policy::Policy;
 use super::rollout::{prepare_prompts, roll_out, RolloutConfig};
 use crate::rl::passk::mean_pass_at_k;
@@ -115,8 +115,8 @@ pub fn evaluate(
         let Some(batch) = batch else { continue };
         let mut rng = SeededRng::new(derive_seed(set.seed, "eval", chunk_no as u64));
         let rows = roll_out(policy, &batch, &cfg, &mut rng, 0)?;
-        let completions = completions(&rows, &samples, &kept);
-        let scores = score_all(rewards, &completions)?;
+        let groups = reward_groups(&rows, &samples, &kept);
+        let scores = score_all(rewards, &groups)?;
         for (g, &k) in kept.iter().enumerate() {
             let mut correct = 0;
             for (j, (row, score)) in rows

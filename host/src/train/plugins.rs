@@ -11,8 +11,8 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use lmmhost_bundle::TrustPolicy;
 use lmmhost_plugin_host::{
-    ItemOutcome, Limits, LoaderPlugin, OnError, PluginRuntime, PluginSpec, RewardPlugin,
-    RuntimeOptions, SchedulePlugin,
+    Limits, LoaderPlugin, OnError, PluginRuntime, PluginSpec, RewardPlugin, RuntimeOptions,
+    SchedulePlugin,
 };
 use lmmhost_sdk as sdk;
 use sha2::{Digest, Sha256};
@@ -159,24 +159,37 @@ pub struct CombinedScore {
 }
 
 /// The completions to score for `rows`, whose `group` indexes `kept`, which
-/// indexes `samples`.
-pub fn completions(
+/// indexes `samples`: adjacent rows of one prompt form one group (the sample
+/// crosses into a reward plugin once per group), so item `i` of the scores
+/// is `rows[i]`.
+pub fn reward_groups(
     rows: &[super::rollout::Row],
     samples: &[sdk::Sample],
     kept: &[usize],
-) -> Vec<sdk::Completion> {
-    rows.iter()
-        .map(|r| sdk::Completion {
-            sample: samples[kept[r.group]].clone(),
-            response: r.text.clone(),
-            response_tokens: r.response.len() as u32,
-        })
-        .collect()
+) -> Vec<sdk::Group> {
+    let mut out: Vec<sdk::Group> = Vec::new();
+    let mut last = None;
+    for r in rows {
+        if last != Some(r.group) {
+            out.push(sdk::Group::new(samples[kept[r.group]].clone()));
+            last = Some(r.group);
+        }
+        if let Some(g) = out.last_mut() {
+            g.push(&r.text, r.response.len() as u32);
+        }
+    }
+    out
 }
 
-/// Scores `batch` with every reward plugin; totals are summed with weights.
-pub fn score_all(rewards: &[Reward], batch: &[sdk::Completion]) -> Result<Vec<CombinedScore>> {
-    let mut out: Vec<CombinedScore> = (0..batch.len())
+/// Scores every response of `groups` with every reward plugin; totals are
+/// summed with weights. One result per response, in order.
+pub fn score_all(rewards: &[Reward], groups: &[sdk::Group]) -> Result<Vec<CombinedScore>> {
+    // The sample id of each item, for error messages.
+    let ids: Vec<&str> = groups
+        .iter()
+        .flat_map(|g| std::iter::repeat_n(g.sample.id.as_str(), g.len()))
+        .collect();
+    let mut out: Vec<CombinedScore> = (0..ids.len())
         .map(|_| CombinedScore {
             total: 0.0,
             components: BTreeMap::new(),
@@ -184,40 +197,36 @@ pub fn score_all(rewards: &[Reward], batch: &[sdk::Completion]) -> Result<Vec<Co
         })
         .collect();
     for r in rewards {
-        let outcomes = r.plugin.score_batch(batch)?;
-        if outcomes.len() != batch.len() {
+        let table = r.plugin.score_groups(groups)?;
+        if table.len() != ids.len() {
             bail!(
                 "reward plugin {}: {} scores for {} completions",
                 r.name,
-                outcomes.len(),
-                batch.len()
+                table.len(),
+                ids.len()
             );
         }
-        for (i, o) in outcomes.into_iter().enumerate() {
-            let s = &mut out[i];
-            match o {
-                ItemOutcome::Scored(score) => {
-                    if !score.total.is_finite() {
-                        bail!(
-                            "reward plugin {}: item {i} (sample {}) scored a non-finite total {}",
-                            r.name,
-                            batch[i].sample.id,
-                            score.total
-                        );
-                    }
-                    s.total += r.weight * score.total;
-                    for (k, v) in score.components {
-                        let key = if s.components.contains_key(&k) && rewards.len() > 1 {
-                            format!("{}.{k}", r.name)
-                        } else {
-                            k
-                        };
-                        s.components.insert(key, v);
-                    }
-                }
-                ItemOutcome::Failed { error, .. } => {
-                    s.failures.push(format!("{}: {error}", r.name));
-                }
+        for (i, s) in out.iter_mut().enumerate() {
+            if let Some(error) = table.failure(i) {
+                s.failures.push(format!("{}: {error}", r.name));
+                continue;
+            }
+            let total = table.total(i);
+            if !total.is_finite() {
+                bail!(
+                    "reward plugin {}: item {i} (sample {}) scored a non-finite total {total}",
+                    r.name,
+                    ids[i],
+                );
+            }
+            s.total += r.weight * total;
+            for (k, v) in table.components(i) {
+                let key = if s.components.contains_key(k) && rewards.len() > 1 {
+                    format!("{}.{k}", r.name)
+                } else {
+                    k.to_string()
+                };
+                s.components.insert(key, v);
             }
         }
     }

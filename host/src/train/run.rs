@@ -25,7 +25,7 @@ use super::data::{derive_seed, prompt_conversation, sft_conversation, Mixer};
 use super::eval::{evaluate, table, write_records, EvalResult, EvalSettings};
 use super::experiment::{Experiment, KlPlacement, StageSettings};
 use super::grpo::{rows_logprobs, update, UpdateInputs};
-use super::plugins::{completions, score_all, CombinedScore, Plugins};
+use super::plugins::{reward_groups, score_all, CombinedScore, Plugins};
 use super::policy::{Policy, Reference};
 use super::rollout::{prepare_prompts, roll_out, RolloutConfig, Row};
 use super::sft;
@@ -512,11 +512,11 @@ impl Trainer<'_> {
             generated += new_rows.len();
 
             // 2. Rewards on the tokio runtime, concurrently with the log-prob passes.
-            let completions = completions(&new_rows, &samples, &kept);
+            let to_score = reward_groups(&new_rows, &samples, &kept);
             let rewards = Arc::clone(&self.plugins.rewards);
             let scoring = self.runtime.spawn_blocking(move || {
                 let t = Instant::now();
-                score_all(&rewards, &completions).map(|s| (s, t.elapsed().as_secs_f64()))
+                score_all(&rewards, &to_score).map(|s| (s, t.elapsed().as_secs_f64()))
             });
             let t1 = Instant::now();
             let new_ref = match &self.reference {

@@ -13,7 +13,7 @@ mod tests;
 
 pub use dataset::JsonlLoader;
 
-// Only in the component: the export symbols' names (`lmmhost:plugin/loader@0.1.0#get`)
+// Only in the component: the export symbols' names (`lmmhost:plugin/loader@0.2.0#get`)
 // are not valid in a native shared library's version script.
 #[cfg(target_arch = "wasm32")]
 lmmhost_sdk::export_loader!(crate::dataset::JsonlLoader);

@@ -11,7 +11,7 @@ mod tests;
 
 pub use staged::Staged;
 
-// Only in the component: the export symbols' names (`lmmhost:plugin/schedule@0.1.0#...`)
+// Only in the component: the export symbols' names (`lmmhost:plugin/schedule@0.2.0#...`)
 // are not valid in a native shared library's version script.
 #[cfg(target_arch = "wasm32")]
 lmmhost_sdk::export_schedule!(crate::staged::Staged);

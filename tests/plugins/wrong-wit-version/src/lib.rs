@@ -1,4 +1,4 @@
-//! A reward plugin built against `lmmhost:plugin@0.2.0` (a copy of the
+//! A reward plugin built against `lmmhost:plugin@0.9.0` (a copy of the
 //! contract with another version), so the host's version check must refuse it.
 wit_bindgen::generate!({ path: "wit", world: "reward-plugin" });
 
