@@ -68,6 +68,36 @@ impl Group {
         self.responses.get(start..end)
     }
 
+    /// Checks the packed layout: one token count per response, end offsets
+    /// increasing on character boundaries, the last one at the end of
+    /// `responses`. The host checks every group before sending it.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.tokens.len() != self.ends.len() {
+            return Err(format!(
+                "{} token counts for {} responses",
+                self.tokens.len(),
+                self.ends.len()
+            ));
+        }
+        let mut prev = 0;
+        for (i, &e) in self.ends.iter().enumerate() {
+            let e = e as usize;
+            if e < prev || !self.responses.is_char_boundary(e) {
+                return Err(format!(
+                    "response {i}: end offset {e} is not a character boundary after {prev}"
+                ));
+            }
+            prev = e;
+        }
+        if prev != self.responses.len() {
+            return Err(format!(
+                "the responses run past the last end offset ({prev} of {} bytes)",
+                self.responses.len()
+            ));
+        }
+        Ok(())
+    }
+
     /// Tokens of response `i` (0 when the group lists fewer counts).
     pub fn tokens(&self, i: usize) -> u32 {
         self.tokens.get(i).copied().unwrap_or(0)
@@ -191,8 +221,13 @@ impl ScoreTable {
         self.component_ends.push(self.components.len() as u32);
     }
 
-    /// Appends every item of `other`, in order.
+    /// Appends every item of `other`, in order (moving it when this table
+    /// has no items yet, as when a batch's tables are joined).
     pub fn append(&mut self, other: ScoreTable) {
+        if self.is_empty() && self.names.is_empty() {
+            *self = other;
+            return;
+        }
         let base = self.totals.len() as u32;
         let (c0, e0) = (self.components.len() as u32, self.component_ends.len());
         let map: Vec<u32> = other.names.into_iter().map(|n| self.intern(n)).collect();
@@ -374,6 +409,23 @@ mod tests {
     }
 
     #[test]
+    fn validate_refuses_malformed_groups() {
+        let mut g = Group::default();
+        g.push("héllo", 2);
+        g.push("x", 1);
+        g.validate().unwrap();
+        let mut bad = g.clone();
+        bad.tokens.pop();
+        assert!(bad.validate().unwrap_err().contains("token counts"));
+        let mut bad = g.clone();
+        bad.ends[0] = 2;
+        assert!(bad.validate().unwrap_err().contains("boundary"));
+        let mut bad = g;
+        bad.responses.push('y');
+        assert!(bad.validate().unwrap_err().contains("past the last"));
+    }
+
+    #[test]
     fn a_malformed_offset_fails_that_response_only() {
         let lengths = |responses: &str, ends: Vec<u32>| {
             let mut g = Group::new(sample("s"));
@@ -440,6 +492,9 @@ mod tests {
         let mut u = ScoreTable::default();
         u.push(Ok(score(3.0, &[("length", 0.1), ("format", 1.0)])));
         u.push(Err("worse".into()));
+        let mut moved = ScoreTable::default();
+        moved.append(t.clone());
+        assert_eq!(moved, t, "appending to an empty table is the table");
         let mut all = t.clone();
         all.append(u);
         all.validate(6).unwrap();

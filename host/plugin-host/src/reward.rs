@@ -149,10 +149,11 @@ impl RewardPlugin {
     /// `failures` (total 0, no components).
     pub fn score_groups(&self, groups: &[sdk::Group]) -> Result<sdk::ScoreTable> {
         for (g, group) in groups.iter().enumerate() {
-            check_group(group).with_context(|| {
-                format!(
-                    "plugin {}: group {g} (sample id {:?})",
-                    self.spec.name, group.sample.id
+            group.validate().map_err(|e| {
+                anyhow!(
+                    "plugin {}: group {g} (sample id {:?}): {e}",
+                    self.spec.name,
+                    group.sample.id
                 )
             })?;
         }
@@ -170,7 +171,7 @@ impl RewardPlugin {
                 .zip(&self.pool)
                 .map(|(share, slot)| {
                     scope.spawn(move || {
-                        let mut out = sdk::ScoreTable::with_capacity(share.items);
+                        let mut out = sdk::ScoreTable::default();
                         let mut first = share.first_item;
                         for call in split_by_items(&groups[share.groups.clone()], CALL_ITEMS) {
                             let part = &groups[share.groups.start..][call.groups];
@@ -189,7 +190,7 @@ impl RewardPlugin {
                 })
                 .collect();
         });
-        let mut table = sdk::ScoreTable::with_capacity(items);
+        let mut table = sdk::ScoreTable::default();
         for r in results {
             table.append(r?);
         }
@@ -374,33 +375,6 @@ impl RewardPlugin {
     }
 }
 
-/// Checks a group the host is about to send: one token count per response,
-/// offsets increasing on character boundaries, the last one at the end.
-fn check_group(g: &sdk::Group) -> Result<()> {
-    if g.tokens.len() != g.ends.len() {
-        bail!(
-            "{} token counts for {} responses",
-            g.tokens.len(),
-            g.ends.len()
-        );
-    }
-    let mut prev = 0;
-    for (i, &e) in g.ends.iter().enumerate() {
-        let e = e as usize;
-        if e < prev || !g.responses.is_char_boundary(e) {
-            bail!("response {i}: end offset {e} is not a character boundary after {prev}");
-        }
-        prev = e;
-    }
-    if prev != g.responses.len() {
-        bail!(
-            "the responses run past the last end offset ({prev} of {} bytes)",
-            g.responses.len()
-        );
-    }
-    Ok(())
-}
-
 /// A run of whole groups and the items it holds.
 struct Share {
     groups: std::ops::Range<usize>,
@@ -524,31 +498,5 @@ mod tests {
         }
         let even = split_for_workers(&groups(&[8; 16]), 128, 2);
         assert_eq!(even.iter().map(|s| s.items).collect::<Vec<_>>(), [64, 64]);
-    }
-
-    #[test]
-    fn malformed_groups_are_refused_before_any_call() {
-        let mut g = sdk::Group::default();
-        g.push("héllo", 2);
-        g.push("x", 1);
-        check_group(&g).unwrap();
-        let mut bad = g.clone();
-        bad.tokens.pop();
-        assert!(check_group(&bad)
-            .unwrap_err()
-            .to_string()
-            .contains("token counts"));
-        let mut bad = g.clone();
-        bad.ends[0] = 2;
-        assert!(check_group(&bad)
-            .unwrap_err()
-            .to_string()
-            .contains("boundary"));
-        let mut bad = g;
-        bad.responses.push('y');
-        assert!(check_group(&bad)
-            .unwrap_err()
-            .to_string()
-            .contains("past the last"));
     }
 }

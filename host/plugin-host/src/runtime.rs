@@ -200,10 +200,15 @@ impl PluginRuntime {
         }
         let version = WitVersion::parse(facts.wit_version.as_deref().unwrap_or_default())
             .map_err(|e| anyhow::anyhow!("plugin {}: {e}", spec.name))?;
-        // check_wit_compatible admitted one of HOST_WIT_VERSIONS (0.1.x, 0.2.x).
-        let contract = match version.minor {
-            1 => Contract::V0_1,
-            _ => Contract::V0_2,
+        // check_wit_compatible admitted one of HOST_WIT_VERSIONS; each needs
+        // its host module here (a version added there without one is a bug).
+        let contract = match (version.major, version.minor) {
+            (0, 1) => Contract::V0_1,
+            (0, 2) => Contract::V0_2,
+            _ => bail!(
+                "plugin {}: this host has no bindings for lmmhost:plugin@{version}",
+                spec.name
+            ),
         };
         match facts.world {
             Some(w) if w == world => {}
