@@ -30,6 +30,11 @@ pub struct BenchRound {
     /// the OS reports it (Linux): steadier than wall time on a shared machine.
     pub wasm_per_cpu_sec: Option<f64>,
     pub native_per_cpu_sec: Option<f64>,
+    /// Minor page faults during each pass: fresh zeroed pages from the OS,
+    /// i.e. an allocator giving memory back and taking it again (which
+    /// `lmmhost bench reward`'s malloc settings prevent on both paths).
+    pub wasm_page_faults: Option<u64>,
+    pub native_page_faults: Option<u64>,
 }
 
 pub struct RewardBench {
@@ -142,22 +147,24 @@ pub fn bench_reward<R: Reward + Sync>(
         let mut w = None;
         let mut nat = None;
         for native_turn in [native_first, !native_first] {
-            let (t, cpu) = (Instant::now(), process_cpu_secs());
+            let (t, usage) = (Instant::now(), Usage::now());
             if native_turn {
                 drop(std::hint::black_box(score_native()));
-                nat = Some((t.elapsed().as_secs_f64(), cpu_since(cpu)));
+                nat = Some((t.elapsed().as_secs_f64(), Usage::since(usage)));
             } else {
                 drop(std::hint::black_box(score_wasm()?));
-                w = Some((t.elapsed().as_secs_f64(), cpu_since(cpu)));
+                w = Some((t.elapsed().as_secs_f64(), Usage::since(usage)));
             }
         }
-        let ((ws, wc), (ns, nc)) = (w.unwrap_or_default(), nat.unwrap_or_default());
+        let ((ws, wu), (ns, nu)) = (w.unwrap_or_default(), nat.unwrap_or_default());
         timed.push(BenchRound {
             native_first,
             wasm_per_sec: n as f64 / ws,
             native_per_sec: n as f64 / ns,
-            wasm_per_cpu_sec: wc.map(|c| n as f64 / c),
-            native_per_cpu_sec: nc.map(|c| n as f64 / c),
+            wasm_per_cpu_sec: wu.map(|u| n as f64 / u.cpu_secs),
+            native_per_cpu_sec: nu.map(|u| n as f64 / u.cpu_secs),
+            wasm_page_faults: wu.map(|u| u.page_faults),
+            native_page_faults: nu.map(|u| u.page_faults),
         });
     }
     let median = |f: &dyn Fn(&BenchRound) -> Option<f64>| -> Option<f64> {
@@ -201,19 +208,36 @@ fn score_native<R: Reward + Sync>(
     })
 }
 
-/// User + system CPU time of this process so far, from `/proc/self/stat`
-/// (clock ticks of 10 ms); `None` where there is no such file.
-fn process_cpu_secs() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // Fields after the parenthesised command name; utime and stime are the
-    // 14th and 15th fields of the line, the 12th and 13th after it.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
-    Some(ticks as f64 / 100.0)
+/// CPU time (user + system, all threads) and minor page faults of this
+/// process, from `getrusage`: microseconds, where `/proc/self/stat` counts
+/// 10 ms ticks (a few percent of a round).
+#[derive(Debug, Clone, Copy, Default)]
+struct Usage {
+    cpu_secs: f64,
+    page_faults: u64,
 }
 
-/// CPU seconds spent since `start` (at least one tick, so rates stay finite).
-fn cpu_since(start: Option<f64>) -> Option<f64> {
-    Some((process_cpu_secs()? - start?).max(0.01))
+impl Usage {
+    fn now() -> Option<Usage> {
+        // SAFETY: getrusage only writes the struct it is given.
+        let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+        if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) } != 0 {
+            return None;
+        }
+        let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
+        Some(Usage {
+            cpu_secs: secs(u.ru_utime) + secs(u.ru_stime),
+            page_faults: u.ru_minflt as u64,
+        })
+    }
+
+    /// What was spent since `start` (CPU time at least a microsecond, so
+    /// rates stay finite).
+    fn since(start: Option<Usage>) -> Option<Usage> {
+        let (end, start) = (Usage::now()?, start?);
+        Some(Usage {
+            cpu_secs: (end.cpu_secs - start.cpu_secs).max(1e-6),
+            page_faults: end.page_faults.saturating_sub(start.page_faults),
+        })
+    }
 }

@@ -296,8 +296,12 @@ pub fn bench_reward(args: BenchRewardArgs) -> Result<()> {
             ),
             _ => String::new(),
         };
+        let faults = match (round.wasm_page_faults, round.native_page_faults) {
+            (Some(w), Some(n)) => format!("; page faults wasm {w}, native {n}"),
+            _ => String::new(),
+        };
         println!(
-            "  round {} ({} first): wasm {:.0}/s, native {:.0}/s, ratio {:.2}x{cpu}",
+            "  round {} ({} first): wasm {:.0}/s, native {:.0}/s, ratio {:.2}x{cpu}{faults}",
             i + 1,
             if round.native_first { "native" } else { "wasm" },
             round.wasm_per_sec,
