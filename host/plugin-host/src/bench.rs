@@ -218,6 +218,12 @@ struct Usage {
 }
 
 impl Usage {
+    #[cfg(not(unix))]
+    fn now() -> Option<Usage> {
+        None
+    }
+
+    #[cfg(unix)]
     fn now() -> Option<Usage> {
         // SAFETY: getrusage only writes the struct it is given.
         let mut u: libc::rusage = unsafe { std::mem::zeroed() };
