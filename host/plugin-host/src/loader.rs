@@ -2,7 +2,7 @@
 
 use std::sync::Mutex;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, Result};
 use lmmhost_bundle::World;
 use lmmhost_sdk as sdk;
 use wasmtime::component::HasSelf;
@@ -10,7 +10,7 @@ use wasmtime::Store;
 
 use crate::convert;
 use crate::runtime::{Contract, PluginRuntime, PluginSpec};
-use crate::sandbox::{call_with_budget, new_store, Grants, State};
+use crate::sandbox::{call_with_budget, instantiated, new_store, Grants, State};
 use crate::v0_1_0::loader as l1;
 use crate::v0_2_0::loader as l2;
 
@@ -118,18 +118,9 @@ impl LoaderPlugin {
     fn open(&self) -> Result<(Instance, sdk::DatasetInfo)> {
         let name = &self.spec.name;
         let mut store = new_store(&self.engine, &self.spec, &self.grants.preopens)?;
-        let cannot = || format!("plugin {name}: cannot instantiate");
         let bindings = match &self.pre {
-            Pre::V0_1(p) => Bindings::V0_1(
-                p.instantiate(&mut store)
-                    .map_err(anyhow::Error::from)
-                    .with_context(cannot)?,
-            ),
-            Pre::V0_2(p) => Bindings::V0_2(
-                p.instantiate(&mut store)
-                    .map_err(anyhow::Error::from)
-                    .with_context(cannot)?,
-            ),
+            Pre::V0_1(p) => Bindings::V0_1(instantiated(p.instantiate(&mut store), name)?),
+            Pre::V0_2(p) => Bindings::V0_2(instantiated(p.instantiate(&mut store), name)?),
         };
         let (timeout, mem) = (self.spec.limits.call_timeout, self.spec.limits.memory_bytes);
         let (config, files) = (&self.spec.config, &self.grants.guest_paths);

@@ -8,7 +8,7 @@
 
 use std::sync::Mutex;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use lmmhost_bundle::{ComponentFacts, World};
 use lmmhost_sdk as sdk;
 use wasmtime::component::HasSelf;
@@ -16,7 +16,7 @@ use wasmtime::Store;
 
 use crate::convert;
 use crate::runtime::{Contract, OnError, PluginRuntime, PluginSpec};
-use crate::sandbox::{call_with_budget, new_store, CallFailure, State};
+use crate::sandbox::{call_with_budget, instantiated, new_store, CallFailure, State};
 use crate::v0_1_0::reward as v1;
 use crate::v0_2_0::reward as v2;
 
@@ -103,18 +103,9 @@ impl RewardPlugin {
     fn instantiate(&self) -> Result<Instance> {
         let name = &self.spec.name;
         let mut store = new_store(&self.engine, &self.spec, &[])?;
-        let cannot = || format!("plugin {name}: cannot instantiate");
         let bindings = match &self.pre {
-            Pre::V0_1(p) => Bindings::V0_1(
-                p.instantiate(&mut store)
-                    .map_err(anyhow::Error::from)
-                    .with_context(cannot)?,
-            ),
-            Pre::V0_2(p) => Bindings::V0_2(
-                p.instantiate(&mut store)
-                    .map_err(anyhow::Error::from)
-                    .with_context(cannot)?,
-            ),
+            Pre::V0_1(p) => Bindings::V0_1(instantiated(p.instantiate(&mut store), name)?),
+            Pre::V0_2(p) => Bindings::V0_2(instantiated(p.instantiate(&mut store), name)?),
         };
         let (timeout, mem) = (self.spec.limits.call_timeout, self.spec.limits.memory_bytes);
         let config = self.spec.config.as_str();

@@ -81,6 +81,14 @@ impl HostMonotonicClock for FixedMonotonicClock {
     }
 }
 
+/// The result of instantiating a plugin (any world, any contract version),
+/// its error naming the plugin.
+pub(crate) fn instantiated<T>(result: wasmtime::Result<T>, plugin: &str) -> Result<T> {
+    result
+        .map_err(anyhow::Error::from)
+        .with_context(|| format!("plugin {plugin}: cannot instantiate"))
+}
+
 /// A fresh store for one instance of `spec`.
 /// `preopens` are (host directory, guest path) pairs, mounted read-only.
 pub(crate) fn new_store(

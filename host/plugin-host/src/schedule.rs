@@ -1,6 +1,6 @@
 //! Schedule plugins: one instance; its state is saved with checkpoints.
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, Result};
 use lmmhost_bundle::World;
 use lmmhost_sdk as sdk;
 use wasmtime::component::HasSelf;
@@ -8,7 +8,7 @@ use wasmtime::Store;
 
 use crate::convert;
 use crate::runtime::{Contract, PluginRuntime, PluginSpec};
-use crate::sandbox::{call_with_budget, new_store, State};
+use crate::sandbox::{call_with_budget, instantiated, new_store, State};
 use crate::v0_1_0::schedule as s1;
 use crate::v0_2_0::schedule as s2;
 
@@ -53,24 +53,21 @@ impl SchedulePlugin {
         let name = spec.name.clone();
         let (component, _, contract) = runtime.prepare(&spec, World::Schedule)?;
         let mut store = new_store(&runtime.engine, &spec, &[])?;
-        let cannot = || format!("plugin {name}: cannot instantiate");
         let bindings = match contract {
-            Contract::V0_1 => Bindings::V0_1(
+            Contract::V0_1 => Bindings::V0_1(instantiated(
                 s1::SchedulePluginPre::new(runtime.instance_pre(&spec, &component, |l| {
                     s1::SchedulePlugin::add_to_linker::<State, HasSelf<State>>(l, |s| s)
                 })?)?
-                .instantiate(&mut store)
-                .map_err(anyhow::Error::from)
-                .with_context(cannot)?,
-            ),
-            Contract::V0_2 => Bindings::V0_2(
+                .instantiate(&mut store),
+                &name,
+            )?),
+            Contract::V0_2 => Bindings::V0_2(instantiated(
                 s2::SchedulePluginPre::new(runtime.instance_pre(&spec, &component, |l| {
                     s2::SchedulePlugin::add_to_linker::<State, HasSelf<State>>(l, |s| s)
                 })?)?
-                .instantiate(&mut store)
-                .map_err(anyhow::Error::from)
-                .with_context(cannot)?,
-            ),
+                .instantiate(&mut store),
+                &name,
+            )?),
         };
         let mut plugin = SchedulePlugin {
             spec,
