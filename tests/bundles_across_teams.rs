@@ -19,9 +19,9 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use lmmhost_bundle::keys::{read_secret_key, write_keypair};
 use lmmhost_bundle::{open_verified, pack_dir, Signer, TrustPolicy};
-use lmmhost_plugin_host::runtime::stderr_sink;
 use lmmhost_plugin_host::{
-    ItemOutcome, Limits, OnError, PluginRuntime, PluginSpec, RewardPlugin, RuntimeOptions,
+    stderr_sink, ItemOutcome, Limits, OnError, PluginRuntime, PluginSpec, RewardPlugin,
+    RuntimeOptions,
 };
 use lmmhost_sdk::{Completion, Sample};
 use serde::Deserialize;
@@ -97,7 +97,7 @@ fn load_reward(
         bytes: Arc::new(component.bytes.clone()),
         config: toml::to_string(&config)?,
         limits: Limits {
-            instances: 1,
+            instances: Some(1),
             ..Limits::default()
         },
         on_error: OnError::Abort,

@@ -17,7 +17,7 @@ fn runtime() -> PluginRuntime {
 
 fn spec(name: &str, config: &str) -> PluginSpec {
     let mut s = PluginSpec::from_file(name, &plugin_wasm(name), config).unwrap();
-    s.limits.instances = 2;
+    s.limits.instances = Some(2);
     s.log = Arc::new(|_| {});
     s
 }

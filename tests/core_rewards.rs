@@ -19,7 +19,7 @@ fn runtime() -> PluginRuntime {
 
 fn spec(name: &str, config: &str, instances: usize, on_error: OnError) -> PluginSpec {
     let mut s = PluginSpec::from_file(name, &plugin_wasm(name), config).unwrap();
-    s.limits.instances = instances;
+    s.limits.instances = Some(instances);
     s.on_error = on_error;
     s.log = Arc::new(|_| {});
     s

@@ -392,7 +392,7 @@ fn runtime_with_cache(dir: &tempfile::TempDir) -> PluginRuntime {
 fn start(runtime: &PluginRuntime, name: &str, config: &str) -> anyhow::Result<RewardPlugin> {
     let mut spec = PluginSpec::from_file(name, &plugin_path(name), config)?;
     spec.on_error = OnError::Zero;
-    spec.limits.instances = 2;
+    spec.limits.instances = Some(2);
     RewardPlugin::new(runtime, spec)
 }
 

@@ -32,8 +32,8 @@ fn runtime() -> PluginRuntime {
 
 fn spec(name: &str, timeout_ms: u64, on_error: OnError) -> PluginSpec {
     let mut s = PluginSpec::from_file(name, &wasm(name), "").unwrap();
-    s.limits.call_timeout = Duration::from_millis(timeout_ms);
-    s.limits.instances = 2;
+    s.limits.call_timeout_ms = timeout_ms;
+    s.limits.instances = Some(2);
     s.on_error = on_error;
     s.log = Arc::new(|_| {});
     s
@@ -109,7 +109,7 @@ fn infinite_loop_times_out_and_names_the_item() {
 fn huge_allocation_hits_the_memory_cap() {
     let rt = runtime();
     let mut s = spec("hostile-alloc", 5_000, OnError::Zero);
-    s.limits.memory_bytes = 128 << 20;
+    s.limits.memory_mb = 128;
     let p = RewardPlugin::new(&rt, s).unwrap();
     let out = p.score_batch(&batch(&["ALLOC", "fine"])).unwrap();
     match &out[0] {
@@ -238,7 +238,7 @@ fn no_environment_clock_or_network_and_seeded_randomness() {
     let probe = |seed: u64| {
         let mut s = spec("sandbox-probe", 2_000, OnError::Abort);
         s.seed = seed;
-        s.limits.instances = 1;
+        s.limits.instances = Some(1);
         let p = RewardPlugin::new(&rt, s).unwrap();
         match p.score_batch(&batch(&["x"])).unwrap().remove(0) {
             ItemOutcome::Scored(score) => score

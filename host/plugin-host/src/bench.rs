@@ -9,15 +9,8 @@ use lmmhost_sdk as sdk;
 use sdk::Reward;
 
 use crate::reward::RewardPlugin;
-use crate::runtime::{PluginRuntime, PluginSpec, RuntimeOptions};
-
-/// The benchmark's inputs (shared with the SDK's in-guest ceiling
-/// measurement, `sdk/examples/rule_ceiling.rs`): `n` math completions with
-/// `chars`-character R1-format responses, a third of them wrong, `group`
-/// responses per sample (as a GRPO step samples them).
-pub fn synthetic_completions(n: usize, chars: usize, group: usize) -> Vec<sdk::Completion> {
-    sdk::bench::synthetic_completions(n, chars, group)
-}
+use crate::runtime::{PluginRuntime, RuntimeOptions};
+use crate::spec::PluginSpec;
 
 /// One timed pass of each path over the whole batch.
 #[derive(Debug, Clone, Copy)]
@@ -91,7 +84,9 @@ pub fn bench_reward<R: Reward + Sync>(
         threads,
         rounds,
     } = size;
-    let batch = synthetic_completions(n, chars, group);
+    // The inputs of the SDK's in-guest ceiling measurement too
+    // (`sdk/examples/rule_ceiling.rs`).
+    let batch = sdk::bench::synthetic_completions(n, chars, group);
     // Calls hold whole groups: round the call size to a multiple of the group.
     let per_call = per_call.max(group).div_ceil(group) * group;
     let calls: Vec<(&[sdk::Completion], Vec<sdk::Group>)> = batch
@@ -105,7 +100,7 @@ pub fn bench_reward<R: Reward + Sync>(
         cache_dir: Some(cache.path().to_path_buf()),
     })?;
     let mut spec = spec;
-    spec.limits.instances = threads;
+    spec.limits.instances = Some(threads);
     let t = Instant::now();
     let (component, _, _) = runtime.prepare(&spec, lmmhost_bundle::World::Reward)?;
     let compile = t.elapsed();
@@ -188,9 +183,9 @@ pub fn bench_reward<R: Reward + Sync>(
     })
 }
 
-/// The native path: the same rule on the same completions, borrowed, one
-/// `score_batch` call per thread over an equal share (as the Wasm pool splits
-/// the batch across its instances).
+/// The native path: the same rule on the same completions, borrowed, each
+/// thread scoring an equal share (as the Wasm pool splits the batch across
+/// its instances).
 fn score_native<R: Reward + Sync>(
     native: &R,
     batch: &[sdk::Completion],
@@ -200,7 +195,7 @@ fn score_native<R: Reward + Sync>(
     std::thread::scope(|s| {
         let hs: Vec<_> = batch
             .chunks(chunk)
-            .map(|part| s.spawn(move || native.score_batch(part)))
+            .map(|part| s.spawn(move || part.iter().map(|c| native.score(c)).collect::<Vec<_>>()))
             .collect();
         hs.into_iter()
             .flat_map(|h| h.join().unwrap_or_default())

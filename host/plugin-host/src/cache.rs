@@ -43,7 +43,7 @@ impl ComponentCache {
         }
     }
 
-    pub fn path_for(&self, sha256: &str) -> PathBuf {
+    fn path_for(&self, sha256: &str) -> PathBuf {
         self.dir.join(format!("{sha256}-{}.cwasm", self.engine_key))
     }
 

@@ -1,47 +1,36 @@
 //! The sandboxed WebAssembly component host for lmmhost plugins.
 //!
-//! One wasmtime [`Engine`](wasmtime::Engine) per process ([`PluginRuntime`]),
-//! an on-disk cache of compiled components ([`cache`]), a sandbox per
-//! instance ([`sandbox`]) and one thin host per WIT version (`v0_1_0`, `v0_2_0`).
 //! [`RewardPlugin`], [`LoaderPlugin`] and [`SchedulePlugin`] are what the CLI
 //! and the trainer use; their boundary types are the SDK's plain Rust types.
-
-/// Implements a world's `log` import (the same in every contract version).
-macro_rules! log_import {
-    ($world:ident) => {
-        impl $world::lmmhost::plugin::log::Host for State {
-            fn log(
-                &mut self,
-                level: $world::lmmhost::plugin::log::Level,
-                message: String,
-                fields: Vec<(String, String)>,
-            ) {
-                use $world::lmmhost::plugin::log::Level;
-                let level = match level {
-                    Level::Trace => "trace",
-                    Level::Debug => "debug",
-                    Level::Info => "info",
-                    Level::Warn => "warn",
-                    Level::Error => "error",
-                };
-                self.emit(level, message, fields);
-            }
-        }
-    };
-}
+//! Each module imports only those listed before it:
+//!
+//! - `log`: where plugin log lines go;
+//! - `sandbox`: what an instance can reach and spend: the limits, their
+//!   defaults and their enforcement, read-only grants, `on_error`;
+//! - `spec`: everything needed to start a plugin ([`PluginSpec`]);
+//! - `contract`: one folder per served WIT version (its bindings, its
+//!   conversions, one implementation per world) and the table from a
+//!   version to its folder;
+//! - [`cache`], [`runtime`]: the engine, the epoch ticker, compiled components;
+//! - `reward`, `loader`, `schedule`: pooling, budgets and failure isolation,
+//!   the same for every contract version;
+//! - [`bench`]: `lmmhost bench reward`.
 
 pub mod bench;
 pub mod cache;
-mod convert;
-pub mod loader;
-pub mod reward;
+mod contract;
+mod loader;
+mod log;
+mod reward;
 pub mod runtime;
-pub mod sandbox;
-pub mod schedule;
-mod v0_1_0;
-mod v0_2_0;
+mod sandbox;
+mod schedule;
+mod spec;
 
 pub use loader::LoaderPlugin;
+pub use log::{stderr_sink, LogRecord, LogSink};
 pub use reward::{ItemOutcome, RewardPlugin};
-pub use runtime::{Limits, LogRecord, LogSink, OnError, PluginRuntime, PluginSpec, RuntimeOptions};
+pub use runtime::{PluginRuntime, RuntimeOptions};
+pub use sandbox::{Limits, OnError};
 pub use schedule::SchedulePlugin;
+pub use spec::PluginSpec;

@@ -1,24 +1,19 @@
 //! Reward plugins: a pool of pre-instantiated instances; a batch of groups
 //! is split across them and scored on all cores, one boundary crossing per
-//! call of up to `CALL_ITEMS` completions.
-//!
-//! Plugins of contract 0.2.x get whole groups (the sample once, the
-//! responses packed) and return score columns; plugins of 0.1.x get one
-//! completion per response, each with a view of its group's sample.
+//! call of up to `CALL_ITEMS` completions. A call that traps is re-scored
+//! piece by piece on fresh instances to find the items at fault.
 
 use std::sync::Mutex;
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{anyhow, Context, Result};
 use lmmhost_bundle::{ComponentFacts, World};
 use lmmhost_sdk as sdk;
-use wasmtime::component::HasSelf;
 use wasmtime::Store;
 
-use crate::convert;
-use crate::runtime::{Contract, OnError, PluginRuntime, PluginSpec};
-use crate::sandbox::{call_with_budget, instantiated, new_store, CallFailure, State};
-use crate::v0_1_0::reward as v1;
-use crate::v0_2_0::reward as v2;
+use crate::contract::{Pre, RewardInstance};
+use crate::runtime::PluginRuntime;
+use crate::sandbox::{call_with_budget, CallFailure, OnError, State};
+use crate::spec::PluginSpec;
 
 /// Completions per call into an instance (a batch is split across the pool,
 /// then into calls of whole groups up to this size): the values lowered into
@@ -37,46 +32,23 @@ pub enum ItemOutcome {
     },
 }
 
-/// The bindings of the contract version the component was built against.
-enum Pre {
-    V0_1(v1::RewardPluginPre<State>),
-    V0_2(v2::RewardPluginPre<State>),
-}
-
-enum Bindings {
-    V0_1(v1::RewardPlugin),
-    V0_2(v2::RewardPlugin),
-}
-
 struct Instance {
     store: Store<State>,
-    bindings: Bindings,
+    bindings: Box<dyn RewardInstance>,
 }
 
 pub struct RewardPlugin {
     spec: PluginSpec,
     facts: ComponentFacts,
     engine: wasmtime::Engine,
-    pre: Pre,
+    pre: Box<dyn Pre<dyn RewardInstance>>,
     pool: Vec<Mutex<Option<Instance>>>,
 }
 
 impl RewardPlugin {
     pub fn new(runtime: &PluginRuntime, spec: PluginSpec) -> Result<RewardPlugin> {
         let (component, facts, contract) = runtime.prepare(&spec, World::Reward)?;
-        let pre = if contract == Contract::V0_1 {
-            Pre::V0_1(v1::RewardPluginPre::new(runtime.instance_pre(
-                &spec,
-                &component,
-                |l| v1::RewardPlugin::add_to_linker::<State, HasSelf<State>>(l, |s| s),
-            )?)?)
-        } else {
-            Pre::V0_2(v2::RewardPluginPre::new(runtime.instance_pre(
-                &spec,
-                &component,
-                |l| v2::RewardPlugin::add_to_linker::<State, HasSelf<State>>(l, |s| s),
-            )?)?)
-        };
+        let pre = contract.reward(&runtime.engine, &component, &spec.name)?;
         let mut plugin = RewardPlugin {
             engine: runtime.engine.clone(),
             pre,
@@ -84,16 +56,11 @@ impl RewardPlugin {
             pool: Vec::new(),
             spec,
         };
-        let n = plugin.spec.limits.instances.max(1);
-        for _ in 0..n {
+        for _ in 0..plugin.spec.limits.instances() {
             let inst = plugin.instantiate()?;
             plugin.pool.push(Mutex::new(Some(inst)));
         }
         Ok(plugin)
-    }
-
-    pub fn name(&self) -> &str {
-        &self.spec.name
     }
 
     pub fn facts(&self) -> &ComponentFacts {
@@ -102,19 +69,16 @@ impl RewardPlugin {
 
     fn instantiate(&self) -> Result<Instance> {
         let name = &self.spec.name;
-        let mut store = new_store(&self.engine, &self.spec, &[])?;
-        let bindings = match &self.pre {
-            Pre::V0_1(p) => Bindings::V0_1(instantiated(p.instantiate(&mut store), name)?),
-            Pre::V0_2(p) => Bindings::V0_2(instantiated(p.instantiate(&mut store), name)?),
-        };
-        let (timeout, mem) = (self.spec.limits.call_timeout, self.spec.limits.memory_bytes);
+        let mut store = self.spec.new_store(&self.engine, &[])?;
+        let bindings = self
+            .pre
+            .new_instance(&mut store)
+            .map_err(anyhow::Error::from)
+            .with_context(|| format!("plugin {name}: cannot instantiate"))?;
         let config = self.spec.config.as_str();
-        call_with_budget(&mut store, timeout, mem, |s| match &bindings {
-            Bindings::V0_1(b) => b.lmmhost_plugin_reward().call_init(s, config),
-            Bindings::V0_2(b) => b.lmmhost_plugin_reward().call_init(s, config),
-        })
-        .map_err(|f| anyhow!("plugin {name}: init {}", f.message))?
-        .map_err(|e| anyhow!("plugin {name}: init rejected the config: {e}"))?;
+        call_with_budget(&mut store, &self.spec.limits, |s| bindings.init(s, config))
+            .map_err(|f| anyhow!("plugin {name}: init {}", f.message))?
+            .map_err(|e| anyhow!("plugin {name}: init rejected the config: {e}"))?;
         Ok(Instance { store, bindings })
     }
 
@@ -203,23 +167,20 @@ impl RewardPlugin {
             Some(i) => i,
             None => self.instantiate()?,
         };
-        let table = match self.call(&mut inst, part)? {
-            Ok(table) => {
-                *guard = Some(inst);
-                table
-            }
+        let (table, inst) = match self.call(&mut inst, part)? {
+            Ok(table) => (table, inst),
             // The instance is poisoned: find the item(s) responsible on fresh
             // instances, so that the error can name them.
             Err(_) => {
                 drop(inst);
-                let (table, inst) = self.isolate_failures(part)?;
-                *guard = Some(inst);
-                table
+                self.isolate_failures(part)?
             }
         };
+        let call = inst.bindings.score_call();
+        *guard = Some(inst);
         if let Some((i, e)) = table.failures.first() {
             if self.spec.on_error == OnError::Abort {
-                return Err(self.item_error(part, first, *i as usize, e));
+                return Err(self.item_error(call, part, first, *i as usize, e));
             }
         }
         Ok(table)
@@ -255,94 +216,30 @@ impl RewardPlugin {
         Ok((table, inst))
     }
 
-    /// Calls the instance on `part`. The outer error is a broken contract
-    /// (a result that does not fit the call); the inner one a trap, timeout
-    /// or memory exhaustion, after which the instance must be dropped.
+    /// Calls the instance on `part` within the time budget. The outer error
+    /// is a broken contract (a result that does not fit the call); the inner
+    /// one a trap, timeout or memory exhaustion, after which the instance
+    /// must be dropped.
     fn call(
         &self,
         inst: &mut Instance,
         part: &[sdk::Group],
     ) -> Result<Result<sdk::ScoreTable, CallFailure>> {
-        let (timeout, mem) = (self.spec.limits.call_timeout, self.spec.limits.memory_bytes);
-        let items: usize = part.iter().map(sdk::Group::len).sum();
-        let samples: Vec<&sdk::Sample> = part.iter().map(|g| &g.sample).collect();
-        let metadata = convert::metadata(&samples);
-        let name = &self.spec.name;
-        match &inst.bindings {
-            Bindings::V0_2(b) => {
-                use convert::reward_v0_2 as c;
-                use v2::exports::lmmhost::plugin::reward::Group;
-                let parts = c::parts(&samples);
-                let messages = c::messages(&samples, &parts);
-                let views = c::samples(&samples, &messages, &metadata);
-                let groups: Vec<Group<'_>> = part
-                    .iter()
-                    .zip(views)
-                    .map(|(g, sample)| Group {
-                        sample,
-                        responses: &g.responses,
-                        ends: &g.ends,
-                        tokens: &g.tokens,
-                    })
-                    .collect();
-                let r = call_with_budget(&mut inst.store, timeout, mem, |s| {
-                    b.lmmhost_plugin_reward().call_score_groups(s, &groups)
-                });
-                Ok(match r {
-                    Ok(scores) => {
-                        let table = convert::scores_from_v0_2(scores);
-                        table.validate(items).map_err(|e| {
-                            anyhow!("plugin {name}: score-groups broke the contract: {e}")
-                        })?;
-                        Ok(table)
-                    }
-                    Err(f) => Err(f),
-                })
-            }
-            Bindings::V0_1(b) => {
-                use convert::reward_v0_1 as c;
-                use v1::lmmhost::plugin::types::Completion;
-                let parts = c::parts(&samples);
-                let messages = c::messages(&samples, &parts);
-                let views = c::samples(&samples, &messages, &metadata);
-                let completions: Vec<Completion<'_>> = part
-                    .iter()
-                    .zip(&views)
-                    .flat_map(|(g, sample)| {
-                        (0..g.len()).map(move |i| Completion {
-                            sample: sample.clone(),
-                            response: g.response(i).unwrap_or_default(),
-                            response_tokens: g.tokens(i),
-                        })
-                    })
-                    .collect();
-                let r = call_with_budget(&mut inst.store, timeout, mem, |s| {
-                    b.lmmhost_plugin_reward().call_score_batch(s, &completions)
-                });
-                Ok(match r {
-                    Ok(list) => {
-                        if list.len() != items {
-                            bail!(
-                                "plugin {name}: score-batch returned {} results for {items} completions",
-                                list.len()
-                            );
-                        }
-                        let mut table = sdk::ScoreTable::with_capacity(items);
-                        for item in list {
-                            table.push(item.map(convert::score_from_v0_1));
-                        }
-                        Ok(table)
-                    }
-                    Err(f) => Err(f),
-                })
-            }
+        let bindings = &inst.bindings;
+        match call_with_budget(&mut inst.store, &self.spec.limits, |s| {
+            bindings.score(s, part)
+        }) {
+            Ok(Ok(table)) => Ok(Ok(table)),
+            Ok(Err(broken)) => Err(anyhow!("plugin {}: {broken}", self.spec.name)),
+            Err(f) => Ok(Err(f)),
         }
     }
 
-    /// The error for item `i` of a call on `part` whose first item is `first`
-    /// in the batch.
+    /// The error for item `i` of a call (the export `call`) on `part` whose
+    /// first item is `first` in the batch.
     fn item_error(
         &self,
+        call: &str,
         part: &[sdk::Group],
         first: usize,
         i: usize,
@@ -354,10 +251,6 @@ impl RewardPlugin {
             g += 1;
         }
         let id = part.get(g).map_or("", |g| g.sample.id.as_str());
-        let call = match self.pre {
-            Pre::V0_1(_) => "score-batch",
-            Pre::V0_2(_) => "score-groups",
-        };
         anyhow!(
             "plugin {}: {call} failed on item {} (sample id {id:?}, response {k} of its group): {error}",
             self.spec.name,

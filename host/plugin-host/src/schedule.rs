@@ -1,49 +1,20 @@
-//! Schedule plugins: one instance; its state is saved with checkpoints.
+//! Schedule plugins: one instance, whose state is saved with checkpoints;
+//! after a failed call it is never called again.
 
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, Context, Result};
 use lmmhost_bundle::World;
 use lmmhost_sdk as sdk;
-use wasmtime::component::HasSelf;
 use wasmtime::Store;
 
-use crate::convert;
-use crate::runtime::{Contract, PluginRuntime, PluginSpec};
-use crate::sandbox::{call_with_budget, instantiated, new_store, State};
-use crate::v0_1_0::schedule as s1;
-use crate::v0_2_0::schedule as s2;
-
-/// The bindings of the contract version the component was built against.
-enum Bindings {
-    V0_1(s1::SchedulePlugin),
-    V0_2(s2::SchedulePlugin),
-}
-
-/// Evaluates `$body` with `$b` bound to the schedule interface of the
-/// instance and `$c` to that version's conversions: the interface is the
-/// same in every version, only the generated types differ.
-macro_rules! per_version {
-    ($bindings:expr, |$b:ident, $c:ident| $body:expr) => {
-        match $bindings {
-            Bindings::V0_1(x) => {
-                let $b = x.lmmhost_plugin_schedule();
-                #[allow(unused_imports)]
-                use convert::worlds_v0_1 as $c;
-                $body
-            }
-            Bindings::V0_2(x) => {
-                let $b = x.lmmhost_plugin_schedule();
-                #[allow(unused_imports)]
-                use convert::worlds_v0_2 as $c;
-                $body
-            }
-        }
-    };
-}
+use crate::contract::ScheduleInstance;
+use crate::runtime::PluginRuntime;
+use crate::sandbox::{call_with_budget, State};
+use crate::spec::PluginSpec;
 
 pub struct SchedulePlugin {
     spec: PluginSpec,
     store: Store<State>,
-    bindings: Bindings,
+    bindings: Box<dyn ScheduleInstance>,
     /// Set after a trap: the instance must not be called again.
     poisoned: bool,
 }
@@ -52,23 +23,12 @@ impl SchedulePlugin {
     pub fn new(runtime: &PluginRuntime, spec: PluginSpec) -> Result<SchedulePlugin> {
         let name = spec.name.clone();
         let (component, _, contract) = runtime.prepare(&spec, World::Schedule)?;
-        let mut store = new_store(&runtime.engine, &spec, &[])?;
-        let bindings = match contract {
-            Contract::V0_1 => Bindings::V0_1(instantiated(
-                s1::SchedulePluginPre::new(runtime.instance_pre(&spec, &component, |l| {
-                    s1::SchedulePlugin::add_to_linker::<State, HasSelf<State>>(l, |s| s)
-                })?)?
-                .instantiate(&mut store),
-                &name,
-            )?),
-            Contract::V0_2 => Bindings::V0_2(instantiated(
-                s2::SchedulePluginPre::new(runtime.instance_pre(&spec, &component, |l| {
-                    s2::SchedulePlugin::add_to_linker::<State, HasSelf<State>>(l, |s| s)
-                })?)?
-                .instantiate(&mut store),
-                &name,
-            )?),
-        };
+        let mut store = spec.new_store(&runtime.engine, &[])?;
+        let bindings = contract
+            .schedule(&runtime.engine, &component, &name)?
+            .new_instance(&mut store)
+            .map_err(anyhow::Error::from)
+            .with_context(|| format!("plugin {name}: cannot instantiate"))?;
         let mut plugin = SchedulePlugin {
             spec,
             store,
@@ -77,25 +37,23 @@ impl SchedulePlugin {
         };
         let config = plugin.spec.config.clone();
         plugin
-            .call("init", |b, s| {
-                per_version!(b, |i, _c| i.call_init(s, &config))
-            })?
+            .call("init", |b, s| b.init(s, &config))?
             .map_err(|e| anyhow!("plugin {name}: init rejected the config: {e}"))?;
         Ok(plugin)
     }
 
+    /// Calls the instance within its time budget; `what` names the call in errors.
     fn call<R>(
         &mut self,
         what: &str,
-        f: impl FnOnce(&Bindings, &mut Store<State>) -> wasmtime::Result<R>,
+        f: impl FnOnce(&dyn ScheduleInstance, &mut Store<State>) -> wasmtime::Result<R>,
     ) -> Result<R> {
         let name = &self.spec.name;
         if self.poisoned {
             return Err(anyhow!("plugin {name}: unusable after an earlier failure"));
         }
-        let (timeout, mem) = (self.spec.limits.call_timeout, self.spec.limits.memory_bytes);
-        let bindings = &self.bindings;
-        call_with_budget(&mut self.store, timeout, mem, |s| f(bindings, s)).map_err(|e| {
+        let bindings = self.bindings.as_ref();
+        call_with_budget(&mut self.store, &self.spec.limits, |s| f(bindings, s)).map_err(|e| {
             self.poisoned = true;
             anyhow!("plugin {name}: {what} {}", e.message)
         })
@@ -104,11 +62,7 @@ impl SchedulePlugin {
     /// The plan for the next step, or `None` when training is finished.
     pub fn next_plan(&mut self, state: &sdk::TrainState) -> Result<Option<sdk::Plan>> {
         let name = self.spec.name.clone();
-        let r = self.call("next-plan", |b, st| {
-            per_version!(b, |i, c| i
-                .call_next_plan(st, &c::state_to(state))
-                .map(|r| r.map(|p| p.map(c::plan_from))))
-        })?;
+        let r = self.call("next-plan", |b, s| b.next_plan(s, state))?;
         r.map_err(|e| {
             anyhow!(
                 "plugin {name}: next-plan at step {}: {e}",
@@ -118,16 +72,12 @@ impl SchedulePlugin {
     }
 
     pub fn save_state(&mut self) -> Result<Vec<u8>> {
-        self.call("save-state", |b, s| {
-            per_version!(b, |i, _c| i.call_save_state(s))
-        })
+        self.call("save-state", |b, s| b.save_state(s))
     }
 
     pub fn load_state(&mut self, bytes: &[u8]) -> Result<()> {
         let name = self.spec.name.clone();
-        self.call("load-state", |b, s| {
-            per_version!(b, |i, _c| i.call_load_state(s, bytes))
-        })?
-        .map_err(|e| anyhow!("plugin {name}: load-state refused the saved state: {e}"))
+        self.call("load-state", |b, s| b.load_state(s, bytes))?
+            .map_err(|e| anyhow!("plugin {name}: load-state refused the saved state: {e}"))
     }
 }

@@ -2,7 +2,6 @@
 
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
@@ -193,7 +192,7 @@ fn score(args: ScoreArgs) -> Result<()> {
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "reward".into());
     let mut spec = PluginSpec::from_file(&name, &args.reward, &config)?;
-    spec.limits.call_timeout = Duration::from_millis(args.timeout_ms);
+    spec.limits.call_timeout_ms = args.timeout_ms;
     spec.on_error = if args.zero_on_error {
         OnError::Zero
     } else {

@@ -6,7 +6,6 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use lmmhost_bundle::TrustPolicy;
@@ -114,14 +113,11 @@ fn spec(
     grants: Vec<PathBuf>,
 ) -> Result<PluginSpec> {
     let entry: &PluginEntry = &exp.plugins[name];
-    let mut limits = Limits {
-        call_timeout: Duration::from_millis(entry.limits.call_timeout_ms),
-        memory_bytes: entry.limits.memory_mb << 20,
-        ..Limits::default()
+    let limits = Limits {
+        call_timeout_ms: entry.limits.call_timeout_ms,
+        memory_mb: entry.limits.memory_mb,
+        instances: entry.limits.instances,
     };
-    if let Some(n) = entry.limits.instances {
-        limits.instances = n.max(1);
-    }
     let config = merge_tables(&c.default_config, config);
     Ok(PluginSpec {
         name: name.to_string(),
@@ -135,7 +131,7 @@ fn spec(
         },
         seed: plugin_seed(exp.seed, name),
         grants,
-        log: lmmhost_plugin_host::runtime::stderr_sink(),
+        log: lmmhost_plugin_host::stderr_sink(),
     })
 }
 
