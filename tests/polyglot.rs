@@ -19,6 +19,7 @@ use lmmhost_bundle::{check_wit_compatible, inspect_component, World, HOST_WIT_VE
 use lmmhost_plugin_host::{
     ItemOutcome, OnError, PluginRuntime, PluginSpec, RewardPlugin, RuntimeOptions,
 };
+use lmmhost_sdk::reward::score_completions;
 use lmmhost_sdk::{Completion, ContentPart, Message, Reward, Sample, Score};
 
 /// (language, component name); the file is target/plugins/<name>.wasm.
@@ -464,7 +465,7 @@ fn rust_python_and_javascript_score_identically() {
     batch.extend(generated());
 
     // The set must exercise every branch, or agreement would prove little.
-    let native: Vec<Result<Score, String>> = rule.score_batch(&batch);
+    let native: Vec<Result<Score, String>> = score_completions(&rule, &batch);
     let count = |p: &dyn Fn(&Result<Score, String>) -> bool| native.iter().filter(|r| p(r)).count();
     let formats = count(&|r| matches!(r, Ok(s) if s.components[0].1 > 0.0));
     let accurate = count(&|r| matches!(r, Ok(s) if s.components[1].1 > 0.0));
@@ -484,7 +485,7 @@ fn rust_python_and_javascript_score_identically() {
     let js_view: Vec<Completion> = batch.iter().map(strip_leading_bom).collect();
     let changed = native
         .iter()
-        .zip(rule.score_batch(&js_view))
+        .zip(score_completions(&rule, &js_view))
         .filter(|(a, b)| *a != b)
         .count();
     println!("{changed} completions score differently once a leading U+FEFF is stripped");
@@ -519,8 +520,8 @@ fn rust_python_and_javascript_score_identically() {
     ];
     for config in configs {
         let rule = NumericR1::new(config).unwrap();
-        let native = rule.score_batch(&batch);
-        let native_js = rule.score_batch(&js_view);
+        let native = score_completions(&rule, &batch);
+        let native_js = score_completions(&rule, &js_view);
         for (lang, name) in PLUGINS {
             let plugin = start(&runtime, name, config)
                 .unwrap_or_else(|e| panic!("{lang} with config {config:?}: {e:#}"));
@@ -611,7 +612,7 @@ fn bench_three_languages() {
     let native: Vec<Result<Score, String>> = std::thread::scope(|s| {
         let hs: Vec<_> = batch
             .chunks(n.div_ceil(threads))
-            .map(|part| s.spawn(|| rule.score_batch(part)))
+            .map(|part| s.spawn(|| part.iter().map(|c| rule.score(c)).collect::<Vec<_>>()))
             .collect();
         hs.into_iter().flat_map(|h| h.join().unwrap()).collect()
     });

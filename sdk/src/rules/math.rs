@@ -213,7 +213,10 @@ mod tests {
         let e = r.score(&completion(None, "\\boxed{1}")).unwrap_err();
         assert!(e.contains("s7") && e.contains("answer"), "{e}");
         // One bad item does not sink the batch.
-        let out = r.score_batch(&[completion(None, "x"), completion(Some("1"), "\\boxed{1}")]);
+        let out = crate::reward::score_completions(
+            &r,
+            &[completion(None, "x"), completion(Some("1"), "\\boxed{1}")],
+        );
         assert!(out[0].is_err());
         assert_eq!(out[1].as_ref().unwrap().total, 1.0);
     }
