@@ -1,15 +1,15 @@
-//! How completions cross the reward boundary since `lmmhost:plugin@0.2.0`:
-//! grouped going in ([`Group`]: a prompt's sample once, its responses packed
-//! into one string) and as columns coming out ([`ScoreTable`]).
+//! How completions cross the reward boundary: grouped going in ([`Group`]:
+//! a prompt's sample once, its responses packed into one string) and as
+//! columns coming out ([`ScoreTable`]).
 //!
 //! Both structs have exactly the shape wit-bindgen generates for the WIT
 //! records `group` and `scores`, so the guest lifts and lowers them with no
 //! conversion; the host uses the same types.
 //!
-//! Why packed: in 0.1.0 each completion carried its own copy of the sample
-//! and each score its own component names, about a dozen allocations per
-//! completion across both sides, which cost more than a cheap rule itself.
-//! Here a call costs a handful of allocations per group of responses.
+//! Why packed: a completion that carries its own copy of the sample, and a
+//! score that carries its own component names, cost about a dozen
+//! allocations per completion across both sides, more than a cheap rule
+//! itself. Packed, a call costs a handful of allocations per group.
 
 use crate::types::{Completion, Sample, Score};
 

@@ -1,6 +1,7 @@
 //! The SDK's math accuracy rule exported through the 0.1.0 reward contract
-//! (one completion per item, each with its own sample), as plugins built
-//! before 0.2.0 are: the host must score it exactly as the 0.2.0 build.
+//! (one completion per item, each with its own sample), as every plugin
+//! built against that contract is: the host must score it exactly as the
+//! 0.2.0 build.
 #![cfg(target_arch = "wasm32")]
 
 use lmmhost_sdk as sdk;
