@@ -282,9 +282,22 @@ pub(crate) use schedule_world;
 /// types module is `$t` (`sample`, `message`, `content-part` as in 0.1.0):
 /// no string is copied, and a call costs four allocations, not several per
 /// sample. Built in stages because each level borrows the one below:
-/// `view_parts` -> `view_messages` -> `view_samples` (with [`metadata`]).
+/// `view_parts` -> `view_messages` -> `view_samples` (with [`metadata`]);
+/// `with_sample_views` builds them all for the samples of some groups.
 macro_rules! sample_views {
     ($t:ident) => {
+        /// Calls `f` with a view of each group's sample, in order.
+        fn with_sample_views<R>(
+            groups: &[lmmhost_sdk::Group],
+            f: impl FnOnce(Vec<$t::Sample<'_>>) -> R,
+        ) -> R {
+            let samples: Vec<&lmmhost_sdk::Sample> = groups.iter().map(|g| &g.sample).collect();
+            let metadata = $crate::contract::shapes::metadata(&samples);
+            let parts = view_parts(&samples);
+            let messages = view_messages(&samples, &parts);
+            f(view_samples(&samples, &messages, &metadata))
+        }
+
         /// Every content part of every message of `samples`, in order.
         fn view_parts<'a>(samples: &[&'a lmmhost_sdk::Sample]) -> Vec<$t::ContentPart<'a>> {
             use lmmhost_sdk::{ContentPart, ImageSource};

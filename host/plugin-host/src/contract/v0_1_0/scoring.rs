@@ -28,25 +28,21 @@ impl RewardInstance for RewardPlugin {
         groups: &[sdk::Group],
     ) -> wasmtime::Result<Result<sdk::ScoreTable, String>> {
         let items: usize = groups.iter().map(sdk::Group::len).sum();
-        let samples: Vec<&sdk::Sample> = groups.iter().map(|g| &g.sample).collect();
-        let metadata = shapes::metadata(&samples);
-        let parts = view_parts(&samples);
-        let messages = view_messages(&samples, &parts);
-        let views = view_samples(&samples, &messages, &metadata);
-        let completions: Vec<t::Completion<'_>> = groups
-            .iter()
-            .zip(&views)
-            .flat_map(|(g, sample)| {
-                (0..g.len()).map(move |i| t::Completion {
-                    sample: sample.clone(),
-                    response: g.response(i).unwrap_or_default(),
-                    response_tokens: g.tokens(i),
+        let list = with_sample_views(groups, |views| {
+            let completions: Vec<t::Completion<'_>> = groups
+                .iter()
+                .zip(&views)
+                .flat_map(|(g, sample)| {
+                    (0..g.len()).map(move |i| t::Completion {
+                        sample: sample.clone(),
+                        response: g.response(i).unwrap_or_default(),
+                        response_tokens: g.tokens(i),
+                    })
                 })
-            })
-            .collect();
-        let list = self
-            .lmmhost_plugin_reward()
-            .call_score_batch(store, &completions)?;
+                .collect();
+            self.lmmhost_plugin_reward()
+                .call_score_batch(store, &completions)
+        })?;
         if list.len() != items {
             return Ok(Err(format!(
                 "score-batch returned {} results for {items} completions",

@@ -29,24 +29,20 @@ impl RewardInstance for RewardPlugin {
         groups: &[sdk::Group],
     ) -> wasmtime::Result<Result<sdk::ScoreTable, String>> {
         let items: usize = groups.iter().map(sdk::Group::len).sum();
-        let samples: Vec<&sdk::Sample> = groups.iter().map(|g| &g.sample).collect();
-        let metadata = shapes::metadata(&samples);
-        let parts = view_parts(&samples);
-        let messages = view_messages(&samples, &parts);
-        let views = view_samples(&samples, &messages, &metadata);
-        let lowered: Vec<Group<'_>> = groups
-            .iter()
-            .zip(views)
-            .map(|(g, sample)| Group {
-                sample,
-                responses: &g.responses,
-                ends: &g.ends,
-                tokens: &g.tokens,
-            })
-            .collect();
-        let scores = self
-            .lmmhost_plugin_reward()
-            .call_score_groups(store, &lowered)?;
+        let scores = with_sample_views(groups, |views| {
+            let lowered: Vec<Group<'_>> = groups
+                .iter()
+                .zip(views)
+                .map(|(g, sample)| Group {
+                    sample,
+                    responses: &g.responses,
+                    ends: &g.ends,
+                    tokens: &g.tokens,
+                })
+                .collect();
+            self.lmmhost_plugin_reward()
+                .call_score_groups(store, &lowered)
+        })?;
         let table = table_from(scores);
         Ok(match table.validate(items) {
             Ok(()) => Ok(table),
