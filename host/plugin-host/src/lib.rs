@@ -2,7 +2,8 @@
 //!
 //! [`RewardPlugin`], [`LoaderPlugin`] and [`SchedulePlugin`] are what the CLI
 //! and the trainer use; their boundary types are the SDK's plain Rust types.
-//! Each module imports only those listed before it:
+//! Each module imports only those listed before it (`tests/layers.rs`
+//! fails on any import cycle):
 //!
 //! - `log`: where plugin log lines go;
 //! - `sandbox`: what an instance can reach and spend: the limits, their
