@@ -138,7 +138,7 @@ fn json_array_files_llamafactory_sharegpt_alpaca_openrlhf() {
         s[1].messages[0].content,
         vec![image(&imgs.join("red.png")), text("Which colour is the square?")]
     );
-    assert_eq!(s[2].id, "mllm_demo.json:14");
+    assert_eq!(s[2].id, "mllm_demo.json:17");
     // ShareGPT: system field, human/gpt turns, images at placeholders.
     let roles: Vec<&str> = s[3].messages.iter().map(|m| m.role.as_str()).collect();
     assert_eq!(roles, ["system", "user", "assistant"]);
