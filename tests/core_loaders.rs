@@ -62,7 +62,10 @@ fn loader_jsonl_reads_the_three_layouts_and_names_bad_rows() {
     let data = write_jsonl(&dir);
     // By default a bad row fails `open`, naming its file and line.
     let e = format!("{:#}", open("loader-jsonl", "", &[&dir]).err().unwrap());
-    assert!(e.contains(&format!("{}:5: missing field `answer`", data.display())), "{e}");
+    assert!(
+        e.contains(&format!("{}:5: missing field `answer`", data.display())),
+        "{e}"
+    );
     let l = open("loader-jsonl", "validate_at_open = false", &[&dir]).unwrap();
     // Blank lines do not count; with `validate_at_open = false` bad rows are found lazily.
     assert_eq!(l.info().len, 5);

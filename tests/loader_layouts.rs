@@ -42,7 +42,10 @@ fn all(l: &LoaderPlugin) -> Vec<Sample> {
 
 /// `image_roots = [...]` for the config, as the host writes it.
 fn roots(dirs: &[&Path]) -> String {
-    let list: Vec<String> = dirs.iter().map(|d| format!("{:?}", d.to_string_lossy())).collect();
+    let list: Vec<String> = dirs
+        .iter()
+        .map(|d| format!("{:?}", d.to_string_lossy()))
+        .collect();
     format!("image_roots = [{}]", list.join(", "))
 }
 
@@ -97,8 +100,17 @@ fn lmm_r1_images_in_another_folder_through_an_image_root() {
 fn easyr1_image_dir_and_prompt_column() {
     let f = fx();
     let imgs = f.join("images");
-    let cfg = format!("image_dir = {:?}\n{}", imgs.to_string_lossy(), roots(&[&imgs]));
-    let l = open("loader-jsonl", &cfg, &[&f.join("easyr1/train.jsonl"), &imgs]).unwrap();
+    let cfg = format!(
+        "image_dir = {:?}\n{}",
+        imgs.to_string_lossy(),
+        roots(&[&imgs])
+    );
+    let l = open(
+        "loader-jsonl",
+        &cfg,
+        &[&f.join("easyr1/train.jsonl"), &imgs],
+    )
+    .unwrap();
     let s = all(&l);
     assert_eq!(s.len(), 3);
     assert_eq!(
@@ -114,9 +126,17 @@ fn easyr1_image_dir_and_prompt_column() {
     assert_eq!(s[2].answer.as_deref(), Some("42"));
     // `image_dir` relative to the data file's directory; EasyR1's `prompt` column.
     let cfg = format!("image_dir = \"../images\"\n{}", roots(&[&imgs]));
-    let l = open("loader-jsonl", &cfg, &[&f.join("easyr1/prompt_key.jsonl"), &imgs]).unwrap();
+    let l = open(
+        "loader-jsonl",
+        &cfg,
+        &[&f.join("easyr1/prompt_key.jsonl"), &imgs],
+    )
+    .unwrap();
     let s = l.get(0).unwrap();
-    assert_eq!(s.messages[0].content, vec![image(&imgs.join("red.png")), text("Colour?")]);
+    assert_eq!(
+        s.messages[0].content,
+        vec![image(&imgs.join("red.png")), text("Colour?")]
+    );
     assert_eq!(s.answer.as_deref(), Some("red"));
 }
 
@@ -136,13 +156,19 @@ fn json_array_files_llamafactory_sharegpt_alpaca_openrlhf() {
     assert_eq!(s[1].id, "mllm_demo.json:2");
     assert_eq!(
         s[1].messages[0].content,
-        vec![image(&imgs.join("red.png")), text("Which colour is the square?")]
+        vec![
+            image(&imgs.join("red.png")),
+            text("Which colour is the square?")
+        ]
     );
     assert_eq!(s[2].id, "mllm_demo.json:17");
     // ShareGPT: system field, human/gpt turns, images at placeholders.
     let roles: Vec<&str> = s[3].messages.iter().map(|m| m.role.as_str()).collect();
     assert_eq!(roles, ["system", "user", "assistant"]);
-    assert_eq!(s[3].messages[0].content, vec![text("You are a careful annotator.")]);
+    assert_eq!(
+        s[3].messages[0].content,
+        vec![text("You are a careful annotator.")]
+    );
     assert_eq!(s[3].messages[1].content[0], image(&imgs.join("blue.png")));
     assert_eq!(s[4].messages.len(), 4);
     assert_eq!(s[4].messages[3].content, vec![text("42")]);
@@ -150,9 +176,15 @@ fn json_array_files_llamafactory_sharegpt_alpaca_openrlhf() {
     let l = open("loader-jsonl", "", &[&f.join("openrlhf/prompts.json")]).unwrap();
     assert_eq!(l.get(0).unwrap().answer.as_deref(), Some("$\\boxed{81}$"));
     // A truncated array is refused at open, naming where the open element starts.
-    let e = err(open("loader-jsonl", "", &[&f.join("broken/truncated.json")]));
+    let e = err(open(
+        "loader-jsonl",
+        &cfg,
+        &[&f.join("broken/truncated.json"), &imgs],
+    ));
     assert!(
-        e.contains("truncated.json:14: the JSON array is not closed"),
+        e.contains(
+            "truncated.json:17: the JSON array is not closed: the file ends inside element 2"
+        ),
         "{e}"
     );
 }
@@ -161,7 +193,12 @@ fn json_array_files_llamafactory_sharegpt_alpaca_openrlhf() {
 fn ms_swift_query_response_with_history() {
     let f = fx();
     let imgs = f.join("images");
-    let l = open("loader-jsonl", &roots(&[&imgs]), &[&f.join("ms-swift"), &imgs]).unwrap();
+    let l = open(
+        "loader-jsonl",
+        &roots(&[&imgs]),
+        &[&f.join("ms-swift"), &imgs],
+    )
+    .unwrap();
     let s = all(&l);
     let roles: Vec<&str> = s[0].messages.iter().map(|m| m.role.as_str()).collect();
     assert_eq!(roles, ["system", "user", "assistant", "user", "assistant"]);
@@ -179,9 +216,16 @@ fn verl_parquet_with_a_list_ground_truth() {
     let l = open("loader-parquet", "", &[&fx().join("verl/train.parquet")]).unwrap();
     let s = all(&l);
     assert_eq!(s[0].answer.as_deref(), Some("3"));
-    assert!(matches!(s[0].messages[0].content[0], ContentPart::Image(ImageSource::Bytes(_))));
+    assert!(matches!(
+        s[0].messages[0].content[0],
+        ContentPart::Image(ImageSource::Bytes(_))
+    ));
     assert_eq!(s[1].answer.as_deref(), Some("2"));
-    let answers = s[1].metadata.iter().find(|(k, _)| k == "answers").map(|(_, v)| v.as_str());
+    let answers = s[1]
+        .metadata
+        .iter()
+        .find(|(k, _)| k == "answers")
+        .map(|(_, v)| v.as_str());
     assert_eq!(answers, Some("[\"2\",\"-2\"]"));
     assert!(s[0].metadata.iter().all(|(k, _)| k != "answers"));
 }
@@ -202,12 +246,25 @@ fn parquet_in_zstd_snappy_gzip_and_lz4() {
 fn lmm_r1_sokoban_rows_read_their_level() {
     let f = fx();
     let imgs = f.join("images");
-    let l = open("loader-jsonl", &roots(&[&imgs]), &[&f.join("sokoban"), &imgs]).unwrap();
+    let l = open(
+        "loader-jsonl",
+        &roots(&[&imgs]),
+        &[&f.join("sokoban"), &imgs],
+    )
+    .unwrap();
     let s = l.get(0).unwrap();
     assert_eq!(s.answer, None);
-    let meta = |k: &str| s.metadata.iter().find(|(m, _)| m == k).map(|(_, v)| v.clone());
+    let meta = |k: &str| {
+        s.metadata
+            .iter()
+            .find(|(m, _)| m == k)
+            .map(|(_, v)| v.clone())
+    };
     assert_eq!(meta("level").as_deref(), Some("#####\n#@$.#\n#####"));
-    assert_eq!(meta("question").as_deref(), Some("Sokoban-small-v0-level_0"));
+    assert_eq!(
+        meta("question").as_deref(),
+        Some("Sokoban-small-v0-level_0")
+    );
     assert_eq!(s.messages[1].content[0], image(&imgs.join("red.png")));
 }
 
@@ -228,21 +285,43 @@ fn malformed_rows_at_open_and_skip_reasons_per_class() {
     // Without skipping: the first bad row, at open, by file, line, field and expectation.
     let e = err(open("loader-jsonl", "", &[&file]));
     assert!(e.contains("train.jsonl:2: missing field `answer`"), "{e}");
-    let e = err(open("loader-jsonl", "format = \"easyr1\"\nskip_bad_rows = false", &[&dir.join("nope.jsonl")]));
+    let e = err(open(
+        "loader-jsonl",
+        "format = \"easyr1\"\nskip_bad_rows = false",
+        &[&dir.join("nope.jsonl")],
+    ));
     assert!(e.contains("nope.jsonl"), "{e}");
     // Lazy mode keeps the error for `get`.
     let l = open("loader-jsonl", "validate_at_open = false", &[&file]).unwrap();
     assert_eq!(l.len(), 6);
     let e = format!("{:#}", l.get(2).unwrap_err());
-    assert!(e.contains("train.jsonl:3: `problem` must be a string, got a number"), "{e}");
+    assert!(
+        e.contains("train.jsonl:3: `problem` must be a string, got a number"),
+        "{e}"
+    );
     // Skipping: the first reasons in full, then a count per reason.
-    let l = open("loader-jsonl", "skip_bad_rows = true\nmax_notes = 2", &[&file]).unwrap();
+    let l = open(
+        "loader-jsonl",
+        "skip_bad_rows = true\nmax_notes = 2",
+        &[&file],
+    )
+    .unwrap();
     let info = l.info();
     assert_eq!((info.len, info.skipped_rows), (1, 5));
     assert_eq!(info.notes.len(), 2 + 4, "{:#?}", info.notes);
-    assert!(info.notes[0].ends_with("train.jsonl:2: missing field `answer`"), "{:?}", info.notes);
+    assert!(
+        info.notes[0].ends_with("train.jsonl:2: missing field `answer`"),
+        "{:?}",
+        info.notes
+    );
     assert_eq!(info.notes[2], "2 rows skipped: missing field `answer`");
-    assert!(info.notes[3..].iter().any(|n| n == "1 row skipped: `problem` must be a string, got a number"));
-    assert!(info.notes[3..].iter().any(|n| n.starts_with("1 row skipped: invalid JSON: EOF while parsing")));
-    assert!(info.notes[3..].iter().any(|n| n.contains("placeholders but `images` has N entries")));
+    assert!(info.notes[3..]
+        .iter()
+        .any(|n| n == "1 row skipped: `problem` must be a string, got a number"));
+    assert!(info.notes[3..]
+        .iter()
+        .any(|n| n.starts_with("1 row skipped: invalid JSON: EOF while parsing")));
+    assert!(info.notes[3..]
+        .iter()
+        .any(|n| n.contains("placeholders but `images` has N entries")));
 }

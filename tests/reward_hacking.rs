@@ -22,7 +22,10 @@ fn plugin(preset: Preset) -> (RewardPlugin, MathAccuracy) {
     s.limits.instances = 1;
     s.on_error = OnError::Abort;
     s.log = Arc::new(|_| {});
-    (RewardPlugin::new(&rt, s).unwrap(), MathAccuracy::new(&config).unwrap())
+    (
+        RewardPlugin::new(&rt, s).unwrap(),
+        MathAccuracy::new(&config).unwrap(),
+    )
 }
 
 fn completion(prompt: &str, answer: &str, response: String) -> Completion {
@@ -53,7 +56,12 @@ fn accuracy(preset: Preset, batch: &[Completion]) -> (Vec<f64>, f64) {
         .zip(batch)
         .map(|(o, c)| match o {
             ItemOutcome::Scored(s) => {
-                assert_eq!(s, native.score(c).unwrap(), "{}: wasm vs native", preset.name());
+                assert_eq!(
+                    s,
+                    native.score(c).unwrap(),
+                    "{}: wasm vs native",
+                    preset.name()
+                );
                 s.component("accuracy").unwrap()
             }
             other => panic!("{}: {other:?}", preset.name()),
@@ -65,10 +73,14 @@ fn accuracy(preset: Preset, batch: &[Completion]) -> (Vec<f64>, f64) {
 /// 1 for the preset's `correct`, 0 for anything else.
 fn rewarded(preset: Preset, acc: &[f64]) -> Vec<u8> {
     let right = preset.rule().correct;
-    acc.iter().map(|a| u8::from((a - right).abs() < 1e-12)).collect()
+    acc.iter()
+        .map(|a| u8::from((a - right).abs() < 1e-12))
+        .collect()
 }
 
-const THINK: &str = "<think>The square has side 7, so I double-check the figure.";
+/// Reasoning without any number in it (a digit here would be an answer to
+/// the verifiers that read the last number).
+const THINK: &str = "<think>The square has the side the figure shows, so I double-check it.";
 
 #[test]
 fn a_box_in_the_prompt_or_only_in_the_reasoning() {
@@ -80,7 +92,11 @@ fn a_box_in_the_prompt_or_only_in_the_reasoning() {
             "<think>I am not sure.</think><answer></answer>".into(),
         ),
         // The answer only inside the reasoning.
-        completion("Q", "7", format!("{THINK} It is \\boxed{{7}}.</think><answer></answer>")),
+        completion(
+            "Q",
+            "7",
+            format!("{THINK} It is \\boxed{{7}}.</think><answer></answer>"),
+        ),
         // The same in prose inside the reasoning.
         completion("Q", "7", format!("{THINK} Answer: 7</think>")),
     ];
@@ -94,7 +110,8 @@ fn a_box_in_the_prompt_or_only_in_the_reasoning() {
             Preset::MathVerify => [0, 1, 1],
             Preset::LmmR1 | Preset::EasyR1 => [0, 1, 0],
             Preset::R1v => [0, 0, 0],
-            Preset::Dapo => [0, 0, 1],
+            // DAPO's `Answer:` line runs to the end of the line: "7</think>".
+            Preset::Dapo => [0, 0, 0],
         };
         assert_eq!(got, want, "{}", preset.name());
     }
@@ -104,11 +121,29 @@ fn a_box_in_the_prompt_or_only_in_the_reasoning() {
 fn several_boxes_resolve_as_documented() {
     let batch = [
         // Two boxes side by side: the last (strict, EasyR1), a set (Math-Verify).
-        completion("Q", "\\{1, 2\\}", "<think>x</think> \\boxed{1}, \\boxed{2}".into()),
+        completion(
+            "Q",
+            "\\{1, 2\\}",
+            "<think>x</think> \\boxed{1}, \\boxed{2}".into(),
+        ),
         completion("Q", "2", "<think>x</think> \\boxed{1}, \\boxed{2}".into()),
         // Far apart: the last one for everyone.
-        completion("Q", "4", format!("<think>x</think> \\boxed{{3}} {} \\boxed{{4}}", "so on. ".repeat(20))),
-        completion("Q", "3", format!("<think>x</think> \\boxed{{3}} {} \\boxed{{4}}", "so on. ".repeat(20))),
+        completion(
+            "Q",
+            "4",
+            format!(
+                "<think>x</think> \\boxed{{3}} {} \\boxed{{4}}",
+                "so on. ".repeat(20)
+            ),
+        ),
+        completion(
+            "Q",
+            "3",
+            format!(
+                "<think>x</think> \\boxed{{3}} {} \\boxed{{4}}",
+                "so on. ".repeat(20)
+            ),
+        ),
     ];
     for preset in [Preset::Strict, Preset::MathVerify, Preset::EasyR1] {
         let got = rewarded(preset, &accuracy(preset, &batch).0);
@@ -125,7 +160,11 @@ fn truncated_responses() {
     let batch = [
         completion("Q", "7", format!("{THINK} the value is \\boxed{{7")),
         completion("Q", "7", format!("{THINK}</think><answer>7")),
-        completion("Q", "1/2", format!("{THINK} the value is \\boxed{{\\frac{{1}}{{2}}")),
+        completion(
+            "Q",
+            "1/2",
+            format!("{THINK} the value is \\boxed{{\\frac{{1}}{{2}}"),
+        ),
         completion("Q", "7", "<think>".into()),
     ];
     for preset in Preset::ALL {
@@ -143,10 +182,28 @@ fn truncated_responses() {
 #[test]
 fn hostile_responses_finish_within_the_call_budget() {
     let ten_mb = 10 << 20;
-    let nested = format!("<think>x</think>\\boxed{{{}7{}}}", "{".repeat(3000), "}".repeat(3000));
+    let nested = format!(
+        "<think>x</think>\\boxed{{{}7{}}}",
+        "{".repeat(3000),
+        "}".repeat(3000)
+    );
     let batch = [
-        completion("Q", "7", format!("{THINK}{}</think><answer>7</answer>", "a".repeat(ten_mb))),
-        completion("Q", "7", format!("<think>x</think><answer>{}</answer>", "7 ".repeat(ten_mb / 2))),
+        completion(
+            "Q",
+            "7",
+            format!(
+                "{THINK}{}</think><answer>\\boxed{{7}}</answer>",
+                "a".repeat(ten_mb)
+            ),
+        ),
+        completion(
+            "Q",
+            "7",
+            format!(
+                "<think>x</think><answer>{}</answer>",
+                "7 ".repeat(ten_mb / 2)
+            ),
+        ),
         completion("Q", "7", nested),
         completion("Q", "7", format!("<think>x</think>{}", "{".repeat(3000))),
         completion("Q", "7", "\\boxed{".repeat(ten_mb / 7)),
@@ -163,7 +220,11 @@ fn hostile_responses_finish_within_the_call_budget() {
         // One item per call, so each must fit the budget on its own.
         for (i, c) in batch.iter().enumerate() {
             let (acc, secs) = accuracy(preset, std::slice::from_ref(c));
-            println!("{:12} item {i}: {:7.1} ms (budget {budget} s)", preset.name(), secs * 1e3);
+            println!(
+                "{:12} item {i}: {:7.1} ms (budget {budget} s)",
+                preset.name(),
+                secs * 1e3
+            );
             assert!(secs < budget, "{} item {i}: {secs:.2} s", preset.name());
             if i == 0 && preset != Preset::Dapo {
                 // The right answer after 10 MB of reasoning still counts.

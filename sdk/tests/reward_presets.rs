@@ -82,6 +82,38 @@ fn agreement(preset: Preset) -> (usize, usize, Vec<String>) {
 #[test]
 fn every_preset_agrees_with_its_peer_on_the_recorded_cases() {
     let mut failed = Vec::new();
+    let hacks = ["answer-only", "truncated", "two-boxed", "boxed-then"];
+    for preset in Preset::ALL {
+        // How often the accuracy term rewards right and wrong final answers
+        // (hand labels; the hacking kinds are left out).
+        let rule = preset.rule();
+        let (mut right, mut wrong) = (0, 0);
+        for c in cases()
+            .iter()
+            .filter(|c| !hacks.iter().any(|h| c.kind.starts_with(h)))
+        {
+            let acc = Completion {
+                sample: Sample {
+                    answer: Some(c.reference.clone()),
+                    ..Default::default()
+                },
+                response: c.response.clone(),
+                response_tokens: 0,
+            };
+            let s = rule.score(&acc).unwrap().component("accuracy").unwrap();
+            if (s - rule.correct).abs() < 1e-12 {
+                if c.truth {
+                    right += 1;
+                } else {
+                    wrong += 1;
+                }
+            }
+        }
+        println!(
+            "{:12} rewards {right} right and {wrong} wrong final answers",
+            preset.name()
+        );
+    }
     for preset in Preset::ALL.into_iter().filter(|p| *p != Preset::Strict) {
         let (agree, n, diffs) = agreement(preset);
         let pct = 100.0 * agree as f64 / n as f64;
@@ -105,10 +137,17 @@ fn math_verify_preset_agrees_with_math_verify_on_its_own_tables() {
     let cases = lines("math_verify_cases.jsonl");
     let mut diffs = Vec::new();
     for c in &cases {
-        let (pred, reference) = (c["prediction"].as_str().unwrap(), c["reference"].as_str().unwrap());
+        let (pred, reference) = (
+            c["prediction"].as_str().unwrap(),
+            c["reference"].as_str().unwrap(),
+        );
         let want = c["math_verify"].as_bool().unwrap();
         let ours = score(&rule, pred, reference) > 0.5;
-        let set = if c["source"].as_str().unwrap().starts_with("huggingface/Math-Verify") {
+        let set = if c["source"]
+            .as_str()
+            .unwrap()
+            .starts_with("huggingface/Math-Verify")
+        {
             "Math-Verify's tests"
         } else {
             "realistic"
@@ -118,7 +157,9 @@ fn math_verify_preset_agrees_with_math_verify_on_its_own_tables() {
         if ours == want {
             e.0 += 1;
         } else {
-            diffs.push(format!("  [{set}] ours {ours} mv {want}: {reference:?} vs {pred:?}"));
+            diffs.push(format!(
+                "  [{set}] ours {ours} mv {want}: {reference:?} vs {pred:?}"
+            ));
         }
     }
     for (set, (a, n)) in &by_set {
@@ -128,7 +169,10 @@ fn math_verify_preset_agrees_with_math_verify_on_its_own_tables() {
         println!("{d}");
     }
     let (a, n) = by_set["Math-Verify's tests"];
-    assert!(a as f64 >= 0.97 * n as f64, "{a}/{n} on Math-Verify's tests");
+    assert!(
+        a as f64 >= 0.97 * n as f64,
+        "{a}/{n} on Math-Verify's tests"
+    );
 }
 
 #[test]
@@ -138,23 +182,77 @@ fn the_default_never_rewards_a_wrong_answer() {
     let mut right = 0;
     for c in cases() {
         let s = score(&default, &c.response, &c.reference);
-        assert_eq!(s, score(&strict, &c.response, &c.reference), "the default is `strict`");
+        assert_eq!(
+            s,
+            score(&strict, &c.response, &c.reference),
+            "the default is `strict`"
+        );
         if s > 0.0 {
-            assert!(c.truth, "{} [{}] rewarded but wrong: {:?}", c.id, c.kind, c.response);
+            assert!(
+                c.truth,
+                "{} [{}] rewarded but wrong: {:?}",
+                c.id, c.kind, c.response
+            );
             right += 1;
         }
     }
     // It rewards every right answer that is boxed or in <answer> outside
     // the reasoning; prose answers ("Answer: 7", "... is $7$") it leaves to
     // the lenient presets.
-    let prose = ["answer-line", "answer-line-dollar", "final-answer-is-dollar", "prose-dollar-last"];
+    let prose = [
+        "answer-line",
+        "answer-line-dollar",
+        "final-answer-is-dollar",
+        "prose-dollar-last",
+    ];
     let mut missed = Vec::new();
-    for c in cases().iter().filter(|c| c.truth && !prose.contains(&c.kind.as_str())) {
+    for c in cases()
+        .iter()
+        .filter(|c| c.truth && !prose.contains(&c.kind.as_str()))
+    {
         if score(&default, &c.response, &c.reference) <= 0.0 {
-            missed.push(format!("{} [{}]: {:?} vs {:?}", c.id, c.kind, c.response, c.reference));
+            missed.push(format!(
+                "{} [{}]: {:?} vs {:?}",
+                c.id, c.kind, c.response, c.reference
+            ));
         }
     }
     let truths = cases().iter().filter(|c| c.truth).count();
     println!("strict rewards {right} of {truths} right answers");
-    assert!(missed.is_empty(), "{} right answers missed:\n{}", missed.len(), missed.join("\n"));
+    assert!(
+        missed.is_empty(),
+        "{} right answers missed:\n{}",
+        missed.len(),
+        missed.join("\n")
+    );
+}
+
+#[test]
+fn the_configs_in_docs_rewards_md_parse() {
+    let path = format!("{}/../docs/rewards.md", env!("CARGO_MANIFEST_DIR"));
+    let doc = std::fs::read_to_string(&path).unwrap();
+    let mut n = 0;
+    let mut lines = doc.lines();
+    while let Some(line) = lines.by_ref().next() {
+        if line != "```toml" {
+            continue;
+        }
+        let body: Vec<&str> = lines
+            .by_ref()
+            .take_while(|l| !l.starts_with("```"))
+            .collect();
+        let body = body.join("\n");
+        let table: toml::Table = body.parse().unwrap_or_else(|e| panic!("{body}: {e}"));
+        // An experiment snippet carries the plugin's table under `config`.
+        let config = match table.get("plugins") {
+            Some(plugins) => {
+                let p = plugins.as_table().unwrap().values().next().unwrap();
+                toml::to_string(&p["config"]).unwrap()
+            }
+            None => body,
+        };
+        MathAccuracy::new(&config).unwrap_or_else(|e| panic!("{config}: {e}"));
+        n += 1;
+    }
+    assert_eq!(n, 2, "the two TOML blocks of docs/rewards.md");
 }

@@ -17,7 +17,11 @@ pub struct JsonlLoader {
 impl JsonlLoader {
     /// `<file>:<line>` of a row.
     fn location(&self, row: &Row) -> String {
-        format!("{}:{}", self.files[row.file as usize].path.display(), row.line)
+        format!(
+            "{}:{}",
+            self.files[row.file as usize].path.display(),
+            row.line
+        )
     }
 
     /// The row's sample, or its problem (without the location).

@@ -103,7 +103,9 @@ fn file_kind(path: &Path) -> Result<FileKind, String> {
     let n = f
         .read(&mut head)
         .map_err(|e| format!("{}: {e}", path.display()))?;
-    let head = head[..n].strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&head[..n]);
+    let head = head[..n]
+        .strip_prefix(b"\xEF\xBB\xBF")
+        .unwrap_or(&head[..n]);
     Ok(match head.iter().find(|b| !b.is_ascii_whitespace()) {
         Some(b'[') => FileKind::Array,
         _ => FileKind::Lines,
@@ -205,7 +207,12 @@ pub fn index_array(
                 ArrayState::Before => match b {
                     b'[' => state = ArrayState::Expect,
                     b if b.is_ascii_whitespace() => {}
-                    _ => return Err(format!("{}: expected `[` to start the JSON array", at(line))),
+                    _ => {
+                        return Err(format!(
+                            "{}: expected `[` to start the JSON array",
+                            at(line)
+                        ))
+                    }
                 },
                 ArrayState::Expect | ArrayState::AfterComma => match b {
                     b']' if state == ArrayState::Expect && count == 0 => state = ArrayState::Done,
@@ -218,7 +225,8 @@ pub fn index_array(
                         (start, start_line) = (pos, line);
                         elem.clear();
                         elem.push(b);
-                        (depth, in_str, escaped) = (usize::from(matches!(b, b'{' | b'[')), b == b'"', false);
+                        (depth, in_str, escaped) =
+                            (usize::from(matches!(b, b'{' | b'[')), b == b'"', false);
                     }
                 },
                 ArrayState::Elem => {
@@ -228,10 +236,19 @@ pub fn index_array(
                         let len = u32::try_from(text.len()).map_err(|_| {
                             format!("{}: the element is longer than 4 GiB", at(start_line))
                         })?;
-                        let row = Row { file: file_no, line: start_line, offset: start, len };
+                        let row = Row {
+                            file: file_no,
+                            line: start_line,
+                            offset: start,
+                            len,
+                        };
                         on_row(row, text)?;
                         count += 1;
-                        state = if b == b',' { ArrayState::AfterComma } else { ArrayState::Done };
+                        state = if b == b',' {
+                            ArrayState::AfterComma
+                        } else {
+                            ArrayState::Done
+                        };
                     } else {
                         elem.push(b);
                         if in_str {
@@ -246,7 +263,11 @@ pub fn index_array(
                                 b'"' => in_str = true,
                                 b'{' | b'[' => depth += 1,
                                 b'}' | b']' if depth == 0 => {
-                                    return Err(format!("{}: unbalanced `{}` in the JSON array", at(line), b as char))
+                                    return Err(format!(
+                                        "{}: unbalanced `{}` in the JSON array",
+                                        at(line),
+                                        b as char
+                                    ))
                                 }
                                 b'}' | b']' => depth -= 1,
                                 _ => {}
@@ -256,7 +277,10 @@ pub fn index_array(
                 }
                 ArrayState::Done => {
                     if !b.is_ascii_whitespace() {
-                        return Err(format!("{}: text after the end of the JSON array", at(line)));
+                        return Err(format!(
+                            "{}: text after the end of the JSON array",
+                            at(line)
+                        ));
                     }
                 }
             }
@@ -292,7 +316,10 @@ enum ArrayState {
 }
 
 fn trim_end(b: &[u8]) -> &[u8] {
-    let end = b.iter().rposition(|c| !c.is_ascii_whitespace()).map_or(0, |i| i + 1);
+    let end = b
+        .iter()
+        .rposition(|c| !c.is_ascii_whitespace())
+        .map_or(0, |i| i + 1);
     &b[..end]
 }
 
@@ -357,8 +384,7 @@ mod tests {
         for n in ["b.jsonl", "a.jsonl", "notes.txt", "c.json"] {
             fs::write(dir.path().join(n), "{}\n").unwrap();
         }
-        let (files, dirs) =
-            expand_grants(&[dir.path().to_str().unwrap().to_owned()], &[]).unwrap();
+        let (files, dirs) = expand_grants(&[dir.path().to_str().unwrap().to_owned()], &[]).unwrap();
         let names: Vec<_> = files
             .iter()
             .map(|f| f.path.file_name().unwrap().to_str().unwrap().to_owned())
@@ -375,7 +401,11 @@ mod tests {
         let mut rows = Vec::new();
         index_array(0, &p, |row, bytes| {
             let t = row_text(bytes, &row, &p)?.to_owned();
-            assert_eq!(read_row(&p, &row).unwrap(), t, "offset and length locate the element");
+            assert_eq!(
+                read_row(&p, &row).unwrap(),
+                t,
+                "offset and length locate the element"
+            );
             rows.push((row.line, t));
             Ok(())
         })?;
@@ -384,7 +414,8 @@ mod tests {
 
     #[test]
     fn json_array_elements_with_lines_strings_and_nesting() {
-        let text = b"\xEF\xBB\xBF[\n  {\"a\": \"x, ] } [\\\"\"},\n  {\"b\": [1, {\"c\": 2}]}\r\n]\n";
+        let text =
+            b"\xEF\xBB\xBF[\n  {\"a\": \"x, ] } [\\\"\"},\n  {\"b\": [1, {\"c\": 2}]}\r\n]\n";
         let rows = array_rows(text).unwrap();
         assert_eq!(
             rows,
@@ -401,7 +432,10 @@ mod tests {
         let e = array_rows(b"[\n{\"a\": 1},\n{\"b\": [1, 2").unwrap_err();
         assert!(e.ends_with("a.json:3: the JSON array is not closed: the file ends inside element 2 (which starts there)"), "{e}");
         let e = array_rows(b"[{\"a\": 1},\n").unwrap_err();
-        assert!(e.contains("a.json:2: the JSON array is not closed") && e.contains("after 1 elements"), "{e}");
+        assert!(
+            e.contains("a.json:2: the JSON array is not closed") && e.contains("after 1 elements"),
+            "{e}"
+        );
         let e = array_rows(b"[{\"a\": 1},,{}]").unwrap_err();
         assert!(e.contains("a.json:1: missing element"), "{e}");
         let e = array_rows(b"[{}]\n[{}]").unwrap_err();

@@ -200,7 +200,11 @@ fn auto_detects_per_row_and_forced_format_rejects_others() {
     assert_eq!(l.get(2).unwrap().text_of("user"), "c");
     let e = l.get(3).unwrap_err();
     assert!(e.contains("mix.jsonl:4: cannot detect the format"), "{e}");
-    let (l, _) = JsonlLoader::open("format = \"easyr1\"\nvalidate_at_open = false", &[s(d.path())]).unwrap();
+    let (l, _) = JsonlLoader::open(
+        "format = \"easyr1\"\nvalidate_at_open = false",
+        &[s(d.path())],
+    )
+    .unwrap();
     assert!(l
         .get(0)
         .unwrap_err()
@@ -226,8 +230,14 @@ fn bad_rows_are_errors_or_skipped_and_counted() {
             r#"{"problem": "ok3", "answer": "3"}"#,
         ],
     );
-    let e = JsonlLoader::open("", std::slice::from_ref(&f)).err().unwrap();
-    assert_eq!(e, format!("{f}:2: missing field `answer`"), "refused at open");
+    let e = JsonlLoader::open("", std::slice::from_ref(&f))
+        .err()
+        .unwrap();
+    assert_eq!(
+        e,
+        format!("{f}:2: missing field `answer`"),
+        "refused at open"
+    );
     let (l, info) = JsonlLoader::open(LAZY, std::slice::from_ref(&f)).unwrap();
     assert_eq!((info.len, info.skipped_rows), (9, 0));
     assert_eq!(
@@ -258,7 +268,9 @@ fn bad_rows_are_errors_or_skipped_and_counted() {
     assert_eq!((info.len, info.skipped_rows), (3, 6));
     // The first 5 reasons in full, then one count per reason (6 kinds).
     assert_eq!(info.notes.len(), 5 + 6, "{:#?}", info.notes);
-    assert!(info.notes[5..].iter().all(|n| n.starts_with("1 row skipped: ")));
+    assert!(info.notes[5..]
+        .iter()
+        .all(|n| n.starts_with("1 row skipped: ")));
     assert_eq!(
         info.notes[0],
         format!("skipped {f}:2: missing field `answer`")

@@ -145,18 +145,27 @@ pub fn normalize(input: &str) -> String {
 /// `\\frac` outside environments, where `\\\\` separates rows.
 fn fix_escapes(s: &str) -> std::borrow::Cow<'_, str> {
     let doubled = !s.contains("\\begin")
-        && s.as_bytes().windows(3).any(|w| w[0] == b'\\' && w[1] == b'\\' && w[2].is_ascii_alphabetic());
+        && s.as_bytes()
+            .windows(3)
+            .any(|w| w[0] == b'\\' && w[1] == b'\\' && w[2].is_ascii_alphabetic());
     let braced_comma = s.contains(",}") || s.contains(", }");
     if !doubled && !braced_comma {
         return std::borrow::Cow::Borrowed(s);
     }
-    let mut t = if braced_comma { drop_braced_commas(s) } else { s.to_owned() };
+    let mut t = if braced_comma {
+        drop_braced_commas(s)
+    } else {
+        s.to_owned()
+    };
     if doubled {
         let mut out = String::with_capacity(t.len());
         let b = t.as_bytes();
         let mut i = 0;
         while i < b.len() {
-            if b[i] == b'\\' && b.get(i + 1) == Some(&b'\\') && b.get(i + 2).is_some_and(u8::is_ascii_alphabetic) {
+            if b[i] == b'\\'
+                && b.get(i + 1) == Some(&b'\\')
+                && b.get(i + 2).is_some_and(u8::is_ascii_alphabetic)
+            {
                 i += 1;
                 continue;
             }

@@ -2,8 +2,25 @@
 //! and five"), for answers a model spells out.
 
 const UNITS: [&str; 20] = [
-    "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
-    "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen",
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+    "thirteen",
+    "fourteen",
+    "fifteen",
+    "sixteen",
+    "seventeen",
+    "eighteen",
     "nineteen",
 ];
 const TENS: [&str; 8] = [
@@ -18,7 +35,12 @@ pub fn number_from_words(s: &str) -> Option<u64> {
         t = inner.trim();
     }
     let t = t.trim_end_matches('.').to_ascii_lowercase();
-    if t.is_empty() || t.len() > 80 || !t.bytes().all(|c| c.is_ascii_lowercase() || c == b' ' || c == b'-') {
+    if t.is_empty()
+        || t.len() > 80
+        || !t
+            .bytes()
+            .all(|c| c.is_ascii_lowercase() || c == b' ' || c == b'-')
+    {
         return None;
     }
     let (mut total, mut current) = (0u64, 0u64);

@@ -137,7 +137,9 @@ fn text_field(
 /// The row's top-level system prompt as the first message (if any).
 fn system_message(obj: &mut Map<String, Value>, key: &str) -> Result<Vec<Value>, String> {
     match obj.remove(key) {
-        Some(Value::String(s)) if !s.is_empty() => Ok(vec![json!({"role": "system", "content": s})]),
+        Some(Value::String(s)) if !s.is_empty() => {
+            Ok(vec![json!({"role": "system", "content": s})])
+        }
         Some(Value::String(_) | Value::Null) | None => Ok(Vec::new()),
         Some(other) => Err(format!("`{key}` must be a string, got {}", kind(&other))),
     }

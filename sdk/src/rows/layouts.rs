@@ -38,7 +38,11 @@ pub(super) fn lmm_r1(
 
 /// EasyR1 / R1-V: one user turn from the text at `key` (`problem`, or
 /// EasyR1's default `prompt` column), images at its placeholders.
-pub(super) fn easyr1(obj: &mut Map<String, Value>, ctx: &RowCtx, key: &str) -> Result<Built, String> {
+pub(super) fn easyr1(
+    obj: &mut Map<String, Value>,
+    ctx: &RowCtx,
+    key: &str,
+) -> Result<Built, String> {
     let cfg = ctx.config;
     let problem = match obj.remove(key) {
         Some(Value::String(s)) => s,
@@ -75,10 +79,7 @@ pub(super) fn easyr1(obj: &mut Map<String, Value>, ctx: &RowCtx, key: &str) -> R
 }
 
 /// Chat SFT traces: `messages` (the assistant turn is the target) + `images`.
-pub(super) fn chat(
-    obj: &mut Map<String, Value>,
-    ctx: &RowCtx,
-) -> Result<Built, String> {
+pub(super) fn chat(obj: &mut Map<String, Value>, ctx: &RowCtx) -> Result<Built, String> {
     let key = &ctx.config.messages_key;
     let list = obj
         .remove(key)
@@ -93,10 +94,7 @@ pub(super) fn chat(
 /// of answers (or `{"target": [...]}`) gives the first as the answer and,
 /// when there are several, all of them as the `answers` metadata (a JSON
 /// list) that the math reward accepts any of.
-pub(super) fn verl(
-    obj: &mut Map<String, Value>,
-    ctx: &RowCtx,
-) -> Result<Built, String> {
+pub(super) fn verl(obj: &mut Map<String, Value>, ctx: &RowCtx) -> Result<Built, String> {
     let cfg = ctx.config;
     let key = &cfg.prompt_key;
     let list = obj
@@ -322,4 +320,3 @@ pub(super) fn push_text(out: &mut Vec<ContentPart>, t: &str) {
         out.push(ContentPart::Text(t.to_owned()));
     }
 }
-

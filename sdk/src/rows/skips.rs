@@ -38,7 +38,7 @@ impl SkipTally {
     pub fn notes(&self) -> Vec<String> {
         let mut notes = self.first.clone();
         let mut classes = self.classes.clone();
-        classes.sort_by(|a, b| b.1.cmp(&a.1));
+        classes.sort_by_key(|c| std::cmp::Reverse(c.1));
         for (class, n) in classes {
             let rows = if n == 1 { "row" } else { "rows" };
             notes.push(format!("{n} {rows} skipped: {class}"));
@@ -49,7 +49,7 @@ impl SkipTally {
     /// (reason class, count) pairs, most frequent first.
     pub fn classes(&self) -> Vec<(String, u64)> {
         let mut c = self.classes.clone();
-        c.sort_by(|a, b| b.1.cmp(&a.1));
+        c.sort_by_key(|c| std::cmp::Reverse(c.1));
         c
     }
 
@@ -131,9 +131,14 @@ mod tests {
 
     #[test]
     fn classes_group_rows_failing_for_the_same_reason() {
-        assert_eq!(reason_class("missing field `answer`"), "missing field `answer`");
         assert_eq!(
-            reason_class("`images[3]`: image `a b.png` (/d/a b.png) is outside the granted directories"),
+            reason_class("missing field `answer`"),
+            "missing field `answer`"
+        );
+        assert_eq!(
+            reason_class(
+                "`images[3]`: image `a b.png` (/d/a b.png) is outside the granted directories"
+            ),
             "`images[N]`: image `…` is outside the granted directories"
         );
         assert_eq!(
@@ -142,7 +147,10 @@ mod tests {
         );
         let mut t = SkipTally::new(1);
         t.add("f.jsonl:2", "missing field `answer`");
-        t.add("f.jsonl:5", "`problem` has 2 `<image>` placeholders but `images` has 1 entries");
+        t.add(
+            "f.jsonl:5",
+            "`problem` has 2 `<image>` placeholders but `images` has 1 entries",
+        );
         t.add("f.jsonl:9", "missing field `answer`");
         assert_eq!(t.count, 3);
         assert_eq!(

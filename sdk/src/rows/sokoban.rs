@@ -60,7 +60,11 @@ pub fn level_from_npy(bytes: &[u8]) -> Result<String, String> {
                 3 => '*',
                 4 => '$',
                 5 => '@',
-                v => return Err(format!("cell ({r}, {c}) holds {v}; gym-sokoban codes are 0..=5")),
+                v => {
+                    return Err(format!(
+                        "cell ({r}, {c}) holds {v}; gym-sokoban codes are 0..=5"
+                    ))
+                }
             });
         }
     }
@@ -170,7 +174,10 @@ mod tests {
     fn reads_int64_and_uint8_levels() {
         let cells: [i64; 6] = [0, 5, 4, 2, 1, 3];
         let data: Vec<u8> = cells.iter().flat_map(|v| v.to_le_bytes()).collect();
-        assert_eq!(level_from_npy(&npy("<i8", "(2, 3)", &data)).unwrap(), "#@$\n. *");
+        assert_eq!(
+            level_from_npy(&npy("<i8", "(2, 3)", &data)).unwrap(),
+            "#@$\n. *"
+        );
         let small = npy("|u1", "(1, 3)", &[0, 1, 0]);
         assert_eq!(level_from_npy(&small).unwrap(), "# #");
         let e = level_from_npy(&npy("|u1", "(1, 1)", &[9])).unwrap_err();

@@ -69,7 +69,12 @@ fn mv_equivalent(prediction: &str, reference: &str) -> bool {
 
 /// The rewrites of [`Compare::MathVerify`] that change an answer's shape.
 fn mv_rewrite(s: &str) -> String {
-    let mut t = s.trim().trim_matches('$').trim().replace("\\ ", " ").replace(")or(", "), (");
+    let mut t = s
+        .trim()
+        .trim_matches('$')
+        .trim()
+        .replace("\\ ", " ")
+        .replace(")or(", "), (");
     if !t.contains("\\begin") {
         t = t.replace("\\\\", "\\");
     }
@@ -79,7 +84,10 @@ fn mv_rewrite(s: &str) -> String {
         let groups: Vec<String> = t
             .split(';')
             .map(|g| {
-                let vals: Vec<&str> = g.split(',').map(|a| a.rsplit('=').next().unwrap_or(a).trim()).collect();
+                let vals: Vec<&str> = g
+                    .split(',')
+                    .map(|a| a.rsplit('=').next().unwrap_or(a).trim())
+                    .collect();
                 format!("({})", vals.join(", "))
             })
             .collect();
@@ -124,7 +132,8 @@ fn chain_to_interval(s: &str) -> Option<String> {
 /// Positions of `=` that are not part of `<=`, `>=`, `!=`.
 fn eq_positions(s: &str) -> impl Iterator<Item = usize> + '_ {
     let b = s.as_bytes();
-    (0..b.len()).filter(move |&i| b[i] == b'=' && !(i > 0 && matches!(b[i - 1], b'<' | b'>' | b'!')))
+    (0..b.len())
+        .filter(move |&i| b[i] == b'=' && !(i > 0 && matches!(b[i - 1], b'<' | b'>' | b'!')))
 }
 
 /// The parts an equation is compared by: after the last `=` when the left
@@ -143,7 +152,10 @@ fn last_parts(s: &str, any_lhs: bool) -> Option<(Vec<String>, bool)> {
         [_] => return None,
         [.., i] => &s[i + 1..],
     };
-    let mut parts: Vec<String> = last.split("\\approx").map(|p| p.trim().to_owned()).collect();
+    let mut parts: Vec<String> = last
+        .split("\\approx")
+        .map(|p| p.trim().to_owned())
+        .collect();
     parts.retain(|p| !p.is_empty());
     Some((parts, eqs.len() > 1 || approx))
 }
@@ -151,7 +163,9 @@ fn last_parts(s: &str, any_lhs: bool) -> Option<(Vec<String>, bool)> {
 /// `x`, `y_1`, `y_{1}`, `f(x)`, `\\theta`.
 fn is_variable(s: &str) -> bool {
     let s = s.trim();
-    let s = s.split_once('(').map_or(s, |(f, args)| if args.ends_with(')') { f } else { s });
+    let s = s
+        .split_once('(')
+        .map_or(s, |(f, args)| if args.ends_with(')') { f } else { s });
     let (name, sub) = s.split_once('_').unwrap_or((s, ""));
     let name = name.strip_prefix('\\').unwrap_or(name);
     let name_ok = name.len() == 1 && name.chars().all(|c| c.is_ascii_alphabetic())
@@ -160,7 +174,14 @@ fn is_variable(s: &str) -> bool {
     name_ok && sub.chars().all(|c| c.is_ascii_alphanumeric())
 }
 
+/// Longer answers are not graded by MathRuler-like rules (its sympy call
+/// would not finish either); this bounds a hostile response's cost.
+const MAX_RULER_LEN: usize = 10_000;
+
 fn mathruler(prediction: &str, reference: &str) -> bool {
+    if prediction.len() > MAX_RULER_LEN || reference.len() > MAX_RULER_LEN {
+        return false;
+    }
     let (p, r) = (ruler_normal(prediction), ruler_normal(reference));
     if p == r && !p.is_empty() {
         return true;
@@ -217,8 +238,22 @@ fn ruler_normal(s: &str) -> String {
         t = t.replace(a, b);
     }
     for unit in [
-        "degree", "centimeter", "cm", "meter", "mile", "second", "minute", "hour", "day", "week",
-        "month", "year", "foot", "feet", "inch", "yard",
+        "degree",
+        "centimeter",
+        "cm",
+        "meter",
+        "mile",
+        "second",
+        "minute",
+        "hour",
+        "day",
+        "week",
+        "month",
+        "year",
+        "foot",
+        "feet",
+        "inch",
+        "yard",
     ] {
         for suffix in ["es", "s", ""] {
             t = t.replace(&format!("{unit}{suffix}"), "");
@@ -232,7 +267,11 @@ fn ruler_normal(s: &str) -> String {
                 .and_then(|r| r.split_once('}'))
                 .and_then(|(a, r)| Some((a, r.strip_prefix('{')?.split_once('}')?)));
             // A digit before it makes a mixed number (`2\\frac{1}{2}` = 2+1/2).
-            let plus = if t[..i].ends_with(|c: char| c.is_ascii_digit()) { "+" } else { "" };
+            let plus = if t[..i].ends_with(|c: char| c.is_ascii_digit()) {
+                "+"
+            } else {
+                ""
+            };
             match parts {
                 Some((a, (b, tail))) => t = format!("{}{plus}{a}/{b}{tail}", &t[..i]),
                 None => break,
@@ -242,7 +281,10 @@ fn ruler_normal(s: &str) -> String {
     let t: String = t.chars().filter(|c| !c.is_whitespace()).collect();
     let t = t.trim_matches(|c| c == '{' || c == '}').to_lowercase();
     // Properly formatted thousands commas.
-    if t.split(',').skip(1).all(|g| g.len() == 3 && g.bytes().all(|c| c.is_ascii_digit())) {
+    if t.split(',')
+        .skip(1)
+        .all(|g| g.len() == 3 && g.bytes().all(|c| c.is_ascii_digit()))
+    {
         t.replace(',', "")
     } else {
         t
@@ -279,7 +321,7 @@ fn is_simple_fraction(s: &str) -> bool {
                 && !b.is_empty()
                 && a.bytes().all(|c| c.is_ascii_digit())
                 && b.bytes().all(|c| c.is_ascii_digit())
-                && b.trim_start_matches('0') != ""
+                && !b.trim_start_matches('0').is_empty()
         }
         None => false,
     }
@@ -304,11 +346,47 @@ const DAPO_SUBSTITUTIONS: [(&str, &str); 10] = [
 ];
 
 const DAPO_REMOVED: [&str; 41] = [
-    "square", "ways", "integers", "dollars", "mph", "inches", "hours", "km", "units", "\\ldots",
-    "sue", "points", "feet", "minutes", "digits", "cents", "degrees", "cm", "gm", "pounds",
-    "meters", "meals", "edges", "students", "childrentickets", "multiples", "\\text{s}",
-    "\\text{.}", "\\text{\ns}", "\\text{}^2", "\\text{}^3", "\\text{\n}", "\\text{}",
-    "\\mathrm{th}", "^\\circ", "^{\\circ}", "\\;", ",\\!", "{,}", "\"", "\\dots",
+    "square",
+    "ways",
+    "integers",
+    "dollars",
+    "mph",
+    "inches",
+    "hours",
+    "km",
+    "units",
+    "\\ldots",
+    "sue",
+    "points",
+    "feet",
+    "minutes",
+    "digits",
+    "cents",
+    "degrees",
+    "cm",
+    "gm",
+    "pounds",
+    "meters",
+    "meals",
+    "edges",
+    "students",
+    "childrentickets",
+    "multiples",
+    "\\text{s}",
+    "\\text{.}",
+    "\\text{\ns}",
+    "\\text{}^2",
+    "\\text{}^3",
+    "\\text{\n}",
+    "\\text{}",
+    "\\mathrm{th}",
+    "^\\circ",
+    "^{\\circ}",
+    "\\;",
+    ",\\!",
+    "{,}",
+    "\"",
+    "\\dots",
 ];
 
 /// DAPO's `normalize_final_answer` (verl `math_dapo.py`), step for step.
@@ -392,7 +470,7 @@ fn shorthand(s: &str, word: &str, args: usize) -> String {
         let a = chars.next();
         let b = if args == 2 { chars.next() } else { None };
         match (a, b) {
-            (Some(a), _) if a == '{' => rest = after,
+            (Some('{'), _) => rest = after,
             (Some(a), Some(b)) if args == 2 && b != '\n' => {
                 out.push_str(&format!("{{{a}}}{{{b}}}"));
                 rest = &after[a.len_utf8() + b.len_utf8()..];
@@ -434,7 +512,10 @@ mod tests {
         assert!(mv_equivalent("(11,7)or(7,11)", "(7,11),\\ (11,7)"));
         assert!(mv_equivalent("p=5,q=2;p=7,q=2", "(5,2),(7,2)"));
         assert!(!mv_equivalent("x = 2", "y = 3"));
-        assert!(!mv_equivalent("11a+c", "7 = 11a+c"), "the reference's left side is no variable");
+        assert!(
+            !mv_equivalent("11a+c", "7 = 11a+c"),
+            "the reference's left side is no variable"
+        );
         assert!(mv_equivalent("\\frac{1}{2} = \\frac{10}{9}", "10/9"));
     }
 
@@ -443,10 +524,16 @@ mod tests {
         assert!(mathruler("\\frac{1}{2}", "1/2"));
         assert!(!mathruler("\\frac{2}{4}", "\\frac{1}{2}"), "unreduced");
         assert!(mathruler("0.5", "\\frac{1}{2}"));
-        assert!(!mathruler("6^2", "36"), "integer reference, non-integer text");
+        assert!(
+            !mathruler("6^2", "36"),
+            "integer reference, non-integer text"
+        );
         assert!(mathruler("7.0", "7"));
         assert!(mathruler("60^\\circ", "60"));
         assert!(mathruler("1,000", "1000"));
-        assert!(mathruler("x = 5", "5"), "MATH's normalization drops a short left side");
+        assert!(
+            mathruler("x = 5", "5"),
+            "MATH's normalization drops a short left side"
+        );
     }
 }

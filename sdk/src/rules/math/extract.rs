@@ -52,16 +52,25 @@ pub struct Scope {
 /// The first answer found by `order` in the scoped response.
 pub fn extract<'a>(response: &'a str, order: &[Extract], scope: Scope) -> Option<Cow<'a, str>> {
     let text = tail(response, scope.tail_chars);
-    let text = if scope.think { text } else { outside_think(text) };
+    let text = if scope.think {
+        text
+    } else {
+        outside_think(text)
+    };
     order.iter().find_map(|ex| {
         let found: Option<Cow<str>> = match ex {
             Extract::Boxed => match scope.boxes {
                 Boxes::Last => last_boxed(text).map(Cow::Borrowed),
                 Boxes::Run => set(boxed_run(text)),
             },
-            Extract::AnswerTag => tag_content(text, "answer").map(|a| Cow::Borrowed(answer_sentence(a))),
+            Extract::AnswerTag => {
+                tag_content(text, "answer").map(|a| Cow::Borrowed(answer_sentence(a)))
+            }
             Extract::FirstAnswerTag => first_answer_tag(text).map(Cow::Borrowed),
-            Extract::LastNumber => crate::answer::extract_answer(text, &[crate::answer::Extractor::LastNumber]).map(Cow::Borrowed),
+            Extract::LastNumber => {
+                crate::answer::extract_answer(text, &[crate::answer::Extractor::LastNumber])
+                    .map(Cow::Borrowed)
+            }
             Extract::Whole => Some(Cow::Borrowed(text)),
             Extract::MathVerify => mv_extract(text, MvConfig::DEFAULT).and_then(set),
             Extract::MathVerifyLatex => mv_extract(text, MvConfig::LMM_R1).and_then(set),
@@ -159,12 +168,18 @@ mod tests {
 
     #[test]
     fn scope_excludes_the_reasoning_and_keeps_the_tail() {
-        let strict = Scope { think: false, ..ALL };
+        let strict = Scope {
+            think: false,
+            ..ALL
+        };
         let r = "<think>so \\boxed{4}</think><answer></answer>";
         assert_eq!(extract(r, &[Extract::Boxed], strict), None);
         assert_eq!(extract(r, &[Extract::Boxed], ALL).as_deref(), Some("4"));
         // Cut off while thinking: nothing counts.
-        assert_eq!(extract("<think>it is \\boxed{4}", &[Extract::Boxed], strict), None);
+        assert_eq!(
+            extract("<think>it is \\boxed{4}", &[Extract::Boxed], strict),
+            None
+        );
         assert_eq!(tail("aé b", 2), " b");
         assert_eq!(tail("ab", 5), "ab");
     }
@@ -173,10 +188,16 @@ mod tests {
     fn answer_tags_lines_and_runs() {
         let r = "<think>x</think><answer>The answer is 7.</answer>";
         assert_eq!(extract(r, &[Extract::AnswerTag], ALL).as_deref(), Some("7"));
-        assert_eq!(first_answer_tag("<answer>a\nb</answer><answer>c</answer>"), Some("c"));
+        assert_eq!(
+            first_answer_tag("<answer>a\nb</answer><answer>c</answer>"),
+            Some("c")
+        );
         assert_eq!(answer_line("x\nAnswer: 5\nanswer :  $6$\n"), Some("$6$"));
         assert_eq!(answer_line("the answer is 5"), None);
-        let run = Scope { boxes: Boxes::Run, ..ALL };
+        let run = Scope {
+            boxes: Boxes::Run,
+            ..ALL
+        };
         assert_eq!(
             extract("\\boxed{1} and \\boxed{2}", &[Extract::Boxed], run).as_deref(),
             Some("1, 2")

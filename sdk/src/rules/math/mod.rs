@@ -232,7 +232,12 @@ impl MathAccuracy {
         let mut right = self.is_correct(response, reference);
         if !right {
             // Several acceptable answers (verl's list ground truths).
-            if let Some((_, list)) = completion.sample.metadata.iter().find(|(k, _)| k == "answers") {
+            if let Some((_, list)) = completion
+                .sample
+                .metadata
+                .iter()
+                .find(|(k, _)| k == "answers")
+            {
                 if let Ok(all) = serde_json::from_str::<Vec<String>>(list) {
                     right = all.iter().any(|a| self.is_correct(response, a));
                 }
@@ -257,7 +262,9 @@ impl Reward for MathAccuracy {
         let mut r = c.preset.unwrap_or(Preset::Strict).rule();
         if let Some(e) = c.extract {
             if e.is_empty() {
-                return Err("reward-math config: `extract` must list at least one extractor".into());
+                return Err(
+                    "reward-math config: `extract` must list at least one extractor".into(),
+                );
             }
             r.extract = e;
         }
