@@ -91,7 +91,9 @@ fn verl_placeholder_mismatch_is_error_or_skipped() {
         .err()
         .unwrap();
     assert!(
-        err.contains("verl-bad.ignored: row 2 (row group 0, row 2): `prompt` have 2 image placeholders"),
+        err.contains(
+            "verl-bad.ignored: row 2 (row group 0, row 2): `prompt` have 2 image placeholders"
+        ),
         "{err}"
     );
     let (l, info) =
