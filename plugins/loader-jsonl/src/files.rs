@@ -37,7 +37,7 @@ pub struct Row {
 
 /// The granted files and directories as given, expanded: a directory
 /// contributes its `*.jsonl` and `*.json` files sorted by name, in place.
-/// Grants inside an image root are not data. Also returns the granted
+/// A grant that is an image root is not data. Also returns the granted
 /// directories (images must live under one of them or an image root).
 pub fn expand_grants(
     files: &[String],
@@ -47,7 +47,9 @@ pub fn expand_grants(
     let mut dirs = Vec::new();
     for f in files {
         let p = PathBuf::from(f);
-        if image_roots.iter().any(|r| normalize(&p).starts_with(r)) {
+        // The image folders granted in `files` too (before the host grants
+        // `images` apart) are not data; data files inside a root still are.
+        if image_roots.iter().any(|r| normalize(&p) == *r) {
             continue;
         }
         let meta = fs::metadata(&p).map_err(|e| format!("{f}: {e}"))?;
@@ -392,6 +394,24 @@ mod tests {
         assert_eq!(names, vec!["a.jsonl", "b.jsonl", "c.json"]);
         assert!(files.iter().all(|f| f.kind == FileKind::Lines));
         assert_eq!(dirs, vec![dir.path().to_path_buf()]);
+    }
+
+    #[test]
+    fn an_image_root_granted_as_a_file_is_not_data_but_files_inside_are() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("imgs");
+        fs::create_dir_all(&root).unwrap();
+        fs::write(root.join("t.jsonl"), "{}\n").unwrap();
+        let s = |p: &Path| p.to_str().unwrap().to_owned();
+        let e = expand_grants(&[s(&root)], std::slice::from_ref(&root)).unwrap_err();
+        assert!(e.contains("no files granted"), "{e}");
+        let (files, _) = expand_grants(
+            &[s(&root.join("t.jsonl")), s(&root)],
+            std::slice::from_ref(&root),
+        )
+        .unwrap();
+        assert_eq!(files.len(), 1);
+        assert_eq!(files[0].path, root.join("t.jsonl"));
     }
 
     fn array_rows(text: &[u8]) -> Result<Vec<(u64, String)>, String> {

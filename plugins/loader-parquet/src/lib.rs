@@ -50,14 +50,15 @@ pub struct ParquetLoader {
 }
 
 /// Granted paths expanded to files (a directory means all `*.parquet` in it,
-/// sorted), and the granted directories. Grants inside an image root are
+/// sorted), and the granted directories. A grant that is an image root is
 /// not data.
 fn expand(files: &[String], roots: &[PathBuf]) -> Result<(Vec<PathBuf>, Vec<PathBuf>), String> {
     let mut out = Vec::new();
     let mut dirs = Vec::new();
     for f in files {
         let p = Path::new(f);
-        if roots.iter().any(|r| normalize(p).starts_with(r)) {
+        // An image folder granted in `files` too is not data.
+        if roots.iter().any(|r| normalize(p) == *r) {
             continue;
         }
         let meta = std::fs::metadata(p).map_err(|e| format!("{f}: cannot open: {e}"))?;
