@@ -101,3 +101,56 @@ fn config_errors() {
     let e = MathAccuracy::new("corect = 1.0").unwrap_err();
     assert!(e.contains("corect"), "{e}");
 }
+
+#[test]
+fn any_of_several_answers_from_metadata() {
+    let r = MathAccuracy::new("").unwrap();
+    let mut c = completion(Some("2"), "\\boxed{-2}");
+    assert_eq!(r.score(&c).unwrap().total, 0.0);
+    c.sample.metadata = vec![("answers".into(), "[\"2\",\"-2\"]".into())];
+    assert_eq!(r.score(&c).unwrap().total, 1.0);
+    c.response = "\\boxed{3}".into();
+    assert_eq!(r.score(&c).unwrap().total, 0.0);
+}
+
+#[test]
+fn presets_and_overrides() {
+    let r = MathAccuracy::new("preset = \"dapo\"").unwrap();
+    assert_eq!(
+        r.score(&completion(Some("5"), "so\nAnswer: 5"))
+            .unwrap()
+            .total,
+        1.0
+    );
+    assert_eq!(
+        r.score(&completion(Some("5"), "\\boxed{5}")).unwrap().total,
+        -1.0
+    );
+    // Every key overrides the preset.
+    let r = MathAccuracy::new("preset = \"dapo\"\nwrong = 0.0\ncompare = \"equivalent\"").unwrap();
+    assert_eq!(
+        r.score(&completion(Some("0.5"), "Answer: 1/2"))
+            .unwrap()
+            .total,
+        1.0
+    );
+    assert_eq!(
+        r.score(&completion(Some("5"), "nothing")).unwrap().total,
+        0.0
+    );
+    let e = MathAccuracy::new("preset = \"verl\"").unwrap_err();
+    assert!(e.contains("verl") && e.contains("preset"), "{e}");
+    // The strict default reads neither the reasoning nor spelled numbers' absence.
+    let r = MathAccuracy::new("").unwrap();
+    let think = "<think>\\boxed{7}</think><answer>seven</answer>";
+    assert_eq!(r.score(&completion(Some("7"), think)).unwrap().total, 1.0);
+    let r = MathAccuracy::new("number_words = false").unwrap();
+    assert_eq!(r.score(&completion(Some("7"), think)).unwrap().total, 0.0);
+    let r = MathAccuracy::new("think = true").unwrap();
+    assert_eq!(
+        r.score(&completion(Some("7"), "<think>\\boxed{7}</think>"))
+            .unwrap()
+            .total,
+        1.0
+    );
+}
