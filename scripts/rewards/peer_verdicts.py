@@ -12,7 +12,7 @@ from checkouts you pass on the command line.
 
 Set-up (a venv outside the repo):
     python3 -m venv /work/venvs/peers
-    /work/venvs/peers/bin/pip install math-verify==0.9.0 mathruler==0.1.0 flask loguru
+    /work/venvs/peers/bin/pip install math-verify==0.9.0 mathruler==0.1.0 flask loguru tqdm
     git clone https://github.com/TideDra/lmm-r1      # LMM-R1 (openrlhf/models/remote_rm/math_verifier.py)
     git clone https://github.com/hiyouga/EasyR1       # examples/reward_function/{math,r1v,dapo}.py
     git clone https://github.com/volcengine/verl      # verl/utils/reward_score/math_dapo.py
