@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sets up a fresh machine for lmmhost, idempotently:
-#   1. the wasm32-wasip2 Rust target (plugins are WebAssembly components),
+#   1. the wasm32-wasip2 Rust target (plugins are WebAssembly components) and
+#      clang (for the one C codec a plugin carries, zstd),
 #   2. a project-local virtualenv (.venv) with torch==2.13.0 (libtorch for tch),
 #   3. a release build of the host (`target/release/lmmhost`) and of every plugin
 #      (`target/plugins/*.wasm`).
@@ -15,6 +16,16 @@ step() { printf '\n==> %s\n' "$*"; }
 step "Rust target wasm32-wasip2"
 if ! rustup target list --installed | grep -qx wasm32-wasip2; then
     rustup target add wasm32-wasip2
+fi
+
+step "clang (compiles loader-parquet's zstd codec, C, for wasm32-wasip2)"
+if ! command -v clang >/dev/null; then
+    if command -v apt-get >/dev/null; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clang >/dev/null
+    else
+        echo "error: install clang (needed to build the zstd codec of loader-parquet)" >&2
+        exit 1
+    fi
 fi
 
 step "virtualenv .venv with torch==$TORCH_VERSION"

@@ -60,8 +60,14 @@ fn write_jsonl(dir: &Path) -> PathBuf {
 fn loader_jsonl_reads_the_three_layouts_and_names_bad_rows() {
     let (_t, dir) = dataset_dir();
     let data = write_jsonl(&dir);
-    let l = open("loader-jsonl", "", &[&dir]).unwrap();
-    // Blank lines do not count; bad rows are found lazily without skipping.
+    // By default a bad row fails `open`, naming its file and line.
+    let e = format!("{:#}", open("loader-jsonl", "", &[&dir]).err().unwrap());
+    assert!(
+        e.contains(&format!("{}:5: missing field `answer`", data.display())),
+        "{e}"
+    );
+    let l = open("loader-jsonl", "validate_at_open = false", &[&dir]).unwrap();
+    // Blank lines do not count; with `validate_at_open = false` bad rows are found lazily.
     assert_eq!(l.info().len, 5);
     assert_eq!(l.info().skipped_rows, 0);
     let img = dir.join("imgs/1.png");
@@ -160,8 +166,7 @@ fn loader_jsonl_refuses_images_outside_the_grant_and_bad_configs() {
         "{\"problem\": \"<image>x\", \"answer\": \"1\", \"images\": [\"../../../../../../etc/passwd\"]}\n",
     )
     .unwrap();
-    let l = open("loader-jsonl", "", &[&dir]).unwrap();
-    let e = format!("{:#}", l.get(0).unwrap_err());
+    let e = format!("{:#}", open("loader-jsonl", "", &[&dir]).err().unwrap());
     assert!(
         e.contains("esc.jsonl:1") && e.contains("/etc/passwd") && e.contains("outside"),
         "{e}"
@@ -258,7 +263,7 @@ fn loader_parquet_bad_rows_are_named_or_skipped() {
     let e = format!("{:#}", open("loader-parquet", "", &[&file]).err().unwrap());
     assert!(
         e.contains("loader-parquet")
-            && e.contains(&format!("{}: row 2", file.display()))
+            && e.contains(&format!("{}: row 2 (row group 0, row 2)", file.display()))
             && e.contains("placeholder"),
         "{e}"
     );

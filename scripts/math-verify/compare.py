@@ -9,7 +9,8 @@ library's default configuration, which is what RL frameworks call. The Rust
 test sdk/tests/math_equivalence.rs computes lmmhost's verdicts on the same
 pairs and reports the agreement.
 
-Run: .venv/bin/python scripts/math-verify/compare.py   (from the repo root)
+Run: /work/venvs/peers/bin/python scripts/math-verify/compare.py   (from the repo root; any
+venv with math-verify==0.9.0, see scripts/rewards/peer_verdicts.py)
 """
 import json
 import pathlib

@@ -1,20 +1,21 @@
 #!/usr/bin/env python3
 """Transcribe Math-Verify's published test cases into data.
 
-Source: https://github.com/huggingface/Math-Verify, tests/*.py at commit
-5d148cf ("Merge pull request #45"), MIT licence, (c) The HuggingFace Team.
+Source: the tests/ folder of Math-Verify's own sdist on PyPI,
+math_verify-0.9.0.tar.gz (`pip download --no-binary :all: --no-deps
+math-verify==0.9.0`), MIT licence, (c) The HuggingFace Team.
 Only the (gold, pred, expected) triples of `@pytest.mark.parametrize` tables
 are read (with `ast.literal_eval`, nothing is executed); the test code itself
 is not copied.
 
-Usage: transcribe_upstream.py PATH/TO/Math-Verify/tests > upstream_cases.jsonl
+Usage: transcribe_upstream.py PATH/TO/math_verify-0.9.0/tests > upstream_cases.jsonl
 """
 import ast
 import json
 import pathlib
 import sys
 
-COMMIT = "5d148cf"
+SOURCE = "math-verify==0.9.0 sdist"
 
 
 def main() -> None:
@@ -42,7 +43,7 @@ def main() -> None:
                         "reference": rec["gold"],
                         "prediction": rec["pred"],
                         "upstream_expected": bool(rec[want]),
-                        "source": f"huggingface/Math-Verify@{COMMIT} tests/{path.name}::{fn.name}",
+                        "source": f"huggingface/Math-Verify ({SOURCE}) tests/{path.name}::{fn.name}",
                     }, ensure_ascii=False))
 
 

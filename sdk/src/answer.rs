@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::scan::{find_byte, find_bytes, rfind_byte, rfind_bytes};
+use crate::scan::{find_bytes, rfind_byte, rfind_bytes};
 
 /// Content of the last `\boxed{...}` (or `\fbox{...}`) in `text`, with nested
 /// braces matched. Escaped braces (`\{`, `\}`) inside do not count as groups.
@@ -124,36 +124,61 @@ fn tag_bytes<'b>(buf: &'b mut [u8; 67], tag: &str, closing: bool) -> &'b [u8] {
     &buf[..n]
 }
 
-/// LMM-R1's format rule: the whole text (surrounding whitespace allowed) is
-/// `<think>...</think>` then optional whitespace then `<answer>...</answer>`,
-/// and each of the four tags occurs exactly once.
+/// LMM-R1's format rule (`math_verifier.py`): the response, stripped of
+/// surrounding whitespace, fully matches
+/// `^<think>(?:(?!</think>).)*</think><answer>(?:(?!</answer>).)*</answer>\Z`
+/// and holds one `<think>` and one `<answer>`. Nothing may stand between
+/// `</think>` and `<answer>`, not even a newline.
 pub fn is_r1_format(text: &str) -> bool {
     let t = text.trim();
-    if !t.starts_with("<think>") || !t.ends_with("</answer>") {
+    let Some(body) = t.strip_prefix("<think>") else {
+        return false;
+    };
+    if count(t, "<think>") != 1 || count(t, "<answer>") != 1 {
         return false;
     }
-    // One pass over the `<` positions, counting the four tags (no regex, no
-    // repeated substring searches).
-    const TAGS: [&str; 4] = ["<think>", "</think>", "<answer>", "</answer>"];
-    let mut count = [0u32; 4];
-    let mut pos = [0usize; 4];
-    let b = t.as_bytes();
-    let mut i = 0;
-    while let Some(off) = find_byte(&b[i..], b'<') {
-        let at = i + off;
-        for (k, tag) in TAGS.iter().enumerate() {
-            if b[at..].starts_with(tag.as_bytes()) {
-                count[k] += 1;
-                pos[k] = at;
-            }
+    let Some(close) = find_bytes(body.as_bytes(), b"</think>") else {
+        return false;
+    };
+    let Some(answer) = body[close + "</think>".len()..].strip_prefix("<answer>") else {
+        return false;
+    };
+    // The first `</answer>` must be the end of the text.
+    find_bytes(answer.as_bytes(), b"</answer>") == Some(answer.len().wrapping_sub(9))
+        && answer.len() >= 9
+}
+
+/// R1-V's format rule (EasyR1's `r1v.py`): the raw response fully matches
+/// `<think>.*?</think>\s*<answer>.*?</answer>` (DOTALL): whitespace may
+/// separate the two blocks, nothing may precede `<think>` or follow `</answer>`.
+pub fn is_r1_spaced_format(text: &str) -> bool {
+    if !text.starts_with("<think>") || !text.ends_with("</answer>") {
+        return false;
+    }
+    let b = text.as_bytes();
+    let last = text.len() - "</answer>".len();
+    let mut from = "<think>".len();
+    while let Some(off) = find_bytes(&b[from..], b"</think>") {
+        let after = from + off + "</think>".len();
+        let rest = text[after..].trim_start();
+        let open = text.len() - rest.len();
+        if rest.starts_with("<answer>") && open + "<answer>".len() <= last {
+            return true;
         }
-        i = at + 1;
+        from = from + off + 1;
     }
-    if count != [1; 4] {
-        return false;
+    false
+}
+
+fn count(hay: &str, needle: &str) -> usize {
+    let (h, n) = (hay.as_bytes(), needle.as_bytes());
+    let mut i = 0;
+    let mut c = 0;
+    while let Some(off) = find_bytes(&h[i..], n) {
+        c += 1;
+        i += off + n.len();
     }
-    let gap_start = pos[1] + "</think>".len();
-    pos[2] >= gap_start && t[gap_start..pos[2]].trim().is_empty()
+    c
 }
 
 /// EasyR1's format rule, `<think>.*</think>.*\boxed{.*}` matched against the
@@ -216,6 +241,41 @@ pub fn extract_answer<'a>(text: &'a str, order: &[Extractor]) -> Option<&'a str>
         };
         found.map(str::trim).filter(|s| !s.is_empty())
     })
+}
+
+/// The text a final answer may come from when the reasoning does not count:
+/// after the last `</think>`; before an unclosed `<think>` (a response cut
+/// off while thinking has no answer); else all of it.
+pub fn outside_think(text: &str) -> &str {
+    let b = text.as_bytes();
+    if let Some(i) = rfind_bytes(b, b"</think>") {
+        return &text[i + "</think>".len()..];
+    }
+    match find_bytes(b, b"<think>") {
+        Some(i) => &text[..i],
+        None => text,
+    }
+}
+
+/// An `<answer>` that is a sentence: "The answer is 7." / "Answer: 7" /
+/// "So the final answer is $7$." -> the part after the phrase, without the
+/// full stop. Anything else is returned trimmed.
+pub fn answer_sentence(s: &str) -> &str {
+    let t = s.trim();
+    let lower_has = |hay: &str, p: &str| {
+        hay.as_bytes()
+            .windows(p.len())
+            .rposition(|w| w.eq_ignore_ascii_case(p.as_bytes()))
+    };
+    let mut out = t;
+    for phrase in ["answer is:", "answer is", "answer:"] {
+        if let Some(i) = lower_has(t, phrase) {
+            out = t[i + phrase.len()..].trim();
+            break;
+        }
+    }
+    // A sentence's full stop ("3." is never a decimal in a final answer).
+    out.trim_end_matches('.').trim_end()
 }
 
 /// The part after the last `</think>`, or the whole text.

@@ -1,8 +1,8 @@
 //! Answer extraction helpers: boxed, tags, format checks, choice letters.
 
 use lmmhost_sdk::answer::{
-    choice_letter, extract_answer, is_boxed_format, is_r1_format, last_boxed, tag_content,
-    Extractor,
+    choice_letter, extract_answer, is_boxed_format, is_r1_format, is_r1_spaced_format, last_boxed,
+    tag_content, Extractor,
 };
 
 #[test]
@@ -61,9 +61,24 @@ fn tag_content_takes_the_last_pair() {
 #[test]
 fn r1_format_requires_exactly_one_of_each_tag_in_order() {
     assert!(is_r1_format("<think>reason</think><answer>4</answer>"));
+    // LMM-R1 strips the response, and its regex allows nothing between
+    // `</think>` and `<answer>`, not even a newline (R1-V's rule does).
     assert!(is_r1_format(
-        "  <think>\nreason\n</think>\n\n<answer>4</answer>\n"
+        "  <think>\nreason\n</think><answer>4</answer>\n"
     ));
+    assert!(!is_r1_format("<think>reason</think>\n\n<answer>4</answer>"));
+    assert!(!is_r1_format("<think>reason</think> <answer>4</answer>"));
+    assert!(is_r1_spaced_format(
+        "<think>reason</think>\n\n<answer>4</answer>"
+    ));
+    assert!(!is_r1_spaced_format(
+        " <think>reason</think><answer>4</answer>"
+    ));
+    assert!(!is_r1_spaced_format(
+        "<think>r</think> so <answer>4</answer>"
+    ));
+    // LMM-R1 counts only the opening tags: a stray `</think>` in the answer passes.
+    assert!(is_r1_format("<think>r</think><answer>4 </think></answer>"));
     assert!(is_r1_format("<think></think><answer></answer>"));
     // A `<` that opens no tag, multi-byte text next to it.
     assert!(is_r1_format(

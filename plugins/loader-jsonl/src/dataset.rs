@@ -1,19 +1,31 @@
-//! The loader: index rows at `open`, parse one row per `get`.
+//! The loader: index rows at `open` (and, by default, parse each once so a
+//! malformed row is reported before training), parse one row per `get`.
 
-use crate::files::{expand_grants, index_file, read_row, row_text, DataFile, Row};
-use lmmhost_sdk::rows::{parse_json_row, Config, RowCtx};
+use crate::files::{expand_grants, index_file, read_row, DataFile, Row};
+use lmmhost_sdk::rows::{image_roots, parse_json_row, Config, RowCtx, SkipTally};
 use lmmhost_sdk::{DatasetInfo, Loader, Sample};
 use std::path::PathBuf;
 
 pub struct JsonlLoader {
     config: Config,
     files: Vec<DataFile>,
+    /// Granted directories and image roots.
     granted: Vec<PathBuf>,
     rows: Vec<Row>,
 }
 
 impl JsonlLoader {
-    fn parse(&self, row: &Row, text: &str) -> Result<Sample, String> {
+    /// `<file>:<line>` of a row.
+    fn location(&self, row: &Row) -> String {
+        format!(
+            "{}:{}",
+            self.files[row.file as usize].path.display(),
+            row.line
+        )
+    }
+
+    /// The row's sample, or its problem (without the location).
+    fn parse_bare(&self, row: &Row, text: &str) -> Result<Sample, String> {
         let file = &self.files[row.file as usize];
         let stem = file
             .path
@@ -26,67 +38,72 @@ impl JsonlLoader {
             granted: &self.granted,
             default_id: format!("{stem}:{}", row.line),
         };
-        parse_json_row(text, &ctx).map_err(|e| format!("{}:{}: {e}", file.path.display(), row.line))
+        parse_json_row(text, &ctx)
+    }
+
+    fn parse(&self, row: &Row, text: &str) -> Result<Sample, String> {
+        self.parse_bare(row, text)
+            .map_err(|e| format!("{}: {e}", self.location(row)))
     }
 }
 
 impl Loader for JsonlLoader {
     fn open(config: &str, files: &[String]) -> Result<(Self, DatasetInfo), String> {
         let config = Config::parse("loader-jsonl", config)?;
-        let (files, granted) = expand_grants(files)?;
+        let roots = image_roots(&config.image_roots)?;
+        let (files, mut granted) = expand_grants(files, &roots)?;
+        granted.extend(roots);
         let mut loader = JsonlLoader {
             config,
             files,
             granted,
             rows: Vec::new(),
         };
-        let mut skipped = 0u64;
-        let mut notes = Vec::new();
+        let skip = loader.config.skip_bad_rows;
+        let validate = skip || loader.config.validate_at_open;
+        let mut skips = SkipTally::new(loader.config.max_notes);
         for i in 0..loader.files.len() {
-            let path = loader.files[i].path.clone();
             let file_no = u32::try_from(i).map_err(|_| "too many files".to_owned())?;
-            let cfg_skip = loader.config.skip_bad_rows;
-            let max_notes = loader.config.max_notes;
             let mut rows = Vec::new();
-            index_file(file_no, &path, |row, bytes| {
-                if !cfg_skip {
-                    // Rows are parsed lazily in `get`; a bad one is an error there.
+            index_file(file_no, &loader.files[i], |row, bytes| {
+                if !validate {
                     rows.push(row);
                     return Ok(());
                 }
-                // Skipping needs to know which rows are bad, so parse them all now.
-                match row_text(bytes, &row, &path).and_then(|t| loader.parse(&row, t)) {
+                let checked = std::str::from_utf8(bytes)
+                    .map_err(|e| format!("not valid UTF-8: {e}"))
+                    .and_then(|t| loader.parse_bare(&row, t));
+                match checked {
                     Ok(_) => rows.push(row),
-                    Err(e) => {
-                        skipped += 1;
-                        if notes.len() < max_notes {
-                            notes.push(format!("skipped {e}"));
-                        }
-                    }
+                    Err(e) if skip => skips.add(&loader.location(&row), &e),
+                    Err(e) => return Err(format!("{}: {e}", loader.location(&row))),
                 }
                 Ok(())
             })?;
             loader.rows.extend(rows);
         }
-        if skipped > 0 {
-            lmmhost_sdk::log::warn(
-                "loader-jsonl skipped malformed rows",
-                &[("count", &skipped.to_string())],
-            );
+        if skips.count > 0 {
+            for (class, n) in skips.classes() {
+                lmmhost_sdk::log::warn(
+                    "loader-jsonl skipped malformed rows",
+                    &[("count", &n.to_string()), ("reason", &class)],
+                );
+            }
         }
         if loader.rows.is_empty() {
-            let why = notes
+            let why = skips
                 .first()
                 .map(|n| format!(" (first: {n})"))
                 .unwrap_or_default();
             return Err(format!(
-                "loader-jsonl: no usable rows in the granted files ({skipped} skipped){why}"
+                "loader-jsonl: no usable rows in the granted files ({} skipped){why}",
+                skips.count
             ));
         }
         let info = DatasetInfo {
             len: loader.rows.len() as u64,
-            skipped_rows: skipped,
-            notes,
+            skipped_rows: skips.count,
+            notes: skips.notes(),
         };
         Ok((loader, info))
     }

@@ -5,6 +5,9 @@ use lmmhost_sdk::{ContentPart, ImageSource, Loader, Sample};
 use std::fs;
 use std::path::Path;
 
+/// Rows parsed only in `get` (the default parses them all at `open`).
+const LAZY: &str = "validate_at_open = false";
+
 fn write(dir: &Path, name: &str, lines: &[&str]) -> String {
     let p = dir.join(name);
     if let Some(parent) = p.parent() {
@@ -115,7 +118,9 @@ fn placeholder_count_mismatch_names_file_line_and_counts() {
             r#"{"problem": "<image> vs <image>", "answer": "1", "images": ["a.png", "b.png", "c.png"]}"#,
         ],
     );
-    let (l, info) = JsonlLoader::open("", &[s(d.path())]).unwrap();
+    let e = JsonlLoader::open("", &[s(d.path())]).err().unwrap();
+    assert!(e.starts_with(&format!("{f}:3: ")), "refused at open: {e}");
+    let (l, info) = JsonlLoader::open(LAZY, &[s(d.path())]).unwrap();
     assert_eq!(info.len, 2);
     let e = l.get(1).unwrap_err();
     assert!(e.starts_with(&format!("{f}:3: ")), "{e}");
@@ -131,7 +136,7 @@ fn placeholder_count_mismatch_names_file_line_and_counts() {
             r#"{"messages": [{"role": "user", "content": "<image><image> hi"}, {"role": "assistant", "content": "x"}], "images": ["a.png"]}"#,
         ],
     );
-    let (l, _) = JsonlLoader::open("", &[s(d.path()) + "/chat.jsonl", s(d.path())]).unwrap();
+    let (l, _) = JsonlLoader::open(LAZY, &[s(d.path()) + "/chat.jsonl", s(d.path())]).unwrap();
     let e = l.get(0).unwrap_err();
     assert!(
         e.contains("chat.jsonl:1: ")
@@ -188,14 +193,18 @@ fn auto_detects_per_row_and_forced_format_rejects_others() {
             r#"{"question": "q", "answer": "3"}"#,
         ],
     );
-    let (l, info) = JsonlLoader::open("", &[s(d.path())]).unwrap();
+    let (l, info) = JsonlLoader::open(LAZY, &[s(d.path())]).unwrap();
     assert_eq!(info.len, 4);
     assert_eq!(l.get(0).unwrap().text_of("user"), "m");
     assert_eq!(l.get(1).unwrap().text_of("user"), "p");
     assert_eq!(l.get(2).unwrap().text_of("user"), "c");
     let e = l.get(3).unwrap_err();
     assert!(e.contains("mix.jsonl:4: cannot detect the format"), "{e}");
-    let (l, _) = JsonlLoader::open("format = \"easyr1\"", &[s(d.path())]).unwrap();
+    let (l, _) = JsonlLoader::open(
+        "format = \"easyr1\"\nvalidate_at_open = false",
+        &[s(d.path())],
+    )
+    .unwrap();
     assert!(l
         .get(0)
         .unwrap_err()
@@ -221,7 +230,15 @@ fn bad_rows_are_errors_or_skipped_and_counted() {
             r#"{"problem": "ok3", "answer": "3"}"#,
         ],
     );
-    let (l, info) = JsonlLoader::open("", std::slice::from_ref(&f)).unwrap();
+    let e = JsonlLoader::open("", std::slice::from_ref(&f))
+        .err()
+        .unwrap();
+    assert_eq!(
+        e,
+        format!("{f}:2: missing field `answer`"),
+        "refused at open"
+    );
+    let (l, info) = JsonlLoader::open(LAZY, std::slice::from_ref(&f)).unwrap();
     assert_eq!((info.len, info.skipped_rows), (9, 0));
     assert_eq!(
         l.get(1).unwrap_err(),
@@ -249,7 +266,11 @@ fn bad_rows_are_errors_or_skipped_and_counted() {
 
     let (l, info) = JsonlLoader::open("skip_bad_rows = true", std::slice::from_ref(&f)).unwrap();
     assert_eq!((info.len, info.skipped_rows), (3, 6));
-    assert_eq!(info.notes.len(), 5);
+    // The first 5 reasons in full, then one count per reason (6 kinds).
+    assert_eq!(info.notes.len(), 5 + 6, "{:#?}", info.notes);
+    assert!(info.notes[5..]
+        .iter()
+        .all(|n| n.starts_with("1 row skipped: ")));
     assert_eq!(
         info.notes[0],
         format!("skipped {f}:2: missing field `answer`")
@@ -273,7 +294,7 @@ fn system_prompt_suffix_and_id_field() {
             r#"{"problem": "no uid", "answer": "1"}"#,
         ],
     );
-    let cfg = "system_prompt = \"SYS\"\ninstruction_suffix = \" Think, then answer.\"\nid_field = \"uid\"";
+    let cfg = "system_prompt = \"SYS\"\ninstruction_suffix = \" Think, then answer.\"\nid_field = \"uid\"\nvalidate_at_open = false";
     let (l, _) = JsonlLoader::open(cfg, &[s(d.path())]).unwrap();
     let a = l.get(0).unwrap();
     assert_eq!(a.id, "q-1");
@@ -328,7 +349,7 @@ fn multiple_grants_keep_their_order_and_directories_sort() {
     write(&sub, "a.jsonl", &[r#"{"problem": "a1", "answer": "1"}"#]);
     write(
         &sub,
-        "ignored.json",
+        "ignored.txt",
         &[r#"{"problem": "no", "answer": "1"}"#],
     );
     let (l, info) = JsonlLoader::open("", &[single, s(&sub)]).unwrap();
@@ -344,7 +365,7 @@ fn open_errors_are_clear() {
     let e = JsonlLoader::open("", &[]).err().unwrap();
     assert!(e.contains("no files granted"), "{e}");
     let e = JsonlLoader::open("", &[s(d.path())]).err().unwrap();
-    assert!(e.contains("no *.jsonl files"), "{e}");
+    assert!(e.contains("no *.jsonl or *.json files"), "{e}");
     let e = JsonlLoader::open("formt = \"auto\"", &[s(d.path())])
         .err()
         .unwrap();

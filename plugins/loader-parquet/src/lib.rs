@@ -12,7 +12,7 @@
 
 mod source;
 
-use lmmhost_sdk::rows::{normalize, parse_row, Config, RowCtx};
+use lmmhost_sdk::rows::{image_roots, normalize, parse_row, Config, RowCtx, SkipTally};
 use lmmhost_sdk::{DatasetInfo, Loader, Sample};
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use serde_json::Value;
@@ -50,12 +50,17 @@ pub struct ParquetLoader {
 }
 
 /// Granted paths expanded to files (a directory means all `*.parquet` in it,
-/// sorted), and the granted directories.
-fn expand(files: &[String]) -> Result<(Vec<PathBuf>, Vec<PathBuf>), String> {
+/// sorted), and the granted directories. A grant that is an image root is
+/// not data.
+fn expand(files: &[String], roots: &[PathBuf]) -> Result<(Vec<PathBuf>, Vec<PathBuf>), String> {
     let mut out = Vec::new();
     let mut dirs = Vec::new();
     for f in files {
         let p = Path::new(f);
+        // An image folder granted in `files` too is not data.
+        if roots.iter().any(|r| normalize(p) == *r) {
+            continue;
+        }
         let meta = std::fs::metadata(p).map_err(|e| format!("{f}: cannot open: {e}"))?;
         if meta.is_dir() {
             let mut found: Vec<PathBuf> = std::fs::read_dir(p)
@@ -65,7 +70,9 @@ fn expand(files: &[String]) -> Result<(Vec<PathBuf>, Vec<PathBuf>), String> {
                 .collect();
             found.sort();
             if found.is_empty() {
-                return Err(format!("{f}: directory holds no *.parquet file"));
+                return Err(format!(
+                    "{f}: directory holds no *.parquet file (a directory of images belongs in the dataset's `images`, not `files`)"
+                ));
             }
             out.extend(found);
             dirs.push(normalize(p));
@@ -99,24 +106,42 @@ fn read_group(f: &DataFile, group: u32) -> Result<Vec<Value>, String> {
 }
 
 impl ParquetLoader {
-    fn parse(&self, pos: RowPos, value: Value) -> Result<Sample, String> {
+    /// `<file>: row <n> (row group <g>, row <r>)`, rows counted from 1.
+    fn location(&self, pos: RowPos) -> String {
+        format!(
+            "{}: row {} (row group {}, row {})",
+            self.files[pos.file as usize].path.display(),
+            pos.file_row + 1,
+            pos.group,
+            pos.row + 1
+        )
+    }
+
+    /// The row's sample, or its problem (without the location).
+    fn parse_bare(&self, pos: RowPos, value: Value) -> Result<Sample, String> {
         let f = &self.files[pos.file as usize];
-        // Rows are named by 1-based row number, like lines in the JSONL loader.
-        let line = u32::try_from(pos.file_row + 1).unwrap_or(u32::MAX);
+        // Default ids use the 1-based row number, like lines in the JSONL loader.
         let ctx = RowCtx {
             config: &self.config,
             base: &f.dir,
             granted: &self.granted,
-            default_id: format!("{}:{line}", f.name),
+            default_id: format!("{}:{}", f.name, pos.file_row + 1),
         };
-        parse_row(value, &ctx).map_err(|e| format!("{}: row {line}: {e}", f.path.display()))
+        parse_row(value, &ctx)
+    }
+
+    fn parse(&self, pos: RowPos, value: Value) -> Result<Sample, String> {
+        self.parse_bare(pos, value)
+            .map_err(|e| format!("{}: {e}", self.location(pos)))
     }
 }
 
 impl Loader for ParquetLoader {
     fn open(config: &str, files: &[String]) -> Result<(Self, DatasetInfo), String> {
         let config = Config::parse("loader-parquet", config)?;
-        let (paths, granted) = expand(files)?;
+        let roots = image_roots(&config.image_roots)?;
+        let (paths, mut granted) = expand(files, &roots)?;
+        granted.extend(roots);
         let mut loader = ParquetLoader {
             config,
             files: Vec::new(),
@@ -124,7 +149,7 @@ impl Loader for ParquetLoader {
             rows: Vec::new(),
             cache: RefCell::new(None),
         };
-        let (mut skipped, mut notes) = (0u64, Vec::new());
+        let mut skips = SkipTally::new(loader.config.max_notes);
         for (fi, path) in paths.into_iter().enumerate() {
             let file = PathSource::open(&path)?;
             let reader = SerializedFileReader::new(file)
@@ -151,26 +176,36 @@ impl Loader for ParquetLoader {
                         file_row,
                     };
                     file_row += 1;
-                    match loader.parse(pos, value) {
+                    match loader.parse_bare(pos, value) {
                         Ok(_) => loader.rows.push(pos),
                         Err(e) if loader.config.skip_bad_rows => {
-                            skipped += 1;
-                            if notes.len() < loader.config.max_notes {
-                                notes.push(format!("skipped {e}"));
-                            }
+                            skips.add(&loader.location(pos), &e)
                         }
-                        Err(e) => return Err(e),
+                        Err(e) => return Err(format!("{}: {e}", loader.location(pos))),
                     }
                 }
             }
         }
+        for (class, n) in skips.classes() {
+            lmmhost_sdk::log::warn(
+                "loader-parquet skipped malformed rows",
+                &[("count", &n.to_string()), ("reason", &class)],
+            );
+        }
         if loader.rows.is_empty() {
-            return Err(format!("dataset has no usable rows ({skipped} skipped)"));
+            let why = skips
+                .first()
+                .map(|n| format!(" (first: {n})"))
+                .unwrap_or_default();
+            return Err(format!(
+                "loader-parquet: dataset has no usable rows ({} skipped){why}",
+                skips.count
+            ));
         }
         let info = DatasetInfo {
             len: loader.rows.len() as u64,
-            skipped_rows: skipped,
-            notes,
+            skipped_rows: skips.count,
+            notes: skips.notes(),
         };
         Ok((loader, info))
     }

@@ -13,9 +13,11 @@ mod eval;
 mod normalize;
 mod parse;
 mod shape;
+mod words;
 
 pub use eval::num_eq;
 pub use normalize::normalize;
+pub use words::number_from_words;
 
 /// Inputs longer than this are compared as normalized text only, which keeps
 /// the cost of a hostile completion bounded.

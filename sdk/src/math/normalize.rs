@@ -124,7 +124,8 @@ fn is_unit_phrase(s: &str) -> bool {
 
 /// The cleaned answer text. Allocates one `String`.
 pub fn normalize(input: &str) -> String {
-    let mut s = input.trim();
+    let fixed = fix_escapes(input);
+    let mut s = fixed.trim();
     if let Some(b) = last_boxed(s) {
         s = b.trim();
     }
@@ -136,6 +137,66 @@ pub fn normalize(input: &str) -> String {
     if trimmed.len() != out.len() {
         out = trimmed.to_string();
     }
+    out
+}
+
+/// `14{,}916` (a thousands separator in braces) -> `14916`, and a doubled
+/// backslash before a command (`\\\\frac`, from over-escaped strings) ->
+/// `\\frac` outside environments, where `\\\\` separates rows.
+fn fix_escapes(s: &str) -> std::borrow::Cow<'_, str> {
+    let doubled = !s.contains("\\begin")
+        && s.as_bytes()
+            .windows(3)
+            .any(|w| w[0] == b'\\' && w[1] == b'\\' && w[2].is_ascii_alphabetic());
+    let braced_comma = s.contains(",}") || s.contains(", }");
+    if !doubled && !braced_comma {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut t = if braced_comma {
+        drop_braced_commas(s)
+    } else {
+        s.to_owned()
+    };
+    if doubled {
+        let mut out = String::with_capacity(t.len());
+        let b = t.as_bytes();
+        let mut i = 0;
+        while i < b.len() {
+            if b[i] == b'\\'
+                && b.get(i + 1) == Some(&b'\\')
+                && b.get(i + 2).is_some_and(u8::is_ascii_alphabetic)
+            {
+                i += 1;
+                continue;
+            }
+            let c = t[i..].chars().next().unwrap_or(' ');
+            out.push(c);
+            i += c.len_utf8();
+        }
+        t = out;
+    }
+    std::borrow::Cow::Owned(t)
+}
+
+/// Removes `{,}` (also with spaces inside), a thousands separator.
+fn drop_braced_commas(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find('{') {
+        let inner = &rest[i + 1..];
+        let close = inner.find('}');
+        match close {
+            Some(c) if inner[..c].trim() == "," => {
+                out.push_str(&rest[..i]);
+                rest = &inner[c + 1..];
+            }
+            _ => {
+                out.push_str(&rest[..=i]);
+                rest = inner;
+            }
+        }
+    }
+    out.push_str(rest);
     out
 }
 

@@ -19,8 +19,37 @@ pub enum Format {
     /// Chat SFT traces: `messages` (assistant turn as target) + `images`.
     Messages,
     /// verl: `prompt` (chat list with `<image>` placeholders),
-    /// `reward_model.ground_truth`, `images`.
+    /// `reward_model.ground_truth` (a string, number or list), `images`.
     Verl,
+    /// ShareGPT (LLaMA-Factory): `conversations` of `{"from", "value"}` turns,
+    /// optional `system`, `images`.
+    #[serde(rename = "sharegpt")]
+    ShareGpt,
+    /// ms-swift: `query`, `response`, optional `history` (`[[q, r], ...]`),
+    /// `system`, `images`.
+    QueryResponse,
+    /// LLaMA-Factory's Alpaca layout: `instruction`, `input`, `output`,
+    /// optional `system`, `history`, `images`.
+    Alpaca,
+    /// LMM-R1's Sokoban rows: the LMM-R1 `message` layout without a
+    /// reference answer; the level is read from the `.npy` file at `env_path`.
+    Sokoban,
+}
+
+impl Format {
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Auto => "auto",
+            Format::LmmR1 => "lmm-r1",
+            Format::EasyR1 => "easyr1",
+            Format::Messages => "messages",
+            Format::Verl => "verl",
+            Format::ShareGpt => "sharegpt",
+            Format::QueryResponse => "query-response",
+            Format::Alpaca => "alpaca",
+            Format::Sokoban => "sokoban",
+        }
+    }
 }
 
 /// A loader's config: how rows become samples, plus `skip_bad_rows`/`max_notes`.
@@ -30,6 +59,16 @@ pub struct Config {
     pub format: Format,
     /// Skip (and count) malformed rows instead of failing on them.
     pub skip_bad_rows: bool,
+    /// Parse every row once at `open`, so a malformed row is reported before
+    /// training starts (always on with `skip_bad_rows`).
+    pub validate_at_open: bool,
+    /// Directories holding images (or Sokoban levels), granted read-only
+    /// apart from the data files. The host fills this from the dataset's
+    /// `images` list; a root the sandbox does not show is an error at `open`.
+    pub image_roots: Vec<String>,
+    /// Relative image names are resolved against this directory (EasyR1's
+    /// `image_dir`); itself absolute or relative to the data file's directory.
+    pub image_dir: Option<String>,
     /// How many skip reasons go into `DatasetInfo::notes`.
     pub max_notes: usize,
     /// Added as the first message when the row has no system message.
@@ -56,6 +95,18 @@ pub struct Config {
     /// verl's reference answer, a dotted path into nested objects.
     pub ground_truth_key: String,
     pub image_placeholder: String,
+    pub conversations_key: String,
+    pub query_key: String,
+    pub response_key: String,
+    pub history_key: String,
+    pub system_key: String,
+    pub instruction_key: String,
+    pub input_key: String,
+    pub output_key: String,
+    /// Sokoban rows: the field holding the level file (`.npy`).
+    pub level_file_key: String,
+    /// Sokoban rows: the metadata key the level is written to, as text rows.
+    pub level_key: String,
 }
 
 impl Default for Config {
@@ -63,6 +114,9 @@ impl Default for Config {
         Config {
             format: Format::Auto,
             skip_bad_rows: false,
+            validate_at_open: true,
+            image_roots: Vec::new(),
+            image_dir: None,
             max_notes: 5,
             system_prompt: None,
             replace_system: false,
@@ -79,6 +133,16 @@ impl Default for Config {
             prompt_key: "prompt".into(),
             ground_truth_key: "reward_model.ground_truth".into(),
             image_placeholder: "<image>".into(),
+            conversations_key: "conversations".into(),
+            query_key: "query".into(),
+            response_key: "response".into(),
+            history_key: "history".into(),
+            system_key: "system".into(),
+            instruction_key: "instruction".into(),
+            input_key: "input".into(),
+            output_key: "output".into(),
+            level_file_key: "env_path".into(),
+            level_key: "level".into(),
         }
     }
 }
@@ -90,6 +154,11 @@ impl Config {
             toml::from_str(text).map_err(|e| format!("{plugin} config: {}", e.message()))?;
         if c.image_placeholder.is_empty() {
             return Err(format!("{plugin} config: `image_placeholder` is empty"));
+        }
+        if let Some(r) = c.image_roots.iter().find(|r| !r.starts_with('/')) {
+            return Err(format!(
+                "{plugin} config: `image_roots` entry `{r}` must be an absolute path"
+            ));
         }
         Ok(c)
     }
@@ -119,6 +188,10 @@ mod tests {
             ("lmm-r1", Format::LmmR1),
             ("messages", Format::Messages),
             ("verl", Format::Verl),
+            ("sharegpt", Format::ShareGpt),
+            ("query-response", Format::QueryResponse),
+            ("alpaca", Format::Alpaca),
+            ("sokoban", Format::Sokoban),
         ] {
             let c = Config::parse("l", &format!("format = \"{text}\"")).unwrap();
             assert_eq!(c.format, f);

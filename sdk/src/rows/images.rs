@@ -22,6 +22,25 @@ pub fn normalize(p: &Path) -> PathBuf {
     out
 }
 
+/// The config's `image_roots`, normalized, each checked to be a directory
+/// the loader can see. The sandbox shows only what the host granted, so a
+/// root missing here was not granted (or does not exist).
+pub fn image_roots(roots: &[String]) -> Result<Vec<PathBuf>, String> {
+    roots
+        .iter()
+        .map(|r| {
+            let p = normalize(Path::new(r));
+            match std::fs::metadata(&p) {
+                Ok(m) if m.is_dir() => Ok(p),
+                Ok(_) => Err(format!("image root {r} is not a directory")),
+                Err(e) => Err(format!(
+                    "image root {r} is not visible to the loader ({e}); list it in the dataset's `images` so the host grants it read-only"
+                )),
+            }
+        })
+        .collect()
+}
+
 /// An image reference from a row, made absolute (relative to the data
 /// file's directory `base`, `file://` stripped) and checked to lie inside a
 /// granted directory, so the error comes with file and line rather than
@@ -44,7 +63,7 @@ pub fn resolve_image(reference: &str, base: &Path, granted: &[PathBuf]) -> Resul
     });
     if !granted.iter().any(|d| abs.starts_with(d)) {
         return Err(format!(
-            "image `{reference}` ({}) is outside the granted directories; grant the directory that holds the images",
+            "image `{reference}` ({}) is outside the granted directories; list the directory that holds the images in the dataset's `images` (image roots)",
             abs.display()
         ));
     }
@@ -58,12 +77,12 @@ pub(super) struct Images<'a> {
     list: Vec<Value>,
     next: usize,
     field: &'a str,
-    base: &'a Path,
+    base: PathBuf,
     granted: &'a [PathBuf],
 }
 
 impl<'a> Images<'a> {
-    pub fn new(list: Vec<Value>, field: &'a str, base: &'a Path, granted: &'a [PathBuf]) -> Self {
+    pub fn new(list: Vec<Value>, field: &'a str, base: PathBuf, granted: &'a [PathBuf]) -> Self {
         Images {
             list,
             next: 0,
@@ -133,7 +152,7 @@ impl<'a> Images<'a> {
                 .map(ImageSource::Bytes)
                 .map_err(|e| format!("image data URL: {e}"));
         }
-        resolve_image(s, self.base, self.granted).map(ImageSource::Path)
+        resolve_image(s, &self.base, self.granted).map(ImageSource::Path)
     }
 }
 

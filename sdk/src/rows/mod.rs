@@ -1,16 +1,24 @@
 //! Dataset rows -> samples, shared by the core loaders (loader-jsonl reads
-//! JSONL lines, loader-parquet turns Parquet records into the same JSON
-//! objects): the LMM-R1/OpenRLHF, EasyR1/R1-V, chat-trace and verl layouts,
-//! configurable column names, the prompt template, and image references
-//! checked against the grants. Behind the SDK's `rows` cargo feature.
+//! JSONL lines and JSON arrays, loader-parquet turns Parquet records into the
+//! same JSON objects): the LMM-R1/OpenRLHF (and its Sokoban rows),
+//! EasyR1/R1-V, chat-trace, verl, ShareGPT, ms-swift and Alpaca layouts,
+//! configurable column names, the prompt template, image references checked
+//! against the grants, and `skip_bad_rows` bookkeeping. Behind the SDK's
+//! `rows` cargo feature.
 
 mod config;
+mod conversations;
 mod images;
+mod layouts;
 mod parse;
+mod skips;
+mod sokoban;
 
 pub use config::{Config, Format};
-pub use images::{normalize, resolve_image};
-pub use parse::{parse_json_row, parse_row, unwrap_answer, RowCtx};
+pub use images::{image_roots, normalize, resolve_image};
+pub use parse::{detect, parse_json_row, parse_row, unwrap_answer, RowCtx};
+pub use skips::{reason_class, SkipTally};
+pub use sokoban::level_from_npy;
 
 use serde_json::Value;
 

@@ -24,8 +24,11 @@ pub fn parse_config<T: DeserializeOwned>(rule: &str, config: &str) -> Result<T, 
 pub enum FormatMode {
     /// No format check.
     None,
-    /// LMM-R1 / DeepSeek-R1: the whole response is `<think>..</think><answer>..</answer>`.
+    /// LMM-R1: the whole response (trimmed) is `<think>..</think><answer>..</answer>`,
+    /// nothing between the two blocks, one of each opening tag.
     R1,
+    /// R1-V: `<think>..</think>`, optional whitespace, `<answer>..</answer>`, nothing around.
+    R1Spaced,
     /// EasyR1: `<think>..</think>` followed by text containing `\boxed{..}`.
     Boxed,
 }
@@ -36,16 +39,17 @@ impl FormatMode {
         match self {
             FormatMode::None => true,
             FormatMode::R1 => crate::answer::is_r1_format(response),
+            FormatMode::R1Spaced => crate::answer::is_r1_spaced_format(response),
             FormatMode::Boxed => crate::answer::is_boxed_format(response),
         }
     }
 
-    /// The customary reward for a matching format: 0.5 for R1 (LMM-R1),
+    /// The customary reward for a matching format: 0.5 for R1 (LMM-R1, R1-V),
     /// 0.1 for boxed (EasyR1's format weight).
     pub fn default_value(self) -> f64 {
         match self {
             FormatMode::None => 0.0,
-            FormatMode::R1 => 0.5,
+            FormatMode::R1 | FormatMode::R1Spaced => 0.5,
             FormatMode::Boxed => 0.1,
         }
     }
