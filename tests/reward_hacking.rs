@@ -19,7 +19,7 @@ fn plugin(preset: Preset) -> (RewardPlugin, MathAccuracy) {
     let config = format!("preset = \"{}\"", preset.name());
     let rt = PluginRuntime::new(RuntimeOptions { cache_dir: None }).unwrap();
     let mut s = PluginSpec::from_file("reward-math", &plugin_wasm("reward-math"), &config).unwrap();
-    s.limits.instances = 1;
+    s.limits.instances = Some(1);
     s.on_error = OnError::Abort;
     s.log = Arc::new(|_| {});
     (
@@ -214,7 +214,7 @@ fn hostile_responses_finish_within_the_call_budget() {
     let budget = PluginSpec::from_file("reward-math", &plugin_wasm("reward-math"), "")
         .unwrap()
         .limits
-        .call_timeout
+        .call_timeout()
         .as_secs_f64();
     for preset in Preset::ALL {
         // One item per call, so each must fit the budget on its own.
