@@ -15,8 +15,9 @@ use crate::checkpoint::{self, LoadedModel};
 use crate::config::{Architecture, ModelConfig};
 use crate::lm::ForwardInputs;
 use crate::sampling::{choose, id_tensor, SamplingParams, SeededRng};
+use crate::weights;
 
-/// The tiny configs of issue 7's workloads.
+/// The tiny configs of the W1 (text) and W2 (vision-language) benchmark workloads.
 pub const PRESETS: &[&str] = &["w1", "w2"];
 
 /// `config.json` of a preset: `w1` is the text model of workload W1, `w2` the
@@ -213,7 +214,7 @@ pub fn random_model(config: &str, device: Device, kind: Kind, seed: i64) -> Resu
         .with_context(|| format!("cannot write {}", cfg_path.display()))?;
     let cfg = ModelConfig::from_dir(&dir.0).with_context(|| format!("model config {config:?}"))?;
     let weights = random_weights(&cfg, seed);
-    let st = dir.0.join(checkpoint::SINGLE_FILE);
+    let st = dir.0.join(weights::SINGLE_FILE);
     Tensor::write_safetensors(&weights, &st)
         .with_context(|| format!("cannot write {}", st.display()))?;
     drop(weights);

@@ -5,11 +5,13 @@
 use anyhow::{bail, Context, Result};
 use tch::{Kind, Tensor};
 
-use crate::checkpoint::{Params, Weights};
+use crate::causal_lm::{self, Decoder, DecoderLm};
 use crate::config::ModelConfig;
+use crate::layers::LayerKv;
 use crate::lm::ForwardInputs;
-use crate::qwen2::{self, Qwen2Model};
-use crate::vision::VisionTransformer;
+use crate::qwen2::Qwen2Model;
+use crate::qwen2_5_vl_vision::VisionTransformer;
+use crate::weights::{Params, Weights};
 
 pub struct Qwen2_5VlForConditionalGeneration {
     pub visual: VisionTransformer,
@@ -39,7 +41,8 @@ impl Qwen2_5VlForConditionalGeneration {
             .context("Qwen2.5-VL config without vision_config")?;
         let visual = VisionTransformer::load(w, vc)?;
         let model = Qwen2Model::load(w, &config.text)?;
-        let lm_head = qwen2::load_lm_head(w, &config.text, &model.embed_tokens)?;
+        let lm_head =
+            causal_lm::load_lm_head(w, config.text.tie_word_embeddings, &model.embed_tokens)?;
         let image_token_id = config
             .image_token_id
             .with_context(|| format!("{}: missing image_token_id", config.path.display()))?;
@@ -104,29 +107,10 @@ impl Qwen2_5VlForConditionalGeneration {
                 bail!("inputs with images need the processor's M-RoPE position_ids [3, B, L]")
             }
             None => {
-                let p = qwen2::positions_from_mask(inputs.attention_mask);
+                let p = causal_lm::positions_from_mask(inputs.attention_mask);
                 Ok(p.unsqueeze(0).expand([3, b, l], false))
             }
         }
-    }
-
-    fn hidden(
-        &self,
-        inputs: &ForwardInputs,
-        cache: Option<&mut Vec<(Tensor, Tensor)>>,
-    ) -> Result<(Tensor, Tensor)> {
-        qwen2::check_ids(inputs.input_ids, inputs.attention_mask)?;
-        let feats = match (inputs.pixel_values, inputs.image_grid_thw) {
-            (Some(p), Some(g)) => Some(self.image_features(p, g)?),
-            (None, None) => None,
-            _ => bail!("pixel_values and image_grid_thw must be given together"),
-        };
-        let embeds = self.input_embeds(inputs.input_ids, feats.as_ref())?;
-        let positions = self.positions(inputs)?;
-        let h = self
-            .model
-            .forward_embeds(&embeds, &positions, inputs.attention_mask, cache)?;
-        Ok((h, positions))
     }
 
     pub fn params(&self) -> Params {
@@ -140,4 +124,39 @@ impl Qwen2_5VlForConditionalGeneration {
     }
 }
 
-qwen2::impl_causal_lm!(Qwen2_5VlForConditionalGeneration, mrope = true);
+impl DecoderLm for Qwen2_5VlForConditionalGeneration {
+    fn hidden(
+        &self,
+        inputs: &ForwardInputs,
+        cache: Option<&mut Vec<LayerKv>>,
+    ) -> Result<(Tensor, Tensor)> {
+        causal_lm::check_ids(inputs.input_ids, inputs.attention_mask)?;
+        let feats = match (inputs.pixel_values, inputs.image_grid_thw) {
+            (Some(p), Some(g)) => Some(self.image_features(p, g)?),
+            (None, None) => None,
+            _ => bail!("pixel_values and image_grid_thw must be given together"),
+        };
+        let embeds = self.input_embeds(inputs.input_ids, feats.as_ref())?;
+        let positions = self.positions(inputs)?;
+        let h =
+            self.model
+                .forward_embeds(&embeds, &positions, inputs.attention_mask, cache, &[])?;
+        Ok((h, positions))
+    }
+
+    fn decoder(&self) -> &dyn Decoder {
+        &self.model
+    }
+
+    fn lm_head(&self) -> &Tensor {
+        &self.lm_head
+    }
+
+    fn mrope(&self) -> bool {
+        true
+    }
+
+    fn stop_token_ids(&self) -> &[i64] {
+        &self.config.eos_token_ids
+    }
+}

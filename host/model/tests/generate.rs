@@ -327,7 +327,7 @@ fn workers_decode_the_same_completions() {
 /// logits and greedy continuation equal transformers' in the written file.
 #[test]
 fn logits_command_matches_the_fixture() {
-    use lmmhost_model::logits;
+    use lmmhost_model::parity_dump;
     let c = Case::load("a_text_qwen2", "a_text_qwen2");
     let dir = tempfile::tempdir().unwrap();
     let ids = Vec::<Vec<i64>>::try_from(&c.io["input_ids"]).unwrap();
@@ -346,7 +346,7 @@ fn logits_command_matches_the_fixture() {
     std::fs::write(&prompts, jsonl).unwrap();
     let out = dir.path().join("sub/out.safetensors");
     let ckpt = fixture_dir("a_text_qwen2").join("checkpoint");
-    let dump = logits::run(&ckpt, &prompts, &out, 8, Device::Cpu, Kind::Float).unwrap();
+    let dump = parity_dump::run(&ckpt, &prompts, &out, 8, Device::Cpu, Kind::Float).unwrap();
     assert_eq!(dump.prompt_lens, vec![13, 7, 10]);
     let file: HashMap<String, Tensor> = Tensor::read_safetensors(&out)
         .unwrap()
@@ -378,7 +378,7 @@ fn logits_command_matches_the_fixture() {
         "{\"input_ids\": [1, 2]}\n{\"input_ids\": [1, \"x\"]}\n",
     )
     .unwrap();
-    let err = logits::run(&ckpt, &prompts, &out, 2, Device::Cpu, Kind::Float)
+    let err = parity_dump::run(&ckpt, &prompts, &out, 2, Device::Cpu, Kind::Float)
         .err()
         .unwrap();
     assert!(
@@ -386,7 +386,7 @@ fn logits_command_matches_the_fixture() {
         "{err:#}"
     );
     std::fs::write(&prompts, "{\"input_ids\": [1, 999999]}\n").unwrap();
-    let err = logits::run(&ckpt, &prompts, &out, 2, Device::Cpu, Kind::Float)
+    let err = parity_dump::run(&ckpt, &prompts, &out, 2, Device::Cpu, Kind::Float)
         .err()
         .unwrap();
     assert!(
@@ -430,8 +430,8 @@ fn bench_presets_build_and_measure() {
 
 #[test]
 fn chat_prompt_rows_parse_with_images_relative_to_the_file() {
-    use lmmhost_model::logits::{read_prompt_file, PromptFile};
     use lmmhost_model::processor::{ImageInput, Part};
+    use lmmhost_model::prompt_file::{read_prompt_file, PromptFile};
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("p.jsonl");
     let rows = [

@@ -1,5 +1,5 @@
 //! `lmmhost logits` and `lmmhost bench model`: thin wrappers over
-//! `lmmhost_model::logits` and `lmmhost_model::bench`.
+//! `lmmhost_model::parity_dump` and `lmmhost_model::bench`.
 
 use anyhow::Result;
 use clap::Args;
@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use lmmhost_model::bench::{self, BenchOptions};
 use lmmhost_model::device::{dtype_name, parse_device, parse_dtype};
-use lmmhost_model::logits;
+use lmmhost_model::parity_dump;
 
 #[derive(Args)]
 pub struct LogitsArgs {
@@ -60,7 +60,7 @@ pub struct BenchModelArgs {
 pub fn logits(args: LogitsArgs) -> Result<()> {
     let device = parse_device(&args.device)?;
     let kind = parse_dtype(&args.dtype)?;
-    let dump = logits::run(
+    let dump = parity_dump::run(
         &args.model,
         &args.prompts,
         &args.out,

@@ -12,10 +12,10 @@ use anyhow::{bail, Result};
 use std::collections::BTreeMap;
 use tch::{Device, Kind, Tensor};
 
-use crate::checkpoint::{Params, Weights};
 use crate::config::VisionConfig;
-use crate::qwen2::{GatedMlp, Linear, RmsNorm};
+use crate::layers::{GatedMlp, Linear, RmsNorm};
 use crate::rope;
+use crate::weights::{Params, Weights};
 
 pub struct VisionAttention {
     pub qkv: Linear,
