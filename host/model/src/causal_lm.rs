@@ -191,6 +191,70 @@ fn text_positions(mrope: bool, pos: Tensor) -> Tensor {
     }
 }
 
+/// Token embeddings `embeds` `[B, L, H]` with the image features `[N, H]`
+/// scattered, in order, into the positions of `image_token_id` in `input_ids`.
+pub fn scatter_image_features(
+    embeds: Tensor,
+    input_ids: &Tensor,
+    image_token_id: i64,
+    image_features: Option<&Tensor>,
+) -> Result<Tensor> {
+    let mask = input_ids.eq(image_token_id);
+    let n_tokens = mask.sum(Kind::Int64).int64_value(&[]);
+    match image_features {
+        None if n_tokens > 0 => bail!(
+            "input_ids contain {n_tokens} <|image_pad|> token(s) (id {image_token_id}) but no images were given"
+        ),
+        None => Ok(embeds),
+        Some(f) => {
+            let n_feat = f.size()[0];
+            if n_feat != n_tokens {
+                bail!(
+                    "input_ids contain {n_tokens} <|image_pad|> token(s) (id {image_token_id}) but the images \
+                     give {n_feat} merged patches"
+                );
+            }
+            Ok(embeds.masked_scatter(&mask.unsqueeze(-1), &f.to_kind(embeds.kind())))
+        }
+    }
+}
+
+/// M-RoPE positions `[3, B, L]` of a vision-language model's inputs: as given
+/// (`[3, B, L]`, or `[B, L]` broadcast to all axes), or for text-only inputs
+/// derived from the mask.
+pub fn mrope_positions(inputs: &ForwardInputs) -> Result<Tensor> {
+    let b = inputs.input_ids.size()[0];
+    let l = inputs.input_ids.size()[1];
+    match inputs.position_ids {
+        Some(p) if p.size() == [3, b, l] => Ok(p.shallow_clone()),
+        Some(p) if p.size() == [b, l] => Ok(p.unsqueeze(0).expand([3, b, l], false)),
+        Some(p) => bail!(
+            "position_ids must be [3, B, L] = [3, {b}, {l}], got {:?}",
+            p.size()
+        ),
+        None if inputs.pixel_values.is_some() => {
+            bail!("inputs with images need the processor's M-RoPE position_ids [3, B, L]")
+        }
+        None => {
+            let p = positions_from_mask(inputs.attention_mask);
+            Ok(p.unsqueeze(0).expand([3, b, l], false))
+        }
+    }
+}
+
+/// Rotary positions `[B, L]` of a text model's inputs: as given, or derived
+/// from the mask. `model` names the model in errors.
+pub fn text_positions_given(inputs: &ForwardInputs, model: &str) -> Result<Tensor> {
+    if inputs.pixel_values.is_some() {
+        bail!("{model} is a text-only model but the inputs carry images");
+    }
+    match inputs.position_ids {
+        Some(p) if p.dim() == 2 => Ok(p.shallow_clone()),
+        Some(p) => bail!("{model} expects [B, L] position ids, got {:?}", p.size()),
+        None => Ok(positions_from_mask(inputs.attention_mask)),
+    }
+}
+
 /// Positions transformers' generate uses for a left-padded batch: cumsum of the
 /// mask minus one (padding gets 1, never attended to).
 pub fn positions_from_mask(mask: &Tensor) -> Tensor {

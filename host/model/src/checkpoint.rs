@@ -6,7 +6,7 @@
 //! them).
 //!
 //! Out: a directory `from_pretrained` loads unchanged: config.json as read,
-//! the input's key layout and tensor dtypes, safetensors with
+//! the input's key layout (see [`Source::layout`]) and tensor dtypes, safetensors with
 //! `{"format": "pt"}` metadata, sharded past a size limit, tokenizer and
 //! processor files copied along.
 
@@ -40,6 +40,8 @@ pub const COMPANION_FILES: &[&str] = &[
 pub struct Source {
     /// None for a randomly initialised model.
     pub dir: Option<PathBuf>,
+    /// The key layout save writes: the one read, except where transformers
+    /// reads the architecture in one layout only (Qwen3-VL: its module layout).
     pub layout: KeyLayout,
     pub source_kinds: HashMap<String, Kind>,
     pub unused: Vec<String>,
@@ -65,7 +67,7 @@ pub fn init_random(
     let model = Model::build(&config, &mut w)?;
     let source = Source {
         dir: files_dir.map(Path::to_path_buf),
-        layout: KeyLayout::Published,
+        layout: config.architecture.save_layout(KeyLayout::Published),
         source_kinds: HashMap::new(),
         unused: Vec::new(),
     };
@@ -101,7 +103,7 @@ pub fn load(dir: &Path, device: Device, kind: Kind) -> Result<LoadedModel> {
     let unused = w.unused();
     let source = Source {
         dir: Some(dir.to_path_buf()),
-        layout: w.layout(),
+        layout: config.architecture.save_layout(w.layout()),
         source_kinds: w.source_kinds().clone(),
         unused,
     };

@@ -64,6 +64,31 @@ impl RmsNorm {
     }
 }
 
+/// LayerNorm with weight and bias (the Qwen3-VL vision tower's).
+pub struct LayerNorm {
+    pub weight: Tensor,
+    pub bias: Tensor,
+    pub eps: f64,
+}
+
+impl LayerNorm {
+    pub fn load(w: &mut Weights, name: &str, dim: i64, eps: f64) -> Result<Self> {
+        Ok(LayerNorm {
+            weight: w.take(&format!("{name}.weight"), &[dim])?,
+            bias: w.take(&format!("{name}.bias"), &[dim])?,
+            eps,
+        })
+    }
+    pub fn forward(&self, x: &Tensor) -> Tensor {
+        let dim = self.weight.size()[0];
+        x.layer_norm([dim], Some(&self.weight), Some(&self.bias), self.eps, true)
+    }
+    pub fn params(&self, name: &str, out: &mut Params) {
+        out.push((format!("{name}.weight"), self.weight.shallow_clone()));
+        out.push((format!("{name}.bias"), self.bias.shallow_clone()));
+    }
+}
+
 /// `down(silu(gate(x)) * up(x))`; the vision tower's MLP is the same with biases.
 pub struct GatedMlp {
     pub gate_proj: Linear,

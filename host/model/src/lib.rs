@@ -1,11 +1,13 @@
-//! Qwen2.5-VL (and text-only Qwen2) in tch: Hugging Face checkpoints in and out,
-//! the processor (tokenizer, chat template, images, M-RoPE positions), the
-//! forward pass and batched generation with a KV cache.
+//! Qwen2.5-VL and Qwen3-VL (and the text-only Qwen2 and Qwen3) in tch: Hugging
+//! Face checkpoints in and out, the processor (tokenizer, chat template,
+//! images, M-RoPE positions), the forward pass and batched generation with a
+//! KV cache.
 //!
-//! Layers: `weights` (safetensors files) <- `layers` <- one file per model part
-//! (`qwen2`, `qwen2_5_vl`, `qwen2_5_vl_vision`) <- `model` (the architectures
-//! behind one type) <- `checkpoint` (directories in and out); `causal_lm`
-//! turns any model into the [`lm::CausalLm`] that generation and training use.
+//! Layers: `weights` (safetensors files) <- `layers`, `vision_layers` <- one
+//! file per model part (`qwen2`, `qwen2_5_vl_vision`, `qwen2_5_vl`, `qwen3`,
+//! `qwen3_vl_vision`, `qwen3_vl`) <- `model` (the architectures behind one
+//! type) <- `checkpoint` (directories in and out); `causal_lm` turns any model
+//! into the [`lm::CausalLm`] that generation and training use.
 
 pub mod bench;
 pub mod causal_lm;
@@ -23,7 +25,11 @@ pub mod prompt_file;
 pub mod qwen2;
 pub mod qwen2_5_vl;
 pub mod qwen2_5_vl_vision;
+pub mod qwen3;
+pub mod qwen3_vl;
+pub mod qwen3_vl_vision;
 pub mod rope;
 pub mod sampling;
 pub mod token_stats;
+pub mod vision_layers;
 pub mod weights;

@@ -9,12 +9,16 @@ use crate::config::{Architecture, ModelConfig};
 use crate::lm::{CausalLm, Entropy, ForwardInputs, KvCache};
 use crate::qwen2::Qwen2ForCausalLM;
 use crate::qwen2_5_vl::Qwen2_5VlForConditionalGeneration;
+use crate::qwen3::Qwen3ForCausalLM;
+use crate::qwen3_vl::Qwen3VlForConditionalGeneration;
 use crate::weights::{Params, Weights};
 
 /// A network of one of the supported architectures.
 pub enum Model {
     Qwen2(Box<Qwen2ForCausalLM>),
     Qwen2_5Vl(Box<Qwen2_5VlForConditionalGeneration>),
+    Qwen3(Box<Qwen3ForCausalLM>),
+    Qwen3Vl(Box<Qwen3VlForConditionalGeneration>),
 }
 
 impl Model {
@@ -25,6 +29,10 @@ impl Model {
             Architecture::Qwen2_5Vl => Model::Qwen2_5Vl(Box::new(
                 Qwen2_5VlForConditionalGeneration::load(w, config)?,
             )),
+            Architecture::Qwen3 => Model::Qwen3(Box::new(Qwen3ForCausalLM::load(w, config)?)),
+            Architecture::Qwen3Vl => {
+                Model::Qwen3Vl(Box::new(Qwen3VlForConditionalGeneration::load(w, config)?))
+            }
         })
     }
 
@@ -33,6 +41,8 @@ impl Model {
         match self {
             Model::Qwen2(m) => m.params(),
             Model::Qwen2_5Vl(m) => m.params(),
+            Model::Qwen3(m) => m.params(),
+            Model::Qwen3Vl(m) => m.params(),
         }
     }
 
@@ -40,6 +50,8 @@ impl Model {
         match self {
             Model::Qwen2(m) => m.as_ref(),
             Model::Qwen2_5Vl(m) => m.as_ref(),
+            Model::Qwen3(m) => m.as_ref(),
+            Model::Qwen3Vl(m) => m.as_ref(),
         }
     }
 }

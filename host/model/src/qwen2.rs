@@ -3,7 +3,7 @@
 //! MLP, rotary positions (1D or M-RoPE), lm_head.
 //! Weight names are those of the checkpoint (`model.layers.N.self_attn.q_proj.weight`...).
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use tch::Tensor;
 
 use crate::causal_lm::{self, Decoder, DecoderLm};
@@ -180,7 +180,7 @@ impl Decoder for Qwen2Model {
         let (cos, sin) = rope::text_cos_sin(
             positions,
             &self.inv_freq,
-            self.config.mrope_section.as_deref(),
+            self.config.mrope.as_ref(),
             embeds.kind(),
         )?;
         let mask = attention_mask(key_mask, embeds.size()[1]);
@@ -231,18 +231,8 @@ impl DecoderLm for Qwen2ForCausalLM {
         inputs: &ForwardInputs,
         cache: Option<&mut Vec<LayerKv>>,
     ) -> Result<(Tensor, Tensor)> {
-        if inputs.pixel_values.is_some() {
-            bail!("Qwen2ForCausalLM is a text-only model but the inputs carry images");
-        }
         causal_lm::check_ids(inputs.input_ids, inputs.attention_mask)?;
-        let positions = match inputs.position_ids {
-            Some(p) if p.dim() == 2 => p.shallow_clone(),
-            Some(p) => bail!(
-                "Qwen2ForCausalLM expects [B, L] position ids, got {:?}",
-                p.size()
-            ),
-            None => causal_lm::positions_from_mask(inputs.attention_mask),
-        };
+        let positions = causal_lm::text_positions_given(inputs, "Qwen2ForCausalLM")?;
         let embeds = self.model.embed(inputs.input_ids);
         let h =
             self.model

@@ -62,57 +62,6 @@ impl Qwen2_5VlForConditionalGeneration {
         self.visual.forward(pixel_values, &grids)
     }
 
-    /// Token embeddings with the image features scattered into the `<|image_pad|>` positions.
-    pub fn input_embeds(
-        &self,
-        input_ids: &Tensor,
-        image_features: Option<&Tensor>,
-    ) -> Result<Tensor> {
-        let embeds = self.model.embed(input_ids);
-        let mask = input_ids.eq(self.image_token_id);
-        let n_tokens = mask.sum(Kind::Int64).int64_value(&[]);
-        match image_features {
-            None if n_tokens > 0 => bail!(
-                "input_ids contain {n_tokens} <|image_pad|> token(s) (id {}) but no images were given",
-                self.image_token_id
-            ),
-            None => Ok(embeds),
-            Some(f) => {
-                let n_feat = f.size()[0];
-                if n_feat != n_tokens {
-                    bail!(
-                        "input_ids contain {n_tokens} <|image_pad|> token(s) (id {}) but the images give {n_feat} \
-                         merged patches",
-                        self.image_token_id
-                    );
-                }
-                Ok(embeds.masked_scatter(&mask.unsqueeze(-1), &f.to_kind(embeds.kind())))
-            }
-        }
-    }
-
-    /// Positions as given (`[3, B, L]`, or `[B, L]` broadcast to all axes), or
-    /// for text-only inputs derived from the mask.
-    fn positions(&self, inputs: &ForwardInputs) -> Result<Tensor> {
-        let b = inputs.input_ids.size()[0];
-        let l = inputs.input_ids.size()[1];
-        match inputs.position_ids {
-            Some(p) if p.size() == [3, b, l] => Ok(p.shallow_clone()),
-            Some(p) if p.size() == [b, l] => Ok(p.unsqueeze(0).expand([3, b, l], false)),
-            Some(p) => bail!(
-                "position_ids must be [3, B, L] = [3, {b}, {l}], got {:?}",
-                p.size()
-            ),
-            None if inputs.pixel_values.is_some() => {
-                bail!("inputs with images need the processor's M-RoPE position_ids [3, B, L]")
-            }
-            None => {
-                let p = causal_lm::positions_from_mask(inputs.attention_mask);
-                Ok(p.unsqueeze(0).expand([3, b, l], false))
-            }
-        }
-    }
-
     pub fn params(&self) -> Params {
         let mut out = Vec::new();
         self.visual.params(&mut out);
@@ -136,8 +85,13 @@ impl DecoderLm for Qwen2_5VlForConditionalGeneration {
             (None, None) => None,
             _ => bail!("pixel_values and image_grid_thw must be given together"),
         };
-        let embeds = self.input_embeds(inputs.input_ids, feats.as_ref())?;
-        let positions = self.positions(inputs)?;
+        let embeds = causal_lm::scatter_image_features(
+            self.model.embed(inputs.input_ids),
+            inputs.input_ids,
+            self.image_token_id,
+            feats.as_ref(),
+        )?;
+        let positions = causal_lm::mrope_positions(inputs)?;
         let h =
             self.model
                 .forward_embeds(&embeds, &positions, inputs.attention_mask, cache, &[])?;
