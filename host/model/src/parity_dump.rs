@@ -13,7 +13,6 @@ use std::path::Path;
 use tch::{Device, Kind, Tensor};
 
 use crate::checkpoint;
-use crate::config::Architecture;
 use crate::generate::{generate, GenerateConfig};
 use crate::lm::{CausalLm, ForwardInputs};
 use crate::processor::Processor;
@@ -172,8 +171,8 @@ pub fn run(
             let inputs = ForwardInputs {
                 input_ids: &ids,
                 attention_mask: &mask,
-                // Qwen2 text models take [B, L] positions derived from the mask.
-                position_ids: (cfg.architecture == Architecture::Qwen2_5Vl).then_some(&pos),
+                // Text models take [B, L] positions derived from the mask.
+                position_ids: cfg.architecture.is_multimodal().then_some(&pos),
                 pixel_values: pix.as_ref(),
                 image_grid_thw: grid.as_ref(),
             };

@@ -141,10 +141,18 @@ fn greedy_matches_transformers_vision_windows() {
 }
 
 #[test]
+fn greedy_matches_transformers_qwen3() {
+    check_greedy_parity("f_text_qwen3", "f_text_qwen3");
+    check_greedy_parity("g_qwen3_vl_one_image", "g_qwen3_vl_one_image");
+    check_greedy_parity("h_qwen3_vl_two_images", "g_qwen3_vl_one_image");
+}
+
+#[test]
 fn greedy_groups_equal_the_single_sample() {
     for (case, ckpt) in [
         ("a_text_qwen2", "a_text_qwen2"),
         ("c_vl_two_images", "e_vl_sharded_newkeys"),
+        ("h_qwen3_vl_two_images", "g_qwen3_vl_one_image"),
     ] {
         let c = Case::load(case, ckpt);
         let one = c.run(&c.greedy_cfg(8, 1), 0);
@@ -426,6 +434,32 @@ fn bench_presets_build_and_measure() {
         );
     }
     assert!(bench::random_model("w9", Device::Cpu, Kind::Float, 0).is_err());
+}
+
+/// W2's sizes as Qwen3-VL, and the tiny Qwen3-VL config, run every measurement.
+#[test]
+fn bench_runs_qwen3_vl() {
+    use lmmhost_model::bench;
+    let tiny = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../configs/models/tiny-qwen3-vl");
+    for config in ["w2-qwen3-vl", tiny.to_str().unwrap()] {
+        let m = bench::random_model(config, Device::Cpu, Kind::Float, 0).unwrap();
+        assert!(
+            m.source.unused.is_empty(),
+            "{config}: {:?}",
+            m.source.unused
+        );
+        assert!(m.config.architecture.is_multimodal());
+        let opts = bench::BenchOptions {
+            batch: 2,
+            prompt_len: 12,
+            new_tokens: 3,
+            reps: 1,
+            seed: 0,
+        };
+        let r = bench::run(&m, Device::Cpu, Kind::Float, &opts).unwrap();
+        assert!(r.prefill_s > 0.0 && r.decode_s > 0.0 && r.fwd_bwd_s > 0.0);
+        assert_eq!(r.image_tokens_per_prompt, 4, "{config}");
+    }
 }
 
 #[test]
