@@ -302,7 +302,8 @@ pub fn update(
         tok_total += tokens as f64;
         let t_opt = Instant::now();
         stats.grad_norm = clip_grad_norm(&params, s.optim.grad_clip);
-        opt.step(&params, inp.lr)?;
+        // The optimizer holds one state per parameter, frozen ones included.
+        opt.step(&policy.tensors(), inp.lr)?;
         stats.time_optimizer += t_opt.elapsed().as_secs_f64();
         stats.optimizer_steps += 1;
     }
