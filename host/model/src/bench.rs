@@ -104,11 +104,11 @@ pub fn random_model(config: &str, device: Device, kind: Kind, seed: i64) -> Resu
     } else {
         preset_config(config)?
     };
-    let dir = TempDir(std::env::temp_dir().join(format!(
-        "lmmhost-bench-{}-{}",
-        std::process::id(),
-        seed
-    )));
+    // Unique per call: models of several configs may be built at once.
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir =
+        TempDir(std::env::temp_dir().join(format!("lmmhost-bench-{}-{n}", std::process::id())));
     std::fs::create_dir_all(&dir.0)
         .with_context(|| format!("cannot create {}", dir.0.display()))?;
     let cfg_path = dir.0.join("config.json");

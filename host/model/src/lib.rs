@@ -3,16 +3,18 @@
 //! images, M-RoPE positions), the forward pass and batched generation with a
 //! KV cache.
 //!
-//! Layers: `weights` (safetensors files) <- `layers`, `vision_layers` <- one
-//! file per model part (`qwen2`, `qwen2_5_vl_vision`, `qwen2_5_vl`, `qwen3`,
-//! `qwen3_vl_vision`, `qwen3_vl`) <- `model` (the architectures behind one
-//! type) <- `checkpoint` (directories in and out); `causal_lm` turns any model
-//! into the [`lm::CausalLm`] that generation and training use.
+//! Layers: `weights` (safetensors files) <- `layers`, `vision_layers` <-
+//! `decoder` (the decoder stack, generic over its self-attention) <- one file
+//! per model part (`qwen2`, `qwen3`: their attention; `qwen2_5_vl_vision`,
+//! `qwen3_vl_vision`; `qwen2_5_vl`, `qwen3_vl`) <- `model` (the architectures
+//! behind one type) <- `checkpoint` (directories in and out); `causal_lm`
+//! turns any model into the [`lm::CausalLm`] that generation and training use.
 
 pub mod bench;
 pub mod causal_lm;
 pub mod checkpoint;
 pub mod config;
+pub mod decoder;
 pub mod device;
 pub mod generate;
 pub mod layers;

@@ -9,10 +9,11 @@ use tch::Tensor;
 
 use crate::causal_lm::{self, Decoder, DecoderLm};
 use crate::config::ModelConfig;
+use crate::decoder::Deepstack;
 use crate::layers::LayerKv;
 use crate::lm::ForwardInputs;
 use crate::qwen2_5_vl::grid_rows;
-use crate::qwen3::{Deepstack, Qwen3Model};
+use crate::qwen3::Qwen3Model;
 use crate::qwen3_vl_vision::{Qwen3VlVisionModel, VisionOutput};
 use crate::weights::{Params, Weights};
 

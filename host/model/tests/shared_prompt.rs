@@ -111,7 +111,7 @@ fn grads(params: &[(String, Tensor)]) -> Vec<Tensor> {
 }
 
 fn check(preset: &str) {
-    // Distinct seeds: the two tests run in parallel and the seed names the temp dir.
+    // A seed per preset: different random models.
     let seed = match preset {
         "w1" => 3,
         "w2" => 4,
