@@ -3,13 +3,18 @@
 #   1. the wasm32-wasip2 Rust target (plugins are WebAssembly components) and
 #      clang (for the one C codec a plugin carries, zstd),
 #   2. a project-local virtualenv (.venv) with torch==2.13.0 (libtorch for tch),
-#   3. a release build of the host (`target/release/lmmhost`) and of every plugin
+#   3. the fixture virtualenv (.venv-fixtures): transformers and Pillow from PyPI,
+#      torch from .venv; the parity tests load checkpoints written by lmmhost in
+#      it, and scripts/fixtures/ regenerate the fixtures with it,
+#   4. a release build of the host (`target/release/lmmhost`) and of every plugin
 #      (`target/plugins/*.wasm`).
 # A second run only checks and rebuilds what changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 TORCH_VERSION=2.13.0
+TRANSFORMERS_VERSION=5.23.0
+PILLOW_VERSION=13.0.0
 
 step() { printf '\n==> %s\n' "$*"; }
 
@@ -44,6 +49,21 @@ if [ "${have%%+*}" != "$TORCH_VERSION" ]; then
 fi
 torch_dir=$(.venv/bin/python -c 'import torch, os; print(os.path.dirname(torch.__file__))' 2>/dev/null | tail -n1)
 ln -sfn "$torch_dir" .venv/libtorch
+
+step "fixture virtualenv .venv-fixtures with transformers==$TRANSFORMERS_VERSION"
+if [ ! -x .venv-fixtures/bin/python ]; then
+    python3 -m venv .venv-fixtures
+fi
+# torch comes from .venv (a second copy would take 5 GiB): a .pth file puts
+# .venv's site-packages on the fixture venv's path.
+purelib() { "$1" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'; }
+purelib .venv/bin/python > "$(purelib .venv-fixtures/bin/python)/lmmhost-torch.pth"
+have_tf=$(.venv-fixtures/bin/python -c 'import importlib.metadata as m; print(m.version("transformers"))' 2>/dev/null || true)
+have_pil=$(.venv-fixtures/bin/python -c 'import importlib.metadata as m; print(m.version("pillow"))' 2>/dev/null || true)
+if [ "$have_tf" != "$TRANSFORMERS_VERSION" ] || [ "$have_pil" != "$PILLOW_VERSION" ]; then
+    .venv-fixtures/bin/pip install --disable-pip-version-check --no-cache-dir -q \
+        "transformers==$TRANSFORMERS_VERSION" "pillow==$PILLOW_VERSION"
+fi
 
 step "host (release)"
 cargo build --release -p lmmhost

@@ -1,9 +1,9 @@
 //! `lmmhost bench model`: prefill, decode and forward+backward tokens/s of a
 //! model config with random weights on the current device.
 //!
-//! The random checkpoint is written to a temporary directory in the published
-//! key layout and loaded through the normal checkpoint path, so the benchmark
-//! runs exactly the code a real checkpoint runs.
+//! The random checkpoint is written to a temporary directory as a checkpoint
+//! save writes it and loaded through the normal checkpoint path, so the
+//! benchmark runs exactly the code a real checkpoint runs.
 
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
@@ -12,15 +12,17 @@ use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
 use crate::checkpoint::{self, LoadedModel};
-use crate::config::{Architecture, ModelConfig};
+use crate::config::ModelConfig;
 use crate::lm::ForwardInputs;
 use crate::sampling::{choose, id_tensor, SamplingParams, SeededRng};
 
-/// The tiny configs of issue 7's workloads.
-pub const PRESETS: &[&str] = &["w1", "w2"];
+/// The tiny configs of the W1 (text) and W2 (vision-language) benchmark
+/// workloads, and W2's sizes as Qwen3-VL.
+pub const PRESETS: &[&str] = &["w1", "w2", "w2-qwen3-vl"];
 
 /// `config.json` of a preset: `w1` is the text model of workload W1, `w2` the
-/// Qwen2.5-VL model of W2. Vocabulary 128: the W1/W2 character tokenizer has
+/// Qwen2.5-VL model of W2, `w2-qwen3-vl` a Qwen3-VL of W2's sizes (DeepStack
+/// from both vision blocks). Vocabulary 128: the W1/W2 character tokenizer has
 /// ~110 tokens plus the Qwen special tokens, which sit at the top (120..).
 pub fn preset_config(name: &str) -> Result<Value> {
     let specials = json!({
@@ -50,6 +52,24 @@ pub fn preset_config(name: &str) -> Result<Value> {
                 "in_channels": 3, "hidden_act": "silu", "tokens_per_second": 2,
             },
         }),
+        "w2-qwen3-vl" => json!({
+            "architectures": ["Qwen3VLForConditionalGeneration"], "model_type": "qwen3_vl",
+            "tie_word_embeddings": true,
+            "text_config": {
+                "vocab_size": 128, "hidden_size": 128, "intermediate_size": 344,
+                "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+                "head_dim": 32, "rms_norm_eps": 1e-6, "hidden_act": "silu",
+                "max_position_embeddings": 4096,
+                "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0,
+                    "mrope_section": [4, 6, 6], "mrope_interleaved": true},
+            },
+            "vision_config": {
+                "depth": 2, "hidden_size": 64, "intermediate_size": 128, "num_heads": 4,
+                "out_hidden_size": 128, "patch_size": 16, "spatial_merge_size": 2,
+                "temporal_patch_size": 2, "in_channels": 3, "hidden_act": "gelu_pytorch_tanh",
+                "num_position_embeddings": 16, "deepstack_visual_indexes": [0, 1],
+            },
+        }),
         _ => bail!(
             "unknown model preset {name:?}: expected one of {PRESETS:?} or a directory with a config.json"
         ),
@@ -60,123 +80,6 @@ pub fn preset_config(name: &str) -> Result<Value> {
         }
     }
     Ok(v)
-}
-
-/// Random weights for `cfg` under their checkpoint names (published layout):
-/// normal(0, 0.02) matrices as transformers initialises them, unit norms, zero biases.
-pub fn random_weights(cfg: &ModelConfig, seed: i64) -> Vec<(String, Tensor)> {
-    tch::manual_seed(seed);
-    let opts = (Kind::Float, Device::Cpu);
-    let mut out: Vec<(String, Tensor)> = Vec::new();
-    let mut mat = |name: String, shape: &[i64]| out.push((name, Tensor::randn(shape, opts) * 0.02));
-    let t = &cfg.text;
-    let (h, d) = (t.hidden_size, t.head_dim);
-    mat("model.embed_tokens.weight".into(), &[t.vocab_size, h]);
-    for i in 0..t.num_hidden_layers {
-        let n = format!("model.layers.{i}");
-        mat(
-            format!("{n}.self_attn.q_proj.weight"),
-            &[t.num_attention_heads * d, h],
-        );
-        mat(
-            format!("{n}.self_attn.k_proj.weight"),
-            &[t.num_key_value_heads * d, h],
-        );
-        mat(
-            format!("{n}.self_attn.v_proj.weight"),
-            &[t.num_key_value_heads * d, h],
-        );
-        mat(
-            format!("{n}.self_attn.o_proj.weight"),
-            &[h, t.num_attention_heads * d],
-        );
-        mat(
-            format!("{n}.mlp.gate_proj.weight"),
-            &[t.intermediate_size, h],
-        );
-        mat(format!("{n}.mlp.up_proj.weight"), &[t.intermediate_size, h]);
-        mat(
-            format!("{n}.mlp.down_proj.weight"),
-            &[h, t.intermediate_size],
-        );
-    }
-    if !t.tie_word_embeddings {
-        mat("lm_head.weight".into(), &[t.vocab_size, h]);
-    }
-    if let Some(v) = &cfg.vision {
-        let vh = v.hidden_size;
-        let merged = vh * v.spatial_merge_size * v.spatial_merge_size;
-        mat(
-            "visual.patch_embed.proj.weight".into(),
-            &[
-                vh,
-                v.in_channels,
-                v.temporal_patch_size,
-                v.patch_size,
-                v.patch_size,
-            ],
-        );
-        for i in 0..v.depth {
-            let n = format!("visual.blocks.{i}");
-            mat(format!("{n}.attn.qkv.weight"), &[3 * vh, vh]);
-            mat(format!("{n}.attn.proj.weight"), &[vh, vh]);
-            mat(
-                format!("{n}.mlp.gate_proj.weight"),
-                &[v.intermediate_size, vh],
-            );
-            mat(
-                format!("{n}.mlp.up_proj.weight"),
-                &[v.intermediate_size, vh],
-            );
-            mat(
-                format!("{n}.mlp.down_proj.weight"),
-                &[vh, v.intermediate_size],
-            );
-        }
-        mat("visual.merger.mlp.0.weight".into(), &[merged, merged]);
-        mat(
-            "visual.merger.mlp.2.weight".into(),
-            &[v.out_hidden_size, merged],
-        );
-    }
-    let mut ones = |name: String, n: i64| out.push((name, Tensor::ones([n], opts)));
-    for i in 0..t.num_hidden_layers {
-        ones(format!("model.layers.{i}.input_layernorm.weight"), h);
-        ones(
-            format!("model.layers.{i}.post_attention_layernorm.weight"),
-            h,
-        );
-    }
-    ones("model.norm.weight".into(), h);
-    if let Some(v) = &cfg.vision {
-        for i in 0..v.depth {
-            ones(format!("visual.blocks.{i}.norm1.weight"), v.hidden_size);
-            ones(format!("visual.blocks.{i}.norm2.weight"), v.hidden_size);
-        }
-        ones("visual.merger.ln_q.weight".into(), v.hidden_size);
-    }
-    let mut zeros = |name: String, n: i64| out.push((name, Tensor::zeros([n], opts)));
-    for i in 0..t.num_hidden_layers {
-        let n = format!("model.layers.{i}.self_attn");
-        zeros(format!("{n}.q_proj.bias"), t.num_attention_heads * d);
-        zeros(format!("{n}.k_proj.bias"), t.num_key_value_heads * d);
-        zeros(format!("{n}.v_proj.bias"), t.num_key_value_heads * d);
-    }
-    if let Some(v) = &cfg.vision {
-        let vh = v.hidden_size;
-        let merged = vh * v.spatial_merge_size * v.spatial_merge_size;
-        for i in 0..v.depth {
-            let n = format!("visual.blocks.{i}");
-            zeros(format!("{n}.attn.qkv.bias"), 3 * vh);
-            zeros(format!("{n}.attn.proj.bias"), vh);
-            zeros(format!("{n}.mlp.gate_proj.bias"), v.intermediate_size);
-            zeros(format!("{n}.mlp.up_proj.bias"), v.intermediate_size);
-            zeros(format!("{n}.mlp.down_proj.bias"), vh);
-        }
-        zeros("visual.merger.mlp.0.bias".into(), merged);
-        zeros("visual.merger.mlp.2.bias".into(), v.out_hidden_size);
-    }
-    out
 }
 
 /// A temporary directory removed on drop.
@@ -201,22 +104,20 @@ pub fn random_model(config: &str, device: Device, kind: Kind, seed: i64) -> Resu
     } else {
         preset_config(config)?
     };
-    let dir = TempDir(std::env::temp_dir().join(format!(
-        "lmmhost-bench-{}-{}",
-        std::process::id(),
-        seed
-    )));
+    // Unique per call: models of several configs may be built at once.
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir =
+        TempDir(std::env::temp_dir().join(format!("lmmhost-bench-{}-{n}", std::process::id())));
     std::fs::create_dir_all(&dir.0)
         .with_context(|| format!("cannot create {}", dir.0.display()))?;
     let cfg_path = dir.0.join("config.json");
     std::fs::write(&cfg_path, serde_json::to_string_pretty(&raw)?)
         .with_context(|| format!("cannot write {}", cfg_path.display()))?;
     let cfg = ModelConfig::from_dir(&dir.0).with_context(|| format!("model config {config:?}"))?;
-    let weights = random_weights(&cfg, seed);
-    let st = dir.0.join(checkpoint::SINGLE_FILE);
-    Tensor::write_safetensors(&weights, &st)
-        .with_context(|| format!("cannot write {}", st.display()))?;
-    drop(weights);
+    let model = checkpoint::init_random_seeded(cfg, None, Device::Cpu, Kind::Float, seed)?;
+    checkpoint::save(&model, &dir.0, &Default::default())?;
+    drop(model);
     checkpoint::load(&dir.0, device, kind)
 }
 
@@ -256,7 +157,7 @@ impl BenchReport {
 }
 
 /// Synthetic prompts: random text ids below the special tokens; for a
-/// vision-language model one 56x56 image (16 patches, 4 merged tokens) at the
+/// vision-language model one image of 4x4 patches (4 merged tokens) at the
 /// start of every prompt, with its M-RoPE positions.
 pub struct BenchInputs {
     pub input_ids: Tensor,
@@ -313,11 +214,11 @@ pub fn bench_inputs(
     let mut ids = Tensor::randint(text_vocab, [batch, prompt_len], (Kind::Int64, Device::Cpu));
     let mask = Tensor::ones([batch, prompt_len], (Kind::Int64, Device::Cpu));
     let (mut positions, mut pixels, mut grid, mut image_tokens) = (None, None, None, 0);
-    if cfg.architecture == Architecture::Qwen2_5Vl {
+    if cfg.architecture.is_multimodal() {
         let v = cfg
             .vision
             .as_ref()
-            .context("Qwen2.5-VL config without vision_config")?;
+            .context("vision-language config without vision_config")?;
         let (start, end, img) = match (
             cfg.vision_start_token_id,
             cfg.vision_end_token_id,
@@ -328,8 +229,8 @@ pub fn bench_inputs(
                 "the config needs vision_start_token_id, vision_end_token_id and image_token_id"
             ),
         };
-        // 56x56 pixels = (56/patch)^2 patches, merged m x m into tokens.
-        let side = 56 / v.patch_size;
+        // 4x4 patches (56x56 pixels at patch 14, 64x64 at 16), merged m x m into tokens.
+        let side = 4;
         let merged_side = side / v.spatial_merge_size;
         image_tokens = merged_side * merged_side;
         if prompt_len < image_tokens + 3 {

@@ -1,35 +1,24 @@
-//! Hugging Face checkpoint directories in and out.
+//! Hugging Face checkpoint directories in and out: `config.json`, the weight
+//! files (see [`crate::weights`]) and the tokenizer and processor files.
 //!
-//! In: `config.json` + `model.safetensors` or a sharded
-//! `model.safetensors.index.json`, memory-mapped one shard at a time: each
-//! tensor is copied from the map straight into a tensor of the experiment's
-//! dtype and device, and the map is dropped before the next shard, so the
-//! weights never exist twice in process memory. Both key layouts are read:
-//! `model.*` + `visual.*` (as published) and `model.language_model.*` +
-//! `model.visual.*` (as transformers 5 modules name them).
+//! In: both key layouts are read: `model.*` + `visual.*` (as published) and
+//! `model.language_model.*` + `model.visual.*` (as transformers 5 modules name
+//! them).
 //!
 //! Out: a directory `from_pretrained` loads unchanged: config.json as read,
-//! the input's key layout and tensor dtypes, safetensors with
+//! the input's key layout (see [`Source::layout`]) and tensor dtypes, safetensors with
 //! `{"format": "pt"}` metadata, sharded past a size limit, tokenizer and
 //! processor files copied along.
 
 use anyhow::{bail, Context, Result};
-use safetensors::{Dtype, SafeTensors, View};
-use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Kind};
 
-use crate::config::{Architecture, ModelConfig};
-use crate::lm::{CausalLm, Entropy, ForwardInputs, KvCache};
-use crate::qwen2::Qwen2ForCausalLM;
-use crate::qwen2_5_vl::Qwen2_5VlForConditionalGeneration;
-
-/// Named parameters with their canonical (published-layout) names.
-pub type Params = Vec<(String, Tensor)>;
-
-pub const SINGLE_FILE: &str = "model.safetensors";
-pub const INDEX_FILE: &str = "model.safetensors.index.json";
+use crate::config::ModelConfig;
+use crate::model::Model;
+pub use crate::weights::KeyLayout;
+use crate::weights::{write_shards, Weights};
 
 /// Files copied next to the weights on save when the source has them.
 pub const COMPANION_FILES: &[&str] = &[
@@ -47,302 +36,22 @@ pub const COMPANION_FILES: &[&str] = &[
     "chat_template.jinja",
 ];
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KeyLayout {
-    /// `model.*`, `visual.*`, `lm_head.*` (published Qwen2.5-VL, Qwen2).
-    Published,
-    /// `model.language_model.*`, `model.visual.*`, `lm_head.*` (transformers 5 modules).
-    Nested,
-}
-
-impl KeyLayout {
-    /// Checkpoint key of a canonical (published-layout) name.
-    pub fn file_key(self, canonical: &str) -> String {
-        match self {
-            KeyLayout::Published => canonical.to_string(),
-            KeyLayout::Nested => {
-                if let Some(rest) = canonical.strip_prefix("visual.") {
-                    format!("model.visual.{rest}")
-                } else if let Some(rest) = canonical.strip_prefix("model.") {
-                    format!("model.language_model.{rest}")
-                } else {
-                    canonical.to_string()
-                }
-            }
-        }
-    }
-}
-
-/// All tensors of a checkpoint, loaded and converted, waiting to be taken by the modules.
-pub struct Weights {
-    tensors: HashMap<String, (Tensor, PathBuf)>,
-    layout: KeyLayout,
-    dir: PathBuf,
-    /// Dtype each tensor had in its file, by canonical name (saved back in it).
-    source_kinds: HashMap<String, Kind>,
-    taken: HashSet<String>,
-    /// Random initialisation instead of files: (device, kind).
-    random: Option<(Device, Kind)>,
-}
-
-fn kind_of(dtype: Dtype) -> Option<Kind> {
-    Some(match dtype {
-        Dtype::F32 => Kind::Float,
-        Dtype::F16 => Kind::Half,
-        Dtype::BF16 => Kind::BFloat16,
-        Dtype::F64 => Kind::Double,
-        Dtype::I64 => Kind::Int64,
-        Dtype::I32 => Kind::Int,
-        Dtype::I16 => Kind::Int16,
-        Dtype::I8 => Kind::Int8,
-        Dtype::U8 => Kind::Uint8,
-        Dtype::BOOL => Kind::Bool,
-        _ => return None,
-    })
-}
-
-fn dtype_of(kind: Kind) -> Result<Dtype> {
-    Ok(match kind {
-        Kind::Float => Dtype::F32,
-        Kind::Half => Dtype::F16,
-        Kind::BFloat16 => Dtype::BF16,
-        Kind::Double => Dtype::F64,
-        Kind::Int64 => Dtype::I64,
-        Kind::Int => Dtype::I32,
-        Kind::Int16 => Dtype::I16,
-        Kind::Int8 => Dtype::I8,
-        Kind::Uint8 => Dtype::U8,
-        Kind::Bool => Dtype::BOOL,
-        k => bail!("cannot store dtype {k:?} in safetensors"),
-    })
-}
-
-/// Tensor name -> shard file name, from `model.safetensors.index.json`.
-pub type WeightMap = BTreeMap<String, String>;
-
-/// The weight files of a checkpoint directory, in load order, and the index if sharded.
-pub fn weight_files(dir: &Path) -> Result<(Vec<PathBuf>, Option<WeightMap>)> {
-    let index = dir.join(INDEX_FILE);
-    if index.exists() {
-        let text = std::fs::read_to_string(&index)
-            .with_context(|| format!("cannot read {}", index.display()))?;
-        let v: serde_json::Value = serde_json::from_str(&text)
-            .with_context(|| format!("{} is not valid JSON", index.display()))?;
-        let map = v
-            .get("weight_map")
-            .and_then(|m| m.as_object())
-            .with_context(|| format!("{}: missing \"weight_map\" object", index.display()))?;
-        let mut weight_map = BTreeMap::new();
-        for (k, f) in map {
-            let f = f.as_str().with_context(|| {
-                format!("{}: weight_map[{k:?}] must be a file name", index.display())
-            })?;
-            weight_map.insert(k.clone(), f.to_string());
-        }
-        let mut files: Vec<String> = weight_map.values().cloned().collect();
-        files.sort();
-        files.dedup();
-        Ok((
-            files.into_iter().map(|f| dir.join(f)).collect(),
-            Some(weight_map),
-        ))
-    } else {
-        let single = dir.join(SINGLE_FILE);
-        if !single.exists() {
-            if !dir.join("config.json").exists() && !dir.exists() {
-                bail!("checkpoint directory {} does not exist", dir.display());
-            }
-            bail!(
-                "no {SINGLE_FILE} or {INDEX_FILE} in checkpoint directory {}",
-                dir.display()
-            );
-        }
-        Ok((vec![single], None))
-    }
-}
-
-impl Weights {
-    /// Loads every tensor of the checkpoint in `dir`, converting floating
-    /// tensors to `kind` on `device`.
-    pub fn load(dir: &Path, device: Device, kind: Kind) -> Result<Self> {
-        let (files, weight_map) = weight_files(dir)?;
-        let mut tensors = HashMap::new();
-        let mut file_kinds = HashMap::new();
-        for file in &files {
-            let f = std::fs::File::open(file)
-                .with_context(|| format!("cannot open weight file {}", file.display()))?;
-            // SAFETY: the map is read-only and dropped at the end of this
-            // iteration; a concurrent writer could only corrupt values, which the
-            // header parse and per-tensor length checks catch or pass through.
-            let map = unsafe { memmap2::Mmap::map(&f) }
-                .with_context(|| format!("cannot map {}", file.display()))?;
-            let st = SafeTensors::deserialize(&map).with_context(|| {
-                format!(
-                    "{} is not a valid safetensors file (corrupt or truncated?)",
-                    file.display()
-                )
-            })?;
-            for (name, view) in st.tensors() {
-                let src_kind = kind_of(view.dtype()).with_context(|| {
-                    format!(
-                        "tensor {name} in {}: unsupported dtype {:?}",
-                        file.display(),
-                        view.dtype()
-                    )
-                })?;
-                let shape: Vec<i64> = view.shape().iter().map(|&s| s as i64).collect();
-                let t =
-                    Tensor::f_from_data_size(view.data(), &shape, src_kind).with_context(|| {
-                        format!("tensor {name} in {}: cannot read data", file.display())
-                    })?;
-                let floating = matches!(
-                    src_kind,
-                    Kind::Float | Kind::Half | Kind::BFloat16 | Kind::Double
-                );
-                let t = if floating { t.to_kind(kind) } else { t };
-                let t = t.to_device(device);
-                file_kinds.insert(name.clone(), src_kind);
-                tensors.insert(name, (t, file.clone()));
-            }
-            drop(map);
-        }
-        if let Some(wm) = &weight_map {
-            for (k, f) in wm {
-                if !tensors.contains_key(k) {
-                    bail!(
-                        "tensor {k} is listed in {} under {f} but that file does not contain it",
-                        dir.join(INDEX_FILE).display()
-                    );
-                }
-            }
-        }
-        let layout = if tensors
-            .keys()
-            .any(|k| k.starts_with("model.language_model.") || k.starts_with("model.visual."))
-        {
-            KeyLayout::Nested
-        } else {
-            KeyLayout::Published
-        };
-        let source_kinds = file_kinds
-            .into_iter()
-            .map(|(k, v)| (canonical_name(layout, &k), v))
-            .collect();
-        Ok(Weights {
-            tensors,
-            layout,
-            dir: dir.to_path_buf(),
-            source_kinds,
-            taken: HashSet::new(),
-            random: None,
-        })
-    }
-
-    /// A source that makes every tensor up on request: normal(0, 0.02)
-    /// matrices, unit norm weights, zero biases (transformers' init scheme).
-    pub fn random(device: Device, kind: Kind) -> Self {
-        Weights {
-            tensors: HashMap::new(),
-            layout: KeyLayout::Published,
-            dir: PathBuf::from("<random init>"),
-            source_kinds: HashMap::new(),
-            taken: HashSet::new(),
-            random: Some((device, kind)),
-        }
-    }
-
-    pub fn layout(&self) -> KeyLayout {
-        self.layout
-    }
-
-    pub fn contains(&self, canonical: &str) -> bool {
-        self.tensors.contains_key(&self.layout.file_key(canonical))
-    }
-
-    /// Takes the tensor with canonical name `canonical`, checking its shape.
-    pub fn take(&mut self, canonical: &str, shape: &[i64]) -> Result<Tensor> {
-        if let Some((device, kind)) = self.random {
-            self.taken.insert(canonical.to_string());
-            let is_norm = ["norm.weight", "norm1.weight", "norm2.weight", "ln_q.weight"]
-                .iter()
-                .any(|s| canonical.ends_with(s));
-            return Ok(if is_norm {
-                Tensor::ones(shape, (kind, device))
-            } else if canonical.ends_with(".bias") {
-                Tensor::zeros(shape, (kind, device))
-            } else {
-                (Tensor::randn(shape, (Kind::Float, device)) * 0.02).to_kind(kind)
-            });
-        }
-        let key = self.layout.file_key(canonical);
-        let Some((t, file)) = self.tensors.remove(&key) else {
-            bail!(
-                "tensor {key} is missing from the checkpoint in {} (expected shape {shape:?})",
-                self.dir.display()
-            );
-        };
-        if t.size() != shape {
-            bail!(
-                "tensor {key} in {} has shape {:?}, expected {shape:?} from config.json",
-                file.display(),
-                t.size()
-            );
-        }
-        self.taken.insert(canonical.to_string());
-        Ok(t)
-    }
-
-    /// Checkpoint keys no module took.
-    pub fn unused(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.tensors.keys().cloned().collect();
-        v.sort();
-        v
-    }
-}
-
-fn canonical_name(layout: KeyLayout, key: &str) -> String {
-    match layout {
-        KeyLayout::Published => key.to_string(),
-        KeyLayout::Nested => {
-            if let Some(rest) = key.strip_prefix("model.visual.") {
-                format!("visual.{rest}")
-            } else if let Some(rest) = key.strip_prefix("model.language_model.") {
-                format!("model.{rest}")
-            } else {
-                key.to_string()
-            }
-        }
-    }
-}
-
 /// Where a loaded model came from: what save needs to write it back alike.
 pub struct Source {
     /// None for a randomly initialised model.
     pub dir: Option<PathBuf>,
+    /// The key layout save writes: the one read, except where transformers
+    /// reads the architecture in one layout only (Qwen3-VL: its module layout).
     pub layout: KeyLayout,
     pub source_kinds: HashMap<String, Kind>,
     pub unused: Vec<String>,
 }
 
-/// A loaded model of either supported architecture.
-pub enum Model {
-    Qwen2(Box<Qwen2ForCausalLM>),
-    Qwen2_5Vl(Box<Qwen2_5VlForConditionalGeneration>),
-}
-
+/// A network with its config and where it came from.
 pub struct LoadedModel {
     pub model: Model,
     pub config: ModelConfig,
     pub source: Source,
-}
-
-fn build(config: &ModelConfig, w: &mut Weights) -> Result<Model> {
-    Ok(match config.architecture {
-        Architecture::Qwen2 => Model::Qwen2(Box::new(Qwen2ForCausalLM::load(w, config)?)),
-        Architecture::Qwen2_5Vl => Model::Qwen2_5Vl(Box::new(
-            Qwen2_5VlForConditionalGeneration::load(w, config)?,
-        )),
-    })
 }
 
 /// A randomly initialised model for `config` (seeded through `tch::manual_seed`).
@@ -355,10 +64,10 @@ pub fn init_random(
     kind: Kind,
 ) -> Result<LoadedModel> {
     let mut w = Weights::random(device, kind);
-    let model = build(&config, &mut w)?;
+    let model = Model::build(&config, &mut w)?;
     let source = Source {
         dir: files_dir.map(Path::to_path_buf),
-        layout: KeyLayout::Published,
+        layout: config.architecture.save_layout(KeyLayout::Published),
         source_kinds: HashMap::new(),
         unused: Vec::new(),
     };
@@ -390,12 +99,12 @@ pub fn init_random_seeded(
 pub fn load(dir: &Path, device: Device, kind: Kind) -> Result<LoadedModel> {
     let config = ModelConfig::from_dir(dir)?;
     let mut w = Weights::load(dir, device, kind)?;
-    let model = build(&config, &mut w)?;
+    let model = Model::build(&config, &mut w)?;
     let unused = w.unused();
     let source = Source {
         dir: Some(dir.to_path_buf()),
-        layout: w.layout,
-        source_kinds: w.source_kinds,
+        layout: config.architecture.save_layout(w.layout()),
+        source_kinds: w.source_kinds().clone(),
         unused,
     };
     Ok(LoadedModel {
@@ -403,57 +112,6 @@ pub fn load(dir: &Path, device: Device, kind: Kind) -> Result<LoadedModel> {
         config,
         source,
     })
-}
-
-impl Model {
-    /// Parameters by canonical name (tied lm_head not repeated).
-    pub fn named_parameters(&self) -> Params {
-        match self {
-            Model::Qwen2(m) => m.params(),
-            Model::Qwen2_5Vl(m) => m.params(),
-        }
-    }
-
-    pub fn as_lm(&self) -> &dyn CausalLm {
-        match self {
-            Model::Qwen2(m) => m.as_ref(),
-            Model::Qwen2_5Vl(m) => m.as_ref(),
-        }
-    }
-}
-
-impl CausalLm for Model {
-    fn forward(&self, inputs: &ForwardInputs) -> Result<Tensor> {
-        self.as_lm().forward(inputs)
-    }
-    fn prefill(&self, inputs: &ForwardInputs) -> Result<(Tensor, KvCache)> {
-        self.as_lm().prefill(inputs)
-    }
-    fn decode_step(&self, ids: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
-        self.as_lm().decode_step(ids, cache)
-    }
-    fn token_stats(
-        &self,
-        inputs: &ForwardInputs,
-        targets: &Tensor,
-        entropy: Entropy,
-    ) -> Result<(Tensor, Option<Tensor>)> {
-        self.as_lm().token_stats(inputs, targets, entropy)
-    }
-    fn response_token_stats(
-        &self,
-        prompts: &ForwardInputs,
-        group: &Tensor,
-        responses: &Tensor,
-        response_mask: &Tensor,
-        entropy: Entropy,
-    ) -> Result<(Tensor, Option<Tensor>)> {
-        self.as_lm()
-            .response_token_stats(prompts, group, responses, response_mask, entropy)
-    }
-    fn eos_token_ids(&self) -> &[i64] {
-        self.as_lm().eos_token_ids()
-    }
 }
 
 /// How to write a checkpoint.
@@ -473,37 +131,6 @@ impl Default for SaveOptions {
     }
 }
 
-/// A tensor written lazily: its bytes are produced when the serializer asks,
-/// so a shard never holds a second copy of all its weights at once.
-struct TensorView {
-    tensor: Tensor,
-    dtype: Dtype,
-    shape: Vec<usize>,
-    len: usize,
-}
-
-impl View for &TensorView {
-    fn dtype(&self) -> Dtype {
-        self.dtype
-    }
-    fn shape(&self) -> &[usize] {
-        &self.shape
-    }
-    fn data(&self) -> Cow<'_, [u8]> {
-        let mut buf = vec![0u8; self.len];
-        let numel = self.shape.iter().product::<usize>();
-        // Contiguous CPU tensor of a safetensors dtype: this copy cannot fail
-        // short of memory exhaustion; an empty buffer would fail the length check.
-        if self.tensor.f_copy_data_u8(&mut buf, numel).is_err() {
-            buf.clear();
-        }
-        Cow::Owned(buf)
-    }
-    fn data_len(&self) -> usize {
-        self.len
-    }
-}
-
 /// Writes `loaded` (possibly trained) into `out_dir` as a Hugging Face checkpoint.
 pub fn save(loaded: &LoadedModel, out_dir: &Path, opts: &SaveOptions) -> Result<()> {
     let src = &loaded.source;
@@ -518,7 +145,7 @@ pub fn save(loaded: &LoadedModel, out_dir: &Path, opts: &SaveOptions) -> Result<
     }
     std::fs::create_dir_all(out_dir)
         .with_context(|| format!("cannot create {}", out_dir.display()))?;
-    let mut views = Vec::new();
+    let mut tensors = Vec::new();
     for (name, t) in loaded.model.named_parameters() {
         let kind = if t.is_floating_point() {
             opts.dtype
@@ -527,71 +154,9 @@ pub fn save(loaded: &LoadedModel, out_dir: &Path, opts: &SaveOptions) -> Result<
         } else {
             t.kind()
         };
-        let tensor = t.detach().to_device(Device::Cpu).to_kind(kind).contiguous();
-        let shape: Vec<usize> = tensor.size().iter().map(|&s| s as usize).collect();
-        let len = shape.iter().product::<usize>() * kind.elt_size_in_bytes();
-        views.push((
-            src.layout.file_key(&name),
-            TensorView {
-                tensor,
-                dtype: dtype_of(kind)?,
-                shape,
-                len,
-            },
-        ));
+        tensors.push((src.layout.file_key(&name), t, kind));
     }
-    views.sort_by(|a, b| a.0.cmp(&b.0));
-    // Greedy sharding in name order, like transformers.
-    let mut shards: Vec<Vec<usize>> = vec![Vec::new()];
-    let mut cur = 0u64;
-    for (i, (_, v)) in views.iter().enumerate() {
-        let sz = v.len as u64;
-        if cur > 0 && cur + sz > opts.max_shard_bytes {
-            shards.push(Vec::new());
-            cur = 0;
-        }
-        if let Some(last) = shards.last_mut() {
-            last.push(i);
-        }
-        cur += sz;
-    }
-    let meta: HashMap<String, String> = [("format".to_string(), "pt".to_string())].into();
-    let n = shards.len();
-    // Stale weight files of an earlier save would confuse loaders.
-    for stale in [SINGLE_FILE, INDEX_FILE] {
-        let p = out_dir.join(stale);
-        if p.exists() {
-            std::fs::remove_file(&p)
-                .with_context(|| format!("cannot remove stale {}", p.display()))?;
-        }
-    }
-    let mut weight_map = BTreeMap::new();
-    let mut total = 0u64;
-    for (si, shard) in shards.iter().enumerate() {
-        let fname = if n == 1 {
-            SINGLE_FILE.to_string()
-        } else {
-            format!("model-{:05}-of-{:05}.safetensors", si + 1, n)
-        };
-        let path = out_dir.join(&fname);
-        let items: Vec<(&str, &TensorView)> = shard
-            .iter()
-            .map(|&i| (views[i].0.as_str(), &views[i].1))
-            .collect();
-        for (k, v) in &items {
-            weight_map.insert(k.to_string(), fname.clone());
-            total += v.len as u64;
-        }
-        safetensors::serialize_to_file(items, Some(meta.clone()), &path)
-            .with_context(|| format!("cannot write {}", path.display()))?;
-    }
-    if n > 1 {
-        let index =
-            serde_json::json!({ "metadata": { "total_size": total }, "weight_map": weight_map });
-        let p = out_dir.join(INDEX_FILE);
-        std::fs::write(&p, serde_json::to_string_pretty(&index)?)
-            .with_context(|| format!("cannot write {}", p.display()))?;
-    }
+    write_shards(tensors, out_dir, opts.max_shard_bytes)?;
     // config.json exactly as read.
     let cfg_dst = out_dir.join("config.json");
     let cfg_src = src.dir.as_ref().map(|d| d.join("config.json"));

@@ -17,29 +17,39 @@
 
 use anyhow::{Context, Result};
 
-/// Shares a libtorch object (a model, tensors) with worker threads.
+/// A value (a model, tensors) that worker threads may only read.
 ///
-/// `tch::Tensor` is `Send` but not `Sync` because it is a handle to a C++
-/// object. libtorch ops are safe to call concurrently on tensors that no
-/// thread writes to, and autograd locks each leaf while it accumulates a
-/// gradient; the workers here only read the shared model (each job builds
-/// its own activations, caches and gradients), which is what this wrapper
-/// asserts.
-pub struct Shared<T>(pub T);
+/// `tch::Tensor` is `Send` but not `Sync`: it is a handle to a C++ object that
+/// Rust cannot see into. libtorch ops are safe to call concurrently on tensors
+/// that no thread writes to, and autograd locks each leaf while it accumulates
+/// a gradient. So sharing is sound exactly when every thread only reads the
+/// value: forward passes that build their own activations and caches, and
+/// gradients returned per thread (`Tensor::f_run_backward`) rather than
+/// accumulated into `.grad` or applied in place. The compiler cannot check
+/// that, so building one is `unsafe` and each use states why it holds.
+pub struct ReadOnlyShared<T>(T);
 
-impl<T> Shared<T> {
-    /// The shared value. Use this inside worker closures rather than `.0`:
-    /// a closure that names the field captures the field itself, not the
-    /// `Sync` wrapper.
+impl<T> ReadOnlyShared<T> {
+    /// # Safety
+    ///
+    /// While the value is shared, no thread may write to the libtorch objects
+    /// it reaches (no in-place ops on them, no optimizer step, no `.grad`
+    /// accumulation, no `set_requires_grad`), and they must outlive the
+    /// threads (scoped threads, as in [`map_jobs`]).
+    pub unsafe fn new(value: T) -> Self {
+        ReadOnlyShared(value)
+    }
+
+    /// The shared value.
     pub fn get(&self) -> &T {
         &self.0
     }
 }
 
-// SAFETY: see the type's documentation: shared values are only read.
-unsafe impl<T> Sync for Shared<T> {}
-// SAFETY: as above; the wrapped handles outlive the scoped worker threads.
-unsafe impl<T> Send for Shared<T> {}
+// SAFETY: `new`'s contract: the value is only read while shared.
+unsafe impl<T> Sync for ReadOnlyShared<T> {}
+// SAFETY: as above; the scoped worker threads end before the value does.
+unsafe impl<T> Send for ReadOnlyShared<T> {}
 
 /// Runs `f(index, job)` for every job on up to `workers` threads and returns
 /// the results in job order. Job `i` runs on worker `i % workers`, in order.
@@ -107,7 +117,8 @@ mod tests {
     #[test]
     fn results_come_back_in_job_order_and_threads_are_restored() {
         tch::set_num_threads(2);
-        let w = Shared(Tensor::arange(8, (Kind::Float, tch::Device::Cpu)));
+        // SAFETY: the workers only read the tensor.
+        let w = unsafe { ReadOnlyShared::new(Tensor::arange(8, (Kind::Float, tch::Device::Cpu))) };
         let out = map_jobs((0..7).collect(), 2, |i, j: i64| {
             assert_eq!(i as i64, j);
             // Every worker computes with the shared tensor.

@@ -5,11 +5,13 @@
 use anyhow::{bail, Context, Result};
 use tch::{Kind, Tensor};
 
-use crate::checkpoint::{Params, Weights};
+use crate::causal_lm::{self, Decoder, DecoderLm};
 use crate::config::ModelConfig;
+use crate::layers::LayerKv;
 use crate::lm::ForwardInputs;
-use crate::qwen2::{self, Qwen2Model};
-use crate::vision::VisionTransformer;
+use crate::qwen2::Qwen2Model;
+use crate::qwen2_5_vl_vision::VisionTransformer;
+use crate::weights::{Params, Weights};
 
 pub struct Qwen2_5VlForConditionalGeneration {
     pub visual: VisionTransformer,
@@ -39,7 +41,8 @@ impl Qwen2_5VlForConditionalGeneration {
             .context("Qwen2.5-VL config without vision_config")?;
         let visual = VisionTransformer::load(w, vc)?;
         let model = Qwen2Model::load(w, &config.text)?;
-        let lm_head = qwen2::load_lm_head(w, &config.text, &model.embed_tokens)?;
+        let lm_head =
+            causal_lm::load_lm_head(w, config.text.tie_word_embeddings, &model.embed_tokens)?;
         let image_token_id = config
             .image_token_id
             .with_context(|| format!("{}: missing image_token_id", config.path.display()))?;
@@ -59,76 +62,6 @@ impl Qwen2_5VlForConditionalGeneration {
         self.visual.forward(pixel_values, &grids)
     }
 
-    /// Token embeddings with the image features scattered into the `<|image_pad|>` positions.
-    pub fn input_embeds(
-        &self,
-        input_ids: &Tensor,
-        image_features: Option<&Tensor>,
-    ) -> Result<Tensor> {
-        let embeds = self.model.embed(input_ids);
-        let mask = input_ids.eq(self.image_token_id);
-        let n_tokens = mask.sum(Kind::Int64).int64_value(&[]);
-        match image_features {
-            None if n_tokens > 0 => bail!(
-                "input_ids contain {n_tokens} <|image_pad|> token(s) (id {}) but no images were given",
-                self.image_token_id
-            ),
-            None => Ok(embeds),
-            Some(f) => {
-                let n_feat = f.size()[0];
-                if n_feat != n_tokens {
-                    bail!(
-                        "input_ids contain {n_tokens} <|image_pad|> token(s) (id {}) but the images give {n_feat} \
-                         merged patches",
-                        self.image_token_id
-                    );
-                }
-                Ok(embeds.masked_scatter(&mask.unsqueeze(-1), &f.to_kind(embeds.kind())))
-            }
-        }
-    }
-
-    /// Positions as given (`[3, B, L]`, or `[B, L]` broadcast to all axes), or
-    /// for text-only inputs derived from the mask.
-    fn positions(&self, inputs: &ForwardInputs) -> Result<Tensor> {
-        let b = inputs.input_ids.size()[0];
-        let l = inputs.input_ids.size()[1];
-        match inputs.position_ids {
-            Some(p) if p.size() == [3, b, l] => Ok(p.shallow_clone()),
-            Some(p) if p.size() == [b, l] => Ok(p.unsqueeze(0).expand([3, b, l], false)),
-            Some(p) => bail!(
-                "position_ids must be [3, B, L] = [3, {b}, {l}], got {:?}",
-                p.size()
-            ),
-            None if inputs.pixel_values.is_some() => {
-                bail!("inputs with images need the processor's M-RoPE position_ids [3, B, L]")
-            }
-            None => {
-                let p = qwen2::positions_from_mask(inputs.attention_mask);
-                Ok(p.unsqueeze(0).expand([3, b, l], false))
-            }
-        }
-    }
-
-    fn hidden(
-        &self,
-        inputs: &ForwardInputs,
-        cache: Option<&mut Vec<(Tensor, Tensor)>>,
-    ) -> Result<(Tensor, Tensor)> {
-        qwen2::check_ids(inputs.input_ids, inputs.attention_mask)?;
-        let feats = match (inputs.pixel_values, inputs.image_grid_thw) {
-            (Some(p), Some(g)) => Some(self.image_features(p, g)?),
-            (None, None) => None,
-            _ => bail!("pixel_values and image_grid_thw must be given together"),
-        };
-        let embeds = self.input_embeds(inputs.input_ids, feats.as_ref())?;
-        let positions = self.positions(inputs)?;
-        let h = self
-            .model
-            .forward_embeds(&embeds, &positions, inputs.attention_mask, cache)?;
-        Ok((h, positions))
-    }
-
     pub fn params(&self) -> Params {
         let mut out = Vec::new();
         self.visual.params(&mut out);
@@ -140,4 +73,44 @@ impl Qwen2_5VlForConditionalGeneration {
     }
 }
 
-qwen2::impl_causal_lm!(Qwen2_5VlForConditionalGeneration, mrope = true);
+impl DecoderLm for Qwen2_5VlForConditionalGeneration {
+    fn hidden(
+        &self,
+        inputs: &ForwardInputs,
+        cache: Option<&mut Vec<LayerKv>>,
+    ) -> Result<(Tensor, Tensor)> {
+        causal_lm::check_ids(inputs.input_ids, inputs.attention_mask)?;
+        let feats = match (inputs.pixel_values, inputs.image_grid_thw) {
+            (Some(p), Some(g)) => Some(self.image_features(p, g)?),
+            (None, None) => None,
+            _ => bail!("pixel_values and image_grid_thw must be given together"),
+        };
+        let embeds = causal_lm::scatter_image_features(
+            self.model.embed(inputs.input_ids),
+            inputs.input_ids,
+            self.image_token_id,
+            feats.as_ref(),
+        )?;
+        let positions = causal_lm::mrope_positions(inputs)?;
+        let h =
+            self.model
+                .forward_embeds(&embeds, &positions, inputs.attention_mask, cache, &[])?;
+        Ok((h, positions))
+    }
+
+    fn decoder(&self) -> &dyn Decoder {
+        &self.model
+    }
+
+    fn lm_head(&self) -> &Tensor {
+        &self.lm_head
+    }
+
+    fn mrope(&self) -> bool {
+        true
+    }
+
+    fn stop_token_ids(&self) -> &[i64] {
+        &self.config.eos_token_ids
+    }
+}

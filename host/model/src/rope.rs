@@ -1,5 +1,6 @@
-//! Rotary position embeddings: plain 1D rope (Qwen2), multimodal M-RoPE with
-//! (t, h, w) sections (Qwen2.5-VL decoder) and axial 2D rope (vision tower).
+//! Rotary position embeddings: plain 1D rope (Qwen2, Qwen3), multimodal M-RoPE
+//! with (t, h, w) sections, contiguous (Qwen2.5-VL decoder) or interleaved
+//! (Qwen3-VL decoder), and axial 2D rope (vision towers).
 
 use anyhow::{bail, Result};
 use tch::{Device, Kind, Tensor};
@@ -12,18 +13,47 @@ pub fn inv_freq(dim: i64, theta: f64, device: Device) -> Tensor {
     Tensor::pow_scalar(theta, &exps).reciprocal()
 }
 
+/// How M-RoPE assigns the rotary frequencies to the (t, h, w) axes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MRope {
+    /// Contiguous sections: the first `sections[0]` frequencies follow t, the
+    /// next `sections[1]` h, the last `sections[2]` w (Qwen2.5-VL).
+    Sections(Vec<i64>),
+    /// Interleaved: frequency j follows h when j % 3 == 1 and j < 3 *
+    /// sections[1], w when j % 3 == 2 and j < 3 * sections[2], t otherwise
+    /// (Qwen3-VL).
+    Interleaved(Vec<i64>),
+}
+
 /// cos/sin `[B, L, head_dim]` for decoder positions: `[B, L]` (1D rope) or
-/// `[3, B, L]` (M-RoPE, `sections` split the half dim into t/h/w parts).
+/// `[3, B, L]` (M-RoPE).
 pub fn text_cos_sin(
     positions: &Tensor,
     inv_freq: &Tensor,
-    sections: Option<&[i64]>,
+    mrope: Option<&MRope>,
     kind: Kind,
 ) -> Result<(Tensor, Tensor)> {
     let pos = positions.to_kind(Kind::Float);
-    let freqs = match (pos.dim(), sections) {
+    let freqs = match (pos.dim(), mrope) {
         (2, _) => pos.unsqueeze(-1) * inv_freq, // [B, L, D/2]
-        (3, Some(sections)) => {
+        (3, Some(MRope::Interleaved(sections))) => {
+            let f = pos.unsqueeze(-1) * inv_freq; // [3, B, L, D/2]
+            let s = f.size();
+            let half = s[3];
+            let axis: Vec<i64> = (0..half)
+                .map(|j| match j % 3 {
+                    1 if j < 3 * sections[1] => 1,
+                    2 if j < 3 * sections[2] => 2,
+                    _ => 0,
+                })
+                .collect();
+            let axis = Tensor::from_slice(&axis)
+                .to_device(f.device())
+                .view([1, 1, 1, half])
+                .expand([1, s[1], s[2], half], false);
+            f.gather(0, &axis, false).squeeze_dim(0)
+        }
+        (3, Some(MRope::Sections(sections))) => {
             let f = pos.unsqueeze(-1) * inv_freq; // [3, B, L, D/2]
             let parts = f.split_with_sizes(sections, -1);
             let picked: Vec<Tensor> = parts
@@ -91,7 +121,13 @@ mod tests {
         let pos = Tensor::from_slice(&[0i64, 1, 2, 7, 9, 30]).reshape([2, 3]);
         let (c1, s1) = text_cos_sin(&pos, &inv, None, Kind::Float).unwrap();
         let pos3 = pos.unsqueeze(0).expand([3, 2, 3], false);
-        let (c3, s3) = text_cos_sin(&pos3, &inv, Some(&[2, 3, 3]), Kind::Float).unwrap();
+        let (c3, s3) = text_cos_sin(
+            &pos3,
+            &inv,
+            Some(&MRope::Sections(vec![2, 3, 3])),
+            Kind::Float,
+        )
+        .unwrap();
         assert_eq!(c1.size(), vec![2, 3, 16]);
         assert!(c1.allclose(&c3, 0.0, 0.0, false) && s1.allclose(&s3, 0.0, 0.0, false));
         // Position 1, first frequency is 1 radian.
@@ -108,5 +144,22 @@ mod tests {
         assert!((c.double_value(&[0, 0]) - 3f64.cos()).abs() < 1e-6);
         assert!((c.double_value(&[0, 4]) - 5f64.cos()).abs() < 1e-6);
         assert!((c.double_value(&[0, 8]) - 3f64.cos()).abs() < 1e-6);
+    }
+
+    #[test]
+    fn interleaved_mrope_takes_h_and_w_every_third_frequency() {
+        let inv = inv_freq(12, 10000.0, Device::Cpu);
+        let inv_v = Vec::<f32>::try_from(&inv).unwrap();
+        // One token at t = 1, h = 2, w = 3.
+        let pos = Tensor::from_slice(&[1i64, 2, 3]).reshape([3, 1, 1]);
+        let mrope = MRope::Interleaved(vec![2, 2, 2]);
+        let (c, _) = text_cos_sin(&pos, &inv, Some(&mrope), Kind::Float).unwrap();
+        for (j, p) in [1.0, 2.0, 3.0, 1.0, 2.0, 3.0].iter().enumerate() {
+            let want = (p * f64::from(inv_v[j])).cos();
+            let got = c.double_value(&[0, 0, j as i64]);
+            assert!((got - want).abs() < 1e-6, "frequency {j}: {got} vs {want}");
+            // The second half repeats the first.
+            assert_eq!(c.double_value(&[0, 0, 6 + j as i64]), got);
+        }
     }
 }

@@ -349,47 +349,54 @@ fn loaded_model_runs_through_the_trait_object() {
 }
 
 /// The Python half of the round trip: a directory written here loads with
-/// transformers' `from_pretrained` and reproduces the fixture logits. Runs
-/// where the project venv has transformers (a developer machine after
-/// scripts/setup.sh + pip install transformers); skipped with a note elsewhere (CI).
+/// transformers' `from_pretrained` (every key mapped, none left over) and
+/// reproduces the fixture logits. Python is the fixture venv that
+/// scripts/setup.sh installs (`.venv-fixtures`, transformers from PyPI).
 #[test]
 fn rust_saved_checkpoint_loads_in_transformers() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let python = root.join(".venv/bin/python");
-    let has_transformers = python.exists()
-        && std::process::Command::new(&python)
-            .args(["-c", "import transformers"])
-            .output()
-            .is_ok_and(|o| o.status.success());
-    if !has_transformers {
-        eprintln!("skipped: no transformers in {}", python.display());
-        return;
-    }
+    let python = root.join(".venv-fixtures/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run scripts/setup.sh (it installs the fixture venv)",
+        python.display()
+    );
     let script = root.join("scripts/fixtures/make_model_fixtures.py");
     let tmp = tempfile::tempdir().unwrap();
-    // Published layout (text, tied), nested layout (VL, untied), and a sharded save.
+    // Published layout (text, tied), nested layout (VL, untied), a sharded
+    // save; Qwen3 text, Qwen3-VL read from the flat layout (written back in
+    // the one transformers reads), Qwen3-VL tied and sharded.
+    let flat = tmp.path().join("flat_qwen3_vl");
+    write_flat_layout(&ckpt("g_qwen3_vl_one_image"), &flat);
     let cases = [
-        ("a_text_qwen2", "a_text_qwen2", 5_000_000_000u64),
+        (ckpt("a_text_qwen2"), "a_text_qwen2", 5_000_000_000u64),
         (
-            "e_vl_sharded_newkeys",
+            ckpt("e_vl_sharded_newkeys"),
             "e_vl_sharded_newkeys",
             5_000_000_000,
         ),
-        ("b_vl_one_image", "b_vl_one_image", 200_000),
+        (ckpt("b_vl_one_image"), "b_vl_one_image", 200_000),
+        (ckpt("f_text_qwen3"), "f_text_qwen3", 5_000_000_000),
+        (flat, "g_qwen3_vl_one_image", 5_000_000_000),
+        (
+            ckpt("i_qwen3_vl_sharded_tied"),
+            "i_qwen3_vl_sharded_tied",
+            50_000,
+        ),
     ];
     let mut cmd = std::process::Command::new(&python);
     cmd.arg(&script).arg("--check-rust-saved");
-    for (model_case, io_case, shard) in cases {
-        let a = checkpoint::load(&ckpt(model_case), Device::Cpu, Kind::Float).unwrap();
-        let out = tmp.path().join(model_case);
+    for (i, (src, io_case, shard)) in cases.iter().enumerate() {
+        let a = checkpoint::load(src, Device::Cpu, Kind::Float).unwrap();
+        let out = tmp.path().join(format!("{i}_{io_case}"));
         let opts = SaveOptions {
-            max_shard_bytes: shard,
+            max_shard_bytes: *shard,
             dtype: None,
         };
         checkpoint::save(&a, &out, &opts).unwrap();
         cmd.arg(&out).arg(io_case);
     }
-    // One Python process for all three: importing transformers dominates.
+    // One Python process for all: importing transformers dominates.
     let o = cmd.output().unwrap();
     let text = format!(
         "{}{}",
@@ -405,7 +412,62 @@ fn rust_saved_checkpoint_loads_in_transformers() {
         o.status.success(),
         "transformers could not load a saved dir:\n{text}"
     );
-    assert_eq!(checked.len(), 3, "{text}");
+    assert_eq!(checked.len(), cases.len(), "{text}");
+}
+
+/// Writes the Qwen3-VL checkpoint `src` (transformers' module layout) into
+/// `dst` in the flat layout of older conversions: `model.*` and `visual.*`.
+fn write_flat_layout(src: &Path, dst: &Path) {
+    std::fs::create_dir_all(dst).unwrap();
+    let mut tensors = Vec::new();
+    for e in std::fs::read_dir(src).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "safetensors") {
+            for (k, t) in Tensor::read_safetensors(&p).unwrap() {
+                let k = if let Some(rest) = k.strip_prefix("model.language_model.") {
+                    format!("model.{rest}")
+                } else if let Some(rest) = k.strip_prefix("model.visual.") {
+                    format!("visual.{rest}")
+                } else {
+                    k
+                };
+                tensors.push((k, t));
+            }
+        } else if p.extension().is_some_and(|x| x == "json") {
+            std::fs::copy(&p, dst.join(p.file_name().unwrap())).unwrap();
+        }
+    }
+    Tensor::write_safetensors(&tensors, dst.join("model.safetensors")).unwrap();
+}
+
+#[test]
+fn qwen3_checkpoints_round_trip_and_qwen3_vl_is_written_in_its_module_layout() {
+    for case in ["f_text_qwen3", "g_qwen3_vl_one_image"] {
+        let src = ckpt(case);
+        let a = checkpoint::load(&src, Device::Cpu, Kind::Float).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("saved");
+        checkpoint::save(&a, &out, &SaveOptions::default()).unwrap();
+        assert_eq!(keys(&out), keys(&src), "{case}: key set changed");
+        let b = checkpoint::load(&out, Device::Cpu, Kind::Float).unwrap();
+        assert_same_params(&a, &b);
+        // Stored back in the files' dtype (bf16).
+        let st = Tensor::read_safetensors(out.join("model.safetensors")).unwrap();
+        assert!(st.iter().all(|(_, t)| t.kind() == Kind::BFloat16), "{case}");
+    }
+    // The flat layout is read (same parameters) and written back in the
+    // module layout, the only one transformers reads for Qwen3-VL.
+    let tmp = tempfile::tempdir().unwrap();
+    let flat = tmp.path().join("flat");
+    write_flat_layout(&ckpt("g_qwen3_vl_one_image"), &flat);
+    assert!(keys(&flat).iter().any(|k| k.starts_with("visual.blocks.")));
+    let a = checkpoint::load(&flat, Device::Cpu, Kind::Float).unwrap();
+    let g = checkpoint::load(&ckpt("g_qwen3_vl_one_image"), Device::Cpu, Kind::Float).unwrap();
+    assert_same_params(&a, &g);
+    assert_eq!(a.source.layout, KeyLayout::Nested);
+    let out = tmp.path().join("saved");
+    checkpoint::save(&a, &out, &SaveOptions::default()).unwrap();
+    assert_eq!(keys(&out), keys(&ckpt("g_qwen3_vl_one_image")));
 }
 
 #[test]

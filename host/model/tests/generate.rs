@@ -141,10 +141,18 @@ fn greedy_matches_transformers_vision_windows() {
 }
 
 #[test]
+fn greedy_matches_transformers_qwen3() {
+    check_greedy_parity("f_text_qwen3", "f_text_qwen3");
+    check_greedy_parity("g_qwen3_vl_one_image", "g_qwen3_vl_one_image");
+    check_greedy_parity("h_qwen3_vl_two_images", "g_qwen3_vl_one_image");
+}
+
+#[test]
 fn greedy_groups_equal_the_single_sample() {
     for (case, ckpt) in [
         ("a_text_qwen2", "a_text_qwen2"),
         ("c_vl_two_images", "e_vl_sharded_newkeys"),
+        ("h_qwen3_vl_two_images", "g_qwen3_vl_one_image"),
     ] {
         let c = Case::load(case, ckpt);
         let one = c.run(&c.greedy_cfg(8, 1), 0);
@@ -327,7 +335,7 @@ fn workers_decode_the_same_completions() {
 /// logits and greedy continuation equal transformers' in the written file.
 #[test]
 fn logits_command_matches_the_fixture() {
-    use lmmhost_model::logits;
+    use lmmhost_model::parity_dump;
     let c = Case::load("a_text_qwen2", "a_text_qwen2");
     let dir = tempfile::tempdir().unwrap();
     let ids = Vec::<Vec<i64>>::try_from(&c.io["input_ids"]).unwrap();
@@ -346,7 +354,7 @@ fn logits_command_matches_the_fixture() {
     std::fs::write(&prompts, jsonl).unwrap();
     let out = dir.path().join("sub/out.safetensors");
     let ckpt = fixture_dir("a_text_qwen2").join("checkpoint");
-    let dump = logits::run(&ckpt, &prompts, &out, 8, Device::Cpu, Kind::Float).unwrap();
+    let dump = parity_dump::run(&ckpt, &prompts, &out, 8, Device::Cpu, Kind::Float).unwrap();
     assert_eq!(dump.prompt_lens, vec![13, 7, 10]);
     let file: HashMap<String, Tensor> = Tensor::read_safetensors(&out)
         .unwrap()
@@ -378,7 +386,7 @@ fn logits_command_matches_the_fixture() {
         "{\"input_ids\": [1, 2]}\n{\"input_ids\": [1, \"x\"]}\n",
     )
     .unwrap();
-    let err = logits::run(&ckpt, &prompts, &out, 2, Device::Cpu, Kind::Float)
+    let err = parity_dump::run(&ckpt, &prompts, &out, 2, Device::Cpu, Kind::Float)
         .err()
         .unwrap();
     assert!(
@@ -386,7 +394,7 @@ fn logits_command_matches_the_fixture() {
         "{err:#}"
     );
     std::fs::write(&prompts, "{\"input_ids\": [1, 999999]}\n").unwrap();
-    let err = logits::run(&ckpt, &prompts, &out, 2, Device::Cpu, Kind::Float)
+    let err = parity_dump::run(&ckpt, &prompts, &out, 2, Device::Cpu, Kind::Float)
         .err()
         .unwrap();
     assert!(
@@ -428,10 +436,36 @@ fn bench_presets_build_and_measure() {
     assert!(bench::random_model("w9", Device::Cpu, Kind::Float, 0).is_err());
 }
 
+/// W2's sizes as Qwen3-VL, and the tiny Qwen3-VL config, run every measurement.
+#[test]
+fn bench_runs_qwen3_vl() {
+    use lmmhost_model::bench;
+    let tiny = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../configs/models/tiny-qwen3-vl");
+    for config in ["w2-qwen3-vl", tiny.to_str().unwrap()] {
+        let m = bench::random_model(config, Device::Cpu, Kind::Float, 0).unwrap();
+        assert!(
+            m.source.unused.is_empty(),
+            "{config}: {:?}",
+            m.source.unused
+        );
+        assert!(m.config.architecture.is_multimodal());
+        let opts = bench::BenchOptions {
+            batch: 2,
+            prompt_len: 12,
+            new_tokens: 3,
+            reps: 1,
+            seed: 0,
+        };
+        let r = bench::run(&m, Device::Cpu, Kind::Float, &opts).unwrap();
+        assert!(r.prefill_s > 0.0 && r.decode_s > 0.0 && r.fwd_bwd_s > 0.0);
+        assert_eq!(r.image_tokens_per_prompt, 4, "{config}");
+    }
+}
+
 #[test]
 fn chat_prompt_rows_parse_with_images_relative_to_the_file() {
-    use lmmhost_model::logits::{read_prompt_file, PromptFile};
     use lmmhost_model::processor::{ImageInput, Part};
+    use lmmhost_model::prompt_file::{read_prompt_file, PromptFile};
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("p.jsonl");
     let rows = [

@@ -1,5 +1,7 @@
 //! Forward parity with transformers on the fixtures written by
-//! scripts/fixtures/make_model_fixtures.py (tiny random models, CPU float32):
+//! scripts/fixtures/make_model_fixtures.py (Qwen2, Qwen2.5-VL) and
+//! scripts/fixtures/make_qwen3_fixtures.py (Qwen3, Qwen3-VL) (tiny random
+//! models, CPU float32):
 //! logits within 1e-4 at every real (non-padding) position, greedy decoding
 //! through the KV cache equal to `model.generate(do_sample=False)` token for
 //! token, and `token_logprobs` equal to a log-softmax of the full logits.
@@ -205,6 +207,47 @@ fn e_vl_sharded_checkpoint_in_transformers5_key_layout() {
 }
 
 #[test]
+fn f_text_qwen3_left_padding() {
+    check_logits("f_text_qwen3", "f_text_qwen3");
+    check_greedy("f_text_qwen3", "f_text_qwen3");
+    check_logprobs("f_text_qwen3");
+    let lm = load_model("f_text_qwen3");
+    let io = Io::load("f_text_qwen3");
+    let mut inputs = io.inputs();
+    inputs.position_ids = None;
+    let logits = tch::no_grad(|| lm.model.forward(&inputs)).unwrap();
+    let d = masked_max_diff(&logits, io.get("logits"), io.get("attention_mask"));
+    assert!(d < 1e-4, "{d}");
+}
+
+#[test]
+fn g_qwen3_vl_one_non_square_image() {
+    check_logits("g_qwen3_vl_one_image", "g_qwen3_vl_one_image");
+    check_greedy("g_qwen3_vl_one_image", "g_qwen3_vl_one_image");
+    check_logprobs("g_qwen3_vl_one_image");
+}
+
+#[test]
+fn h_qwen3_vl_two_images_next_to_text_only_sample() {
+    check_logits("g_qwen3_vl_one_image", "h_qwen3_vl_two_images");
+    check_greedy("g_qwen3_vl_one_image", "h_qwen3_vl_two_images");
+}
+
+#[test]
+fn i_qwen3_vl_sharded_checkpoint_with_tied_embeddings() {
+    let lm = load_model("i_qwen3_vl_sharded_tied");
+    assert_eq!(lm.source.layout, checkpoint::KeyLayout::Nested);
+    assert!(lm.config.text.tie_word_embeddings);
+    assert!(
+        lm.source.unused.is_empty(),
+        "unused tensors: {:?}",
+        lm.source.unused
+    );
+    check_logits("i_qwen3_vl_sharded_tied", "i_qwen3_vl_sharded_tied");
+    check_greedy("i_qwen3_vl_sharded_tied", "i_qwen3_vl_sharded_tied");
+}
+
+#[test]
 fn image_token_count_mismatch_is_an_error() {
     let lm = load_model("b_vl_one_image");
     let io = Io::load("b_vl_one_image");
@@ -232,6 +275,8 @@ fn bf16_and_f16_forward_track_f32() {
         ("a_text_qwen2", "a_text_qwen2"),
         ("b_vl_one_image", "c_vl_two_images"),
         ("d_vl_windows", "d_vl_windows"),
+        ("f_text_qwen3", "f_text_qwen3"),
+        ("g_qwen3_vl_one_image", "h_qwen3_vl_two_images"),
     ] {
         let io = Io::load(io_case);
         let expected = io.get("logits");

@@ -1,5 +1,7 @@
 //! Processor parity with transformers (fixtures from
-//! scripts/fixtures/make_processor_fixtures.py) and its error messages.
+//! scripts/fixtures/make_processor_fixtures.py: Qwen2.5-VL's in
+//! tests/fixtures/processor/, Qwen3-VL's in its qwen3_vl/) and its error
+//! messages.
 
 use std::path::{Path, PathBuf};
 
@@ -24,7 +26,11 @@ fn fixture_dir() -> PathBuf {
 }
 
 fn manifest() -> Value {
-    let text = std::fs::read_to_string(fixture_dir().join("conversations.json")).unwrap();
+    manifest_in(&fixture_dir())
+}
+
+fn manifest_in(dir: &Path) -> Value {
+    let text = std::fs::read_to_string(dir.join("conversations.json")).unwrap();
     serde_json::from_str(&text).unwrap()
 }
 
@@ -56,8 +62,8 @@ enum Data {
     F32(Vec<f32>),
 }
 
-fn expected(name: &str) -> Vec<(String, Vec<usize>, Data)> {
-    let bytes = std::fs::read(fixture_dir().join(format!("{name}.safetensors"))).unwrap();
+fn expected(dir: &Path, name: &str) -> Vec<(String, Vec<usize>, Data)> {
+    let bytes = std::fs::read(dir.join(format!("{name}.safetensors"))).unwrap();
     let st = SafeTensors::deserialize(&bytes).unwrap();
     st.tensors()
         .into_iter()
@@ -91,18 +97,48 @@ fn shape(t: &Tensor) -> Vec<usize> {
 
 /// `pixel_tol`: largest allowed difference of normalised pixel values.
 fn check_batch(name: &str, pixel_tol: f32) -> Result<PreparedBatch> {
-    let processor = Processor::from_dir(model_dir())?;
     let m = manifest();
-    let convs: Vec<Conversation> = m[name]["conversations"]
+    // The Rust template renders exactly what the Jinja template renders.
+    for (c, want) in conversations(&m, name)
+        .iter()
+        .zip(m[name]["texts"].as_array().unwrap())
+    {
+        assert_eq!(
+            chat_template::render(c, true).text,
+            want.as_str().unwrap(),
+            "{name}: rendered text"
+        );
+    }
+    check_batch_in(&model_dir(), &fixture_dir(), name, pixel_tol)
+}
+
+fn conversations(m: &Value, name: &str) -> Vec<Conversation> {
+    m[name]["conversations"]
         .as_array()
         .unwrap()
         .iter()
         .map(conversation)
-        .collect();
-    // The Rust template renders exactly what the Jinja template renders.
+        .collect()
+}
+
+/// [`check_batch`] for the model in `model_dir` with the fixtures in `dir`:
+/// the model's own chat template renders what transformers rendered.
+fn check_batch_in(
+    model_dir: &Path,
+    dir: &Path,
+    name: &str,
+    pixel_tol: f32,
+) -> Result<PreparedBatch> {
+    let processor = Processor::from_dir(model_dir)?;
+    let m = manifest_in(dir);
+    let convs = conversations(&m, name);
+    let template = processor
+        .chat_template
+        .as_ref()
+        .context("the model directory ships a chat template")?;
     for (c, want) in convs.iter().zip(m[name]["texts"].as_array().unwrap()) {
         assert_eq!(
-            chat_template::render(c, true).text,
+            template.render(c, true)?.text,
             want.as_str().unwrap(),
             "{name}: rendered text"
         );
@@ -110,7 +146,7 @@ fn check_batch(name: &str, pixel_tol: f32) -> Result<PreparedBatch> {
     let batch = processor
         .prepare(&convs, true)
         .with_context(|| name.to_string())?;
-    let exp = expected(name);
+    let exp = expected(dir, name);
     assert!(!exp.is_empty());
     for (key, want_shape, data) in exp {
         let got = match key.as_str() {
@@ -141,6 +177,60 @@ fn check_batch(name: &str, pixel_tol: f32) -> Result<PreparedBatch> {
         }
     }
     Ok(batch)
+}
+
+fn qwen3_vl_dirs() -> (PathBuf, PathBuf) {
+    (
+        root().join("configs/models/tiny-qwen3-vl"),
+        fixture_dir().join("qwen3_vl"),
+    )
+}
+
+/// Qwen3-VL: its own chat template (no default system prompt), 16-pixel
+/// patches, mean/std 0.5, the same M-RoPE positions rules.
+#[test]
+fn qwen3_vl_batches_match_transformers() {
+    let (model, dir) = qwen3_vl_dirs();
+    let b = check_batch_in(&model, &dir, "text_only", 1e-5).unwrap();
+    assert!(
+        b.texts[0].starts_with("<|im_start|>user\n"),
+        "{}",
+        b.texts[0]
+    );
+    let b = check_batch_in(&model, &dir, "one_image", 1e-5).unwrap();
+    // 100x60 -> 96x64 -> 6x4 patches of 16 px
+    assert_eq!(as_i64(b.image_grid_thw.as_ref().unwrap()), vec![1, 4, 6]);
+    let b = check_batch_in(&model, &dir, "mixed_batch", 1e-5).unwrap();
+    assert_eq!(b.images_per_sample, vec![2, 0]);
+}
+
+/// The assistant tokens SFT trains on, located through the Jinja template:
+/// each assistant message's content and its `<|im_end|>`.
+#[test]
+fn qwen3_vl_assistant_mask_from_the_jinja_template() {
+    let (model, _) = qwen3_vl_dirs();
+    let p = Processor::from_dir(&model).unwrap();
+    let conv = vec![
+        Message::text("user", "Q1"),
+        Message::text("assistant", "A1"),
+        Message::text("user", "Q2"),
+        Message::text("assistant", "A2"),
+    ];
+    let b = p.prepare(&[conv], false).unwrap();
+    let ids = as_i64(&b.input_ids);
+    let mask = as_i64(&b.assistant_mask);
+    let picked: Vec<i64> = ids
+        .iter()
+        .zip(&mask)
+        .filter(|(_, &m)| m == 1)
+        .map(|(&t, _)| t)
+        .collect();
+    let im_end = p.tokenizer.encode("<|im_end|>").unwrap();
+    let mut want = p.tokenizer.encode("A1").unwrap();
+    want.extend(&im_end);
+    want.extend(p.tokenizer.encode("A2").unwrap());
+    want.extend(&im_end);
+    assert_eq!(picked, want);
 }
 
 #[test]

@@ -111,15 +111,19 @@ fn grads(params: &[(String, Tensor)]) -> Vec<Tensor> {
 }
 
 fn check(preset: &str) {
-    // Distinct seeds: the two tests run in parallel and the seed names the temp dir.
-    let seed = if preset == "w1" { 3 } else { 4 };
+    // A seed per preset: different random models.
+    let seed = match preset {
+        "w1" => 3,
+        "w2" => 4,
+        _ => 5,
+    };
     let m = bench::random_model(preset, Device::Cpu, Kind::Float, seed).unwrap();
     let lm = m.model.as_lm();
     let params = m.model.named_parameters();
     for (_, p) in &params {
         let _ = p.set_requires_grad(true);
     }
-    let vl = preset == "w2";
+    let vl = m.config.architecture.is_multimodal();
     let prompts = if vl {
         vec![
             image_prompt(&[120, 30, 31], &[40, 41, 42, 121, 120, 50]),
@@ -141,7 +145,8 @@ fn check(preset: &str) {
         vec![73, 74, 75, 76],
     ];
     let (b, lr) = (group.len(), 4usize);
-    let pixels = vl.then(|| Tensor::randn([16, 1176], (Kind::Float, Device::Cpu)));
+    let patch_dim = m.config.vision.as_ref().map_or(0, |v| v.patch_dim());
+    let pixels = vl.then(|| Tensor::randn([16, patch_dim], (Kind::Float, Device::Cpu)));
     let grid = Tensor::from_slice(&[1i64, 4, 4]).view([1, 3]);
 
     // Straightforward: every row is its prompt followed by its response.
@@ -264,4 +269,9 @@ fn shared_prompts_match_the_concatenated_rows_w1() {
 #[test]
 fn shared_prompts_match_the_concatenated_rows_w2_with_images() {
     check("w2");
+}
+
+#[test]
+fn shared_prompts_match_the_concatenated_rows_qwen3_vl_with_images() {
+    check("w2-qwen3-vl");
 }

@@ -1,5 +1,5 @@
 //! `lmmhost logits` and `lmmhost bench model`: thin wrappers over
-//! `lmmhost_model::logits` and `lmmhost_model::bench`.
+//! `lmmhost_model::parity_dump` and `lmmhost_model::bench`.
 
 use anyhow::Result;
 use clap::Args;
@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use lmmhost_model::bench::{self, BenchOptions};
 use lmmhost_model::device::{dtype_name, parse_device, parse_dtype};
-use lmmhost_model::logits;
+use lmmhost_model::parity_dump;
 
 #[derive(Args)]
 pub struct LogitsArgs {
@@ -32,8 +32,9 @@ pub struct LogitsArgs {
 
 #[derive(Args)]
 pub struct BenchModelArgs {
-    /// A preset (w1: issue 7's W1 text model, w2: its Qwen2.5-VL model) or a
-    /// directory with a config.json (weights are random either way).
+    /// A preset (w1: the W1 workload's text model, w2: its Qwen2.5-VL model,
+    /// w2-qwen3-vl: a Qwen3-VL of w2's sizes) or a directory with a
+    /// config.json (weights are random either way).
     #[arg(long, default_value = "w1")]
     pub config: String,
     #[arg(long, default_value = "cpu")]
@@ -60,7 +61,7 @@ pub struct BenchModelArgs {
 pub fn logits(args: LogitsArgs) -> Result<()> {
     let device = parse_device(&args.device)?;
     let kind = parse_dtype(&args.dtype)?;
-    let dump = logits::run(
+    let dump = parity_dump::run(
         &args.model,
         &args.prompts,
         &args.out,

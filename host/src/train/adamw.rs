@@ -32,7 +32,8 @@ impl AdamW {
         }
     }
 
-    /// One update of every parameter that has a gradient, at learning rate `lr`.
+    /// One update of every trainable parameter that has a gradient, at
+    /// learning rate `lr` (a frozen one may still hold an earlier stage's).
     pub fn step(&mut self, params: &[Tensor], lr: f64) -> Result<()> {
         if params.len() != self.moments.len() {
             bail!(
@@ -47,7 +48,7 @@ impl AdamW {
         tch::no_grad(|| {
             for (p, (m, v)) in params.iter().zip(self.moments.iter_mut()) {
                 let g = p.grad();
-                if !g.defined() {
+                if !g.defined() || !p.requires_grad() {
                     continue;
                 }
                 let mut p = p.shallow_clone();

@@ -14,7 +14,7 @@ use super::experiment::{KlPlacement, StageSettings};
 use super::policy::Policy;
 use super::rollout::{shared_prompt_batch, Row, SharedPromptBatch};
 use crate::rl::policy_loss::{aggregate, clipped_policy_loss, kl_estimate, BatchNorm, ClipConfig};
-use lmmhost_model::parallel::{map_jobs, Shared};
+use lmmhost_model::parallel::{map_jobs, ReadOnlyShared};
 
 /// Response log-probs `[b, Lr]` (and entropies) of a set of rows, each
 /// distinct prompt computed once (its keys/values shared by the responses of
@@ -56,7 +56,8 @@ pub fn rows_logprobs(
             (shared_prompt_batch(&refs, pad, multimodal, device), lens)
         })
         .collect();
-    let lm = Shared(lm);
+    // SAFETY: the workers run no_grad forward passes on the model.
+    let lm = unsafe { ReadOnlyShared::new(lm) };
     let parts = map_jobs(jobs, workers, |_, (sb, lens)| {
         let (lp, _) = tch::no_grad(|| shared_response_stats(*lm.get(), &sb, Entropy::Off))?;
         let lp = lp.to_device(Device::Cpu).to_kind(Kind::Float);
@@ -232,8 +233,10 @@ pub fn update(
             });
             start = end;
         }
-        let lm = Shared(policy.lm());
-        let shared_params = Shared(&params);
+        // SAFETY: the workers run forward passes and return their gradients
+        // (`f_run_backward`); the parameters change only after they end.
+        let lm = unsafe { ReadOnlyShared::new(policy.lm()) };
+        let shared_params = unsafe { ReadOnlyShared::new(&params) };
         let entropy_coef = inp.entropy_coef;
         let results = map_jobs(jobs, policy.workers, |_, mb| {
             let t0 = Instant::now();
@@ -299,7 +302,8 @@ pub fn update(
         tok_total += tokens as f64;
         let t_opt = Instant::now();
         stats.grad_norm = clip_grad_norm(&params, s.optim.grad_clip);
-        opt.step(&params, inp.lr)?;
+        // The optimizer holds one state per parameter, frozen ones included.
+        opt.step(&policy.tensors(), inp.lr)?;
         stats.time_optimizer += t_opt.elapsed().as_secs_f64();
         stats.optimizer_steps += 1;
     }

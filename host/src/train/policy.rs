@@ -82,7 +82,7 @@ impl Policy {
     }
 
     pub fn is_multimodal(&self) -> bool {
-        self.architecture() == Architecture::Qwen2_5Vl
+        self.architecture().is_multimodal()
     }
 
     /// Marks which parameters get gradients; returns how many elements train.

@@ -7,7 +7,6 @@
 use std::rc::Rc;
 
 use anyhow::{Context, Result};
-use lmmhost_model::config::Architecture;
 use lmmhost_model::generate::{generate, FinishReason, GenerateConfig};
 use lmmhost_model::lm::ForwardInputs;
 use lmmhost_model::processor::{Conversation, PreparedBatch, Processor};
@@ -140,7 +139,7 @@ pub fn roll_out(
 ) -> Result<Vec<Row>> {
     let prompts = split_prompts(batch)?;
     let device = policy.device;
-    let multimodal = policy.architecture() == Architecture::Qwen2_5Vl;
+    let multimodal = policy.is_multimodal();
     let input_ids = batch.input_ids.to_device(device);
     let attention_mask = batch.attention_mask.to_device(device);
     let position_ids = multimodal.then(|| batch.position_ids.to_device(device));

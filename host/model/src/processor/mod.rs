@@ -3,6 +3,7 @@
 
 pub mod chat_template;
 pub mod image;
+pub mod jinja_template;
 pub mod rope_index;
 pub mod tokenizer;
 
@@ -14,6 +15,7 @@ use tch::Tensor;
 
 pub use self::chat_template::{ImageInput, Message, Part, RenderedChat};
 pub use self::image::{ImageProcessor, ImageProcessorConfig, ProcessedImage};
+pub use self::jinja_template::JinjaTemplate;
 pub use self::rope_index::{get_rope_index, RopeIndex};
 pub use self::tokenizer::QwenTokenizer;
 use crate::lm::ForwardInputs;
@@ -90,13 +92,18 @@ pub struct Processor {
     pub image_processor: Option<ImageProcessor>,
     pub image_token_id: Option<i64>,
     pub spatial_merge_size: usize,
+    /// The checkpoint's own chat template; `None`: the directory has none and
+    /// conversations render as Qwen2.5-VL's template does ([`chat_template::render`]).
+    pub chat_template: Option<JinjaTemplate>,
     dir: PathBuf,
 }
 
 impl Processor {
-    /// Reads `tokenizer.json`, `preprocessor_config.json` (if present) and the
-    /// image token id / spatial merge size from `config.json` (if present;
-    /// otherwise the tokenizer's `<|image_pad|>` and the preprocessor's merge size).
+    /// Reads `tokenizer.json`, `preprocessor_config.json` (if present), the
+    /// chat template (`chat_template.jinja`, `chat_template.json` or
+    /// `tokenizer_config.json`, if present) and the image token id / spatial
+    /// merge size from `config.json` (if present; otherwise the tokenizer's
+    /// `<|image_pad|>` and the preprocessor's merge size).
     pub fn from_dir(dir: impl AsRef<Path>) -> Result<Self> {
         let dir = dir.as_ref().to_path_buf();
         let tokenizer = QwenTokenizer::from_file(dir.join("tokenizer.json"))?;
@@ -152,11 +159,13 @@ impl Processor {
                 );
             }
         }
+        let chat_template = JinjaTemplate::from_dir(&dir)?;
         Ok(Self {
             tokenizer,
             image_processor,
             image_token_id,
             spatial_merge_size,
+            chat_template,
             dir,
         })
     }
@@ -214,7 +223,12 @@ impl Processor {
         let merge2 = self.spatial_merge_size * self.spatial_merge_size;
         let mut out = Vec::with_capacity(conversations.len());
         for (s, conv) in conversations.iter().enumerate() {
-            let chat = chat_template::render(conv, add_generation_prompt);
+            let chat = match &self.chat_template {
+                Some(t) => t
+                    .render(conv, add_generation_prompt)
+                    .with_context(|| format!("sample {s}"))?,
+                None => chat_template::render(conv, add_generation_prompt),
+            };
             let mut grids = Vec::with_capacity(chat.images.len());
             let mut tokens_per_image = Vec::with_capacity(chat.images.len());
             let mut pixels = Vec::new();

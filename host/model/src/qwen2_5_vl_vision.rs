@@ -9,20 +9,15 @@
 //! blocks), and restores the original order after the merger.
 
 use anyhow::{bail, Result};
-use std::collections::BTreeMap;
 use tch::{Device, Kind, Tensor};
 
-use crate::checkpoint::{Params, Weights};
 use crate::config::VisionConfig;
-use crate::qwen2::{GatedMlp, Linear, RmsNorm};
+use crate::layers::{GatedMlp, Linear, RmsNorm};
 use crate::rope;
-
-pub struct VisionAttention {
-    pub qkv: Linear,
-    pub proj: Linear,
-    num_heads: i64,
-    head_dim: i64,
-}
+use crate::vision_layers::{
+    check_pixels, patch_positions, PatchEmbed, SegmentPlan, VisionAttention,
+};
+use crate::weights::{Params, Weights};
 
 pub struct VisionBlock {
     pub norm1: RmsNorm,
@@ -39,72 +34,11 @@ pub struct PatchMerger {
 }
 
 pub struct VisionTransformer {
-    /// `visual.patch_embed.proj.weight` `[hidden, C, T, P, P]`.
-    pub patch_embed: Tensor,
+    /// `visual.patch_embed.proj.weight` `[hidden, C, T, P, P]`, no bias.
+    pub patch_embed: PatchEmbed,
     pub blocks: Vec<VisionBlock>,
     pub merger: PatchMerger,
     pub config: VisionConfig,
-}
-
-/// How attention splits a sequence into independent segments (windows or
-/// whole images): segments of equal length are gathered into one batch so
-/// that each block runs one SDPA call per distinct length, then scattered back.
-pub struct SegmentPlan {
-    /// (number of segments, segment length, gather indices `[count * len]`).
-    groups: Vec<(i64, i64, Tensor)>,
-    /// Positions of the grouped rows back in sequence order.
-    inverse: Tensor,
-}
-
-impl SegmentPlan {
-    pub fn new(lengths: &[i64], device: Device) -> Self {
-        let mut by_len: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
-        let mut start = 0;
-        for &len in lengths {
-            if len > 0 {
-                by_len.entry(len).or_default().push(start);
-            }
-            start += len;
-        }
-        let mut groups = Vec::new();
-        let mut order = Vec::new();
-        for (len, starts) in by_len {
-            let idx: Vec<i64> = starts.iter().flat_map(|&st| st..st + len).collect();
-            groups.push((
-                starts.len() as i64,
-                len,
-                Tensor::from_slice(&idx).to_device(device),
-            ));
-            order.extend(idx);
-        }
-        let mut inverse = vec![0i64; order.len()];
-        for (pos, &i) in order.iter().enumerate() {
-            inverse[i as usize] = pos as i64;
-        }
-        SegmentPlan {
-            groups,
-            inverse: Tensor::from_slice(&inverse).to_device(device),
-        }
-    }
-}
-
-/// Per-patch (h, w) rotary positions in the block-major patch order.
-pub fn patch_positions(grids: &[[i64; 3]], merge: i64) -> Vec<[i64; 2]> {
-    let mut out = Vec::new();
-    for &[t, h, w] in grids {
-        for _ in 0..t {
-            for bh in 0..h / merge {
-                for bw in 0..w / merge {
-                    for i in 0..merge {
-                        for j in 0..merge {
-                            out.push([bh * merge + i, bw * merge + j]);
-                        }
-                    }
-                }
-            }
-        }
-    }
-    out
 }
 
 /// Window order of the merge units (indices into the block-major unit order)
@@ -135,63 +69,17 @@ pub fn window_index(grids: &[[i64; 3]], merge: i64, window_units: i64) -> (Vec<i
     (index, lengths)
 }
 
-impl VisionAttention {
-    /// `x` `[N, hidden]`, cos/sin `[N, head_dim]`, attention within each segment.
-    fn forward(&self, x: &Tensor, cos: &Tensor, sin: &Tensor, plan: &SegmentPlan) -> Tensor {
-        let n = x.size()[0];
-        let (nh, hd) = (self.num_heads, self.head_dim);
-        let qkv = self.qkv.forward(x).reshape([n, 3, nh, hd]);
-        let (q, k) = rope::apply_vision(&qkv.select(1, 0), &qkv.select(1, 1), cos, sin);
-        let v = qkv.select(1, 2);
-        let mut outs = Vec::new();
-        for (count, len, idx) in &plan.groups {
-            let pick = |t: &Tensor| {
-                t.index_select(0, idx)
-                    .reshape([*count, *len, nh, hd])
-                    .transpose(1, 2)
-            };
-            let o = Tensor::scaled_dot_product_attention(
-                &pick(&q),
-                &pick(&k),
-                &pick(&v),
-                None::<&Tensor>,
-                0.0,
-                false,
-                None,
-                false,
-            );
-            outs.push(o.transpose(1, 2).reshape([count * len, nh * hd]));
-        }
-        let o = Tensor::cat(&outs, 0).index_select(0, &plan.inverse);
-        self.proj.forward(&o)
-    }
-}
-
 impl VisionTransformer {
     pub fn load(w: &mut Weights, c: &VisionConfig) -> Result<Self> {
         let hd = c.hidden_size;
-        let patch_embed = w.take(
-            "visual.patch_embed.proj.weight",
-            &[
-                hd,
-                c.in_channels,
-                c.temporal_patch_size,
-                c.patch_size,
-                c.patch_size,
-            ],
-        )?;
+        let patch_embed = PatchEmbed::load(w, "visual.patch_embed.proj", c, false)?;
         let mut blocks = Vec::new();
         for i in 0..c.depth {
             let n = format!("visual.blocks.{i}");
             blocks.push(VisionBlock {
                 norm1: RmsNorm::load(w, &format!("{n}.norm1"), hd, 1e-6)?,
                 norm2: RmsNorm::load(w, &format!("{n}.norm2"), hd, 1e-6)?,
-                attn: VisionAttention {
-                    qkv: Linear::load(w, &format!("{n}.attn.qkv"), 3 * hd, hd, true)?,
-                    proj: Linear::load(w, &format!("{n}.attn.proj"), hd, hd, true)?,
-                    num_heads: c.num_heads,
-                    head_dim: hd / c.num_heads,
-                },
+                attn: VisionAttention::load(w, &format!("{n}.attn"), hd, c.num_heads)?,
                 mlp: GatedMlp::load(w, &format!("{n}.mlp"), hd, c.intermediate_size, true)?,
             });
         }
@@ -222,34 +110,13 @@ impl VisionTransformer {
         let c = &self.config;
         let m = c.spatial_merge_size;
         let unit = m * m;
-        let n_expected: i64 = grids.iter().map(|g| g[0] * g[1] * g[2]).sum();
-        let size = pixel_values.size();
-        if size.len() != 2 || size[1] != c.patch_dim() {
-            bail!(
-                "pixel_values must be [N, {}] (C*T*P*P), got {size:?}",
-                c.patch_dim()
-            );
-        }
-        if size[0] != n_expected {
-            bail!(
-                "pixel_values has {} patches but image_grid_thw {grids:?} describes {n_expected}",
-                size[0]
-            );
-        }
-        for g in grids {
-            if g[1] % m != 0 || g[2] % m != 0 || g.iter().any(|&x| x <= 0) {
-                bail!("image grid {g:?} must be positive with h and w multiples of spatial_merge_size {m}");
-            }
-        }
-        let dev = self.patch_embed.device();
-        let kind = self.patch_embed.kind();
-        let n = n_expected;
+        check_pixels(pixel_values, grids, c)?;
+        let dev = self.device();
+        let x = self
+            .patch_embed
+            .forward(&pixel_values.to_device(dev).to_kind(self.kind()));
+        let n = x.size()[0];
         let hd = c.hidden_size;
-        let w = self.patch_embed.reshape([hd, c.patch_dim()]);
-        let x = pixel_values
-            .to_device(dev)
-            .to_kind(kind)
-            .linear(&w, None::<&Tensor>);
 
         let window_units = c.window_size / m / c.patch_size;
         if window_units <= 0 {
@@ -297,16 +164,12 @@ impl VisionTransformer {
     }
 
     pub fn params(&self, out: &mut Params) {
-        out.push((
-            "visual.patch_embed.proj.weight".into(),
-            self.patch_embed.shallow_clone(),
-        ));
+        self.patch_embed.params("visual.patch_embed.proj", out);
         for (i, b) in self.blocks.iter().enumerate() {
             let n = format!("visual.blocks.{i}");
             b.norm1.params(&format!("{n}.norm1"), out);
             b.norm2.params(&format!("{n}.norm2"), out);
-            b.attn.qkv.params(&format!("{n}.attn.qkv"), out);
-            b.attn.proj.params(&format!("{n}.attn.proj"), out);
+            b.attn.params(&format!("{n}.attn"), out);
             b.mlp.params(&format!("{n}.mlp"), out);
         }
         self.merger.ln_q.params("visual.merger.ln_q", out);
@@ -315,11 +178,11 @@ impl VisionTransformer {
     }
 
     pub fn device(&self) -> Device {
-        self.patch_embed.device()
+        self.patch_embed.weight.device()
     }
 
     pub fn kind(&self) -> Kind {
-        self.patch_embed.kind()
+        self.patch_embed.weight.kind()
     }
 }
 
@@ -346,23 +209,5 @@ mod tests {
         assert_eq!(&idx[..5], &[0, 1, 2, 3, 6]);
         // The second image's units follow the first image's 60.
         assert_eq!(idx[60], 60);
-    }
-
-    #[test]
-    fn patch_positions_are_block_major() {
-        let p = patch_positions(&[[1, 2, 4]], 2);
-        assert_eq!(
-            p,
-            vec![
-                [0, 0],
-                [0, 1],
-                [1, 0],
-                [1, 1],
-                [0, 2],
-                [0, 3],
-                [1, 2],
-                [1, 3]
-            ]
-        );
     }
 }

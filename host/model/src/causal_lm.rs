@@ -1,0 +1,307 @@
+//! [`CausalLm`] for every decoder-only model here: prefill, one decode step
+//! with the KV cache, token statistics of whole sequences, and token
+//! statistics of responses over shared prompts. A model provides
+//! [`DecoderLm`] (its inputs to hidden states, its decoder and output
+//! projection) and gets [`CausalLm`] from this file.
+
+use anyhow::{bail, Context, Result};
+use tch::{Kind, Tensor};
+
+use crate::layers::LayerKv;
+use crate::lm::{CausalLm, Entropy, ForwardInputs, KvCache};
+use crate::token_stats::chunked_token_stats;
+use crate::weights::Weights;
+
+/// The text decoder of a model: token embeddings and the layer stack.
+pub trait Decoder {
+    /// Token embeddings `[B, L, H]` of `input_ids` `[B, L]`.
+    fn embed(&self, input_ids: &Tensor) -> Tensor;
+
+    /// Runs the layers over `embeds` `[B, L, H]` at rotary `positions`
+    /// (`[B, L]`, or `[3, B, L]` for M-RoPE). `key_mask` `[B, T]` covers the
+    /// cached and the new tokens (T = cached + L). With `cache`, the per-layer
+    /// keys/values are read from it (if non-empty) and replaced by the
+    /// extended ones, written into `buffers` (see [`KvCache::buffers`]) when
+    /// they have room. Returns the final-norm hidden states `[B, L, H]`.
+    fn forward_embeds(
+        &self,
+        embeds: &Tensor,
+        positions: &Tensor,
+        key_mask: &Tensor,
+        cache: Option<&mut Vec<LayerKv>>,
+        buffers: &[LayerKv],
+    ) -> Result<Tensor>;
+}
+
+/// What a model provides to be a [`CausalLm`].
+pub trait DecoderLm {
+    /// Final-norm hidden states `[B, L, H]` of `inputs` and the rotary
+    /// positions they ran at (a vision-language model runs its vision tower
+    /// here). With `cache`, it receives every layer's keys/values.
+    fn hidden(
+        &self,
+        inputs: &ForwardInputs,
+        cache: Option<&mut Vec<LayerKv>>,
+    ) -> Result<(Tensor, Tensor)>;
+
+    fn decoder(&self) -> &dyn Decoder;
+
+    /// The output projection `[V, H]`.
+    fn lm_head(&self) -> &Tensor;
+
+    /// Whether rotary positions are `[3, B, L]` (M-RoPE) rather than `[B, L]`.
+    fn mrope(&self) -> bool;
+
+    fn stop_token_ids(&self) -> &[i64];
+}
+
+impl<T: DecoderLm> CausalLm for T {
+    fn forward(&self, inputs: &ForwardInputs) -> Result<Tensor> {
+        let (h, _) = self.hidden(inputs, None)?;
+        Ok(h.linear(self.lm_head(), None::<&Tensor>))
+    }
+
+    fn prefill(&self, inputs: &ForwardInputs) -> Result<(Tensor, KvCache)> {
+        let mut layers = Vec::new();
+        let (h, positions) = self.hidden(inputs, Some(&mut layers))?;
+        let l = h.size()[1];
+        let logits = h
+            .narrow(1, l - 1, 1)
+            .squeeze_dim(1)
+            .linear(self.lm_head(), None::<&Tensor>);
+        let mask = inputs.attention_mask;
+        let cache = KvCache {
+            layers,
+            attention_mask: mask.to_kind(Kind::Int64),
+            next_position: next_positions(&positions, mask),
+            buffers: Vec::new(),
+        };
+        Ok((logits, cache))
+    }
+
+    fn decode_step(&self, ids: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
+        let b = cache.attention_mask.size()[0];
+        if ids.size() != [b, 1] {
+            bail!(
+                "decode_step expects ids [B, 1] = [{b}, 1], got {:?}",
+                ids.size()
+            );
+        }
+        let positions = text_positions(self.mrope(), cache.next_position.unsqueeze(1));
+        let mask = Tensor::cat(
+            &[
+                &cache.attention_mask,
+                &cache.attention_mask.ones_like().narrow(1, 0, 1),
+            ],
+            1,
+        );
+        let decoder = self.decoder();
+        let h = decoder
+            .forward_embeds(
+                &decoder.embed(ids),
+                &positions,
+                &mask,
+                Some(&mut cache.layers),
+                &cache.buffers,
+            )
+            .context("decode step")?;
+        cache.attention_mask = mask;
+        cache.next_position = &cache.next_position + 1;
+        Ok(h.squeeze_dim(1).linear(self.lm_head(), None::<&Tensor>))
+    }
+
+    fn token_stats(
+        &self,
+        inputs: &ForwardInputs,
+        targets: &Tensor,
+        entropy: Entropy,
+    ) -> Result<(Tensor, Option<Tensor>)> {
+        let (h, _) = self.hidden(inputs, None)?;
+        chunked_token_stats(&h, self.lm_head(), targets, entropy)
+    }
+
+    /// The prompts (and their images) run once per prompt, not per response.
+    fn response_token_stats(
+        &self,
+        prompts: &ForwardInputs,
+        group: &Tensor,
+        responses: &Tensor,
+        response_mask: &Tensor,
+        entropy: Entropy,
+    ) -> Result<(Tensor, Option<Tensor>)> {
+        let (b, lr) = (responses.size()[0], responses.size()[1]);
+        if response_mask.size() != [b, lr] || group.size() != [b] || lr < 1 {
+            bail!(
+                "responses {:?}, response_mask {:?} and group {:?} must be [B, Lr], [B, Lr] and [B] with Lr >= 1",
+                responses.size(),
+                response_mask.size(),
+                group.size()
+            );
+        }
+        let mut prompt_layers = Vec::new();
+        let (prompt_hidden, prompt_positions) = self.hidden(prompts, Some(&mut prompt_layers))?;
+        let prompt_mask = prompts.attention_mask;
+        let lp = prompt_hidden.size()[1];
+        let group = group.to_kind(Kind::Int64);
+        // index_select's backward sums the gradients of every copy into the prompt.
+        let mut layers: Vec<LayerKv> = prompt_layers
+            .iter()
+            .map(|(k, v)| (k.index_select(0, &group), v.index_select(0, &group)))
+            .collect();
+        let key_mask = Tensor::cat(
+            &[
+                prompt_mask.to_kind(Kind::Int64).index_select(0, &group),
+                response_mask.to_kind(Kind::Int64),
+            ],
+            1,
+        );
+        let next = next_positions(&prompt_positions, prompt_mask).index_select(0, &group);
+        let pos =
+            next.unsqueeze(1) + Tensor::arange(lr, (Kind::Int64, responses.device())).unsqueeze(0); // [B, Lr]
+        let decoder = self.decoder();
+        let h = decoder
+            .forward_embeds(
+                &decoder.embed(responses),
+                &text_positions(self.mrope(), pos),
+                &key_mask,
+                Some(&mut layers),
+                &[],
+            )
+            .context("response pass over the shared prompts")?;
+        // Left padding puts every prompt's last token in the last column; its
+        // state predicts response token 0, response position j predicts j + 1.
+        let last = prompt_hidden.narrow(1, lp - 1, 1).index_select(0, &group);
+        let hidden = Tensor::cat(&[last, h.narrow(1, 0, lr - 1)], 1);
+        chunked_token_stats(&hidden, self.lm_head(), responses, entropy)
+    }
+
+    fn eos_token_ids(&self) -> &[i64] {
+        self.stop_token_ids()
+    }
+}
+
+/// Rotary positions of text tokens `[B, L]` as the model takes them: the
+/// same on all three axes under M-RoPE.
+fn text_positions(mrope: bool, pos: Tensor) -> Tensor {
+    if mrope {
+        let s = pos.size();
+        pos.unsqueeze(0).expand([3, s[0], s[1]], false)
+    } else {
+        pos
+    }
+}
+
+/// Token embeddings `embeds` `[B, L, H]` with the image features `[N, H]`
+/// scattered, in order, into the positions of `image_token_id` in `input_ids`.
+pub fn scatter_image_features(
+    embeds: Tensor,
+    input_ids: &Tensor,
+    image_token_id: i64,
+    image_features: Option<&Tensor>,
+) -> Result<Tensor> {
+    let mask = input_ids.eq(image_token_id);
+    let n_tokens = mask.sum(Kind::Int64).int64_value(&[]);
+    match image_features {
+        None if n_tokens > 0 => bail!(
+            "input_ids contain {n_tokens} <|image_pad|> token(s) (id {image_token_id}) but no images were given"
+        ),
+        None => Ok(embeds),
+        Some(f) => {
+            let n_feat = f.size()[0];
+            if n_feat != n_tokens {
+                bail!(
+                    "input_ids contain {n_tokens} <|image_pad|> token(s) (id {image_token_id}) but the images \
+                     give {n_feat} merged patches"
+                );
+            }
+            Ok(embeds.masked_scatter(&mask.unsqueeze(-1), &f.to_kind(embeds.kind())))
+        }
+    }
+}
+
+/// M-RoPE positions `[3, B, L]` of a vision-language model's inputs: as given
+/// (`[3, B, L]`, or `[B, L]` broadcast to all axes), or for text-only inputs
+/// derived from the mask.
+pub fn mrope_positions(inputs: &ForwardInputs) -> Result<Tensor> {
+    let b = inputs.input_ids.size()[0];
+    let l = inputs.input_ids.size()[1];
+    match inputs.position_ids {
+        Some(p) if p.size() == [3, b, l] => Ok(p.shallow_clone()),
+        Some(p) if p.size() == [b, l] => Ok(p.unsqueeze(0).expand([3, b, l], false)),
+        Some(p) => bail!(
+            "position_ids must be [3, B, L] = [3, {b}, {l}], got {:?}",
+            p.size()
+        ),
+        None if inputs.pixel_values.is_some() => {
+            bail!("inputs with images need the processor's M-RoPE position_ids [3, B, L]")
+        }
+        None => {
+            let p = positions_from_mask(inputs.attention_mask);
+            Ok(p.unsqueeze(0).expand([3, b, l], false))
+        }
+    }
+}
+
+/// Rotary positions `[B, L]` of a text model's inputs: as given, or derived
+/// from the mask. `model` names the model in errors.
+pub fn text_positions_given(inputs: &ForwardInputs, model: &str) -> Result<Tensor> {
+    if inputs.pixel_values.is_some() {
+        bail!("{model} is a text-only model but the inputs carry images");
+    }
+    match inputs.position_ids {
+        Some(p) if p.dim() == 2 => Ok(p.shallow_clone()),
+        Some(p) => bail!("{model} expects [B, L] position ids, got {:?}", p.size()),
+        None => Ok(positions_from_mask(inputs.attention_mask)),
+    }
+}
+
+/// Positions transformers' generate uses for a left-padded batch: cumsum of the
+/// mask minus one (padding gets 1, never attended to).
+pub fn positions_from_mask(mask: &Tensor) -> Tensor {
+    let m = mask.to_kind(Kind::Int64);
+    (m.cumsum(-1, Kind::Int64) - 1).masked_fill(&m.eq(0), 1)
+}
+
+/// Per sequence, the position the next token gets: the largest position of a
+/// real token plus one. `positions` `[B, L]` or `[3, B, L]`, `mask` `[B, L]`.
+pub fn next_positions(positions: &Tensor, mask: &Tensor) -> Tensor {
+    let pad = mask.eq(0);
+    if positions.dim() == 3 {
+        let p = positions.masked_fill(&pad.unsqueeze(0), -1);
+        p.amax([0, 2].as_slice(), false) + 1
+    } else {
+        positions.masked_fill(&pad, -1).amax([1].as_slice(), false) + 1
+    }
+}
+
+/// The output projection `lm_head.weight` `[vocab, hidden]`: the embedding
+/// matrix itself when the embeddings are tied.
+pub fn load_lm_head(
+    w: &mut Weights,
+    tie_word_embeddings: bool,
+    embed_tokens: &Tensor,
+) -> Result<Tensor> {
+    let shape = embed_tokens.size();
+    if tie_word_embeddings {
+        // Some tied checkpoints still carry a copy; it must equal the embedding
+        // shape, but the tie wins (as in transformers).
+        if w.contains("lm_head.weight") {
+            let _ = w.take("lm_head.weight", &shape)?;
+        }
+        Ok(embed_tokens.shallow_clone())
+    } else {
+        w.take("lm_head.weight", &shape)
+    }
+}
+
+/// `input_ids` and `attention_mask` must both be `[B, L]`.
+pub fn check_ids(ids: &Tensor, mask: &Tensor) -> Result<()> {
+    if ids.dim() != 2 || ids.size() != mask.size() {
+        bail!(
+            "input_ids {:?} and attention_mask {:?} must both be [B, L]",
+            ids.size(),
+            mask.size()
+        );
+    }
+    Ok(())
+}

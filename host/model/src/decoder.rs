@@ -1,0 +1,256 @@
+//! The decoder stack Qwen2 and Qwen3 share, generic over the one module that
+//! differs, self-attention: token embeddings (`model.embed_tokens`), pre-norm
+//! layers (`model.layers.N`: `input_layernorm`, `self_attn`,
+//! `post_attention_layernorm`, SwiGLU `mlp`), the final norm (`model.norm`),
+//! rotary positions (1D or M-RoPE), and the text-only causal LM on top
+//! (`lm_head`, tied or not). Weight names are those of the checkpoint.
+
+use anyhow::Result;
+use tch::Tensor;
+
+use crate::causal_lm::{self, Decoder, DecoderLm};
+use crate::config::{ModelConfig, TextConfig};
+use crate::layers::{attention_mask, run_layers, GatedMlp, LayerKv, RmsNorm};
+use crate::lm::ForwardInputs;
+use crate::rope;
+use crate::weights::{Params, Weights};
+
+/// A decoder's self-attention (`model.layers.N.self_attn`).
+pub trait SelfAttention: Sized {
+    fn load(w: &mut Weights, name: &str, c: &TextConfig) -> Result<Self>;
+
+    /// `x` `[B, L, H]`; `mask` bool `[B, 1, L, T]` over the cached + new keys.
+    /// Returns the output and this layer's keys/values for all T positions.
+    fn forward(
+        &self,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        mask: &Tensor,
+        past: Option<&LayerKv>,
+        buffer: Option<&LayerKv>,
+    ) -> (Tensor, LayerKv);
+
+    fn params(&self, name: &str, out: &mut Params);
+}
+
+pub struct DecoderLayer<A> {
+    pub self_attn: A,
+    pub mlp: GatedMlp,
+    pub input_layernorm: RmsNorm,
+    pub post_attention_layernorm: RmsNorm,
+}
+
+impl<A: SelfAttention> DecoderLayer<A> {
+    fn load(w: &mut Weights, name: &str, c: &TextConfig) -> Result<Self> {
+        let (h, eps) = (c.hidden_size, c.rms_norm_eps);
+        Ok(DecoderLayer {
+            self_attn: A::load(w, &format!("{name}.self_attn"), c)?,
+            mlp: GatedMlp::load(w, &format!("{name}.mlp"), h, c.intermediate_size, false)?,
+            input_layernorm: RmsNorm::load(w, &format!("{name}.input_layernorm"), h, eps)?,
+            post_attention_layernorm: RmsNorm::load(
+                w,
+                &format!("{name}.post_attention_layernorm"),
+                h,
+                eps,
+            )?,
+        })
+    }
+
+    fn forward(
+        &self,
+        h: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        mask: &Tensor,
+        past: Option<&LayerKv>,
+        buffer: Option<&LayerKv>,
+    ) -> (Tensor, LayerKv) {
+        let (a, kv) = self.self_attn.forward(
+            &self.input_layernorm.forward(h),
+            cos,
+            sin,
+            mask,
+            past,
+            buffer,
+        );
+        // Not `+=`: an in-place add would overwrite a tensor autograd saved.
+        let h = h + a;
+        let h = &h + self.mlp.forward(&self.post_attention_layernorm.forward(&h));
+        (h, kv)
+    }
+
+    fn params(&self, name: &str, out: &mut Params) {
+        self.self_attn.params(&format!("{name}.self_attn"), out);
+        self.mlp.params(&format!("{name}.mlp"), out);
+        self.input_layernorm
+            .params(&format!("{name}.input_layernorm"), out);
+        self.post_attention_layernorm
+            .params(&format!("{name}.post_attention_layernorm"), out);
+    }
+}
+
+/// Features added to the hidden states of the image tokens after the first
+/// decoder layers (Qwen3-VL's DeepStack).
+pub struct Deepstack<'a> {
+    /// `[B, L]` bool: the image tokens.
+    pub image_mask: &'a Tensor,
+    /// Per layer from the first, `[N_image_tokens, H]` in token order.
+    pub features: &'a [Tensor],
+}
+
+/// Embeddings, decoder layers and the final norm (`model.*`).
+pub struct TextModel<A> {
+    pub embed_tokens: Tensor,
+    pub layers: Vec<DecoderLayer<A>>,
+    pub norm: RmsNorm,
+    pub config: TextConfig,
+    inv_freq: Tensor,
+}
+
+impl<A: SelfAttention> TextModel<A> {
+    pub fn load(w: &mut Weights, c: &TextConfig) -> Result<Self> {
+        let embed_tokens = w.take("model.embed_tokens.weight", &[c.vocab_size, c.hidden_size])?;
+        let layers = (0..c.num_hidden_layers)
+            .map(|i| DecoderLayer::load(w, &format!("model.layers.{i}"), c))
+            .collect::<Result<Vec<_>>>()?;
+        let norm = RmsNorm::load(w, "model.norm", c.hidden_size, c.rms_norm_eps)?;
+        let inv_freq = rope::inv_freq(c.head_dim, c.rope_theta, embed_tokens.device());
+        Ok(TextModel {
+            embed_tokens,
+            layers,
+            norm,
+            config: c.clone(),
+            inv_freq,
+        })
+    }
+
+    /// [`Decoder::forward_embeds`] that adds `deepstack` features after the
+    /// first layers.
+    pub fn forward_embeds_deepstack(
+        &self,
+        embeds: &Tensor,
+        positions: &Tensor,
+        key_mask: &Tensor,
+        cache: Option<&mut Vec<LayerKv>>,
+        buffers: &[LayerKv],
+        deepstack: Option<&Deepstack>,
+    ) -> Result<Tensor> {
+        let (cos, sin) = rope::text_cos_sin(
+            positions,
+            &self.inv_freq,
+            self.config.mrope.as_ref(),
+            embeds.kind(),
+        )?;
+        let mask = attention_mask(key_mask, embeds.size()[1]);
+        let image_mask = deepstack.map(|d| d.image_mask.unsqueeze(-1));
+        let h = run_layers(
+            self.layers.len(),
+            embeds.shallow_clone(),
+            cache,
+            buffers,
+            |i, h, past, buffer| {
+                let (h, kv) = self.layers[i].forward(h, &cos, &sin, &mask, past, buffer);
+                match (deepstack.and_then(|d| d.features.get(i)), &image_mask) {
+                    (Some(f), Some(m)) => {
+                        let add = h.zeros_like().masked_scatter(m, &f.to_kind(h.kind()));
+                        (h + add, kv)
+                    }
+                    _ => (h, kv),
+                }
+            },
+        )?;
+        Ok(self.norm.forward(&h))
+    }
+
+    pub fn params(&self, out: &mut Params) {
+        out.push((
+            "model.embed_tokens.weight".into(),
+            self.embed_tokens.shallow_clone(),
+        ));
+        for (i, l) in self.layers.iter().enumerate() {
+            l.params(&format!("model.layers.{i}"), out);
+        }
+        self.norm.params("model.norm", out);
+    }
+}
+
+impl<A: SelfAttention> Decoder for TextModel<A> {
+    fn embed(&self, input_ids: &Tensor) -> Tensor {
+        Tensor::embedding(&self.embed_tokens, input_ids, -1, false, false)
+    }
+
+    fn forward_embeds(
+        &self,
+        embeds: &Tensor,
+        positions: &Tensor,
+        key_mask: &Tensor,
+        cache: Option<&mut Vec<LayerKv>>,
+        buffers: &[LayerKv],
+    ) -> Result<Tensor> {
+        self.forward_embeds_deepstack(embeds, positions, key_mask, cache, buffers, None)
+    }
+}
+
+/// A text-only causal LM (`Qwen2ForCausalLM`, `Qwen3ForCausalLM`).
+pub struct TextLm<A> {
+    pub model: TextModel<A>,
+    /// Shares storage with `model.embed_tokens` when the embeddings are tied.
+    pub lm_head: Tensor,
+    pub config: ModelConfig,
+}
+
+impl<A: SelfAttention> TextLm<A> {
+    pub fn load(w: &mut Weights, config: &ModelConfig) -> Result<Self> {
+        let model = TextModel::load(w, &config.text)?;
+        let lm_head =
+            causal_lm::load_lm_head(w, config.text.tie_word_embeddings, &model.embed_tokens)?;
+        Ok(TextLm {
+            model,
+            lm_head,
+            config: config.clone(),
+        })
+    }
+
+    pub fn params(&self) -> Params {
+        let mut out = Vec::new();
+        self.model.params(&mut out);
+        if !self.config.text.tie_word_embeddings {
+            out.push(("lm_head.weight".into(), self.lm_head.shallow_clone()));
+        }
+        out
+    }
+}
+
+impl<A: SelfAttention> DecoderLm for TextLm<A> {
+    fn hidden(
+        &self,
+        inputs: &ForwardInputs,
+        cache: Option<&mut Vec<LayerKv>>,
+    ) -> Result<(Tensor, Tensor)> {
+        causal_lm::check_ids(inputs.input_ids, inputs.attention_mask)?;
+        let positions =
+            causal_lm::text_positions_given(inputs, self.config.architecture.hf_name())?;
+        let embeds = self.model.embed(inputs.input_ids);
+        let h =
+            self.model
+                .forward_embeds(&embeds, &positions, inputs.attention_mask, cache, &[])?;
+        Ok((h, positions))
+    }
+
+    fn decoder(&self) -> &dyn Decoder {
+        &self.model
+    }
+
+    fn lm_head(&self) -> &Tensor {
+        &self.lm_head
+    }
+
+    fn mrope(&self) -> bool {
+        false
+    }
+
+    fn stop_token_ids(&self) -> &[i64] {
+        &self.config.eos_token_ids
+    }
+}
