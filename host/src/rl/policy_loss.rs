@@ -1,14 +1,24 @@
-//! GRPO's token-level terms: the clipped policy-gradient loss, the KL
-//! estimators, and the aggregation over tokens and sequences.
+//! GRPO's token-level terms: the clipped policy-gradient loss and the
+//! aggregation over tokens and sequences (the KL term is in `rl::kl`).
 //!
 //! Every tensor here is `[B, T]` over response tokens (B sequences, T the
 //! longest response), with a 0/1 float `mask` marking real tokens.
 //! Aggregation divides by normalisers of the WHOLE batch, so that summing the
 //! losses of micro-batches gives exactly the full-batch loss (and gradients).
 
+use serde::Deserialize;
 use tch::{Kind, Tensor};
 
-use crate::train::experiment::{KlEstimator, LossAggregation};
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LossAggregation {
+    /// Mean over every response token of the batch.
+    TokenMean,
+    /// Mean over sequences of each sequence's token mean.
+    SeqMeanTokenMean,
+    /// Dr. GRPO: each sequence's token sum divided by a constant length, mean over sequences.
+    SeqSumConstant,
+}
 
 /// Clipping settings of the surrogate objective.
 #[derive(Debug, Clone, Copy)]
@@ -40,17 +50,6 @@ pub fn clipped_policy_loss(
         loss = loss.where_self(&adv.ge(0.0), &loss.minimum(&bound));
     }
     (loss, clip_active)
-}
-
-/// Per-token KL estimate between the policy and the frozen reference,
-/// `d = ref_logp - logp`: k1 `-d`, k2 `d^2 / 2`, k3 `exp(d) - d - 1` (clamped to [-10, 10]).
-pub fn kl_estimate(logp: &Tensor, ref_logp: &Tensor, estimator: KlEstimator) -> Tensor {
-    let d = ref_logp - logp;
-    match estimator {
-        KlEstimator::K1 => -d,
-        KlEstimator::K2 => d.square() * 0.5,
-        KlEstimator::K3 => (d.exp() - &d - 1.0).clamp(-10.0, 10.0),
-    }
 }
 
 /// Sizes of the whole batch that the aggregation divides by.
@@ -150,28 +149,6 @@ mod tests {
         let (loss, _) = clipped_policy_loss(&logp, &old, &Tensor::from_slice(&[1.0f32]), clip);
         // Positive advantages are untouched by the dual clip: max(-5, -1.2) = -1.2.
         close(&vals(&loss), &[-1.2, -1.2]);
-    }
-
-    #[test]
-    fn kl_estimators_by_hand() {
-        let logp = t2(&[&[-1.0, -2.0]]);
-        let reference = t2(&[&[-1.5, -1.0]]); // d = -0.5, 1.0
-        close(
-            &vals(&kl_estimate(&logp, &reference, KlEstimator::K1)),
-            &[0.5, -1.0],
-        );
-        close(
-            &vals(&kl_estimate(&logp, &reference, KlEstimator::K2)),
-            &[0.125, 0.5],
-        );
-        let k3 = |d: f64| d.exp() - d - 1.0;
-        close(
-            &vals(&kl_estimate(&logp, &reference, KlEstimator::K3)),
-            &[k3(-0.5), k3(1.0)],
-        );
-        // Large gaps are clamped.
-        let far = kl_estimate(&t2(&[&[-30.0]]), &t2(&[&[0.0]]), KlEstimator::K3);
-        close(&vals(&far), &[10.0]);
     }
 
     #[test]

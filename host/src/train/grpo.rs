@@ -10,10 +10,11 @@ use lmmhost_model::lm::{CausalLm, Entropy};
 use tch::{Device, Kind, Tensor};
 
 use super::adamw::{clip_grad_norm, AdamW};
-use super::experiment::{KlPlacement, StageSettings};
+use super::experiment::StageSettings;
 use super::policy::Policy;
 use super::rollout::{shared_prompt_batch, Row, SharedPromptBatch};
-use crate::rl::policy_loss::{aggregate, clipped_policy_loss, kl_estimate, BatchNorm, ClipConfig};
+use crate::rl::kl::{kl_estimate, KlPlacement};
+use crate::rl::policy_loss::{aggregate, clipped_policy_loss, BatchNorm, ClipConfig};
 use lmmhost_model::parallel::{map_jobs, Shared};
 
 /// Response log-probs `[b, Lr]` (and entropies) of a set of rows, each
@@ -319,9 +320,10 @@ mod tests {
     use lmmhost_model::sampling::{SamplingParams, SeededRng};
 
     use super::*;
+    use crate::rl::kl::{Kl, KlEstimator};
+    use crate::rl::policy_loss::LossAggregation;
     use crate::train::experiment::{
-        Grpo, Kl, KlEstimator, LossAggregation, ModelInit, ModelSection, Optim, Rollout, Sft,
-        StageSettings,
+        Grpo, ModelInit, ModelSection, Optim, Rollout, Sft, StageSettings,
     };
     use crate::train::rollout::{roll_out, RolloutConfig};
 

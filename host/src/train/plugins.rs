@@ -17,7 +17,7 @@ use lmmhost_plugin_host::{
 use lmmhost_sdk as sdk;
 use sha2::{Digest, Sha256};
 
-use super::experiment::{self, Experiment, PluginEntry};
+use super::experiment::{self, merge_tables, Experiment, PluginEntry};
 
 /// A component's bytes and where they came from.
 #[derive(Clone)]
@@ -81,22 +81,6 @@ pub fn read_component(exp: &Experiment, name: &str) -> Result<Component> {
         default_config,
         file: None,
     })
-}
-
-/// `over` merged over `base`, tables recursively.
-pub fn merge_tables(base: &toml::Table, over: &toml::Table) -> toml::Table {
-    let mut out = base.clone();
-    for (k, v) in over {
-        match (out.get_mut(k), v) {
-            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => {
-                *b = merge_tables(b, o);
-            }
-            _ => {
-                out.insert(k.clone(), v.clone());
-            }
-        }
-    }
-    out
 }
 
 /// Stable per-plugin seed: the plugin's randomness differs between plugins but

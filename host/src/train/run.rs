@@ -23,7 +23,7 @@ use super::adamw::AdamW;
 use super::checkpoint_store::CheckpointStore;
 use super::data::{derive_seed, prompt_conversation, sft_conversation, Mixer};
 use super::eval::{evaluate, table, write_records, EvalResult, EvalSettings};
-use super::experiment::{Experiment, KlPlacement, StageSettings};
+use super::experiment::{Experiment, StageSettings};
 use super::grpo::{rows_logprobs, update, UpdateInputs};
 use super::plugins::{reward_groups, score_all, CombinedScore, Plugins};
 use super::policy::{Policy, Reference};
@@ -34,8 +34,8 @@ use crate::metrics::log::{MetricsLog, StepRecord};
 use crate::metrics::run_plots::plot_run;
 use crate::rl::advantage::advantages;
 use crate::rl::dynamic_sampling::informative_groups;
+use crate::rl::kl::{kl_estimate, KlPlacement};
 use crate::rl::pad;
-use crate::rl::policy_loss::kl_estimate;
 use crate::rl::schedules::{entropy_coef, learning_rate};
 
 #[derive(Debug, Clone, Default)]
