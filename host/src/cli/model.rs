@@ -32,7 +32,7 @@ pub struct LogitsArgs {
 
 #[derive(Args)]
 pub struct BenchModelArgs {
-    /// A preset (w1: issue 7's W1 text model, w2: its Qwen2.5-VL model) or a
+    /// A preset (w1: the GRPO benchmark's W1 text model, w2: its Qwen2.5-VL model) or a
     /// directory with a config.json (weights are random either way).
     #[arg(long, default_value = "w1")]
     pub config: String,
