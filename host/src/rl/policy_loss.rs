@@ -63,16 +63,6 @@ pub struct BatchNorm {
     pub constant_length: f64,
 }
 
-impl BatchNorm {
-    pub fn of(mask: &Tensor, constant_length: usize) -> BatchNorm {
-        BatchNorm {
-            tokens: mask.sum(Kind::Double).double_value(&[]),
-            sequences: mask.size()[0] as f64,
-            constant_length: constant_length as f64,
-        }
-    }
-}
-
 /// Reduces a `[B, T]` per-token quantity to a scalar.
 pub fn aggregate(values: &Tensor, mask: &Tensor, mode: LossAggregation, norm: BatchNorm) -> Tensor {
     let masked = values * mask;
@@ -92,6 +82,15 @@ pub fn aggregate(values: &Tensor, mask: &Tensor, mode: LossAggregation, norm: Ba
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The normalisers of a batch that is all of `mask`.
+    fn norm_of(mask: &Tensor, constant_length: usize) -> BatchNorm {
+        BatchNorm {
+            tokens: mask.sum(Kind::Double).double_value(&[]),
+            sequences: mask.size()[0] as f64,
+            constant_length: constant_length as f64,
+        }
+    }
 
     fn t2(rows: &[&[f64]]) -> Tensor {
         let flat: Vec<f32> = rows
@@ -155,7 +154,7 @@ mod tests {
     fn aggregation_modes_by_hand() {
         let v = t2(&[&[1.0, 2.0, 3.0], &[4.0, 0.0, 0.0]]);
         let m = t2(&[&[1.0, 1.0, 1.0], &[1.0, 0.0, 0.0]]);
-        let norm = BatchNorm::of(&m, 4);
+        let norm = norm_of(&m, 4);
         // token-mean: (1+2+3+4)/4 = 2.5; seq-mean-token-mean: (2 + 4)/2 = 3; constant: 10/(4*2) = 1.25.
         let agg = |mode| aggregate(&v, &m, mode, norm).double_value(&[]);
         assert!((agg(LossAggregation::TokenMean) - 2.5).abs() < 1e-6);
@@ -170,7 +169,7 @@ mod tests {
         let m = Tensor::rand([6, 5], (Kind::Float, tch::Device::Cpu))
             .gt(0.3)
             .to_kind(Kind::Float);
-        let norm = BatchNorm::of(&m, 5);
+        let norm = norm_of(&m, 5);
         for mode in [
             LossAggregation::TokenMean,
             LossAggregation::SeqMeanTokenMean,

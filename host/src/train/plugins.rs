@@ -26,8 +26,6 @@ pub struct Component {
     pub sha256: String,
     /// The bundle's default config (TOML text) under the experiment's table.
     pub default_config: toml::Table,
-    /// The .wasm file, when the plugin is not from a bundle (hot reload watches it).
-    pub file: Option<PathBuf>,
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
@@ -46,7 +44,6 @@ pub fn read_component(exp: &Experiment, name: &str) -> Result<Component> {
             sha256: sha256_hex(&bytes),
             bytes: Arc::new(bytes),
             default_config: toml::Table::new(),
-            file: Some(path.clone()),
         });
     }
     let (Some(bundle), Some(component)) = (&entry.bundle, &entry.component) else {
@@ -79,7 +76,6 @@ pub fn read_component(exp: &Experiment, name: &str) -> Result<Component> {
         sha256: c.sha256.clone(),
         bytes: Arc::new(c.bytes.clone()),
         default_config,
-        file: None,
     })
 }
 
