@@ -103,26 +103,7 @@ pub fn sequence_kl(logp: &[f32], ref_logp: &[f32], estimator: KlEstimator) -> f6
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn t2(rows: &[&[f64]]) -> Tensor {
-        let flat: Vec<f32> = rows
-            .iter()
-            .flat_map(|r| r.iter().map(|&x| x as f32))
-            .collect();
-        Tensor::from_slice(&flat).view([rows.len() as i64, rows[0].len() as i64])
-    }
-
-    fn vals(t: &Tensor) -> Vec<f64> {
-        let t = t.to_kind(Kind::Double).flatten(0, -1);
-        Vec::<f64>::try_from(&t).unwrap()
-    }
-
-    fn close(a: &[f64], b: &[f64]) {
-        assert_eq!(a.len(), b.len(), "{a:?} vs {b:?}");
-        for (x, y) in a.iter().zip(b) {
-            assert!((x - y).abs() < 1e-5, "{a:?} vs {b:?}");
-        }
-    }
+    use crate::rl::test_tensors::{close, t2, vals};
 
     #[test]
     fn kl_estimators_by_hand() {

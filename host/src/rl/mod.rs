@@ -11,3 +11,5 @@ pub mod pad;
 pub mod passk;
 pub mod policy_loss;
 pub mod schedules;
+#[cfg(test)]
+mod test_tensors;

@@ -82,6 +82,7 @@ pub fn aggregate(values: &Tensor, mask: &Tensor, mode: LossAggregation, norm: Ba
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rl::test_tensors::{close, t2, vals};
 
     /// The normalisers of a batch that is all of `mask`.
     fn norm_of(mask: &Tensor, constant_length: usize) -> BatchNorm {
@@ -89,26 +90,6 @@ mod tests {
             tokens: mask.sum(Kind::Double).double_value(&[]),
             sequences: mask.size()[0] as f64,
             constant_length: constant_length as f64,
-        }
-    }
-
-    fn t2(rows: &[&[f64]]) -> Tensor {
-        let flat: Vec<f32> = rows
-            .iter()
-            .flat_map(|r| r.iter().map(|&x| x as f32))
-            .collect();
-        Tensor::from_slice(&flat).view([rows.len() as i64, rows[0].len() as i64])
-    }
-
-    fn vals(t: &Tensor) -> Vec<f64> {
-        let t = t.to_kind(Kind::Double).flatten(0, -1);
-        Vec::<f64>::try_from(&t).unwrap()
-    }
-
-    fn close(a: &[f64], b: &[f64]) {
-        assert_eq!(a.len(), b.len(), "{a:?} vs {b:?}");
-        for (x, y) in a.iter().zip(b) {
-            assert!((x - y).abs() < 1e-5, "{a:?} vs {b:?}");
         }
     }
 

@@ -49,6 +49,16 @@ pub struct OverrideKey {
     pub value: fn(&sdk::Overrides) -> Option<toml::Value>,
 }
 
+impl OverrideKey {
+    const fn new(
+        name: &'static str,
+        key: &'static str,
+        value: fn(&sdk::Overrides) -> Option<toml::Value>,
+    ) -> OverrideKey {
+        OverrideKey { name, key, value }
+    }
+}
+
 fn float(v: Option<f64>) -> Option<toml::Value> {
     v.map(toml::Value::Float)
 }
@@ -64,91 +74,43 @@ fn integer(v: Option<u64>) -> Option<toml::Value> {
 
 /// Every typed override, in the order of the WIT record.
 pub const OVERRIDE_KEYS: [OverrideKey; 17] = [
-    OverrideKey {
-        name: "learning_rate",
-        key: "optim.lr",
-        value: |o| float(o.learning_rate),
-    },
-    OverrideKey {
-        name: "kl_coef",
-        key: "grpo.kl.coef",
-        value: |o| float(o.kl_coef),
-    },
-    OverrideKey {
-        name: "temperature",
-        key: "rollout.temperature",
-        value: |o| float(o.temperature),
-    },
-    OverrideKey {
-        name: "top_p",
-        key: "rollout.top_p",
-        value: |o| float(o.top_p),
-    },
-    OverrideKey {
-        name: "group_size",
-        key: "rollout.group_size",
-        value: |o| integer(o.group_size.map(u64::from)),
-    },
-    OverrideKey {
-        name: "entropy_coef",
-        key: "grpo.entropy.coef",
-        value: |o| float(o.entropy_coef),
-    },
-    OverrideKey {
-        name: "entropy_warmup_steps",
-        key: "grpo.entropy.warmup_steps",
-        value: |o| integer(o.entropy_warmup_steps),
-    },
-    OverrideKey {
-        name: "entropy_decay",
-        key: "grpo.entropy.decay",
-        value: |o| float(o.entropy_decay),
-    },
-    OverrideKey {
-        name: "freeze_vision",
-        key: "grpo.freeze_vision",
-        value: |o| boolean(o.freeze_vision),
-    },
-    OverrideKey {
-        name: "freeze_language",
-        key: "grpo.freeze_language",
-        value: |o| boolean(o.freeze_language),
-    },
-    OverrideKey {
-        name: "dynamic_sampling",
-        key: "grpo.dynamic_sampling.enabled",
-        value: |o| boolean(o.dynamic_sampling),
-    },
-    OverrideKey {
-        name: "pad.enabled",
-        key: "grpo.pad.enabled",
-        value: |o| boolean(o.pad.enabled),
-    },
-    OverrideKey {
-        name: "pad.t_low",
-        key: "grpo.pad.t_low",
-        value: |o| float(o.pad.t_low),
-    },
-    OverrideKey {
-        name: "pad.t_high",
-        key: "grpo.pad.t_high",
-        value: |o| float(o.pad.t_high),
-    },
-    OverrideKey {
-        name: "pad.ratio",
-        key: "grpo.pad.ratio",
-        value: |o| float(o.pad.ratio),
-    },
-    OverrideKey {
-        name: "pad.tau_start",
-        key: "grpo.pad.tau_start",
-        value: |o| float(o.pad.tau_start),
-    },
-    OverrideKey {
-        name: "pad.tau_end",
-        key: "grpo.pad.tau_end",
-        value: |o| float(o.pad.tau_end),
-    },
+    OverrideKey::new("learning_rate", "optim.lr", |o| float(o.learning_rate)),
+    OverrideKey::new("kl_coef", "grpo.kl.coef", |o| float(o.kl_coef)),
+    OverrideKey::new("temperature", "rollout.temperature", |o| {
+        float(o.temperature)
+    }),
+    OverrideKey::new("top_p", "rollout.top_p", |o| float(o.top_p)),
+    OverrideKey::new("group_size", "rollout.group_size", |o| {
+        integer(o.group_size.map(u64::from))
+    }),
+    OverrideKey::new("entropy_coef", "grpo.entropy.coef", |o| {
+        float(o.entropy_coef)
+    }),
+    OverrideKey::new("entropy_warmup_steps", "grpo.entropy.warmup_steps", |o| {
+        integer(o.entropy_warmup_steps)
+    }),
+    OverrideKey::new("entropy_decay", "grpo.entropy.decay", |o| {
+        float(o.entropy_decay)
+    }),
+    OverrideKey::new("freeze_vision", "grpo.freeze_vision", |o| {
+        boolean(o.freeze_vision)
+    }),
+    OverrideKey::new("freeze_language", "grpo.freeze_language", |o| {
+        boolean(o.freeze_language)
+    }),
+    OverrideKey::new("dynamic_sampling", "grpo.dynamic_sampling.enabled", |o| {
+        boolean(o.dynamic_sampling)
+    }),
+    OverrideKey::new("pad.enabled", "grpo.pad.enabled", |o| {
+        boolean(o.pad.enabled)
+    }),
+    OverrideKey::new("pad.t_low", "grpo.pad.t_low", |o| float(o.pad.t_low)),
+    OverrideKey::new("pad.t_high", "grpo.pad.t_high", |o| float(o.pad.t_high)),
+    OverrideKey::new("pad.ratio", "grpo.pad.ratio", |o| float(o.pad.ratio)),
+    OverrideKey::new("pad.tau_start", "grpo.pad.tau_start", |o| {
+        float(o.pad.tau_start)
+    }),
+    OverrideKey::new("pad.tau_end", "grpo.pad.tau_end", |o| float(o.pad.tau_end)),
 ];
 
 /// Sets `value` at the dotted `key` of `table`.
