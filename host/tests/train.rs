@@ -619,3 +619,119 @@ steps = 3
         }
     }
 }
+
+/// The metric names each kind of step writes (the keys of metrics.jsonl,
+/// which TensorBoard tags and the plots reuse), for every combination of
+/// settings that adds or removes one: pinned, so that reshaping the step
+/// cannot rename or drop a metric unnoticed.
+#[test]
+fn step_metric_names_are_pinned() {
+    let stages = r#"
+[[stages]]
+name = "sft"
+kind = "sft"
+datasets = { sft = 1.0 }
+steps = 1
+
+[[stages]]
+name = "plain"
+kind = "grpo"
+datasets = { digits = 1.0 }
+steps = 1
+
+[[stages]]
+name = "kl-loss"
+kind = "grpo"
+datasets = { digits = 1.0 }
+steps = 1
+[stages.overrides]
+kl_coef = 0.05
+entropy_coef = 0.01
+
+[[stages]]
+name = "kl-reward-pad"
+kind = "grpo"
+datasets = { digits = 1.0 }
+steps = 1
+[stages.overrides]
+kl_coef = 0.05
+pad = { enabled = true, ratio = 0.5, t_low = 0.01 }
+extra = { "grpo.kl.placement" = "reward" }
+
+[[stages]]
+name = "dynamic"
+kind = "grpo"
+datasets = { digits = 1.0 }
+steps = 1
+[stages.overrides]
+kl_coef = 0.05
+dynamic_sampling = true
+extra = { "optim.updates_per_batch" = 2 }
+"#;
+    let dir = tempfile::tempdir().unwrap();
+    let exp = Experiment::load(&experiment(dir.path(), stages, "")).unwrap();
+    let summary = run(&exp, &RunOptions::default()).unwrap();
+    let recs = steps(&summary.output_dir);
+    assert_eq!(recs.len(), 5);
+    let names = |stage: &str| -> Vec<&str> {
+        let r = recs.iter().find(|r| r.stage == stage).unwrap();
+        r.values.keys().map(String::as_str).collect()
+    };
+    let sorted = |keys: &[&[&'static str]]| -> Vec<&'static str> {
+        let mut all: Vec<&str> = keys.concat();
+        all.sort_unstable();
+        all
+    };
+    let sft = [
+        "grad_norm",
+        "lr",
+        "sft/loss",
+        "sft/skipped_long",
+        "sft/tokens",
+        "throughput/tokens_per_s",
+        "time/step",
+        "time/update",
+    ];
+    assert_eq!(names("sft"), sorted(&[&sft]));
+    let grpo = [
+        "accuracy",
+        "clip_fraction",
+        "entropy",
+        "entropy_coef",
+        "grad_norm",
+        "loss",
+        "lr",
+        "prompt_length/mean",
+        "response/stopped_fraction",
+        "response_length/mean",
+        "reward",
+        "reward/accuracy/mean",
+        "reward/failures",
+        "reward/mean",
+        "reward/std",
+        "samples/effective",
+        "samples/generated",
+        "samples/skipped_long_prompts",
+        "samples/zero_advantage",
+        "throughput/gen_tokens_per_s",
+        "throughput/tokens_per_s",
+        "time/backward",
+        "time/forward",
+        "time/logprobs",
+        "time/optimizer",
+        "time/reward",
+        "time/rollout",
+        "time/step",
+        "time/update",
+    ];
+    assert_eq!(names("plain"), sorted(&[&grpo]));
+    assert_eq!(names("kl-loss"), sorted(&[&grpo, &["kl"]]));
+    assert_eq!(
+        names("kl-reward-pad"),
+        sorted(&[&grpo, &["kl", "pad/eligible", "pad/tau"]])
+    );
+    assert_eq!(
+        names("dynamic"),
+        sorted(&[&grpo, &["kl", "dynamic/groups", "dynamic/rounds"]])
+    );
+}

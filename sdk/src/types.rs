@@ -162,7 +162,8 @@ pub struct PadOverrides {
     pub tau_end: Option<f64>,
 }
 
-/// Settings a stage changes; `None` keeps the experiment's value.
+/// Settings a stage changes; `None` keeps the experiment's value. The
+/// experiment key each field sets: docs/experiment.md, "Stage overrides".
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Overrides {

@@ -8,7 +8,7 @@ pub enum BenchCommand {
     Model(super::model::BenchModelArgs),
     /// Completions scored per second: reward plugin through Wasm vs the same Rust natively.
     Reward(super::plugin::BenchRewardArgs),
-    /// One GRPO step of issue 7's workloads through the trainer: median time, split, tokens/s, peak RSS.
+    /// One GRPO step of the W1/W2 workloads through the trainer: median time, split, tokens/s, peak RSS.
     Grpo(super::bench_grpo::BenchGrpoArgs),
 }
 

@@ -1,4 +1,4 @@
-//! `lmmhost bench grpo`: issue 7's GRPO step benchmark. It runs a shipped
+//! `lmmhost bench grpo`: the GRPO step benchmark. It runs a shipped
 //! experiment (configs/bench/w1.toml, w2.toml) through the same `run` the
 //! `lmmhost run` command uses, then reads the run's metrics.jsonl back and
 //! prints the median step time, its split, tokens/s and peak memory.
@@ -33,7 +33,7 @@ impl Workload {
 
 #[derive(Args)]
 pub struct BenchGrpoArgs {
-    /// Issue 7's workload: w1 (Qwen2 text) or w2 (Qwen2.5-VL, one image per prompt).
+    /// The workload: w1 (Qwen2 text) or w2 (Qwen2.5-VL, one image per prompt).
     #[arg(long, value_enum)]
     workload: Workload,
     /// Measured steps (the median is over these).

@@ -32,8 +32,8 @@ pub struct LogitsArgs {
 
 #[derive(Args)]
 pub struct BenchModelArgs {
-    /// A preset (w1: the W1 workload's text model, w2: its Qwen2.5-VL model,
-    /// w2-qwen3-vl: a Qwen3-VL of w2's sizes) or a directory with a
+    /// A preset (w1: the GRPO benchmark's W1 text model, w2: its Qwen2.5-VL
+    /// model, w2-qwen3-vl: a Qwen3-VL of w2's sizes) or a directory with a
     /// config.json (weights are random either way).
     #[arg(long, default_value = "w1")]
     pub config: String,

@@ -109,7 +109,6 @@ pub struct PadSelection {
     pub kept: Vec<usize>,
     /// |E|: samples inside the thresholds before the draw.
     pub eligible: usize,
-    pub tau: f64,
 }
 
 /// Selects the completions to train on. `advantages` holds one value per completion.
@@ -156,7 +155,6 @@ pub fn select<R: Rng>(
     PadSelection {
         kept,
         eligible: eligible.len(),
-        tau,
     }
 }
 

@@ -1,14 +1,24 @@
-//! GRPO's token-level terms: the clipped policy-gradient loss, the KL
-//! estimators, and the aggregation over tokens and sequences.
+//! GRPO's token-level terms: the clipped policy-gradient loss and the
+//! aggregation over tokens and sequences (the KL term is in `rl::kl`).
 //!
 //! Every tensor here is `[B, T]` over response tokens (B sequences, T the
 //! longest response), with a 0/1 float `mask` marking real tokens.
 //! Aggregation divides by normalisers of the WHOLE batch, so that summing the
 //! losses of micro-batches gives exactly the full-batch loss (and gradients).
 
+use serde::Deserialize;
 use tch::{Kind, Tensor};
 
-use crate::train::experiment::{KlEstimator, LossAggregation};
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LossAggregation {
+    /// Mean over every response token of the batch.
+    TokenMean,
+    /// Mean over sequences of each sequence's token mean.
+    SeqMeanTokenMean,
+    /// Dr. GRPO: each sequence's token sum divided by a constant length, mean over sequences.
+    SeqSumConstant,
+}
 
 /// Clipping settings of the surrogate objective.
 #[derive(Debug, Clone, Copy)]
@@ -42,17 +52,6 @@ pub fn clipped_policy_loss(
     (loss, clip_active)
 }
 
-/// Per-token KL estimate between the policy and the frozen reference,
-/// `d = ref_logp - logp`: k1 `-d`, k2 `d^2 / 2`, k3 `exp(d) - d - 1` (clamped to [-10, 10]).
-pub fn kl_estimate(logp: &Tensor, ref_logp: &Tensor, estimator: KlEstimator) -> Tensor {
-    let d = ref_logp - logp;
-    match estimator {
-        KlEstimator::K1 => -d,
-        KlEstimator::K2 => d.square() * 0.5,
-        KlEstimator::K3 => (d.exp() - &d - 1.0).clamp(-10.0, 10.0),
-    }
-}
-
 /// Sizes of the whole batch that the aggregation divides by.
 #[derive(Debug, Clone, Copy)]
 pub struct BatchNorm {
@@ -62,16 +61,6 @@ pub struct BatchNorm {
     pub sequences: f64,
     /// Dr. GRPO's constant length.
     pub constant_length: f64,
-}
-
-impl BatchNorm {
-    pub fn of(mask: &Tensor, constant_length: usize) -> BatchNorm {
-        BatchNorm {
-            tokens: mask.sum(Kind::Double).double_value(&[]),
-            sequences: mask.size()[0] as f64,
-            constant_length: constant_length as f64,
-        }
-    }
 }
 
 /// Reduces a `[B, T]` per-token quantity to a scalar.
@@ -93,24 +82,14 @@ pub fn aggregate(values: &Tensor, mask: &Tensor, mode: LossAggregation, norm: Ba
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rl::test_tensors::{close, t2, vals};
 
-    fn t2(rows: &[&[f64]]) -> Tensor {
-        let flat: Vec<f32> = rows
-            .iter()
-            .flat_map(|r| r.iter().map(|&x| x as f32))
-            .collect();
-        Tensor::from_slice(&flat).view([rows.len() as i64, rows[0].len() as i64])
-    }
-
-    fn vals(t: &Tensor) -> Vec<f64> {
-        let t = t.to_kind(Kind::Double).flatten(0, -1);
-        Vec::<f64>::try_from(&t).unwrap()
-    }
-
-    fn close(a: &[f64], b: &[f64]) {
-        assert_eq!(a.len(), b.len(), "{a:?} vs {b:?}");
-        for (x, y) in a.iter().zip(b) {
-            assert!((x - y).abs() < 1e-5, "{a:?} vs {b:?}");
+    /// The normalisers of a batch that is all of `mask`.
+    fn norm_of(mask: &Tensor, constant_length: usize) -> BatchNorm {
+        BatchNorm {
+            tokens: mask.sum(Kind::Double).double_value(&[]),
+            sequences: mask.size()[0] as f64,
+            constant_length: constant_length as f64,
         }
     }
 
@@ -153,32 +132,10 @@ mod tests {
     }
 
     #[test]
-    fn kl_estimators_by_hand() {
-        let logp = t2(&[&[-1.0, -2.0]]);
-        let reference = t2(&[&[-1.5, -1.0]]); // d = -0.5, 1.0
-        close(
-            &vals(&kl_estimate(&logp, &reference, KlEstimator::K1)),
-            &[0.5, -1.0],
-        );
-        close(
-            &vals(&kl_estimate(&logp, &reference, KlEstimator::K2)),
-            &[0.125, 0.5],
-        );
-        let k3 = |d: f64| d.exp() - d - 1.0;
-        close(
-            &vals(&kl_estimate(&logp, &reference, KlEstimator::K3)),
-            &[k3(-0.5), k3(1.0)],
-        );
-        // Large gaps are clamped.
-        let far = kl_estimate(&t2(&[&[-30.0]]), &t2(&[&[0.0]]), KlEstimator::K3);
-        close(&vals(&far), &[10.0]);
-    }
-
-    #[test]
     fn aggregation_modes_by_hand() {
         let v = t2(&[&[1.0, 2.0, 3.0], &[4.0, 0.0, 0.0]]);
         let m = t2(&[&[1.0, 1.0, 1.0], &[1.0, 0.0, 0.0]]);
-        let norm = BatchNorm::of(&m, 4);
+        let norm = norm_of(&m, 4);
         // token-mean: (1+2+3+4)/4 = 2.5; seq-mean-token-mean: (2 + 4)/2 = 3; constant: 10/(4*2) = 1.25.
         let agg = |mode| aggregate(&v, &m, mode, norm).double_value(&[]);
         assert!((agg(LossAggregation::TokenMean) - 2.5).abs() < 1e-6);
@@ -193,7 +150,7 @@ mod tests {
         let m = Tensor::rand([6, 5], (Kind::Float, tch::Device::Cpu))
             .gt(0.3)
             .to_kind(Kind::Float);
-        let norm = BatchNorm::of(&m, 5);
+        let norm = norm_of(&m, 5);
         for mode in [
             LossAggregation::TokenMean,
             LossAggregation::SeqMeanTokenMean,

@@ -33,6 +33,33 @@ pub fn learning_rate(
     lr * (min_ratio + (1.0 - min_ratio) * factor)
 }
 
+/// `[grpo.entropy]`: the entropy bonus and its schedule.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EntropyBonus {
+    pub coef: f64,
+    pub warmup_steps: u64,
+    /// Multiplied into the coefficient after every update past warmup.
+    pub decay: f64,
+}
+
+impl Default for EntropyBonus {
+    fn default() -> Self {
+        EntropyBonus {
+            coef: 0.0,
+            warmup_steps: 0,
+            decay: 1.0,
+        }
+    }
+}
+
+impl EntropyBonus {
+    /// The coefficient at step `step` of the stage ([`entropy_coef`]).
+    pub fn coef_at(&self, step: u64) -> f64 {
+        entropy_coef(self.coef, self.warmup_steps, self.decay, step)
+    }
+}
+
 /// Entropy bonus coefficient (ReVisual-R1): 0 during `warmup` steps, then
 /// `coef * decay^(step - warmup)`.
 pub fn entropy_coef(coef: f64, warmup: u64, decay: f64, step: u64) -> f64 {

@@ -1,16 +1,17 @@
 //! The trainer: the experiment file, the plugins it names, the model being
-//! trained, rollouts, the GRPO and SFT updates, evaluation, checkpoints and
-//! the loop that runs them (`run.rs`).
+//! trained, rollouts, one SFT or GRPO step (`step/`), evaluation, checkpoints
+//! and the loop that runs them (`run.rs`, with what it carries between steps
+//! in `trainer.rs`).
 
 pub mod adamw;
 pub mod checkpoint_store;
 pub mod data;
 pub mod eval;
 pub mod experiment;
-pub mod grpo;
 pub mod plugins;
 pub mod policy;
 pub mod rollout;
 pub mod run;
-pub mod sft;
 pub mod state;
+pub mod step;
+mod trainer;

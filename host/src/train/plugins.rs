@@ -16,7 +16,7 @@ use lmmhost_plugin_host::{
 use lmmhost_sdk as sdk;
 use sha2::{Digest, Sha256};
 
-use super::experiment::{self, Experiment, PluginEntry};
+use super::experiment::{self, merge_tables, Experiment, PluginEntry};
 
 /// A component's bytes and where they came from.
 #[derive(Clone)]
@@ -25,8 +25,6 @@ pub struct Component {
     pub sha256: String,
     /// The bundle's default config (TOML text) under the experiment's table.
     pub default_config: toml::Table,
-    /// The .wasm file, when the plugin is not from a bundle (hot reload watches it).
-    pub file: Option<PathBuf>,
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
@@ -45,7 +43,6 @@ pub fn read_component(exp: &Experiment, name: &str) -> Result<Component> {
             sha256: sha256_hex(&bytes),
             bytes: Arc::new(bytes),
             default_config: toml::Table::new(),
-            file: Some(path.clone()),
         });
     }
     let (Some(bundle), Some(component)) = (&entry.bundle, &entry.component) else {
@@ -78,24 +75,7 @@ pub fn read_component(exp: &Experiment, name: &str) -> Result<Component> {
         sha256: c.sha256.clone(),
         bytes: Arc::new(c.bytes.clone()),
         default_config,
-        file: None,
     })
-}
-
-/// `over` merged over `base`, tables recursively.
-pub fn merge_tables(base: &toml::Table, over: &toml::Table) -> toml::Table {
-    let mut out = base.clone();
-    for (k, v) in over {
-        match (out.get_mut(k), v) {
-            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => {
-                *b = merge_tables(b, o);
-            }
-            _ => {
-                out.insert(k.clone(), v.clone());
-            }
-        }
-    }
-    out
 }
 
 /// Stable per-plugin seed: the plugin's randomness differs between plugins but

@@ -9,7 +9,7 @@ use lmmhost_model::config::{Architecture, ModelConfig};
 use lmmhost_model::device::{parse_device, parse_dtype};
 use lmmhost_model::lm::CausalLm;
 use lmmhost_model::processor::Processor;
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Tensor};
 
 use super::experiment::{ModelInit, ModelSection};
 
@@ -17,7 +17,6 @@ pub struct Policy {
     pub model: LoadedModel,
     pub processor: Processor,
     pub device: Device,
-    pub kind: Kind,
     /// Canonical name -> tensor (shares storage with the model).
     pub params: Vec<(String, Tensor)>,
     /// Threads that rollouts, log-prob passes and updates split their rows
@@ -32,7 +31,7 @@ pub fn load_model(
     section: &ModelSection,
     dir: Option<&Path>,
     seed: u64,
-) -> Result<(LoadedModel, Device, Kind)> {
+) -> Result<(LoadedModel, Device)> {
     let device = parse_device(&section.device).context("model.device")?;
     let kind = parse_dtype(&section.dtype).context("model.dtype")?;
     let model = match (dir, section.init) {
@@ -46,12 +45,12 @@ pub fn load_model(
             checkpoint::init_random_seeded(config, Some(&section.path), device, kind, seed as i64)?
         }
     };
-    Ok((model, device, kind))
+    Ok((model, device))
 }
 
 impl Policy {
     pub fn load(section: &ModelSection, dir: Option<&Path>, seed: u64) -> Result<Policy> {
-        let (model, device, kind) = load_model(section, dir, seed)?;
+        let (model, device) = load_model(section, dir, seed)?;
         let proc_dir = dir.unwrap_or(&section.path);
         let processor = Processor::from_dir(proc_dir)
             .with_context(|| format!("processor files in {}", proc_dir.display()))?;
@@ -67,7 +66,6 @@ impl Policy {
             model,
             processor,
             device,
-            kind,
             params,
             workers,
         })
@@ -85,9 +83,8 @@ impl Policy {
         self.architecture().is_multimodal()
     }
 
-    /// Marks which parameters get gradients; returns how many elements train.
-    pub fn set_trainable(&self, freeze_vision: bool, freeze_language: bool) -> i64 {
-        let mut n = 0;
+    /// Marks which parameters get gradients.
+    pub fn set_trainable(&self, freeze_vision: bool, freeze_language: bool) {
         for (name, t) in &self.params {
             let vision = name.starts_with("visual.");
             let train = if vision {
@@ -97,11 +94,7 @@ impl Policy {
             };
             let mut t = t.shallow_clone();
             let _ = t.requires_grad_(train);
-            if train {
-                n += t.numel() as i64;
-            }
         }
-        n
     }
 
     /// The parameter tensors in a fixed order (the optimizer's order).
@@ -130,7 +123,7 @@ pub struct Reference {
 
 impl Reference {
     pub fn load(section: &ModelSection, seed: u64) -> Result<Reference> {
-        let (model, _, _) = load_model(section, None, seed).context("reference model")?;
+        let (model, _) = load_model(section, None, seed).context("reference model")?;
         for (_, t) in model.model.named_parameters() {
             let mut t = t.shallow_clone();
             let _ = t.requires_grad_(false);

@@ -20,8 +20,6 @@ pub struct PromptData {
     pub ids: Vec<i64>,
     /// `[3, len]` M-RoPE positions (t, h, w), row-major; text models: `0..len` thrice.
     pub positions: Vec<i64>,
-    /// Rotary position of the first generated token.
-    pub next_position: i64,
     /// `[N_patches, D]` and `[N_images, 3]` of this prompt's images.
     pub pixel_values: Option<Tensor>,
     pub image_grid_thw: Option<Tensor>,
@@ -58,7 +56,6 @@ pub fn split_prompts(b: &PreparedBatch) -> Result<Vec<Rc<PromptData>>> {
             let base = d * rows * lu + r * lu;
             positions.extend_from_slice(&pos[base + start..base + lu]);
         }
-        let next_position = positions.iter().copied().max().unwrap_or(-1) + 1;
         let k = b.images_per_sample[r] as i64;
         let (pixel_values, image_grid_thw) = match (&b.pixel_values, &b.image_grid_thw) {
             (Some(pv), Some(g)) if k > 0 => {
@@ -78,7 +75,6 @@ pub fn split_prompts(b: &PreparedBatch) -> Result<Vec<Rc<PromptData>>> {
         out.push(Rc::new(PromptData {
             ids: row_ids,
             positions,
-            next_position,
             pixel_values,
             image_grid_thw,
         }));

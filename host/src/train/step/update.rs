@@ -1,73 +1,21 @@
-//! GRPO's tensor work: log-probabilities of rollout rows (policy, old policy,
-//! reference) and the policy update in micro-batches with gradient
-//! accumulation. The per-token terms (clipped surrogate, KL estimators,
-//! aggregation) live in `rl::policy_loss`.
+//! Update: the GRPO policy update in micro-batches with gradient
+//! accumulation. The per-token terms live in `rl/`: the clipped surrogate and
+//! the aggregation in `rl::policy_loss`, the KL estimator in `rl::kl`.
 
 use std::time::Instant;
 
 use anyhow::{ensure, Result};
-use lmmhost_model::lm::{CausalLm, Entropy};
+use lmmhost_model::lm::Entropy;
+use lmmhost_model::parallel::{map_jobs, ReadOnlyShared};
 use tch::{Device, Kind, Tensor};
 
-use super::adamw::{clip_grad_norm, AdamW};
-use super::experiment::{KlPlacement, StageSettings};
-use super::policy::Policy;
-use super::rollout::{shared_prompt_batch, Row, SharedPromptBatch};
-use crate::rl::policy_loss::{aggregate, clipped_policy_loss, kl_estimate, BatchNorm, ClipConfig};
-use lmmhost_model::parallel::{map_jobs, ReadOnlyShared};
-
-/// Response log-probs `[b, Lr]` (and entropies) of a set of rows, each
-/// distinct prompt computed once (its keys/values shared by the responses of
-/// its group): the numbers of running every row whole, about half the work
-/// for GRPO's 8 samples per prompt.
-pub fn shared_response_stats(
-    lm: &dyn CausalLm,
-    sb: &SharedPromptBatch,
-    entropy: Entropy,
-) -> Result<(Tensor, Option<Tensor>)> {
-    lm.response_token_stats(
-        &sb.prompt_inputs(),
-        &sb.group,
-        &sb.responses,
-        &sb.response_mask,
-        entropy,
-    )
-}
-
-/// Per-row response log-probs under `lm`, without gradients, in chunks of
-/// `chunk` rows (old policy and reference passes), the chunks spread over
-/// `workers` threads (see `lmmhost_model::parallel`).
-pub fn rows_logprobs(
-    lm: &dyn CausalLm,
-    rows: &[Row],
-    chunk: usize,
-    pad: i64,
-    multimodal: bool,
-    device: Device,
-    workers: usize,
-) -> Result<Vec<Vec<f32>>> {
-    // Batches are built here: rows share their prompt by `Rc`, which stays
-    // on this thread; the workers get tensors only.
-    let jobs: Vec<(SharedPromptBatch, Vec<i64>)> = rows
-        .chunks(chunk.max(1))
-        .map(|part| {
-            let refs: Vec<&Row> = part.iter().collect();
-            let lens = part.iter().map(|r| r.response.len() as i64).collect();
-            (shared_prompt_batch(&refs, pad, multimodal, device), lens)
-        })
-        .collect();
-    // SAFETY: the workers run no_grad forward passes on the model.
-    let lm = unsafe { ReadOnlyShared::new(lm) };
-    let parts = map_jobs(jobs, workers, |_, (sb, lens)| {
-        let (lp, _) = tch::no_grad(|| shared_response_stats(*lm.get(), &sb, Entropy::Off))?;
-        let lp = lp.to_device(Device::Cpu).to_kind(Kind::Float);
-        lens.iter()
-            .enumerate()
-            .map(|(i, &n)| Ok(Vec::<f32>::try_from(lp.get(i as i64).narrow(0, 0, n))?))
-            .collect::<Result<Vec<_>>>()
-    })?;
-    Ok(parts.into_iter().flatten().collect())
-}
+use super::logprobs::shared_response_stats;
+use crate::rl::kl::{kl_estimate, KlEstimator, KlUse};
+use crate::rl::policy_loss::{aggregate, clipped_policy_loss, BatchNorm};
+use crate::train::adamw::{clip_grad_norm, AdamW};
+use crate::train::experiment::StageSettings;
+use crate::train::policy::Policy;
+use crate::train::rollout::{shared_prompt_batch, Row, SharedPromptBatch};
 
 /// `[b, Lr]` tensor of per-row values (zero-padded).
 fn padded(values: &[&[f32]], lr: i64, device: Device) -> Tensor {
@@ -119,14 +67,13 @@ fn set_grads(params: &[Tensor], grads: Vec<Option<Tensor>>) {
 }
 
 /// What the update reports (token means over the updated rows).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct UpdateStats {
     pub loss: f64,
     pub kl: f64,
     pub entropy: f64,
     pub clip_fraction: f64,
     pub grad_norm: f64,
-    pub optimizer_steps: usize,
     /// Seconds in the policy forward and loss terms, in `backward`, and in
     /// gradient clipping plus the optimizer step (the benchmark's split).
     pub time_forward: f64,
@@ -134,14 +81,38 @@ pub struct UpdateStats {
     pub time_optimizer: f64,
 }
 
+/// The KL penalty of the loss: the reference's log-probs per row, and how
+/// much of the estimate each token adds.
+#[derive(Clone, Copy)]
+pub struct LossKl<'a> {
+    pub ref_logprobs: &'a [Vec<f32>],
+    pub coef: f64,
+    pub estimator: KlEstimator,
+}
+
+impl<'a> LossKl<'a> {
+    /// The penalty when `kl` puts it in the loss.
+    pub fn of(kl: KlUse, ref_logprobs: &'a [Vec<f32>]) -> Option<LossKl<'a>> {
+        match kl {
+            KlUse::InLoss { coef, estimator } => Some(LossKl {
+                ref_logprobs,
+                coef,
+                estimator,
+            }),
+            KlUse::Off | KlUse::InReward { .. } => None,
+        }
+    }
+}
+
 /// Everything one GRPO update needs besides the model.
 pub struct UpdateInputs<'a> {
     pub rows: &'a [Row],
     pub advantages: &'a [f64],
-    /// Per row, when the update needs them (several updates per batch).
+    /// Per row, when the ratio is taken against the rollout's policy
+    /// (several updates per batch).
     pub old_logprobs: Option<&'a [Vec<f32>]>,
-    /// Per row, when KL is in the loss.
-    pub ref_logprobs: Option<&'a [Vec<f32>]>,
+    /// When KL is in the loss.
+    pub kl: Option<LossKl<'a>>,
     pub lr: f64,
     pub entropy_coef: f64,
 }
@@ -159,12 +130,7 @@ pub fn update(
         "one advantage per row"
     );
     let g = &s.grpo;
-    let clip = ClipConfig {
-        low: g.clip_low,
-        high: g.clip_high,
-        dual: g.dual_clip,
-    };
-    let kl_in_loss = g.kl.coef > 0.0 && g.kl.placement == KlPlacement::Loss;
+    let clip = g.clip();
     let entropy_mode = if inp.entropy_coef > 0.0 {
         Entropy::Differentiable
     } else {
@@ -223,11 +189,7 @@ pub fn update(
                 .collect();
             jobs.push(MicroBatch {
                 old: per_row(inp.old_logprobs),
-                reference: if kl_in_loss {
-                    per_row(inp.ref_logprobs)
-                } else {
-                    None
-                },
+                reference: per_row(inp.kl.map(|k| k.ref_logprobs)),
                 advantages: Tensor::from_slice(&adv).to_device(device),
                 sb,
             });
@@ -238,6 +200,7 @@ pub fn update(
         let lm = unsafe { ReadOnlyShared::new(policy.lm()) };
         let shared_params = unsafe { ReadOnlyShared::new(&params) };
         let entropy_coef = inp.entropy_coef;
+        let kl_term = inp.kl.map(|k| (k.coef, k.estimator));
         let results = map_jobs(jobs, policy.workers, |_, mb| {
             let t0 = Instant::now();
             let mask = &mb.sb.response_mask;
@@ -246,10 +209,10 @@ pub fn update(
             let (pg, clipped) = clipped_policy_loss(&lp, &old, &mb.advantages, clip);
             let mut per_token = pg;
             let mut out = MicroBatchResult::default();
-            if let Some(ref_lp) = &mb.reference {
-                let kl = kl_estimate(&lp, ref_lp, g.kl.estimator);
+            if let (Some(ref_lp), Some((coef, estimator))) = (&mb.reference, kl_term) {
+                let kl = kl_estimate(&lp, ref_lp, estimator);
                 out.kl_sum = (kl.detach() * mask).sum(Kind::Double).double_value(&[]);
-                per_token += kl * g.kl.coef;
+                per_token += kl * coef;
             }
             let mut loss = aggregate(&per_token, mask, g.loss_aggregation, norm);
             if let Some(e) = &ent {
@@ -305,7 +268,6 @@ pub fn update(
         // The optimizer holds one state per parameter, frozen ones included.
         opt.step(&policy.tensors(), inp.lr)?;
         stats.time_optimizer += t_opt.elapsed().as_secs_f64();
-        stats.optimizer_steps += 1;
     }
     let t = tok_total.max(1.0);
     stats.kl = kl_sum / t;
@@ -322,11 +284,11 @@ mod tests {
     use lmmhost_model::processor::{Message, Part};
     use lmmhost_model::sampling::{SamplingParams, SeededRng};
 
+    use super::super::logprobs::rows_logprobs;
     use super::*;
-    use crate::train::experiment::{
-        Grpo, Kl, KlEstimator, LossAggregation, ModelInit, ModelSection, Optim, Rollout, Sft,
-        StageSettings,
-    };
+    use crate::rl::kl::Kl;
+    use crate::rl::policy_loss::{ClipConfig, LossAggregation};
+    use crate::train::experiment::{Grpo, ModelInit, ModelSection, Optim, Rollout, Sft};
     use crate::train::rollout::{roll_out, RolloutConfig};
 
     fn policy(workers: usize, seed: u64) -> Policy {
@@ -416,7 +378,11 @@ mod tests {
             rows: &rows,
             advantages: &advantages,
             old_logprobs: None,
-            ref_logprobs: Some(&ref_lp),
+            kl: Some(LossKl {
+                ref_logprobs: &ref_lp,
+                coef: settings.grpo.kl.coef,
+                estimator: settings.grpo.kl.estimator,
+            }),
             lr: 0.0,
             entropy_coef: 0.01,
         };

@@ -1,0 +1,430 @@
+//! The experiment file's schema: one struct per section, with the defaults
+//! of every key. Unknown keys are errors; the settings of an algorithm are
+//! defined beside it in `rl/` and only composed here.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::rl::advantage::AdvantageEstimator;
+use crate::rl::dynamic_sampling::DynamicSampling;
+use crate::rl::kl::Kl;
+use crate::rl::pad::PadConfig;
+use crate::rl::policy_loss::{ClipConfig, LossAggregation};
+use crate::rl::schedules::{EntropyBonus, LrDecay};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Experiment {
+    /// Used for the run directory name and in logs.
+    pub name: String,
+    #[serde(default)]
+    pub seed: u64,
+    /// Where metrics, plots, checkpoints and the final model go (default `runs/<name>`).
+    pub output_dir: Option<PathBuf>,
+    pub model: ModelSection,
+    /// Plugins by name; datasets, rewards and the schedule refer to these names.
+    pub plugins: BTreeMap<String, PluginEntry>,
+    /// Reward plugins whose totals are summed with weights; components are logged one by one.
+    pub rewards: Vec<RewardRef>,
+    pub datasets: BTreeMap<String, DatasetEntry>,
+    pub schedule: ScheduleSection,
+    #[serde(default)]
+    pub rollout: Rollout,
+    #[serde(default)]
+    pub optim: Optim,
+    #[serde(default)]
+    pub grpo: Grpo,
+    #[serde(default)]
+    pub checkpoint: Checkpoint,
+    #[serde(default)]
+    pub logging: Logging,
+    pub eval: Option<Eval>,
+    #[serde(default)]
+    pub sft: Sft,
+    /// Who may sign the bundles this experiment uses.
+    pub trust: Option<Trust>,
+    /// The file as parsed TOML: stage overrides are applied to it and the
+    /// sections re-read, so every stage setting gets the file's checks.
+    #[serde(skip)]
+    pub raw: toml::Table,
+}
+
+/// Settings of SFT stages (the loss covers assistant tokens only).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Sft {
+    /// Conversations per optimizer step (default: rollout.prompts_per_step).
+    pub batch_size: Option<usize>,
+    /// Conversations longer than this are skipped (counted in the metrics).
+    pub max_tokens: usize,
+}
+
+impl Default for Sft {
+    fn default() -> Self {
+        Sft {
+            batch_size: None,
+            max_tokens: 2048,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSection {
+    /// A Hugging Face checkpoint directory (config.json, safetensors, tokenizer.json).
+    pub path: PathBuf,
+    /// `pretrained` loads the weights; `random` initialises them from config.json (tiny models, tests).
+    #[serde(default)]
+    pub init: ModelInit,
+    #[serde(default = "default_device")]
+    pub device: String,
+    #[serde(default = "default_dtype")]
+    pub dtype: String,
+    /// CPU threads for libtorch (default: all cores).
+    pub threads: Option<usize>,
+    /// CPU only: how many threads a rollout, a log-prob pass and an update
+    /// split their rows over, each with `threads / workers` libtorch threads
+    /// (small models keep every core busier this way). Same samples for any
+    /// value; default 1.
+    #[serde(default = "one_worker")]
+    pub workers: usize,
+}
+
+fn one_worker() -> usize {
+    1
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ModelInit {
+    #[default]
+    Pretrained,
+    Random,
+}
+
+fn default_device() -> String {
+    "cpu".into()
+}
+fn default_dtype() -> String {
+    "f32".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginEntry {
+    /// A component file ...
+    pub wasm: Option<PathBuf>,
+    /// ... or a bundle and the name of the component in it.
+    pub bundle: Option<PathBuf>,
+    pub component: Option<String>,
+    /// The plugin's own settings, passed through as TOML text.
+    #[serde(default)]
+    pub config: toml::Table,
+    #[serde(default)]
+    pub limits: PluginLimits,
+    #[serde(default)]
+    pub on_error: OnError,
+    /// Reload the component at the next step boundary when the file changes.
+    #[serde(default)]
+    pub watch: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginLimits {
+    #[serde(default = "default_call_timeout_ms")]
+    pub call_timeout_ms: u64,
+    #[serde(default = "default_memory_mb")]
+    pub memory_mb: u64,
+    /// Parallel instances (reward plugins); default: one per core.
+    pub instances: Option<usize>,
+}
+
+impl Default for PluginLimits {
+    fn default() -> Self {
+        PluginLimits {
+            call_timeout_ms: default_call_timeout_ms(),
+            memory_mb: default_memory_mb(),
+            instances: None,
+        }
+    }
+}
+
+fn default_call_timeout_ms() -> u64 {
+    10_000
+}
+fn default_memory_mb() -> u64 {
+    512
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnError {
+    /// Stop the run with an error naming the plugin, the call and the item.
+    #[default]
+    Abort,
+    /// Score a failed item 0 (all components 0), log it and go on.
+    Zero,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RewardRef {
+    pub plugin: String,
+    #[serde(default = "one")]
+    pub weight: f64,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatasetEntry {
+    /// Name of a loader plugin in `[plugins]`.
+    pub loader: String,
+    /// Files or directories granted to the loader, read-only (none for
+    /// generators such as loader-synthetic).
+    #[serde(default)]
+    pub files: Vec<PathBuf>,
+    /// Loader settings for this dataset, merged over the plugin's `config`.
+    #[serde(default)]
+    pub config: toml::Table,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleSection {
+    /// Name of a schedule plugin in `[plugins]`.
+    pub plugin: String,
+    /// A TOML file with the schedule's config (e.g. configs/schedules/*.toml),
+    /// merged over the plugin's `config` table.
+    pub file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Rollout {
+    pub group_size: u32,
+    pub temperature: f64,
+    pub top_p: f64,
+    /// 0 disables top-k.
+    pub top_k: u32,
+    pub max_prompt_tokens: usize,
+    pub max_response_tokens: usize,
+    /// EOS is blocked until this many tokens were generated (benchmarks fix lengths with it).
+    pub min_new_tokens: usize,
+    pub prompts_per_step: usize,
+}
+
+impl Default for Rollout {
+    fn default() -> Self {
+        Rollout {
+            group_size: 8,
+            temperature: 1.0,
+            top_p: 1.0,
+            top_k: 0,
+            max_prompt_tokens: 1024,
+            max_response_tokens: 512,
+            min_new_tokens: 0,
+            prompts_per_step: 16,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Optim {
+    pub lr: f64,
+    pub lr_decay: LrDecay,
+    pub warmup_steps: u64,
+    /// Floor of the decay as a fraction of `lr`.
+    pub min_lr_ratio: f64,
+    /// Optimizer steps the decay spans (required unless `lr_decay = "constant"`).
+    pub decay_steps: Option<u64>,
+    pub betas: [f64; 2],
+    pub eps: f64,
+    pub weight_decay: f64,
+    /// Max global gradient norm; 0 disables clipping.
+    pub grad_clip: f64,
+    /// Sequences per forward/backward; gradients accumulate over the batch.
+    pub micro_batch_size: usize,
+    /// Optimizer steps per rollout batch (PPO-style epochs split the batch).
+    pub updates_per_batch: usize,
+}
+
+impl Default for Optim {
+    fn default() -> Self {
+        Optim {
+            lr: 1e-6,
+            lr_decay: LrDecay::Constant,
+            warmup_steps: 0,
+            min_lr_ratio: 0.0,
+            decay_steps: None,
+            betas: [0.9, 0.999],
+            eps: 1e-8,
+            weight_decay: 0.01,
+            grad_clip: 1.0,
+            micro_batch_size: 8,
+            updates_per_batch: 1,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Grpo {
+    pub advantage: AdvantageEstimator,
+    pub clip_low: f64,
+    pub clip_high: f64,
+    /// Dual clip constant for negative advantages (e.g. 3.0); unset disables it.
+    pub dual_clip: Option<f64>,
+    pub loss_aggregation: LossAggregation,
+    /// The constant of `seq-sum-constant` (default: rollout.max_response_tokens).
+    pub loss_constant_length: Option<usize>,
+    pub kl: Kl,
+    pub entropy: EntropyBonus,
+    pub pad: PadConfig,
+    pub dynamic_sampling: DynamicSampling,
+    pub freeze_vision: bool,
+    pub freeze_language: bool,
+}
+
+impl Grpo {
+    /// The surrogate objective's clipping.
+    pub fn clip(&self) -> ClipConfig {
+        ClipConfig {
+            low: self.clip_low,
+            high: self.clip_high,
+            dual: self.dual_clip,
+        }
+    }
+}
+
+impl Default for Grpo {
+    fn default() -> Self {
+        Grpo {
+            advantage: AdvantageEstimator::GroupNorm,
+            clip_low: 0.2,
+            clip_high: 0.2,
+            dual_clip: None,
+            loss_aggregation: LossAggregation::TokenMean,
+            loss_constant_length: None,
+            kl: Kl::default(),
+            entropy: EntropyBonus::default(),
+            pad: PadConfig::default(),
+            dynamic_sampling: DynamicSampling::default(),
+            freeze_vision: false,
+            freeze_language: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Checkpoint {
+    /// Default: `<output_dir>/checkpoints`.
+    pub dir: Option<PathBuf>,
+    /// Every N optimizer steps; 0 saves only at the end.
+    pub every: u64,
+    pub keep_last: usize,
+}
+
+impl Default for Checkpoint {
+    fn default() -> Self {
+        Checkpoint {
+            dir: None,
+            every: 0,
+            keep_last: 2,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Logging {
+    pub tensorboard: bool,
+    pub plots: bool,
+    pub progress: bool,
+    /// Expected steps of the whole run, for the progress bar's ETA (the
+    /// schedule decides the real length).
+    pub total_steps: Option<u64>,
+}
+
+impl Default for Logging {
+    fn default() -> Self {
+        Logging {
+            tensorboard: true,
+            plots: true,
+            progress: true,
+            total_steps: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Eval {
+    /// Dataset names (from `[datasets]`) to evaluate on.
+    pub datasets: Vec<String>,
+    /// Every N optimizer steps; 0 only at stage boundaries and the end.
+    #[serde(default)]
+    pub every: u64,
+    /// Also evaluate before the first step and at every stage change.
+    #[serde(default = "yes")]
+    pub at_stage_boundaries: bool,
+    /// Samples per prompt; pass@k for each k in `pass_k` (k <= samples).
+    #[serde(default = "one_usize")]
+    pub samples: usize,
+    #[serde(default = "default_pass_k")]
+    pub pass_k: Vec<usize>,
+    /// Greedy decoding (samples must be 1) or sampling at `temperature`.
+    #[serde(default = "yes")]
+    pub greedy: bool,
+    #[serde(default = "one")]
+    pub temperature: f64,
+    pub max_response_tokens: Option<usize>,
+    /// Evaluate at most this many samples per dataset.
+    pub limit: Option<usize>,
+}
+
+fn yes() -> bool {
+    true
+}
+fn one_usize() -> usize {
+    1
+}
+fn default_pass_k() -> Vec<usize> {
+    vec![1]
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Trust {
+    pub trusted_keys: PathBuf,
+    #[serde(default)]
+    pub allow_unsigned: bool,
+}
+
+/// Parses the TOML text; the error names the dotted key path (`optim.lr`), the
+/// line and what was expected.
+pub(super) fn parse(text: &str) -> std::result::Result<Experiment, String> {
+    let de = toml::Deserializer::parse(text).map_err(|e| e.to_string())?;
+    let mut exp: Experiment = serde_path_to_error::deserialize(de).map_err(path_error)?;
+    exp.raw = text.parse::<toml::Table>().map_err(|e| e.to_string())?;
+    Ok(exp)
+}
+
+/// A deserialization error prefixed with the dotted key it is about.
+pub(super) fn path_error<E: std::fmt::Display>(e: serde_path_to_error::Error<E>) -> String {
+    let key = e.path().to_string();
+    let inner = e.into_inner().to_string();
+    if key.is_empty() || key == "." {
+        inner
+    } else {
+        format!("key `{key}`: {inner}")
+    }
+}

@@ -1,0 +1,272 @@
+//! Collect: rounds of generation until the step has its groups. A round
+//! draws prompts, generates `group_size` completions of each, scores them
+//! with the reward plugins (on the tokio runtime, while the old-policy and
+//! reference log-probs are computed) and keeps the groups that dynamic
+//! sampling lets through (all of them when it is off). Scoring happens here,
+//! not after, because dynamic sampling needs the scores of each round.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use lmmhost_model::lm::CausalLm;
+use lmmhost_model::sampling::{SamplingParams, SeededRng};
+use lmmhost_sdk as sdk;
+
+use super::logprobs::rows_logprobs;
+use super::plan::StepPlan;
+use crate::rl::dynamic_sampling::{informative_groups, DynamicSampling};
+use crate::train::data::{derive_seed, prompt_conversation};
+use crate::train::experiment::StageSettings;
+use crate::train::plugins::{reward_groups, score_all, CombinedScore};
+use crate::train::policy::{Policy, Reference};
+use crate::train::rollout::{prepare_prompts, roll_out, RolloutConfig, Row};
+use crate::train::trainer::Trainer;
+
+/// The rows the step trains on, whole groups in order, and what was
+/// computed for each.
+#[derive(Default)]
+pub struct Batch {
+    pub rows: Vec<Row>,
+    pub scores: Vec<CombinedScore>,
+    /// Per row when the plan needs them, else empty.
+    pub old_logprobs: Vec<Vec<f32>>,
+    pub ref_logprobs: Vec<Vec<f32>>,
+    pub groups: usize,
+}
+
+/// Everything generated in the step, kept or not: what the reward and
+/// length metrics describe.
+#[derive(Default)]
+pub struct Generated {
+    pub rows: usize,
+    pub totals: Vec<f64>,
+    /// Response tokens of each completion.
+    pub lengths: Vec<f64>,
+    /// Component name -> (sum, count).
+    pub components: BTreeMap<String, (f64, usize)>,
+    pub failures: usize,
+    pub skipped_long_prompts: usize,
+    pub rounds: u32,
+}
+
+/// Seconds spent generating, scoring and in the log-prob passes.
+#[derive(Default)]
+pub struct CollectTimes {
+    pub rollout: f64,
+    pub reward: f64,
+    pub logprobs: f64,
+}
+
+#[derive(Default)]
+pub struct Collected {
+    pub batch: Batch,
+    pub generated: Generated,
+    pub time: CollectTimes,
+}
+
+/// One round's completions, grouped by prompt, with what they answer.
+struct Round {
+    rows: Vec<Row>,
+    samples: Vec<sdk::Sample>,
+    /// Indices into `samples` of the prompts that were generated for.
+    kept: Vec<usize>,
+}
+
+/// One round's completions scored, with their log-probs.
+struct ScoredRound {
+    rows: Vec<Row>,
+    scores: Vec<CombinedScore>,
+    old_logprobs: Vec<Vec<f32>>,
+    ref_logprobs: Vec<Vec<f32>>,
+}
+
+pub(crate) fn collect(
+    t: &mut Trainer,
+    plan: &sdk::Plan,
+    s: &StageSettings,
+    p: &StepPlan,
+) -> Result<Collected> {
+    let mut out = Collected::default();
+    while out.generated.rounds < p.max_rounds && out.batch.groups < p.prompts {
+        let round = generate(t, plan, s, p, &mut out)?;
+        let Some(round) = round else { continue };
+        let scored = score(t, round, s, p, &mut out.time)?;
+        out.generated.add(&scored);
+        let keep = keep_groups(&scored, &s.grpo.dynamic_sampling, p);
+        out.batch.append(scored, &keep, p);
+    }
+    if out.batch.rows.is_empty() {
+        bail!(
+            "step {}: no usable group after {} round(s) of sampling ({} prompts over rollout.max_prompt_tokens)",
+            t.state.global_step + 1,
+            out.generated.rounds,
+            out.generated.skipped_long_prompts
+        );
+    }
+    Ok(out)
+}
+
+fn rollout_config(s: &StageSettings) -> RolloutConfig {
+    RolloutConfig {
+        samples_per_prompt: s.rollout.group_size as usize,
+        sampling: SamplingParams {
+            greedy: false,
+            temperature: s.rollout.temperature,
+            top_k: (s.rollout.top_k > 0).then_some(i64::from(s.rollout.top_k)),
+            top_p: (s.rollout.top_p < 1.0).then_some(s.rollout.top_p),
+        },
+        max_new_tokens: s.rollout.max_response_tokens,
+        min_new_tokens: s.rollout.min_new_tokens,
+        blocked_token_ids: Vec::new(),
+    }
+}
+
+/// Draws the round's prompts and generates their completions; `None` when
+/// every prompt was over `rollout.max_prompt_tokens`.
+fn generate(
+    t: &mut Trainer,
+    plan: &sdk::Plan,
+    s: &StageSettings,
+    p: &StepPlan,
+    out: &mut Collected,
+) -> Result<Option<Round>> {
+    let t0 = Instant::now();
+    let samples = t.draw(plan, p.prompts, out.generated.rounds)?;
+    let convs = samples
+        .iter()
+        .map(prompt_conversation)
+        .collect::<Result<Vec<_>>>()?;
+    let (batch, kept) = prepare_prompts(&t.policy.processor, &convs, s.rollout.max_prompt_tokens)?;
+    out.generated.skipped_long_prompts += convs.len() - kept.len();
+    out.generated.rounds += 1;
+    let Some(batch) = batch else { return Ok(None) };
+    let stream = t.state.global_step * 1000 + u64::from(out.generated.rounds);
+    let mut rng = SeededRng::new(derive_seed(t.exp.seed, "rollout", stream));
+    let rows = roll_out(&t.policy, &batch, &rollout_config(s), &mut rng, 0)?;
+    out.time.rollout += t0.elapsed().as_secs_f64();
+    Ok(Some(Round {
+        rows,
+        samples,
+        kept,
+    }))
+}
+
+/// Scores a round on the tokio runtime while the log-prob passes the plan
+/// needs run here.
+fn score(
+    t: &Trainer,
+    round: Round,
+    s: &StageSettings,
+    p: &StepPlan,
+    time: &mut CollectTimes,
+) -> Result<ScoredRound> {
+    let to_score = reward_groups(&round.rows, &round.samples, &round.kept);
+    let rewards = Arc::clone(&t.plugins.rewards);
+    let scoring = t.runtime.spawn_blocking(move || {
+        let t = Instant::now();
+        score_all(&rewards, &to_score).map(|s| (s, t.elapsed().as_secs_f64()))
+    });
+    let t1 = Instant::now();
+    let reference = t.reference.as_ref().filter(|_| p.need_ref);
+    let ref_logprobs = logprobs_under(reference.map(Reference::lm), &t.policy, &round.rows, s)?;
+    let old = p.need_old.then(|| t.policy.lm());
+    let old_logprobs = logprobs_under(old, &t.policy, &round.rows, s)?;
+    time.logprobs += t1.elapsed().as_secs_f64();
+    let (scores, secs) = t
+        .runtime
+        .block_on(scoring)
+        .context("the reward task panicked")??;
+    time.reward += secs;
+    Ok(ScoredRound {
+        rows: round.rows,
+        scores,
+        old_logprobs,
+        ref_logprobs,
+    })
+}
+
+/// Each row's response log-probs under `lm`, in chunks of the micro-batch
+/// size; empty without a model.
+fn logprobs_under(
+    lm: Option<&dyn CausalLm>,
+    policy: &Policy,
+    rows: &[Row],
+    s: &StageSettings,
+) -> Result<Vec<Vec<f32>>> {
+    let Some(lm) = lm else {
+        return Ok(Vec::new());
+    };
+    rows_logprobs(
+        lm,
+        rows,
+        s.optim.micro_batch_size,
+        policy.processor.tokenizer.pad_id,
+        policy.is_multimodal(),
+        policy.device,
+        policy.workers,
+    )
+}
+
+/// Which of the round's groups to keep: those whose scores differ under
+/// dynamic sampling, else all.
+fn keep_groups(round: &ScoredRound, ds: &DynamicSampling, p: &StepPlan) -> Vec<bool> {
+    if p.dynamic_sampling {
+        let metric: Vec<f64> = round
+            .scores
+            .iter()
+            .map(|c| ds.metric_of(c.total, &c.components))
+            .collect();
+        informative_groups(&metric, p.group_size)
+    } else {
+        vec![true; round.rows.len() / p.group_size]
+    }
+}
+
+impl Generated {
+    /// Counts a round's completions, kept or not.
+    fn add(&mut self, round: &ScoredRound) {
+        self.rows += round.rows.len();
+        for (r, sc) in round.rows.iter().zip(&round.scores) {
+            self.totals.push(sc.total);
+            self.lengths.push(r.response.len() as f64);
+            self.failures += sc.failures.len();
+            for (k, v) in &sc.components {
+                let e = self.components.entry(k.clone()).or_default();
+                e.0 += v;
+                e.1 += 1;
+            }
+        }
+    }
+}
+
+impl Batch {
+    /// Appends the kept groups of a round, up to the plan's number of
+    /// prompts, renumbering their `group` in step order.
+    fn append(&mut self, round: ScoredRound, keep: &[bool], p: &StepPlan) {
+        let n = p.group_size;
+        let mut rows = round.rows.into_iter();
+        let mut scores = round.scores.into_iter();
+        for (gi, keep) in keep.iter().enumerate() {
+            let group_rows: Vec<Row> = rows.by_ref().take(n).collect();
+            let group_scores: Vec<CombinedScore> = scores.by_ref().take(n).collect();
+            if !*keep || self.groups >= p.prompts {
+                continue;
+            }
+            for (j, (mut row, sc)) in group_rows.into_iter().zip(group_scores).enumerate() {
+                let i = gi * n + j;
+                row.group = self.groups;
+                if let Some(v) = round.ref_logprobs.get(i) {
+                    self.ref_logprobs.push(v.clone());
+                }
+                if let Some(v) = round.old_logprobs.get(i) {
+                    self.old_logprobs.push(v.clone());
+                }
+                self.rows.push(row);
+                self.scores.push(sc);
+            }
+            self.groups += 1;
+        }
+    }
+}

@@ -1,0 +1,235 @@
+//! The metrics of a step as typed records, written out under the names that
+//! metrics.jsonl, TensorBoard and the plots use (`values`). Each name is
+//! spelled here and nowhere else in the trainer.
+
+use std::collections::BTreeMap;
+
+use super::collect::Collected;
+use super::plan::StepPlan;
+use super::select::{PadStats, Selection};
+use super::update::UpdateStats;
+use crate::rl::kl::KlUse;
+
+/// An SFT step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SftMetrics {
+    /// Mean negative log-likelihood per assistant token.
+    pub loss: f64,
+    pub tokens: usize,
+    /// Conversations over `sft.max_tokens`, left out.
+    pub skipped_long: usize,
+    pub grad_norm: f64,
+    pub lr: f64,
+    /// Seconds of the update; the step is the update.
+    pub time_update: f64,
+}
+
+impl SftMetrics {
+    pub fn values(&self) -> BTreeMap<String, f64> {
+        let mut v = Values::default();
+        v.put("sft/loss", self.loss);
+        v.put("sft/tokens", self.tokens as f64);
+        v.put("sft/skipped_long", self.skipped_long as f64);
+        v.put("grad_norm", self.grad_norm);
+        v.put("lr", self.lr);
+        v.put("time/update", self.time_update);
+        v.put("time/step", self.time_update);
+        v.put(
+            "throughput/tokens_per_s",
+            self.tokens as f64 / self.time_update.max(1e-9),
+        );
+        v.0
+    }
+}
+
+/// The rewards of every completion generated in the step, kept or not.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RewardStats {
+    pub mean: f64,
+    /// Population standard deviation.
+    pub std: f64,
+    /// Each component's mean over the completions that reported it.
+    pub components: BTreeMap<String, f64>,
+    /// Completions a reward plugin failed on.
+    pub failures: usize,
+}
+
+/// Completion counts.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SampleCounts {
+    pub generated: usize,
+    /// Rows the update trained on.
+    pub effective: usize,
+    /// Rows of the batch whose advantage is zero (before PAD).
+    pub zero_advantage: usize,
+    pub skipped_long_prompts: usize,
+}
+
+/// Seconds of each phase and of the whole step.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GrpoTimes {
+    pub rollout: f64,
+    pub reward: f64,
+    pub logprobs: f64,
+    pub update: f64,
+    pub step: f64,
+}
+
+/// A GRPO step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GrpoMetrics {
+    pub reward: RewardStats,
+    /// Mean response tokens over every completion generated.
+    pub response_length: f64,
+    /// Mean prompt tokens over the batch's rows.
+    pub prompt_length: f64,
+    /// Share of the batch's rows that ended with a stop token.
+    pub stopped_fraction: f64,
+    /// Mean per-token KL to the reference: the update's when KL is in the
+    /// loss, else the rollout's.
+    pub kl: Option<f64>,
+    /// `None` when selection left no row to train on.
+    pub update: Option<UpdateStats>,
+    pub lr: f64,
+    pub entropy_coef: f64,
+    pub samples: SampleCounts,
+    pub pad: Option<PadStats>,
+    /// Rounds of generation and groups kept, under dynamic sampling.
+    pub dynamic: Option<(u32, usize)>,
+    pub time: GrpoTimes,
+    /// Response tokens generated per second of rollout.
+    pub gen_tokens_per_s: f64,
+    /// Prompt and response tokens of the batch per second of the step.
+    pub tokens_per_s: f64,
+}
+
+impl GrpoMetrics {
+    /// The record of a step from what its phases returned.
+    pub fn new(
+        p: &StepPlan,
+        c: &Collected,
+        rollout_kl: Option<f64>,
+        advantages: &[f64],
+        selected: &Selection,
+        update: Option<UpdateStats>,
+        time: GrpoTimes,
+    ) -> GrpoMetrics {
+        let g = &c.generated;
+        let rows = &c.batch.rows;
+        let (mean, std) = mean_std(&g.totals);
+        let prompt_tokens: f64 = rows.iter().map(|r| r.prompt.len() as f64).sum();
+        let response_tokens: f64 = rows.iter().map(|r| r.response.len() as f64).sum();
+        let kl = match (p.kl, &update) {
+            (KlUse::InLoss { .. }, Some(u)) => Some(u.kl),
+            _ => rollout_kl.filter(|k| k.is_finite()),
+        };
+        GrpoMetrics {
+            reward: RewardStats {
+                mean,
+                std,
+                components: (g.components.iter())
+                    .map(|(k, (sum, n))| (k.clone(), sum / *n as f64))
+                    .collect(),
+                failures: g.failures,
+            },
+            response_length: mean_std(&g.lengths).0,
+            prompt_length: prompt_tokens / rows.len().max(1) as f64,
+            stopped_fraction: rows.iter().filter(|r| r.stopped).count() as f64 / rows.len() as f64,
+            kl,
+            update,
+            lr: p.lr,
+            entropy_coef: p.entropy_coef,
+            samples: SampleCounts {
+                generated: g.rows,
+                effective: selected.rows.len(),
+                zero_advantage: advantages.iter().filter(|a| a.abs() < 1e-12).count(),
+                skipped_long_prompts: g.skipped_long_prompts,
+            },
+            pad: selected.pad,
+            dynamic: p.dynamic_sampling.then_some((g.rounds, c.batch.groups)),
+            time,
+            gen_tokens_per_s: g.lengths.iter().sum::<f64>() / time.rollout.max(1e-9),
+            tokens_per_s: (prompt_tokens + response_tokens) / time.step.max(1e-9),
+        }
+    }
+
+    pub fn values(&self) -> BTreeMap<String, f64> {
+        let mut v = Values::default();
+        let r = &self.reward;
+        v.put("reward/mean", r.mean);
+        v.put("reward/std", r.std);
+        v.put("reward", r.mean);
+        for (k, mean) in &r.components {
+            v.put(&format!("reward/{k}/mean"), *mean);
+        }
+        if let Some(a) = r.components.get("accuracy") {
+            v.put("accuracy", *a);
+        }
+        v.put("reward/failures", r.failures as f64);
+        v.put("response_length/mean", self.response_length);
+        v.put("prompt_length/mean", self.prompt_length);
+        v.put("response/stopped_fraction", self.stopped_fraction);
+        if let Some(kl) = self.kl {
+            v.put("kl", kl);
+        }
+        if let Some(u) = &self.update {
+            v.put("entropy", u.entropy);
+            v.put("clip_fraction", u.clip_fraction);
+            v.put("grad_norm", u.grad_norm);
+            v.put("loss", u.loss);
+            v.put("time/forward", u.time_forward);
+            v.put("time/backward", u.time_backward);
+            v.put("time/optimizer", u.time_optimizer);
+        }
+        v.put("lr", self.lr);
+        v.put("entropy_coef", self.entropy_coef);
+        let n = &self.samples;
+        v.put("samples/generated", n.generated as f64);
+        v.put("samples/effective", n.effective as f64);
+        v.put("samples/zero_advantage", n.zero_advantage as f64);
+        v.put(
+            "samples/skipped_long_prompts",
+            n.skipped_long_prompts as f64,
+        );
+        if let Some(pad) = self.pad {
+            v.put("pad/eligible", pad.eligible as f64);
+            v.put("pad/tau", pad.tau);
+        }
+        if let Some((rounds, groups)) = self.dynamic {
+            v.put("dynamic/rounds", f64::from(rounds));
+            v.put("dynamic/groups", groups as f64);
+        }
+        let t = &self.time;
+        v.put("time/rollout", t.rollout);
+        v.put("time/reward", t.reward);
+        v.put("time/logprobs", t.logprobs);
+        v.put("time/update", t.update);
+        v.put("time/step", t.step);
+        v.put("throughput/gen_tokens_per_s", self.gen_tokens_per_s);
+        v.put("throughput/tokens_per_s", self.tokens_per_s);
+        v.0
+    }
+}
+
+/// Metric name -> value.
+#[derive(Default)]
+struct Values(BTreeMap<String, f64>);
+
+impl Values {
+    fn put(&mut self, name: &str, value: f64) {
+        self.0.insert(name.to_string(), value);
+    }
+}
+
+/// Mean and (population) standard deviation.
+fn mean_std(v: &[f64]) -> (f64, f64) {
+    if v.is_empty() {
+        return (0.0, 0.0);
+    }
+    let n = v.len() as f64;
+    let m = v.iter().sum::<f64>() / n;
+    (
+        m,
+        (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / n).sqrt(),
+    )
+}

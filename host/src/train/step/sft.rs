@@ -1,0 +1,166 @@
+//! One SFT step: draw conversations -> encode, leaving out those over
+//! `sft.max_tokens` -> update -> metrics. The loss is next-token
+//! cross-entropy on assistant tokens only (each assistant message's content
+//! and its `<|im_end|>`), token-mean over the whole batch, accumulated over
+//! micro-batches.
+
+use std::time::Instant;
+
+use anyhow::{bail, Result};
+use lmmhost_model::lm::ForwardInputs;
+use lmmhost_model::processor::EncodedSample;
+use lmmhost_sdk as sdk;
+use tch::{Kind, Tensor};
+
+use super::metrics::SftMetrics;
+use super::plan::stage_lr;
+use crate::train::adamw::{clip_grad_norm, AdamW};
+use crate::train::data::sft_conversation;
+use crate::train::experiment::StageSettings;
+use crate::train::policy::Policy;
+use crate::train::trainer::Trainer;
+
+pub(crate) fn sft_step(t: &mut Trainer, plan: &sdk::Plan, s: &StageSettings) -> Result<SftMetrics> {
+    let clock = Instant::now();
+    t.policy
+        .set_trainable(s.grpo.freeze_vision, s.grpo.freeze_language);
+    let (encoded, skipped_long) = draw_encoded(t, plan, s)?;
+    let lr = stage_lr(&s.optim, t.state.stage_step);
+    let stats = update(&t.policy, &mut t.opt, s, &encoded, lr)?;
+    Ok(SftMetrics {
+        loss: stats.loss,
+        tokens: stats.tokens,
+        skipped_long,
+        grad_norm: stats.grad_norm,
+        lr,
+        time_update: clock.elapsed().as_secs_f64(),
+    })
+}
+
+/// The step's conversations, encoded once (the length filter and the
+/// micro-batches share it), and how many were over `sft.max_tokens`.
+fn draw_encoded(
+    t: &mut Trainer,
+    plan: &sdk::Plan,
+    s: &StageSettings,
+) -> Result<(Vec<EncodedSample>, usize)> {
+    let n = s.sft.batch_size.unwrap_or(s.rollout.prompts_per_step);
+    let samples = t.draw(plan, n, 0)?;
+    let convs = samples
+        .iter()
+        .map(sft_conversation)
+        .collect::<Result<Vec<_>>>()?;
+    let encoded = t.policy.processor.encode(&convs, false)?;
+    let before = encoded.len();
+    let encoded: Vec<_> = encoded
+        .into_iter()
+        .filter(|e| e.len() <= s.sft.max_tokens)
+        .collect();
+    if encoded.is_empty() {
+        bail!(
+            "step {}: every SFT sample is longer than sft.max_tokens = {}",
+            t.state.global_step + 1,
+            s.sft.max_tokens
+        );
+    }
+    let skipped = before - encoded.len();
+    Ok((encoded, skipped))
+}
+
+#[derive(Debug, Clone, Default)]
+struct SftStats {
+    /// Mean negative log-likelihood per assistant token.
+    loss: f64,
+    tokens: usize,
+    grad_norm: f64,
+}
+
+/// Prepared micro-batch: inputs on the device, targets and their mask.
+struct Prepared {
+    batch: lmmhost_model::processor::PreparedBatch,
+    targets: Tensor,
+    mask: Tensor,
+}
+
+fn prepare(policy: &Policy, samples: &[EncodedSample]) -> Result<Prepared> {
+    let batch = policy.processor.batch(samples)?;
+    let (b, l) = (batch.input_ids.size()[0], batch.input_ids.size()[1]);
+    let pad = policy.processor.tokenizer.pad_id;
+    // Position t predicts token t + 1: shift ids and the assistant mask left.
+    let targets = Tensor::cat(
+        &[
+            batch.input_ids.narrow(1, 1, l - 1),
+            Tensor::full([b, 1], pad, (Kind::Int64, tch::Device::Cpu)),
+        ],
+        1,
+    );
+    let mask = Tensor::cat(
+        &[
+            batch.assistant_mask.narrow(1, 1, l - 1),
+            Tensor::zeros([b, 1], (Kind::Int64, tch::Device::Cpu)),
+        ],
+        1,
+    )
+    .to_kind(Kind::Float);
+    Ok(Prepared {
+        batch,
+        targets,
+        mask,
+    })
+}
+
+/// Mean NLL of the assistant tokens of `samples` (full conversations encoded
+/// without a generation prompt) and one optimizer step on it.
+fn update(
+    policy: &Policy,
+    opt: &mut AdamW,
+    s: &StageSettings,
+    samples: &[EncodedSample],
+    lr: f64,
+) -> Result<SftStats> {
+    let device = policy.device;
+    let mbs = s.optim.micro_batch_size.max(1);
+    let prepared: Vec<Prepared> = samples
+        .chunks(mbs)
+        .map(|c| prepare(policy, c))
+        .collect::<Result<_>>()?;
+    let tokens: f64 = prepared
+        .iter()
+        .map(|p| p.mask.sum(Kind::Double).double_value(&[]))
+        .sum();
+    if tokens == 0.0 {
+        bail!("the SFT batch has no assistant tokens to learn from");
+    }
+    policy.zero_grad();
+    let mut loss_sum = 0.0;
+    for p in &prepared {
+        let ids = p.batch.input_ids.to_device(device);
+        let attn = p.batch.attention_mask.to_device(device);
+        let pos = policy
+            .is_multimodal()
+            .then(|| p.batch.position_ids.to_device(device));
+        let pv = p.batch.pixel_values.as_ref().map(|t| t.to_device(device));
+        let grid = p.batch.image_grid_thw.as_ref().map(|t| t.to_device(device));
+        let inputs = ForwardInputs {
+            input_ids: &ids,
+            attention_mask: &attn,
+            position_ids: pos.as_ref(),
+            pixel_values: pv.as_ref(),
+            image_grid_thw: grid.as_ref(),
+        };
+        let lp = policy
+            .lm()
+            .token_logprobs(&inputs, &p.targets.to_device(device))?;
+        let loss = -(lp * p.mask.to_device(device)).sum(Kind::Float) / tokens;
+        loss_sum += loss.double_value(&[]);
+        loss.backward();
+    }
+    let params = policy.tensors();
+    let grad_norm = clip_grad_norm(&params, s.optim.grad_clip);
+    opt.step(&params, lr)?;
+    Ok(SftStats {
+        loss: loss_sum,
+        tokens: tokens as usize,
+        grad_norm,
+    })
+}

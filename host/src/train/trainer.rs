@@ -1,0 +1,405 @@
+//! What the training loop carries from step to step, and what it does
+//! between steps: starting (fresh or from a checkpoint), asking the schedule
+//! for the next plan, entering a stage, drawing samples, logging a finished
+//! step, evaluating, checkpointing and writing the run's results.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use lmmhost_sdk as sdk;
+
+use super::adamw::AdamW;
+use super::checkpoint_store::CheckpointStore;
+use super::data::Mixer;
+use super::eval::{evaluate, write_records, EvalSettings};
+use super::experiment::Experiment;
+use super::plugins::Plugins;
+use super::policy::{Policy, Reference};
+use super::state::{self, from_hex, to_hex, SummaryRow, TrainerState};
+use crate::metrics::log::{MetricsLog, StepRecord};
+
+/// Everything the loop carries from step to step.
+pub(crate) struct Trainer<'a> {
+    pub exp: &'a Experiment,
+    pub plugins: Plugins,
+    pub policy: Policy,
+    /// Loaded by the first step whose KL penalty needs it.
+    pub reference: Option<Reference>,
+    pub opt: AdamW,
+    pub mixer: Mixer,
+    pub state: TrainerState,
+    pub log: MetricsLog,
+    pub out: PathBuf,
+    pub store: CheckpointStore,
+    /// Runs the reward plugins beside the log-prob passes.
+    pub runtime: tokio::runtime::Runtime,
+    pub bar: ProgressBar,
+    /// What resuming warned about.
+    pub warnings: Vec<String>,
+}
+
+impl<'a> Trainer<'a> {
+    /// Starts the plugins and loads the model; with `resume`, from the latest
+    /// checkpoint (trainer state, optimizer, dataset cursors, schedule state).
+    pub fn start(exp: &'a Experiment, resume: bool) -> Result<Trainer<'a>> {
+        let out = exp
+            .output_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("runs").join(&exp.name));
+        let ckpt_dir = exp
+            .checkpoint
+            .dir
+            .clone()
+            .unwrap_or_else(|| out.join("checkpoints"));
+        let store = CheckpointStore::new(&ckpt_dir, exp.checkpoint.keep_last);
+        let resume_from = if resume {
+            let latest = store.latest()?;
+            if latest.is_none() {
+                eprintln!(
+                    "--resume: no checkpoint in {}, starting from the beginning",
+                    ckpt_dir.display()
+                );
+            }
+            latest
+        } else {
+            None
+        };
+        if let Some(t) = exp.model.threads {
+            tch::set_num_threads(t as i32);
+        }
+
+        let mut plugins = Plugins::start(exp)?;
+        let policy = Policy::load(
+            &exp.model,
+            resume_from.as_ref().map(|d| d.join("model")).as_deref(),
+            exp.seed,
+        )?;
+        let mut opt = new_optimizer(exp, &policy);
+        let lens = plugins
+            .datasets
+            .iter()
+            .map(|(k, l)| (k.clone(), l.len()))
+            .collect();
+        let mut mixer = Mixer::new(exp.seed, lens);
+        let mut state = TrainerState::fresh(exp.seed);
+        let mut warnings = Vec::new();
+        if let Some(dir) = &resume_from {
+            state = state::load_state(dir)?;
+            state::load_optimizer(dir, &policy, &mut opt)?;
+            mixer.restore(&state.cursors);
+            plugins
+                .schedule
+                .load_state(&from_hex(&state.schedule_state)?)
+                .context("restoring the schedule plugin's state")?;
+            warnings = changed_plugins(&state.plugin_sha256, &plugins.hashes());
+            for w in &warnings {
+                eprintln!("warning: {w}");
+            }
+            eprintln!(
+                "resumed from {} (step {}, stage {:?})",
+                dir.display(),
+                state.global_step,
+                state.stage
+            );
+        }
+        let log = MetricsLog::open(
+            &out,
+            exp.logging.tensorboard,
+            resume_from.as_ref().map(|_| state.metrics_records),
+        )?;
+        let bar = progress_bar(exp);
+        bar.set_position(state.global_step);
+        Ok(Trainer {
+            exp,
+            plugins,
+            policy,
+            reference: None,
+            opt,
+            mixer,
+            state,
+            log,
+            out,
+            store,
+            runtime: tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .build()
+                .context("starting the tokio runtime")?,
+            bar,
+            warnings,
+        })
+    }
+
+    /// Evaluation before the first step and after every stage is configured.
+    pub fn evals_at_boundaries(&self) -> bool {
+        self.exp
+            .eval
+            .as_ref()
+            .is_some_and(|e| e.at_stage_boundaries)
+    }
+
+    pub fn next_plan(&mut self) -> Result<Option<sdk::Plan>> {
+        let mut metrics = self.state.last_metrics.clone();
+        for (name, l) in &self.plugins.datasets {
+            metrics.push((format!("dataset/{name}/len"), l.len() as f64));
+        }
+        metrics.push((
+            "batch/prompts".into(),
+            self.exp.rollout.prompts_per_step as f64,
+        ));
+        let ts = sdk::TrainState {
+            global_step: self.state.global_step,
+            stage: self.state.stage.clone(),
+            stage_step: self.state.stage_step,
+            metrics,
+        };
+        self.plugins.schedule.next_plan(&ts)
+    }
+
+    /// Called when `plan` names another stage than the last step's: the
+    /// finished stage is evaluated, and the new one starts with fresh
+    /// optimizer moments and its own warmup, as the papers' stages were
+    /// separate runs.
+    pub fn enter_stage(&mut self, plan: &sdk::Plan) -> Result<()> {
+        if !self.state.stage.is_empty() {
+            if self.evals_at_boundaries() {
+                self.evaluate(&format!("after {}", self.state.stage))?;
+            }
+            self.opt = new_optimizer(self.exp, &self.policy);
+        }
+        say(
+            &self.bar,
+            format!(
+                "stage {} ({}) from step {}",
+                plan.stage,
+                kind_name(plan.kind),
+                self.state.global_step + 1
+            ),
+        );
+        self.state.stage = plan.stage.clone();
+        self.state.stage_step = 0;
+        Ok(())
+    }
+
+    /// Samples drawn for this step (round `round` of dynamic sampling).
+    pub fn draw(&mut self, plan: &sdk::Plan, count: usize, round: u32) -> Result<Vec<sdk::Sample>> {
+        let stream = self.state.global_step * 1000 + u64::from(round);
+        let picks = self.mixer.draw(&plan.datasets, count, stream)?;
+        let mut by_ds: BTreeMap<&str, Vec<(usize, u64)>> = BTreeMap::new();
+        for (i, (ds, idx)) in picks.iter().enumerate() {
+            by_ds.entry(ds.as_str()).or_default().push((i, *idx));
+        }
+        let mut out: Vec<Option<sdk::Sample>> = vec![None; picks.len()];
+        for (ds, items) in by_ds {
+            let idx: Vec<u64> = items.iter().map(|x| x.1).collect();
+            let samples = self.plugins.datasets[ds]
+                .get_many(&idx)
+                .with_context(|| format!("dataset {ds}"))?;
+            for ((i, _), s) in items.iter().zip(samples) {
+                out[*i] = Some(s);
+            }
+        }
+        Ok(out.into_iter().flatten().collect())
+    }
+
+    /// Counts the step done, logs its metrics and keeps them for the schedule.
+    pub fn finish_step(&mut self, plan: &sdk::Plan, values: BTreeMap<String, f64>) -> Result<()> {
+        self.state.global_step += 1;
+        self.state.stage_step += 1;
+        let rec = StepRecord {
+            step: self.state.global_step,
+            stage: plan.stage.clone(),
+            kind: kind_name(plan.kind).to_string(),
+            stage_step: self.state.stage_step,
+            values,
+        };
+        self.log.write(&rec)?;
+        let get = |k: &str| rec.values.get(k).copied();
+        let mut msg = format!("{} {}", plan.stage, self.state.stage_step);
+        if let Some(r) = get("reward/mean") {
+            msg.push_str(&format!(" | reward {r:.3}"));
+        }
+        if let Some(a) = get("accuracy") {
+            msg.push_str(&format!(" | acc {a:.3}"));
+        }
+        if let Some(l) = get("sft/loss") {
+            msg.push_str(&format!(" | sft loss {l:.3}"));
+        }
+        if let Some(t) = get("time/step") {
+            msg.push_str(&format!(" | {t:.2} s/step"));
+        }
+        // Without a terminal (CI logs, nohup) the bar is not drawn: print a line per step.
+        if self.exp.logging.progress && self.bar.is_hidden() {
+            let total = self
+                .exp
+                .logging
+                .total_steps
+                .map_or(String::new(), |n| format!("/{n}"));
+            eprintln!("step {}{total} {msg}", self.state.global_step);
+        }
+        self.bar.set_message(msg);
+        self.bar.set_position(self.state.global_step);
+        self.state.last_metrics = rec.values.into_iter().collect();
+        Ok(())
+    }
+
+    /// Evaluates and checkpoints when the settings say this step is due.
+    pub fn after_step(&mut self) -> Result<()> {
+        let step = self.state.global_step;
+        let eval_due =
+            (self.exp.eval.as_ref()).is_some_and(|e| e.every > 0 && step.is_multiple_of(e.every));
+        if eval_due {
+            self.evaluate(&format!("step {step}"))?;
+        }
+        let every = self.exp.checkpoint.every;
+        if every > 0 && step.is_multiple_of(every) {
+            self.checkpoint()?;
+        }
+        Ok(())
+    }
+
+    pub fn evaluate(&mut self, when: &str) -> Result<()> {
+        let Some(e) = &self.exp.eval else {
+            return Ok(());
+        };
+        let set = EvalSettings {
+            samples: e.samples,
+            greedy: e.greedy,
+            temperature: e.temperature,
+            max_response_tokens: e
+                .max_response_tokens
+                .unwrap_or(self.exp.rollout.max_response_tokens),
+            max_prompt_tokens: self.exp.rollout.max_prompt_tokens,
+            limit: e.limit,
+            pass_k: e.pass_k.clone(),
+            batch_prompts: self.exp.rollout.prompts_per_step.max(8),
+            seed: self.exp.seed,
+        };
+        let mut values = BTreeMap::new();
+        for ds in &e.datasets {
+            let t0 = Instant::now();
+            let r = evaluate(
+                &self.policy,
+                ds,
+                &self.plugins.datasets[ds],
+                &self.plugins.rewards[..],
+                &set,
+            )?;
+            write_records(
+                &self
+                    .out
+                    .join("eval")
+                    .join(format!("step-{:08}.jsonl", self.state.global_step)),
+                &r.records,
+            )?;
+            values.insert(format!("eval/{ds}/accuracy"), r.accuracy);
+            values.insert(format!("eval/{ds}/reward"), r.reward_mean);
+            values.insert(format!("eval/{ds}/length"), r.response_tokens_mean);
+            for (k, p) in &r.pass_at_k {
+                values.insert(format!("eval/{ds}/pass@{k}"), *p);
+            }
+            values.insert(format!("time/eval/{ds}"), t0.elapsed().as_secs_f64());
+            say(
+                &self.bar,
+                format!(
+                    "eval {when}: {ds} accuracy {:.3} over {} prompts",
+                    r.accuracy, r.prompts
+                ),
+            );
+            self.state.summary.push(SummaryRow {
+                when: when.to_string(),
+                step: self.state.global_step,
+                dataset: ds.clone(),
+                prompts: r.prompts,
+                accuracy: r.accuracy,
+                pass_at_k: r.pass_at_k.clone(),
+                reward: r.reward_mean,
+                length: r.response_tokens_mean,
+            });
+        }
+        self.log.write(&StepRecord {
+            step: self.state.global_step,
+            stage: self.state.stage.clone(),
+            kind: "eval".into(),
+            stage_step: self.state.stage_step,
+            values,
+        })
+    }
+
+    pub fn checkpoint(&mut self) -> Result<()> {
+        self.state.cursors = self.mixer.cursors.clone();
+        self.state.schedule_state = to_hex(&self.plugins.schedule.save_state()?);
+        self.state.plugin_sha256 = self.plugins.hashes();
+        self.state.metrics_records = self.log.records;
+        let (policy, opt, st) = (&self.policy, &self.opt, &self.state);
+        let dir = self
+            .store
+            .save(st.global_step, |d| state::save(d, policy, opt, st))?;
+        say(&self.bar, format!("checkpoint {}", dir.display()));
+        Ok(())
+    }
+}
+
+/// What differs between the plugins a checkpoint ran and those of the experiment now.
+fn changed_plugins(then: &BTreeMap<String, String>, now: &BTreeMap<String, String>) -> Vec<String> {
+    let mut warnings = Vec::new();
+    for (name, old) in then {
+        match now.get(name) {
+            Some(h) if h != old => warnings.push(format!(
+                "plugin {name} changed since the checkpoint: sha256 {old} then, {h} now"
+            )),
+            None => warnings.push(format!(
+                "plugin {name} of the checkpoint is not in the experiment"
+            )),
+            _ => {}
+        }
+    }
+    warnings
+}
+
+pub(crate) fn kind_name(k: sdk::StageKind) -> &'static str {
+    match k {
+        sdk::StageKind::Sft => "sft",
+        sdk::StageKind::Grpo => "grpo",
+    }
+}
+
+fn new_optimizer(exp: &Experiment, policy: &Policy) -> AdamW {
+    let o = &exp.optim;
+    AdamW::new(
+        &policy.tensors(),
+        [o.betas[0], o.betas[1]],
+        o.eps,
+        o.weight_decay,
+    )
+}
+
+/// A line above the progress bar, or on stderr when the bar is not drawn.
+pub(crate) fn say(bar: &ProgressBar, msg: impl AsRef<str>) {
+    if bar.is_hidden() {
+        eprintln!("{}", msg.as_ref());
+    } else {
+        bar.println(msg);
+    }
+}
+
+fn progress_bar(exp: &Experiment) -> ProgressBar {
+    if !exp.logging.progress {
+        return ProgressBar::hidden();
+    }
+    let bar = match exp.logging.total_steps {
+        Some(n) => ProgressBar::new(n),
+        None => ProgressBar::new_spinner(),
+    };
+    let template = if exp.logging.total_steps.is_some() {
+        "{bar:30} {pos}/{len} steps [{elapsed_precise} < {eta_precise}, {per_sec}] {msg}"
+    } else {
+        "{spinner} step {pos} [{elapsed_precise}, {per_sec}] {msg}"
+    };
+    if let Ok(style) = ProgressStyle::with_template(template) {
+        bar.set_style(style);
+    }
+    bar
+}
