@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 7's GRPO step benchmark, back to back: lmmhost, then TRL on the same
+# The GRPO step benchmark (W1, W2), back to back: lmmhost, then TRL on the same
 # model config and prompts; prints both and the ratio.
 #   bench/run.sh [w1|w2|all] [steps] [threads]
 # Needs: target/release/lmmhost (cargo build --release -p lmmhost), the plugins

@@ -1,4 +1,4 @@
-"""Issue 7's GRPO step benchmark on TRL's GRPOTrainer, for comparison with
+"""The GRPO step benchmark (W1, W2) on TRL's GRPOTrainer, for comparison with
 `lmmhost bench grpo`. Builds the same model config (random init, fp32), the
 same character tokenizer and the same prompts (exported by
 `lmmhost bench grpo --export-prompts`), runs N+warmup optimizer steps and
