@@ -72,12 +72,18 @@ impl Distributed {
 
     /// Joins the world `env` describes. WORLD_SIZE=1 needs no group.
     pub fn join(env: &LaunchEnv, options: &DistOptions) -> Result<Distributed> {
-        let (backend, device) = choose(options.backend, env.local_rank)?;
         if env.world_size == 1 {
+            // No group, so no backend to require: only the device.
+            let device = match options.backend {
+                BackendChoice::Gloo => Device::Cpu,
+                BackendChoice::Auto if !tch::Cuda::is_available() => Device::Cpu,
+                BackendChoice::Auto | BackendChoice::Nccl => cuda_device(env.local_rank)?,
+            };
             let mut single = Distributed::single(device);
             single.local_rank = env.local_rank;
             return Ok(single);
         }
+        let (backend, device) = choose(options.backend, env.local_rank)?;
         let store = rendezvous(env, options.timeout)?;
         let group = ProcessGroup::new(
             &store,
@@ -154,7 +160,8 @@ impl Distributed {
         }
     }
 
-    /// Every rank's `input`, flat, in rank order.
+    /// Every rank's `input`, flat, in rank order (in a world of one, a flat
+    /// view of `input` itself).
     pub fn all_gather(&self, input: &Tensor) -> Result<Tensor> {
         match &self.group {
             Some(g) => g.all_gather(input),
@@ -162,6 +169,8 @@ impl Distributed {
         }
     }
 
+    /// This rank's chunk of the reduction of `input` (in a world of one, a
+    /// flat view of `input` itself).
     pub fn reduce_scatter(&self, input: &Tensor, op: ReduceOp) -> Result<Tensor> {
         match &self.group {
             Some(g) => g.reduce_scatter(input, op),
@@ -191,11 +200,10 @@ impl Distributed {
 
 /// The backend and this rank's device.
 fn choose(choice: BackendChoice, local_rank: usize) -> Result<(Backend, Device)> {
-    let cuda = tch::Cuda::is_available();
     let want_nccl = match choice {
         BackendChoice::Gloo => false,
         BackendChoice::Nccl => true,
-        BackendChoice::Auto => cuda,
+        BackendChoice::Auto => tch::Cuda::is_available(),
     };
     if !want_nccl {
         return Ok((Backend::Gloo, Device::Cpu));
@@ -203,16 +211,21 @@ fn choose(choice: BackendChoice, local_rank: usize) -> Result<(Backend, Device)>
     let (has_nccl, why) = nccl_build();
     if !has_nccl {
         bail!(
-            "CUDA is available but this build has no NCCL backend ({why}); rebuild with the CUDA and \
-             NCCL headers, or choose the gloo backend to train on CPU"
+            "the nccl backend is needed for CUDA but this build has none ({why}); rebuild with the CUDA \
+             and NCCL headers, or choose the gloo backend to train on CPU"
         );
     }
-    if !cuda {
-        bail!("the nccl backend needs CUDA, and no CUDA device is available");
+    Ok((Backend::Nccl, cuda_device(local_rank)?))
+}
+
+/// cuda:LOCAL_RANK, if this process sees that GPU.
+fn cuda_device(local_rank: usize) -> Result<Device> {
+    if !tch::Cuda::is_available() {
+        bail!("CUDA was asked for (the nccl backend) but no CUDA device is available");
     }
     let count = tch::Cuda::device_count() as usize;
     if local_rank >= count {
         bail!("LOCAL_RANK={local_rank} but only {count} CUDA devices are visible to this process");
     }
-    Ok((Backend::Nccl, Device::Cuda(local_rank)))
+    Ok(Device::Cuda(local_rank))
 }

@@ -103,3 +103,27 @@ fn world_size_one_needs_no_store() {
     assert_eq!((dist.world_size(), dist.device()), (1, tch::Device::Cpu));
     assert!(dist.group().is_none());
 }
+
+#[test]
+fn world_size_one_picks_the_device_without_a_backend() {
+    use lmmhost_distributed::{BackendChoice, DistOptions};
+    let with = |backend| {
+        Distributed::join(
+            &launch_env(0, 1, 1),
+            &DistOptions {
+                backend,
+                timeout: TIMEOUT,
+            },
+        )
+    };
+    let auto = with(BackendChoice::Auto).unwrap();
+    let nccl = with(BackendChoice::Nccl);
+    if tch::Cuda::is_available() {
+        assert_eq!(auto.device(), tch::Device::Cuda(0));
+        assert_eq!(nccl.unwrap().device(), tch::Device::Cuda(0));
+    } else {
+        assert_eq!(auto.device(), tch::Device::Cpu);
+        let err = nccl.err().expect("no CUDA here").to_string();
+        assert!(err.contains("no CUDA device is available"), "{err}");
+    }
+}
