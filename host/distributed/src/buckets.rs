@@ -1,0 +1,173 @@
+//! Gradient all-reduce in buckets, as DDP does it: consecutive gradients of
+//! one dtype and device are flattened into buffers of about `bucket_bytes`,
+//! each buffer is all-reduced as one message, and the result is copied back.
+//! Few large messages cost far less than one per parameter; at most
+//! `IN_FLIGHT` buckets are on the wire at once, so the extra memory is two
+//! buckets, not a second copy of every gradient.
+
+use anyhow::{bail, Result};
+use tch::{Device, Kind, Tensor};
+
+use crate::distributed::Distributed;
+use crate::process_group::{ReduceOp, Work};
+
+/// Buckets reduced concurrently: one on the wire while the next is flattened.
+const IN_FLIGHT: usize = 2;
+
+#[derive(Debug)]
+struct Bucket {
+    /// Indices into the tensor list, in order.
+    members: Vec<usize>,
+    numel: i64,
+}
+
+/// The bucket layout of a fixed list of tensors (compute once per model).
+#[derive(Debug)]
+pub struct GradBuckets {
+    buckets: Vec<Bucket>,
+    shapes: Vec<(Vec<i64>, Kind, Device)>,
+}
+
+impl GradBuckets {
+    /// Groups `tensors` (the gradients, or the parameters they belong to: only
+    /// shape, dtype and device are read) in order into buckets of at most
+    /// `bucket_bytes` (a larger tensor gets a bucket of its own).
+    pub fn new(tensors: &[Tensor], bucket_bytes: usize) -> GradBuckets {
+        let shapes: Vec<_> = tensors
+            .iter()
+            .map(|t| (t.size(), t.kind(), t.device()))
+            .collect();
+        let mut buckets: Vec<Bucket> = Vec::new();
+        let mut bytes = 0usize;
+        for (i, (shape, kind, device)) in shapes.iter().enumerate() {
+            let numel: i64 = shape.iter().product();
+            let size = numel as usize * kind.elt_size_in_bytes();
+            let fits = buckets.last().is_some_and(|b| {
+                let (_, k, d) = &shapes[b.members[0]];
+                k == kind && d == device && bytes + size <= bucket_bytes
+            });
+            if fits {
+                let last = buckets.last_mut().expect("checked above");
+                last.members.push(i);
+                last.numel += numel;
+                bytes += size;
+            } else {
+                buckets.push(Bucket {
+                    members: vec![i],
+                    numel,
+                });
+                bytes = size;
+            }
+        }
+        GradBuckets { buckets, shapes }
+    }
+
+    pub fn len(&self) -> usize {
+        self.buckets.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.buckets.is_empty()
+    }
+
+    /// The tensor indices of each bucket, in order.
+    pub fn members(&self) -> Vec<Vec<usize>> {
+        self.buckets.iter().map(|b| b.members.clone()).collect()
+    }
+
+    pub(crate) fn check(&self, what: &str, tensors: &[Tensor]) -> Result<()> {
+        if tensors.len() != self.shapes.len() {
+            bail!(
+                "{what}: laid out for {} tensors, got {}",
+                self.shapes.len(),
+                tensors.len()
+            );
+        }
+        for (i, (t, (shape, kind, device))) in tensors.iter().zip(&self.shapes).enumerate() {
+            if !t.defined() {
+                bail!(
+                    "{what}: tensor {i} is undefined; every rank must hold a gradient for every \
+                     parameter (see materialize_grads)"
+                );
+            }
+            if &t.size() != shape || t.kind() != *kind || t.device() != *device {
+                bail!(
+                    "{what}: tensor {i} is {:?} {:?} on {:?}, the layout has {shape:?} {kind:?} on {device:?}",
+                    t.size(),
+                    t.kind(),
+                    t.device()
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Numel of each bucket, in order.
+    pub(crate) fn numels(&self) -> Vec<i64> {
+        self.buckets.iter().map(|b| b.numel).collect()
+    }
+
+    /// All-reduces `grads` in place (every one defined, laid out as at
+    /// `new`); `ReduceOp::Avg` gives the data-parallel mean. Nothing to do
+    /// in a single-process world.
+    pub fn all_reduce(&self, dist: &Distributed, grads: &[Tensor], op: ReduceOp) -> Result<()> {
+        self.check("bucketed all_reduce", grads)?;
+        let Some(group) = dist.group() else {
+            return Ok(());
+        };
+        let mut pending: std::collections::VecDeque<(Work, Option<(&Bucket, Tensor)>)> =
+            Default::default();
+        tch::no_grad(|| -> Result<()> {
+            for bucket in &self.buckets {
+                if pending.len() == IN_FLIGHT {
+                    let (work, copy_back) = pending.pop_front().expect("non-empty");
+                    finish(work, copy_back, grads)?;
+                }
+                let only = &grads[bucket.members[0]];
+                if bucket.members.len() == 1 && only.is_contiguous() {
+                    pending.push_back((group.all_reduce_async(only, op)?, None));
+                    continue;
+                }
+                let flat = Tensor::cat(
+                    &bucket
+                        .members
+                        .iter()
+                        .map(|&i| grads[i].reshape([-1]))
+                        .collect::<Vec<_>>(),
+                    0,
+                );
+                debug_assert_eq!(flat.numel() as i64, bucket.numel);
+                pending.push_back((group.all_reduce_async(&flat, op)?, Some((bucket, flat))));
+            }
+            while let Some((work, copy_back)) = pending.pop_front() {
+                finish(work, copy_back, grads)?;
+            }
+            Ok(())
+        })
+    }
+}
+
+fn finish(work: Work, copy_back: Option<(&Bucket, Tensor)>, grads: &[Tensor]) -> Result<()> {
+    work.wait()?;
+    if let Some((bucket, flat)) = copy_back {
+        let mut offset = 0i64;
+        for &i in &bucket.members {
+            let mut g = grads[i].shallow_clone();
+            let n = g.numel() as i64;
+            g.copy_(&flat.narrow(0, offset, n).view_as(&g));
+            offset += n;
+        }
+    }
+    Ok(())
+}
+
+/// Gives every parameter that requires a gradient but has none (it took no
+/// part in this rank's forward pass) a zero gradient, so that all ranks
+/// reduce the same list.
+pub fn materialize_grads(params: &[Tensor]) {
+    for p in params {
+        if p.requires_grad() && !p.grad().defined() {
+            (p.sum(p.kind()) * 0.0).backward();
+        }
+    }
+}

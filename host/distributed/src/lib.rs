@@ -1,0 +1,29 @@
+//! Data parallelism on PyTorch's own distributed engine, c10d: Gloo between
+//! CPU processes, NCCL between GPUs, rendezvous through the variables
+//! torchrun and Slurm set. The collectives are c10d's, reached through a
+//! small C++ shim (`csrc/`) compiled against the headers of the libtorch that
+//! tch links; see docs/distributed.md.
+//!
+//! - [`Distributed`]: rank, world size, device and group (or a no-op world of one).
+//! - [`ProcessGroup`], [`Store`]: the c10d objects themselves.
+//! - [`GradBuckets`]: gradient all-reduce in flat buckets.
+//! - [`ShardPlan`]: ZeRO-1/2 partitioning of parameters into per-rank flat shards.
+//! - [`launch::LocalLaunch`]: start N local ranks of a program, torchrun-style.
+
+mod buckets;
+mod distributed;
+mod ffi;
+pub mod launch;
+mod launch_env;
+mod process_group;
+mod rendezvous;
+mod shard;
+mod store;
+
+pub use buckets::{materialize_grads, GradBuckets};
+pub use distributed::{BackendChoice, DistOptions, Distributed};
+pub use launch_env::{first_slurm_host, LaunchEnv, DEFAULT_MASTER_PORT};
+pub use process_group::{nccl_build, Backend, ProcessGroup, ReduceOp, Work};
+pub use rendezvous::rendezvous;
+pub use shard::ShardPlan;
+pub use store::Store;

@@ -1,0 +1,185 @@
+//! ZeRO-1/2 partitioning: the parameters are grouped into flat buckets (as
+//! for gradient all-reduce), each bucket is padded to a multiple of the world
+//! size and split into equal contiguous shards, and rank r owns shard r of
+//! every bucket: its slice of the master weights and of the optimizer state.
+//!
+//! A step is then: `reduce_scatter` the gradients (each rank receives the
+//! reduced gradient of its shard only; ZeRO-2), update the owned shard, and
+//! `all_gather_into` the parameters so every rank holds the new weights.
+//! ZeRO-1 all-reduces full gradients instead and takes `local_shards` of them.
+
+use anyhow::{bail, Result};
+use tch::Tensor;
+
+use crate::buckets::GradBuckets;
+use crate::distributed::Distributed;
+use crate::process_group::{ReduceOp, Work};
+
+#[derive(Debug)]
+pub struct ShardPlan {
+    layout: GradBuckets,
+    members: Vec<Vec<usize>>,
+    /// Per bucket: real numel and per-rank shard numel.
+    sizes: Vec<(i64, i64)>,
+    rank: usize,
+    world_size: usize,
+}
+
+impl ShardPlan {
+    /// Partitions `params` (in order, buckets of at most `bucket_bytes` of one
+    /// dtype and device) among the ranks of `dist`.
+    pub fn new(params: &[Tensor], bucket_bytes: usize, dist: &Distributed) -> ShardPlan {
+        ShardPlan::for_rank(params, bucket_bytes, dist.rank(), dist.world_size())
+    }
+
+    /// As `new`, for an explicit rank of `world_size` (e.g. to re-shard a
+    /// checkpoint written by another number of ranks).
+    pub fn for_rank(
+        params: &[Tensor],
+        bucket_bytes: usize,
+        rank: usize,
+        world_size: usize,
+    ) -> ShardPlan {
+        let layout = GradBuckets::new(params, bucket_bytes);
+        let w = world_size as i64;
+        let sizes = layout
+            .numels()
+            .into_iter()
+            .map(|n| (n, (n + w - 1) / w))
+            .collect();
+        ShardPlan {
+            members: layout.members(),
+            layout,
+            sizes,
+            rank,
+            world_size,
+        }
+    }
+
+    /// Number of buckets (and of shards this rank owns).
+    pub fn len(&self) -> usize {
+        self.sizes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sizes.is_empty()
+    }
+
+    /// Elements of this rank's shard of bucket `b`, and how many of them are
+    /// real (the rest pad the bucket's last shard).
+    pub fn shard_numel(&self, b: usize) -> (i64, i64) {
+        let (numel, shard) = self.sizes[b];
+        let start = self.rank as i64 * shard;
+        (shard, (numel - start).clamp(0, shard))
+    }
+
+    /// Bucket `b` of `tensors` as one flat tensor, zero-padded to world x shard.
+    fn flatten(&self, b: usize, tensors: &[Tensor]) -> Tensor {
+        let members = &self.members[b];
+        let (numel, shard) = self.sizes[b];
+        let mut parts: Vec<Tensor> = members.iter().map(|&i| tensors[i].reshape([-1])).collect();
+        let pad = shard * self.world_size as i64 - numel;
+        if pad > 0 {
+            let first = &tensors[members[0]];
+            parts.push(Tensor::zeros([pad], (first.kind(), first.device())));
+        }
+        Tensor::cat(&parts, 0)
+    }
+
+    /// This rank's shard of every bucket of `tensors` (copies): the master
+    /// weights at the start, or the local part of all-reduced gradients (ZeRO-1).
+    pub fn local_shards(&self, tensors: &[Tensor]) -> Result<Vec<Tensor>> {
+        self.layout.check("local_shards", tensors)?;
+        Ok(tch::no_grad(|| {
+            (0..self.len())
+                .map(|b| {
+                    let shard = self.sizes[b].1;
+                    self.flatten(b, tensors)
+                        .narrow(0, self.rank as i64 * shard, shard)
+                        .contiguous()
+                        .copy()
+                })
+                .collect()
+        }))
+    }
+
+    /// Reduces `grads` across ranks and returns, per bucket, this rank's
+    /// shard of the result (ZeRO-2: no rank holds the full reduced gradient).
+    pub fn reduce_scatter(
+        &self,
+        dist: &Distributed,
+        grads: &[Tensor],
+        op: ReduceOp,
+    ) -> Result<Vec<Tensor>> {
+        self.layout.check("sharded reduce_scatter", grads)?;
+        let Some(group) = dist.group() else {
+            return self.local_shards(grads);
+        };
+        tch::no_grad(|| {
+            let mut shards = Vec::with_capacity(self.len());
+            let mut pending: Option<Work> = None;
+            for b in 0..self.len() {
+                let flat = self.flatten(b, grads);
+                let out = Tensor::empty([self.sizes[b].1], (flat.kind(), flat.device()));
+                let work = group.reduce_scatter_into_async(&out, &flat, op)?;
+                // One bucket in flight while the next is flattened.
+                if let Some(previous) = pending.replace(work) {
+                    previous.wait()?;
+                }
+                shards.push(out);
+            }
+            if let Some(last) = pending {
+                last.wait()?;
+            }
+            Ok(shards)
+        })
+    }
+
+    /// Gathers every rank's `shards` and writes the full values into
+    /// `targets` (the parameters after an update, or full-size copies of
+    /// optimizer state for a checkpoint), in place.
+    pub fn all_gather_into(
+        &self,
+        dist: &Distributed,
+        shards: &[Tensor],
+        targets: &[Tensor],
+    ) -> Result<()> {
+        self.layout.check("sharded all_gather", targets)?;
+        if shards.len() != self.len() {
+            bail!(
+                "sharded all_gather: {} shards for {} buckets",
+                shards.len(),
+                self.len()
+            );
+        }
+        for (b, s) in shards.iter().enumerate() {
+            let want = self.sizes[b].1;
+            if s.numel() as i64 != want {
+                bail!(
+                    "sharded all_gather: shard {b} has {} elements, the plan has {want}",
+                    s.numel()
+                );
+            }
+        }
+        let members = &self.members;
+        tch::no_grad(|| {
+            for (b, shard) in shards.iter().enumerate() {
+                let first = &targets[members[b][0]];
+                // The shard may be kept in another dtype (fp32 master weights).
+                let shard = shard.to_kind(first.kind()).contiguous();
+                let full = match dist.group() {
+                    Some(group) => group.all_gather(&shard)?,
+                    None => shard,
+                };
+                let mut offset = 0i64;
+                for &i in &members[b] {
+                    let mut t = targets[i].shallow_clone();
+                    let n = t.numel() as i64;
+                    t.copy_(&full.narrow(0, offset, n).view_as(&t));
+                    offset += n;
+                }
+            }
+            Ok(())
+        })
+    }
+}
