@@ -10,13 +10,12 @@ use std::sync::Arc;
 use anyhow::{anyhow, bail, Context, Result};
 use lmmhost_bundle::TrustPolicy;
 use lmmhost_plugin_host::{
-    Limits, LoaderPlugin, OnError, PluginRuntime, PluginSpec, RewardPlugin, RuntimeOptions,
-    SchedulePlugin,
+    LoaderPlugin, PluginRuntime, PluginSpec, RewardPlugin, RuntimeOptions, SchedulePlugin,
 };
 use lmmhost_sdk as sdk;
 use sha2::{Digest, Sha256};
 
-use super::experiment::{self, merge_tables, Experiment, PluginEntry};
+use super::experiment::{merge_tables, Experiment, PluginEntry};
 
 /// A component's bytes and where they came from.
 #[derive(Clone)]
@@ -93,22 +92,14 @@ fn spec(
     grants: Vec<PathBuf>,
 ) -> Result<PluginSpec> {
     let entry: &PluginEntry = &exp.plugins[name];
-    let limits = Limits {
-        call_timeout_ms: entry.limits.call_timeout_ms,
-        memory_mb: entry.limits.memory_mb,
-        instances: entry.limits.instances,
-    };
     let config = merge_tables(&c.default_config, config);
     Ok(PluginSpec {
         name: name.to_string(),
         bytes: c.bytes.clone(),
         config: toml::to_string(&config)
             .with_context(|| format!("plugin {name}: config cannot be written as TOML"))?,
-        limits,
-        on_error: match entry.on_error {
-            experiment::OnError::Abort => OnError::Abort,
-            experiment::OnError::Zero => OnError::Zero,
-        },
+        limits: entry.limits.clone(),
+        on_error: entry.on_error,
         seed: plugin_seed(exp.seed, name),
         grants,
         log: lmmhost_plugin_host::stderr_sink(),
