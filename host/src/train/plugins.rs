@@ -102,6 +102,7 @@ fn spec(
         on_error: entry.on_error,
         seed: plugin_seed(exp.seed, name),
         grants,
+        image_roots: Vec::new(),
         log: lmmhost_plugin_host::stderr_sink(),
     })
 }
@@ -367,19 +368,31 @@ fn start_loader(
     comps: &BTreeMap<String, Component>,
     dataset: &str,
 ) -> Result<LoaderPlugin> {
-    let d = &exp.datasets[dataset];
-    let c = component(comps, &d.loader)?;
-    let config = merge_tables(&exp.plugins[&d.loader].config, &d.config);
-    let s = spec(exp, &d.loader, c, &config, d.files.clone())?;
-    let loader = LoaderPlugin::new(runtime, s).with_context(|| format!("dataset {dataset}"))?;
+    let loader = open_loader(exp, runtime, comps, dataset)?;
     if loader.is_empty() {
         bail!(
             "dataset {dataset}: loader {} opened it but it has no samples ({} rows skipped)",
-            d.loader,
+            exp.datasets[dataset].loader,
             loader.info().skipped_rows
         );
     }
     Ok(loader)
+}
+
+/// Dataset `dataset`'s loader, opened on its files with its image roots
+/// granted (it may have no samples).
+fn open_loader(
+    exp: &Experiment,
+    runtime: &PluginRuntime,
+    comps: &BTreeMap<String, Component>,
+    dataset: &str,
+) -> Result<LoaderPlugin> {
+    let d = &exp.datasets[dataset];
+    let c = component(comps, &d.loader)?;
+    let config = merge_tables(&exp.plugins[&d.loader].config, &d.config);
+    let mut s = spec(exp, &d.loader, c, &config, d.files.clone())?;
+    s.image_roots = d.images.clone();
+    LoaderPlugin::new(runtime, s).with_context(|| format!("dataset {dataset}"))
 }
 
 fn start_schedule(

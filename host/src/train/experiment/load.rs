@@ -46,6 +46,7 @@ impl Experiment {
         }
         for ds in self.datasets.values_mut() {
             ds.files.iter_mut().for_each(fix);
+            ds.images.iter_mut().for_each(fix);
         }
         if let Some(t) = self.trust.as_mut() {
             fix(&mut t.trusted_keys);
@@ -91,7 +92,7 @@ fn absolutize_paths(t: &mut toml::Table, dir: &Path) {
     }
     for (section, keys) in [
         ("plugins", &["wasm", "bundle"][..]),
-        ("datasets", &["files"][..]),
+        ("datasets", &["files", "images"][..]),
     ] {
         if let Some(toml::Value::Table(s)) = t.get_mut(section) {
             for (_, entry) in s.iter_mut() {
@@ -210,6 +211,30 @@ mod tests {
             msg.contains("group_sise") && msg.contains("merged over"),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn dataset_images_resolve_like_files() {
+        let (dir, p) = setup("");
+        std::fs::create_dir_all(dir.path().join("data/images")).unwrap();
+        let text = std::fs::read_to_string(&p).unwrap().replace(
+            "files = [\"data/train.jsonl\"]",
+            "files = [\"data/train.jsonl\"]\nimages = [\"data/images\"]",
+        );
+        std::fs::write(&p, text).unwrap();
+        let e = Experiment::load(&p).unwrap();
+        assert_eq!(
+            e.datasets["train"].images,
+            vec![dir.path().join("data/images")]
+        );
+        // From a file extending it in another directory: still the base's folder.
+        let other = dir.path().join("variants");
+        std::fs::create_dir_all(&other).unwrap();
+        let child = other.join("child.toml");
+        std::fs::write(&child, "extends = \"../exp.toml\"\n").unwrap();
+        let e = Experiment::load(&child).unwrap();
+        assert!(e.datasets["train"].images[0].is_dir());
+        assert!(e.datasets["train"].images[0].ends_with("data/images"));
     }
 
     #[test]

@@ -155,6 +155,11 @@ pub struct DatasetEntry {
     /// generators such as loader-synthetic).
     #[serde(default)]
     pub files: Vec<PathBuf>,
+    /// Folders of images granted read-only apart from the data files: the
+    /// loader is not opened on them, the host names them in its config's
+    /// `image_roots` (for layouts that keep images in another folder).
+    #[serde(default)]
+    pub images: Vec<PathBuf>,
     /// Loader settings for this dataset, merged over the plugin's `config`.
     #[serde(default)]
     pub config: toml::Table,
