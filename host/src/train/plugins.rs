@@ -395,6 +395,21 @@ fn open_loader(
     LoaderPlugin::new(runtime, s).with_context(|| format!("dataset {dataset}"))
 }
 
+/// Dataset `dataset`'s loader alone, opened as a run opens it (no reward
+/// or schedule plugin is started); an empty dataset is returned, not refused.
+pub fn open_dataset(
+    exp: &Experiment,
+    runtime: &PluginRuntime,
+    dataset: &str,
+) -> Result<LoaderPlugin> {
+    let d = exp
+        .datasets
+        .get(dataset)
+        .with_context(|| format!("no dataset named {dataset:?} in [datasets]"))?;
+    let comps = BTreeMap::from([(d.loader.clone(), read_component(exp, &d.loader)?)]);
+    open_loader(exp, runtime, &comps, dataset)
+}
+
 fn start_schedule(
     exp: &Experiment,
     runtime: &PluginRuntime,
