@@ -103,6 +103,7 @@ fn load_reward(
         on_error: OnError::Abort,
         seed: 0,
         grants: Vec::new(),
+        image_roots: Vec::new(),
         log: stderr_sink(),
     };
     Ok((RewardPlugin::new(runtime, spec)?, verified.signed_by))

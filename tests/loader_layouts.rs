@@ -325,3 +325,56 @@ fn malformed_rows_at_open_and_skip_reasons_per_class() {
         .iter()
         .any(|n| n.contains("placeholders but `images` has N entries")));
 }
+
+/// The host's `images = [...]`: image folders granted through the spec's
+/// `image_roots`, apart from the data. The loader is opened on the data
+/// file alone and finds the roots in its config.
+#[test]
+fn image_roots_are_granted_apart_from_the_data() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = std::fs::canonicalize(t.path()).unwrap();
+    let (data_dir, img_dir) = (dir.join("data"), dir.join("images"));
+    std::fs::create_dir_all(&data_dir).unwrap();
+    std::fs::create_dir_all(img_dir.join("sub")).unwrap();
+    std::fs::copy(fx().join("images/red.png"), img_dir.join("sub/1.png")).unwrap();
+    // A data file inside the image folder is still not data.
+    std::fs::write(img_dir.join("stray.jsonl"), "not json\n").unwrap();
+    let row = |img: &Path| {
+        serde_json::json!({"problem": "<image>Colour?", "answer": "red",
+                           "images": [img.to_string_lossy()]})
+    };
+    let file = data_dir.join("train.jsonl");
+    std::fs::write(&file, format!("{}\n", row(&img_dir.join("sub/1.png")))).unwrap();
+    let open_with_roots = |config: &str, grants: &[&Path], roots: &[&Path]| {
+        let rt = PluginRuntime::new(RuntimeOptions { cache_dir: None }).unwrap();
+        let mut s =
+            PluginSpec::from_file("loader-jsonl", &plugin_wasm("loader-jsonl"), config).unwrap();
+        s.grants = grants.iter().map(|p| p.to_path_buf()).collect();
+        s.image_roots = roots.iter().map(|p| p.to_path_buf()).collect();
+        s.log = Arc::new(|_| {});
+        LoaderPlugin::new(&rt, s)
+    };
+    let l = open_with_roots("", &[&file], &[&img_dir]).unwrap();
+    assert_eq!(l.len(), 1);
+    assert_eq!(
+        l.get(0).unwrap().messages[0].content,
+        vec![image(&img_dir.join("sub/1.png")), text("Colour?")]
+    );
+    // A data file inside a root: visible through the root, with its siblings
+    // (no staging directory hides them).
+    let inside = img_dir.join("sub/train.jsonl");
+    std::fs::copy(&file, &inside).unwrap();
+    let l = open_with_roots("", &[&inside], &[&img_dir]).unwrap();
+    assert_eq!(l.get(0).unwrap().answer.as_deref(), Some("red"));
+    // Roots named in the config as well: refused, the host's list is the one.
+    let e = err(open_with_roots(&roots(&[&img_dir]), &[&file], &[&img_dir]));
+    assert!(e.contains("image_roots") && e.contains("`images`"), "{e}");
+    // A root that is missing or a file is named.
+    let e = err(open_with_roots("", &[&file], &[&dir.join("nope")]));
+    assert!(
+        e.contains("image root") && e.contains("nope") && e.contains("does not exist"),
+        "{e}"
+    );
+    let e = err(open_with_roots("", &[&file], &[&file]));
+    assert!(e.contains("is not a directory"), "{e}");
+}

@@ -22,6 +22,9 @@ enum Command {
     Run(cli::train::RunArgs),
     /// Evaluate a model on a dataset with reward plugins: accuracy, pass@k, answers.
     Eval(cli::train::EvalArgs),
+    /// Show what the experiment's loaders produce: samples, rendered prompts,
+    /// token counts, and the rows a run would skip or stop on (no model weights).
+    Data(cli::data::DataArgs),
     /// Draw the PNG plots of a run directory (also written at the end of a run).
     Plot(cli::train::PlotArgs),
     /// Inspect and try plugins (WebAssembly components) offline.
@@ -67,7 +70,7 @@ impl Command {
             Command::Run(_) | Command::Eval(_) | Command::Logits(_) => Some(Arenas::Shared),
             Command::Bench(cli::bench::BenchCommand::Reward(_)) => Some(Arenas::PerThread),
             Command::Bench(_) => Some(Arenas::Shared),
-            Command::Plot(_) | Command::Plugin(_) | Command::Bundle(_) => None,
+            Command::Data(_) | Command::Plot(_) | Command::Plugin(_) | Command::Bundle(_) => None,
         }
     }
 }
@@ -76,6 +79,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run(args) => cli::train::run_cmd(args),
         Command::Eval(args) => cli::train::eval_cmd(args),
+        Command::Data(args) => cli::data::run(args),
         Command::Plot(args) => cli::train::plot_cmd(args),
         Command::Plugin(cmd) => cli::plugin::run(cmd),
         Command::Bundle(cmd) => cli::bundle::run(cmd),
@@ -109,6 +113,7 @@ mod tests {
             (&["plugin", "check", "x.wasm"], None),
             (&["bundle", "inspect", "x.lmmb"], None),
             (&["plot", "runs/x"], None),
+            (&["data", "x.toml", "--set", "rollout.group_size=4"], None),
         ] {
             assert_eq!(command(args).memory_policy(), policy, "{args:?}");
         }

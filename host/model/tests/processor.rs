@@ -448,3 +448,58 @@ fn missing_tokenizer_names_the_path() {
     let want = dir.path().join("tokenizer.json");
     assert!(err.contains(&want.display().to_string()), "{err}");
 }
+
+/// `measure` (image sizes from the headers only) counts the tokens `encode`
+/// produces, for both architectures' processors and templates, with and
+/// without the generation prompt, and reports each image's size before and
+/// after the resize.
+#[test]
+fn measuring_counts_the_tokens_encoding_produces() {
+    let (qwen3, qwen3_fixtures) = qwen3_vl_dirs();
+    for (model, fixtures) in [(model_dir(), fixture_dir()), (qwen3, qwen3_fixtures)] {
+        let processor = Processor::from_dir(&model).unwrap();
+        let m = manifest_in(&fixtures);
+        let mut convs: Vec<Conversation> = Vec::new();
+        for name in ["mixed_batch", "one_image", "text_only"] {
+            convs.extend(conversations(&m, name));
+        }
+        for add_generation_prompt in [true, false] {
+            let encoded = processor.encode(&convs, add_generation_prompt).unwrap();
+            for (i, (c, e)) in convs.iter().zip(&encoded).enumerate() {
+                let got = processor.measure(i, c, add_generation_prompt).unwrap();
+                let ctx = format!("{}: sample {i}", model.display());
+                assert_eq!(got.tokens, e.len(), "{ctx}");
+                let pads = got.text.matches(chat_template::IMAGE_PAD).count();
+                assert_eq!(pads, got.images.len(), "{ctx}");
+            }
+        }
+    }
+    // wide_100x60.png: 100x60 -> smart_resize with factor 28 (tiny Qwen2.5-VL).
+    let processor = Processor::from_dir(model_dir()).unwrap();
+    let conv = vec![Message {
+        role: "user".into(),
+        parts: vec![
+            Part::Image(ImageInput::Path(fixture_dir().join("wide_100x60.png"))),
+            Part::Text("What is this?".into()),
+        ],
+    }];
+    let got = processor.measure(0, &conv, true).unwrap();
+    let img = &got.images[0];
+    assert_eq!((img.width, img.height), (100, 60));
+    assert_eq!((img.resized_width, img.resized_height), (112, 56));
+    assert_eq!(img.tokens, 4 * 2);
+    assert_eq!(got.image_tokens(), 8);
+    assert_eq!(
+        got.tokens,
+        processor.encode(&[conv], true).unwrap()[0].len()
+    );
+    let missing = vec![Message {
+        role: "user".into(),
+        parts: vec![Part::Image(ImageInput::Path("/nonexistent/cat.png".into()))],
+    }];
+    let err = format!("{:#}", processor.measure(3, &missing, true).unwrap_err());
+    assert!(
+        err.contains("sample 3, image 0") && err.contains("/nonexistent/cat.png"),
+        "{err}"
+    );
+}

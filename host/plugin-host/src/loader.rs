@@ -3,7 +3,7 @@
 
 use std::sync::Mutex;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use lmmhost_bundle::World;
 use lmmhost_sdk as sdk;
 use wasmtime::Store;
@@ -28,11 +28,15 @@ pub struct LoaderPlugin {
 }
 
 impl LoaderPlugin {
-    /// Instantiates the loader and opens the dataset on the granted files.
-    pub fn new(runtime: &PluginRuntime, spec: PluginSpec) -> Result<LoaderPlugin> {
+    /// Instantiates the loader and opens the dataset on the granted files;
+    /// the image roots are granted too and named in the config's `image_roots`.
+    pub fn new(runtime: &PluginRuntime, mut spec: PluginSpec) -> Result<LoaderPlugin> {
         let (component, _, contract) = runtime.prepare(&spec, World::Loader)?;
         let pre = contract.loader(&runtime.engine, &component, &spec.name)?;
-        let grants = Grants::prepare(&spec.name, &spec.grants)?;
+        let grants = Grants::prepare(&spec.name, &spec.grants, &spec.image_roots)?;
+        if !grants.guest_roots.is_empty() {
+            spec.config = with_image_roots(&spec.name, &spec.config, &grants.guest_roots)?;
+        }
         let mut plugin = LoaderPlugin {
             engine: runtime.engine.clone(),
             pre,
@@ -133,4 +137,21 @@ impl LoaderPlugin {
             .map(|(r, i)| r.map_err(|e| anyhow!("plugin {name}: sample {i}: {e}")))
             .collect()
     }
+}
+
+/// `config` with `image_roots` set to the granted roots. A config that names
+/// roots itself is refused: only roots the host grants are visible.
+fn with_image_roots(plugin: &str, config: &str, roots: &[String]) -> Result<String> {
+    let mut table: toml::Table = config
+        .parse()
+        .with_context(|| format!("plugin {plugin}: the config is not TOML"))?;
+    if table.contains_key("image_roots") {
+        bail!(
+            "plugin {plugin}: the config sets image_roots and the host grants image roots too; \
+             name them once, as the host's image roots (the dataset's `images`)"
+        );
+    }
+    let list = roots.iter().cloned().map(toml::Value::String).collect();
+    table.insert("image_roots".into(), toml::Value::Array(list));
+    toml::to_string(&table).with_context(|| format!("plugin {plugin}: config with image_roots"))
 }

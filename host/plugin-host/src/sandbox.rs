@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde::Deserialize;
@@ -221,17 +221,36 @@ pub(crate) fn new_store(
 /// absolute host path (so a loader's errors name the real file). A granted
 /// directory is mounted as is; a granted file is hard-linked (or copied) into
 /// a private staging directory that is mounted in place of its parent, so the
-/// file's siblings stay invisible.
+/// file's siblings stay invisible. Image roots are directories mounted as
+/// is, but not data: they are not among `guest_paths`.
 pub(crate) struct Grants {
     pub preopens: Vec<(PathBuf, String)>,
-    /// The paths the plugin is told about, as it sees them.
+    /// The data paths the plugin is opened on, as it sees them.
     pub guest_paths: Vec<String>,
+    /// The image roots, as the plugin sees them.
+    pub guest_roots: Vec<String>,
     _staging: Option<tempfile::TempDir>,
 }
 
 impl Grants {
-    pub fn prepare(plugin: &str, paths: &[PathBuf]) -> Result<Grants> {
+    pub fn prepare(plugin: &str, paths: &[PathBuf], image_roots: &[PathBuf]) -> Result<Grants> {
         let mut preopens: Vec<(PathBuf, String)> = Vec::new();
+        let mut guest_roots = Vec::new();
+        for r in image_roots {
+            let abs = std::fs::canonicalize(r).with_context(|| {
+                format!("plugin {plugin}: image root {} does not exist", r.display())
+            })?;
+            if !abs.is_dir() {
+                bail!(
+                    "plugin {plugin}: image root {} is not a directory",
+                    r.display()
+                );
+            }
+            let guest = abs.to_string_lossy().into_owned();
+            preopens.push((abs, guest.clone()));
+            guest_roots.push(guest);
+        }
+        let roots = preopens.len();
         let mut guest_paths = Vec::new();
         let mut staging: Option<tempfile::TempDir> = None;
         for (i, p) in paths.iter().enumerate() {
@@ -242,9 +261,12 @@ impl Grants {
                 )
             })?;
             let guest = abs.to_string_lossy().into_owned();
+            // A file inside an image root is visible through it already; a
+            // staged parent would hide the root's other files below it.
+            let in_root = preopens[..roots].iter().any(|(h, _)| abs.starts_with(h));
             if abs.is_dir() {
                 preopens.push((abs.clone(), guest.clone()));
-            } else {
+            } else if !in_root {
                 let parent = abs
                     .parent()
                     .map(Path::to_path_buf)
@@ -293,6 +315,7 @@ impl Grants {
         Ok(Grants {
             preopens,
             guest_paths,
+            guest_roots,
             _staging: staging,
         })
     }

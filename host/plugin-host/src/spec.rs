@@ -21,8 +21,13 @@ pub struct PluginSpec {
     pub on_error: OnError,
     /// Seeds the plugin's only source of randomness.
     pub seed: u64,
-    /// Read-only files and directories (loaders), as host paths.
+    /// Read-only files and directories (loaders), as host paths: the data
+    /// the loader is opened on.
     pub grants: Vec<PathBuf>,
+    /// Read-only image folders (loaders), granted apart from the data: the
+    /// loader is not opened on them but told about them in its config's
+    /// `image_roots` (canonical absolute paths).
+    pub image_roots: Vec<PathBuf>,
     pub log: LogSink,
 }
 
@@ -39,6 +44,7 @@ impl PluginSpec {
             on_error: OnError::Abort,
             seed: 0,
             grants: Vec::new(),
+            image_roots: Vec::new(),
             log: stderr_sink(),
         })
     }

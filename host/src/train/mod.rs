@@ -6,6 +6,7 @@
 pub mod adamw;
 pub mod checkpoint_store;
 pub mod data;
+pub mod dataset_report;
 pub mod eval;
 pub mod experiment;
 pub mod plugins;

@@ -10,13 +10,12 @@ use std::sync::Arc;
 use anyhow::{anyhow, bail, Context, Result};
 use lmmhost_bundle::TrustPolicy;
 use lmmhost_plugin_host::{
-    Limits, LoaderPlugin, OnError, PluginRuntime, PluginSpec, RewardPlugin, RuntimeOptions,
-    SchedulePlugin,
+    LoaderPlugin, PluginRuntime, PluginSpec, RewardPlugin, RuntimeOptions, SchedulePlugin,
 };
 use lmmhost_sdk as sdk;
 use sha2::{Digest, Sha256};
 
-use super::experiment::{self, merge_tables, Experiment, PluginEntry};
+use super::experiment::{merge_tables, Experiment, PluginEntry};
 
 /// A component's bytes and where they came from.
 #[derive(Clone)]
@@ -93,24 +92,17 @@ fn spec(
     grants: Vec<PathBuf>,
 ) -> Result<PluginSpec> {
     let entry: &PluginEntry = &exp.plugins[name];
-    let limits = Limits {
-        call_timeout_ms: entry.limits.call_timeout_ms,
-        memory_mb: entry.limits.memory_mb,
-        instances: entry.limits.instances,
-    };
     let config = merge_tables(&c.default_config, config);
     Ok(PluginSpec {
         name: name.to_string(),
         bytes: c.bytes.clone(),
         config: toml::to_string(&config)
             .with_context(|| format!("plugin {name}: config cannot be written as TOML"))?,
-        limits,
-        on_error: match entry.on_error {
-            experiment::OnError::Abort => OnError::Abort,
-            experiment::OnError::Zero => OnError::Zero,
-        },
+        limits: entry.limits.clone(),
+        on_error: entry.on_error,
         seed: plugin_seed(exp.seed, name),
         grants,
+        image_roots: Vec::new(),
         log: lmmhost_plugin_host::stderr_sink(),
     })
 }
@@ -376,19 +368,46 @@ fn start_loader(
     comps: &BTreeMap<String, Component>,
     dataset: &str,
 ) -> Result<LoaderPlugin> {
-    let d = &exp.datasets[dataset];
-    let c = component(comps, &d.loader)?;
-    let config = merge_tables(&exp.plugins[&d.loader].config, &d.config);
-    let s = spec(exp, &d.loader, c, &config, d.files.clone())?;
-    let loader = LoaderPlugin::new(runtime, s).with_context(|| format!("dataset {dataset}"))?;
+    let loader = open_loader(exp, runtime, comps, dataset)?;
     if loader.is_empty() {
         bail!(
             "dataset {dataset}: loader {} opened it but it has no samples ({} rows skipped)",
-            d.loader,
+            exp.datasets[dataset].loader,
             loader.info().skipped_rows
         );
     }
     Ok(loader)
+}
+
+/// Dataset `dataset`'s loader, opened on its files with its image roots
+/// granted (it may have no samples).
+fn open_loader(
+    exp: &Experiment,
+    runtime: &PluginRuntime,
+    comps: &BTreeMap<String, Component>,
+    dataset: &str,
+) -> Result<LoaderPlugin> {
+    let d = &exp.datasets[dataset];
+    let c = component(comps, &d.loader)?;
+    let config = merge_tables(&exp.plugins[&d.loader].config, &d.config);
+    let mut s = spec(exp, &d.loader, c, &config, d.files.clone())?;
+    s.image_roots = d.images.clone();
+    LoaderPlugin::new(runtime, s).with_context(|| format!("dataset {dataset}"))
+}
+
+/// Dataset `dataset`'s loader alone, opened as a run opens it (no reward
+/// or schedule plugin is started); an empty dataset is returned, not refused.
+pub fn open_dataset(
+    exp: &Experiment,
+    runtime: &PluginRuntime,
+    dataset: &str,
+) -> Result<LoaderPlugin> {
+    let d = exp
+        .datasets
+        .get(dataset)
+        .with_context(|| format!("no dataset named {dataset:?} in [datasets]"))?;
+    let comps = BTreeMap::from([(d.loader.clone(), read_component(exp, &d.loader)?)]);
+    open_loader(exp, runtime, &comps, dataset)
 }
 
 fn start_schedule(

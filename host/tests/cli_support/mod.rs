@@ -5,6 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+pub mod experiments;
+
 pub struct Out {
     pub code: i32,
     pub stdout: String,

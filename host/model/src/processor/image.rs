@@ -334,23 +334,36 @@ impl ImageProcessor {
         Ok(img.to_rgb8())
     }
 
+    /// The (height, width) an image of `width`x`height` pixels is resized to:
+    /// multiples of patch_size * merge_size.
+    pub fn resized(&self, width: usize, height: usize) -> Result<(usize, usize)> {
+        let c = &self.config;
+        let f = c.patch_size * c.merge_size;
+        let (rh, rw) = if c.do_resize {
+            smart_resize(height, width, f, c.min_pixels, c.max_pixels)?
+        } else {
+            (height, width)
+        };
+        if rh % f != 0 || rw % f != 0 {
+            bail!("image size {width}x{height} is not a multiple of {f} (do_resize is false)");
+        }
+        Ok((rh, rw))
+    }
+
+    /// Vision tokens of an image resized to (height, width): one per
+    /// merge_size x merge_size block of patches.
+    pub fn tokens(&self, resized: (usize, usize)) -> usize {
+        let f = self.config.patch_size * self.config.merge_size;
+        (resized.0 / f) * (resized.1 / f)
+    }
+
     /// Preprocesses one decoded RGB image.
     pub fn process_rgb(&self, img: &image::RgbImage) -> Result<ProcessedImage> {
         let c = &self.config;
         let (w, h) = (img.width() as usize, img.height() as usize);
         let p = c.patch_size;
         let m = c.merge_size;
-        let (rh, rw) = if c.do_resize {
-            smart_resize(h, w, p * m, c.min_pixels, c.max_pixels)?
-        } else {
-            (h, w)
-        };
-        if rh % (p * m) != 0 || rw % (p * m) != 0 {
-            bail!(
-                "image size {w}x{h} is not a multiple of {} (do_resize is false)",
-                p * m
-            );
-        }
+        let (rh, rw) = self.resized(w, h)?;
         let pixels = if (rh, rw) == (h, w) {
             img.as_raw().clone()
         } else {

@@ -4,6 +4,7 @@
 pub mod chat_template;
 pub mod image;
 pub mod jinja_template;
+mod measure;
 pub mod rope_index;
 pub mod tokenizer;
 
@@ -16,6 +17,7 @@ use tch::Tensor;
 pub use self::chat_template::{ImageInput, Message, Part, RenderedChat};
 pub use self::image::{ImageProcessor, ImageProcessorConfig, ProcessedImage};
 pub use self::jinja_template::JinjaTemplate;
+pub use self::measure::{ImageSize, Measured};
 pub use self::rope_index::{get_rope_index, RopeIndex};
 pub use self::tokenizer::QwenTokenizer;
 use crate::lm::ForwardInputs;
@@ -175,14 +177,19 @@ impl Processor {
         &self.dir
     }
 
-    /// Reads, decodes and preprocesses image `index` of sample `sample`.
-    fn load_image(&self, sample: usize, index: usize, img: &ImageInput) -> Result<ProcessedImage> {
-        let proc = self.image_processor.as_ref().ok_or_else(|| {
+    /// The image processor, for a sample that has images.
+    fn images_of(&self, sample: usize) -> Result<&ImageProcessor> {
+        self.image_processor.as_ref().ok_or_else(|| {
             anyhow!(
                 "sample {sample}: has images but {} has no preprocessor_config.json",
                 self.dir.display()
             )
-        })?;
+        })
+    }
+
+    /// Reads, decodes and preprocesses image `index` of sample `sample`.
+    fn load_image(&self, sample: usize, index: usize, img: &ImageInput) -> Result<ProcessedImage> {
+        let proc = self.images_of(sample)?;
         let (bytes, name) = match img {
             ImageInput::Path(p) => (
                 std::fs::read(p).with_context(|| {
@@ -223,26 +230,12 @@ impl Processor {
         let merge2 = self.spatial_merge_size * self.spatial_merge_size;
         let mut out = Vec::with_capacity(conversations.len());
         for (s, conv) in conversations.iter().enumerate() {
-            let chat = match &self.chat_template {
-                Some(t) => t
-                    .render(conv, add_generation_prompt)
-                    .with_context(|| format!("sample {s}"))?,
-                None => chat_template::render(conv, add_generation_prompt),
-            };
+            let chat = self.render(s, conv, add_generation_prompt)?;
             let mut grids = Vec::with_capacity(chat.images.len());
             let mut tokens_per_image = Vec::with_capacity(chat.images.len());
             let mut pixels = Vec::new();
             let mut patches = 0usize;
             let mut patch_len = 0usize;
-            // Count placeholders before decoding anything: a mismatch is the cheaper error.
-            let placeholders = chat.text.matches(chat_template::IMAGE_PAD).count();
-            if placeholders != chat.images.len() {
-                bail!(
-                    "sample {s}: {placeholders} image placeholders ({}) in the text but {} images",
-                    chat_template::IMAGE_PAD,
-                    chat.images.len()
-                );
-            }
             for (i, img) in chat.images.iter().enumerate() {
                 let p = self.load_image(s, i, img)?;
                 let n = p.num_patches();
@@ -255,27 +248,12 @@ impl Processor {
                 patches += n;
                 pixels.extend_from_slice(&p.pixel_values);
             }
-            let chat = chat_template::expand_image_pads(&chat, &tokens_per_image)
-                .with_context(|| format!("sample {s}"))?;
-            if !chat.images.is_empty() && self.image_token_id.is_none() {
-                bail!("sample {s}: has images but the tokenizer has no <|image_pad|> token");
-            }
-            let enc = self
-                .tokenizer
-                .encode_with_offsets(&chat.text)
-                .with_context(|| format!("sample {s}"))?;
+            let (chat, enc) = self.tokenize(s, &chat, &tokens_per_image)?;
             let assistant_mask: Vec<i64> = enc
                 .offsets
                 .iter()
                 .map(|(start, _)| i64::from(chat.assistant_spans.iter().any(|r| r.contains(start))))
                 .collect();
-            if let Some(img_id) = self.image_token_id {
-                let found = enc.ids.iter().filter(|&&t| t == img_id).count();
-                let want: usize = tokens_per_image.iter().sum();
-                if found != want {
-                    bail!("sample {s}: {found} image tokens after tokenization, expected {want}");
-                }
-            }
             out.push(EncodedSample {
                 ids: enc.ids,
                 assistant_mask,
@@ -287,6 +265,59 @@ impl Processor {
             });
         }
         Ok(out)
+    }
+
+    /// Renders conversation `s` with the checkpoint's template (or Qwen2.5-VL's)
+    /// and checks that its text has one image placeholder per image.
+    fn render(
+        &self,
+        s: usize,
+        conv: &Conversation,
+        add_generation_prompt: bool,
+    ) -> Result<RenderedChat> {
+        let chat = match &self.chat_template {
+            Some(t) => t
+                .render(conv, add_generation_prompt)
+                .with_context(|| format!("sample {s}"))?,
+            None => chat_template::render(conv, add_generation_prompt),
+        };
+        // Count placeholders before decoding anything: a mismatch is the cheaper error.
+        let placeholders = chat.text.matches(chat_template::IMAGE_PAD).count();
+        if placeholders != chat.images.len() {
+            bail!(
+                "sample {s}: {placeholders} image placeholders ({}) in the text but {} images",
+                chat_template::IMAGE_PAD,
+                chat.images.len()
+            );
+        }
+        Ok(chat)
+    }
+
+    /// Expands each image placeholder of a rendered chat to its tokens and
+    /// tokenizes the text; the image tokens found must be the ones expected.
+    fn tokenize(
+        &self,
+        s: usize,
+        chat: &RenderedChat,
+        tokens_per_image: &[usize],
+    ) -> Result<(RenderedChat, tokenizer::Encoded)> {
+        let chat = chat_template::expand_image_pads(chat, tokens_per_image)
+            .with_context(|| format!("sample {s}"))?;
+        if !chat.images.is_empty() && self.image_token_id.is_none() {
+            bail!("sample {s}: has images but the tokenizer has no <|image_pad|> token");
+        }
+        let enc = self
+            .tokenizer
+            .encode_with_offsets(&chat.text)
+            .with_context(|| format!("sample {s}"))?;
+        if let Some(img_id) = self.image_token_id {
+            let found = enc.ids.iter().filter(|&&t| t == img_id).count();
+            let want: usize = tokens_per_image.iter().sum();
+            if found != want {
+                bail!("sample {s}: {found} image tokens after tokenization, expected {want}");
+            }
+        }
+        Ok((chat, enc))
     }
 
     /// Left-pads encoded samples into one batch, with their images and M-RoPE

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 
 use super::schema::{parse, Experiment};
+use super::stage::{set_dotted, toml_value};
 
 impl Experiment {
     /// Reads and checks an experiment file. Relative paths inside it are
@@ -16,15 +17,33 @@ impl Experiment {
     /// relative paths resolve against its own directory) and overrides it key
     /// by key, tables merged.
     pub fn load(path: &Path) -> Result<Experiment> {
+        Experiment::load_with_sets(path, &[])
+    }
+
+    /// [`Experiment::load`] with command-line overrides, each `KEY=VALUE`
+    /// (`rollout.max_prompt_tokens=2048`, `model.path=/ckpt/x`), set over
+    /// the file (and its `extends` chain) before the parse and the checks.
+    /// A value is read as TOML (`2048`, `true`, `["a", "b"]`), else taken as
+    /// a string; a relative path given this way is relative to the current
+    /// directory, not to the file.
+    pub fn load_with_sets(path: &Path, sets: &[String]) -> Result<Experiment> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read experiment file {}", path.display()))?;
-        let (text, origin) = match resolve_extends(path, &text, 0)? {
+        let (mut text, mut origin) = match resolve_extends(path, &text, 0)? {
             Some(merged) => (
                 merged.0,
                 format!("{} (merged over {})", path.display(), merged.1.join(", ")),
             ),
             None => (text, path.display().to_string()),
         };
+        if !sets.is_empty() {
+            let base: toml::Table = text
+                .parse()
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            let over = command_line_table(sets)?;
+            text = toml::to_string(&merge_tables(&base, &over))?;
+            origin = format!("{origin} with --set {}", sets.join(" --set "));
+        }
         let mut exp = parse(&text).map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
         let base = path.parent().unwrap_or(Path::new("."));
         exp.resolve_paths(base);
@@ -46,6 +65,7 @@ impl Experiment {
         }
         for ds in self.datasets.values_mut() {
             ds.files.iter_mut().for_each(fix);
+            ds.images.iter_mut().for_each(fix);
         }
         if let Some(t) = self.trust.as_mut() {
             fix(&mut t.trusted_keys);
@@ -91,7 +111,7 @@ fn absolutize_paths(t: &mut toml::Table, dir: &Path) {
     }
     for (section, keys) in [
         ("plugins", &["wasm", "bundle"][..]),
-        ("datasets", &["files"][..]),
+        ("datasets", &["files", "images"][..]),
     ] {
         if let Some(toml::Value::Table(s)) = t.get_mut(section) {
             for (_, entry) in s.iter_mut() {
@@ -101,6 +121,27 @@ fn absolutize_paths(t: &mut toml::Table, dir: &Path) {
             }
         }
     }
+}
+
+/// The `KEY=VALUE` overrides as one table, their relative paths made
+/// absolute against the current directory.
+fn command_line_table(sets: &[String]) -> Result<toml::Table> {
+    let mut over = toml::Table::new();
+    for set in sets {
+        let (key, value) = set
+            .split_once('=')
+            .with_context(|| format!("--set {set}: expected KEY=VALUE"))?;
+        let key = key.trim();
+        if key.is_empty() || key.split('.').any(str::is_empty) {
+            bail!("--set {set}: {key:?} is not a dotted key such as rollout.group_size");
+        }
+        let value = toml_value(value.trim())
+            .unwrap_or_else(|_| toml::Value::String(value.trim().to_string()));
+        set_dotted(&mut over, key, value).with_context(|| format!("--set {set}"))?;
+    }
+    let cwd = std::env::current_dir().context("cannot read the current directory")?;
+    absolutize_paths(&mut over, &cwd);
+    Ok(over)
 }
 
 /// Follows `extends` chains: the merged document as TOML text and the files
@@ -210,6 +251,83 @@ mod tests {
             msg.contains("group_sise") && msg.contains("merged over"),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn command_line_sets_override_the_file_and_its_base() {
+        let (dir, p) = setup("[rollout]\ngroup_size = 4\ntemperature = 0.7\n");
+        let sets = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        let e = Experiment::load_with_sets(
+            &p,
+            &sets(&[
+                "rollout.group_size=16",
+                "rollout.max_prompt_tokens = 2048",
+                "name=other-name",
+                "output_dir=out/x",
+            ]),
+        )
+        .unwrap();
+        assert_eq!(e.rollout.group_size, 16);
+        assert_eq!(e.rollout.temperature, 0.7);
+        assert_eq!(e.rollout.max_prompt_tokens, 2048);
+        assert_eq!(e.name, "other-name");
+        // A path on the command line is relative to where the command runs.
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(e.output_dir.unwrap(), cwd.join("out/x"));
+        // The file's own relative paths still follow the file.
+        assert_eq!(e.model.path, dir.path().join("model"));
+        // Over an `extends` chain too.
+        let child = dir.path().join("child.toml");
+        std::fs::write(
+            &child,
+            "extends = \"exp.toml\"\n[rollout]\ngroup_size = 2\n",
+        )
+        .unwrap();
+        let e = Experiment::load_with_sets(&child, &sets(&["rollout.top_k=5"])).unwrap();
+        assert_eq!((e.rollout.group_size, e.rollout.top_k), (2, 5));
+        // Errors name the key and the override.
+        let msg = format!(
+            "{:#}",
+            Experiment::load_with_sets(&p, &sets(&["rollout.group_sise=3"])).unwrap_err()
+        );
+        assert!(
+            msg.contains("group_sise") && msg.contains("--set rollout.group_sise=3"),
+            "{msg}"
+        );
+        let msg = format!(
+            "{:#}",
+            Experiment::load_with_sets(&p, &sets(&["rollout.group_size"])).unwrap_err()
+        );
+        assert!(msg.contains("expected KEY=VALUE"), "{msg}");
+        let msg = format!(
+            "{:#}",
+            Experiment::load_with_sets(&p, &sets(&["optim.lr=-1"])).unwrap_err()
+        );
+        assert!(msg.contains("optim.lr must be"), "{msg}");
+    }
+
+    #[test]
+    fn dataset_images_resolve_like_files() {
+        let (dir, p) = setup("");
+        std::fs::create_dir_all(dir.path().join("data/images")).unwrap();
+        let text = std::fs::read_to_string(&p).unwrap().replace(
+            "files = [\"data/train.jsonl\"]",
+            "files = [\"data/train.jsonl\"]\nimages = [\"data/images\"]",
+        );
+        std::fs::write(&p, text).unwrap();
+        let e = Experiment::load(&p).unwrap();
+        assert_eq!(
+            e.datasets["train"].images,
+            vec![dir.path().join("data/images")]
+        );
+        // From a file extending it in another directory: still the base's folder.
+        let other = dir.path().join("variants");
+        std::fs::create_dir_all(&other).unwrap();
+        let child = other.join("child.toml");
+        std::fs::write(&child, "extends = \"../exp.toml\"\n").unwrap();
+        let e = Experiment::load(&child).unwrap();
+        assert!(e.datasets["train"].images[0].is_dir());
+        assert!(e.datasets["train"].images[0].ends_with("data/images"));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use lmmhost_plugin_host::{Limits, OnError};
 use serde::Deserialize;
 
 use crate::rl::advantage::AdvantageEstimator;
@@ -122,51 +123,15 @@ pub struct PluginEntry {
     /// The plugin's own settings, passed through as TOML text.
     #[serde(default)]
     pub config: toml::Table,
+    /// The sandbox's limits for this plugin (`[plugins.NAME.limits]`).
     #[serde(default)]
-    pub limits: PluginLimits,
+    pub limits: Limits,
+    /// What a reward plugin's failure on one item costs the batch.
     #[serde(default)]
     pub on_error: OnError,
     /// Reload the component at the next step boundary when the file changes.
     #[serde(default)]
     pub watch: bool,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PluginLimits {
-    #[serde(default = "default_call_timeout_ms")]
-    pub call_timeout_ms: u64,
-    #[serde(default = "default_memory_mb")]
-    pub memory_mb: u64,
-    /// Parallel instances (reward plugins); default: one per core.
-    pub instances: Option<usize>,
-}
-
-impl Default for PluginLimits {
-    fn default() -> Self {
-        PluginLimits {
-            call_timeout_ms: default_call_timeout_ms(),
-            memory_mb: default_memory_mb(),
-            instances: None,
-        }
-    }
-}
-
-fn default_call_timeout_ms() -> u64 {
-    10_000
-}
-fn default_memory_mb() -> u64 {
-    512
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum OnError {
-    /// Stop the run with an error naming the plugin, the call and the item.
-    #[default]
-    Abort,
-    /// Score a failed item 0 (all components 0), log it and go on.
-    Zero,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -190,6 +155,11 @@ pub struct DatasetEntry {
     /// generators such as loader-synthetic).
     #[serde(default)]
     pub files: Vec<PathBuf>,
+    /// Folders of images granted read-only apart from the data files: the
+    /// loader is not opened on them, the host names them in its config's
+    /// `image_roots` (for layouts that keep images in another folder).
+    #[serde(default)]
+    pub images: Vec<PathBuf>,
     /// Loader settings for this dataset, merged over the plugin's `config`.
     #[serde(default)]
     pub config: toml::Table,

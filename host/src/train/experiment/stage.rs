@@ -114,7 +114,7 @@ pub const OVERRIDE_KEYS: [OverrideKey; 17] = [
 ];
 
 /// Sets `value` at the dotted `key` of `table`.
-fn set_dotted(table: &mut toml::Table, key: &str, value: toml::Value) -> Result<()> {
+pub(super) fn set_dotted(table: &mut toml::Table, key: &str, value: toml::Value) -> Result<()> {
     let parts: Vec<&str> = key.split('.').collect();
     let (last, parents) = parts.split_last().context("empty key")?;
     let mut cur = table;
@@ -131,7 +131,7 @@ fn set_dotted(table: &mut toml::Table, key: &str, value: toml::Value) -> Result<
 }
 
 /// A TOML value written as text (`0.28`, `"k1"`, `[1, 2]`).
-fn toml_value(text: &str) -> Result<toml::Value> {
+pub(super) fn toml_value(text: &str) -> Result<toml::Value> {
     let parsed: toml::Table = format!("v = {text}")
         .parse()
         .map_err(|e| anyhow::anyhow!("value {text:?} is not a TOML value: {e}"))?;

@@ -94,6 +94,28 @@ impl Experiment {
                     format!("datasets.{name}.files: {} does not exist", f.display()),
                 );
             }
+            for f in &d.images {
+                if !f.exists() {
+                    check(
+                        false,
+                        format!("datasets.{name}.images: {} does not exist", f.display()),
+                    );
+                } else {
+                    check(
+                        f.is_dir(),
+                        format!("datasets.{name}.images: {} is not a directory", f.display()),
+                    );
+                }
+            }
+            let loader_config = self.plugins.get(&d.loader).map(|p| &p.config);
+            check(
+                !d.config.contains_key("image_roots")
+                    && !loader_config.is_some_and(|c| c.contains_key("image_roots")),
+                format!(
+                    "datasets.{name}: set image roots with images = [...], not config.image_roots \
+                     (the host grants the folders and writes image_roots itself)"
+                ),
+            );
         }
         if let Some(f) = &self.schedule.file {
             check(
@@ -231,6 +253,45 @@ mod tests {
         let msg = format!("{:#}", Experiment::load(&p).unwrap_err());
         assert!(msg.contains("model.threads: must be at least 1"), "{msg}");
         assert!(msg.contains("model.workers: must be at least 1"), "{msg}");
+    }
+
+    #[test]
+    fn image_folders_must_exist_and_roots_come_from_images_only() {
+        let (dir, p) = setup("");
+        let text = std::fs::read_to_string(&p).unwrap().replace(
+            "files = [\"data/train.jsonl\"]",
+            "files = [\"data/train.jsonl\"]\nimages = [\"data/train.jsonl\", \"data/pics\"]\nconfig = { image_roots = [\"/srv/pics\"] }",
+        );
+        std::fs::write(&p, text).unwrap();
+        let msg = format!("{:#}", Experiment::load(&p).unwrap_err());
+        let file = dir.path().join("data/train.jsonl");
+        let pics = dir.path().join("data/pics");
+        assert!(
+            msg.contains(&format!(
+                "datasets.train.images: {} is not a directory",
+                file.display()
+            )),
+            "{msg}"
+        );
+        assert!(
+            msg.contains(&format!(
+                "datasets.train.images: {} does not exist",
+                pics.display()
+            )),
+            "{msg}"
+        );
+        assert!(
+            msg.contains(
+                "datasets.train: set image roots with images = [...], not config.image_roots"
+            ),
+            "{msg}"
+        );
+        // In the loader plugin's own table too.
+        let msg = error_of("[plugins.jsonl.config]\nimage_roots = [\"/srv\"]\n");
+        assert!(
+            msg.contains("datasets.train: set image roots with images = [...]"),
+            "{msg}"
+        );
     }
 
     #[test]
