@@ -8,6 +8,7 @@ pub mod checkpoint_store;
 pub mod data;
 pub mod eval;
 pub mod experiment;
+pub mod failures;
 pub mod plugins;
 pub mod policy;
 pub mod rollout;
