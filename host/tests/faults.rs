@@ -122,8 +122,8 @@ fn opts(resume: bool, max_steps: Option<u64>) -> RunOptions {
 /// it holds the source's tokenizer files unchanged.
 fn assert_complete(dir: &Path, source: &Path) {
     for f in ["config.json", "tokenizer.json", "tokenizer_config.json"] {
-        let got = std::fs::read(dir.join(f))
-            .unwrap_or_else(|e| panic!("{}: {f}: {e}", dir.display()));
+        let got =
+            std::fs::read(dir.join(f)).unwrap_or_else(|e| panic!("{}: {f}: {e}", dir.display()));
         if f != "config.json" {
             assert_eq!(got, std::fs::read(source.join(f)).unwrap(), "{f} changed");
         }
@@ -238,7 +238,12 @@ fn run_takes_a_bare_file_name_that_extends_another() {
     )
     .unwrap();
     let out = cli_support::ok(dir.path(), &["run", "child.toml"]);
-    assert!(dir.path().join("run/final-model/model.safetensors").is_file(), "{out}");
+    assert!(
+        dir.path()
+            .join("run/final-model/model.safetensors")
+            .is_file(),
+        "{out}"
+    );
 }
 
 /// Replaces the dataset with `rows` (one JSON object a line).
@@ -352,9 +357,10 @@ fn dynamic_sampling_reports_uniform_groups_and_unknown_metrics() {
             && !msg.contains("max_prompt_tokens"),
         "{msg}"
     );
-    let text = std::fs::read_to_string(&path)
-        .unwrap()
-        .replace("max_retries = 1\n", "max_retries = 1\nmetric = \"acuracy\"\n");
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "max_retries = 1\n",
+        "max_retries = 1\nmetric = \"acuracy\"\n",
+    );
     std::fs::write(&path, text).unwrap();
     let exp = Experiment::load(&path).unwrap();
     let msg = format!("{:#}", run(&exp, &opts(false, None)).unwrap_err());
@@ -378,7 +384,8 @@ fn resume_warns_when_the_metrics_history_is_gone() {
     assert_eq!(resumed.steps, 2);
     assert_eq!(resumed.warnings.len(), 1, "{:?}", resumed.warnings);
     assert!(
-        resumed.warnings[0].contains("holds 0 of the 1 records written before the checkpoint of step 1")
+        resumed.warnings[0]
+            .contains("holds 0 of the 1 records written before the checkpoint of step 1")
             && resumed.warnings[0].contains("the run goes on from step 2"),
         "{:?}",
         resumed.warnings
@@ -417,8 +424,11 @@ impl Lcg {
 /// Whether a checkpoint is being written (its temporary directory exists).
 fn mid_checkpoint(ckpts: &Path) -> bool {
     std::fs::read_dir(ckpts).is_ok_and(|rd| {
-        rd.flatten()
-            .any(|e| e.file_name().to_string_lossy().starts_with(".incomplete-step-"))
+        rd.flatten().any(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(".incomplete-step-")
+        })
     })
 }
 
@@ -455,8 +465,8 @@ fn kill_9_at_random_points_then_resume_equals_an_uninterrupted_run() {
         let mut child = cmd.spawn().unwrap();
         // Every other attempt waits for a checkpoint write and kills it there.
         let aim_mid_write = attempt % 2 == 1 && kills < 8;
-        let deadline = std::time::Instant::now()
-            + std::time::Duration::from_secs_f64(0.3 + 2.5 * rng.next());
+        let deadline =
+            std::time::Instant::now() + std::time::Duration::from_secs_f64(0.3 + 2.5 * rng.next());
         let status = loop {
             if let Some(s) = child.try_wait().unwrap() {
                 break Some(s);
@@ -487,7 +497,10 @@ fn kill_9_at_random_points_then_resume_equals_an_uninterrupted_run() {
     }
     assert!(finished, "the run never finished");
     eprintln!("{kills} kills, {mid_write} while a checkpoint was being written");
-    assert!(kills >= 4 && mid_write >= 2, "{kills} kills, {mid_write} mid-write");
+    assert!(
+        kills >= 4 && mid_write >= 2,
+        "{kills} kills, {mid_write} mid-write"
+    );
     assert_eq!(comparable_steps(&dir.path().join("run")), want);
     for e in std::fs::read_dir(&ckpts).unwrap().flatten() {
         let p = e.path();

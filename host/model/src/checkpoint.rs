@@ -144,7 +144,8 @@ fn read_source_files(dir: &Path) -> Result<Vec<(String, Vec<u8>)>> {
     for f in std::iter::once(&"config.json").chain(COMPANION_FILES) {
         let p = dir.join(f);
         if p.is_file() {
-            let bytes = std::fs::read(&p).with_context(|| format!("cannot read {}", p.display()))?;
+            let bytes =
+                std::fs::read(&p).with_context(|| format!("cannot read {}", p.display()))?;
             out.push((f.to_string(), bytes));
         }
     }

@@ -42,7 +42,9 @@ impl CheckpointStore {
         write(&tmp)
             .and_then(|()| sync_dir(&tmp))
             .map_err(|e| self.explain_full_disk(e))
-            .with_context(|| format!("writing checkpoint for step {step} into {}", tmp.display()))?;
+            .with_context(|| {
+                format!("writing checkpoint for step {step} into {}", tmp.display())
+            })?;
         let final_dir = self.step_dir(step);
         if final_dir.exists() {
             // Re-saving a step (e.g. after resume) replaces it.
@@ -96,7 +98,8 @@ impl CheckpointStore {
         let name = std::fs::read_to_string(&pointer)
             .with_context(|| format!("cannot read {}", pointer.display()))?;
         let name = name.trim();
-        let remedy = || match self.list() {
+        let remedy = || {
+            match self.list() {
             Ok(all) if !all.is_empty() => format!(
                 "write the name of a complete checkpoint into it (here: {}), or remove it to start over",
                 all.iter()
@@ -105,6 +108,7 @@ impl CheckpointStore {
                     .join(", ")
             ),
             _ => "remove it to start over".to_string(),
+        }
         };
         let is_step = name
             .strip_prefix("step-")
@@ -292,8 +296,10 @@ mod tests {
             std::fs::write(&pointer, content).unwrap();
             let msg = format!("{:#}", store.latest().unwrap_err());
             assert!(
-                msg.contains(&format!("{} should name a checkpoint directory", pointer.display()))
-                    && msg.contains(what)
+                msg.contains(&format!(
+                    "{} should name a checkpoint directory",
+                    pointer.display()
+                )) && msg.contains(what)
                     && msg.contains("(here: step-00000004, step-00000008)"),
                 "{msg}"
             );
@@ -339,8 +345,14 @@ mod tests {
         let file = d.path().join("f");
         std::fs::write(&file, "x").unwrap();
         let msg = format!("{:#}", check_writable(&file.join("ckpt")).unwrap_err());
-        assert!(msg.contains(&format!("{} is a file", file.display())), "{msg}");
+        assert!(
+            msg.contains(&format!("{} is a file", file.display())),
+            "{msg}"
+        );
         check_writable(&d.path().join("new/dir")).unwrap();
-        assert_eq!(std::fs::read_dir(d.path().join("new/dir")).unwrap().count(), 0);
+        assert_eq!(
+            std::fs::read_dir(d.path().join("new/dir")).unwrap().count(),
+            0
+        );
     }
 }

@@ -40,8 +40,10 @@ pub fn load_model(
     let model = match (dir, section.init) {
         (Some(d), _) => checkpoint::load_with(d, device, kind, opts)
             .with_context(|| format!("loading the model from {}", d.display()))?,
-        (None, ModelInit::Pretrained) => checkpoint::load_with(&section.path, device, kind, opts)
-            .with_context(|| format!("model.path: loading {}", section.path.display()))?,
+        (None, ModelInit::Pretrained) => {
+            checkpoint::load_with(&section.path, device, kind, opts)
+                .with_context(|| format!("model.path: loading {}", section.path.display()))?
+        }
         (None, ModelInit::Random) => {
             let config = ModelConfig::from_dir(&section.path)
                 .with_context(|| format!("model.path: {}", section.path.display()))?;

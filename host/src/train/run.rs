@@ -112,7 +112,8 @@ fn save_final_model(t: &Trainer, dir: &Path) -> Result<()> {
     }
     t.policy.save(&tmp)?;
     if dir.exists() {
-        std::fs::remove_dir_all(dir).with_context(|| format!("cannot replace {}", dir.display()))?;
+        std::fs::remove_dir_all(dir)
+            .with_context(|| format!("cannot replace {}", dir.display()))?;
     }
     std::fs::rename(&tmp, dir)
         .with_context(|| format!("cannot move {} to {}", tmp.display(), dir.display()))

@@ -222,10 +222,7 @@ impl Processor {
         let (bytes, name) = match img {
             ImageInput::Path(p) => (
                 std::fs::read(p).with_context(|| {
-                    format!(
-                        "{sample}, image {index}: cannot read {}",
-                        p.display()
-                    )
+                    format!("{sample}, image {index}: cannot read {}", p.display())
                 })?,
                 p.display().to_string(),
             ),

@@ -68,7 +68,10 @@ struct Entries {
 impl<'de> de::MapAccess<'de> for Entries {
     type Error = Error;
 
-    fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, Error> {
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, Error> {
         let Some(k) = self.keys.get(self.next) else {
             return Ok(None);
         };
@@ -91,7 +94,10 @@ struct Elements {
 impl<'de> de::SeqAccess<'de> for Elements {
     type Error = Error;
 
-    fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>, Error> {
+    fn next_element_seed<T: DeserializeSeed<'de>>(
+        &mut self,
+        seed: T,
+    ) -> Result<Option<T::Value>, Error> {
         if self.left == 0 {
             return Ok(None);
         }
@@ -127,7 +133,11 @@ impl<'de> de::VariantAccess<'de> for UnitOnly {
     fn tuple_variant<V: Visitor<'de>>(self, _: usize, _: V) -> Result<V::Value, Error> {
         Err(de::Error::custom("the probe takes unit variants only"))
     }
-    fn struct_variant<V: Visitor<'de>>(self, _: &'static [&'static str], _: V) -> Result<V::Value, Error> {
+    fn struct_variant<V: Visitor<'de>>(
+        self,
+        _: &'static [&'static str],
+        _: V,
+    ) -> Result<V::Value, Error> {
         Err(de::Error::custom("the probe takes unit variants only"))
     }
 }

@@ -304,7 +304,10 @@ mod tests {
             "{msg}"
         );
         let msg = with_extra("grpo.clip_low", "1.5");
-        assert!(msg.contains("grpo.clip_low = 1.5: must be in (0, 1)"), "{msg}");
+        assert!(
+            msg.contains("grpo.clip_low = 1.5: must be in (0, 1)"),
+            "{msg}"
+        );
         let o = lmmhost_sdk::Overrides {
             dynamic_sampling: Some(true),
             pad: lmmhost_sdk::PadOverrides {

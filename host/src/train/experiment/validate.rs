@@ -109,11 +109,17 @@ pub const RANGES: &[(&str, Range)] = &[
         range(Bound::Inclusive(1.0), Bound::Inclusive(4096.0))
             .because("a 32-bit WebAssembly memory holds at most 4 GiB"),
     ),
-    ("plugins.*.limits.instances", range(Bound::Inclusive(1.0), Bound::Inclusive(1024.0))),
+    (
+        "plugins.*.limits.instances",
+        range(Bound::Inclusive(1.0), Bound::Inclusive(1024.0)),
+    ),
     ("rewards[].weight", ANY),
     ("rollout.group_size", at_least(1.0)),
     ("rollout.temperature", above(0.0)),
-    ("rollout.top_p", range(Bound::Exclusive(0.0), Bound::Inclusive(1.0))),
+    (
+        "rollout.top_p",
+        range(Bound::Exclusive(0.0), Bound::Inclusive(1.0)),
+    ),
     ("rollout.top_k", at_least(0.0).because("0 disables top-k")),
     ("rollout.max_prompt_tokens", at_least(1.0)),
     ("rollout.max_response_tokens", at_least(1.0)),
@@ -121,7 +127,10 @@ pub const RANGES: &[(&str, Range)] = &[
     ("rollout.prompts_per_step", at_least(1.0)),
     ("optim.lr", at_least(0.0)),
     ("optim.warmup_steps", at_least(0.0)),
-    ("optim.min_lr_ratio", range(Bound::Inclusive(0.0), Bound::Inclusive(1.0))),
+    (
+        "optim.min_lr_ratio",
+        range(Bound::Inclusive(0.0), Bound::Inclusive(1.0)),
+    ),
     ("optim.decay_steps", at_least(1.0)),
     (
         "optim.betas[]",
@@ -132,11 +141,20 @@ pub const RANGES: &[(&str, Range)] = &[
         range(Bound::Exclusive(0.0), Bound::Inclusive(1.0))
             .because("it keeps AdamW's denominator positive"),
     ),
-    ("optim.weight_decay", at_least(0.0).because("a negative decay grows the weights")),
-    ("optim.grad_clip", at_least(0.0).because("0 disables clipping")),
+    (
+        "optim.weight_decay",
+        at_least(0.0).because("a negative decay grows the weights"),
+    ),
+    (
+        "optim.grad_clip",
+        at_least(0.0).because("0 disables clipping"),
+    ),
     ("optim.micro_batch_size", at_least(1.0)),
     ("optim.updates_per_batch", at_least(1.0)),
-    ("grpo.clip_low", range(Bound::Exclusive(0.0), Bound::Exclusive(1.0))),
+    (
+        "grpo.clip_low",
+        range(Bound::Exclusive(0.0), Bound::Exclusive(1.0)),
+    ),
     ("grpo.clip_high", above(0.0)),
     ("grpo.dual_clip", above(1.0)),
     (
@@ -146,13 +164,22 @@ pub const RANGES: &[(&str, Range)] = &[
     ("grpo.kl.coef", at_least(0.0)),
     ("grpo.entropy.coef", at_least(0.0)),
     ("grpo.entropy.warmup_steps", at_least(0.0)),
-    ("grpo.entropy.decay", range(Bound::Exclusive(0.0), Bound::Inclusive(1.0))),
-    ("grpo.pad.t_low", above(0.0).because("zero-advantage samples carry no gradient")),
+    (
+        "grpo.entropy.decay",
+        range(Bound::Exclusive(0.0), Bound::Inclusive(1.0)),
+    ),
+    (
+        "grpo.pad.t_low",
+        above(0.0).because("zero-advantage samples carry no gradient"),
+    ),
     (
         "grpo.pad.t_high",
         range(Bound::Exclusive(0.0), Bound::Inclusive(f64::INFINITY)),
     ),
-    ("grpo.pad.ratio", range(Bound::Exclusive(0.0), Bound::Inclusive(1.0))),
+    (
+        "grpo.pad.ratio",
+        range(Bound::Exclusive(0.0), Bound::Inclusive(1.0)),
+    ),
     ("grpo.pad.tau_start", above(0.0)),
     ("grpo.pad.tau_end", above(0.0)),
     ("grpo.pad.tau_decay_steps", at_least(0.0)),
@@ -160,10 +187,16 @@ pub const RANGES: &[(&str, Range)] = &[
         "grpo.dynamic_sampling.max_retries",
         range(Bound::Inclusive(0.0), Bound::Inclusive(1000.0)),
     ),
-    ("checkpoint.every", at_least(0.0).because("0 saves only at the end")),
+    (
+        "checkpoint.every",
+        at_least(0.0).because("0 saves only at the end"),
+    ),
     ("checkpoint.keep_last", at_least(1.0)),
     ("logging.total_steps", at_least(1.0)),
-    ("eval.every", at_least(0.0).because("0 evaluates only at stage boundaries and the end")),
+    (
+        "eval.every",
+        at_least(0.0).because("0 evaluates only at stage boundaries and the end"),
+    ),
     ("eval.samples", at_least(1.0)),
     ("eval.pass_k[]", at_least(1.0)),
     ("eval.temperature", above(0.0)),
@@ -409,7 +442,10 @@ mod tests {
             .map(|(k, _)| *k)
             .filter(|k| !keys.iter().any(|(n, _)| n == k))
             .collect();
-        assert!(stale.is_empty(), "RANGES entries the schema does not have: {stale:?}");
+        assert!(
+            stale.is_empty(),
+            "RANGES entries the schema does not have: {stale:?}"
+        );
     }
 
     /// A value just outside the range, when the key's type can hold one.
@@ -433,9 +469,11 @@ mod tests {
     /// `plugins.*.limits.memory_mb` as a path in the test file, and that
     /// path as the error names it.
     fn concrete(pattern: &str) -> (Vec<String>, String) {
-        let named = pattern
-            .replacen("plugins.*", "plugins.math", 1)
-            .replacen("datasets.*", "datasets.train", 1);
+        let named = pattern.replacen("plugins.*", "plugins.math", 1).replacen(
+            "datasets.*",
+            "datasets.train",
+            1,
+        );
         let parts = named.split('.').map(str::to_string).collect();
         (parts, named.replace("[]", "[0]"))
     }
@@ -459,7 +497,10 @@ mod tests {
         }
         match last.strip_suffix("[]") {
             Some(name) => {
-                t.insert(name.to_string(), toml::Value::Array(vec![value.clone(), value]));
+                t.insert(
+                    name.to_string(),
+                    toml::Value::Array(vec![value.clone(), value]),
+                );
             }
             None => {
                 t.insert(last.clone(), value);
@@ -498,7 +539,10 @@ mod tests {
             );
             checked += 1;
         }
-        assert!(checked > 35, "only {checked} keys had an out-of-range value");
+        assert!(
+            checked > 35,
+            "only {checked} keys had an out-of-range value"
+        );
     }
 
     #[test]
@@ -506,9 +550,18 @@ mod tests {
         let msg = error_of(
             "[optim]\neps = -1e-8\nweight_decay = -0.1\n[grpo]\nloss_constant_length = 0\n",
         );
-        assert!(msg.contains("optim.eps = -1e-8: must be in (0, 1]"), "{msg}");
-        assert!(msg.contains("optim.weight_decay = -0.1: must be >= 0"), "{msg}");
-        assert!(msg.contains("grpo.loss_constant_length = 0: must be >= 1"), "{msg}");
+        assert!(
+            msg.contains("optim.eps = -1e-8: must be in (0, 1]"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("optim.weight_decay = -0.1: must be >= 0"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("grpo.loss_constant_length = 0: must be >= 1"),
+            "{msg}"
+        );
         let msg = error_of("[plugins.math.limits]\nmemory_mb = 17592186044416\n");
         assert!(
             msg.contains("plugins.math.limits.memory_mb = 17592186044416: must be in [1, 4096]"),
@@ -534,7 +587,10 @@ mod tests {
             ("grpo.pad.t_low", s.grpo.pad.t_low),
             ("grpo.pad.t_high", s.grpo.pad.t_high),
             ("grpo.pad.ratio", s.grpo.pad.ratio),
-            ("plugins.*.limits.memory_mb", e.plugins["math"].limits.memory_mb as f64),
+            (
+                "plugins.*.limits.memory_mb",
+                e.plugins["math"].limits.memory_mb as f64,
+            ),
             ("checkpoint.keep_last", e.checkpoint.keep_last as f64),
         ];
         for (k, v) in defaults {

@@ -103,7 +103,11 @@ pub(crate) fn collect(
         out.batch.append(scored, &keep, p);
     }
     if out.batch.rows.is_empty() {
-        bail!("step {}: {}", t.state.global_step + 1, why_empty(t, s, &out));
+        bail!(
+            "step {}: {}",
+            t.state.global_step + 1,
+            why_empty(t, s, &out)
+        );
     }
     Ok(out)
 }
@@ -216,11 +220,9 @@ fn score(
         .block_on(scoring)
         .context("the reward task panicked")??;
     time.reward += secs;
-    let failures = reward_failures(
-        t.state.global_step + 1,
-        &scores,
-        |i| sample_name(&round.samples[round.kept[round.rows[i].group]]),
-    );
+    let failures = reward_failures(t.state.global_step + 1, &scores, |i| {
+        sample_name(&round.samples[round.kept[round.rows[i].group]])
+    });
     Ok(ScoredRound {
         failures,
         rows: round.rows,
