@@ -1,5 +1,6 @@
-//! What a run survives: resume across checkpoint pruning, a place it cannot
-//! write, an experiment file that extends another by a bare name. A tiny
+//! What a run survives and the bad inputs it names: resume across checkpoint
+//! pruning, SIGKILL at random moments, a place it cannot write, a bare-name
+//! `extends`, special tokens in data, bad rows, uniform groups. A tiny
 //! random Qwen2 (character tokenizer) trained by GRPO on CPU, with the core
 //! plugins as components.
 
@@ -10,18 +11,10 @@ use std::path::{Path, PathBuf};
 use lmmhost::train::experiment::Experiment;
 use lmmhost::train::run::{run, RunOptions};
 
+use cli_support::plugin;
+
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn plugin(name: &str) -> PathBuf {
-    let p = repo().join("target/plugins").join(format!("{name}.wasm"));
-    assert!(
-        p.is_file(),
-        "{} is missing: run scripts/build-plugins.sh first",
-        p.display()
-    );
-    p
 }
 
 /// The model directory: a 1-layer Qwen2 (hidden 32) with the character
