@@ -433,14 +433,29 @@ fn mid_checkpoint(ckpts: &Path) -> bool {
 fn kill_9_at_random_points_then_resume_equals_an_uninterrupted_run() {
     const STEPS: u64 = 8;
     let extra = "[checkpoint]\nevery = 1\nkeep_last = 2\n";
+    // Wider than the other tests' model, so that a checkpoint write lasts
+    // long enough to be caught in the act.
+    let widen = |dir: &Path| {
+        let cfg = dir.join("model/config.json");
+        let mut c: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
+        c["hidden_size"] = 256.into();
+        c["intermediate_size"] = 512.into();
+        c["num_hidden_layers"] = 2.into();
+        std::fs::write(&cfg, c.to_string()).unwrap();
+    };
     let whole = tempfile::tempdir().unwrap();
     let path = experiment(whole.path(), STEPS, extra);
+    widen(whole.path());
+    let t0 = std::time::Instant::now();
     cli_support::ok(whole.path(), &["run", path.to_str().unwrap()]);
+    let whole_secs = t0.elapsed().as_secs_f64();
     let want = comparable_steps(&whole.path().join("run"));
     assert_eq!(want.len(), STEPS as usize);
 
     let dir = tempfile::tempdir().unwrap();
     let path = experiment(dir.path(), STEPS, extra);
+    widen(dir.path());
     let ckpts = dir.path().join("run/checkpoints");
     let mut rng = Lcg(17);
     let (mut kills, mut mid_write) = (0, 0);
@@ -458,8 +473,8 @@ fn kill_9_at_random_points_then_resume_equals_an_uninterrupted_run() {
         let mut child = cmd.spawn().unwrap();
         // Every other attempt waits for a checkpoint write and kills it there.
         let aim_mid_write = attempt % 2 == 1 && kills < 8;
-        let deadline =
-            std::time::Instant::now() + std::time::Duration::from_secs_f64(0.3 + 2.5 * rng.next());
+        let deadline = std::time::Instant::now()
+            + std::time::Duration::from_secs_f64(whole_secs * (0.15 + 0.35 * rng.next()));
         let status = loop {
             if let Some(s) = child.try_wait().unwrap() {
                 break Some(s);
