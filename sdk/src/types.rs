@@ -61,7 +61,11 @@ pub enum ContentPart {
     Image(ImageSource),
 }
 
-/// One chat turn. `role` is "system", "user" or "assistant".
+/// The roles a chat turn may have (those the chat templates render); the
+/// host refuses a sample with any other.
+pub const CHAT_ROLES: [&str; 4] = ["system", "user", "assistant", "tool"];
+
+/// One chat turn. `role` is one of [`CHAT_ROLES`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Message {

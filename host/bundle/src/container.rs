@@ -73,6 +73,13 @@ impl RawBundle {
                 Ok(s)
             };
             let tag = take(&mut pos, 1)?[0];
+            if index > 0 && !matches!(tag, b'M' | b'S' | b'C') {
+                bail!(
+                    "bundle has {} bytes of trailing data at byte {at}, after its last record (record {}): they do not start a record (tag 0x{tag:02x}); was something appended to the file?",
+                    bytes.len() - at,
+                    index - 1
+                );
+            }
             let nlen = take(&mut pos, 2)?;
             let nlen = u16::from_le_bytes([nlen[0], nlen[1]]) as usize;
             let name = std::str::from_utf8(take(&mut pos, nlen)?)

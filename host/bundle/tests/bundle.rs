@@ -400,4 +400,18 @@ fn malformed_bundle_files_are_clear_errors() {
     let mut b = bytes.clone();
     b[8] = 9;
     assert!(refusal(&b, &policy).contains("container format 9"));
+    // Bytes appended to a complete bundle are named as such, not as a truncated record.
+    for tail in [&b"\n"[..], b"appended text\n", &[0u8; 64]] {
+        let mut b = bytes.clone();
+        b.extend_from_slice(tail);
+        let err = refusal(&b, &policy);
+        assert!(
+            err.contains(&format!(
+                "{} bytes of trailing data at byte {}",
+                tail.len(),
+                bytes.len()
+            )) && !err.contains("truncated"),
+            "{err}"
+        );
+    }
 }

@@ -8,7 +8,9 @@
 //! Out: a directory `from_pretrained` loads unchanged: config.json as read,
 //! the input's key layout (see [`Source::layout`]) and tensor dtypes, safetensors with
 //! `{"format": "pt"}` metadata, sharded past a size limit, tokenizer and
-//! processor files copied along.
+//! processor files written along. Those files are read into memory at load,
+//! so every save is complete even after the source directory is gone (a
+//! resumed run whose checkpoint was pruned since).
 
 use anyhow::{bail, Context, Result};
 use std::collections::HashMap;
@@ -40,6 +42,9 @@ pub const COMPANION_FILES: &[&str] = &[
 pub struct Source {
     /// None for a randomly initialised model.
     pub dir: Option<PathBuf>,
+    /// `config.json` and the [`COMPANION_FILES`] the source had, by file
+    /// name, as read when the model was loaded.
+    pub files: Vec<(String, Vec<u8>)>,
     /// The key layout save writes: the one read, except where transformers
     /// reads the architecture in one layout only (Qwen3-VL: its module layout).
     pub layout: KeyLayout,
@@ -67,6 +72,10 @@ pub fn init_random(
     let model = Model::build(&config, &mut w)?;
     let source = Source {
         dir: files_dir.map(Path::to_path_buf),
+        files: match files_dir {
+            Some(d) => read_source_files(d)?,
+            None => Vec::new(),
+        },
         layout: config.architecture.save_layout(KeyLayout::Published),
         source_kinds: HashMap::new(),
         unused: Vec::new(),
@@ -95,14 +104,29 @@ pub fn init_random_seeded(
     init_random(config, files_dir, device, kind)
 }
 
-/// Loads the checkpoint directory `dir` on `device` in `kind`.
+/// What loading accepts beyond a sound checkpoint.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LoadOptions {
+    /// Take weights holding NaN or infinities instead of refusing them.
+    pub allow_non_finite: bool,
+}
+
+/// Loads the checkpoint directory `dir` on `device` in `kind`; weights that
+/// are not finite or not floating-point are refused, naming the tensor.
 pub fn load(dir: &Path, device: Device, kind: Kind) -> Result<LoadedModel> {
+    load_with(dir, device, kind, LoadOptions::default())
+}
+
+/// [`load`] with options.
+pub fn load_with(dir: &Path, device: Device, kind: Kind, opts: LoadOptions) -> Result<LoadedModel> {
     let config = ModelConfig::from_dir(dir)?;
     let mut w = Weights::load(dir, device, kind)?;
+    w.allow_non_finite = opts.allow_non_finite;
     let model = Model::build(&config, &mut w)?;
     let unused = w.unused();
     let source = Source {
         dir: Some(dir.to_path_buf()),
+        files: read_source_files(dir)?,
         layout: config.architecture.save_layout(w.layout()),
         source_kinds: w.source_kinds().clone(),
         unused,
@@ -112,6 +136,20 @@ pub fn load(dir: &Path, device: Device, kind: Kind) -> Result<LoadedModel> {
         config,
         source,
     })
+}
+
+/// `config.json` and the companion files present in `dir`.
+fn read_source_files(dir: &Path) -> Result<Vec<(String, Vec<u8>)>> {
+    let mut out = Vec::new();
+    for f in std::iter::once(&"config.json").chain(COMPANION_FILES) {
+        let p = dir.join(f);
+        if p.is_file() {
+            let bytes =
+                std::fs::read(&p).with_context(|| format!("cannot read {}", p.display()))?;
+            out.push((f.to_string(), bytes));
+        }
+    }
+    Ok(out)
 }
 
 /// How to write a checkpoint.
@@ -157,26 +195,15 @@ pub fn save(loaded: &LoadedModel, out_dir: &Path, opts: &SaveOptions) -> Result<
         tensors.push((src.layout.file_key(&name), t, kind));
     }
     write_shards(tensors, out_dir, opts.max_shard_bytes)?;
-    // config.json exactly as read.
-    let cfg_dst = out_dir.join("config.json");
-    let cfg_src = src.dir.as_ref().map(|d| d.join("config.json"));
-    if let Some(cfg_src) = cfg_src.filter(|p| p.exists()) {
-        std::fs::copy(&cfg_src, &cfg_dst).with_context(|| {
-            format!("cannot copy {} to {}", cfg_src.display(), cfg_dst.display())
-        })?;
-    } else {
+    // config.json exactly as read, else as parsed (a config built in code).
+    if !src.files.iter().any(|(name, _)| name == "config.json") {
+        let cfg_dst = out_dir.join("config.json");
         std::fs::write(&cfg_dst, serde_json::to_string_pretty(&loaded.config.raw)?)
             .with_context(|| format!("cannot write {}", cfg_dst.display()))?;
     }
-    for f in COMPANION_FILES {
-        let Some(s) = src.dir.as_ref().map(|d| d.join(f)) else {
-            break;
-        };
-        if s.exists() {
-            let d = out_dir.join(f);
-            std::fs::copy(&s, &d)
-                .with_context(|| format!("cannot copy {} to {}", s.display(), d.display()))?;
-        }
+    for (name, bytes) in &src.files {
+        let d = out_dir.join(name);
+        std::fs::write(&d, bytes).with_context(|| format!("cannot write {}", d.display()))?;
     }
     Ok(())
 }

@@ -61,6 +61,8 @@ pub struct Weights {
     source_kinds: HashMap<String, Kind>,
     /// Random initialisation instead of files: (device, kind).
     random: Option<(Device, Kind)>,
+    /// Take tensors holding NaN or infinities (refused by default).
+    pub allow_non_finite: bool,
 }
 
 fn kind_of(dtype: Dtype) -> Option<Kind> {
@@ -212,6 +214,7 @@ impl Weights {
             dir: dir.to_path_buf(),
             source_kinds,
             random: None,
+            allow_non_finite: false,
         })
     }
 
@@ -224,6 +227,7 @@ impl Weights {
             dir: PathBuf::from("<random init>"),
             source_kinds: HashMap::new(),
             random: Some((device, kind)),
+            allow_non_finite: false,
         }
     }
 
@@ -267,6 +271,23 @@ impl Weights {
                 file.display(),
                 t.size()
             );
+        }
+        if !t.is_floating_point() {
+            bail!(
+                "tensor {key} in {} is stored as {:?}; a weight must be a floating-point dtype (F32, F16, BF16 or F64)",
+                file.display(),
+                t.kind()
+            );
+        }
+        if !self.allow_non_finite {
+            let bad = t.isfinite().logical_not().sum(Kind::Int64).int64_value(&[]);
+            if bad > 0 {
+                bail!(
+                    "tensor {key} in {} has {bad} of {} values that are NaN or infinite (a diverged or corrupt checkpoint); set model.allow_non_finite_weights = true to load it anyway",
+                    file.display(),
+                    t.numel()
+                );
+            }
         }
         Ok(t)
     }

@@ -534,3 +534,52 @@ fn tiny_quickstart_config_runs() {
     assert_eq!(logits.size(), vec![1, n, 1024]);
     assert!(logits.isfinite().all().int64_value(&[]) == 1);
 }
+
+/// `a_text_qwen2` with `model.norm.weight` replaced by `make(original)`.
+fn with_norm(tmp: &Path, name: &str, make: impl Fn(&Tensor) -> Tensor) -> PathBuf {
+    let d = tmp.join(name);
+    copy_dir(&ckpt("a_text_qwen2"), &d);
+    let mut t = Tensor::read_safetensors(d.join("model.safetensors")).unwrap();
+    for (k, v) in t.iter_mut() {
+        if k == "model.norm.weight" {
+            *v = make(v);
+        }
+    }
+    Tensor::write_safetensors(&t, d.join("model.safetensors")).unwrap();
+    d
+}
+
+#[test]
+fn integer_and_non_finite_weights_are_refused_naming_the_tensor() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ints = with_norm(tmp.path(), "ints", |t| t.to_kind(Kind::Int));
+    let err = load_err(&ints);
+    assert!(
+        err.contains("tensor model.norm.weight")
+            && err.contains("ints/model.safetensors")
+            && err.contains("is stored as Int")
+            && err.contains("floating-point"),
+        "{err}"
+    );
+    let nan = with_norm(tmp.path(), "nan", |t| {
+        let t = t.copy();
+        let _ = t.get(3).fill_(f64::NAN);
+        let _ = t.get(5).fill_(f64::INFINITY);
+        t
+    });
+    let err = load_err(&nan);
+    assert!(
+        err.contains("tensor model.norm.weight")
+            && err.contains("has 2 of 64 values that are NaN or infinite")
+            && err.contains("model.allow_non_finite_weights = true"),
+        "{err}"
+    );
+    // The explicit override loads it as stored.
+    let opts = checkpoint::LoadOptions {
+        allow_non_finite: true,
+    };
+    let m = checkpoint::load_with(&nan, Device::Cpu, Kind::Float, opts).unwrap();
+    let norm = &m.model.named_parameters();
+    let (_, w) = norm.iter().find(|(n, _)| n == "model.norm.weight").unwrap();
+    assert!(w.get(3).double_value(&[]).is_nan());
+}

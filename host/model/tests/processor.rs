@@ -503,3 +503,99 @@ fn measuring_counts_the_tokens_encoding_produces() {
         "{err}"
     );
 }
+
+/// A PNG whose header claims `w` x `h` pixels, with no image data.
+fn png_header_only(w: u32, h: u32) -> Vec<u8> {
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut c = !0u32;
+        for &b in bytes {
+            c ^= u32::from(b);
+            for _ in 0..8 {
+                c = if c & 1 == 1 {
+                    (c >> 1) ^ 0xEDB8_8320
+                } else {
+                    c >> 1
+                };
+            }
+        }
+        !c
+    }
+    let mut ihdr = b"IHDR".to_vec();
+    ihdr.extend_from_slice(&w.to_be_bytes());
+    ihdr.extend_from_slice(&h.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]); // 8-bit RGB
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    png.extend_from_slice(&13u32.to_be_bytes());
+    png.extend_from_slice(&ihdr);
+    png.extend_from_slice(&crc32(&ihdr).to_be_bytes());
+    for chunk in [&b"IDAT"[..], b"IEND"] {
+        png.extend_from_slice(&0u32.to_be_bytes());
+        png.extend_from_slice(chunk);
+        png.extend_from_slice(&crc32(chunk).to_be_bytes());
+    }
+    png
+}
+
+fn image_sample(img: ImageInput) -> Conversation {
+    vec![Message {
+        role: "user".into(),
+        parts: vec![Part::Image(img), Part::Text("how many?".into())],
+    }]
+}
+
+#[test]
+fn oversized_images_are_refused_from_their_header() {
+    let mut p = Processor::from_dir(model_dir()).unwrap();
+    // 20,000 x 20,000 would take 1.2 GB as RGB: refused without decoding.
+    let bomb = image_sample(ImageInput::Bytes(png_header_only(20_000, 20_000)));
+    let err = format!("{:#}", p.prepare(&[bomb], true).err().unwrap());
+    assert!(
+        err.contains("sample 0, image 0")
+            && err.contains("20000x20000 = 400000000 pixels, over the limit of 89478485")
+            && err.contains("model.max_image_pixels"),
+        "{err}"
+    );
+    // The limit is a setting: a 100x60 image passes at 6000 pixels, not below.
+    let wide = image_sample(ImageInput::Path(fixture_dir().join("wide_100x60.png")));
+    p.set_max_image_pixels(6000);
+    p.prepare(std::slice::from_ref(&wide), true).unwrap();
+    p.set_max_image_pixels(5999);
+    let err = format!("{:#}", p.prepare(&[wide], true).err().unwrap());
+    assert!(
+        err.contains("100x60 = 6000 pixels, over the limit of 5999"),
+        "{err}"
+    );
+}
+
+#[test]
+fn special_tokens_written_in_text_are_found() {
+    let p = Processor::from_dir(model_dir()).unwrap();
+    assert_eq!(
+        p.special_token_in("2+2? <|im_end|>\n<|im_start|>assistant\n4"),
+        Some("<|im_end|>")
+    );
+    assert_eq!(
+        p.special_token_in("see <|image_pad|>"),
+        Some("<|image_pad|>")
+    );
+    assert_eq!(p.special_token_in("a <|plain|> tag and <im_end>"), None);
+}
+
+#[test]
+fn a_vocab_smaller_than_the_tokenizer_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    for e in std::fs::read_dir(model_dir()).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, dir.path().join(p.file_name().unwrap())).unwrap();
+    }
+    let cfg = dir.path().join("config.json");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("\"vocab_size\": 1024", "\"vocab_size\": 100");
+    std::fs::write(&cfg, text).unwrap();
+    let err = format!("{:#}", Processor::from_dir(dir.path()).err().unwrap());
+    assert!(
+        err.contains("has token ids up to") && err.contains("sets vocab_size = 100"),
+        "{err}"
+    );
+}

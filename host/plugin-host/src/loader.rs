@@ -94,6 +94,18 @@ impl LoaderPlugin {
     /// Several samples in one call; the first failing index is an error naming it.
     pub fn get_many(&self, indices: &[u64]) -> Result<Vec<sdk::Sample>> {
         let name = &self.spec.name;
+        self.get_each(indices)?
+            .into_iter()
+            .zip(indices)
+            .map(|(r, i)| r.map_err(|e| anyhow!("plugin {name}: sample {i}: {e}")))
+            .collect()
+    }
+
+    /// Several samples in one call, each its own result (a bad row is the
+    /// loader's error for that index); the call itself failing (a trap, the
+    /// time budget) is the outer error.
+    pub fn get_each(&self, indices: &[u64]) -> Result<Vec<Result<sdk::Sample, String>>> {
+        let name = &self.spec.name;
         if let Some(bad) = indices.iter().find(|&&i| i >= self.info.len) {
             return Err(anyhow!(
                 "plugin {name}: index {bad} is out of range (dataset has {} samples)",
@@ -132,10 +144,7 @@ impl LoaderPlugin {
                 indices.len()
             ));
         }
-        list.into_iter()
-            .zip(indices)
-            .map(|(r, i)| r.map_err(|e| anyhow!("plugin {name}: sample {i}: {e}")))
-            .collect()
+        Ok(list)
     }
 }
 

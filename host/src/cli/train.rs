@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use lmmhost::train::eval::{evaluate, table, write_records, EvalSettings};
-use lmmhost::train::experiment::{Experiment, ModelInit, ModelSection};
+use lmmhost::train::experiment::{Experiment, ModelInit, ModelSection, SpecialTokens};
 use lmmhost::train::plugins::Reward;
 use lmmhost::train::policy::Policy;
 use lmmhost::train::run::{run, RunOptions};
@@ -96,6 +96,10 @@ pub struct EvalArgs {
     workers: usize,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Tokenise special tokens found in dataset text as written (by default
+    /// such a sample is refused, as `datasets.NAME.special_tokens` does).
+    #[arg(long)]
+    tokenize_special_tokens: bool,
     /// Where the per-sample answers go (default: eval-<model dir name>.jsonl).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -167,12 +171,11 @@ pub fn eval_cmd(args: EvalArgs) -> Result<()> {
         });
     }
     let section = ModelSection {
-        path: args.model.clone(),
         init: ModelInit::Pretrained,
         device: args.device.clone(),
         dtype: args.dtype.clone(),
-        threads: None,
         workers: args.workers,
+        ..ModelSection::new(args.model.clone())
     };
     let policy = Policy::load(&section, None, args.seed)?;
     let set = EvalSettings {
@@ -189,6 +192,11 @@ pub fn eval_cmd(args: EvalArgs) -> Result<()> {
         pass_k: args.pass_k.clone(),
         batch_prompts: 16,
         seed: args.seed,
+        special_tokens: if args.tokenize_special_tokens {
+            SpecialTokens::Tokenize
+        } else {
+            SpecialTokens::Refuse
+        },
     };
     let name = args
         .datasets

@@ -27,6 +27,9 @@ pub struct MetricsLog {
     tb: Option<EventWriter>,
     /// Records in the file (a checkpoint stores it; resume keeps that many).
     pub records: usize,
+    /// Records a resumed run expected to keep but did not find (the file
+    /// was deleted or cut short since the checkpoint).
+    pub missing: usize,
 }
 
 fn now() -> f64 {
@@ -43,14 +46,14 @@ impl MetricsLog {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let path = dir.join("metrics.jsonl");
         let kept: Vec<StepRecord> = match keep {
-            Some(n) if path.exists() => read_records(&path)?.into_iter().take(n).collect(),
+            Some(n) if path.exists() => read_first_records(&path, n)?,
             _ => Vec::new(),
         };
         let mut f = std::fs::File::create(&path)
             .with_context(|| format!("cannot create {}", path.display()))?;
         for r in &kept {
             serde_json::to_writer(&mut f, r)?;
-            writeln!(f)?;
+            writeln!(f).with_context(|| format!("cannot write {}", path.display()))?;
         }
         let tb = if tensorboard {
             Some(EventWriter::create(&dir.join("tensorboard"), now())?)
@@ -61,6 +64,7 @@ impl MetricsLog {
             path,
             tb,
             records: kept.len(),
+            missing: keep.map_or(0, |n| n.saturating_sub(kept.len())),
         })
     }
 
@@ -73,8 +77,10 @@ impl MetricsLog {
             .append(true)
             .open(&self.path)
             .with_context(|| format!("cannot open {}", self.path.display()))?;
-        serde_json::to_writer(&mut f, r)?;
-        writeln!(f).with_context(|| format!("cannot write {}", self.path.display()))?;
+        let mut line = serde_json::to_string(r)?;
+        line.push('\n');
+        f.write_all(line.as_bytes())
+            .with_context(|| format!("cannot write {}", self.path.display()))?;
         self.records += 1;
         if let Some(tb) = self.tb.as_mut() {
             let values: Vec<(String, f64)> = r
@@ -89,6 +95,22 @@ impl MetricsLog {
         }
         Ok(())
     }
+}
+
+/// The first `n` records of a metrics.jsonl file; what follows them (a line
+/// torn by a kill, records after the checkpoint) is not read.
+fn read_first_records(path: &Path, n: usize) -> Result<Vec<StepRecord>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .take(n)
+        .map(|(i, l)| {
+            serde_json::from_str(l)
+                .with_context(|| format!("{}:{}: not a metrics record", path.display(), i + 1))
+        })
+        .collect()
 }
 
 /// Reads a metrics.jsonl file; a bad line is an error naming its number.

@@ -47,6 +47,49 @@ impl DynamicSampling {
     }
 }
 
+impl DynamicSampling {
+    /// Fails when `metric` names a component none of the scored completions
+    /// report (a misspelt name would otherwise fall back to the total).
+    pub fn check_metric_reported<'a>(
+        &self,
+        components: impl Iterator<Item = &'a BTreeMap<String, f64>>,
+    ) -> Result<(), String> {
+        if self.metric == "total" {
+            return Ok(());
+        }
+        let mut seen: Vec<&String> = Vec::new();
+        for c in components {
+            if c.contains_key(&self.metric) {
+                return Ok(());
+            }
+            seen.extend(c.keys());
+        }
+        seen.sort();
+        seen.dedup();
+        if seen.is_empty() {
+            // Every item failed: nothing to compare the name with.
+            return Ok(());
+        }
+        Err(format!(
+            "grpo.dynamic_sampling.metric = {:?}: no reward plugin reports this score component; they report {}, or use \"total\" for the weighted sum",
+            self.metric,
+            seen.iter()
+                .map(|k| format!("{k:?}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    }
+
+    /// Why a step that generated `groups` groups in `rounds` rounds kept
+    /// none, and what to do about it.
+    pub fn all_uniform(&self, groups: usize, rounds: u32) -> String {
+        format!(
+            "dynamic sampling found every group uniform: all {groups} groups of {rounds} round(s) scored the same on `{}` within each group (all right or all wrong), so none has an advantage to learn from. This is common early in training on hard data (or late on easy data): raise grpo.dynamic_sampling.max_retries (now {}), rollout.group_size or rollout.temperature, mix in data of middling difficulty, or use grpo.pad instead, which trains on whatever groups have an advantage",
+            self.metric, self.max_retries
+        )
+    }
+}
+
 /// Which groups to keep: `true` where the group's scores are not all equal.
 pub fn informative_groups(scores: &[f64], group_size: usize) -> Vec<bool> {
     scores

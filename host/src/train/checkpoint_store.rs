@@ -3,6 +3,9 @@
 //! complete, and the `latest` pointer is replaced by rename too. A crash
 //! mid-write leaves the previous checkpoint and pointer intact; the leftover
 //! temporary directory is removed at the next save.
+//!
+//! Older checkpoints are pruned only after the new one is in place, so
+//! `keep_last = k` needs room for k + 1 checkpoints at the moment of a save.
 
 use std::path::{Path, PathBuf};
 
@@ -36,8 +39,12 @@ impl CheckpointStore {
         let tmp = self.dir.join(format!("{TMP_PREFIX}step-{step:08}"));
         std::fs::create_dir_all(&tmp)
             .with_context(|| format!("cannot create {}", tmp.display()))?;
-        write(&tmp).with_context(|| format!("writing checkpoint for step {step}"))?;
-        sync_dir(&tmp)?;
+        write(&tmp)
+            .and_then(|()| sync_dir(&tmp))
+            .map_err(|e| self.explain_full_disk(e))
+            .with_context(|| {
+                format!("writing checkpoint for step {step} into {}", tmp.display())
+            })?;
         let final_dir = self.step_dir(step);
         if final_dir.exists() {
             // Re-saving a step (e.g. after resume) replaces it.
@@ -56,6 +63,32 @@ impl CheckpointStore {
         Ok(final_dir)
     }
 
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Adds what to do to an error that is a full disk.
+    fn explain_full_disk(&self, e: anyhow::Error) -> anyhow::Error {
+        let full = e.chain().any(|c| {
+            c.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::StorageFull)
+                || c.to_string().contains("No space left on device")
+        });
+        if !full {
+            return e;
+        }
+        let last = match self.latest() {
+            Ok(Some(d)) => format!("the last complete checkpoint is {}", d.display()),
+            _ => "there is no complete checkpoint yet".to_string(),
+        };
+        e.context(format!(
+            "the disk holding {} is full ({last}; checkpoint.keep_last = {} needs room for {} checkpoints while a new one is written): free space, then resume with --resume",
+            self.dir.display(),
+            self.keep_last,
+            self.keep_last + 1
+        ))
+    }
+
     /// The checkpoint `latest` points to, if any.
     pub fn latest(&self) -> Result<Option<PathBuf>> {
         let pointer = self.dir.join(LATEST);
@@ -64,15 +97,46 @@ impl CheckpointStore {
         }
         let name = std::fs::read_to_string(&pointer)
             .with_context(|| format!("cannot read {}", pointer.display()))?;
-        let dir = self.dir.join(name.trim());
+        let name = name.trim();
+        let remedy = || {
+            match self.list() {
+            Ok(all) if !all.is_empty() => format!(
+                "write the name of a complete checkpoint into it (here: {}), or remove it to start over",
+                all.iter()
+                    .map(|(s, _)| format!("step-{s:08}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            _ => "remove it to start over".to_string(),
+        }
+        };
+        let is_step = name
+            .strip_prefix("step-")
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+        if !is_step {
+            bail!(
+                "{} should name a checkpoint directory (step-NNNNNNNN) but holds {:?}: {}",
+                pointer.display(),
+                name,
+                remedy()
+            );
+        }
+        let dir = self.dir.join(name);
         if !dir.is_dir() {
             bail!(
-                "{} points to {}, which does not exist",
+                "{} points to {}, which does not exist: {}",
                 pointer.display(),
-                dir.display()
+                dir.display(),
+                remedy()
             );
         }
         Ok(Some(dir))
+    }
+
+    /// Fails unless checkpoints can be written here: the directory exists
+    /// or can be created, and a file can be written into it and removed.
+    pub fn check_writable(&self) -> Result<()> {
+        check_writable(&self.dir)
     }
 
     /// Complete checkpoints, oldest first.
@@ -122,6 +186,31 @@ impl CheckpointStore {
         }
         Ok(())
     }
+}
+
+/// Fails unless `dir` exists or can be created and a file can be written
+/// into it, synced and removed. Run before training, so that a directory
+/// under a regular file or on a read-only mount is found before any compute.
+pub fn check_writable(dir: &Path) -> Result<()> {
+    if let Some(file) = dir.ancestors().find(|a| a.is_file()) {
+        bail!(
+            "cannot create {}: {} is a file, not a directory",
+            dir.display(),
+            file.display()
+        );
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let probe = dir.join(format!("{TMP_PREFIX}write-check-{}", std::process::id()));
+    let written = std::fs::File::create(&probe)
+        .and_then(|mut f| {
+            use std::io::Write;
+            f.write_all(b"lmmhost write check\n")?;
+            f.sync_all()
+        })
+        .with_context(|| format!("{} is not writable", dir.display()));
+    let removed = std::fs::remove_file(&probe);
+    written?;
+    removed.with_context(|| format!("cannot remove {}", probe.display()))
 }
 
 /// Flushes a directory's entries (and its files) to disk.
@@ -190,6 +279,80 @@ mod tests {
         assert!(
             !names.iter().any(|n| n.starts_with(TMP_PREFIX)),
             "{names:?}"
+        );
+    }
+
+    #[test]
+    fn a_bad_latest_pointer_names_the_checkpoints_there() {
+        let d = tempfile::tempdir().unwrap();
+        let store = CheckpointStore::new(d.path(), 3);
+        for step in [4, 8] {
+            store
+                .save(step, |dir| Ok(std::fs::write(dir.join("a"), "x")?))
+                .unwrap();
+        }
+        let pointer = d.path().join(LATEST);
+        for (content, what) in [("", "holds \"\""), ("../etc", "holds \"../etc\"")] {
+            std::fs::write(&pointer, content).unwrap();
+            let msg = format!("{:#}", store.latest().unwrap_err());
+            assert!(
+                msg.contains(&format!(
+                    "{} should name a checkpoint directory",
+                    pointer.display()
+                )) && msg.contains(what)
+                    && msg.contains("(here: step-00000004, step-00000008)"),
+                "{msg}"
+            );
+        }
+        std::fs::write(&pointer, "step-00000009").unwrap();
+        let msg = format!("{:#}", store.latest().unwrap_err());
+        assert!(
+            msg.contains("step-00000009, which does not exist")
+                && msg.contains("step-00000004, step-00000008"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn a_full_disk_names_the_directory_and_the_last_checkpoint() {
+        let d = tempfile::tempdir().unwrap();
+        let store = CheckpointStore::new(d.path(), 2);
+        store
+            .save(1, |dir| Ok(std::fs::write(dir.join("a"), "1")?))
+            .unwrap();
+        let err = store
+            .save(2, |_| {
+                Err(std::io::Error::from(std::io::ErrorKind::StorageFull))
+                    .context("cannot write model.safetensors")
+            })
+            .unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(
+            msg.contains(&format!("the disk holding {} is full", d.path().display()))
+                && msg.contains(&format!(
+                    "the last complete checkpoint is {}",
+                    store.step_dir(1).display()
+                ))
+                && msg.contains("keep_last = 2 needs room for 3 checkpoints")
+                && msg.contains("resume with --resume"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn a_directory_under_a_file_is_not_writable() {
+        let d = tempfile::tempdir().unwrap();
+        let file = d.path().join("f");
+        std::fs::write(&file, "x").unwrap();
+        let msg = format!("{:#}", check_writable(&file.join("ckpt")).unwrap_err());
+        assert!(
+            msg.contains(&format!("{} is a file", file.display())),
+            "{msg}"
+        );
+        check_writable(&d.path().join("new/dir")).unwrap();
+        assert_eq!(
+            std::fs::read_dir(d.path().join("new/dir")).unwrap().count(),
+            0
         );
     }
 }

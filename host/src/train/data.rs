@@ -5,13 +5,15 @@
 use std::collections::BTreeMap;
 
 use anyhow::{bail, Context, Result};
-use lmmhost_model::processor::{Conversation, ImageInput, Message, Part};
+use lmmhost_model::processor::{Conversation, ImageInput, Message, Part, Processor};
 use lmmhost_sdk as sdk;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+
+use super::experiment::SpecialTokens;
 
 /// A seed for one use (`what`) of the run seed, e.g. ("rollout", step).
 pub fn derive_seed(seed: u64, what: &str, n: u64) -> u64 {
@@ -147,6 +149,54 @@ fn message(m: &sdk::Message) -> Message {
             })
             .collect(),
     }
+}
+
+/// How errors name a sample: its id, which the core loaders make
+/// `file:line` (or `file: row N`) when the row has none of its own.
+pub fn sample_name(s: &sdk::Sample) -> String {
+    if s.id.is_empty() {
+        "sample (no id)".to_string()
+    } else {
+        format!("sample {}", s.id)
+    }
+}
+
+/// Refuses what a prompt must not be built from: a role the chat template
+/// does not know, and (unless the dataset allows it) text holding one of the
+/// model's special tokens, which would forge chat turns or image
+/// placeholders.
+pub fn check_sample(
+    s: &sdk::Sample,
+    dataset: &str,
+    processor: &Processor,
+    special: SpecialTokens,
+) -> Result<()> {
+    for (i, m) in s.messages.iter().enumerate() {
+        if !sdk::CHAT_ROLES.contains(&m.role.as_str()) {
+            bail!(
+                "dataset {dataset}, {}: message {i} has role {:?}; expected one of {}",
+                sample_name(s),
+                m.role,
+                sdk::CHAT_ROLES.join(", ")
+            );
+        }
+        if special == SpecialTokens::Tokenize {
+            continue;
+        }
+        for part in &m.content {
+            let sdk::ContentPart::Text(text) = part else {
+                continue;
+            };
+            if let Some(token) = processor.special_token_in(text) {
+                bail!(
+                    "dataset {dataset}, {}: message {i} ({}) contains the special token {token:?}, which would become a control token (a forged chat turn or image placeholder); remove it from the data, or set datasets.{dataset}.special_tokens = \"tokenize\" to tokenise it as written, as transformers does",
+                    sample_name(s),
+                    m.role
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The prompt of a sample for generation: its messages without the trailing

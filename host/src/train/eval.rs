@@ -11,7 +11,8 @@ use lmmhost_model::sampling::{SamplingParams, SeededRng};
 use lmmhost_plugin_host::LoaderPlugin;
 use serde::Serialize;
 
-use super::data::{derive_seed, prompt_conversation};
+use super::data::{check_sample, derive_seed, prompt_conversation, sample_name};
+use super::experiment::SpecialTokens;
 use super::plugins::{reward_groups, score_all, CombinedScore, Reward};
 use super::policy::Policy;
 use super::rollout::{prepare_prompts, roll_out, RolloutConfig};
@@ -29,6 +30,8 @@ pub struct EvalSettings {
     /// Prompts generated together.
     pub batch_prompts: usize,
     pub seed: u64,
+    /// What a sample whose text holds a special token does.
+    pub special_tokens: SpecialTokens,
 }
 
 /// One evaluated completion.
@@ -105,12 +108,17 @@ pub fn evaluate(
         let samples = loader
             .get_many(chunk)
             .with_context(|| format!("eval dataset {dataset}"))?;
+        for s in &samples {
+            check_sample(s, dataset, &policy.processor, set.special_tokens)?;
+        }
         let convs = samples
             .iter()
             .map(prompt_conversation)
             .collect::<Result<Vec<_>>>()?;
-        let (batch, kept) = prepare_prompts(&policy.processor, &convs, set.max_prompt_tokens)
-            .with_context(|| format!("eval dataset {dataset}"))?;
+        let names: Vec<String> = samples.iter().map(sample_name).collect();
+        let (batch, kept) =
+            prepare_prompts(&policy.processor, &convs, &names, set.max_prompt_tokens)
+                .with_context(|| format!("eval dataset {dataset}"))?;
         skipped += convs.len() - kept.len();
         let Some(batch) = batch else { continue };
         let mut rng = SeededRng::new(derive_seed(set.seed, "eval", chunk_no as u64));

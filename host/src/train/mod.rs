@@ -9,6 +9,7 @@ pub mod data;
 pub mod dataset_report;
 pub mod eval;
 pub mod experiment;
+pub mod failures;
 pub mod plugins;
 pub mod policy;
 pub mod rollout;

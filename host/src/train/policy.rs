@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use lmmhost_model::checkpoint::{self, LoadedModel, SaveOptions};
+use lmmhost_model::checkpoint::{self, LoadOptions, LoadedModel, SaveOptions};
 use lmmhost_model::config::{Architecture, ModelConfig};
 use lmmhost_model::device::{parse_device, parse_dtype};
 use lmmhost_model::lm::CausalLm;
@@ -34,11 +34,16 @@ pub fn load_model(
 ) -> Result<(LoadedModel, Device)> {
     let device = parse_device(&section.device).context("model.device")?;
     let kind = parse_dtype(&section.dtype).context("model.dtype")?;
+    let opts = LoadOptions {
+        allow_non_finite: section.allow_non_finite_weights,
+    };
     let model = match (dir, section.init) {
-        (Some(d), _) => checkpoint::load(d, device, kind)
+        (Some(d), _) => checkpoint::load_with(d, device, kind, opts)
             .with_context(|| format!("loading the model from {}", d.display()))?,
-        (None, ModelInit::Pretrained) => checkpoint::load(&section.path, device, kind)
-            .with_context(|| format!("model.path: loading {}", section.path.display()))?,
+        (None, ModelInit::Pretrained) => {
+            checkpoint::load_with(&section.path, device, kind, opts)
+                .with_context(|| format!("model.path: loading {}", section.path.display()))?
+        }
         (None, ModelInit::Random) => {
             let config = ModelConfig::from_dir(&section.path)
                 .with_context(|| format!("model.path: {}", section.path.display()))?;
@@ -52,8 +57,9 @@ impl Policy {
     pub fn load(section: &ModelSection, dir: Option<&Path>, seed: u64) -> Result<Policy> {
         let (model, device) = load_model(section, dir, seed)?;
         let proc_dir = dir.unwrap_or(&section.path);
-        let processor = Processor::from_dir(proc_dir)
+        let mut processor = Processor::from_dir(proc_dir)
             .with_context(|| format!("processor files in {}", proc_dir.display()))?;
+        processor.set_max_image_pixels(section.max_image_pixels);
         let params = model.model.named_parameters();
         let workers = if device == Device::Cpu {
             section

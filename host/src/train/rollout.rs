@@ -110,10 +110,11 @@ pub struct RolloutConfig {
 pub fn prepare_prompts(
     processor: &Processor,
     convs: &[Conversation],
+    names: &[String],
     max_prompt_tokens: usize,
 ) -> Result<(Option<PreparedBatch>, Vec<usize>)> {
     let (kept, keep): (Vec<usize>, Vec<_>) = processor
-        .encode(convs, true)?
+        .encode_named(convs, names, true)?
         .into_iter()
         .enumerate()
         .filter(|(_, e)| e.len() <= max_prompt_tokens)
@@ -304,10 +305,11 @@ mod tests {
         let processor = Processor::from_dir(dir).unwrap();
         let convs = vec![user("1+2"), user(&"9".repeat(200)), user("3*4"), user("7")];
         let lens = processor.prepare(&convs, true).unwrap().seq_lens;
+        let names: Vec<String> = (0..convs.len()).map(|i| format!("sample {i}")).collect();
         let limit = lens[0].max(lens[2]).max(lens[3]);
         assert!(lens[1] > limit);
 
-        let (batch, kept) = prepare_prompts(&processor, &convs, limit).unwrap();
+        let (batch, kept) = prepare_prompts(&processor, &convs, &names, limit).unwrap();
         assert_eq!(kept, vec![0, 2, 3]);
         let want = processor
             .prepare(
@@ -320,11 +322,11 @@ mod tests {
         assert!(batch.attention_mask.equal(&want.attention_mask));
         assert_eq!(batch.seq_lens, want.seq_lens);
 
-        let (all, kept) = prepare_prompts(&processor, &convs, lens[1]).unwrap();
+        let (all, kept) = prepare_prompts(&processor, &convs, &names, lens[1]).unwrap();
         assert_eq!(kept, vec![0, 1, 2, 3]);
         assert_eq!(all.unwrap().seq_lens, lens);
 
-        let (none, kept) = prepare_prompts(&processor, &convs, 1).unwrap();
+        let (none, kept) = prepare_prompts(&processor, &convs, &names, 1).unwrap();
         assert!(none.is_none() && kept.is_empty());
     }
 }

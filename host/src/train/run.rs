@@ -6,7 +6,7 @@
 //! with the next request for a plan.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use lmmhost_sdk as sdk;
@@ -76,18 +76,15 @@ fn finish(mut t: Trainer) -> Result<RunSummary> {
         t.checkpoint()?;
     }
     let final_model = t.out.join("final-model");
-    if final_model.exists() {
-        std::fs::remove_dir_all(&final_model)
-            .with_context(|| format!("cannot replace {}", final_model.display()))?;
-    }
-    t.policy.save(&final_model)?;
+    save_final_model(&t, &final_model)?;
     if t.exp.logging.plots {
         let written = plot_run(&t.out)?;
         eprintln!("plots: {}", join_paths(&written));
     }
     if !t.state.summary.is_empty() {
         let text = summary_table(&t.state.summary);
-        std::fs::write(t.out.join("summary.txt"), &text)?;
+        let path = t.out.join("summary.txt");
+        std::fs::write(&path, &text).with_context(|| format!("cannot write {}", path.display()))?;
         println!("\n{text}");
     }
     println!(
@@ -103,6 +100,23 @@ fn finish(mut t: Trainer) -> Result<RunSummary> {
         final_model,
         summary: t.state.summary,
     })
+}
+
+/// Writes the final model beside `dir` first and moves it into place, so
+/// that `dir` is either the previous final model or the complete new one.
+fn save_final_model(t: &Trainer, dir: &Path) -> Result<()> {
+    let tmp = dir.with_file_name("final-model.incomplete");
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp)
+            .with_context(|| format!("cannot remove {}", tmp.display()))?;
+    }
+    t.policy.save(&tmp)?;
+    if dir.exists() {
+        std::fs::remove_dir_all(dir)
+            .with_context(|| format!("cannot replace {}", dir.display()))?;
+    }
+    std::fs::rename(&tmp, dir)
+        .with_context(|| format!("cannot move {} to {}", tmp.display(), dir.display()))
 }
 
 fn join_paths(p: &[PathBuf]) -> String {

@@ -12,10 +12,12 @@ use indicatif::{ProgressBar, ProgressStyle};
 use lmmhost_sdk as sdk;
 
 use super::adamw::AdamW;
-use super::checkpoint_store::CheckpointStore;
-use super::data::Mixer;
+use super::checkpoint_store::{check_writable, CheckpointStore};
+use super::data::{check_sample, Mixer};
 use super::eval::{evaluate, write_records, EvalSettings};
-use super::experiment::Experiment;
+use super::experiment::{Experiment, SpecialTokens};
+use lmmhost_plugin_host::OnError;
+use super::failures::{Failure, FailureLog};
 use super::plugins::Plugins;
 use super::policy::{Policy, Reference};
 use super::state::{self, from_hex, to_hex, SummaryRow, TrainerState};
@@ -39,6 +41,10 @@ pub(crate) struct Trainer<'a> {
     pub bar: ProgressBar,
     /// What resuming warned about.
     pub warnings: Vec<String>,
+    /// Failures survived under `on_error = "zero"`.
+    pub failures: FailureLog,
+    /// Samples left out of this step (reset when a step starts).
+    pub dropped_samples: usize,
 }
 
 impl<'a> Trainer<'a> {
@@ -55,6 +61,11 @@ impl<'a> Trainer<'a> {
             .clone()
             .unwrap_or_else(|| out.join("checkpoints"));
         let store = CheckpointStore::new(&ckpt_dir, exp.checkpoint.keep_last);
+        // Where the run will write, checked before any compute is spent.
+        check_writable(&out).with_context(|| format!("output_dir {}", out.display()))?;
+        store
+            .check_writable()
+            .with_context(|| format!("checkpoint.dir {}", ckpt_dir.display()))?;
         let resume_from = if resume {
             let latest = store.latest()?;
             if latest.is_none() {
@@ -110,6 +121,18 @@ impl<'a> Trainer<'a> {
             exp.logging.tensorboard,
             resume_from.as_ref().map(|_| state.metrics_records),
         )?;
+        if log.missing > 0 {
+            let w = format!(
+                "{} holds {} of the {} records written before the checkpoint of step {}: the metrics of the earlier steps are lost (restore the file from a backup to keep them); the run goes on from step {}",
+                log.path().display(),
+                log.records,
+                state.metrics_records,
+                state.global_step,
+                state.global_step + 1
+            );
+            eprintln!("warning: {w}");
+            warnings.push(w);
+        }
         let bar = progress_bar(exp);
         bar.set_position(state.global_step);
         Ok(Trainer {
@@ -121,7 +144,7 @@ impl<'a> Trainer<'a> {
             mixer,
             state,
             log,
-            out,
+            out: out.clone(),
             store,
             runtime: tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(1)
@@ -129,6 +152,8 @@ impl<'a> Trainer<'a> {
                 .context("starting the tokio runtime")?,
             bar,
             warnings,
+            failures: FailureLog::new(&out),
+            dropped_samples: 0,
         })
     }
 
@@ -183,7 +208,10 @@ impl<'a> Trainer<'a> {
         Ok(())
     }
 
-    /// Samples drawn for this step (round `round` of dynamic sampling).
+    /// Samples drawn for this step (round `round` of dynamic sampling). A
+    /// bad sample (a row the loader cannot parse, text holding a special
+    /// token, an unknown role) stops the run, or under the loader's
+    /// `on_error = "zero"` is left out of the step and logged.
     pub fn draw(&mut self, plan: &sdk::Plan, count: usize, round: u32) -> Result<Vec<sdk::Sample>> {
         let stream = self.state.global_step * 1000 + u64::from(round);
         let picks = self.mixer.draw(&plan.datasets, count, stream)?;
@@ -192,15 +220,58 @@ impl<'a> Trainer<'a> {
             by_ds.entry(ds.as_str()).or_default().push((i, *idx));
         }
         let mut out: Vec<Option<sdk::Sample>> = vec![None; picks.len()];
+        let mut failed = Vec::new();
         for (ds, items) in by_ds {
             let idx: Vec<u64> = items.iter().map(|x| x.1).collect();
-            let samples = self.plugins.datasets[ds]
-                .get_many(&idx)
-                .with_context(|| format!("dataset {ds}"))?;
-            for ((i, _), s) in items.iter().zip(samples) {
-                out[*i] = Some(s);
+            let entry = &self.exp.datasets[ds];
+            let lenient = self.exp.plugins[&entry.loader].on_error == OnError::Zero;
+            let loader = &self.plugins.datasets[ds];
+            let samples: Vec<Result<sdk::Sample>> = if lenient {
+                let each = match loader.get_each(&idx) {
+                    Ok(each) => each,
+                    // The call failed as a whole: one index at a time finds the culprit.
+                    Err(_) => idx
+                        .iter()
+                        .map(|&i| loader.get(i).map_err(|e| format!("{e:#}")))
+                        .collect(),
+                };
+                each.into_iter()
+                    .zip(&idx)
+                    .map(|(r, i)| r.map_err(|e| anyhow::anyhow!("sample {i}: {e}")))
+                    .collect()
+            } else {
+                loader
+                    .get_many(&idx)
+                    .with_context(|| format!("dataset {ds}"))?
+                    .into_iter()
+                    .map(Ok)
+                    .collect()
+            };
+            for ((i, index), s) in items.iter().zip(samples) {
+                let checked = s.and_then(|s| {
+                    check_sample(&s, ds, &self.policy.processor, entry.special_tokens)?;
+                    Ok(s)
+                });
+                match checked {
+                    Ok(s) => out[*i] = Some(s),
+                    Err(e) if lenient => failed.push(Failure {
+                        step: self.state.global_step + 1,
+                        kind: "sample",
+                        source: ds.to_string(),
+                        sample: format!("index {index}"),
+                        error: format!("{e:#}"),
+                    }),
+                    Err(e) => {
+                        return Err(e.context(format!(
+                            "dataset {ds} (plugins.{}.on_error = \"zero\" leaves bad samples out instead)",
+                            entry.loader
+                        )))
+                    }
+                }
             }
         }
+        self.dropped_samples += failed.len();
+        self.failures.report(&self.bar, &failed)?;
         Ok(out.into_iter().flatten().collect())
     }
 
@@ -276,9 +347,14 @@ impl<'a> Trainer<'a> {
             pass_k: e.pass_k.clone(),
             batch_prompts: self.exp.rollout.prompts_per_step.max(8),
             seed: self.exp.seed,
+            special_tokens: SpecialTokens::Refuse,
         };
         let mut values = BTreeMap::new();
         for ds in &e.datasets {
+            let set = EvalSettings {
+                special_tokens: self.exp.datasets[ds].special_tokens,
+                ..set.clone()
+            };
             let t0 = Instant::now();
             let r = evaluate(
                 &self.policy,

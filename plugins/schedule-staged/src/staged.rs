@@ -94,9 +94,25 @@ impl Staged {
                 .iter()
                 .find(|(k, _)| *k == cond.metric)
                 .map(|(_, v)| *v);
-            if let Some(v) = value.filter(|v| v.is_finite()) {
+            let Some(value) = value else {
+                if !self.cursor.window.is_empty() || state.metrics.is_empty() {
+                    // Reported before in this stage: this step just lacks it.
+                    self.cursor.done = state.stage_step;
+                    return Ok(());
+                }
+                // A metric the trainer does not report can never advance the stage.
+                let mut names: Vec<&str> = state.metrics.iter().map(|(k, _)| k.as_str()).collect();
+                names.sort_unstable();
+                return Err(format!(
+                    "{}: advance_when.metric `{}` is not among the metrics the trainer reports, so the stage could never advance early; it reports: {}",
+                    self.label(),
+                    cond.metric,
+                    names.join(", ")
+                ));
+            };
+            if value.is_finite() {
                 let keep = cond.over_last;
-                self.cursor.window.push_back(v);
+                self.cursor.window.push_back(value);
                 while self.cursor.window.len() > keep {
                     self.cursor.window.pop_front();
                 }

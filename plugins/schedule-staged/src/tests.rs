@@ -275,13 +275,18 @@ fn below_the_bound_or_without_the_metric_the_cap_applies() {
         seq(&walk(&mut s, &alt)),
         pairs(&[("warm", 100), ("main", 2)])
     );
-    // Steps without the metric do not count towards the window.
+    // A metric the trainer does not report at all is an error naming what it reports.
     let other = |_: u64, _: &str, _: u64| vec![("reward/mean", 1.0)];
     let mut s = Staged::new(COND).unwrap();
-    assert_eq!(
-        seq(&walk(&mut s, &other)),
-        pairs(&[("warm", 100), ("main", 2)])
+    let mut host = Host::new(&other);
+    host.step(&mut s, &other).unwrap();
+    let e = s.next_plan(&host.state).unwrap_err();
+    assert!(
+        e.contains("advance_when.metric `accuracy` is not among the metrics")
+            && e.contains("reward/mean"),
+        "{e}"
     );
+    // Steps without the metric, once it was reported, do not count towards the window.
     let sparse = |_: u64, _: &str, k: u64| {
         if k.is_multiple_of(10) {
             vec![("accuracy", 1.0)]

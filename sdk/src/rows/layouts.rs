@@ -4,7 +4,7 @@
 use super::images::Images;
 use super::kind;
 use super::parse::{take_answer, RowCtx};
-use crate::{ContentPart, Message};
+use crate::{ContentPart, Message, CHAT_ROLES};
 use serde_json::{Map, Value};
 
 /// A layout's result: the messages and the reference answer, if any.
@@ -249,7 +249,13 @@ fn messages_from(
     let mut out = Vec::with_capacity(msgs.len());
     for (i, m) in msgs.iter().enumerate() {
         let role = match m.get("role") {
-            Some(Value::String(r)) => r.clone(),
+            Some(Value::String(r)) if CHAT_ROLES.contains(&r.as_str()) => r.clone(),
+            Some(Value::String(r)) => {
+                return Err(format!(
+                    "`{key}[{i}].role` is `{r}`; expected {}",
+                    CHAT_ROLES.join(", ")
+                ))
+            }
             _ => return Err(format!("`{key}[{i}]`: missing or non-string `role`")),
         };
         let content = match (m.get("content"), placeholder) {

@@ -159,6 +159,9 @@ pub(super) fn take_answer(
     required: bool,
 ) -> Result<Option<String>, String> {
     match obj.remove(key) {
+        Some(Value::String(s)) if s.trim().is_empty() => Err(format!(
+            "`{key}` is empty: a reference answer must hold text (leave the field out of rows that have none)"
+        )),
         Some(Value::String(s)) => Ok(Some(s)),
         Some(Value::Number(n)) => Ok(Some(n.to_string())),
         Some(Value::Bool(b)) => Ok(Some(b.to_string())),
@@ -281,6 +284,28 @@ mod tests {
             s.metadata,
             vec![("data_source".to_owned(), "geo3k".to_owned())]
         );
+    }
+
+    #[test]
+    fn unknown_roles_and_empty_answers_are_bad_rows() {
+        let cfg = Config::default();
+        let e = parse(
+            &cfg,
+            r#"{"messages": [{"role": "narrator", "content": "Once"}], "answer": "1"}"#,
+        )
+        .unwrap_err();
+        assert_eq!(
+            e,
+            "`messages[0].role` is `narrator`; expected system, user, assistant, tool"
+        );
+        let e = parse(&cfg, r#"{"problem": "2+2?", "answer": "  "}"#).unwrap_err();
+        assert!(e.starts_with("`answer` is empty"), "{e}");
+        let s = parse(
+            &cfg,
+            r#"{"messages": [{"role": "tool", "content": "42"}, {"role": "user", "content": "ok?"}], "answer": "1"}"#,
+        )
+        .unwrap();
+        assert_eq!(s.messages[0].role, "tool");
     }
 
     #[test]

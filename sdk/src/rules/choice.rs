@@ -75,8 +75,14 @@ impl ChoiceAccuracy {
         let reference = sample
             .answer
             .as_deref()
+            .filter(|a| !a.trim().is_empty())
             .map(super::math::reference_answer)
-            .ok_or_else(|| format!("sample {:?} has no reference answer (`answer`)", sample.id))?;
+            .ok_or_else(|| {
+                format!(
+                    "sample {:?} has no reference answer (`answer` is missing or empty)",
+                    sample.id
+                )
+            })?;
         let options = match sample.meta(&self.options_key) {
             Some(text) => parse_options(text).map_err(|e| {
                 format!(

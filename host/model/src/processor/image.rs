@@ -317,20 +317,58 @@ pub fn resize_bicubic_rgb8(
 }
 
 /// The image preprocessing of Qwen2-VL / Qwen2.5-VL.
+/// The most pixels an image may have to be decoded at all: PIL's
+/// decompression-bomb threshold (`Image.MAX_IMAGE_PIXELS`), 89,478,485.
+pub const DEFAULT_MAX_DECODE_PIXELS: u64 = 89_478_485;
+
 #[derive(Debug, Clone)]
 pub struct ImageProcessor {
     pub config: ImageProcessorConfig,
+    /// Images with more pixels than this are refused from their header,
+    /// before any decoding.
+    pub max_decode_pixels: u64,
 }
 
 impl ImageProcessor {
     pub fn new(config: ImageProcessorConfig) -> Self {
-        Self { config }
+        Self {
+            config,
+            max_decode_pixels: DEFAULT_MAX_DECODE_PIXELS,
+        }
     }
 
-    /// Decodes PNG/JPEG bytes (format sniffed) to 8-bit RGB.
+    /// Decodes PNG/JPEG bytes (format sniffed) to 8-bit RGB, refusing images
+    /// over [`DEFAULT_MAX_DECODE_PIXELS`].
     pub fn decode(bytes: &[u8]) -> Result<image::RgbImage> {
-        let img =
-            image::load_from_memory(bytes).context("cannot decode image (PNG or JPEG expected)")?;
+        Self::decode_bounded(bytes, DEFAULT_MAX_DECODE_PIXELS)
+    }
+
+    /// Decodes PNG/JPEG bytes to 8-bit RGB. The size is read from the header
+    /// first: an image over `max_pixels` is refused without being decoded.
+    pub fn decode_bounded(bytes: &[u8], max_pixels: u64) -> Result<image::RgbImage> {
+        let reader = || {
+            image::ImageReader::new(std::io::Cursor::new(bytes))
+                .with_guessed_format()
+                .context("cannot read image")
+        };
+        let (w, h) = reader()?
+            .into_dimensions()
+            .context("cannot decode image (PNG or JPEG expected)")?;
+        let pixels = u64::from(w) * u64::from(h);
+        if pixels > max_pixels {
+            bail!(
+                "image is {w}x{h} = {pixels} pixels, over the limit of {max_pixels} (model.max_image_pixels); it was not decoded"
+            );
+        }
+        let mut r = reader()?;
+        let mut limits = image::Limits::default();
+        limits.max_image_width = Some(w);
+        limits.max_image_height = Some(h);
+        limits.max_alloc = Some((pixels * 8).max(512 << 20));
+        r.limits(limits);
+        let img = r
+            .decode()
+            .context("cannot decode image (PNG or JPEG expected)")?;
         Ok(img.to_rgb8())
     }
 
@@ -414,7 +452,7 @@ impl ImageProcessor {
 
     /// Decodes and preprocesses encoded image bytes.
     pub fn process_bytes(&self, bytes: &[u8]) -> Result<ProcessedImage> {
-        self.process_rgb(&Self::decode(bytes)?)
+        self.process_rgb(&Self::decode_bounded(bytes, self.max_decode_pixels)?)
     }
 }
 

@@ -49,10 +49,11 @@ impl Processor {
         conv: &Conversation,
         add_generation_prompt: bool,
     ) -> Result<Measured> {
-        let chat = self.render(sample, conv, add_generation_prompt)?;
+        let name = format!("sample {sample}");
+        let chat = self.render(&name, conv, add_generation_prompt)?;
         let mut images = Vec::with_capacity(chat.images.len());
         for (i, img) in chat.images.iter().enumerate() {
-            let proc = self.images_of(sample)?;
+            let proc = self.images_of(&name)?;
             let (source, dims) = match img {
                 ImageInput::Path(p) => (
                     p.display().to_string(),
@@ -88,7 +89,7 @@ impl Processor {
             });
         }
         let per_image: Vec<usize> = images.iter().map(|i| i.tokens).collect();
-        let (_, enc) = self.tokenize(sample, &chat, &per_image)?;
+        let (_, enc) = self.tokenize(&name, &chat, &per_image)?;
         Ok(Measured {
             text: chat.text,
             tokens: enc.ids.len(),

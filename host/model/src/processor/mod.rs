@@ -97,6 +97,8 @@ pub struct Processor {
     /// The checkpoint's own chat template; `None`: the directory has none and
     /// conversations render as Qwen2.5-VL's template does ([`chat_template::render`]).
     pub chat_template: Option<JinjaTemplate>,
+    /// The tokenizer's special tokens, longest first.
+    special_tokens: Vec<String>,
     dir: PathBuf,
 }
 
@@ -133,6 +135,19 @@ impl Processor {
                     )
                 })?);
             }
+            let vocab = cfg
+                .pointer("/text_config/vocab_size")
+                .or_else(|| cfg.get("vocab_size"))
+                .and_then(Value::as_i64);
+            if let (Some(vocab), Some((max, token))) = (vocab, tokenizer.max_id()) {
+                if max >= vocab {
+                    bail!(
+                        "{} has token ids up to {max} ({token:?}) but {} sets vocab_size = {vocab}: the model has no embedding for them (the tokenizer is not this model's)",
+                        tokenizer.path().display(),
+                        cfg_path.display()
+                    );
+                }
+            }
             if let Some(v) = cfg
                 .pointer("/vision_config/spatial_merge_size")
                 .filter(|v| !v.is_null())
@@ -162,7 +177,10 @@ impl Processor {
             }
         }
         let chat_template = JinjaTemplate::from_dir(&dir)?;
+        let mut special_tokens = tokenizer.special_tokens();
+        special_tokens.sort_by_key(|t| std::cmp::Reverse(t.len()));
         Ok(Self {
+            special_tokens,
             tokenizer,
             image_processor,
             image_token_id,
@@ -177,33 +195,48 @@ impl Processor {
         &self.dir
     }
 
+    /// The first of the tokenizer's special tokens written in `text`, if
+    /// any: rendered into a prompt, it would become a control token (a
+    /// forged turn, an image placeholder without an image).
+    pub fn special_token_in(&self, text: &str) -> Option<&str> {
+        self.special_tokens
+            .iter()
+            .filter_map(|t| text.find(t.as_str()).map(|at| (at, t)))
+            .min_by_key(|(at, t)| (*at, std::cmp::Reverse(t.len())))
+            .map(|(_, t)| t.as_str())
+    }
+
+    /// Images with more pixels are refused before decoding.
+    pub fn set_max_image_pixels(&mut self, max: u64) {
+        if let Some(p) = self.image_processor.as_mut() {
+            p.max_decode_pixels = max;
+        }
+    }
+
     /// The image processor, for a sample that has images.
-    fn images_of(&self, sample: usize) -> Result<&ImageProcessor> {
+    fn images_of(&self, sample: &str) -> Result<&ImageProcessor> {
         self.image_processor.as_ref().ok_or_else(|| {
             anyhow!(
-                "sample {sample}: has images but {} has no preprocessor_config.json",
+                "{sample}: has images but {} has no preprocessor_config.json",
                 self.dir.display()
             )
         })
     }
 
     /// Reads, decodes and preprocesses image `index` of sample `sample`.
-    fn load_image(&self, sample: usize, index: usize, img: &ImageInput) -> Result<ProcessedImage> {
+    fn load_image(&self, sample: &str, index: usize, img: &ImageInput) -> Result<ProcessedImage> {
         let proc = self.images_of(sample)?;
         let (bytes, name) = match img {
             ImageInput::Path(p) => (
                 std::fs::read(p).with_context(|| {
-                    format!(
-                        "sample {sample}, image {index}: cannot read {}",
-                        p.display()
-                    )
+                    format!("{sample}, image {index}: cannot read {}", p.display())
                 })?,
                 p.display().to_string(),
             ),
             ImageInput::Bytes(b) => (b.clone(), format!("{} bytes given inline", b.len())),
         };
         proc.process_bytes(&bytes)
-            .with_context(|| format!("sample {sample}, image {index} ({name})"))
+            .with_context(|| format!("{sample}, image {index} ({name})"))
     }
 
     /// Renders, tokenizes and pads conversations; preprocesses their images and
@@ -227,65 +260,94 @@ impl Processor {
         conversations: &[Conversation],
         add_generation_prompt: bool,
     ) -> Result<Vec<EncodedSample>> {
-        let merge2 = self.spatial_merge_size * self.spatial_merge_size;
-        let mut out = Vec::with_capacity(conversations.len());
-        for (s, conv) in conversations.iter().enumerate() {
-            let chat = self.render(s, conv, add_generation_prompt)?;
-            let mut grids = Vec::with_capacity(chat.images.len());
-            let mut tokens_per_image = Vec::with_capacity(chat.images.len());
-            let mut pixels = Vec::new();
-            let mut patches = 0usize;
-            let mut patch_len = 0usize;
-            for (i, img) in chat.images.iter().enumerate() {
-                let p = self.load_image(s, i, img)?;
-                let n = p.num_patches();
-                if n % merge2 != 0 {
-                    bail!("sample {s}, image {i}: {n} patches are not a multiple of {merge2}");
-                }
-                tokens_per_image.push(n / merge2);
-                grids.push(p.grid_thw);
-                patch_len = p.pixel_values.len() / n;
-                patches += n;
-                pixels.extend_from_slice(&p.pixel_values);
-            }
-            let (chat, enc) = self.tokenize(s, &chat, &tokens_per_image)?;
-            let assistant_mask: Vec<i64> = enc
-                .offsets
-                .iter()
-                .map(|(start, _)| i64::from(chat.assistant_spans.iter().any(|r| r.contains(start))))
-                .collect();
-            out.push(EncodedSample {
-                ids: enc.ids,
-                assistant_mask,
-                grids,
-                pixels,
-                patches,
-                patch_len,
-                text: chat.text,
-            });
+        conversations
+            .iter()
+            .enumerate()
+            .map(|(s, conv)| self.encode_one(conv, add_generation_prompt, &format!("sample {s}")))
+            .collect()
+    }
+
+    /// [`Processor::encode`] with errors naming each conversation by
+    /// `names[i]` (a sample's file and line, or its id).
+    pub fn encode_named(
+        &self,
+        conversations: &[Conversation],
+        names: &[String],
+        add_generation_prompt: bool,
+    ) -> Result<Vec<EncodedSample>> {
+        if names.len() != conversations.len() {
+            bail!(
+                "{} names for {} conversations",
+                names.len(),
+                conversations.len()
+            );
         }
-        Ok(out)
+        conversations
+            .iter()
+            .zip(names)
+            .map(|(conv, name)| self.encode_one(conv, add_generation_prompt, name))
+            .collect()
+    }
+
+    /// One conversation rendered, tokenized and its images preprocessed;
+    /// errors begin with `name`.
+    pub fn encode_one(
+        &self,
+        conv: &Conversation,
+        add_generation_prompt: bool,
+        name: &str,
+    ) -> Result<EncodedSample> {
+        let merge2 = self.spatial_merge_size * self.spatial_merge_size;
+        let s = name;
+        let chat = self.render(s, conv, add_generation_prompt)?;
+        let mut grids = Vec::with_capacity(chat.images.len());
+        let mut tokens_per_image = Vec::with_capacity(chat.images.len());
+        let mut pixels = Vec::new();
+        let mut patches = 0usize;
+        let mut patch_len = 0usize;
+        for (i, img) in chat.images.iter().enumerate() {
+            let p = self.load_image(s, i, img)?;
+            let n = p.num_patches();
+            if n % merge2 != 0 {
+                bail!("{s}, image {i}: {n} patches are not a multiple of {merge2}");
+            }
+            tokens_per_image.push(n / merge2);
+            grids.push(p.grid_thw);
+            patch_len = p.pixel_values.len() / n;
+            patches += n;
+            pixels.extend_from_slice(&p.pixel_values);
+        }
+        let (chat, enc) = self.tokenize(s, &chat, &tokens_per_image)?;
+        let assistant_mask: Vec<i64> = enc
+            .offsets
+            .iter()
+            .map(|(start, _)| i64::from(chat.assistant_spans.iter().any(|r| r.contains(start))))
+            .collect();
+        Ok(EncodedSample {
+            ids: enc.ids,
+            assistant_mask,
+            grids,
+            pixels,
+            patches,
+            patch_len,
+            text: chat.text,
+        })
     }
 
     /// Renders conversation `s` with the checkpoint's template (or Qwen2.5-VL's)
     /// and checks that its text has one image placeholder per image.
-    fn render(
-        &self,
-        s: usize,
-        conv: &Conversation,
-        add_generation_prompt: bool,
-    ) -> Result<RenderedChat> {
+    fn render(&self, s: &str, conv: &Conversation, add_generation_prompt: bool) -> Result<RenderedChat> {
         let chat = match &self.chat_template {
             Some(t) => t
                 .render(conv, add_generation_prompt)
-                .with_context(|| format!("sample {s}"))?,
+                .with_context(|| s.to_string())?,
             None => chat_template::render(conv, add_generation_prompt),
         };
         // Count placeholders before decoding anything: a mismatch is the cheaper error.
         let placeholders = chat.text.matches(chat_template::IMAGE_PAD).count();
         if placeholders != chat.images.len() {
             bail!(
-                "sample {s}: {placeholders} image placeholders ({}) in the text but {} images",
+                "{s}: {placeholders} image placeholders ({}) in the text but {} images",
                 chat_template::IMAGE_PAD,
                 chat.images.len()
             );
@@ -297,24 +359,24 @@ impl Processor {
     /// tokenizes the text; the image tokens found must be the ones expected.
     fn tokenize(
         &self,
-        s: usize,
+        s: &str,
         chat: &RenderedChat,
         tokens_per_image: &[usize],
     ) -> Result<(RenderedChat, tokenizer::Encoded)> {
         let chat = chat_template::expand_image_pads(chat, tokens_per_image)
-            .with_context(|| format!("sample {s}"))?;
+            .with_context(|| s.to_string())?;
         if !chat.images.is_empty() && self.image_token_id.is_none() {
-            bail!("sample {s}: has images but the tokenizer has no <|image_pad|> token");
+            bail!("{s}: has images but the tokenizer has no <|image_pad|> token");
         }
         let enc = self
             .tokenizer
             .encode_with_offsets(&chat.text)
-            .with_context(|| format!("sample {s}"))?;
+            .with_context(|| s.to_string())?;
         if let Some(img_id) = self.image_token_id {
             let found = enc.ids.iter().filter(|&&t| t == img_id).count();
             let want: usize = tokens_per_image.iter().sum();
             if found != want {
-                bail!("sample {s}: {found} image tokens after tokenization, expected {want}");
+                bail!("{s}: {found} image tokens after tokenization, expected {want}");
             }
         }
         Ok((chat, enc))

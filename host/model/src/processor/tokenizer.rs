@@ -78,6 +78,30 @@ impl QwenTokenizer {
         self.inner.get_vocab_size(true)
     }
 
+    /// The highest token id and its token (added tokens included).
+    pub fn max_id(&self) -> Option<(i64, String)> {
+        self.inner
+            .get_vocab(true)
+            .into_iter()
+            .max_by_key(|(_, id)| *id)
+            .map(|(t, id)| (i64::from(id), t))
+    }
+
+    /// The added tokens marked special (`<|im_start|>`, `<|image_pad|>`, ...):
+    /// written in a text, each becomes its control token.
+    pub fn special_tokens(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .inner
+            .get_added_tokens_decoder()
+            .into_values()
+            .filter(|t| t.special)
+            .map(|t| t.content)
+            .filter(|c| !c.is_empty())
+            .collect();
+        v.sort();
+        v
+    }
+
     /// Encodes without adding special tokens (Qwen2 adds none anyway); special
     /// tokens written in the text (`<|im_start|>` ...) map to their ids.
     pub fn encode(&self, text: &str) -> Result<Vec<i64>> {

@@ -15,7 +15,8 @@ impl Experiment {
     ///
     /// `extends = "base.toml"` at the top of a file starts from that file (its
     /// relative paths resolve against its own directory) and overrides it key
-    /// by key, tables merged.
+    /// by key, tables merged. An error in the merged document names the file
+    /// and line that set the key.
     pub fn load(path: &Path) -> Result<Experiment> {
         Experiment::load_with_sets(path, &[])
     }
@@ -29,24 +30,45 @@ impl Experiment {
     pub fn load_with_sets(path: &Path, sets: &[String]) -> Result<Experiment> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read experiment file {}", path.display()))?;
-        let (mut text, mut origin) = match resolve_extends(path, &text, 0)? {
-            Some(merged) => (
-                merged.0,
-                format!("{} (merged over {})", path.display(), merged.1.join(", ")),
-            ),
-            None => (text, path.display().to_string()),
+        let (mut merged, bases) = match resolve_extends(path, &text, 0)? {
+            Some((merged, bases)) => (merged, bases),
+            None => (text.clone(), Vec::new()),
         };
+        let mut with_sets = String::new();
         if !sets.is_empty() {
-            let base: toml::Table = text
+            let base: toml::Table = merged
                 .parse()
                 .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
             let over = command_line_table(sets)?;
-            text = toml::to_string(&merge_tables(&base, &over))?;
-            origin = format!("{origin} with --set {}", sets.join(" --set "));
+            merged = toml::to_string(&merge_tables(&base, &over))?;
+            with_sets = format!(" with --set {}", sets.join(" --set "));
         }
-        let mut exp = parse(&text).map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
-        let base = path.parent().unwrap_or(Path::new("."));
-        exp.resolve_paths(base);
+        let mut exp = parse(&merged).map_err(|e| {
+            if bases.is_empty() {
+                return anyhow::anyhow!("{}{with_sets}: {e}", path.display());
+            }
+            let files: Vec<(&Path, &str)> = std::iter::once((path, text.as_str()))
+                .chain(bases.iter().map(|(p, t)| (p.as_path(), t.as_str())))
+                .collect();
+            let chain = bases
+                .iter()
+                .map(|(p, _)| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ");
+            match locate_error(&files, &e.key, &e.message) {
+                Some((file, line, key)) => anyhow::anyhow!(
+                    "{}:{line}: key `{key}`: {} (in {} merged over {chain}{with_sets})",
+                    file.display(),
+                    e.message,
+                    path.display()
+                ),
+                None => anyhow::anyhow!(
+                    "{} (merged over {chain}){with_sets}: {e}",
+                    path.display()
+                ),
+            }
+        })?;
+        exp.resolve_paths(&dir_of(path));
         exp.validate()
             .with_context(|| format!("invalid experiment file {}", path.display()))?;
         Ok(exp)
@@ -144,9 +166,25 @@ fn command_line_table(sets: &[String]) -> Result<toml::Table> {
     Ok(over)
 }
 
-/// Follows `extends` chains: the merged document as TOML text and the files
-/// it came from, or `None` when `text` extends nothing.
-fn resolve_extends(path: &Path, text: &str, depth: usize) -> Result<Option<(String, Vec<String>)>> {
+/// The directory a file's relative paths resolve against (`.` for a bare
+/// file name).
+fn dir_of(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// A base file of an `extends` chain: its path and text.
+type BaseFile = (PathBuf, String);
+
+/// Follows `extends` chains: the merged document as TOML text and the base
+/// files it came from, nearest first, or `None` when `text` extends nothing.
+fn resolve_extends(
+    path: &Path,
+    text: &str,
+    depth: usize,
+) -> Result<Option<(String, Vec<BaseFile>)>> {
     let mut table: toml::Table = text
         .parse()
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
@@ -159,7 +197,7 @@ fn resolve_extends(path: &Path, text: &str, depth: usize) -> Result<Option<(Stri
     let rel = parent
         .as_str()
         .with_context(|| format!("{}: key `extends` must be a file path", path.display()))?;
-    let base_path = path.parent().unwrap_or(Path::new(".")).join(rel);
+    let base_path = dir_of(path).join(rel);
     let base_text = std::fs::read_to_string(&base_path).with_context(|| {
         format!(
             "{}: key `extends`: cannot read {}",
@@ -167,19 +205,93 @@ fn resolve_extends(path: &Path, text: &str, depth: usize) -> Result<Option<(Stri
             base_path.display()
         )
     })?;
-    let (base_text, mut chain) = match resolve_extends(&base_path, &base_text, depth + 1)? {
+    let (merged_base, mut chain) = match resolve_extends(&base_path, &base_text, depth + 1)? {
         Some(x) => x,
-        None => (base_text, Vec::new()),
+        None => (base_text.clone(), Vec::new()),
     };
-    chain.insert(0, base_path.display().to_string());
-    let mut base: toml::Table = base_text
+    let mut base: toml::Table = merged_base
         .parse()
         .map_err(|e| anyhow::anyhow!("{}: {e}", base_path.display()))?;
-    let base_dir = std::path::absolute(base_path.parent().unwrap_or(Path::new(".")))
+    let base_dir = std::path::absolute(dir_of(&base_path))
         .with_context(|| format!("cannot resolve {}", base_path.display()))?;
     absolutize_paths(&mut base, &base_dir);
     let merged = merge_tables(&base, &table);
+    chain.insert(0, (base_path, base_text));
     Ok(Some((toml::to_string(&merged)?, chain)))
+}
+
+/// The file, line and full key of an error about `key` (a dotted path such
+/// as `rollout` or `rewards[0].weight`): the first of `files` (the
+/// extending file first) that sets the key. Unknown fields are located by
+/// their own name.
+fn locate_error<'a>(
+    files: &[(&'a Path, &str)],
+    key: &str,
+    message: &str,
+) -> Option<(&'a Path, usize, String)> {
+    let mut full = key.to_string();
+    if let Some(field) = message
+        .strip_prefix("unknown field `")
+        .and_then(|m| m.split('`').next())
+    {
+        let last = full.rsplit('.').next().unwrap_or_default();
+        if last != field {
+            if !full.is_empty() {
+                full.push('.');
+            }
+            full.push_str(field);
+        }
+    }
+    if full.is_empty() {
+        return None;
+    }
+    let segments = key_segments(&full);
+    files.iter().find_map(|(path, text)| {
+        let offset = key_offset(text, &segments)?;
+        let line = text[..offset.min(text.len())].matches('\n').count() + 1;
+        Some((*path, line, full.clone()))
+    })
+}
+
+/// `a.b[2].c` as (name, index) segments.
+fn key_segments(key: &str) -> Vec<(String, Option<usize>)> {
+    key.split('.')
+        .map(|part| match part.split_once('[') {
+            Some((name, rest)) => (
+                name.to_string(),
+                rest.trim_end_matches(']').parse::<usize>().ok(),
+            ),
+            None => (part.to_string(), None),
+        })
+        .collect()
+}
+
+/// Byte offset of the key at `segments` in the TOML `text`, if the text sets it.
+fn key_offset(text: &str, segments: &[(String, Option<usize>)]) -> Option<usize> {
+    use toml::de::{DeTable, DeValue};
+    let doc = DeTable::parse(text).ok()?;
+    let mut table: &DeTable = doc.get_ref();
+    let mut found = None;
+    for (i, (name, index)) in segments.iter().enumerate() {
+        let (k, v) = table.iter().find(|(k, _)| k.get_ref() == name)?;
+        found = Some(k.span().start);
+        let mut value: &DeValue = v.get_ref();
+        if let Some(ix) = index {
+            let DeValue::Array(items) = value else {
+                return found;
+            };
+            let item = items.get(*ix)?;
+            found = Some(item.span().start);
+            value = item.get_ref();
+        }
+        if i + 1 < segments.len() {
+            match value {
+                DeValue::Table(t) => table = t,
+                _ => return found,
+            }
+        }
+    }
+    found
 }
 
 /// `over` merged over `base`, tables recursively.
@@ -251,6 +363,74 @@ mod tests {
             msg.contains("group_sise") && msg.contains("merged over"),
             "{msg}"
         );
+    }
+
+    /// An error in a file of an `extends` chain names that file and its own
+    /// line, not the line of the merged document.
+    #[test]
+    fn errors_name_the_file_and_line_that_set_the_key() {
+        let (dir, base) = setup("[optim]\nlr = 1e-6\n");
+        let child = dir.path().join("child.toml");
+        std::fs::write(
+            &child,
+            "extends = \"exp.toml\"\nname = \"c\"\n\n[rollout]\ngroup_sise = 16\n",
+        )
+        .unwrap();
+        let msg = format!("{:#}", Experiment::load(&child).unwrap_err());
+        assert!(
+            msg.contains(&format!("{}:5: key `rollout.group_sise`", child.display())),
+            "{msg}"
+        );
+        // A wrong type set in the base file is found there.
+        let text = std::fs::read_to_string(&base)
+            .unwrap()
+            .replace("lr = 1e-6", "lr = \"fast\"");
+        std::fs::write(&base, &text).unwrap();
+        let line = text.lines().position(|l| l.starts_with("lr =")).unwrap() + 1;
+        let msg = format!("{:#}", Experiment::load(&child).unwrap_err());
+        assert!(
+            msg.contains(&format!("{}:{line}: key `optim.lr`", base.display())),
+            "{msg}"
+        );
+        // An array-of-tables entry: the key of the right element.
+        std::fs::write(
+            &child,
+            "extends = \"exp.toml\"\n[[rewards]]\nplugin = \"math\"\n[[rewards]]\nplugin = \"math\"\nweigth = 2\n",
+        )
+        .unwrap();
+        std::fs::write(&base, text.replace("lr = \"fast\"", "lr = 1e-6")).unwrap();
+        let msg = format!("{:#}", Experiment::load(&child).unwrap_err());
+        assert!(
+            msg.contains(&format!("{}:6: key `rewards[1].weigth`", child.display())),
+            "{msg}"
+        );
+    }
+
+    /// The experiment example of docs/bundles.md parses and validates.
+    #[test]
+    fn the_bundles_doc_example_is_accepted() {
+        let doc = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/bundles.md"),
+        )
+        .unwrap();
+        let section = &doc[doc.find("## 4. Use a bundle from an experiment").unwrap()..];
+        let start = section.find("```toml\n").unwrap() + "```toml\n".len();
+        let block = &section[start..start + section[start..].find("```").unwrap()];
+        let (dir, path) = setup(block);
+        for f in ["keys/trusted_keys", "team-a.lmmb"] {
+            let p = dir.path().join(f);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, b"x").unwrap();
+        }
+        let exp = Experiment::load(&path).unwrap();
+        assert_eq!(exp.plugins["accuracy"].component.as_deref(), Some("math"));
+        assert_eq!(exp.rewards.last().unwrap().plugin, "accuracy");
+    }
+
+    #[test]
+    fn a_bare_file_name_extends_from_its_own_directory() {
+        assert_eq!(dir_of(Path::new("child.toml")), PathBuf::from("."));
+        assert_eq!(dir_of(Path::new("a/child.toml")), PathBuf::from("a"));
     }
 
     #[test]

@@ -10,6 +10,8 @@
 
 mod load;
 mod schema;
+#[cfg(test)]
+mod schema_keys;
 mod stage;
 #[cfg(test)]
 mod test_files;
@@ -18,3 +20,4 @@ mod validate;
 pub use load::merge_tables;
 pub use schema::*;
 pub use stage::{OverrideKey, StageSettings, OVERRIDE_KEYS};
+pub use validate::{range_of, Bound, Range, RANGES};

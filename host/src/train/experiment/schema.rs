@@ -91,10 +91,38 @@ pub struct ModelSection {
     /// value; default 1.
     #[serde(default = "one_worker")]
     pub workers: usize,
+    /// Load weights holding NaN or infinities (refused by default: a
+    /// diverged or corrupt checkpoint would train on and save garbage).
+    #[serde(default)]
+    pub allow_non_finite_weights: bool,
+    /// Images with more pixels are refused from their header, before
+    /// decoding (default: PIL's decompression-bomb limit, 89,478,485).
+    #[serde(default = "default_max_image_pixels")]
+    pub max_image_pixels: u64,
+}
+
+impl ModelSection {
+    /// The model at `path` with every other key at its default.
+    pub fn new(path: impl Into<PathBuf>) -> ModelSection {
+        ModelSection {
+            path: path.into(),
+            init: ModelInit::default(),
+            device: default_device(),
+            dtype: default_dtype(),
+            threads: None,
+            workers: one_worker(),
+            allow_non_finite_weights: false,
+            max_image_pixels: default_max_image_pixels(),
+        }
+    }
 }
 
 fn one_worker() -> usize {
     1
+}
+
+fn default_max_image_pixels() -> u64 {
+    lmmhost_model::processor::image::DEFAULT_MAX_DECODE_PIXELS
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -163,6 +191,23 @@ pub struct DatasetEntry {
     /// Loader settings for this dataset, merged over the plugin's `config`.
     #[serde(default)]
     pub config: toml::Table,
+    /// What a sample whose text holds one of the model's special tokens
+    /// (`<|im_start|>`, `<|image_pad|>`, ...) does.
+    #[serde(default)]
+    pub special_tokens: SpecialTokens,
+}
+
+/// `datasets.NAME.special_tokens`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SpecialTokens {
+    /// The sample is refused with its id and the token found: dataset text
+    /// must not forge chat turns or image placeholders.
+    #[default]
+    Refuse,
+    /// Tokenised as written, as transformers' `apply_chat_template` does:
+    /// each becomes its control token.
+    Tokenize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -379,12 +424,44 @@ pub struct Trust {
     pub allow_unsigned: bool,
 }
 
+/// Why a document did not parse: the dotted key path it is about (empty
+/// when the document itself is malformed), what is wrong, and the whole
+/// message with the parser's line and column in the parsed text.
+#[derive(Debug)]
+pub(super) struct ParseError {
+    pub key: String,
+    pub message: String,
+    pub located: String,
+}
+
+impl std::fmt::Display for ParseError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.located)
+    }
+}
+
 /// Parses the TOML text; the error names the dotted key path (`optim.lr`), the
 /// line and what was expected.
-pub(super) fn parse(text: &str) -> std::result::Result<Experiment, String> {
-    let de = toml::Deserializer::parse(text).map_err(|e| e.to_string())?;
-    let mut exp: Experiment = serde_path_to_error::deserialize(de).map_err(path_error)?;
-    exp.raw = text.parse::<toml::Table>().map_err(|e| e.to_string())?;
+pub(super) fn parse(text: &str) -> std::result::Result<Experiment, ParseError> {
+    let de = toml::Deserializer::parse(text).map_err(|e| ParseError {
+        key: String::new(),
+        message: e.message().to_string(),
+        located: e.to_string(),
+    })?;
+    let mut exp: Experiment = serde_path_to_error::deserialize(de).map_err(|e| {
+        let key = e.path().to_string();
+        let message = e.inner().message().to_string();
+        ParseError {
+            located: path_error(e),
+            key: if key == "." { String::new() } else { key },
+            message,
+        }
+    })?;
+    exp.raw = text.parse::<toml::Table>().map_err(|e| ParseError {
+        key: String::new(),
+        message: e.message().to_string(),
+        located: e.to_string(),
+    })?;
     Ok(exp)
 }
 

@@ -12,6 +12,7 @@ use lmmhost_sdk as sdk;
 use serde::Deserialize;
 
 use super::schema::{path_error, Experiment, Grpo, Optim, Rollout, Sft};
+use super::validate::range_problems;
 use crate::rl::advantage::AdvantageEstimator;
 
 /// The settings one step runs with: the experiment file's sections with the
@@ -184,6 +185,10 @@ impl Experiment {
             for (key, value) in typed {
                 set_dotted(&mut raw, key, value).with_context(ctx)?;
             }
+            let out_of_range = range_problems(&raw);
+            if !out_of_range.is_empty() {
+                bail!("{}: {}", ctx(), out_of_range.join("; "));
+            }
             let s: Sections = serde_path_to_error::deserialize(toml::Value::Table(raw))
                 .map_err(|e| anyhow::anyhow!("{}: {}", ctx(), path_error(e)))?;
             StageSettings {
@@ -204,46 +209,13 @@ impl Experiment {
 impl StageSettings {
     /// Impossible combinations (also checked for the file's own settings).
     pub fn problems(&self) -> Vec<String> {
-        let (r, o, g) = (&self.rollout, &self.optim, &self.grpo);
+        let (r, g) = (&self.rollout, &self.grpo);
         let mut out = Vec::new();
         let mut check = |ok: bool, msg: &str| {
             if !ok {
                 out.push(msg.to_string());
             }
         };
-        check(r.group_size >= 1, "rollout.group_size must be >= 1");
-        check(r.temperature > 0.0, "rollout.temperature must be > 0");
-        check(
-            r.top_p > 0.0 && r.top_p <= 1.0,
-            "rollout.top_p must be in (0, 1]",
-        );
-        check(
-            o.lr >= 0.0 && o.lr.is_finite(),
-            "optim.lr must be a finite number >= 0",
-        );
-        check(
-            g.clip_low > 0.0 && g.clip_low < 1.0,
-            "grpo.clip_low must be in (0, 1)",
-        );
-        check(g.clip_high > 0.0, "grpo.clip_high must be > 0");
-        check(
-            g.dual_clip.is_none_or(|c| c > 1.0),
-            "grpo.dual_clip must be > 1",
-        );
-        check(
-            o.micro_batch_size >= 1,
-            "optim.micro_batch_size must be >= 1",
-        );
-        check(
-            o.updates_per_batch >= 1,
-            "optim.updates_per_batch must be >= 1",
-        );
-        check(g.kl.coef >= 0.0, "grpo.kl.coef must be >= 0");
-        check(g.entropy.coef >= 0.0, "grpo.entropy.coef must be >= 0");
-        check(
-            g.entropy.decay > 0.0 && g.entropy.decay <= 1.0,
-            "grpo.entropy.decay must be in (0, 1]",
-        );
         check(
             !(g.freeze_vision && g.freeze_language),
             "grpo.freeze_vision and grpo.freeze_language: freezing both leaves nothing to train",
@@ -332,7 +304,10 @@ mod tests {
             "{msg}"
         );
         let msg = with_extra("grpo.clip_low", "1.5");
-        assert!(msg.contains("grpo.clip_low must be in (0, 1)"), "{msg}");
+        assert!(
+            msg.contains("grpo.clip_low = 1.5: must be in (0, 1)"),
+            "{msg}"
+        );
         let o = lmmhost_sdk::Overrides {
             dynamic_sampling: Some(true),
             pad: lmmhost_sdk::PadOverrides {

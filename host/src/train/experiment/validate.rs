@@ -1,16 +1,286 @@
 //! The experiment checked as a whole before any model loads: files that must
-//! exist, names that must resolve, ranges and impossible combinations. Every
-//! problem is reported at once, each naming its key.
+//! exist, names that must resolve, the range of every numeric setting
+//! ([`RANGES`]) and impossible combinations. Every problem is reported at
+//! once, each naming its key.
 
 use anyhow::{bail, Result};
 
 use super::schema::Experiment;
 use crate::rl::schedules::LrDecay;
 
+/// One end of a range.
+#[derive(Debug, Clone, Copy)]
+pub enum Bound {
+    Inclusive(f64),
+    Exclusive(f64),
+    None,
+}
+
+/// The valid values of a numeric setting. NaN is never valid; an infinite
+/// float only where a bound is an inclusive infinity.
+#[derive(Debug, Clone, Copy)]
+pub struct Range {
+    pub min: Bound,
+    pub max: Bound,
+    /// Why the bound is there, when it is not obvious.
+    pub why: &'static str,
+}
+
+const fn range(min: Bound, max: Bound) -> Range {
+    Range { min, max, why: "" }
+}
+
+const fn at_least(v: f64) -> Range {
+    range(Bound::Inclusive(v), Bound::None)
+}
+
+const fn above(v: f64) -> Range {
+    range(Bound::Exclusive(v), Bound::None)
+}
+
+const ANY: Range = range(Bound::None, Bound::None);
+
+impl Range {
+    const fn because(self, why: &'static str) -> Range {
+        Range { why, ..self }
+    }
+
+    pub fn contains(&self, v: f64) -> bool {
+        let low = match self.min {
+            Bound::Inclusive(m) => v >= m,
+            Bound::Exclusive(m) => v > m,
+            Bound::None => v > f64::NEG_INFINITY,
+        };
+        let high = match self.max {
+            Bound::Inclusive(m) => v <= m,
+            Bound::Exclusive(m) => v < m,
+            Bound::None => v < f64::INFINITY,
+        };
+        low && high
+    }
+
+    /// `in (0, 1]`, `>= 1`, `a finite number`.
+    pub fn describe(&self) -> String {
+        let num = |v: f64| {
+            if v == f64::INFINITY {
+                "inf".to_string()
+            } else {
+                format!("{v}")
+            }
+        };
+        match (self.min, self.max) {
+            (Bound::None, Bound::None) => "a finite number".into(),
+            (Bound::Inclusive(m), Bound::None) => format!(">= {}", num(m)),
+            (Bound::Exclusive(m), Bound::None) => format!("> {}", num(m)),
+            (Bound::None, Bound::Inclusive(m)) => format!("<= {}", num(m)),
+            (Bound::None, Bound::Exclusive(m)) => format!("< {}", num(m)),
+            (lo, hi) => {
+                let (l, a) = match lo {
+                    Bound::Inclusive(m) => ('[', m),
+                    Bound::Exclusive(m) => ('(', m),
+                    Bound::None => ('(', f64::NEG_INFINITY),
+                };
+                let (h, b) = match hi {
+                    Bound::Inclusive(m) => (']', m),
+                    Bound::Exclusive(m) => (')', m),
+                    Bound::None => (')', f64::INFINITY),
+                };
+                format!("in {l}{}, {}{h}", num(a), num(b))
+            }
+        }
+    }
+}
+
+/// The valid range of every numeric setting of the experiment file, by key
+/// path: `*` stands for any plugin or dataset name, `[]` for any element
+/// of an array. A test enumerates the schema's numeric keys and fails on one
+/// missing here.
+pub const RANGES: &[(&str, Range)] = &[
+    ("seed", at_least(0.0)),
+    ("model.threads", at_least(1.0)),
+    ("model.workers", at_least(1.0)),
+    ("model.max_image_pixels", at_least(1.0)),
+    (
+        "plugins.*.limits.call_timeout_ms",
+        range(Bound::Inclusive(1.0), Bound::Inclusive(86_400_000.0)).because("at most a day"),
+    ),
+    (
+        "plugins.*.limits.memory_mb",
+        range(Bound::Inclusive(1.0), Bound::Inclusive(4096.0))
+            .because("a 32-bit WebAssembly memory holds at most 4 GiB"),
+    ),
+    (
+        "plugins.*.limits.instances",
+        range(Bound::Inclusive(1.0), Bound::Inclusive(1024.0)),
+    ),
+    ("rewards[].weight", ANY),
+    ("rollout.group_size", at_least(1.0)),
+    ("rollout.temperature", above(0.0)),
+    (
+        "rollout.top_p",
+        range(Bound::Exclusive(0.0), Bound::Inclusive(1.0)),
+    ),
+    ("rollout.top_k", at_least(0.0).because("0 disables top-k")),
+    ("rollout.max_prompt_tokens", at_least(1.0)),
+    ("rollout.max_response_tokens", at_least(1.0)),
+    ("rollout.min_new_tokens", at_least(0.0)),
+    ("rollout.prompts_per_step", at_least(1.0)),
+    ("optim.lr", at_least(0.0)),
+    ("optim.warmup_steps", at_least(0.0)),
+    (
+        "optim.min_lr_ratio",
+        range(Bound::Inclusive(0.0), Bound::Inclusive(1.0)),
+    ),
+    ("optim.decay_steps", at_least(1.0)),
+    (
+        "optim.betas[]",
+        range(Bound::Inclusive(0.0), Bound::Exclusive(1.0)),
+    ),
+    (
+        "optim.eps",
+        range(Bound::Exclusive(0.0), Bound::Inclusive(1.0))
+            .because("it keeps AdamW's denominator positive"),
+    ),
+    (
+        "optim.weight_decay",
+        at_least(0.0).because("a negative decay grows the weights"),
+    ),
+    (
+        "optim.grad_clip",
+        at_least(0.0).because("0 disables clipping"),
+    ),
+    ("optim.micro_batch_size", at_least(1.0)),
+    ("optim.updates_per_batch", at_least(1.0)),
+    (
+        "grpo.clip_low",
+        range(Bound::Exclusive(0.0), Bound::Exclusive(1.0)),
+    ),
+    ("grpo.clip_high", above(0.0)),
+    ("grpo.dual_clip", above(1.0)),
+    (
+        "grpo.loss_constant_length",
+        at_least(1.0).because("the sequence loss is divided by it"),
+    ),
+    ("grpo.kl.coef", at_least(0.0)),
+    ("grpo.entropy.coef", at_least(0.0)),
+    ("grpo.entropy.warmup_steps", at_least(0.0)),
+    (
+        "grpo.entropy.decay",
+        range(Bound::Exclusive(0.0), Bound::Inclusive(1.0)),
+    ),
+    (
+        "grpo.pad.t_low",
+        above(0.0).because("zero-advantage samples carry no gradient"),
+    ),
+    (
+        "grpo.pad.t_high",
+        range(Bound::Exclusive(0.0), Bound::Inclusive(f64::INFINITY)),
+    ),
+    (
+        "grpo.pad.ratio",
+        range(Bound::Exclusive(0.0), Bound::Inclusive(1.0)),
+    ),
+    ("grpo.pad.tau_start", above(0.0)),
+    ("grpo.pad.tau_end", above(0.0)),
+    ("grpo.pad.tau_decay_steps", at_least(0.0)),
+    (
+        "grpo.dynamic_sampling.max_retries",
+        range(Bound::Inclusive(0.0), Bound::Inclusive(1000.0)),
+    ),
+    (
+        "checkpoint.every",
+        at_least(0.0).because("0 saves only at the end"),
+    ),
+    ("checkpoint.keep_last", at_least(1.0)),
+    ("logging.total_steps", at_least(1.0)),
+    (
+        "eval.every",
+        at_least(0.0).because("0 evaluates only at stage boundaries and the end"),
+    ),
+    ("eval.samples", at_least(1.0)),
+    ("eval.pass_k[]", at_least(1.0)),
+    ("eval.temperature", above(0.0)),
+    ("eval.max_response_tokens", at_least(1.0)),
+    ("eval.limit", at_least(1.0)),
+    ("sft.batch_size", at_least(1.0)),
+    ("sft.max_tokens", at_least(1.0)),
+];
+
+/// Tables whose keys are names the user chose: `*` in [`RANGES`].
+const NAMED_TABLES: [&str; 2] = ["plugins", "datasets"];
+
+/// Free-form tables handed to plugins as they are.
+const FREE_FORM: [&str; 2] = ["plugins.*.config", "datasets.*.config"];
+
+/// The [`RANGES`] entry for a key pattern.
+pub fn range_of(pattern: &str) -> Option<&'static Range> {
+    RANGES.iter().find(|(k, _)| *k == pattern).map(|(_, r)| r)
+}
+
+/// Every numeric value of `table` (the experiment file as parsed, or a
+/// stage's sections) outside its range, one message each naming the key,
+/// the value and the range.
+pub fn range_problems(table: &toml::Table) -> Vec<String> {
+    let mut out = Vec::new();
+    walk_table(table, "", "", &mut out);
+    out
+}
+
+fn walk_table(t: &toml::Table, pattern: &str, path: &str, out: &mut Vec<String>) {
+    let named = NAMED_TABLES.contains(&pattern);
+    for (k, v) in t {
+        let join = |prefix: &str, k: &str| {
+            if prefix.is_empty() {
+                k.to_string()
+            } else {
+                format!("{prefix}.{k}")
+            }
+        };
+        let p = join(pattern, if named { "*" } else { k });
+        if FREE_FORM.contains(&p.as_str()) {
+            continue;
+        }
+        walk_value(v, &p, &join(path, k), out);
+    }
+}
+
+fn walk_value(v: &toml::Value, pattern: &str, path: &str, out: &mut Vec<String>) {
+    let value = match v {
+        toml::Value::Integer(i) => *i as f64,
+        toml::Value::Float(f) => *f,
+        toml::Value::Table(t) => return walk_table(t, pattern, path, out),
+        toml::Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                walk_value(item, &format!("{pattern}[]"), &format!("{path}[{i}]"), out);
+            }
+            return;
+        }
+        _ => return,
+    };
+    // Keys without an entry are not numeric settings of ours (a wrong type
+    // or an unknown key fails the typed parse with its own message).
+    let Some(r) = range_of(pattern) else { return };
+    if !r.contains(value) {
+        let why = if r.why.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", r.why)
+        };
+        out.push(format!(
+            "{path} = {}: must be {}{why}",
+            match v {
+                toml::Value::Float(f) => format!("{f:?}"),
+                other => other.to_string(),
+            },
+            r.describe()
+        ));
+    }
+}
+
 impl Experiment {
     /// Every problem found, one per line, each naming its key.
     pub fn validate(&self) -> Result<()> {
-        let mut problems = Vec::new();
+        let mut problems = range_problems(&self.raw);
         let mut check = |ok: bool, msg: String| {
             if !ok {
                 problems.push(msg);
@@ -19,14 +289,6 @@ impl Experiment {
         check(
             self.model.path.exists(),
             format!("model.path: {} does not exist", self.model.path.display()),
-        );
-        check(
-            self.model.threads != Some(0),
-            "model.threads: must be at least 1 (leave it out for all cores)".into(),
-        );
-        check(
-            self.model.workers >= 1,
-            "model.workers: must be at least 1".into(),
         );
         for (name, p) in &self.plugins {
             match (&p.wasm, &p.bundle) {
@@ -53,14 +315,6 @@ impl Experiment {
                     format!("plugins.{name}: set exactly one of `wasm` or `bundle`"),
                 ),
             }
-            check(
-                p.limits.call_timeout_ms > 0,
-                format!("plugins.{name}.limits.call_timeout_ms must be > 0"),
-            );
-            check(
-                p.limits.memory_mb >= 1,
-                format!("plugins.{name}.limits.memory_mb must be >= 1"),
-            );
         }
         let plugin = |n: &str| self.plugins.contains_key(n);
         check(
@@ -74,10 +328,6 @@ impl Experiment {
                     "rewards[{i}].plugin: no plugin named {:?} in [plugins]",
                     r.plugin
                 ),
-            );
-            check(
-                r.weight.is_finite(),
-                format!("rewards[{i}].weight must be a finite number"),
             );
         }
         for (name, d) in &self.datasets {
@@ -133,38 +383,14 @@ impl Experiment {
 
         let r = &self.rollout;
         check(
-            r.max_response_tokens >= 1,
-            "rollout.max_response_tokens must be >= 1".into(),
-        );
-        check(
             r.min_new_tokens <= r.max_response_tokens,
             "rollout.min_new_tokens must be <= rollout.max_response_tokens".into(),
-        );
-        check(
-            r.prompts_per_step >= 1,
-            "rollout.prompts_per_step must be >= 1".into(),
         );
 
         let o = &self.optim;
         check(
-            o.betas.iter().all(|b| (0.0..1.0).contains(b)),
-            "optim.betas must both be in [0, 1)".into(),
-        );
-        check(
-            o.grad_clip >= 0.0,
-            "optim.grad_clip must be >= 0 (0 disables clipping)".into(),
-        );
-        check(
-            (0.0..=1.0).contains(&o.min_lr_ratio),
-            "optim.min_lr_ratio must be in [0, 1]".into(),
-        );
-        check(
             o.lr_decay == LrDecay::Constant || o.decay_steps.is_some_and(|n| n > 0),
             "optim.decay_steps: required (> 0) when optim.lr_decay is not \"constant\"".into(),
-        );
-        check(
-            self.sft.batch_size != Some(0),
-            "sft.batch_size must be >= 1".into(),
         );
 
         for p in self.file_stage_settings().problems() {
@@ -177,16 +403,15 @@ impl Experiment {
                     format!("eval.datasets: no dataset named {d:?} in [datasets]"),
                 );
             }
-            check(e.samples >= 1, "eval.samples must be >= 1".into());
             check(
                 !(e.greedy && e.samples > 1),
                 "eval.greedy = true with eval.samples > 1: greedy samples are all identical".into(),
             );
             for k in &e.pass_k {
                 check(
-                    *k >= 1 && *k <= e.samples,
+                    *k <= e.samples,
                     format!(
-                        "eval.pass_k: k = {k} needs 1 <= k <= eval.samples ({})",
+                        "eval.pass_k: k = {k} needs k <= eval.samples ({})",
                         e.samples
                     ),
                 );
@@ -201,10 +426,6 @@ impl Experiment {
                 ),
             );
         }
-        check(
-            self.checkpoint.keep_last >= 1,
-            "checkpoint.keep_last must be >= 1".into(),
-        );
         if problems.is_empty() {
             Ok(())
         } else {
@@ -219,8 +440,185 @@ impl Experiment {
 
 #[cfg(test)]
 mod tests {
+    use super::super::schema_keys::{numeric_keys, Numeric};
     use super::super::test_files::{error_of, setup};
+    use super::*;
     use crate::train::experiment::Experiment;
+
+    /// Every numeric key of the schema has a range, and every range is a key.
+    #[test]
+    fn every_numeric_key_has_a_range() {
+        let keys = numeric_keys();
+        assert!(keys.len() > 40, "the probe found only {keys:?}");
+        let missing: Vec<&str> = keys
+            .iter()
+            .map(|(k, _)| k.as_str())
+            .filter(|k| range_of(k).is_none())
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "numeric settings without a range in RANGES: {missing:?}"
+        );
+        let stale: Vec<&str> = RANGES
+            .iter()
+            .map(|(k, _)| *k)
+            .filter(|k| !keys.iter().any(|(n, _)| n == k))
+            .collect();
+        assert!(
+            stale.is_empty(),
+            "RANGES entries the schema does not have: {stale:?}"
+        );
+    }
+
+    /// A value just outside the range, when the key's type can hold one.
+    fn outside(r: &Range, kind: Numeric) -> Option<toml::Value> {
+        let v = match (r.min, r.max, kind) {
+            (Bound::Inclusive(m), _, Numeric::Integer) if m >= 1.0 => m - 1.0,
+            (_, Bound::Inclusive(m), Numeric::Integer) if m.is_finite() => m + 1.0,
+            (Bound::Inclusive(m), _, Numeric::Float) => m - 0.5,
+            (Bound::Exclusive(m), _, Numeric::Float) => m,
+            (_, Bound::Inclusive(m), Numeric::Float) if m.is_finite() => m + 0.5,
+            (_, Bound::Exclusive(m), Numeric::Float) => m,
+            (Bound::None, Bound::None, Numeric::Float) => f64::NAN,
+            _ => return None,
+        };
+        Some(match kind {
+            Numeric::Integer => toml::Value::Integer(v as i64),
+            Numeric::Float => toml::Value::Float(v),
+        })
+    }
+
+    /// `plugins.*.limits.memory_mb` as a path in the test file, and that
+    /// path as the error names it.
+    fn concrete(pattern: &str) -> (Vec<String>, String) {
+        let named = pattern.replacen("plugins.*", "plugins.math", 1).replacen(
+            "datasets.*",
+            "datasets.train",
+            1,
+        );
+        let parts = named.split('.').map(str::to_string).collect();
+        (parts, named.replace("[]", "[0]"))
+    }
+
+    fn set(table: &mut toml::Table, parts: &[String], value: toml::Value) {
+        let (last, parents) = parts.split_last().unwrap();
+        let mut t = table;
+        for p in parents {
+            let (name, arr) = match p.strip_suffix("[]") {
+                Some(n) => (n, true),
+                None => (p.as_str(), false),
+            };
+            let entry = t
+                .entry(name.to_string())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            t = if arr {
+                entry.as_array_mut().unwrap()[0].as_table_mut().unwrap()
+            } else {
+                entry.as_table_mut().unwrap()
+            };
+        }
+        match last.strip_suffix("[]") {
+            Some(name) => {
+                t.insert(
+                    name.to_string(),
+                    toml::Value::Array(vec![value.clone(), value]),
+                );
+            }
+            None => {
+                t.insert(last.clone(), value);
+            }
+        }
+    }
+
+    /// Every numeric key, set just outside its range, is refused with its
+    /// key path, its value and the range.
+    #[test]
+    fn every_range_is_enforced_with_key_and_range() {
+        let (dir, p) = setup("[eval]\ndatasets = [\"train\"]\n");
+        let base: toml::Table = std::fs::read_to_string(&p).unwrap().parse().unwrap();
+        let mut checked = 0;
+        for (pattern, kind) in numeric_keys() {
+            let r = range_of(&pattern).unwrap();
+            let Some(bad) = outside(r, kind) else {
+                // Only unsigned integers from 0 up: the parse refuses the rest.
+                assert!(
+                    kind == Numeric::Integer
+                        && matches!(r.min, Bound::Inclusive(m) if m <= 0.0)
+                        && matches!(r.max, Bound::None),
+                    "{pattern}: no out-of-range value to test"
+                );
+                continue;
+            };
+            let (parts, named) = concrete(&pattern);
+            let mut t = base.clone();
+            set(&mut t, &parts, bad.clone());
+            let file = dir.path().join("range.toml");
+            std::fs::write(&file, toml::to_string(&t).unwrap()).unwrap();
+            let msg = format!("{:#}", Experiment::load(&file).unwrap_err());
+            assert!(
+                msg.contains(&format!("{named} = ")) && msg.contains(&r.describe()),
+                "{pattern} = {bad}: {msg}"
+            );
+            checked += 1;
+        }
+        assert!(
+            checked > 35,
+            "only {checked} keys had an out-of-range value"
+        );
+    }
+
+    #[test]
+    fn the_campaign_inputs_are_refused() {
+        let msg = error_of(
+            "[optim]\neps = -1e-8\nweight_decay = -0.1\n[grpo]\nloss_constant_length = 0\n",
+        );
+        assert!(
+            msg.contains("optim.eps = -1e-8: must be in (0, 1]"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("optim.weight_decay = -0.1: must be >= 0"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("grpo.loss_constant_length = 0: must be >= 1"),
+            "{msg}"
+        );
+        let msg = error_of("[plugins.math.limits]\nmemory_mb = 17592186044416\n");
+        assert!(
+            msg.contains("plugins.math.limits.memory_mb = 17592186044416: must be in [1, 4096]"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn defaults_are_inside_their_ranges() {
+        let (_d, p) = setup("");
+        let e = Experiment::load(&p).unwrap();
+        let s = e.file_stage_settings();
+        let defaults = [
+            ("rollout.temperature", s.rollout.temperature),
+            ("rollout.top_p", s.rollout.top_p),
+            ("optim.eps", s.optim.eps),
+            ("optim.weight_decay", s.optim.weight_decay),
+            ("optim.betas[]", s.optim.betas[0]),
+            ("optim.betas[]", s.optim.betas[1]),
+            ("grpo.clip_low", s.grpo.clip_low),
+            ("grpo.clip_high", s.grpo.clip_high),
+            ("grpo.entropy.decay", s.grpo.entropy.decay),
+            ("grpo.pad.t_low", s.grpo.pad.t_low),
+            ("grpo.pad.t_high", s.grpo.pad.t_high),
+            ("grpo.pad.ratio", s.grpo.pad.ratio),
+            (
+                "plugins.*.limits.memory_mb",
+                e.plugins["math"].limits.memory_mb as f64,
+            ),
+            ("checkpoint.keep_last", e.checkpoint.keep_last as f64),
+        ];
+        for (k, v) in defaults {
+            assert!(range_of(k).unwrap().contains(v), "{k} = {v}");
+        }
+    }
 
     #[test]
     fn impossible_combinations_are_rejected_together() {
@@ -251,8 +649,8 @@ mod tests {
         );
         std::fs::write(&p, text).unwrap();
         let msg = format!("{:#}", Experiment::load(&p).unwrap_err());
-        assert!(msg.contains("model.threads: must be at least 1"), "{msg}");
-        assert!(msg.contains("model.workers: must be at least 1"), "{msg}");
+        assert!(msg.contains("model.threads = 0: must be >= 1"), "{msg}");
+        assert!(msg.contains("model.workers = 0: must be >= 1"), "{msg}");
     }
 
     #[test]

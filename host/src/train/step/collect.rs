@@ -17,8 +17,9 @@ use lmmhost_sdk as sdk;
 use super::logprobs::rows_logprobs;
 use super::plan::StepPlan;
 use crate::rl::dynamic_sampling::{informative_groups, DynamicSampling};
-use crate::train::data::{derive_seed, prompt_conversation};
+use crate::train::data::{derive_seed, prompt_conversation, sample_name};
 use crate::train::experiment::StageSettings;
+use crate::train::failures::{reward_failures, Failure};
 use crate::train::plugins::{reward_groups, score_all, CombinedScore};
 use crate::train::policy::{Policy, Reference};
 use crate::train::rollout::{prepare_prompts, roll_out, RolloutConfig, Row};
@@ -78,6 +79,8 @@ struct Round {
 struct ScoredRound {
     rows: Vec<Row>,
     scores: Vec<CombinedScore>,
+    /// Items a reward plugin failed on (scored 0 under `on_error = "zero"`).
+    failures: Vec<Failure>,
     old_logprobs: Vec<Vec<f32>>,
     ref_logprobs: Vec<Vec<f32>>,
 }
@@ -89,23 +92,55 @@ pub(crate) fn collect(
     p: &StepPlan,
 ) -> Result<Collected> {
     let mut out = Collected::default();
+    t.dropped_samples = 0;
     while out.generated.rounds < p.max_rounds && out.batch.groups < p.prompts {
         let round = generate(t, plan, s, p, &mut out)?;
         let Some(round) = round else { continue };
         let scored = score(t, round, s, p, &mut out.time)?;
+        t.failures.report(&t.bar, &scored.failures)?;
         out.generated.add(&scored);
-        let keep = keep_groups(&scored, &s.grpo.dynamic_sampling, p);
+        let keep = keep_groups(&scored, &s.grpo.dynamic_sampling, p)?;
         out.batch.append(scored, &keep, p);
     }
     if out.batch.rows.is_empty() {
         bail!(
-            "step {}: no usable group after {} round(s) of sampling ({} prompts over rollout.max_prompt_tokens)",
+            "step {}: {}",
             t.state.global_step + 1,
-            out.generated.rounds,
-            out.generated.skipped_long_prompts
+            why_empty(t, s, &out)
         );
     }
     Ok(out)
+}
+
+/// Why a step found no group to train on, and what to do about it.
+fn why_empty(t: &Trainer, s: &StageSettings, out: &Collected) -> String {
+    let g = &out.generated;
+    if g.rows > 0 {
+        let groups = g.rows / s.rollout.group_size.max(1) as usize;
+        return s.grpo.dynamic_sampling.all_uniform(groups, g.rounds);
+    }
+    if t.dropped_samples > 0 && g.skipped_long_prompts == 0 {
+        return format!(
+            "every sample drawn was left out as bad ({} under on_error = \"zero\"; see {})",
+            t.dropped_samples,
+            t.failures.path().display()
+        );
+    }
+    format!(
+        "no usable group after {} round(s) of sampling: {} prompts were over rollout.max_prompt_tokens = {}{}",
+        g.rounds,
+        g.skipped_long_prompts,
+        s.rollout.max_prompt_tokens,
+        if t.dropped_samples > 0 {
+            format!(
+                " and {} samples were left out as bad (see {})",
+                t.dropped_samples,
+                t.failures.path().display()
+            )
+        } else {
+            String::new()
+        }
+    )
 }
 
 fn rollout_config(s: &StageSettings) -> RolloutConfig {
@@ -138,7 +173,13 @@ fn generate(
         .iter()
         .map(prompt_conversation)
         .collect::<Result<Vec<_>>>()?;
-    let (batch, kept) = prepare_prompts(&t.policy.processor, &convs, s.rollout.max_prompt_tokens)?;
+    let names: Vec<String> = samples.iter().map(sample_name).collect();
+    let (batch, kept) = prepare_prompts(
+        &t.policy.processor,
+        &convs,
+        &names,
+        s.rollout.max_prompt_tokens,
+    )?;
     out.generated.skipped_long_prompts += convs.len() - kept.len();
     out.generated.rounds += 1;
     let Some(batch) = batch else { return Ok(None) };
@@ -179,7 +220,11 @@ fn score(
         .block_on(scoring)
         .context("the reward task panicked")??;
     time.reward += secs;
+    let failures = reward_failures(t.state.global_step + 1, &scores, |i| {
+        sample_name(&round.samples[round.kept[round.rows[i].group]])
+    });
     Ok(ScoredRound {
+        failures,
         rows: round.rows,
         scores,
         old_logprobs,
@@ -210,18 +255,19 @@ fn logprobs_under(
 }
 
 /// Which of the round's groups to keep: those whose scores differ under
-/// dynamic sampling, else all.
-fn keep_groups(round: &ScoredRound, ds: &DynamicSampling, p: &StepPlan) -> Vec<bool> {
-    if p.dynamic_sampling {
-        let metric: Vec<f64> = round
-            .scores
-            .iter()
-            .map(|c| ds.metric_of(c.total, &c.components))
-            .collect();
-        informative_groups(&metric, p.group_size)
-    } else {
-        vec![true; round.rows.len() / p.group_size]
+/// dynamic sampling, else all. A metric no reward reports is an error.
+fn keep_groups(round: &ScoredRound, ds: &DynamicSampling, p: &StepPlan) -> Result<Vec<bool>> {
+    if !p.dynamic_sampling {
+        return Ok(vec![true; round.rows.len() / p.group_size]);
     }
+    ds.check_metric_reported(round.scores.iter().map(|c| &c.components))
+        .map_err(anyhow::Error::msg)?;
+    let metric: Vec<f64> = round
+        .scores
+        .iter()
+        .map(|c| ds.metric_of(c.total, &c.components))
+        .collect();
+    Ok(informative_groups(&metric, p.group_size))
 }
 
 impl Generated {

@@ -15,7 +15,7 @@ use tch::{Kind, Tensor};
 use super::metrics::SftMetrics;
 use super::plan::stage_lr;
 use crate::train::adamw::{clip_grad_norm, AdamW};
-use crate::train::data::sft_conversation;
+use crate::train::data::{sample_name, sft_conversation};
 use crate::train::experiment::StageSettings;
 use crate::train::policy::Policy;
 use crate::train::trainer::Trainer;
@@ -50,7 +50,8 @@ fn draw_encoded(
         .iter()
         .map(sft_conversation)
         .collect::<Result<Vec<_>>>()?;
-    let encoded = t.policy.processor.encode(&convs, false)?;
+    let names: Vec<String> = samples.iter().map(sample_name).collect();
+    let encoded = t.policy.processor.encode_named(&convs, &names, false)?;
     let before = encoded.len();
     let encoded: Vec<_> = encoded
         .into_iter()

@@ -293,12 +293,11 @@ mod tests {
 
     fn policy(workers: usize, seed: u64) -> Policy {
         let section = ModelSection {
-            path: Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/models/char-qwen2"),
             init: ModelInit::Random,
-            device: "cpu".into(),
-            dtype: "f32".into(),
-            threads: None,
             workers,
+            ..ModelSection::new(
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/models/char-qwen2"),
+            )
         };
         let p = Policy::load(&section, None, seed).unwrap();
         p.set_trainable(false, false);

@@ -286,12 +286,17 @@ impl Reward for MathAccuracy {
     }
 
     fn score(&self, completion: &Completion) -> Result<Score, String> {
-        let reference = completion.sample.answer.as_deref().ok_or_else(|| {
-            format!(
-                "sample {:?} has no reference answer (`answer`)",
-                completion.sample.id
-            )
-        })?;
+        let reference = completion
+            .sample
+            .answer
+            .as_deref()
+            .filter(|a| !a.trim().is_empty())
+            .ok_or_else(|| {
+                format!(
+                    "sample {:?} has no reference answer (`answer` is missing or empty)",
+                    completion.sample.id
+                )
+            })?;
         let acc = self.accuracy(completion, reference);
         let mut components = Vec::with_capacity(2);
         let mut total = acc;
