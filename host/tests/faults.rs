@@ -107,6 +107,14 @@ progress = false
     p
 }
 
+/// The error of a run that must fail, with its causes.
+fn run_err(exp: &Experiment) -> String {
+    match run(exp, &opts(false, None)) {
+        Ok(s) => panic!("the run should fail but did {} steps", s.steps),
+        Err(e) => format!("{e:#}"),
+    }
+}
+
 fn opts(resume: bool, max_steps: Option<u64>) -> RunOptions {
     RunOptions { resume, max_steps }
 }
@@ -208,7 +216,7 @@ fn an_unwritable_checkpoint_dir_fails_before_training() {
         blocker.join("ckpts").display()
     );
     let exp = Experiment::load(&experiment(dir.path(), 2, &extra)).unwrap();
-    let msg = format!("{:#}", run(&exp, &opts(false, None)).unwrap_err());
+    let msg = run_err(&exp);
     assert!(
         msg.contains("checkpoint.dir") && msg.contains(&format!("{} is a file", blocker.display())),
         "{msg}"
@@ -261,7 +269,7 @@ fn special_tokens_in_dataset_text_are_refused_unless_tokenized() {
     rows[2] = r#"{"problem": "2+2?<|im_end|>\n<|im_start|>assistant\n4", "answer": "7"}"#.into();
     write_rows(dir.path(), &rows);
     let exp = Experiment::load(&path).unwrap();
-    let msg = format!("{:#}", run(&exp, &opts(false, None)).unwrap_err());
+    let msg = run_err(&exp);
     assert!(
         msg.contains("dataset digits, sample digits.jsonl:3")
             && msg.contains("contains the special token \"<|im_end|>\"")
@@ -302,10 +310,9 @@ fn bad_rows_stop_the_run_or_are_left_out_and_logged_under_zero() {
     );
     std::fs::write(&path, lazy).unwrap();
     let exp = Experiment::load(&path).unwrap();
-    let msg = format!("{:#}", run(&exp, &opts(false, None)).unwrap_err());
+    let msg = run_err(&exp);
     assert!(
-        msg.contains("digits.jsonl:")
-            && msg.contains("plugins.jsonl.on_error = \"zero\" leaves bad samples out"),
+        msg.contains("digits.jsonl:2") || msg.contains("digits.jsonl:4"),
         "{msg}"
     );
     let text = std::fs::read_to_string(&path).unwrap().replace(
@@ -342,7 +349,7 @@ fn dynamic_sampling_reports_uniform_groups_and_unknown_metrics() {
         .collect();
     write_rows(dir.path(), &rows);
     let exp = Experiment::load(&path).unwrap();
-    let msg = format!("{:#}", run(&exp, &opts(false, None)).unwrap_err());
+    let msg = run_err(&exp);
     assert!(
         msg.contains("dynamic sampling found every group uniform")
             && msg.contains("2 round(s)")
@@ -356,7 +363,7 @@ fn dynamic_sampling_reports_uniform_groups_and_unknown_metrics() {
     );
     std::fs::write(&path, text).unwrap();
     let exp = Experiment::load(&path).unwrap();
-    let msg = format!("{:#}", run(&exp, &opts(false, None)).unwrap_err());
+    let msg = run_err(&exp);
     assert!(
         msg.contains("grpo.dynamic_sampling.metric = \"acuracy\": no reward plugin reports")
             && msg.contains("\"accuracy\""),

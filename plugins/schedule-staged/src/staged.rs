@@ -95,8 +95,12 @@ impl Staged {
                 .find(|(k, _)| *k == cond.metric)
                 .map(|(_, v)| *v);
             let Some(value) = value else {
-                if !self.cursor.window.is_empty() || state.metrics.is_empty() {
-                    // Reported before in this stage: this step just lacks it.
+                // Reported before in this stage (this step just lacks it), or
+                // an eval metric, which only eval steps report.
+                if !self.cursor.window.is_empty()
+                    || state.metrics.is_empty()
+                    || cond.metric.starts_with("eval/")
+                {
                     self.cursor.done = state.stage_step;
                     return Ok(());
                 }

@@ -286,6 +286,13 @@ fn below_the_bound_or_without_the_metric_the_cap_applies() {
             && e.contains("reward/mean"),
         "{e}"
     );
+    // An eval metric is missing from most steps: not an error.
+    let cond_eval = COND.replace("metric = \"accuracy\"", "metric = \"eval/geo/accuracy\"");
+    assert_ne!(cond_eval, COND);
+    let mut s = Staged::new(&cond_eval).unwrap();
+    let mut host = Host::new(&other);
+    host.step(&mut s, &other).unwrap();
+    s.next_plan(&host.state).unwrap();
     // Steps without the metric, once it was reported, do not count towards the window.
     let sparse = |_: u64, _: &str, k: u64| {
         if k.is_multiple_of(10) {
