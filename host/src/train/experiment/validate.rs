@@ -118,6 +118,17 @@ impl Experiment {
             r.min_new_tokens <= r.max_response_tokens,
             "rollout.min_new_tokens must be <= rollout.max_response_tokens".into(),
         );
+        if let Some(b) = r.kv_cache_budget {
+            let least = r.max_prompt_tokens + r.max_response_tokens.saturating_sub(1).max(1);
+            check(
+                b >= least,
+                format!(
+                    "rollout.kv_cache_budget = {b} cannot hold one prompt of max_prompt_tokens ({}) \
+                     and one response of max_response_tokens ({}): it needs at least {least}",
+                    r.max_prompt_tokens, r.max_response_tokens
+                ),
+            );
+        }
         check(
             r.prompts_per_step >= 1,
             "rollout.prompts_per_step must be >= 1".into(),
