@@ -48,14 +48,14 @@ pub fn generate<'a>(
     }
     let rows = set.len() * n;
     if cfg.max_new_tokens == 0 || set.is_empty() {
-        return Ok(assemble(
+        return assemble(
             Vec::new(),
             set.len(),
             cfg,
             &stop_ids,
             decoder,
             EngineStats::default(),
-        )?);
+        );
     }
 
     // Workers take contiguous shares of the prompts (a prompt's rows stay together).
