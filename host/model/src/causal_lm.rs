@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use tch::{Kind, Tensor};
 
 use crate::layers::LayerKv;
-use crate::lm::{CausalLm, Entropy, ForwardInputs, KvCache};
+use crate::lm::{CausalLm, DecodeAttention, Entropy, ForwardInputs, ImageTokens, KvCache};
 use crate::token_stats::chunked_token_stats;
 use crate::weights::Weights;
 
@@ -30,6 +30,16 @@ pub trait Decoder {
         key_mask: &Tensor,
         cache: Option<&mut Vec<LayerKv>>,
         buffers: &[LayerKv],
+    ) -> Result<Tensor>;
+
+    /// One new token per row (`embeds` `[B, 1, H]`) at rotary `positions`
+    /// (`[B, 1]` or `[3, B, 1]`), each layer's attention done by
+    /// `attention`. Returns the final-norm hidden states `[B, 1, H]`.
+    fn decode_with(
+        &self,
+        embeds: &Tensor,
+        positions: &Tensor,
+        attention: &mut dyn DecodeAttention,
     ) -> Result<Tensor>;
 }
 
@@ -53,6 +63,11 @@ pub trait DecoderLm {
     fn mrope(&self) -> bool;
 
     fn stop_token_ids(&self) -> &[i64];
+
+    /// How images appear in the prompt (`None`: text only).
+    fn image_tokens(&self) -> Option<ImageTokens> {
+        None
+    }
 }
 
 impl<T: DecoderLm> CausalLm for T {
@@ -107,6 +122,31 @@ impl<T: DecoderLm> CausalLm for T {
             .context("decode step")?;
         cache.attention_mask = mask;
         cache.next_position = &cache.next_position + 1;
+        Ok(h.squeeze_dim(1).linear(self.lm_head(), None::<&Tensor>))
+    }
+
+    fn decode_with(
+        &self,
+        ids: &Tensor,
+        positions: &Tensor,
+        attention: &mut dyn DecodeAttention,
+    ) -> Result<Tensor> {
+        let b = ids.size()[0];
+        if ids.size() != [b, 1] || positions.size() != [b] {
+            bail!(
+                "decode_with expects ids [B, 1] and positions [B], got {:?} and {:?}",
+                ids.size(),
+                positions.size()
+            );
+        }
+        let decoder = self.decoder();
+        let h = decoder
+            .decode_with(
+                &decoder.embed(ids),
+                &text_positions(self.mrope(), positions.unsqueeze(1)),
+                attention,
+            )
+            .context("decode step")?;
         Ok(h.squeeze_dim(1).linear(self.lm_head(), None::<&Tensor>))
     }
 
@@ -177,6 +217,10 @@ impl<T: DecoderLm> CausalLm for T {
 
     fn eos_token_ids(&self) -> &[i64] {
         self.stop_token_ids()
+    }
+
+    fn image_tokens(&self) -> Option<ImageTokens> {
+        DecoderLm::image_tokens(self)
     }
 }
 

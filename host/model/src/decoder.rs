@@ -10,8 +10,8 @@ use tch::Tensor;
 
 use crate::causal_lm::{self, Decoder, DecoderLm};
 use crate::config::{ModelConfig, TextConfig};
-use crate::layers::{attention_mask, run_layers, GatedMlp, LayerKv, RmsNorm};
-use crate::lm::ForwardInputs;
+use crate::layers::{attention_mask, cached_attention, run_layers, GatedMlp, LayerKv, RmsNorm};
+use crate::lm::{DecodeAttention, ForwardInputs};
 use crate::rope;
 use crate::weights::{Params, Weights};
 
@@ -19,17 +19,17 @@ use crate::weights::{Params, Weights};
 pub trait SelfAttention: Sized {
     fn load(w: &mut Weights, name: &str, c: &TextConfig) -> Result<Self>;
 
-    /// `x` `[B, L, H]`; `mask` bool `[B, 1, L, T]` over the cached + new keys.
-    /// Returns the output and this layer's keys/values for all T positions.
+    /// `x` `[B, L, H]`: projects it to queries `[B, H, L, D]` and keys/values
+    /// `[B, kvH, L, D]`, applies the rotary positions, and returns the output
+    /// projection of `core(q, k, v)` (`[B, L, H * D]`): the attention itself,
+    /// over whatever past keys/values the caller holds.
     fn forward(
         &self,
         x: &Tensor,
         cos: &Tensor,
         sin: &Tensor,
-        mask: &Tensor,
-        past: Option<&LayerKv>,
-        buffer: Option<&LayerKv>,
-    ) -> (Tensor, LayerKv);
+        core: &mut dyn FnMut(&Tensor, Tensor, Tensor) -> Tensor,
+    ) -> Tensor;
 
     fn params(&self, name: &str, out: &mut Params);
 }
@@ -57,6 +57,9 @@ impl<A: SelfAttention> DecoderLayer<A> {
         })
     }
 
+    /// The layer over `h` with the masked attention of [`cached_attention`]
+    /// (`mask` bool `[B, 1, L, T]` over the cached + new keys); returns the
+    /// output and this layer's keys/values for all T positions.
     fn forward(
         &self,
         h: &Tensor,
@@ -66,18 +69,29 @@ impl<A: SelfAttention> DecoderLayer<A> {
         past: Option<&LayerKv>,
         buffer: Option<&LayerKv>,
     ) -> (Tensor, LayerKv) {
-        let (a, kv) = self.self_attn.forward(
-            &self.input_layernorm.forward(h),
-            cos,
-            sin,
-            mask,
-            past,
-            buffer,
-        );
+        let mut kv = None;
+        let h = self.forward_with(h, cos, sin, &mut |q, k, v| {
+            let (o, all) = cached_attention(q, k, v, mask, past, buffer);
+            kv = Some(all);
+            o
+        });
+        (h, kv.expect("the layer's attention ran"))
+    }
+
+    /// The layer over `h` with `core` as its attention (see [`SelfAttention::forward`]).
+    fn forward_with(
+        &self,
+        h: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        core: &mut dyn FnMut(&Tensor, Tensor, Tensor) -> Tensor,
+    ) -> Tensor {
+        let a = self
+            .self_attn
+            .forward(&self.input_layernorm.forward(h), cos, sin, core);
         // Not `+=`: an in-place add would overwrite a tensor autograd saved.
         let h = h + a;
-        let h = &h + self.mlp.forward(&self.post_attention_layernorm.forward(&h));
-        (h, kv)
+        &h + self.mlp.forward(&self.post_attention_layernorm.forward(&h))
     }
 
     fn params(&self, name: &str, out: &mut Params) {
@@ -189,6 +203,27 @@ impl<A: SelfAttention> Decoder for TextModel<A> {
         buffers: &[LayerKv],
     ) -> Result<Tensor> {
         self.forward_embeds_deepstack(embeds, positions, key_mask, cache, buffers, None)
+    }
+
+    fn decode_with(
+        &self,
+        embeds: &Tensor,
+        positions: &Tensor,
+        attention: &mut dyn DecodeAttention,
+    ) -> Result<Tensor> {
+        let (cos, sin) = rope::text_cos_sin(
+            positions,
+            &self.inv_freq,
+            self.config.mrope.as_ref(),
+            embeds.kind(),
+        )?;
+        let mut h = embeds.shallow_clone();
+        for (i, layer) in self.layers.iter().enumerate() {
+            h = layer.forward_with(&h, &cos, &sin, &mut |q, k, v| {
+                attention.attend(i, q, &k, &v)
+            });
+        }
+        Ok(self.norm.forward(&h))
     }
 }
 

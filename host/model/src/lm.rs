@@ -5,6 +5,7 @@ use anyhow::Result;
 use tch::Tensor;
 
 /// One forward pass over a left-padded batch.
+#[derive(Clone, Copy)]
 pub struct ForwardInputs<'a> {
     /// `[B, L]` int64 token ids, left-padded.
     pub input_ids: &'a Tensor,
@@ -37,6 +38,21 @@ pub struct KvCache {
 }
 
 impl KvCache {
+    /// Repeats every row `n` times along the batch (row i becomes rows
+    /// i*n .. i*n+n-1), so n continuations start from one prefilled prompt.
+    pub fn repeat_rows(self, n: i64) -> KvCache {
+        if n == 1 {
+            return self;
+        }
+        let rep = |t: &Tensor| t.repeat_interleave_self_int(n, 0, None::<i64>);
+        KvCache {
+            layers: self.layers.iter().map(|(k, v)| (rep(k), rep(v))).collect(),
+            attention_mask: rep(&self.attention_mask),
+            next_position: rep(&self.next_position),
+            buffers: Vec::new(),
+        }
+    }
+
     /// Rows `first..first + len` of the batch (views; `reserve` before
     /// decoding into them copies them into their own storage).
     pub fn rows(&self, first: i64, len: i64) -> KvCache {
@@ -88,6 +104,25 @@ pub enum Entropy {
     Differentiable,
 }
 
+/// The attention of every decoder layer in a decode step, supplied by the
+/// caller of [`CausalLm::decode_with`]: it owns the keys/values (the rollout
+/// engine keeps each prompt's once and each row's own tokens apart).
+pub trait DecodeAttention {
+    /// Layer `layer`'s attention output `[B, 1, H * D]` for the new queries
+    /// `q` `[B, H, 1, D]` and keys/values `k`, `v` `[B, kvH, 1, D]` (rotary
+    /// positions applied), which it also stores for the steps after.
+    fn attend(&mut self, layer: usize, q: &Tensor, k: &Tensor, v: &Tensor) -> Tensor;
+}
+
+/// How a vision-language model marks images in `input_ids`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImageTokens {
+    /// The id of `<|image_pad|>`: one per merged patch.
+    pub id: i64,
+    /// Patches of `image_grid_thw` (t x h x w) per image token.
+    pub patches_per_token: i64,
+}
+
 /// A causal language model (text-only or vision-language).
 pub trait CausalLm {
     /// Full logits `[B, L, V]` (float32 for f32 models).
@@ -98,6 +133,16 @@ pub trait CausalLm {
 
     /// Appends one token per sequence (`ids`: `[B, 1]`), returns logits `[B, V]`.
     fn decode_step(&self, ids: &Tensor, cache: &mut KvCache) -> Result<Tensor>;
+
+    /// One token per row (`ids` `[B, 1]`, text) at rotary `positions` `[B]`,
+    /// with each layer's attention over past keys/values done by `attention`;
+    /// returns logits `[B, V]`.
+    fn decode_with(
+        &self,
+        ids: &Tensor,
+        positions: &Tensor,
+        attention: &mut dyn DecodeAttention,
+    ) -> Result<Tensor>;
 
     /// Log-probabilities of `targets` (`[B, L]`, the token that follows each
     /// position) under the model, `[B, L]` float32, computed without keeping a
@@ -139,4 +184,9 @@ pub trait CausalLm {
 
     /// End-of-sequence and other special token ids the model was configured with.
     fn eos_token_ids(&self) -> &[i64];
+
+    /// How images appear in the prompt (`None`: a text-only model).
+    fn image_tokens(&self) -> Option<ImageTokens> {
+        None
+    }
 }

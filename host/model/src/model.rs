@@ -6,7 +6,7 @@ use anyhow::Result;
 use tch::Tensor;
 
 use crate::config::{Architecture, ModelConfig};
-use crate::lm::{CausalLm, Entropy, ForwardInputs, KvCache};
+use crate::lm::{CausalLm, DecodeAttention, Entropy, ForwardInputs, ImageTokens, KvCache};
 use crate::qwen2::Qwen2ForCausalLM;
 use crate::qwen2_5_vl::Qwen2_5VlForConditionalGeneration;
 use crate::qwen3::Qwen3ForCausalLM;
@@ -66,6 +66,14 @@ impl CausalLm for Model {
     fn decode_step(&self, ids: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
         self.as_lm().decode_step(ids, cache)
     }
+    fn decode_with(
+        &self,
+        ids: &Tensor,
+        positions: &Tensor,
+        attention: &mut dyn DecodeAttention,
+    ) -> Result<Tensor> {
+        self.as_lm().decode_with(ids, positions, attention)
+    }
     fn token_stats(
         &self,
         inputs: &ForwardInputs,
@@ -87,5 +95,8 @@ impl CausalLm for Model {
     }
     fn eos_token_ids(&self) -> &[i64] {
         self.as_lm().eos_token_ids()
+    }
+    fn image_tokens(&self) -> Option<ImageTokens> {
+        self.as_lm().image_tokens()
     }
 }

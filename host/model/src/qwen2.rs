@@ -8,7 +8,7 @@ use tch::Tensor;
 
 use crate::config::TextConfig;
 use crate::decoder::{SelfAttention, TextLm, TextModel};
-use crate::layers::{cached_attention, LayerKv, Linear};
+use crate::layers::Linear;
 use crate::rope;
 use crate::weights::{Params, Weights};
 
@@ -48,10 +48,8 @@ impl SelfAttention for Qwen2Attention {
         x: &Tensor,
         cos: &Tensor,
         sin: &Tensor,
-        mask: &Tensor,
-        past: Option<&LayerKv>,
-        buffer: Option<&LayerKv>,
-    ) -> (Tensor, LayerKv) {
+        core: &mut dyn FnMut(&Tensor, Tensor, Tensor) -> Tensor,
+    ) -> Tensor {
         let (b, l) = (x.size()[0], x.size()[1]);
         let heads =
             |p: &Linear, n: i64| p.forward(x).view([b, l, n, self.head_dim]).transpose(1, 2);
@@ -59,8 +57,7 @@ impl SelfAttention for Qwen2Attention {
         let k = heads(&self.k_proj, self.num_kv_heads);
         let v = heads(&self.v_proj, self.num_kv_heads);
         let (q, k) = rope::apply_text(&q, &k, cos, sin);
-        let (o, kv) = cached_attention(&q, k, v, mask, past, buffer);
-        (self.o_proj.forward(&o), kv)
+        self.o_proj.forward(&core(&q, k, v))
     }
 
     fn params(&self, name: &str, out: &mut Params) {

@@ -10,7 +10,7 @@ use tch::Tensor;
 
 use crate::config::TextConfig;
 use crate::decoder::{SelfAttention, TextLm, TextModel};
-use crate::layers::{cached_attention, LayerKv, Linear, RmsNorm};
+use crate::layers::{Linear, RmsNorm};
 use crate::rope;
 use crate::weights::{Params, Weights};
 
@@ -54,10 +54,8 @@ impl SelfAttention for Qwen3Attention {
         x: &Tensor,
         cos: &Tensor,
         sin: &Tensor,
-        mask: &Tensor,
-        past: Option<&LayerKv>,
-        buffer: Option<&LayerKv>,
-    ) -> (Tensor, LayerKv) {
+        core: &mut dyn FnMut(&Tensor, Tensor, Tensor) -> Tensor,
+    ) -> Tensor {
         let (b, l) = (x.size()[0], x.size()[1]);
         let split = |p: &Linear, n: i64| p.forward(x).view([b, l, n, self.head_dim]);
         let q = self
@@ -70,8 +68,7 @@ impl SelfAttention for Qwen3Attention {
             .transpose(1, 2);
         let v = split(&self.v_proj, self.num_kv_heads).transpose(1, 2);
         let (q, k) = rope::apply_text(&q, &k, cos, sin);
-        let (o, kv) = cached_attention(&q, k, v, mask, past, buffer);
-        (self.o_proj.forward(&o), kv)
+        self.o_proj.forward(&core(&q, k, v))
     }
 
     fn params(&self, name: &str, out: &mut Params) {

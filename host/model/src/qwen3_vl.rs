@@ -127,4 +127,12 @@ impl DecoderLm for Qwen3VlForConditionalGeneration {
     fn stop_token_ids(&self) -> &[i64] {
         &self.config.eos_token_ids
     }
+
+    fn image_tokens(&self) -> Option<crate::lm::ImageTokens> {
+        let merge = self.config.vision.as_ref()?.spatial_merge_size;
+        Some(crate::lm::ImageTokens {
+            id: self.image_token_id,
+            patches_per_token: merge * merge,
+        })
+    }
 }

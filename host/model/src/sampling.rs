@@ -99,11 +99,9 @@ impl SeededRng {
     pub fn new(seed: u64) -> Self {
         let mut x = seed;
         let mut next = || {
+            let z = splitmix64(x);
             x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = x;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^ (z >> 31)
+            z
         };
         SeededRng {
             state: [next(), next(), next(), next()],
@@ -136,10 +134,29 @@ impl SeededRng {
         result
     }
 
+    /// An independent stream for `keys` under `seed` (e.g. one per
+    /// generated row: its prompt and sample index), so that what a row draws
+    /// does not depend on what else is generated with it.
+    pub fn keyed(seed: u64, keys: &[u64]) -> Self {
+        let mut x = seed;
+        for &k in keys {
+            x = splitmix64(x ^ splitmix64(k.wrapping_add(0x6A09_E667_F3BC_C909)));
+        }
+        SeededRng::new(x)
+    }
+
     /// Uniform in [0, 1) with 53 random bits.
     pub fn next_f64(&mut self) -> f64 {
         (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
     }
+}
+
+/// One round of splitmix64 (Steele, Lea & Flood): a bijective mix of 64 bits.
+fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 /// Where sampling gets its uniforms: a [`SeededRng`], or numbers drawn from
@@ -177,6 +194,19 @@ pub fn choose(
     blocked: Option<&Tensor>,
     rng: &mut dyn Uniforms,
 ) -> Result<Choice> {
+    choose_rows(logits, params, blocked, None, rng)
+}
+
+/// [`choose`] with `early` = (ids, rows): tokens `ids` are also blocked for
+/// the rows where the bool `rows` `[B]` is set (stop tokens before a row's
+/// `min_new_tokens`).
+pub fn choose_rows(
+    logits: &Tensor,
+    params: &SamplingParams,
+    blocked: Option<&Tensor>,
+    early: Option<(&Tensor, &Tensor)>,
+    rng: &mut dyn Uniforms,
+) -> Result<Choice> {
     if logits.dim() != 2 {
         bail!("choose expects logits [B, V], got {:?}", logits.size());
     }
@@ -191,6 +221,10 @@ pub fn choose(
         Some(ids) if ids.numel() > 0 => scaled.index_fill(1, ids, f64::NEG_INFINITY),
         _ => scaled.shallow_clone(),
     };
+    if let Some((ids, rows)) = early.filter(|(ids, _)| ids.numel() > 0) {
+        let z_early = z.index_fill(1, ids, f64::NEG_INFINITY);
+        z = z_early.where_self(&rows.unsqueeze(1), &z);
+    }
     let tokens = if params.is_greedy() {
         z.argmax(-1, false)
     } else {

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use lmmhost_model::checkpoint;
-use lmmhost_model::generate::{generate, repeat_cache, FinishReason, GenerateConfig, Generation};
+use lmmhost_model::generate::{generate, FinishReason, GenerateConfig, Generation, PromptBatch};
 use lmmhost_model::lm::ForwardInputs;
 use lmmhost_model::sampling::{SamplingParams, SeededRng};
 use tch::{Device, Kind, Tensor};
@@ -182,7 +182,7 @@ fn repeated_cache_equals_repeated_prefill() {
     let lm = c.model.model.as_lm();
     let n = 2;
     let (logits, cache) = tch::no_grad(|| lm.prefill(&c.inputs())).unwrap();
-    let mut cache = repeat_cache(cache, n);
+    let mut cache = cache.repeat_rows(n);
     let next = logits
         .argmax(-1, false)
         .repeat_interleave_self_int(n, 0, None::<i64>);
@@ -328,6 +328,76 @@ fn workers_decode_the_same_completions() {
             0,
         );
         assert_eq!(Vec::<Vec<i64>>::try_from(&g.tokens).unwrap(), c.expected());
+    }
+}
+
+/// The engine gives the same samples under any KV budget (down to one row
+/// at a time), on one or two workers, for text, Qwen2.5-VL images next to a
+/// text-only row, and Qwen3-VL; and a text batch in another order gives
+/// each prompt (by its key) the same samples.
+#[test]
+fn budgets_workers_and_batch_order_give_the_same_samples() {
+    for (case, ckpt) in [
+        ("a_text_qwen2", "a_text_qwen2"),
+        ("c_vl_two_images", "b_vl_one_image"),
+        ("h_qwen3_vl_two_images", "g_qwen3_vl_one_image"),
+    ] {
+        let c = Case::load(case, ckpt);
+        let cfg = GenerateConfig {
+            sampling: SamplingParams::default(),
+            ..c.greedy_cfg(10, 3)
+        };
+        let one = c.run(&cfg, 11);
+        let l = c.io["input_ids"].size()[1] as usize;
+        for (budget, workers) in [(l + 9, 1), (2 * l + 27, 1), (l + 9, 2), (4 * (l + 9), 2)] {
+            let g = c.run(
+                &GenerateConfig {
+                    kv_cache_tokens: Some(budget * workers),
+                    workers,
+                    ..cfg.clone()
+                },
+                11,
+            );
+            let what = format!("{case}, budget {budget} x {workers} workers");
+            assert!(
+                g.stats.kv_tokens <= budget * workers,
+                "{what}: {:?}",
+                g.stats
+            );
+            assert_eq!(g.steps, one.steps, "{what}");
+            assert!(g.tokens.equal(&one.tokens), "{what}: tokens");
+            let d = (&g.logprobs - &one.logprobs).abs().max().double_value(&[]);
+            assert!(d < 1e-4, "{what}: log-probs differ by {d}");
+        }
+        if case != "a_text_qwen2" {
+            continue;
+        }
+        let b = c.io["input_ids"].size()[0];
+        let rev = Tensor::arange(b, (Kind::Int64, Device::Cpu)).flip([0]);
+        let keys: Vec<u64> = (0..b as u64).rev().collect();
+        let (ids, mask) = (
+            c.io["input_ids"].index_select(0, &rev),
+            c.io["attention_mask"].index_select(0, &rev),
+        );
+        let inputs = ForwardInputs {
+            input_ids: &ids,
+            attention_mask: &mask,
+            position_ids: None,
+            pixel_values: None,
+            image_grid_thw: None,
+        };
+        let batch = PromptBatch {
+            inputs,
+            images_per_prompt: None,
+            keys: Some(&keys),
+        };
+        let lm = c.model.model.as_lm();
+        let g = generate(lm, batch, &cfg, &mut SeededRng::new(11), None).unwrap();
+        for comp in &g.completions {
+            let key = keys[comp.prompt_index] as usize;
+            let base = &one.completions[key * 3 + comp.sample_index];
+            assert_eq!(comp.token_ids, base.token_ids, "prompt {key} reordered");
+        }
     }
 }
 

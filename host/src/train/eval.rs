@@ -100,6 +100,7 @@ pub fn evaluate(
         max_new_tokens: set.max_response_tokens,
         min_new_tokens: 0,
         blocked_token_ids: Vec::new(),
+        kv_cache_tokens: None,
     };
     let mut records = Vec::new();
     let mut counts = Vec::new();

@@ -103,6 +103,8 @@ pub struct RolloutConfig {
     pub max_new_tokens: usize,
     pub min_new_tokens: usize,
     pub blocked_token_ids: Vec<i64>,
+    /// Most keys/values held at once, in tokens (see `GenerateConfig::kv_cache_tokens`).
+    pub kv_cache_tokens: Option<usize>,
 }
 
 /// Prepares prompts, dropping those longer than `max_prompt_tokens`; returns
@@ -158,6 +160,7 @@ pub fn roll_out(
         samples_per_prompt: cfg.samples_per_prompt,
         pad_token_id: policy.processor.tokenizer.pad_id,
         workers: policy.workers,
+        kv_cache_tokens: cfg.kv_cache_tokens,
     };
     let generation = generate(
         policy.lm(),

@@ -1,7 +1,12 @@
 //! Generation against a table model small enough to follow by hand, and a
 //! plain-Rust reference of the same draws.
 
+use anyhow::{bail, Result};
+use tch::{Kind, Tensor};
+
 use super::*;
+use crate::lm::{CausalLm, ForwardInputs, KvCache};
+use crate::sampling::{SamplingParams, SeededRng};
 
 /// A model whose next-token logits are `table[token] + pos_bias[position]`
 /// for the last token and its rotary position: small enough to follow by
@@ -86,6 +91,19 @@ impl CausalLm for TableLm {
         cache.next_position = &cache.next_position + 1;
         Ok(self.logits_for(&toks, &pos))
     }
+    fn decode_with(
+        &self,
+        ids: &Tensor,
+        positions: &Tensor,
+        attention: &mut dyn crate::lm::DecodeAttention,
+    ) -> Result<Tensor> {
+        let toks = Vec::<i64>::try_from(ids.squeeze_dim(1))?;
+        let pos = Vec::<i64>::try_from(positions)?;
+        // Hands its keys/values to the engine as a one-layer model would.
+        let kv = ids.to_kind(Kind::Float).view([toks.len() as i64, 1, 1, 1]);
+        let _ = attention.attend(0, &kv.zeros_like(), &kv, &kv);
+        Ok(self.logits_for(&toks, &pos))
+    }
     fn token_stats(
         &self,
         _inputs: &ForwardInputs,
@@ -137,64 +155,79 @@ fn run(m: &TableLm, prompts: &[&[i64]], cfg: &GenerateConfig, seed: u64) -> Gene
     .unwrap()
 }
 
-/// Plain-Rust reference: the same draws (one uniform per row and step, all
-/// rows, finished or not), softmax and inverse CDF on f64.
+/// Plain-Rust reference: one row after the other, each drawing one uniform
+/// per sampled token from its own stream (keyed by the generation's seed,
+/// its prompt and its sample index); softmax and inverse CDF on f64.
 fn reference(
     m: &TableLm,
     prompts: &[&[i64]],
     cfg: &GenerateConfig,
     seed: u64,
 ) -> Vec<(Vec<i64>, Vec<f64>)> {
+    reference_keyed(
+        m,
+        prompts,
+        &(0..prompts.len() as u64).collect::<Vec<_>>(),
+        cfg,
+        seed,
+    )
+}
+
+fn reference_keyed(
+    m: &TableLm,
+    prompts: &[&[i64]],
+    keys: &[u64],
+    cfg: &GenerateConfig,
+    seed: u64,
+) -> Vec<(Vec<i64>, Vec<f64>)> {
     let n = cfg.samples_per_prompt;
-    let mut rng = SeededRng::new(seed);
-    let mut state: Vec<(i64, i64)> = prompts
-        .iter()
-        .flat_map(|p| std::iter::repeat_n((p[p.len() - 1], p.len() as i64 - 1), n))
-        .collect();
-    let mut out: Vec<(Vec<i64>, Vec<f64>)> = vec![(vec![], vec![]); state.len()];
-    let mut done = vec![false; state.len()];
-    for step in 0..cfg.max_new_tokens {
-        if done.iter().all(|&d| d) {
-            break;
-        }
-        for (r, (tok, pos)) in state.iter_mut().enumerate() {
-            let row: Vec<f64> = m.row(*tok, *pos).iter().map(|&x| f64::from(x)).collect();
-            let mut z = row.clone();
-            for &b in &cfg.blocked_token_ids {
-                z[b as usize] = f64::NEG_INFINITY;
-            }
-            if step < cfg.min_new_tokens {
-                for &e in &m.eos {
-                    z[e as usize] = f64::NEG_INFINITY;
+    let seed = SeededRng::new(seed).next_u64();
+    let mut out = Vec::new();
+    for (p, key) in prompts.iter().zip(keys) {
+        for j in 0..n {
+            let mut rng = SeededRng::keyed(seed, &[*key, j as u64]);
+            let (mut tok, mut pos) = (p[p.len() - 1], p.len() as i64 - 1);
+            let (mut ids, mut lps) = (Vec::new(), Vec::new());
+            for step in 0..cfg.max_new_tokens {
+                let row: Vec<f64> = m.row(tok, pos).iter().map(|&x| f64::from(x)).collect();
+                let mut z = row.clone();
+                for &b in &cfg.blocked_token_ids {
+                    z[b as usize] = f64::NEG_INFINITY;
                 }
-            }
-            let t = if cfg.sampling.is_greedy() {
-                (0..z.len()).fold(0, |best, j| if z[j] > z[best] { j } else { best })
-            } else {
-                let u = f64::from(rng.next_f64() as f32);
-                let mx = z.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-                let e: Vec<f64> = z.iter().map(|x| (x - mx).exp()).collect();
-                let s: f64 = e.iter().sum();
-                let mut c = 0.0;
-                let mut pick = e.len() - 1;
-                for (j, x) in e.iter().enumerate() {
-                    c += x / s;
-                    if c > u {
-                        pick = j;
-                        break;
+                if step < cfg.min_new_tokens {
+                    for &e in &m.eos {
+                        z[e as usize] = f64::NEG_INFINITY;
                     }
                 }
-                pick
-            };
-            if !done[r] {
+                let t = if cfg.sampling.is_greedy() {
+                    (0..z.len()).fold(0, |best, j| if z[j] > z[best] { j } else { best })
+                } else {
+                    let u = f64::from(rng.next_f64() as f32);
+                    let mx = z.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                    let e: Vec<f64> = z.iter().map(|x| (x - mx).exp()).collect();
+                    let s: f64 = e.iter().sum();
+                    let mut c = 0.0;
+                    let mut pick = e.len() - 1;
+                    for (j, x) in e.iter().enumerate() {
+                        c += x / s;
+                        if c > u {
+                            pick = j;
+                            break;
+                        }
+                    }
+                    pick
+                };
                 let mx = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
                 let lse = mx + row.iter().map(|x| (x - mx).exp()).sum::<f64>().ln();
-                out[r].0.push(t as i64);
-                out[r].1.push(row[t] - lse);
-                done[r] = m.eos.contains(&(t as i64));
+                ids.push(t as i64);
+                lps.push(row[t] - lse);
+                if m.eos.contains(&(t as i64)) {
+                    break;
+                }
+                tok = t as i64;
+                pos += 1;
             }
-            *tok = t as i64;
-            *pos += 1;
+            out.push((ids, lps));
         }
     }
     out
@@ -435,4 +468,97 @@ fn bad_settings_are_errors() {
         ..Default::default()
     };
     assert!(generate(&m, &inputs, &cfg, &mut rng, None).is_err());
+}
+
+fn flat_table() -> TableLm {
+    let mut m = TableLm::cycle();
+    for row in &mut m.table {
+        for x in row.iter_mut() {
+            *x *= 0.3;
+        }
+    }
+    m
+}
+
+/// Any KV budget gives the same samples as all rows at once: from one
+/// prompt and one row at a time up, with slots handed on as rows finish.
+#[test]
+fn budgets_give_the_same_samples_and_bound_the_cache() {
+    let m = flat_table();
+    let prompts: [&[i64]; 4] = [&[1, 2, 3], &[4], &[2, 2], &[3, 1, 4, 4]];
+    let (ids, mask) = batch(&prompts);
+    let inputs = text_inputs(&ids, &mask);
+    let cfg = GenerateConfig {
+        max_new_tokens: 12,
+        samples_per_prompt: 3,
+        min_new_tokens: 2,
+        ..Default::default()
+    };
+    let want = reference(&m, &prompts, &cfg, 17);
+    let all = generate(&m, &inputs, &cfg, &mut SeededRng::new(17), None).unwrap();
+    assert_matches(&all, &want);
+    assert_eq!((all.stats.row_slots, all.stats.prompt_slots), (12, 4));
+    assert_eq!(all.stats.prefills, 1);
+    // Longest prompt 4, rows of 11 own positions.
+    for (budget, rows) in [(4 + 11, 1), (2 * 4 + 2 * 11, 2), (3 * 4 + 5 * 11, 5)] {
+        for workers in [1, 2] {
+            let cfg_b = GenerateConfig {
+                kv_cache_tokens: Some(budget * workers),
+                workers,
+                ..cfg.clone()
+            };
+            let g = generate(&m, &inputs, &cfg_b, &mut SeededRng::new(17), None).unwrap();
+            assert_matches(&g, &want);
+            assert!(g.tokens.equal(&all.tokens), "budget {budget}");
+            assert!(g.stats.kv_tokens <= budget * workers, "{:?}", g.stats);
+            assert_eq!(g.stats.row_slots, rows * workers, "budget {budget}");
+            // Prompts prefilled as slots free up, not all at once.
+            assert!(g.stats.prefills > 1, "{:?}", g.stats);
+        }
+    }
+    let too_small = GenerateConfig {
+        kv_cache_tokens: Some(4 + 10),
+        ..cfg.clone()
+    };
+    let err = generate(&m, &inputs, &too_small, &mut SeededRng::new(17), None)
+        .err()
+        .unwrap();
+    assert!(format!("{err:#}").contains("needs at least 15"), "{err:#}");
+}
+
+/// A prompt's samples depend on its key, not on where it sits in the batch
+/// or what runs beside it.
+#[test]
+fn batch_order_does_not_change_a_prompts_samples() {
+    let m = flat_table();
+    let prompts: [&[i64]; 3] = [&[1, 2, 3], &[4], &[2, 2]];
+    let cfg = GenerateConfig {
+        max_new_tokens: 10,
+        samples_per_prompt: 4,
+        kv_cache_tokens: Some(3 + 2 * 9),
+        ..Default::default()
+    };
+    let run_keyed = |order: &[usize]| {
+        let ps: Vec<&[i64]> = order.iter().map(|&i| prompts[i]).collect();
+        let keys: Vec<u64> = order.iter().map(|&i| i as u64).collect();
+        let (ids, mask) = batch(&ps);
+        let inputs = text_inputs(&ids, &mask);
+        let pb = PromptBatch {
+            inputs,
+            images_per_prompt: None,
+            keys: Some(&keys),
+        };
+        let g = generate(&m, pb, &cfg, &mut SeededRng::new(3), None).unwrap();
+        assert_matches(&g, &reference_keyed(&m, &ps, &keys, &cfg, 3));
+        let mut by_key: Vec<(u64, usize, Vec<i64>)> = g
+            .completions
+            .iter()
+            .map(|c| (keys[c.prompt_index], c.sample_index, c.token_ids.clone()))
+            .collect();
+        by_key.sort();
+        by_key
+    };
+    let a = run_keyed(&[0, 1, 2]);
+    assert_eq!(a, run_keyed(&[2, 0, 1]));
+    assert_eq!(&a[..4], &run_keyed(&[0])[..]);
 }

@@ -233,6 +233,10 @@ pub struct Rollout {
     /// EOS is blocked until this many tokens were generated (benchmarks fix lengths with it).
     pub min_new_tokens: usize,
     pub prompts_per_step: usize,
+    /// Most keys/values the rollout holds at once, in tokens (each prompt
+    /// once for its group, each row's own response tokens); rows wait for a
+    /// slot beyond it. Unset: every row at once.
+    pub kv_cache_budget: Option<usize>,
 }
 
 impl Default for Rollout {
@@ -246,6 +250,7 @@ impl Default for Rollout {
             max_response_tokens: 512,
             min_new_tokens: 0,
             prompts_per_step: 16,
+            kv_cache_budget: None,
         }
     }
 }

@@ -125,6 +125,7 @@ pub const RANGES: &[(&str, Range)] = &[
     ("rollout.max_response_tokens", at_least(1.0)),
     ("rollout.min_new_tokens", at_least(0.0)),
     ("rollout.prompts_per_step", at_least(1.0)),
+    ("rollout.kv_cache_budget", at_least(1.0)),
     ("optim.lr", at_least(0.0)),
     ("optim.warmup_steps", at_least(0.0)),
     (
@@ -386,6 +387,17 @@ impl Experiment {
             r.min_new_tokens <= r.max_response_tokens,
             "rollout.min_new_tokens must be <= rollout.max_response_tokens".into(),
         );
+        if let Some(b) = r.kv_cache_budget {
+            let least = r.max_prompt_tokens + r.max_response_tokens.saturating_sub(1).max(1);
+            check(
+                b >= least,
+                format!(
+                    "rollout.kv_cache_budget = {b} cannot hold one prompt of max_prompt_tokens ({}) \
+                     and one response of max_response_tokens ({}): it needs at least {least}",
+                    r.max_prompt_tokens, r.max_response_tokens
+                ),
+            );
+        }
 
         let o = &self.optim;
         check(

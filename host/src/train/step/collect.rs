@@ -155,6 +155,7 @@ fn rollout_config(s: &StageSettings) -> RolloutConfig {
         max_new_tokens: s.rollout.max_response_tokens,
         min_new_tokens: s.rollout.min_new_tokens,
         blocked_token_ids: Vec::new(),
+        kv_cache_tokens: s.rollout.kv_cache_budget,
     }
 }
 

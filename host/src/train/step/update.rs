@@ -343,6 +343,7 @@ mod tests {
             max_new_tokens: 10,
             min_new_tokens: 0,
             blocked_token_ids: Vec::new(),
+            kv_cache_tokens: None,
         };
         let rows = roll_out(&base, &batch, &cfg, &mut SeededRng::new(1), 0).unwrap();
         let advantages: Vec<f64> = (0..rows.len()).map(|i| (i % 3) as f64 - 0.8).collect();
