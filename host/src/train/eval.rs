@@ -109,10 +109,13 @@ pub fn evaluate(
             .iter()
             .map(prompt_conversation)
             .collect::<Result<Vec<_>>>()?;
-        let (batch, kept) = prepare_prompts(&policy.processor, &convs, set.max_prompt_tokens)
+        let prepared = prepare_prompts(&policy.processor, &convs, set.max_prompt_tokens)
             .with_context(|| format!("eval dataset {dataset}"))?;
+        let kept = prepared.kept;
         skipped += convs.len() - kept.len();
-        let Some(batch) = batch else { continue };
+        let Some(batch) = prepared.batch else {
+            continue;
+        };
         let mut rng = SeededRng::new(derive_seed(set.seed, "eval", chunk_no as u64));
         let rows = roll_out(policy, &batch, &cfg, &mut rng, 0)?;
         let groups = reward_groups(&rows, &samples, &kept);

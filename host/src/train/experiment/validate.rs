@@ -5,7 +5,6 @@
 use anyhow::{bail, Result};
 
 use super::schema::Experiment;
-use crate::rl::schedules::LrDecay;
 
 impl Experiment {
     /// Every problem found, one per line, each naming its key.
@@ -137,8 +136,8 @@ impl Experiment {
             "optim.min_lr_ratio must be in [0, 1]".into(),
         );
         check(
-            o.lr_decay == LrDecay::Constant || o.decay_steps.is_some_and(|n| n > 0),
-            "optim.decay_steps: required (> 0) when optim.lr_decay is not \"constant\"".into(),
+            o.decay_steps != Some(0),
+            "optim.decay_steps must be >= 1 (leave it out to decay over the stage)".into(),
         );
         check(
             self.sft.batch_size != Some(0),
