@@ -238,3 +238,80 @@ steps = 2
         "{err}"
     );
 }
+
+/// `lmmhost check` opens everything a run opens before the model (settings,
+/// plugins, datasets) and names what is wrong; `--set` changes a setting
+/// for `check` and `run` alike, its relative paths read from the current
+/// directory.
+#[test]
+fn check_and_set_on_the_command_line() {
+    let stages = r#"
+[[stages]]
+name = "rl"
+kind = "grpo"
+datasets = { digits = 1.0 }
+steps = 1
+"#;
+    let dir = tempfile::tempdir().unwrap();
+    let path = experiment(dir.path(), stages, "");
+    let lmmhost = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_lmmhost"))
+            .current_dir(dir.path())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let file = path.to_str().unwrap();
+    let ok = lmmhost(&["check", file]);
+    let stdout = String::from_utf8_lossy(&ok.stdout);
+    assert!(
+        ok.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(
+        stdout.contains("dataset digits:") && stdout.contains("ok:"),
+        "{stdout}"
+    );
+
+    // A dataset file that is not there, set from the command line.
+    let bad = lmmhost(&[
+        "check",
+        file,
+        "--set",
+        r#"datasets.digits.files=["missing.jsonl"]"#,
+    ]);
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(!bad.status.success());
+    assert!(stderr.contains("missing.jsonl"), "{stderr}");
+    // An unknown key is refused with the key's name.
+    let bad = lmmhost(&["check", file, "--set", "rollout.group_sise=4"]);
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        !bad.status.success() && stderr.contains("group_sise"),
+        "{stderr}"
+    );
+    // A model directory without config.json (the run's directory).
+    let bad = lmmhost(&[
+        "check",
+        file,
+        "--set",
+        "model.init=pretrained",
+        "--set",
+        "model.path=.",
+    ]);
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        !bad.status.success() && stderr.contains("config.json"),
+        "{stderr}"
+    );
+
+    // `run --set` writes where the setting says, relative to the current directory.
+    let run = lmmhost(&["run", file, "--set", "output_dir=elsewhere"]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(dir.path().join("elsewhere/metrics.jsonl").is_file());
+}

@@ -16,6 +16,15 @@ impl Experiment {
     /// relative paths resolve against its own directory) and overrides it key
     /// by key, tables merged.
     pub fn load(path: &Path) -> Result<Experiment> {
+        Experiment::load_with(path, &[])
+    }
+
+    /// [`Experiment::load`] with `KEY=VALUE` settings (`--set` on the command
+    /// line) applied over the file: `KEY` a dotted path such as
+    /// `datasets.mm.files`, `VALUE` TOML (`["a.jsonl"]`, `1e-6`), or else
+    /// taken as a string. Relative paths in them are the current
+    /// directory's, as a user typing them means.
+    pub fn load_with(path: &Path, sets: &[String]) -> Result<Experiment> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read experiment file {}", path.display()))?;
         let (text, origin) = match resolve_extends(path, &text, 0)? {
@@ -24,6 +33,19 @@ impl Experiment {
                 format!("{} (merged over {})", path.display(), merged.1.join(", ")),
             ),
             None => (text, path.display().to_string()),
+        };
+        let (text, origin) = if sets.is_empty() {
+            (text, origin)
+        } else {
+            let file: toml::Table = text.parse().map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
+            let mut over = settings_table(sets)?;
+            let cwd = std::path::absolute(".").context("cannot resolve the current directory")?;
+            absolutize_paths(&mut over, &cwd);
+            let merged = merge_tables(&file, &over);
+            (
+                toml::to_string(&merged)?,
+                format!("{origin} with --set {}", sets.join(" --set ")),
+            )
         };
         let mut exp = parse(&text).map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
         let base = path.parent().unwrap_or(Path::new("."));
@@ -141,6 +163,38 @@ fn resolve_extends(path: &Path, text: &str, depth: usize) -> Result<Option<(Stri
     Ok(Some((toml::to_string(&merged)?, chain)))
 }
 
+/// `KEY=VALUE` settings as a table (see [`Experiment::load_with`]).
+pub fn settings_table(sets: &[String]) -> Result<toml::Table> {
+    let mut out = toml::Table::new();
+    for set in sets {
+        let Some((key, value)) = set.split_once('=') else {
+            bail!("--set {set:?}: expected KEY=VALUE (e.g. model.path=/models/qwen)");
+        };
+        let parts: Vec<&str> = key.trim().split('.').map(str::trim).collect();
+        if parts.iter().any(|p| p.is_empty()) {
+            bail!("--set {set:?}: {key:?} is not a dotted key");
+        }
+        // A TOML value when it reads as one, else the text itself.
+        let value = format!("v = {value}")
+            .parse::<toml::Table>()
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(value.to_string()));
+        let mut table = &mut out;
+        for part in &parts[..parts.len() - 1] {
+            let entry = table
+                .entry(part.to_string())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            let toml::Value::Table(t) = entry else {
+                bail!("--set {set:?}: {part:?} is set to a value by an earlier --set");
+            };
+            table = t;
+        }
+        table.insert(parts[parts.len() - 1].to_string(), value);
+    }
+    Ok(out)
+}
+
 /// `over` merged over `base`, tables recursively.
 pub fn merge_tables(base: &toml::Table, over: &toml::Table) -> toml::Table {
     let mut out = base.clone();
@@ -178,6 +232,41 @@ mod tests {
     fn unknown_key_is_named_with_its_line() {
         let msg = error_of("[rollout]\ngroup_sise = 4\n");
         assert!(msg.contains("group_sise") && msg.contains("line"), "{msg}");
+    }
+
+    /// `--set` values override the file's, nested tables merge, TOML values
+    /// keep their type, bare text is a string, relative paths are the current
+    /// directory's, and a typo is refused like one in the file.
+    #[test]
+    fn settings_override_the_file() {
+        let (dir, p) = setup("[rollout]\ngroup_size = 4\ntemperature = 0.7\n");
+        let sets = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        let model = dir.path().join("model");
+        let e = Experiment::load_with(
+            &p,
+            &sets(&[
+                "rollout.group_size=16",
+                "grpo.kl.estimator=k1",
+                &format!("model.path={}", model.display()),
+                "output_dir=somewhere/else",
+            ]),
+        )
+        .unwrap();
+        assert_eq!(e.rollout.group_size, 16);
+        assert_eq!(e.rollout.temperature, 0.7);
+        assert_eq!(e.grpo.kl.estimator, KlEstimator::K1);
+        assert_eq!(e.model.path, model);
+        let cwd = std::path::absolute(".").unwrap();
+        assert_eq!(e.output_dir.unwrap(), cwd.join("somewhere/else"));
+        let err = Experiment::load_with(&p, &sets(&["rollout.group_sise=3"]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("group_sise") && err.contains("--set"), "{err}");
+        let err = format!(
+            "{:#}",
+            Experiment::load_with(&p, &sets(&["rollout"])).unwrap_err()
+        );
+        assert!(err.contains("KEY=VALUE"), "{err}");
     }
 
     #[test]
