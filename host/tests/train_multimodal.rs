@@ -247,7 +247,7 @@ fn sft_loss_by_hand(exp: &Experiment) -> (f64, usize) {
         .iter()
         .map(|s| sft_conversation(s).unwrap())
         .collect();
-    let processor = Processor::from_dir(&model_dir()).unwrap();
+    let processor = Processor::from_dir(model_dir()).unwrap();
     let batch = processor
         .batch(&processor.encode(&convs, false).unwrap())
         .unwrap();
