@@ -300,9 +300,11 @@ fn reward_choice_letters_and_option_text() {
 
 #[test]
 fn reward_sokoban_replays_levels() {
+    // LMM-R1's reward: format 0.5 + best game reward + 0.05 per action +
+    // 0.001 per reasoning word of two or more characters.
     let level = [("level", "#####\n#@$.#\n#####")];
     let batch = vec![
-        // One push solves it: 0.5 format + (-0.1 step + 1 box on target + 10 finished).
+        // One push solves it: game -0.1 step + 1 box on target + 10 finished.
         completion(
             "solve",
             "q",
@@ -310,7 +312,7 @@ fn reward_sokoban_replays_levels() {
             &level,
             "<think>push right</think><answer>Right</answer>",
         ),
-        // Into the wall: the step still costs 0.1.
+        // Into the wall: the step costs 0.1, the best stays 0.
         completion(
             "wall",
             "q",
@@ -318,19 +320,29 @@ fn reward_sokoban_replays_levels() {
             &level,
             "<think>left</think><answer>Left</answer>",
         ),
-        // Unreadable action list, no format: invalid_answer = -1.
+        // No format (LMM-R1 reads only full action words): everything 0.
         completion("junk", "q", None, &level, "<answer>Jump</answer>"),
-        // Actions after the level is solved are ignored.
+        completion(
+            "short",
+            "q",
+            None,
+            &level,
+            "<think>go</think><answer>R</answer>",
+        ),
+        // Actions after the level is solved are not played (but counted).
         completion(
             "extra",
             "q",
             None,
             &level,
-            "<think>go</think><answer>R, L, L</answer>",
+            "<think>go</think><answer>Right, Left, Left</answer>",
         ),
     ];
     let s = score_both::<SokobanReward>("reward-sokoban", "", 2, &batch);
-    assert!(close(&totals(&s), &[11.4, 0.4, -1.0, 11.4]), "{s:?}");
+    assert!(
+        close(&totals(&s), &[11.452, 0.551, 0.0, 0.0, 11.551]),
+        "{s:?}"
+    );
     assert_eq!(s[0].component("solved"), Some(1.0));
     assert_eq!(s[1].component("solved"), Some(0.0));
     assert!((s[0].component("game").unwrap() - 10.9).abs() < 1e-9);

@@ -256,6 +256,8 @@ fn advance_condition_and_extra_overrides_as_toml_text() {
         vec![
             ("grpo.clip_eps_high".to_owned(), "0.28".to_owned()),
             ("optim.schedule".to_owned(), "\"cosine\"".to_owned()),
+            // The stage's length (its cap), which the trainer lays schedules over.
+            ("optim.stage_steps".to_owned(), "100".to_owned()),
         ]
     );
     assert_eq!(
@@ -264,6 +266,7 @@ fn advance_condition_and_extra_overrides_as_toml_text() {
             ("grpo.clip_eps_high".to_owned(), "0.28".to_owned()),
             ("optim.schedule".to_owned(), "\"constant\"".to_owned()),
             ("rollout.n".to_owned(), "[4, 8]".to_owned()),
+            ("optim.stage_steps".to_owned(), "2".to_owned()),
         ]
     );
     assert_eq!(

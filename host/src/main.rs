@@ -20,6 +20,9 @@ struct Cli {
 enum Command {
     /// Train: run an experiment file (staged SFT and GRPO driven by its plugins).
     Run(cli::train::RunArgs),
+    /// Check an experiment file without loading the model: its settings, the
+    /// model directory, every plugin and dataset.
+    Check(cli::train::CheckArgs),
     /// Evaluate a model on a dataset with reward plugins: accuracy, pass@k, answers.
     Eval(cli::train::EvalArgs),
     /// Show what the experiment's loaders produce: samples, rendered prompts,
@@ -70,7 +73,11 @@ impl Command {
             Command::Run(_) | Command::Eval(_) | Command::Logits(_) => Some(Arenas::Shared),
             Command::Bench(cli::bench::BenchCommand::Reward(_)) => Some(Arenas::PerThread),
             Command::Bench(_) => Some(Arenas::Shared),
-            Command::Data(_) | Command::Plot(_) | Command::Plugin(_) | Command::Bundle(_) => None,
+            Command::Data(_)
+            | Command::Check(_)
+            | Command::Plot(_)
+            | Command::Plugin(_)
+            | Command::Bundle(_) => None,
         }
     }
 }
@@ -80,6 +87,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Run(args) => cli::train::run_cmd(args),
         Command::Eval(args) => cli::train::eval_cmd(args),
         Command::Data(args) => cli::data::run(args),
+        Command::Check(args) => cli::train::check_cmd(args),
         Command::Plot(args) => cli::train::plot_cmd(args),
         Command::Plugin(cmd) => cli::plugin::run(cmd),
         Command::Bundle(cmd) => cli::bundle::run(cmd),

@@ -182,12 +182,11 @@ fn count(hay: &str, needle: &str) -> usize {
 }
 
 /// EasyR1's format rule, `<think>.*</think>.*\boxed{.*}` matched against the
-/// whole text (DOTALL): starts with `<think>`, a later `</think>`, then a
-/// `\boxed{`, then a `}` somewhere after it.
+/// whole text (DOTALL) after EasyR1's clean-up (whitespace around `<`, `>`
+/// and `/` removed, [`tighten_tags`]): starts with `<think>`, a later
+/// `</think>`, then a `\boxed{`, then a `}` somewhere after it.
 pub fn is_boxed_format(text: &str) -> bool {
-    // EasyR1 strips whitespace around `<`, `>` and `/` first, so leading
-    // whitespace before `<think>` is tolerated.
-    let t = text.trim_start();
+    let t = tighten_tags(text);
     let Some(rest) = t.strip_prefix("<think>") else {
         return false;
     };
@@ -199,6 +198,28 @@ pub fn is_boxed_format(text: &str) -> bool {
         Some(b) => after[b + "\\boxed{".len()..].contains('}'),
         None => false,
     }
+}
+
+/// EasyR1's `re.sub(r"\s*(<|>|/)\s*", r"\1", response)` (its fix for
+/// models that write `< think >` or `</ answer>`): the whitespace on both
+/// sides of every `<`, `>` and `/` removed.
+pub fn tighten_tags(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut skip_ws = false;
+    for c in text.chars() {
+        if matches!(c, '<' | '>' | '/') {
+            let kept = out.trim_end_matches(char::is_whitespace).len();
+            out.truncate(kept);
+            out.push(c);
+            skip_ws = true;
+        } else if skip_ws && c.is_whitespace() {
+            continue;
+        } else {
+            skip_ws = false;
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Where [`extract_answer`] looks for the final answer, tried in the order given.

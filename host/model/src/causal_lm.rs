@@ -157,7 +157,7 @@ impl<T: DecoderLm> CausalLm for T {
         entropy: Entropy,
     ) -> Result<(Tensor, Option<Tensor>)> {
         let (h, _) = self.hidden(inputs, None)?;
-        chunked_token_stats(&h, self.lm_head(), targets, entropy)
+        chunked_token_stats(&h, self.lm_head(), targets, entropy, 1.0)
     }
 
     /// The prompts (and their images) run once per prompt, not per response.
@@ -168,6 +168,7 @@ impl<T: DecoderLm> CausalLm for T {
         responses: &Tensor,
         response_mask: &Tensor,
         entropy: Entropy,
+        temperature: f64,
     ) -> Result<(Tensor, Option<Tensor>)> {
         let (b, lr) = (responses.size()[0], responses.size()[1]);
         if response_mask.size() != [b, lr] || group.size() != [b] || lr < 1 {
@@ -212,7 +213,7 @@ impl<T: DecoderLm> CausalLm for T {
         // state predicts response token 0, response position j predicts j + 1.
         let last = prompt_hidden.narrow(1, lp - 1, 1).index_select(0, &group);
         let hidden = Tensor::cat(&[last, h.narrow(1, 0, lr - 1)], 1);
-        chunked_token_stats(&hidden, self.lm_head(), responses, entropy)
+        chunked_token_stats(&hidden, self.lm_head(), responses, entropy, temperature)
     }
 
     fn eos_token_ids(&self) -> &[i64] {

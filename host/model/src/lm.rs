@@ -164,7 +164,9 @@ pub trait CausalLm {
     /// serve every response of their group (and gradients from all of them flow
     /// back into the one prompt pass). Returns `[B, Lr]`: column j is the
     /// log-prob of response token j, equal to [`CausalLm::token_stats`] on the
-    /// concatenated rows to float tolerance.
+    /// concatenated rows to float tolerance. `temperature` divides the
+    /// logits first: a policy that samples at T is trained on
+    /// `softmax(logits / T)` (1 is the model's own distribution).
     fn response_token_stats(
         &self,
         prompts: &ForwardInputs,
@@ -172,8 +174,16 @@ pub trait CausalLm {
         responses: &Tensor,
         response_mask: &Tensor,
         entropy: Entropy,
+        temperature: f64,
     ) -> Result<(Tensor, Option<Tensor>)> {
-        let _ = (prompts, group, responses, response_mask, entropy);
+        let _ = (
+            prompts,
+            group,
+            responses,
+            response_mask,
+            entropy,
+            temperature,
+        );
         anyhow::bail!("this model does not compute responses over shared prompts")
     }
 

@@ -89,9 +89,16 @@ impl CausalLm for Model {
         responses: &Tensor,
         response_mask: &Tensor,
         entropy: Entropy,
+        temperature: f64,
     ) -> Result<(Tensor, Option<Tensor>)> {
-        self.as_lm()
-            .response_token_stats(prompts, group, responses, response_mask, entropy)
+        self.as_lm().response_token_stats(
+            prompts,
+            group,
+            responses,
+            response_mask,
+            entropy,
+            temperature,
+        )
     }
     fn eos_token_ids(&self) -> &[i64] {
         self.as_lm().eos_token_ids()

@@ -13,14 +13,19 @@ use crate::lm::Entropy;
 /// float32 logits tensor that autograd keeps: the log-sum-exp comes from a
 /// detached float32 copy, and its gradient (`-softmax`) enters through a
 /// zero-valued term on the model-dtype logits.
+///
+/// `temperature` divides the logits first (1: the model's own distribution):
+/// the training log-probs and entropies of a policy that samples at
+/// temperature T are those of `softmax(logits / T)`.
 pub fn chunked_token_stats(
     hidden: &Tensor,
     lm_head: &Tensor,
     targets: &Tensor,
     entropy: Entropy,
+    temperature: f64,
 ) -> Result<(Tensor, Option<Tensor>)> {
     // ~64M logits per chunk (256 MB in float32).
-    token_stats_in_chunks(hidden, lm_head, targets, 1 << 26, entropy)
+    token_stats_in_chunks(hidden, lm_head, targets, 1 << 26, entropy, temperature)
 }
 
 /// [`chunked_token_stats`] with at most `budget` logits per chunk.
@@ -30,7 +35,11 @@ fn token_stats_in_chunks(
     targets: &Tensor,
     budget: i64,
     entropy: Entropy,
+    temperature: f64,
 ) -> Result<(Tensor, Option<Tensor>)> {
+    if !(temperature.is_finite() && temperature > 0.0) {
+        bail!("the log-prob temperature must be a finite number > 0, got {temperature}");
+    }
     let (b, l) = (hidden.size()[0], hidden.size()[1]);
     if targets.size() != [b, l] {
         bail!(
@@ -47,6 +56,11 @@ fn token_stats_in_chunks(
     while start < l {
         let n = chunk.min(l - start);
         let logits = hidden.narrow(1, start, n).linear(lm_head, None::<&Tensor>);
+        let logits = if temperature == 1.0 {
+            logits
+        } else {
+            logits / temperature
+        };
         if entropy != Entropy::Off {
             // H = lse - sum(p * z), in float32.
             let h = || {
@@ -110,7 +124,7 @@ mod tests {
         let head = Tensor::randn([30, 8], opts);
         let t = Tensor::randint(30, [2, 5], (Kind::Int64, Device::Cpu));
         let (_, ent) =
-            token_stats_in_chunks(&h, &head, &t, 2 * 30 * 2, Entropy::Differentiable).unwrap();
+            token_stats_in_chunks(&h, &head, &t, 2 * 30 * 2, Entropy::Differentiable, 1.0).unwrap();
         let ent = ent.unwrap();
         let h2 = h.detach().set_requires_grad(true);
         let lp = h2
@@ -124,7 +138,8 @@ mod tests {
         let dg = (h.grad() - h2.grad()).abs().max().double_value(&[]);
         assert!(dg < 1e-5, "entropy gradient differs by {dg}");
         // Detached: same values, no autograd history.
-        let (_, det) = token_stats_in_chunks(&h, &head, &t, 1 << 20, Entropy::Detached).unwrap();
+        let (_, det) =
+            token_stats_in_chunks(&h, &head, &t, 1 << 20, Entropy::Detached, 1.0).unwrap();
         let det = det.unwrap();
         assert!(!det.requires_grad());
         assert!((&det - &want).abs().max().double_value(&[]) < 1e-5);
@@ -141,7 +156,7 @@ mod tests {
             let hk = h.to_kind(kind).detach().set_requires_grad(true);
             let headk = head.to_kind(kind);
             // 2 * 50 * 3 logits per chunk: chunks of 3, 3 and 1 positions.
-            let (lp, _) = token_stats_in_chunks(&hk, &headk, &t, 300, Entropy::Off).unwrap();
+            let (lp, _) = token_stats_in_chunks(&hk, &headk, &t, 300, Entropy::Off, 1.0).unwrap();
             assert_eq!(lp.kind(), Kind::Float);
             let href = hk.detach().set_requires_grad(true);
             let want = reference(&href, &headk, &t);
@@ -160,5 +175,26 @@ mod tests {
                 "{kind:?}: gradient differs by {dg} (relative)"
             );
         }
+    }
+
+    /// At temperature T the log-probs and entropies are those of
+    /// `softmax(logits / T)` (how a policy sampling at T is trained).
+    #[test]
+    fn temperature_divides_the_logits() {
+        tch::manual_seed(5);
+        let opts = (Kind::Float, Device::Cpu);
+        let h = Tensor::randn([2, 4, 8], opts);
+        let head = Tensor::randn([20, 8], opts);
+        let t = Tensor::randint(20, [2, 4], (Kind::Int64, Device::Cpu));
+        let (lp, ent) = token_stats_in_chunks(&h, &head, &t, 40, Entropy::Detached, 0.7).unwrap();
+        let logp = (h.linear(&head, None::<&Tensor>) / 0.7).log_softmax(-1, Kind::Float);
+        let want = logp.gather(-1, &t.unsqueeze(-1), false).squeeze_dim(-1);
+        assert!((&lp - &want).abs().max().double_value(&[]) < 1e-5);
+        let want_ent = -(logp.exp() * &logp).sum_dim_intlist([-1].as_slice(), false, Kind::Float);
+        assert!((ent.unwrap() - want_ent).abs().max().double_value(&[]) < 1e-5);
+        // And differs from T = 1 (the test would pass without the division otherwise).
+        let (lp1, _) = token_stats_in_chunks(&h, &head, &t, 40, Entropy::Off, 1.0).unwrap();
+        assert!((&lp1 - &want).abs().max().double_value(&[]) > 1e-2);
+        assert!(token_stats_in_chunks(&h, &head, &t, 40, Entropy::Off, 0.0).is_err());
     }
 }

@@ -223,7 +223,7 @@ fn check(preset: &str) {
     let rmask = Tensor::from_slice(&rmask).view([b as i64, lr as i64]);
     let gidx = Tensor::from_slice(&group.iter().map(|&g| g as i64).collect::<Vec<_>>());
     let (lp, ent) = lm
-        .response_token_stats(&pinputs, &gidx, &resp, &rmask, Entropy::Differentiable)
+        .response_token_stats(&pinputs, &gidx, &resp, &rmask, Entropy::Differentiable, 1.0)
         .unwrap();
     assert_eq!(lp.size(), [b as i64, lr as i64]);
     let ent = ent.unwrap();

@@ -22,10 +22,14 @@ pub struct RunArgs {
     /// Stop after this many steps in total (the schedule may end sooner).
     #[arg(long)]
     max_steps: Option<u64>,
+    /// KEY=VALUE over the file's settings (dotted key, TOML value), e.g.
+    /// `--set model.path=/models/qwen --set 'datasets.mm.files=["a.jsonl"]'`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    sets: Vec<String>,
 }
 
 pub fn run_cmd(args: RunArgs) -> Result<()> {
-    let exp = Experiment::load(&args.experiment)?;
+    let exp = Experiment::load_with_sets(&args.experiment, &args.sets)?;
     run(
         &exp,
         &RunOptions {
@@ -229,5 +233,46 @@ pub fn eval_cmd(args: EvalArgs) -> Result<()> {
         );
     }
     println!("answers: {}", out.display());
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct CheckArgs {
+    /// The experiment file.
+    experiment: PathBuf,
+    /// KEY=VALUE over the file's settings, as `lmmhost run --set`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    sets: Vec<String>,
+}
+
+/// Everything `run` checks before it loads the model: the file and its
+/// settings (every problem at once), the model directory, and every plugin
+/// started with its config, each dataset opened by its loader.
+pub fn check_cmd(args: CheckArgs) -> Result<()> {
+    let exp = Experiment::load_with_sets(&args.experiment, &args.sets)?;
+    if exp.model.init == ModelInit::Pretrained {
+        let config = exp.model.path.join("config.json");
+        if !config.is_file() {
+            bail!(
+                "model.path: {} has no config.json (is it a Hugging Face model directory?)",
+                exp.model.path.display()
+            );
+        }
+    }
+    let plugins = lmmhost::train::plugins::Plugins::start(&exp)
+        .with_context(|| format!("{}", args.experiment.display()))?;
+    for (name, loader) in &plugins.datasets {
+        let n = loader.len();
+        if n == 0 {
+            bail!("datasets.{name}: the loader found no samples");
+        }
+        println!("dataset {name}: {n} samples");
+    }
+    println!(
+        "ok: {} ({} plugins, {} rewards)",
+        args.experiment.display(),
+        plugins.components.len(),
+        exp.rewards.len()
+    );
     Ok(())
 }

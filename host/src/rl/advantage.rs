@@ -1,5 +1,7 @@
 //! Per-completion advantages from scalar rewards, computed within each group
-//! of completions that answer the same prompt.
+//! of completions that answer the same prompt; then per-token advantages:
+//! OpenRLHF's returns to go of a per-token KL penalty on top of them, and its
+//! whitening over the batch's tokens.
 
 use serde::Deserialize;
 
@@ -58,6 +60,64 @@ pub fn advantages(rewards: &[f64], group_size: usize, estimator: AdvantageEstima
     out
 }
 
+/// Per-token advantages of each row: its sequence advantage `seq_adv[i]`,
+/// less `coef` times the KL of its tokens from t on when `token_kl` is given
+/// (OpenRLHF's order: token t's reward is `-coef * KL_t`, the sequence's
+/// reward is added at its last token, and a token's advantage is its return
+/// to go with gamma 1). `lens[i]` is row i's token count.
+pub fn token_advantages(
+    seq_adv: &[f64],
+    lens: &[usize],
+    token_kl: Option<(&[Vec<f64>], f64)>,
+) -> Vec<Vec<f32>> {
+    seq_adv
+        .iter()
+        .zip(lens)
+        .enumerate()
+        .map(|(i, (&a, &n))| match token_kl {
+            Some((kl, coef)) => {
+                let mut out = vec![0f32; n];
+                let mut to_go = 0.0;
+                for t in (0..n).rev() {
+                    to_go -= coef * kl[i].get(t).copied().unwrap_or(0.0);
+                    out[t] = (a + to_go) as f32;
+                }
+                out
+            }
+            None => vec![a as f32; n],
+        })
+        .collect()
+}
+
+/// OpenRLHF's advantage whitening: `(A - mean) / std` over every token of
+/// the batch (population variance, floored at 1e-8).
+pub fn whiten_tokens(adv: &mut [Vec<f32>]) {
+    let n: usize = adv.iter().map(Vec::len).sum();
+    if n == 0 {
+        return;
+    }
+    let mean = adv.iter().flatten().map(|&x| f64::from(x)).sum::<f64>() / n as f64;
+    let var = adv
+        .iter()
+        .flatten()
+        .map(|&x| (f64::from(x) - mean).powi(2))
+        .sum::<f64>()
+        / n as f64;
+    let rstd = 1.0 / var.max(1e-8).sqrt();
+    for row in adv.iter_mut() {
+        for x in row.iter_mut() {
+            *x = ((f64::from(*x) - mean) * rstd) as f32;
+        }
+    }
+}
+
+/// Each row's mean token advantage (its advantage when it has one value).
+pub fn sequence_means(adv: &[Vec<f32>]) -> Vec<f64> {
+    adv.iter()
+        .map(|r| r.iter().map(|&x| f64::from(x)).sum::<f64>() / r.len().max(1) as f64)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -105,5 +165,47 @@ mod tests {
             close(&advantages(&[1.0; 4], 4, e), &[0.0; 4]);
             close(&advantages(&[0.7], 1, e), &[0.0]);
         }
+    }
+
+    /// OpenRLHF's reinforce_baseline with the KL in the reward, by hand: a
+    /// group of two with rule rewards 1 and 0 (baseline 0.5), k1 KL per
+    /// token, beta = 0.1. Row 0 has KL 0.5, -1.0: its token rewards are
+    /// -0.05 and 0.1 + 0.5 (the rule advantage at the last token), so its
+    /// returns to go are 0.55 and 0.6. Row 1 (KL 0.2 on one token):
+    /// -0.5 - 0.02 = -0.52.
+    #[test]
+    fn kl_in_the_reward_per_token_by_hand() {
+        let seq = advantages(&[1.0, 0.0], 2, AdvantageEstimator::MeanOnly);
+        close(&seq, &[0.5, -0.5]);
+        let kl = vec![vec![0.5, -1.0], vec![0.2]];
+        let adv = token_advantages(&seq, &[2, 1], Some((&kl, 0.1)));
+        let near = |a: &[f64], b: &[f64]| {
+            assert_eq!(a.len(), b.len());
+            for (x, y) in a.iter().zip(b) {
+                assert!((x - y).abs() < 1e-6, "{a:?} != {b:?}");
+            }
+        };
+        let got: Vec<f64> = adv.iter().flatten().map(|&x| f64::from(x)).collect();
+        near(&got, &[0.55, 0.6, -0.52]);
+        // Without KL: the sequence advantage on every token.
+        let plain = token_advantages(&seq, &[2, 1], None);
+        assert_eq!(plain, vec![vec![0.5f32, 0.5], vec![-0.5]]);
+        // Whitened over the 3 tokens: mean 0.21, population std 0.5305.
+        let mut w = adv.clone();
+        whiten_tokens(&mut w);
+        let mean = (0.55 + 0.6 - 0.52) / 3.0;
+        let std = (([0.55f64, 0.6, -0.52]
+            .iter()
+            .map(|x| (x - mean).powi(2))
+            .sum::<f64>())
+            / 3.0)
+            .sqrt();
+        let want: Vec<f64> = [0.55, 0.6, -0.52]
+            .iter()
+            .map(|x| (x - mean) / std)
+            .collect();
+        let got: Vec<f64> = w.iter().flatten().map(|&x| f64::from(x)).collect();
+        near(&got, &want);
+        near(&sequence_means(&adv), &[0.575, -0.52]);
     }
 }

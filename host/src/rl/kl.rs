@@ -1,6 +1,7 @@
 //! KL divergence to the frozen reference model: the per-token estimators, the
-//! `[grpo.kl]` settings, and the one decision of where the penalty applies
-//! (the loss or the reward). Both places use [`kl_estimate`].
+//! `[grpo.kl]` settings, which model is the reference, and the one decision
+//! of where the penalty applies (the loss, the reward per token as OpenRLHF
+//! puts it, or the reward per sequence). Every place uses [`kl_estimate`].
 
 use serde::Deserialize;
 use tch::{Kind, Tensor};
@@ -16,10 +17,28 @@ pub enum KlEstimator {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum KlPlacement {
-    /// `loss += coef * KL` per token.
+    /// `loss += coef * KL` per token (GRPO's `use_kl_loss`: verl, EasyR1).
     Loss,
-    /// `reward -= coef * KL` per token, before advantages (LMM-R1).
+    /// Per token, as OpenRLHF (hence LMM-R1) does: token t's reward is
+    /// `-coef * KL_t`, the rule reward's advantage is added at the last token,
+    /// and each token's advantage is its return to go (gamma 1).
     Reward,
+    /// One summed KL per sequence subtracted from its reward before the
+    /// advantages (a different estimator; not what OpenRLHF does).
+    RewardSequence,
+}
+
+/// Which model the KL penalty compares the policy with.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KlReference {
+    /// The policy as the stage started: what verl, EasyR1 and OpenRLHF
+    /// effectively use, since each stage of a paper's recipe is a run that
+    /// starts from the previous stage's checkpoint and freezes a copy of it.
+    #[default]
+    StageStart,
+    /// The model the run loaded (`model.path`), whatever stages came before.
+    Initial,
 }
 
 /// `[grpo.kl]`.
@@ -30,6 +49,7 @@ pub struct Kl {
     pub coef: f64,
     pub estimator: KlEstimator,
     pub placement: KlPlacement,
+    pub reference: KlReference,
 }
 
 impl Default for Kl {
@@ -38,6 +58,7 @@ impl Default for Kl {
             coef: 0.0,
             estimator: KlEstimator::K3,
             placement: KlPlacement::Loss,
+            reference: KlReference::StageStart,
         }
     }
 }
@@ -47,8 +68,12 @@ impl Default for Kl {
 pub enum KlUse {
     /// No penalty: no reference model is needed.
     Off,
-    /// Subtracted from each completion's reward before advantages.
+    /// Per token in the reward (OpenRLHF): returns to go of `-coef * KL_t`
+    /// on top of each completion's advantage.
     InReward { coef: f64, estimator: KlEstimator },
+    /// The sequence's summed KL times `coef`, subtracted from its reward
+    /// before advantages.
+    InRewardSequence { coef: f64, estimator: KlEstimator },
     /// Added to the per-token loss.
     InLoss { coef: f64, estimator: KlEstimator },
 }
@@ -60,6 +85,7 @@ impl Kl {
         if coef > 0.0 {
             match self.placement {
                 KlPlacement::Reward => KlUse::InReward { coef, estimator },
+                KlPlacement::RewardSequence => KlUse::InRewardSequence { coef, estimator },
                 KlPlacement::Loss => KlUse::InLoss { coef, estimator },
             }
         } else {
@@ -73,8 +99,18 @@ impl KlUse {
     pub fn estimator(&self) -> Option<KlEstimator> {
         match *self {
             KlUse::Off => None,
-            KlUse::InReward { estimator, .. } | KlUse::InLoss { estimator, .. } => Some(estimator),
+            KlUse::InReward { estimator, .. }
+            | KlUse::InRewardSequence { estimator, .. }
+            | KlUse::InLoss { estimator, .. } => Some(estimator),
         }
+    }
+
+    /// The penalty shapes rewards, so the rollout policy's log-probs are needed.
+    pub fn in_reward(&self) -> bool {
+        matches!(
+            self,
+            KlUse::InReward { .. } | KlUse::InRewardSequence { .. }
+        )
     }
 }
 
@@ -89,15 +125,20 @@ pub fn kl_estimate(logp: &Tensor, ref_logp: &Tensor, estimator: KlEstimator) -> 
     }
 }
 
-/// The KL of one completion: [`kl_estimate`] summed over its tokens.
-pub fn sequence_kl(logp: &[f32], ref_logp: &[f32], estimator: KlEstimator) -> f64 {
-    kl_estimate(
+/// [`kl_estimate`] of each token of one completion.
+pub fn token_kl(logp: &[f32], ref_logp: &[f32], estimator: KlEstimator) -> Vec<f64> {
+    let t = kl_estimate(
         &Tensor::from_slice(logp),
         &Tensor::from_slice(ref_logp),
         estimator,
-    )
-    .sum(Kind::Double)
-    .double_value(&[])
+    );
+    // A 1-D double tensor always converts.
+    Vec::<f64>::try_from(t.to_kind(Kind::Double)).unwrap_or_default()
+}
+
+/// The KL of one completion: [`kl_estimate`] summed over its tokens.
+pub fn sequence_kl(logp: &[f32], ref_logp: &[f32], estimator: KlEstimator) -> f64 {
+    token_kl(logp, ref_logp, estimator).iter().sum()
 }
 
 #[cfg(test)]
@@ -132,6 +173,8 @@ mod tests {
         // d = -0.5, 1.0 under k1: 0.5 - 1.0.
         let kl = sequence_kl(&[-1.0, -2.0], &[-1.5, -1.0], KlEstimator::K1);
         assert!((kl + 0.5).abs() < 1e-6, "{kl}");
+        let per_token = token_kl(&[-1.0, -2.0], &[-1.5, -1.0], KlEstimator::K1);
+        close(&per_token, &[0.5, -1.0]);
     }
 
     #[test]
@@ -157,5 +200,10 @@ mod tests {
             }
         );
         assert_eq!(kl.usage().estimator(), Some(est));
+        assert!(kl.usage().in_reward());
+        kl.placement = KlPlacement::RewardSequence;
+        assert!(matches!(kl.usage(), KlUse::InRewardSequence { .. }));
+        assert!(kl.usage().in_reward());
+        assert_eq!(Kl::default().reference, KlReference::StageStart);
     }
 }

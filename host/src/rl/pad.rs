@@ -28,11 +28,12 @@ pub struct PadConfig {
     /// Softmax temperature at the start of the stage ...
     #[serde(default = "default_tau_start")]
     pub tau_start: f64,
-    /// ... and after `tau_decay_steps` steps (linear in between).
+    /// ... and at its last step (linear in between).
     #[serde(default = "default_tau_end")]
     pub tau_end: f64,
-    #[serde(default = "default_tau_decay_steps")]
-    pub tau_decay_steps: u64,
+    /// Steps the decay takes instead of the whole stage.
+    #[serde(default)]
+    pub tau_decay_steps: Option<u64>,
 }
 
 fn default_t_low() -> f64 {
@@ -50,9 +51,6 @@ fn default_tau_start() -> f64 {
 fn default_tau_end() -> f64 {
     0.3
 }
-fn default_tau_decay_steps() -> u64 {
-    100
-}
 
 impl Default for PadConfig {
     fn default() -> Self {
@@ -63,7 +61,7 @@ impl Default for PadConfig {
             ratio: default_ratio(),
             tau_start: default_tau_start(),
             tau_end: default_tau_end(),
-            tau_decay_steps: default_tau_decay_steps(),
+            tau_decay_steps: None,
         }
     }
 }
@@ -92,12 +90,20 @@ impl PadConfig {
         Ok(())
     }
 
-    /// The softmax temperature after `stage_step` steps of the stage.
-    pub fn tau(&self, stage_step: u64) -> f64 {
-        if self.tau_decay_steps == 0 {
+    /// Steps from `tau_start` to `tau_end`: `tau_decay_steps`, else the
+    /// stage's, so that its last step draws at `tau_end`; `None` when
+    /// neither is known.
+    pub fn tau_horizon(&self, stage_steps: Option<u64>) -> Option<u64> {
+        self.tau_decay_steps
+            .or_else(|| stage_steps.map(|n| n.saturating_sub(1)))
+    }
+
+    /// The softmax temperature after `stage_step` steps of a decay over `horizon` steps.
+    pub fn tau(&self, stage_step: u64, horizon: u64) -> f64 {
+        if horizon == 0 {
             return self.tau_end;
         }
-        let f = (stage_step as f64 / self.tau_decay_steps as f64).min(1.0);
+        let f = (stage_step as f64 / horizon as f64).min(1.0);
         self.tau_start + (self.tau_end - self.tau_start) * f
     }
 }
@@ -111,14 +117,9 @@ pub struct PadSelection {
     pub eligible: usize,
 }
 
-/// Selects the completions to train on. `advantages` holds one value per completion.
-pub fn select<R: Rng>(
-    advantages: &[f64],
-    cfg: &PadConfig,
-    stage_step: u64,
-    rng: &mut R,
-) -> PadSelection {
-    let tau = cfg.tau(stage_step);
+/// Selects the completions to train on, drawing at softmax temperature
+/// `tau`. `advantages` holds one value per completion.
+pub fn select<R: Rng>(advantages: &[f64], cfg: &PadConfig, tau: f64, rng: &mut R) -> PadSelection {
     let eligible: Vec<usize> = (0..advantages.len())
         .filter(|&i| {
             let a = advantages[i].abs();
@@ -176,13 +177,13 @@ mod tests {
         // |A| = 0, 0.05, 0.2, 1.0, 2.0, 0.5: eligible are indices 2, 3, 5 (|E| = 3).
         let adv = [0.0, -0.05, 0.2, -1.0, 2.0, 0.5];
         let mut rng = ChaCha8Rng::seed_from_u64(0);
-        let sel = select(&adv, &cfg, 0, &mut rng);
+        let sel = select(&adv, &cfg, 1.0, &mut rng);
         assert_eq!(sel.eligible, 3);
         // k = min(ceil(0.5 * 6), 3) = 3: every eligible sample is kept.
         assert_eq!(sel.kept, vec![2, 3, 5]);
         let cfg = PadConfig { ratio: 0.2, ..cfg };
         // k = min(ceil(1.2), 3) = 2.
-        let sel = select(&adv, &cfg, 0, &mut rng);
+        let sel = select(&adv, &cfg, 1.0, &mut rng);
         assert_eq!(sel.kept.len(), 2);
         assert!(sel.kept.iter().all(|i| [2, 3, 5].contains(i)));
     }
@@ -202,7 +203,7 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64(7);
         let trials = 20_000;
         let firsts = (0..trials)
-            .filter(|_| select(&adv, &cfg, 0, &mut rng).kept == vec![0])
+            .filter(|_| select(&adv, &cfg, 1.0, &mut rng).kept == vec![0])
             .count();
         let p = firsts as f64 / trials as f64;
         let expect = 1f64.exp() / (1f64.exp() + 1.0);
@@ -211,17 +212,29 @@ mod tests {
     }
 
     #[test]
-    fn tau_decays_linearly() {
+    fn tau_decays_linearly_over_the_stage() {
         let cfg = PadConfig {
             tau_start: 1.0,
             tau_end: 0.3,
-            tau_decay_steps: 10,
             ..Default::default()
         };
-        assert!((cfg.tau(0) - 1.0).abs() < 1e-12);
-        assert!((cfg.tau(5) - 0.65).abs() < 1e-12);
-        assert!((cfg.tau(10) - 0.3).abs() < 1e-12);
-        assert!((cfg.tau(50) - 0.3).abs() < 1e-12);
+        // A stage of 11 steps: step 10, its last, draws at tau_end.
+        let h = cfg.tau_horizon(Some(11)).unwrap();
+        assert_eq!(h, 10);
+        assert!((cfg.tau(0, h) - 1.0).abs() < 1e-12);
+        assert!((cfg.tau(5, h) - 0.65).abs() < 1e-12);
+        assert!((cfg.tau(10, h) - 0.3).abs() < 1e-12);
+        // A 401-step stage decays 40 times slower.
+        let long = cfg.tau_horizon(Some(401)).unwrap();
+        assert!((cfg.tau(200, long) - 0.65).abs() < 1e-12);
+        assert_eq!(cfg.tau_horizon(None), None);
+        // A configured horizon wins over the stage's length.
+        let fixed = PadConfig {
+            tau_decay_steps: Some(4),
+            ..cfg
+        };
+        assert_eq!(fixed.tau_horizon(Some(400)), Some(4));
+        assert!((fixed.tau(50, 4) - 0.3).abs() < 1e-12);
     }
 
     #[test]

@@ -1,4 +1,7 @@
-//! Scalar schedules: learning rate with warmup, entropy coefficient.
+//! Scalar schedules over a stage's optimizer updates: the learning rate
+//! (warmup, then constant, linear or cosine decay that ends with the stage)
+//! and the entropy bonus's coefficient (ReVisual-R1: 0 during warmup, then
+//! decayed per update).
 
 use serde::Deserialize;
 
@@ -10,8 +13,9 @@ pub enum LrDecay {
     Cosine,
 }
 
-/// Learning rate at optimizer step `step` (0-based) of `total` steps:
-/// linear warmup from 0 over `warmup` steps, then the decay down to `min_ratio * lr`.
+/// Learning rate at optimizer update `step` (0-based) of `total` updates:
+/// linear warmup over `warmup` updates (update k gets `lr * (k + 1) / warmup`),
+/// then the decay down to `min_ratio * lr` at update `total`.
 pub fn learning_rate(
     lr: f64,
     decay: LrDecay,
@@ -33,11 +37,14 @@ pub fn learning_rate(
     lr * (min_ratio + (1.0 - min_ratio) * factor)
 }
 
-/// `[grpo.entropy]`: the entropy bonus and its schedule.
-#[derive(Debug, Clone, Deserialize)]
+/// `[grpo.entropy]`: the entropy bonus and its schedule, counted in
+/// optimizer updates of the stage (several per step with
+/// `optim.updates_per_batch > 1`), as ReVisual-R1's actor anneals it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EntropyBonus {
     pub coef: f64,
+    /// Updates at coefficient 0 before the bonus starts.
     pub warmup_steps: u64,
     /// Multiplied into the coefficient after every update past warmup.
     pub decay: f64,
@@ -54,19 +61,52 @@ impl Default for EntropyBonus {
 }
 
 impl EntropyBonus {
-    /// The coefficient at step `step` of the stage ([`entropy_coef`]).
-    pub fn coef_at(&self, step: u64) -> f64 {
-        entropy_coef(self.coef, self.warmup_steps, self.decay, step)
+    /// The coefficient at optimizer update `update` of the stage ([`entropy_coef`]).
+    pub fn coef_at(&self, update: u64) -> f64 {
+        entropy_coef(self.coef, self.warmup_steps, self.decay, update)
     }
 }
 
-/// Entropy bonus coefficient (ReVisual-R1): 0 during `warmup` steps, then
-/// `coef * decay^(step - warmup)`.
+/// Entropy bonus coefficient (ReVisual-R1): 0 during `warmup` updates, then
+/// `coef * decay^(update - warmup)`.
 pub fn entropy_coef(coef: f64, warmup: u64, decay: f64, step: u64) -> f64 {
     if step < warmup {
         0.0
     } else {
         coef * decay.powf((step - warmup) as f64)
+    }
+}
+
+/// The learning rate and entropy coefficient of every optimizer update of a
+/// stage, indexed by the updates done in the stage before it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RateSchedule {
+    pub lr: f64,
+    pub decay: LrDecay,
+    /// Updates of linear warmup.
+    pub warmup: u64,
+    /// Updates the decay ends at (the stage's last).
+    pub total: u64,
+    pub min_ratio: f64,
+    pub entropy: EntropyBonus,
+}
+
+impl RateSchedule {
+    /// The learning rate of the stage's update `update` (0-based).
+    pub fn lr_at(&self, update: u64) -> f64 {
+        learning_rate(
+            self.lr,
+            self.decay,
+            self.warmup,
+            self.total,
+            self.min_ratio,
+            update,
+        )
+    }
+
+    /// The entropy bonus's coefficient at the stage's update `update`.
+    pub fn entropy_coef_at(&self, update: u64) -> f64 {
+        self.entropy.coef_at(update)
     }
 }
 
@@ -92,5 +132,31 @@ mod tests {
         assert_eq!(entropy_coef(0.02, 3, 0.985, 2), 0.0);
         assert!((entropy_coef(0.02, 3, 0.985, 3) - 0.02).abs() < 1e-15);
         assert!((entropy_coef(0.02, 3, 0.985, 5) - 0.02 * 0.985 * 0.985).abs() < 1e-15);
+    }
+
+    #[test]
+    fn rate_schedule_by_update() {
+        // Warmup over 3 updates, then cosine from update 3 to update 11.
+        let r = RateSchedule {
+            lr: 1.0,
+            decay: LrDecay::Cosine,
+            warmup: 3,
+            total: 11,
+            min_ratio: 0.1,
+            entropy: EntropyBonus {
+                coef: 0.02,
+                warmup_steps: 2,
+                decay: 0.5,
+            },
+        };
+        assert!((r.lr_at(0) - 1.0 / 3.0).abs() < 1e-12);
+        assert!((r.lr_at(3) - 1.0).abs() < 1e-12);
+        // Halfway through the decay: 0.1 + 0.9 * 0.5.
+        assert!((r.lr_at(7) - 0.55).abs() < 1e-12, "{}", r.lr_at(7));
+        assert!((r.lr_at(11) - 0.1).abs() < 1e-12);
+        assert!((r.lr_at(20) - 0.1).abs() < 1e-12);
+        assert_eq!(r.entropy_coef_at(1), 0.0);
+        assert_eq!(r.entropy_coef_at(2), 0.02);
+        assert_eq!(r.entropy_coef_at(4), 0.005);
     }
 }

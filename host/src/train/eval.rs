@@ -117,11 +117,13 @@ pub fn evaluate(
             .map(prompt_conversation)
             .collect::<Result<Vec<_>>>()?;
         let names: Vec<String> = samples.iter().map(sample_name).collect();
-        let (batch, kept) =
-            prepare_prompts(&policy.processor, &convs, &names, set.max_prompt_tokens)
-                .with_context(|| format!("eval dataset {dataset}"))?;
+        let prepared = prepare_prompts(&policy.processor, &convs, &names, set.max_prompt_tokens)
+            .with_context(|| format!("eval dataset {dataset}"))?;
+        let kept = prepared.kept;
         skipped += convs.len() - kept.len();
-        let Some(batch) = batch else { continue };
+        let Some(batch) = prepared.batch else {
+            continue;
+        };
         let mut rng = SeededRng::new(derive_seed(set.seed, "eval", chunk_no as u64));
         let rows = roll_out(policy, &batch, &cfg, &mut rng, 0)?;
         let groups = reward_groups(&rows, &samples, &kept);

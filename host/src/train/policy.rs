@@ -13,6 +13,15 @@ use tch::{Device, Tensor};
 
 use super::experiment::{ModelInit, ModelSection};
 
+/// Which parameters a stage leaves as they are.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Freeze {
+    pub vision: bool,
+    pub language: bool,
+    /// Checkpoint-name prefixes (e.g. `visual.blocks.`).
+    pub prefixes: Vec<String>,
+}
+
 pub struct Policy {
     pub model: LoadedModel,
     pub processor: Processor,
@@ -89,18 +98,22 @@ impl Policy {
         self.architecture().is_multimodal()
     }
 
-    /// Marks which parameters get gradients.
-    pub fn set_trainable(&self, freeze_vision: bool, freeze_language: bool) {
+    /// Marks which parameters get gradients: all but the vision tower
+    /// (`visual.*`) with `freeze.vision`, all but it with `freeze.language`,
+    /// and none whose name starts with one of `freeze.prefixes`. Returns how
+    /// many tensors train.
+    pub fn set_trainable(&self, freeze: &Freeze) -> usize {
+        let mut trainable = 0;
         for (name, t) in &self.params {
             let vision = name.starts_with("visual.");
-            let train = if vision {
-                !freeze_vision
-            } else {
-                !freeze_language
-            };
+            let frozen = (vision && freeze.vision)
+                || (!vision && freeze.language)
+                || freeze.prefixes.iter().any(|p| name.starts_with(p.as_str()));
             let mut t = t.shallow_clone();
-            let _ = t.requires_grad_(train);
+            let _ = t.requires_grad_(!frozen);
+            trainable += usize::from(!frozen);
         }
+        trainable
     }
 
     /// The parameter tensors in a fixed order (the optimizer's order).
@@ -122,19 +135,53 @@ impl Policy {
     }
 }
 
-/// The frozen reference: the initial model, loaded again without gradients.
+/// The frozen reference the KL penalty compares with: the model the run
+/// loaded, or the policy as a stage started (`grpo.kl.reference`), loaded
+/// again without gradients.
 pub struct Reference {
     pub model: LoadedModel,
+    /// The stage whose start it is a copy of; `None` for the initial model.
+    pub stage: Option<String>,
 }
 
 impl Reference {
-    pub fn load(section: &ModelSection, seed: u64) -> Result<Reference> {
+    /// The model the run loaded (`model.path`, or its seeded random init).
+    pub fn initial(section: &ModelSection, seed: u64) -> Result<Reference> {
         let (model, _) = load_model(section, None, seed).context("reference model")?;
+        Ok(Reference::frozen(model, None))
+    }
+
+    /// The copy of the policy that `stage` started from, saved in `dir`
+    /// (written by [`Reference::stage_start`]; a resumed run reads it back).
+    pub fn saved(section: &ModelSection, dir: &Path, stage: &str) -> Result<Reference> {
+        let (model, _) = load_model(section, Some(dir), 0)
+            .with_context(|| format!("reference model of stage {stage:?}"))?;
+        Ok(Reference::frozen(model, Some(stage.to_string())))
+    }
+
+    /// Saves the policy as it is into `dir` and loads that copy as the
+    /// reference of `stage` (saved, so that a resumed run compares with the
+    /// same model).
+    pub fn stage_start(
+        policy: &Policy,
+        section: &ModelSection,
+        dir: &Path,
+        stage: &str,
+    ) -> Result<Reference> {
+        if dir.exists() {
+            std::fs::remove_dir_all(dir)
+                .with_context(|| format!("cannot replace {}", dir.display()))?;
+        }
+        policy.save(dir)?;
+        Reference::saved(section, dir, stage)
+    }
+
+    fn frozen(model: LoadedModel, stage: Option<String>) -> Reference {
         for (_, t) in model.model.named_parameters() {
             let mut t = t.shallow_clone();
             let _ = t.requires_grad_(false);
         }
-        Ok(Reference { model })
+        Reference { model, stage }
     }
 
     pub fn lm(&self) -> &dyn CausalLm {

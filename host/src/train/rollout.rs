@@ -90,6 +90,11 @@ pub struct Row {
     pub group: usize,
     /// Generated ids, the stop token included when there was one.
     pub response: Vec<i64>,
+    /// Each generated token's log-prob under the distribution it was drawn
+    /// from, `softmax(logits / T)` before top-k/top-p truncation (what the
+    /// trainer recomputes; vLLM's "processed" log-probs would include the
+    /// truncation's renormalisation, its "raw" ones are at T = 1).
+    pub logprobs: Vec<f32>,
     pub text: String,
     /// It ended with a stop token (not cut by the length limit).
     pub stopped: bool,
@@ -107,24 +112,48 @@ pub struct RolloutConfig {
     pub kv_cache_tokens: Option<usize>,
 }
 
-/// Prepares prompts, dropping those longer than `max_prompt_tokens`; returns
-/// the batch and the indices (into `convs`) it kept.
+/// Prompts prepared for a rollout: the batch of those within the limit.
+pub struct PreparedPrompts {
+    /// `None` when every prompt was over the limit.
+    pub batch: Option<PreparedBatch>,
+    /// Indices (into the conversations) of the prompts in `batch`.
+    pub kept: Vec<usize>,
+    /// Index and token count of each prompt over the limit.
+    pub too_long: Vec<(usize, usize)>,
+}
+
+/// Prepares prompts, leaving out those longer than `max_prompt_tokens`.
 pub fn prepare_prompts(
     processor: &Processor,
     convs: &[Conversation],
     names: &[String],
     max_prompt_tokens: usize,
-) -> Result<(Option<PreparedBatch>, Vec<usize>)> {
-    let (kept, keep): (Vec<usize>, Vec<_>) = processor
+) -> Result<PreparedPrompts> {
+    let mut kept = Vec::new();
+    let mut keep = Vec::new();
+    let mut too_long = Vec::new();
+    for (i, e) in processor
         .encode_named(convs, names, true)?
         .into_iter()
         .enumerate()
-        .filter(|(_, e)| e.len() <= max_prompt_tokens)
-        .unzip();
-    if keep.is_empty() {
-        return Ok((None, kept));
+    {
+        if e.len() <= max_prompt_tokens {
+            kept.push(i);
+            keep.push(e);
+        } else {
+            too_long.push((i, e.len()));
+        }
     }
-    Ok((Some(processor.batch(&keep)?), kept))
+    let batch = if keep.is_empty() {
+        None
+    } else {
+        Some(processor.batch(&keep)?)
+    };
+    Ok(PreparedPrompts {
+        batch,
+        kept,
+        too_long,
+    })
 }
 
 /// Generates `cfg.samples_per_prompt` completions of every prompt in `batch`;
@@ -178,6 +207,7 @@ pub fn roll_out(
             group: group_offset + c.prompt_index,
             stopped: matches!(c.finish, FinishReason::Stop(_)),
             response: c.token_ids,
+            logprobs: c.logprobs,
             text: c.text,
         })
         .collect())
@@ -312,8 +342,10 @@ mod tests {
         let limit = lens[0].max(lens[2]).max(lens[3]);
         assert!(lens[1] > limit);
 
-        let (batch, kept) = prepare_prompts(&processor, &convs, &names, limit).unwrap();
+        let prepared = prepare_prompts(&processor, &convs, &names, limit).unwrap();
+        let (batch, kept) = (prepared.batch, prepared.kept);
         assert_eq!(kept, vec![0, 2, 3]);
+        assert_eq!(prepared.too_long, vec![(1, lens[1])]);
         let want = processor
             .prepare(
                 &[convs[0].clone(), convs[2].clone(), convs[3].clone()],
@@ -325,11 +357,12 @@ mod tests {
         assert!(batch.attention_mask.equal(&want.attention_mask));
         assert_eq!(batch.seq_lens, want.seq_lens);
 
-        let (all, kept) = prepare_prompts(&processor, &convs, &names, lens[1]).unwrap();
-        assert_eq!(kept, vec![0, 1, 2, 3]);
-        assert_eq!(all.unwrap().seq_lens, lens);
+        let all = prepare_prompts(&processor, &convs, &names, lens[1]).unwrap();
+        assert_eq!(all.kept, vec![0, 1, 2, 3]);
+        assert_eq!(all.batch.unwrap().seq_lens, lens);
 
-        let (none, kept) = prepare_prompts(&processor, &convs, &names, 1).unwrap();
-        assert!(none.is_none() && kept.is_empty());
+        let none = prepare_prompts(&processor, &convs, &names, 1).unwrap();
+        assert!(none.batch.is_none() && none.kept.is_empty());
+        assert_eq!(none.too_long.len(), 4);
     }
 }

@@ -53,6 +53,7 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary> {
         if plan.stage != t.state.stage {
             t.enter_stage(&plan)?;
         }
+        t.configure_stage(&settings);
         let metrics = match plan.kind {
             sdk::StageKind::Sft => sft_step(&mut t, &plan, &settings)?.values(),
             sdk::StageKind::Grpo => grpo_step(&mut t, &plan, &settings)?.values(),

@@ -87,7 +87,8 @@ pub fn from_hex(s: &str) -> Result<Vec<u8>> {
 pub fn save(dir: &Path, policy: &Policy, opt: &AdamW, state: &TrainerState) -> Result<()> {
     policy.save(&dir.join("model"))?;
     let mut named: Vec<(String, Tensor)> = Vec::new();
-    for ((name, _), (m, v)) in policy.params.iter().zip(&opt.moments) {
+    for (&i, (m, v)) in &opt.moments {
+        let name = &policy.params[i].0;
         named.push((format!("{name}.exp_avg"), m.to_device(tch::Device::Cpu)));
         named.push((format!("{name}.exp_avg_sq"), v.to_device(tch::Device::Cpu)));
     }
@@ -109,7 +110,8 @@ pub fn load_state(dir: &Path) -> Result<TrainerState> {
         .with_context(|| format!("{} is not a trainer state", path.display()))
 }
 
-/// Restores the optimizer's moments and step from `dir`.
+/// Restores the optimizer's moments (of the parameters that had any) and
+/// step from `dir`.
 pub fn load_optimizer(dir: &Path, policy: &Policy, opt: &mut AdamW) -> Result<()> {
     let path = dir.join("optimizer.safetensors");
     let tensors: BTreeMap<String, Tensor> = Tensor::read_safetensors(&path)
@@ -121,11 +123,15 @@ pub fn load_optimizer(dir: &Path, policy: &Policy, opt: &mut AdamW) -> Result<()
             .get(k)
             .with_context(|| format!("{}: no tensor {k}", path.display()))
     };
-    for ((name, p), (m, v)) in policy.params.iter().zip(opt.moments.iter_mut()) {
-        *m = get(&format!("{name}.exp_avg"))?
+    opt.moments.clear();
+    for (i, (name, p)) in policy.params.iter().enumerate() {
+        if !tensors.contains_key(&format!("{name}.exp_avg")) {
+            continue;
+        }
+        let m = get(&format!("{name}.exp_avg"))?
             .to_device(p.device())
             .to_kind(p.kind());
-        *v = get(&format!("{name}.exp_avg_sq"))?
+        let v = get(&format!("{name}.exp_avg_sq"))?
             .to_device(p.device())
             .to_kind(p.kind());
         if m.size() != p.size() {
@@ -136,6 +142,7 @@ pub fn load_optimizer(dir: &Path, policy: &Policy, opt: &mut AdamW) -> Result<()
                 p.size()
             );
         }
+        opt.moments.insert(i, (m, v));
     }
     opt.step = get("step")?.int64_value(&[0]);
     Ok(())

@@ -9,26 +9,28 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
+use lmmhost_plugin_host::OnError;
 use lmmhost_sdk as sdk;
 
 use super::adamw::AdamW;
 use super::checkpoint_store::{check_writable, CheckpointStore};
 use super::data::{check_sample, Mixer};
 use super::eval::{evaluate, write_records, EvalSettings};
-use super::experiment::{Experiment, SpecialTokens};
-use lmmhost_plugin_host::OnError;
+use super::experiment::{Experiment, LongInputs, SpecialTokens, StageSettings};
 use super::failures::{Failure, FailureLog};
 use super::plugins::Plugins;
-use super::policy::{Policy, Reference};
+use super::policy::{Freeze, Policy, Reference};
 use super::state::{self, from_hex, to_hex, SummaryRow, TrainerState};
 use crate::metrics::log::{MetricsLog, StepRecord};
+use crate::rl::kl::KlReference;
 
 /// Everything the loop carries from step to step.
 pub(crate) struct Trainer<'a> {
     pub exp: &'a Experiment,
     pub plugins: Plugins,
     pub policy: Policy,
-    /// Loaded by the first step whose KL penalty needs it.
+    /// Loaded by the first step whose KL penalty needs it
+    /// ([`Trainer::ensure_reference`]).
     pub reference: Option<Reference>,
     pub opt: AdamW,
     pub mixer: Mixer,
@@ -45,6 +47,23 @@ pub(crate) struct Trainer<'a> {
     pub failures: FailureLog,
     /// Samples left out of this step (reset when a step starts).
     pub dropped_samples: usize,
+    /// Over-long inputs reported so far (the first few are, with their ids).
+    pub long_reported: usize,
+}
+
+/// Over-long inputs reported one by one before the rest are only counted.
+const LONG_REPORTS: usize = 5;
+
+/// An input over its token limit, as the report names it.
+pub(crate) struct LongInput<'a> {
+    /// "prompt" or "conversation".
+    pub what: &'a str,
+    pub sample_id: &'a str,
+    pub dataset: &'a str,
+    pub tokens: usize,
+    /// The key that sets the limit and its value.
+    pub key: &'a str,
+    pub limit: usize,
 }
 
 impl<'a> Trainer<'a> {
@@ -88,7 +107,7 @@ impl<'a> Trainer<'a> {
             resume_from.as_ref().map(|d| d.join("model")).as_deref(),
             exp.seed,
         )?;
-        let mut opt = new_optimizer(exp, &policy);
+        let mut opt = new_optimizer(exp);
         let lens = plugins
             .datasets
             .iter()
@@ -154,6 +173,7 @@ impl<'a> Trainer<'a> {
             warnings,
             failures: FailureLog::new(&out),
             dropped_samples: 0,
+            long_reported: 0,
         })
     }
 
@@ -185,14 +205,17 @@ impl<'a> Trainer<'a> {
 
     /// Called when `plan` names another stage than the last step's: the
     /// finished stage is evaluated, and the new one starts with fresh
-    /// optimizer moments and its own warmup, as the papers' stages were
-    /// separate runs.
+    /// optimizer moments and its own warmup, and a KL reference copied from
+    /// its own start, as the papers' stages were separate runs.
     pub fn enter_stage(&mut self, plan: &sdk::Plan) -> Result<()> {
         if !self.state.stage.is_empty() {
             if self.evals_at_boundaries() {
                 self.evaluate(&format!("after {}", self.state.stage))?;
             }
-            self.opt = new_optimizer(self.exp, &self.policy);
+            self.opt = new_optimizer(self.exp);
+        }
+        if self.reference.as_ref().is_some_and(|r| r.stage.is_some()) {
+            self.reference = None;
         }
         say(
             &self.bar,
@@ -208,11 +231,106 @@ impl<'a> Trainer<'a> {
         Ok(())
     }
 
-    /// Samples drawn for this step (round `round` of dynamic sampling). A
-    /// bad sample (a row the loader cannot parse, text holding a special
-    /// token, an unknown role) stops the run, or under the loader's
-    /// `on_error = "zero"` is left out of the step and logged.
-    pub fn draw(&mut self, plan: &sdk::Plan, count: usize, round: u32) -> Result<Vec<sdk::Sample>> {
+    /// The stage's settings that live on the model and the optimizer: which
+    /// parameters train, and the optimizer's hyperparameters.
+    pub fn configure_stage(&mut self, s: &StageSettings) {
+        let g = &s.grpo;
+        self.policy.set_trainable(&Freeze {
+            vision: g.freeze_vision,
+            language: g.freeze_language,
+            prefixes: g.freeze_prefixes.clone(),
+        });
+        let o = &s.optim;
+        self.opt.configure(o.betas, o.eps, o.weight_decay);
+    }
+
+    /// Loads the KL reference `s` asks for unless it is the one held: the
+    /// model the run loaded, or a copy of the policy as this stage started
+    /// (saved under `<output_dir>/references/`, where a run resumed inside
+    /// the stage finds it again).
+    pub fn ensure_reference(&mut self, s: &StageSettings) -> Result<()> {
+        let held = self.reference.as_ref().map(|r| r.stage.as_deref());
+        match s.grpo.kl.reference {
+            KlReference::Initial => {
+                if held != Some(None) {
+                    self.reference = None;
+                    self.reference = Some(Reference::initial(&self.exp.model, self.exp.seed)?);
+                }
+            }
+            KlReference::StageStart => {
+                let stage = self.state.stage.clone();
+                if held == Some(Some(stage.as_str())) {
+                    return Ok(());
+                }
+                self.reference = None;
+                let root = self.out.join("references");
+                let dir = root.join(dir_name(&stage));
+                let reference = if self.state.stage_step == 0 {
+                    // One stage's copy at a time: the earlier ones are done with.
+                    if root.exists() {
+                        std::fs::remove_dir_all(&root)
+                            .with_context(|| format!("cannot clear {}", root.display()))?;
+                    }
+                    Reference::stage_start(&self.policy, &self.exp.model, &dir, &stage)?
+                } else {
+                    Reference::saved(&self.exp.model, &dir, &stage).with_context(|| {
+                        format!(
+                            "resuming inside stage {stage:?}, whose KL reference is the model it started from (grpo.kl.reference = \"stage-start\")"
+                        )
+                    })?
+                };
+                self.reference = Some(reference);
+            }
+        }
+        Ok(())
+    }
+
+    /// Reports an input over its token limit: an error with `policy =
+    /// "error"`, else a line for the first few (later ones are only counted).
+    pub(crate) fn over_limit(&mut self, long: &LongInput, policy: LongInputs) -> Result<()> {
+        let msg = format!(
+            "step {}: {} of sample {:?} (dataset {}) has {} tokens, over {} = {}",
+            self.state.global_step + 1,
+            long.what,
+            long.sample_id,
+            long.dataset,
+            long.tokens,
+            long.key,
+            long.limit
+        );
+        if policy == LongInputs::Error {
+            anyhow::bail!(
+                "{msg} (raise the limit, or skip such inputs with {} = \"skip\")",
+                if long.what == "prompt" {
+                    "rollout.long_prompts"
+                } else {
+                    "sft.long_samples"
+                }
+            );
+        }
+        self.long_reported += 1;
+        if self.long_reported <= LONG_REPORTS {
+            let more = if self.long_reported == LONG_REPORTS {
+                "; further ones are only counted in the metrics"
+            } else {
+                ""
+            };
+            say(&self.bar, format!("{msg}: skipped{more}"));
+        }
+        Ok(())
+    }
+
+    /// Samples drawn for this step (round `round` of dynamic sampling), and
+    /// the dataset each came from. A bad sample (a row the loader cannot
+    /// parse, text holding a special token, an unknown role) stops the run,
+    /// or under the loader's `on_error = "zero"` is left out of the step and
+    /// logged.
+    pub fn draw(
+        &mut self,
+        plan: &sdk::Plan,
+        count: usize,
+        round: u32,
+    ) -> Result<(Vec<sdk::Sample>, Vec<String>)> {
         let stream = self.state.global_step * 1000 + u64::from(round);
         let picks = self.mixer.draw(&plan.datasets, count, stream)?;
         let mut by_ds: BTreeMap<&str, Vec<(usize, u64)>> = BTreeMap::new();
@@ -272,7 +390,11 @@ impl<'a> Trainer<'a> {
         }
         self.dropped_samples += failed.len();
         self.failures.report(&self.bar, &failed)?;
-        Ok(out.into_iter().flatten().collect())
+        Ok(out
+            .into_iter()
+            .zip(picks)
+            .filter_map(|(s, (ds, _))| s.map(|s| (s, ds)))
+            .unzip())
     }
 
     /// Counts the step done, logs its metrics and keeps them for the schedule.
@@ -442,14 +564,23 @@ pub(crate) fn kind_name(k: sdk::StageKind) -> &'static str {
     }
 }
 
-fn new_optimizer(exp: &Experiment, policy: &Policy) -> AdamW {
+fn new_optimizer(exp: &Experiment) -> AdamW {
     let o = &exp.optim;
-    AdamW::new(
-        &policy.tensors(),
-        [o.betas[0], o.betas[1]],
-        o.eps,
-        o.weight_decay,
-    )
+    AdamW::new([o.betas[0], o.betas[1]], o.eps, o.weight_decay)
+}
+
+/// A stage name as a directory name.
+fn dir_name(stage: &str) -> String {
+    stage
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 /// A line above the progress bar, or on stderr when the bar is not drawn.

@@ -14,6 +14,10 @@ pub fn dataset_len_metric(name: &str) -> String {
 /// Metric the trainer reports with the prompts per step.
 pub const BATCH_PROMPTS_METRIC: &str = "batch/prompts";
 
+/// The experiment key every plan sets to its stage's length in steps (the
+/// cap when `advance_when` may end it sooner).
+pub const STAGE_STEPS_KEY: &str = "optim.stage_steps";
+
 pub struct Staged {
     config: ScheduleConfig,
     cursor: Cursor,
@@ -218,11 +222,22 @@ impl Schedule for Staged {
                 self.cursor.cap = Some(self.resolve_cap(&stage, state)?);
             }
             if !self.should_advance(&stage) {
+                let mut overrides = stage.overrides.clone();
+                // The stage's length, which the trainer lays warmup ratios,
+                // learning-rate decays and PAD's temperature over (unless
+                // the config sets the key itself).
+                if let Some(cap) = self.cursor.cap {
+                    if !overrides.extra.iter().any(|(k, _)| k == STAGE_STEPS_KEY) {
+                        overrides
+                            .extra
+                            .push((STAGE_STEPS_KEY.to_owned(), cap.to_string()));
+                    }
+                }
                 return Ok(Some(Plan {
                     stage: stage.name.clone(),
                     kind: stage.kind,
                     datasets: stage.datasets.clone(),
-                    overrides: stage.overrides.clone(),
+                    overrides,
                 }));
             }
             lmmhost_sdk::log::info(

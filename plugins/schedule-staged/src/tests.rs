@@ -185,6 +185,8 @@ fn walks_three_stages_with_their_plans() {
             // toml writes a string holding `"` as a literal string.
             ("lr.schedule".to_owned(), r#"'cos "x"'"#.to_owned()),
             ("on".to_owned(), "true".to_owned()),
+            // The stage's length, added by the schedule.
+            ("optim.stage_steps".to_owned(), "9".to_owned()),
         ]
     );
     // Each value is TOML text that parses back to what the config wrote.
@@ -207,7 +209,10 @@ fn walks_three_stages_with_their_plans() {
     assert_eq!(text.overrides.dynamic_sampling, Some(true));
     assert_eq!(text.overrides.top_p, Some(0.95));
     assert_eq!(text.overrides.pad.enabled, None);
-    assert!(text.overrides.extra.is_empty());
+    assert_eq!(
+        text.overrides.extra,
+        vec![("optim.stage_steps".to_owned(), "2".to_owned())]
+    );
     // Finished: stays finished.
     assert_eq!(s.next_plan(&TrainState::default()).unwrap(), None);
 }

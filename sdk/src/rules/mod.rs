@@ -7,6 +7,7 @@
 
 pub mod choice;
 pub mod format;
+pub mod length;
 pub mod math;
 pub mod sokoban;
 

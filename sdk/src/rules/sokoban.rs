@@ -1,68 +1,62 @@
-//! LMM-R1's Sokoban game reward (MGT stage): replay the response's action list
-//! in the sample's level and reward the best cumulative game reward reached,
-//! plus a format term.
-//!
-//! Game rewards are those of gym-sokoban (mpSchrader/gym-sokoban,
-//! `gym_sokoban/envs/sokoban_env.py`: `penalty_for_step = -0.1`,
-//! `reward_box_on_target = 1`, `penalty_box_off_target = -1`,
-//! `reward_finished = 10`), the environment LMM-R1's Sokoban data and the
-//! VAGEN/RAGEN Sokoban prompts ("One move: -0.1, Box on target: +1.0, All
-//! boxes placed: +10.0") are built on. As in the gym, a move into a wall or a
-//! push against a wall or a second box leaves the state unchanged but still
-//! costs the step penalty, and the episode ends when every box is on a target
-//! (later actions are ignored) or after `max_steps` actions. The format term
-//! is LMM-R1's: 0.5 for the `<think>..</think><answer>..</answer>` format.
-//! LMM-R1's own Sokoban reward file was not available to check against, so
-//! the value for an empty or unreadable action list (`invalid_answer`) is ours.
-//!
-//! # Sample
-//!
-//! Metadata key `level` (configurable) holds the level as a text grid, one row
-//! per line; both the classic XSB symbols and the ones in VAGEN/RAGEN prompts:
-//!
-//! | cell | symbols |
-//! |---|---|
-//! | wall | `#` |
-//! | floor | space, `_` |
-//! | target | `.`, `O` |
-//! | box | `$`, `X` |
-//! | box on target | `*`, `√` |
-//! | player | `@`, `P` |
-//! | player on target | `+`, `S` |
-//!
-//! Cells outside the given rows count as walls. A level has one player and as
-//! many targets as boxes.
-//!
-//! # Response
-//!
-//! The actions are read from the last `<answer>..</answer>`: `Up`, `Down`,
-//! `Left`, `Right` (any case) or `U`/`D`/`L`/`R`, separated by commas, spaces,
-//! `|`, `||`, `;` or `->`, optionally as a JSON list (`["Up", "Left"]`);
-//! the filler words "and" and "then" are ignored. Any other token makes the
-//! list unreadable.
+//! LMM-R1's Sokoban reward (its MGT stage on the game), computed as its
+//! repository computes it: `openrlhf/models/remote_rm/sokoban_verifier.py`
+//! in TideDra/lmm-r1, which replays the answer in gym-sokoban's `SokobanEnv`
+//! (mpSchrader/gym-sokoban) loaded from the level's saved room. The verdicts
+//! of that code on recorded cases are in `sdk/tests/fixtures/` and
+//! `sdk/tests/sokoban_lmm_r1.rs` compares every one.
 //!
 //! # Score
 //!
-//! Components `format` (the format term), `game` (the best cumulative game
-//! reward over all non-empty prefixes of the replay, or `invalid_answer`) and
-//! `solved` (1 when every box ended on a target, else 0; logged as a success
-//! rate, not added to the total). `total = format + game`.
+//! The response (trimmed) must have exactly one `<think>`, `</think>`,
+//! `<answer>` and `</answer>`, and the text between the first `<answer>` and
+//! the `</answer>` after it must be a comma-separated list of `left`,
+//! `right`, `up`, `down` (any case, spaces around each allowed). Otherwise
+//! every component is 0. Otherwise:
+//!
+//! - `format` = 0.5;
+//! - `game` = the best cumulative game reward over the replay, starting from
+//!   0 (so never negative): the first 50 actions are played as gym-sokoban's
+//!   push actions (each costs 0.1; +1 when a box reaches a target, -1 when
+//!   one leaves it, +10 when no target is left uncovered, which ends the
+//!   replay);
+//! - `actions` = 0.05 per action below 20 actions, else
+//!   `1 - 0.2 * ((n - 20) / 30)^2`; a list that repeats one k-gram (k <= 5
+//!   words) more than 7 times in a row gets `min(0, actions - 0.2)` instead;
+//! - `thinking` = 0.001 per space-separated token of more than one character
+//!   in the `<think>` block, at most 0.2;
+//!
+//! `total = format + game + actions + thinking`. `solved` (1 when the replay
+//! covered every target) is logged, not added.
+//!
+//! LMM-R1 loads the room its generator saved (gym-sokoban's `room_state`):
+//! boxes count only where they stand off a target, the player's cell becomes
+//! floor (a target under the player is lost), and a box that starts on a
+//! target leaves a box-on-target mark behind when pushed away. These quirks
+//! are reproduced: they are part of the reward its runs trained on.
+//!
+//! # Sample
+//!
+//! Metadata key `level` (configurable) holds the room as text rows, one row
+//! per line (loader-jsonl writes it from LMM-R1's `.npy` levels):
+//!
+//! | cell | symbols | room code |
+//! |---|---|---|
+//! | wall | `#` | 0 |
+//! | floor | space, `_` | 1 |
+//! | target | `.`, `O` | 2 |
+//! | box on target | `*`, `√` | 3 |
+//! | box | `$`, `X` | 4 |
+//! | player | `@`, `P`, `+`, `S` | 5 (a target under the player is lost, as above) |
+//!
+//! Cells outside the given rows count as walls. A level has one player.
 //!
 //! ```toml
 //! level_key = "level"
-//! step_penalty = -0.1
-//! box_on_target = 1.0
-//! box_off_target = -1.0
-//! finished = 10.0
-//! max_steps = 120          # gym-sokoban's default episode length
-//! invalid_answer = -1.0    # game reward when there is no readable, non-empty action list
-//! format = "r1"            # "none", "r1" or "boxed"
-//! format_value = 0.5
-//! format_mismatch = 0.0
 //! ```
 
-use super::{parse_config, FormatMode};
-use crate::answer::tag_content;
+use std::collections::HashMap;
+
+use super::parse_config;
 use crate::types::{Completion, Score};
 use crate::Reward;
 use serde::Deserialize;
@@ -72,63 +66,33 @@ use serde::Deserialize;
 struct Config {
     #[serde(default = "default_level_key")]
     level_key: String,
-    #[serde(default = "default_step_penalty")]
-    step_penalty: f64,
-    #[serde(default = "one")]
-    box_on_target: f64,
-    #[serde(default = "minus_one")]
-    box_off_target: f64,
-    #[serde(default = "ten")]
-    finished: f64,
-    #[serde(default = "default_max_steps")]
-    max_steps: usize,
-    #[serde(default = "minus_one")]
-    invalid_answer: f64,
-    #[serde(default = "r1")]
-    format: FormatMode,
-    format_value: Option<f64>,
-    #[serde(default)]
-    format_mismatch: f64,
 }
 
 fn default_level_key() -> String {
     "level".to_owned()
 }
-fn default_step_penalty() -> f64 {
-    -0.1
-}
-fn one() -> f64 {
-    1.0
-}
-fn minus_one() -> f64 {
-    -1.0
-}
-fn ten() -> f64 {
-    10.0
-}
-fn default_max_steps() -> usize {
-    120
-}
-fn r1() -> FormatMode {
-    FormatMode::R1
-}
+
+/// LMM-R1's weight of the format term.
+const FORMAT: f64 = 0.5;
+/// Actions LMM-R1 plays at most.
+const MAX_ACTIONS: usize = 50;
+/// gym-sokoban's episode length in LMM-R1's environment.
+const MAX_STEPS: usize = 120;
+
+const WALL: u8 = 0;
+const FLOOR: u8 = 1;
+const TARGET: u8 = 2;
+const BOX_ON_TARGET: u8 = 3;
+const BOX: u8 = 4;
+const PLAYER: u8 = 5;
 
 /// The Sokoban game reward, configured.
 #[derive(Debug, Clone)]
 pub struct SokobanReward {
     pub level_key: String,
-    pub step_penalty: f64,
-    pub box_on_target: f64,
-    pub box_off_target: f64,
-    pub finished: f64,
-    pub max_steps: usize,
-    pub invalid_answer: f64,
-    pub format: FormatMode,
-    pub format_value: f64,
-    pub format_mismatch: f64,
 }
 
-/// A move direction.
+/// A move direction (gym-sokoban's push actions 1-4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
     Up,
@@ -137,25 +101,27 @@ pub enum Action {
     Right,
 }
 
-/// A Sokoban level: walls, targets, boxes and the player on a grid.
+/// A level as LMM-R1's environment holds it after `reset`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Level {
     width: usize,
     height: usize,
-    wall: Vec<bool>,
-    target: Vec<bool>,
-    boxed: Vec<bool>,
+    /// gym-sokoban's `room_state` and `room_fixed`, row-major.
+    state: Vec<u8>,
+    fixed: Vec<u8>,
     player: usize,
+    /// Boxes off a target in the saved room (`np.sum(room == 4)`).
+    num_boxes: i64,
 }
 
 /// What replaying an action list gives.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Replay {
-    /// Best cumulative reward over the non-empty prefixes.
+    /// Best cumulative reward, starting from 0.
     pub best: f64,
     /// Cumulative reward at the end of the replay.
     pub last: f64,
-    /// Actions actually played (the replay stops when solved or at `max_steps`).
+    /// Actions played.
     pub steps: usize,
     pub solved: bool,
 }
@@ -173,26 +139,17 @@ impl Level {
         let rows = &rows[first..=last];
         let height = rows.len();
         let width = rows.iter().map(|r| r.chars().count()).max().unwrap_or(0);
-        let n = width * height;
-        let mut level = Level {
-            width,
-            height,
-            wall: vec![true; n],
-            target: vec![false; n],
-            boxed: vec![false; n],
-            player: usize::MAX,
-        };
+        let mut room = vec![WALL; width * height];
+        let mut player = None;
         for (y, row) in rows.iter().enumerate() {
             for (x, c) in row.chars().enumerate() {
-                let i = y * width + x;
-                let (wall, target, boxed, player) = match c {
-                    '#' => (true, false, false, false),
-                    ' ' | '_' => (false, false, false, false),
-                    '.' | 'O' => (false, true, false, false),
-                    '$' | 'X' => (false, false, true, false),
-                    '*' | '√' => (false, true, true, false),
-                    '@' | 'P' => (false, false, false, true),
-                    '+' | 'S' => (false, true, false, true),
+                let code = match c {
+                    '#' => WALL,
+                    ' ' | '_' => FLOOR,
+                    '.' | 'O' => TARGET,
+                    '*' | '√' => BOX_ON_TARGET,
+                    '$' | 'X' => BOX,
+                    '@' | 'P' | '+' | 'S' => PLAYER,
                     other => {
                         return Err(format!(
                             "unknown symbol {other:?} at row {}, column {}",
@@ -201,148 +158,249 @@ impl Level {
                         ))
                     }
                 };
-                level.wall[i] = wall;
-                level.target[i] = target;
-                level.boxed[i] = boxed;
-                if player {
-                    if level.player != usize::MAX {
+                let i = y * width + x;
+                if code == PLAYER {
+                    if player.is_some() {
                         return Err(format!(
                             "a second player at row {}, column {}",
                             y + 1,
                             x + 1
                         ));
                     }
-                    level.player = i;
+                    player = Some(i);
                 }
+                room[i] = code;
             }
         }
-        if level.player == usize::MAX {
+        let Some(player) = player else {
             return Err("no player (`@`, `+`, `P` or `S`) in the level".into());
+        };
+        // LMM-R1's reset: boxes and the player leave floor in `room_fixed`.
+        let num_boxes = room.iter().filter(|&&c| c == BOX).count() as i64;
+        let state = room.clone();
+        let mut fixed = room;
+        for c in fixed.iter_mut() {
+            if *c == BOX {
+                *c = FLOOR;
+            }
         }
-        let boxes = level.boxed.iter().filter(|&&b| b).count();
-        let targets = level.target.iter().filter(|&&t| t).count();
-        if boxes == 0 || boxes != targets {
-            return Err(format!(
-                "the level has {boxes} boxes and {targets} targets; it needs as many of each, at least one"
-            ));
-        }
-        Ok(level)
+        fixed[player] = FLOOR;
+        Ok(Level {
+            width,
+            height,
+            state,
+            fixed,
+            player,
+            num_boxes,
+        })
     }
 
-    /// Whether every box is on a target.
-    pub fn solved(&self) -> bool {
-        self.boxed.iter().zip(&self.target).all(|(&b, &t)| !b || t)
-    }
-
-    /// The neighbouring cell in direction `a`, if inside the grid.
-    fn step_from(&self, i: usize, a: Action) -> Option<usize> {
+    /// The neighbouring cell in direction `a`: `Err(true)` past the bottom or
+    /// right edge, `Err(false)` past the top or left edge (numpy's index
+    /// checks differ on the two sides).
+    fn next(&self, i: usize, a: Action) -> Result<usize, bool> {
         let (x, y) = (i % self.width, i / self.width);
         match a {
-            Action::Up => (y > 0).then(|| i - self.width),
-            Action::Down => (y + 1 < self.height).then(|| i + self.width),
-            Action::Left => (x > 0).then(|| i - 1),
-            Action::Right => (x + 1 < self.width).then(|| i + 1),
+            Action::Up if y > 0 => Ok(i - self.width),
+            Action::Down if y + 1 < self.height => Ok(i + self.width),
+            Action::Left if x > 0 => Ok(i - 1),
+            Action::Right if x + 1 < self.width => Ok(i + 1),
+            Action::Up | Action::Left => Err(false),
+            Action::Down | Action::Right => Err(true),
         }
     }
 
-    /// Plays one action; returns its reward under `r` (as gym-sokoban's `step`).
-    fn play(&mut self, a: Action, r: &SokobanReward) -> f64 {
-        let mut reward = r.step_penalty;
-        let Some(next) = self.step_from(self.player, a) else {
-            return reward;
-        };
-        if self.wall[next] {
-            return reward;
-        }
-        if self.boxed[next] {
-            let Some(beyond) = self.step_from(next, a) else {
-                return reward;
-            };
-            if self.wall[beyond] || self.boxed[beyond] {
-                return reward; // blocked push: no-op
-            }
-            self.boxed[next] = false;
-            self.boxed[beyond] = true;
-            if self.target[beyond] && !self.target[next] {
-                reward += r.box_on_target;
-            } else if self.target[next] && !self.target[beyond] {
-                reward += r.box_off_target;
+    /// gym-sokoban's `_move`.
+    fn walk(&mut self, a: Action) {
+        if let Ok(next) = self.next(self.player, a) {
+            if matches!(self.state[next], FLOOR | TARGET) {
+                self.state[next] = PLAYER;
+                self.state[self.player] = self.fixed[self.player];
+                self.player = next;
             }
         }
-        self.player = next;
-        if self.solved() {
-            reward += r.finished;
+    }
+
+    /// gym-sokoban's `_push`: pushes a box when one is in front and the
+    /// cell behind it is free, else moves.
+    fn push(&mut self, a: Action) {
+        let next = self.next(self.player, a);
+        let beyond = next.and_then(|n| self.next(n, a));
+        // Past the bottom/right edge gym-sokoban does nothing at all.
+        if beyond == Err(true) || next == Err(true) {
+            return;
         }
-        reward
+        if let (Ok(next), Ok(beyond)) = (next, beyond) {
+            let can = matches!(self.state[next], BOX_ON_TARGET | BOX)
+                && matches!(self.state[beyond], FLOOR | TARGET);
+            if can {
+                self.state[next] = PLAYER;
+                self.state[self.player] = self.fixed[self.player];
+                self.player = next;
+                self.state[beyond] = if self.fixed[beyond] == TARGET {
+                    BOX_ON_TARGET
+                } else {
+                    BOX
+                };
+                return;
+            }
+        }
+        self.walk(a);
+    }
+
+    /// Targets nobody covers (empty, or hidden by the player), as
+    /// gym-sokoban counts them.
+    fn open_targets(&self) -> i64 {
+        self.state
+            .iter()
+            .zip(&self.fixed)
+            .filter(|&(&s, &f)| s == TARGET || (f == TARGET && s == PLAYER))
+            .count() as i64
     }
 }
 
-/// Parses an action list; `None` if empty or any token is not an action.
-pub fn parse_actions(text: &str) -> Option<Vec<Action>> {
-    let mut out = Vec::new();
-    let cleaned: String = text
-        .chars()
-        .map(|c| match c {
-            ',' | '|' | ';' | '[' | ']' | '"' | '\'' | '>' | '→' => ' ',
-            c => c,
+/// Replays `actions` in `level` as LMM-R1 does: at most 50 push actions,
+/// stopping when the game is won (or gym-sokoban's 120-step episode ends).
+pub fn replay(level: &Level, actions: &[Action]) -> Replay {
+    let mut env = level.clone();
+    let mut on_target = 0i64;
+    let (mut cum, mut best) = (0.0f64, 0.0f64);
+    let mut steps = 0;
+    let mut solved = false;
+    for &a in actions.iter().take(MAX_ACTIONS) {
+        steps += 1;
+        env.push(a);
+        // gym-sokoban's `_calc_reward`.
+        let mut r = -0.1;
+        let open = env.open_targets();
+        let current = env.num_boxes - open;
+        if current > on_target {
+            r += 1.0;
+        } else if current < on_target {
+            r += -1.0;
+        }
+        let won = open == 0;
+        if won {
+            r += 10.0;
+        }
+        on_target = current;
+        cum += r;
+        if cum > best {
+            best = cum;
+        }
+        solved |= won;
+        if won || steps == MAX_STEPS || r > 3.0 {
+            break;
+        }
+    }
+    Replay {
+        best,
+        last: cum,
+        steps,
+        solved,
+    }
+}
+
+/// The text between the first `open` and the `close` after it (to the end
+/// without one), as Python's `s.split(open)[1].split(close)[0]`.
+fn between<'a>(s: &'a str, open: &str, close: &str) -> Option<&'a str> {
+    let rest = s.split(open).nth(1)?;
+    rest.split(close).next()
+}
+
+/// The answer's actions when LMM-R1's format check passes.
+fn formatted_actions(response: &str) -> Option<Vec<Action>> {
+    let once = |tag: &str| response.matches(tag).count() == 1;
+    if !(once("<think>") && once("</think>") && once("<answer>") && once("</answer>")) {
+        return None;
+    }
+    between(response, "<answer>", "</answer>")?
+        .split(',')
+        .map(|a| match a.trim().to_lowercase().as_str() {
+            "up" => Some(Action::Up),
+            "down" => Some(Action::Down),
+            "left" => Some(Action::Left),
+            "right" => Some(Action::Right),
+            _ => None,
         })
-        .collect();
-    for tok in cleaned.split_whitespace() {
-        let tok = tok.trim_matches(|c: char| c == '-' || c == '.');
-        let a = match tok.to_ascii_lowercase().as_str() {
-            "" | "and" | "then" => continue,
-            "up" | "u" => Action::Up,
-            "down" | "d" => Action::Down,
-            "left" | "l" => Action::Left,
-            "right" | "r" => Action::Right,
-            _ => return None,
-        };
-        out.push(a);
-    }
-    (!out.is_empty()).then_some(out)
+        .collect()
 }
 
-impl SokobanReward {
-    /// Replays `actions` from `level` (at most `max_steps` of them).
-    pub fn replay(&self, level: &Level, actions: &[Action]) -> Replay {
-        let mut state = level.clone();
-        let mut cum = 0.0;
-        let mut best = f64::NEG_INFINITY;
-        let mut steps = 0;
-        for &a in actions.iter().take(self.max_steps) {
-            cum += state.play(a, self);
-            best = best.max(cum);
-            steps += 1;
-            if state.solved() {
-                break;
-            }
+/// Words as Python's `re.findall(r"\b\w[\w']*\b", text)` finds them: a run
+/// of word characters and apostrophes that starts and ends with a word
+/// character.
+fn words(text: &str) -> Vec<String> {
+    let word = |c: char| c.is_alphanumeric() || c == '_';
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let flush = |cur: &mut String, out: &mut Vec<String>| {
+        let w = cur.trim_end_matches('\'');
+        if !w.is_empty() {
+            out.push(w.to_owned());
         }
-        Replay {
-            best: if steps == 0 { 0.0 } else { best },
-            last: cum,
-            steps,
-            solved: state.solved(),
+        cur.clear();
+    };
+    for c in text.chars() {
+        if word(c) || (c == '\'' && !cur.is_empty()) {
+            cur.push(c);
+        } else {
+            flush(&mut cur, &mut out);
         }
     }
+    flush(&mut cur, &mut out);
+    out
+}
+
+/// LMM-R1's `check_repeated_substrings(text, n, max_k)`: some k-gram
+/// (k <= `max_k` words) occurs more than `n` times back to back.
+fn repeats(text: &str, n: usize, max_k: usize) -> bool {
+    let words = words(&text.to_lowercase());
+    for k in 1..=max_k {
+        // k-gram -> (start of its last occurrence, occurrences back to back).
+        let mut seen: HashMap<&[String], (usize, usize)> = HashMap::new();
+        for s in 0..words.len().saturating_sub(k - 1) {
+            let gram = &words[s..s + k];
+            let count = match seen.get(gram) {
+                Some(&(last, c)) if last + k == s => c + 1,
+                _ => 1,
+            };
+            seen.insert(gram, (s, count));
+            if count > n {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+/// LMM-R1's action-length term for `n` actions.
+fn actions_term(n: usize, repeated: bool) -> f64 {
+    let v = if n < 20 {
+        n as f64 * 0.05
+    } else {
+        20.0 * 0.05 - ((n as f64 - 20.0) / 30.0).powi(2) * 0.2
+    };
+    if repeated {
+        (v - 0.2).min(0.0)
+    } else {
+        v
+    }
+}
+
+/// LMM-R1's thinking-length term.
+fn thinking_term(response: &str) -> f64 {
+    let think = between(response, "<think>", "</think>")
+        .unwrap_or_default()
+        .trim();
+    let tokens = think.split(' ').filter(|t| t.chars().count() > 1).count();
+    tokens.min(200) as f64 * 0.001
 }
 
 impl Reward for SokobanReward {
     fn new(config: &str) -> Result<Self, String> {
         let c: Config = parse_config("reward-sokoban", config)?;
-        if c.max_steps == 0 {
-            return Err("reward-sokoban config: `max_steps` must be at least 1".into());
-        }
         Ok(SokobanReward {
             level_key: c.level_key,
-            step_penalty: c.step_penalty,
-            box_on_target: c.box_on_target,
-            box_off_target: c.box_off_target,
-            finished: c.finished,
-            max_steps: c.max_steps,
-            invalid_answer: c.invalid_answer,
-            format: c.format,
-            format_value: c.format_value.unwrap_or(c.format.default_value()),
-            format_mismatch: c.format_mismatch,
         })
     }
 
@@ -356,28 +414,32 @@ impl Reward for SokobanReward {
         })?;
         let level = Level::parse(text)
             .map_err(|e| format!("sample {:?}: metadata `{}`: {e}", sample.id, self.level_key))?;
-        let response = &completion.response;
-        let actions = tag_content(response, "answer").and_then(parse_actions);
-        let (game, solved) = match actions {
+        let response = completion.response.trim();
+        let components = match formatted_actions(response) {
+            None => [0.0; 5],
             Some(actions) => {
-                let r = self.replay(&level, &actions);
-                (r.best, r.solved)
+                let listed = between(response, "<answer>", "</answer>")
+                    .unwrap_or_default()
+                    .trim();
+                let r = replay(&level, &actions);
+                [
+                    FORMAT,
+                    r.best,
+                    actions_term(actions.len(), repeats(listed, 7, 5)),
+                    thinking_term(response),
+                    if r.solved { 1.0 } else { 0.0 },
+                ]
             }
-            None => (self.invalid_answer, false),
         };
-        let format = if self.format == FormatMode::None {
-            0.0
-        } else if self.format.matches(response) {
-            self.format_value
-        } else {
-            self.format_mismatch
-        };
+        let [format, game, acts, thinking, solved] = components;
         Ok(Score {
-            total: format + game,
+            total: format + game + acts + thinking,
             components: vec![
                 ("format".to_owned(), format),
                 ("game".to_owned(), game),
-                ("solved".to_owned(), if solved { 1.0 } else { 0.0 }),
+                ("actions".to_owned(), acts),
+                ("thinking".to_owned(), thinking),
+                ("solved".to_owned(), solved),
             ],
         })
     }
@@ -391,10 +453,6 @@ mod tests {
 
     // Player left of a box, target two cells right of the player.
     const ONE_BOX: &str = "#####\n#@$.#\n#####";
-
-    fn rule() -> SokobanReward {
-        SokobanReward::new("").unwrap()
-    }
 
     fn approx(a: f64, b: f64) -> bool {
         (a - b).abs() < 1e-9
@@ -410,44 +468,98 @@ mod tests {
             response: response.into(),
             response_tokens: 0,
         };
-        rule().score(&c).unwrap()
+        SokobanReward::new("").unwrap().score(&c).unwrap()
     }
 
     #[test]
     fn solving_push_gets_step_box_and_finish() {
         let l = Level::parse(ONE_BOX).unwrap();
-        let r = rule().replay(&l, &[Right]);
-        // -0.1 step + 1 box on target + 10 finished.
-        assert!(approx(r.best, 10.9), "{r:?}");
-        assert!(r.solved);
-        // Actions after the solution are not played.
-        let r = rule().replay(&l, &[Right, Left, Left]);
-        assert_eq!(r.steps, 1);
-        assert!(approx(r.last, 10.9));
+        // -0.1 step + 1 box on target + 10 finished; later actions are not played.
+        let r = replay(&l, &[Right, Left, Left]);
+        assert!(approx(r.best, 10.9) && r.solved && r.steps == 1, "{r:?}");
     }
 
     #[test]
-    fn illegal_moves_are_noops_with_penalty() {
+    fn best_starts_at_zero_and_blocked_moves_cost_a_step() {
         let l = Level::parse(ONE_BOX).unwrap();
-        // Up into the wall, Left into the wall, then the solving push.
-        let r = rule().replay(&l, &[Up, Left, Right]);
-        assert!(approx(r.last, -0.1 - 0.1 + 10.9), "{r:?}");
-        assert!(approx(r.best, 10.7));
-        // Two boxes in a row cannot be pushed.
-        let l2 = Level::parse("######\n#@$$.#\n######").unwrap_err();
-        assert!(l2.contains("2 boxes and 1 targets"), "{l2}");
-        let l2 = Level::parse("#######\n#@$$..#\n#######").unwrap();
-        let r = rule().replay(&l2, &[Right]);
-        assert!(approx(r.last, -0.1) && !r.solved);
-        assert_eq!(l2.player, 8);
+        // Up and Left hit walls: -0.2, then the solving push.
+        let r = replay(&l, &[Up, Left, Right]);
+        assert!(approx(r.last, 10.7) && approx(r.best, 10.7), "{r:?}");
+        // Only penalties: the best stays 0.
+        let r = replay(&l, &[Up, Up]);
+        assert!(approx(r.best, 0.0) && approx(r.last, -0.2));
     }
 
     #[test]
-    fn level_validation() {
-        // '*' counts as box and target: 2 boxes, 2 targets.
-        let l = Level::parse("\n#######\n#@*_.$#\n#######\n").unwrap();
-        assert!(!l.solved());
-        assert_eq!((l.width, l.height), (7, 3));
+    fn score_components_and_format() {
+        let s = score(
+            ONE_BOX,
+            "<think>push it right</think><answer>Right</answer>",
+        );
+        // format 0.5 + game 10.9 + 1 action * 0.05 + 3 thinking tokens * 0.001.
+        assert!(approx(s.total, 0.5 + 10.9 + 0.05 + 0.003), "{s:?}");
+        assert_eq!(s.component("solved"), Some(1.0));
+        // Anything but a comma list of the four words fails the format: all 0.
+        for bad in [
+            "<think>x</think><answer>R</answer>",
+            "<think>x</think><answer>Up Right</answer>",
+            "<think>x</think><answer></answer>",
+            "<answer>Right</answer>",
+            "<think>a</think><think>b</think><answer>Right</answer>",
+        ] {
+            let s = score(ONE_BOX, bad);
+            assert_eq!(s.total, 0.0, "{bad}");
+            assert!(s.components.iter().all(|(_, v)| *v == 0.0), "{bad}");
+        }
+    }
+
+    #[test]
+    fn action_and_thinking_lengths() {
+        assert!(approx(actions_term(3, false), 0.15));
+        assert!(approx(actions_term(20, false), 1.0));
+        // 50 actions: 1 - 0.2 * (30/30)^2.
+        assert!(approx(actions_term(50, false), 0.8));
+        // Repeated lists: min(0, term - 0.2).
+        assert!(approx(actions_term(3, true), -0.05));
+        assert!(approx(actions_term(20, true), 0.0));
+        let long = format!("<think>{}</think>", "ab ".repeat(300));
+        assert!(approx(thinking_term(&long), 0.2));
+        // Single characters and empty strings between spaces do not count.
+        assert!(approx(thinking_term("<think>a  bb c dd</think>"), 0.002));
+    }
+
+    #[test]
+    fn repeated_kgrams_back_to_back() {
+        assert!(!repeats(&"up, ".repeat(7), 7, 5));
+        assert!(repeats(&"up, ".repeat(8), 7, 5));
+        assert!(repeats(&"up, left, ".repeat(8), 7, 5));
+        // Interrupted runs start over.
+        let s = format!("{}down, {}", "up, ".repeat(5), "up, ".repeat(5));
+        assert!(!repeats(&s, 7, 5));
+        assert_eq!(words("it's ok''; don't"), vec!["it's", "ok", "don't"]);
+    }
+
+    #[test]
+    fn lmm_r1_room_quirks() {
+        // A box that starts on its target, pushed away, costs no penalty and
+        // leaves a box-on-target mark behind once the player walks off.
+        let start = Level::parse("#######\n#@*_$.#\n#######").unwrap();
+        assert_eq!(start.num_boxes, 1);
+        let r = replay(&start, &[Right]);
+        assert!(approx(r.last, -0.1) && !r.solved, "{r:?}");
+        let mut env = start.clone();
+        env.push(Right);
+        env.push(Left);
+        assert_eq!((env.state[9], env.state[10]), (BOX_ON_TARGET, BOX));
+        // A target under the player is lost: one box and no target left to
+        // fill, so the first step already counts a box on target and wins.
+        let l = Level::parse("#####\n#+$_#\n#####").unwrap();
+        let r = replay(&l, &[Up]);
+        assert!(approx(r.best, -0.1 + 1.0 + 10.0) && r.solved, "{r:?}");
+    }
+
+    #[test]
+    fn level_validation_and_errors() {
         assert!(Level::parse("#####\n#@$.#\n#@  #")
             .unwrap_err()
             .contains("second player"));
@@ -455,82 +567,8 @@ mod tests {
             .unwrap_err()
             .contains("no player"));
         assert!(Level::parse("  \n").unwrap_err().contains("empty"));
-        // Ragged rows: missing cells are walls, so the player cannot walk off.
-        let l = Level::parse("####\n#@$.\n##").unwrap();
-        let r = rule().replay(&l, &[Down, Right]);
-        assert!(approx(r.last, -0.1 + 10.9) && r.solved, "{r:?}");
-    }
-
-    #[test]
-    fn best_cumulative_over_prefixes() {
-        // Two boxes, two targets: P $ . _ and below P.. use a 2-row level.
-        //   #######
-        //   #@$._ #   row 1
-        //   # $.  #   row 2
-        //   #######
-        let lvl = "#######\n#@$. ##\n# $.  #\n#######";
-        let l = Level::parse(lvl).unwrap();
-        // Right: box1 onto target: -0.1 + 1 = 0.9 (not solved).
-        // Right again: box1 pushed off its target onto floor: -0.1 - 1 = -1.1 -> cum -0.2.
-        let r = rule().replay(&l, &[Right, Right]);
-        assert!(approx(r.best, 0.9) && approx(r.last, -0.2), "{r:?}");
-        assert!(!r.solved);
-    }
-
-    #[test]
-    fn full_solution_two_boxes() {
-        let lvl = "#######\n#@$. ##\n# $.  #\n#######";
-        let l = Level::parse(lvl).unwrap();
-        // R: box1 on target (0.9). D: player to (2,2)? no: player at (1,2) moves down
-        // onto (2,2) which holds box2 -> pushes it to (3,2) = wall row -> blocked (-0.1).
-        // L, D, R: player (1,1)->(2,1), then Right pushes box2 onto (2,3) target: +10.9.
-        let r = rule().replay(&l, &[Right, Down, Left, Down, Right]);
-        // 0.9 - 0.1 (blocked) - 0.1 (left) - 0.1 (down) + (-0.1 + 1 + 10) = 11.5
-        assert!(r.solved, "{r:?}");
-        assert!(approx(r.last, 11.5) && approx(r.best, 11.5), "{r:?}");
-    }
-
-    #[test]
-    fn score_components_and_action_syntaxes() {
-        let good = "<think>push right</think><answer>Right</answer>";
-        let s = score(ONE_BOX, good);
-        assert!(approx(s.total, 0.5 + 10.9), "{s:?}");
-        assert_eq!(s.component("solved"), Some(1.0));
-        for ans in [
-            "R",
-            "right",
-            "[\"Right\"]",
-            "Up, Right",
-            "U R",
-            "Left || Right",
-            "up -> right",
-        ] {
-            let s = score(ONE_BOX, &format!("<think>x</think><answer>{ans}</answer>"));
-            assert_eq!(s.component("solved"), Some(1.0), "{ans}");
-        }
-        // Unreadable or missing answer: invalid_answer (-1) and no format term for a bare text.
-        let s = score(ONE_BOX, "<think>x</think><answer>jump</answer>");
-        assert!(approx(s.total, 0.5 - 1.0), "{s:?}");
-        let s = score(ONE_BOX, "Right");
-        assert!(approx(s.total, -1.0), "{s:?}");
-        // VAGEN symbols.
-        let s = score("#####\n#PXO#\n#####", "<answer>Right</answer>");
-        assert!(approx(s.component("game").unwrap(), 10.9));
-    }
-
-    #[test]
-    fn max_steps_caps_the_replay() {
-        let r = SokobanReward::new("max_steps = 1").unwrap();
-        let l = Level::parse("######\n#@_$.#\n######").unwrap();
-        // The second Right would solve it, but only one action is played.
-        let rep = r.replay(&l, &[Right, Right]);
-        assert_eq!(rep.steps, 1);
-        assert!(!rep.solved);
-        assert!(approx(rep.best, -0.1));
-    }
-
-    #[test]
-    fn errors_name_sample_and_key() {
+        let e = Level::parse("#####\n#@$?#\n#####").unwrap_err();
+        assert!(e.contains("row 2, column 4"), "{e}");
         let c = Completion {
             sample: Sample {
                 id: "s9".into(),
@@ -539,11 +577,9 @@ mod tests {
             response: "<answer>R</answer>".into(),
             response_tokens: 0,
         };
-        let e = rule().score(&c).unwrap_err();
+        let e = SokobanReward::new("").unwrap().score(&c).unwrap_err();
         assert!(e.contains("s9") && e.contains("level"), "{e}");
-        let e = Level::parse("#####\n#@$?#\n#####").unwrap_err();
-        assert!(e.contains("row 2, column 4"), "{e}");
-        let e = SokobanReward::new("step = -0.2").unwrap_err();
-        assert!(e.contains("step"), "{e}");
+        let e = SokobanReward::new("step_penalty = -0.2").unwrap_err();
+        assert!(e.contains("step_penalty"), "{e}");
     }
 }

@@ -336,7 +336,12 @@ impl Processor {
 
     /// Renders conversation `s` with the checkpoint's template (or Qwen2.5-VL's)
     /// and checks that its text has one image placeholder per image.
-    fn render(&self, s: &str, conv: &Conversation, add_generation_prompt: bool) -> Result<RenderedChat> {
+    fn render(
+        &self,
+        s: &str,
+        conv: &Conversation,
+        add_generation_prompt: bool,
+    ) -> Result<RenderedChat> {
         let chat = match &self.chat_template {
             Some(t) => t
                 .render(conv, add_generation_prompt)

@@ -62,10 +62,7 @@ impl Experiment {
                     e.message,
                     path.display()
                 ),
-                None => anyhow::anyhow!(
-                    "{} (merged over {chain}){with_sets}: {e}",
-                    path.display()
-                ),
+                None => anyhow::anyhow!("{} (merged over {chain}){with_sets}: {e}", path.display()),
             }
         })?;
         exp.resolve_paths(&dir_of(path));
@@ -331,6 +328,41 @@ mod tests {
     fn unknown_key_is_named_with_its_line() {
         let msg = error_of("[rollout]\ngroup_sise = 4\n");
         assert!(msg.contains("group_sise") && msg.contains("line"), "{msg}");
+    }
+
+    /// `--set` values override the file's, nested tables merge, TOML values
+    /// keep their type, bare text is a string, relative paths are the current
+    /// directory's, and a typo is refused like one in the file.
+    #[test]
+    fn settings_override_the_file() {
+        let (dir, p) = setup("[rollout]\ngroup_size = 4\ntemperature = 0.7\n");
+        let sets = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        let model = dir.path().join("model");
+        let e = Experiment::load_with_sets(
+            &p,
+            &sets(&[
+                "rollout.group_size=16",
+                "grpo.kl.estimator=k1",
+                &format!("model.path={}", model.display()),
+                "output_dir=somewhere/else",
+            ]),
+        )
+        .unwrap();
+        assert_eq!(e.rollout.group_size, 16);
+        assert_eq!(e.rollout.temperature, 0.7);
+        assert_eq!(e.grpo.kl.estimator, KlEstimator::K1);
+        assert_eq!(e.model.path, model);
+        let cwd = std::path::absolute(".").unwrap();
+        assert_eq!(e.output_dir.unwrap(), cwd.join("somewhere/else"));
+        let err = Experiment::load_with_sets(&p, &sets(&["rollout.group_sise=3"]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("group_sise") && err.contains("--set"), "{err}");
+        let err = format!(
+            "{:#}",
+            Experiment::load_with_sets(&p, &sets(&["rollout"])).unwrap_err()
+        );
+        assert!(err.contains("KEY=VALUE"), "{err}");
     }
 
     #[test]

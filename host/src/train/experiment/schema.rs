@@ -12,7 +12,7 @@ use crate::rl::advantage::AdvantageEstimator;
 use crate::rl::dynamic_sampling::DynamicSampling;
 use crate::rl::kl::Kl;
 use crate::rl::pad::PadConfig;
-use crate::rl::policy_loss::{ClipConfig, LossAggregation};
+use crate::rl::policy_loss::{ClipConfig, LossAggregation, PolicyLoss};
 use crate::rl::schedules::{EntropyBonus, LrDecay};
 
 #[derive(Debug, Clone, Deserialize)]
@@ -58,8 +58,9 @@ pub struct Experiment {
 pub struct Sft {
     /// Conversations per optimizer step (default: rollout.prompts_per_step).
     pub batch_size: Option<usize>,
-    /// Conversations longer than this are skipped (counted in the metrics).
+    /// Conversations longer than this are skipped or stop the run (`long_samples`).
     pub max_tokens: usize,
+    pub long_samples: LongInputs,
 }
 
 impl Default for Sft {
@@ -67,8 +68,22 @@ impl Default for Sft {
         Sft {
             batch_size: None,
             max_tokens: 2048,
+            long_samples: LongInputs::Skip,
         }
     }
+}
+
+/// What happens to an input over its token limit (`rollout.long_prompts`,
+/// `sft.long_samples`). Either way the first few are reported with their
+/// sample id and token count, and every one is counted in the metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LongInputs {
+    /// Leave it out of the step and go on.
+    #[default]
+    Skip,
+    /// Stop the run with the sample's id, its token count and the limit.
+    Error,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -229,6 +244,8 @@ pub struct Rollout {
     /// 0 disables top-k.
     pub top_k: u32,
     pub max_prompt_tokens: usize,
+    /// Prompts over `max_prompt_tokens`: skipped (reported, counted) or an error.
+    pub long_prompts: LongInputs,
     pub max_response_tokens: usize,
     /// EOS is blocked until this many tokens were generated (benchmarks fix lengths with it).
     pub min_new_tokens: usize,
@@ -247,6 +264,7 @@ impl Default for Rollout {
             top_p: 1.0,
             top_k: 0,
             max_prompt_tokens: 1024,
+            long_prompts: LongInputs::Skip,
             max_response_tokens: 512,
             min_new_tokens: 0,
             prompts_per_step: 16,
@@ -260,11 +278,18 @@ impl Default for Rollout {
 pub struct Optim {
     pub lr: f64,
     pub lr_decay: LrDecay,
+    /// Optimizer updates of linear warmup, counted from each stage's start ...
     pub warmup_steps: u64,
+    /// ... or a fraction of the stage's updates (`ceil(ratio * updates)`).
+    pub warmup_ratio: Option<f64>,
     /// Floor of the decay as a fraction of `lr`.
     pub min_lr_ratio: f64,
-    /// Optimizer steps the decay spans (required unless `lr_decay = "constant"`).
+    /// Optimizer updates the decay spans (default: the stage's, so that it
+    /// ends with the stage).
     pub decay_steps: Option<u64>,
+    /// The stage's length in steps: schedule-staged sets it for every stage
+    /// (warmup ratios, decays and PAD's temperature are laid over it).
+    pub stage_steps: Option<u64>,
     pub betas: [f64; 2],
     pub eps: f64,
     pub weight_decay: f64,
@@ -282,8 +307,10 @@ impl Default for Optim {
             lr: 1e-6,
             lr_decay: LrDecay::Constant,
             warmup_steps: 0,
+            warmup_ratio: None,
             min_lr_ratio: 0.0,
             decay_steps: None,
+            stage_steps: None,
             betas: [0.9, 0.999],
             eps: 1e-8,
             weight_decay: 0.01,
@@ -298,6 +325,13 @@ impl Default for Optim {
 #[serde(deny_unknown_fields, default)]
 pub struct Grpo {
     pub advantage: AdvantageEstimator,
+    /// Clamp of each completion's advantage before the KL term and whitening
+    /// (OpenRLHF's `reward_clip_range`, [-10, 10] there).
+    pub advantage_clip: Option<[f64; 2]>,
+    /// OpenRLHF's whitening: advantages standardised over the batch's tokens
+    /// (after the KL term when it is in the reward).
+    pub whiten_advantages: bool,
+    pub policy_loss: PolicyLoss,
     pub clip_low: f64,
     pub clip_high: f64,
     /// Dual clip constant for negative advantages (e.g. 3.0); unset disables it.
@@ -311,6 +345,9 @@ pub struct Grpo {
     pub dynamic_sampling: DynamicSampling,
     pub freeze_vision: bool,
     pub freeze_language: bool,
+    /// Parameters whose names start with one of these are frozen too
+    /// (checkpoint names, e.g. "visual.blocks." to train only the merger).
+    pub freeze_prefixes: Vec<String>,
 }
 
 impl Grpo {
@@ -328,6 +365,9 @@ impl Default for Grpo {
     fn default() -> Self {
         Grpo {
             advantage: AdvantageEstimator::GroupNorm,
+            advantage_clip: None,
+            whiten_advantages: false,
+            policy_loss: PolicyLoss::PpoClip,
             clip_low: 0.2,
             clip_high: 0.2,
             dual_clip: None,
@@ -339,6 +379,7 @@ impl Default for Grpo {
             dynamic_sampling: DynamicSampling::default(),
             freeze_vision: false,
             freeze_language: false,
+            freeze_prefixes: Vec::new(),
         }
     }
 }

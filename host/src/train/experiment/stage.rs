@@ -14,6 +14,7 @@ use serde::Deserialize;
 use super::schema::{path_error, Experiment, Grpo, Optim, Rollout, Sft};
 use super::validate::range_problems;
 use crate::rl::advantage::AdvantageEstimator;
+use crate::rl::policy_loss::PolicyLoss;
 
 /// The settings one step runs with: the experiment file's sections with the
 /// schedule plan's overrides applied.
@@ -209,7 +210,7 @@ impl Experiment {
 impl StageSettings {
     /// Impossible combinations (also checked for the file's own settings).
     pub fn problems(&self) -> Vec<String> {
-        let (r, g) = (&self.rollout, &self.grpo);
+        let (r, g, o) = (&self.rollout, &self.grpo, &self.optim);
         let mut out = Vec::new();
         let mut check = |ok: bool, msg: &str| {
             if !ok {
@@ -227,6 +228,27 @@ impl StageSettings {
         check(
             !(g.advantage == AdvantageEstimator::GroupNorm && r.group_size == 1),
             "rollout.group_size = 1 with grpo.advantage = \"group-norm\": a group of one has no advantage",
+        );
+        check(
+            o.warmup_ratio.is_none_or(|r| (0.0..1.0).contains(&r)),
+            "optim.warmup_ratio must be in [0, 1)",
+        );
+        check(
+            !(o.warmup_ratio.is_some() && o.warmup_steps > 0),
+            "optim.warmup_ratio and optim.warmup_steps: set one of them",
+        );
+        check(o.stage_steps != Some(0), "optim.stage_steps must be >= 1");
+        check(
+            g.dual_clip.is_none() || g.policy_loss == PolicyLoss::PpoClip,
+            "grpo.dual_clip applies to grpo.policy_loss = \"ppo-clip\" only",
+        );
+        check(
+            g.advantage_clip.is_none_or(|[lo, hi]| lo < hi),
+            "grpo.advantage_clip must be [low, high] with low < high",
+        );
+        check(
+            !g.freeze_prefixes.iter().any(String::is_empty),
+            "grpo.freeze_prefixes: an empty prefix would freeze every parameter",
         );
         if let Err(e) = g.pad.validate() {
             out.push(format!("grpo.{e}"));

@@ -6,7 +6,6 @@
 use anyhow::{bail, Result};
 
 use super::schema::Experiment;
-use crate::rl::schedules::LrDecay;
 
 /// One end of a range.
 #[derive(Debug, Clone, Copy)]
@@ -398,12 +397,6 @@ impl Experiment {
                 ),
             );
         }
-
-        let o = &self.optim;
-        check(
-            o.lr_decay == LrDecay::Constant || o.decay_steps.is_some_and(|n| n > 0),
-            "optim.decay_steps: required (> 0) when optim.lr_decay is not \"constant\"".into(),
-        );
 
         for p in self.file_stage_settings().problems() {
             check(false, p);

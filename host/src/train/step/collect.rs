@@ -14,7 +14,7 @@ use lmmhost_model::lm::CausalLm;
 use lmmhost_model::sampling::{SamplingParams, SeededRng};
 use lmmhost_sdk as sdk;
 
-use super::logprobs::rows_logprobs;
+use super::logprobs::{rows_logprobs, LogprobPass};
 use super::plan::StepPlan;
 use crate::rl::dynamic_sampling::{informative_groups, DynamicSampling};
 use crate::train::data::{derive_seed, prompt_conversation, sample_name};
@@ -23,7 +23,7 @@ use crate::train::failures::{reward_failures, Failure};
 use crate::train::plugins::{reward_groups, score_all, CombinedScore};
 use crate::train::policy::{Policy, Reference};
 use crate::train::rollout::{prepare_prompts, roll_out, RolloutConfig, Row};
-use crate::train::trainer::Trainer;
+use crate::train::trainer::{LongInput, Trainer};
 
 /// The rows the step trains on, whole groups in order, and what was
 /// computed for each.
@@ -169,21 +169,31 @@ fn generate(
     out: &mut Collected,
 ) -> Result<Option<Round>> {
     let t0 = Instant::now();
-    let samples = t.draw(plan, p.prompts, out.generated.rounds)?;
+    let (samples, datasets) = t.draw(plan, p.prompts, out.generated.rounds)?;
     let convs = samples
         .iter()
         .map(prompt_conversation)
         .collect::<Result<Vec<_>>>()?;
+    let limit = s.rollout.max_prompt_tokens;
     let names: Vec<String> = samples.iter().map(sample_name).collect();
-    let (batch, kept) = prepare_prompts(
-        &t.policy.processor,
-        &convs,
-        &names,
-        s.rollout.max_prompt_tokens,
-    )?;
-    out.generated.skipped_long_prompts += convs.len() - kept.len();
+    let prepared = prepare_prompts(&t.policy.processor, &convs, &names, limit)?;
+    for &(i, tokens) in &prepared.too_long {
+        let long = LongInput {
+            what: "prompt",
+            sample_id: &samples[i].id,
+            dataset: &datasets[i],
+            tokens,
+            key: "rollout.max_prompt_tokens",
+            limit,
+        };
+        t.over_limit(&long, s.rollout.long_prompts)?;
+    }
+    out.generated.skipped_long_prompts += prepared.too_long.len();
     out.generated.rounds += 1;
-    let Some(batch) = batch else { return Ok(None) };
+    let kept = prepared.kept;
+    let Some(batch) = prepared.batch else {
+        return Ok(None);
+    };
     let stream = t.state.global_step * 1000 + u64::from(out.generated.rounds);
     let mut rng = SeededRng::new(derive_seed(t.exp.seed, "rollout", stream));
     let rows = roll_out(&t.policy, &batch, &rollout_config(s), &mut rng, 0)?;
@@ -212,9 +222,9 @@ fn score(
     });
     let t1 = Instant::now();
     let reference = t.reference.as_ref().filter(|_| p.need_ref);
-    let ref_logprobs = logprobs_under(reference.map(Reference::lm), &t.policy, &round.rows, s)?;
+    let ref_logprobs = logprobs_under(reference.map(Reference::lm), &t.policy, &round.rows, s, p)?;
     let old = p.need_old.then(|| t.policy.lm());
-    let old_logprobs = logprobs_under(old, &t.policy, &round.rows, s)?;
+    let old_logprobs = logprobs_under(old, &t.policy, &round.rows, s, p)?;
     time.logprobs += t1.elapsed().as_secs_f64();
     let (scores, secs) = t
         .runtime
@@ -233,26 +243,20 @@ fn score(
     })
 }
 
-/// Each row's response log-probs under `lm`, in chunks of the micro-batch
-/// size; empty without a model.
+/// Each row's response log-probs under `lm` at the plan's temperature, in
+/// chunks of the micro-batch size; empty without a model.
 fn logprobs_under(
     lm: Option<&dyn CausalLm>,
     policy: &Policy,
     rows: &[Row],
     s: &StageSettings,
+    p: &StepPlan,
 ) -> Result<Vec<Vec<f32>>> {
     let Some(lm) = lm else {
         return Ok(Vec::new());
     };
-    rows_logprobs(
-        lm,
-        rows,
-        s.optim.micro_batch_size,
-        policy.processor.tokenizer.pad_id,
-        policy.is_multimodal(),
-        policy.device,
-        policy.workers,
-    )
+    let pass = LogprobPass::of(policy, s.optim.micro_batch_size, p.temperature);
+    rows_logprobs(lm, rows, &pass)
 }
 
 /// Which of the round's groups to keep: those whose scores differ under

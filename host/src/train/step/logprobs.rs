@@ -7,16 +7,19 @@ use lmmhost_model::lm::{CausalLm, Entropy};
 use lmmhost_model::parallel::{map_jobs, ReadOnlyShared};
 use tch::{Device, Kind, Tensor};
 
+use crate::train::policy::Policy;
 use crate::train::rollout::{shared_prompt_batch, Row, SharedPromptBatch};
 
-/// Response log-probs `[b, Lr]` (and entropies) of a set of rows, each
-/// distinct prompt computed once (its keys/values shared by the responses of
-/// its group): the numbers of running every row whole, about half the work
-/// for GRPO's 8 samples per prompt.
+/// Response log-probs `[b, Lr]` (and entropies) of a set of rows under
+/// `softmax(logits / temperature)`, each distinct prompt computed once (its
+/// keys/values shared by the responses of its group): the numbers of
+/// running every row whole, about half the work for GRPO's 8 samples per
+/// prompt.
 pub fn shared_response_stats(
     lm: &dyn CausalLm,
     sb: &SharedPromptBatch,
     entropy: Entropy,
+    temperature: f64,
 ) -> Result<(Tensor, Option<Tensor>)> {
     lm.response_token_stats(
         &sb.prompt_inputs(),
@@ -24,21 +27,49 @@ pub fn shared_response_stats(
         &sb.responses,
         &sb.response_mask,
         entropy,
+        temperature,
     )
 }
 
-/// Per-row response log-probs under `lm`, without gradients, in chunks of
-/// `chunk` rows (old policy and reference passes), the chunks spread over
-/// `workers` threads (see `lmmhost_model::parallel`).
-pub fn rows_logprobs(
-    lm: &dyn CausalLm,
-    rows: &[Row],
-    chunk: usize,
-    pad: i64,
-    multimodal: bool,
-    device: Device,
-    workers: usize,
-) -> Result<Vec<Vec<f32>>> {
+/// How a no-grad log-prob pass runs.
+#[derive(Debug, Clone, Copy)]
+pub struct LogprobPass {
+    /// Rows per forward pass.
+    pub chunk: usize,
+    pub pad: i64,
+    pub multimodal: bool,
+    pub device: Device,
+    /// Threads the chunks are spread over (see `lmmhost_model::parallel`).
+    pub workers: usize,
+    /// Log-probs of `softmax(logits / temperature)`.
+    pub temperature: f64,
+}
+
+impl LogprobPass {
+    /// A pass with `policy`'s processor, device and workers.
+    pub fn of(policy: &Policy, chunk: usize, temperature: f64) -> LogprobPass {
+        LogprobPass {
+            chunk,
+            pad: policy.processor.tokenizer.pad_id,
+            multimodal: policy.is_multimodal(),
+            device: policy.device,
+            workers: policy.workers,
+            temperature,
+        }
+    }
+}
+
+/// Per-row response log-probs under `lm`, without gradients (old policy and
+/// reference passes).
+pub fn rows_logprobs(lm: &dyn CausalLm, rows: &[Row], pass: &LogprobPass) -> Result<Vec<Vec<f32>>> {
+    let LogprobPass {
+        chunk,
+        pad,
+        multimodal,
+        device,
+        workers,
+        temperature,
+    } = *pass;
     // Batches are built here: rows share their prompt by `Rc`, which stays
     // on this thread; the workers get tensors only.
     let jobs: Vec<(SharedPromptBatch, Vec<i64>)> = rows
@@ -52,7 +83,8 @@ pub fn rows_logprobs(
     // SAFETY: the workers run no_grad forward passes on the model.
     let lm = unsafe { ReadOnlyShared::new(lm) };
     let parts = map_jobs(jobs, workers, |_, (sb, lens)| {
-        let (lp, _) = tch::no_grad(|| shared_response_stats(*lm.get(), &sb, Entropy::Off))?;
+        let (lp, _) =
+            tch::no_grad(|| shared_response_stats(*lm.get(), &sb, Entropy::Off, temperature))?;
         let lp = lp.to_device(Device::Cpu).to_kind(Kind::Float);
         lens.iter()
             .enumerate()

@@ -137,8 +137,8 @@ impl GrpoMetrics {
             stopped_fraction: rows.iter().filter(|r| r.stopped).count() as f64 / rows.len() as f64,
             kl,
             update,
-            lr: p.lr,
-            entropy_coef: p.entropy_coef,
+            lr: p.lr(),
+            entropy_coef: p.entropy_coef(),
             samples: SampleCounts {
                 generated: g.rows,
                 effective: selected.rows.len(),

@@ -20,9 +20,9 @@ mod shape;
 mod update;
 
 pub(crate) use grpo::grpo_step;
-pub use logprobs::{rows_logprobs, shared_response_stats};
+pub use logprobs::{rows_logprobs, shared_response_stats, LogprobPass};
 pub use metrics::{GrpoMetrics, GrpoTimes, RewardStats, SampleCounts, SftMetrics};
-pub use plan::{stage_lr, StepPlan};
+pub use plan::{stage_rates, StepPlan};
 pub use select::PadStats;
 pub(crate) use sft::sft_step;
 pub use update::{update, LossKl, UpdateInputs, UpdateStats};

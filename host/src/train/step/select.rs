@@ -7,6 +7,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use super::collect::Batch;
+use crate::rl::advantage::sequence_means;
 use crate::rl::pad::{self, PadConfig};
 use crate::train::rollout::Row;
 
@@ -19,25 +20,27 @@ pub struct PadStats {
     pub tau: f64,
 }
 
-/// The update's rows, with their advantages and log-probs (empty where the
-/// batch has none).
+/// The update's rows, with their per-token advantages and log-probs (empty
+/// where the batch has none).
 pub struct Selection<'a> {
     pub rows: Cow<'a, [Row]>,
-    pub advantages: Cow<'a, [f64]>,
+    pub advantages: Cow<'a, [Vec<f32>]>,
     pub old_logprobs: Cow<'a, [Vec<f32>]>,
     pub ref_logprobs: Cow<'a, [Vec<f32>]>,
     pub pad: Option<PadStats>,
 }
 
-/// `seed` fixes PAD's draw; `stage_step` its temperature.
+/// `seed` fixes PAD's draw, `tau` (`None`: PAD is off) its temperature. PAD
+/// ranks a completion by its mean token advantage (its advantage, unless the
+/// KL is in the reward per token).
 pub fn select<'a>(
     batch: &'a Batch,
-    advantages: &'a [f64],
+    advantages: &'a [Vec<f32>],
     pad: &PadConfig,
     seed: u64,
-    stage_step: u64,
+    tau: Option<f64>,
 ) -> Selection<'a> {
-    if !pad.enabled {
+    let Some(tau) = tau else {
         return Selection {
             rows: Cow::Borrowed(&batch.rows),
             advantages: Cow::Borrowed(advantages),
@@ -45,9 +48,9 @@ pub fn select<'a>(
             ref_logprobs: Cow::Borrowed(&batch.ref_logprobs),
             pad: None,
         };
-    }
+    };
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let sel = pad::select(advantages, pad, stage_step, &mut rng);
+    let sel = pad::select(&sequence_means(advantages), pad, tau, &mut rng);
     Selection {
         rows: Cow::Owned(pick(&batch.rows, &sel.kept)),
         advantages: Cow::Owned(pick(advantages, &sel.kept)),
@@ -55,7 +58,7 @@ pub fn select<'a>(
         ref_logprobs: Cow::Owned(pick(&batch.ref_logprobs, &sel.kept)),
         pad: Some(PadStats {
             eligible: sel.eligible,
-            tau: pad.tau(stage_step),
+            tau,
         }),
     }
 }

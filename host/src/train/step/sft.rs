@@ -13,19 +13,18 @@ use lmmhost_sdk as sdk;
 use tch::{Kind, Tensor};
 
 use super::metrics::SftMetrics;
-use super::plan::stage_lr;
+use super::plan::stage_rates;
 use crate::train::adamw::{clip_grad_norm, AdamW};
 use crate::train::data::{sample_name, sft_conversation};
 use crate::train::experiment::StageSettings;
 use crate::train::policy::Policy;
-use crate::train::trainer::Trainer;
+use crate::train::trainer::{LongInput, Trainer};
 
 pub(crate) fn sft_step(t: &mut Trainer, plan: &sdk::Plan, s: &StageSettings) -> Result<SftMetrics> {
     let clock = Instant::now();
-    t.policy
-        .set_trainable(s.grpo.freeze_vision, s.grpo.freeze_language);
     let (encoded, skipped_long) = draw_encoded(t, plan, s)?;
-    let lr = stage_lr(&s.optim, t.state.stage_step);
+    // One optimizer update per step: the schedule is over the stage's steps.
+    let lr = stage_rates(s, 1)?.lr_at(u64::try_from(t.opt.step).unwrap_or(0));
     let stats = update(&t.policy, &mut t.opt, s, &encoded, lr)?;
     Ok(SftMetrics {
         loss: stats.loss,
@@ -45,7 +44,7 @@ fn draw_encoded(
     s: &StageSettings,
 ) -> Result<(Vec<EncodedSample>, usize)> {
     let n = s.sft.batch_size.unwrap_or(s.rollout.prompts_per_step);
-    let samples = t.draw(plan, n, 0)?;
+    let (samples, datasets) = t.draw(plan, n, 0)?;
     let convs = samples
         .iter()
         .map(sft_conversation)
@@ -53,10 +52,24 @@ fn draw_encoded(
     let names: Vec<String> = samples.iter().map(sample_name).collect();
     let encoded = t.policy.processor.encode_named(&convs, &names, false)?;
     let before = encoded.len();
-    let encoded: Vec<_> = encoded
-        .into_iter()
-        .filter(|e| e.len() <= s.sft.max_tokens)
-        .collect();
+    let limit = s.sft.max_tokens;
+    let mut kept = Vec::with_capacity(before);
+    for (i, e) in encoded.into_iter().enumerate() {
+        if e.len() <= limit {
+            kept.push(e);
+            continue;
+        }
+        let long = LongInput {
+            what: "conversation",
+            sample_id: &samples[i].id,
+            dataset: &datasets[i],
+            tokens: e.len(),
+            key: "sft.max_tokens",
+            limit,
+        };
+        t.over_limit(&long, s.sft.long_samples)?;
+    }
+    let encoded = kept;
     if encoded.is_empty() {
         bail!(
             "step {}: every SFT sample is longer than sft.max_tokens = {}",
@@ -154,7 +167,11 @@ fn update(
             .token_logprobs(&inputs, &p.targets.to_device(device))?;
         let loss = -(lp * p.mask.to_device(device)).sum(Kind::Float) / tokens;
         loss_sum += loss.double_value(&[]);
-        loss.backward();
+        // Text-only conversations with the language model frozen reach no
+        // trainable parameter.
+        if loss.requires_grad() {
+            loss.backward();
+        }
     }
     let params = policy.tensors();
     let grad_norm = clip_grad_norm(&params, s.optim.grad_clip);

@@ -1,38 +1,60 @@
-//! Shape rewards: each completion's total reward, less the KL penalty when
-//! the plan puts it in the reward. The KL between the rollout's policy and
-//! the reference is measured whenever both log-probs were computed.
-
-use crate::rl::kl::{sequence_kl, KlUse};
+//! Shape rewards and advantages: each completion's total reward (less its
+//! summed KL under `placement = "reward-sequence"`), the group advantages,
+//! their clamp, the per-token KL penalty's returns to go (`placement =
+//! "reward"`, OpenRLHF's order) and the whitening over the batch's tokens.
+//! The KL between the rollout's policy and the reference is measured
+//! whenever both log-probs were computed.
 
 use super::collect::Batch;
+use super::plan::StepPlan;
+use crate::rl::advantage::{advantages, token_advantages, whiten_tokens, AdvantageEstimator};
+use crate::rl::kl::{token_kl, KlUse};
 
 pub struct Shaped {
-    /// One reward per row of the batch.
-    pub totals: Vec<f64>,
+    /// One advantage per row (before the per-token KL and whitening): what
+    /// the metrics count as zero.
+    pub sequence: Vec<f64>,
+    /// Per row, per response token: what the update trains on.
+    pub tokens: Vec<Vec<f32>>,
     /// Mean per-token KL of the rollout's policy to the reference, when measured.
     pub kl: Option<f64>,
 }
 
-pub fn shape_rewards(batch: &Batch, kl: KlUse) -> Shaped {
+pub fn shape(batch: &Batch, p: &StepPlan, estimator: AdvantageEstimator) -> Shaped {
     let mut totals: Vec<f64> = batch.scores.iter().map(|c| c.total).collect();
-    let Some(estimator) = kl.estimator() else {
-        return Shaped { totals, kl: None };
-    };
-    let (mut sum, mut tokens) = (0.0, 0usize);
-    for (i, total) in totals.iter_mut().enumerate() {
-        let old = batch.old_logprobs.get(i).map_or(&[][..], Vec::as_slice);
-        if old.is_empty() {
-            continue;
-        }
-        let seq = sequence_kl(old, &batch.ref_logprobs[i], estimator);
-        sum += seq;
-        tokens += old.len();
-        if let KlUse::InReward { coef, .. } = kl {
-            *total -= coef * seq;
+    // The rollout policy's KL per token, where both passes ran.
+    let per_token: Option<Vec<Vec<f64>>> = p.kl.estimator().and_then(|est| {
+        (!batch.old_logprobs.is_empty()).then(|| {
+            (batch.old_logprobs.iter().zip(&batch.ref_logprobs))
+                .map(|(old, reference)| token_kl(old, reference, est))
+                .collect()
+        })
+    });
+    let kl = per_token.as_ref().and_then(|rows| {
+        let n: usize = rows.iter().map(Vec::len).sum();
+        (n > 0).then(|| rows.iter().flatten().sum::<f64>() / n as f64)
+    });
+    if let (KlUse::InRewardSequence { coef, .. }, Some(rows)) = (p.kl, &per_token) {
+        for (total, kl) in totals.iter_mut().zip(rows) {
+            *total -= coef * kl.iter().sum::<f64>();
         }
     }
+    let mut sequence = advantages(&totals, p.group_size, estimator);
+    if let Some([lo, hi]) = p.advantage_clip {
+        sequence.iter_mut().for_each(|a| *a = a.clamp(lo, hi));
+    }
+    let lens: Vec<usize> = batch.rows.iter().map(|r| r.response.len()).collect();
+    let penalty = match (p.kl, &per_token) {
+        (KlUse::InReward { coef, .. }, Some(rows)) => Some((&rows[..], coef)),
+        _ => None,
+    };
+    let mut tokens = token_advantages(&sequence, &lens, penalty);
+    if p.whiten {
+        whiten_tokens(&mut tokens);
+    }
     Shaped {
-        totals,
-        kl: (tokens > 0).then(|| sum / tokens as f64),
+        sequence,
+        tokens,
+        kl,
     }
 }

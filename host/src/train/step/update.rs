@@ -1,6 +1,8 @@
-//! Update: the GRPO policy update in micro-batches with gradient
-//! accumulation. The per-token terms live in `rl/`: the clipped surrogate and
-//! the aggregation in `rl::policy_loss`, the KL estimator in `rl::kl`.
+//! Update: the GRPO policy update, `optim.updates_per_batch` optimizer
+//! updates over consecutive mini-batches of the rows, each in micro-batches
+//! with gradient accumulation. The per-token terms live in `rl/`: the policy
+//! losses and the aggregation in `rl::policy_loss`, the KL estimator in
+//! `rl::kl`, the rates in `rl::schedules`.
 
 use std::time::Instant;
 
@@ -11,7 +13,8 @@ use tch::{Device, Kind, Tensor};
 
 use super::logprobs::shared_response_stats;
 use crate::rl::kl::{kl_estimate, KlEstimator, KlUse};
-use crate::rl::policy_loss::{aggregate, clipped_policy_loss, BatchNorm};
+use crate::rl::policy_loss::{aggregate, policy_loss, BatchNorm};
+use crate::rl::schedules::RateSchedule;
 use crate::train::adamw::{clip_grad_norm, AdamW};
 use crate::train::experiment::StageSettings;
 use crate::train::policy::Policy;
@@ -36,6 +39,7 @@ struct MicroBatch {
     old: Option<Tensor>,
     /// `[b, Lr]` reference log-probs, when KL is in the loss.
     reference: Option<Tensor>,
+    /// `[b, Lr]` per-token advantages.
     advantages: Tensor,
 }
 
@@ -46,6 +50,8 @@ struct MicroBatchResult {
     kl_sum: f64,
     ent_sum: f64,
     clip_sum: f64,
+    /// Largest |ratio - 1| over the micro-batch's tokens.
+    ratio_dev: f64,
     secs_forward: f64,
     secs_backward: f64,
     /// One per trainable parameter (undefined where it got none).
@@ -66,14 +72,33 @@ fn set_grads(params: &[Tensor], grads: Vec<Option<Tensor>>) {
     }
 }
 
+/// One optimizer update: its mini-batch's loss and clip fraction, the
+/// gradient norm and the rates it ran at.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct UpdateRecord {
+    pub loss: f64,
+    pub clip_fraction: f64,
+    pub grad_norm: f64,
+    pub lr: f64,
+    pub entropy_coef: f64,
+    /// Largest |ratio - 1| over the mini-batch's tokens (0 for the first
+    /// update of a batch when the ratio is taken against the rollout's
+    /// policy at its own temperature, up to float rounding).
+    pub ratio_max_dev: f64,
+}
+
 /// What the update reports (token means over the updated rows).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct UpdateStats {
+    /// Mean of the updates' losses.
     pub loss: f64,
     pub kl: f64,
     pub entropy: f64,
     pub clip_fraction: f64,
+    /// The last update's.
     pub grad_norm: f64,
+    /// Each optimizer update in order.
+    pub updates: Vec<UpdateRecord>,
     /// Seconds in the policy forward and loss terms, in `backward`, and in
     /// gradient clipping plus the optimizer step (the benchmark's split).
     pub time_forward: f64,
@@ -99,7 +124,7 @@ impl<'a> LossKl<'a> {
                 coef,
                 estimator,
             }),
-            KlUse::Off | KlUse::InReward { .. } => None,
+            KlUse::Off | KlUse::InReward { .. } | KlUse::InRewardSequence { .. } => None,
         }
     }
 }
@@ -107,18 +132,26 @@ impl<'a> LossKl<'a> {
 /// Everything one GRPO update needs besides the model.
 pub struct UpdateInputs<'a> {
     pub rows: &'a [Row],
-    pub advantages: &'a [f64],
+    /// Per row, per response token.
+    pub advantages: &'a [Vec<f32>],
     /// Per row, when the ratio is taken against the rollout's policy
     /// (several updates per batch).
     pub old_logprobs: Option<&'a [Vec<f32>]>,
     /// When KL is in the loss.
     pub kl: Option<LossKl<'a>>,
-    pub lr: f64,
-    pub entropy_coef: f64,
+    /// Log-probs and entropies are those of `softmax(logits / temperature)`.
+    pub temperature: f64,
+    /// The learning rate and entropy coefficient of each update, by the
+    /// optimizer's count of the stage's updates.
+    pub rates: &'a RateSchedule,
 }
 
-/// Runs `optim.updates_per_batch` optimizer steps over `rows` (split evenly),
-/// each accumulating gradients over micro-batches of `optim.micro_batch_size`.
+/// Runs `optim.updates_per_batch` optimizer updates over consecutive
+/// mini-batches of `rows` (split evenly, in order, as verl splits them),
+/// each accumulating gradients over micro-batches of
+/// `optim.micro_batch_size`. Every mini-batch's ratio is taken against the
+/// same old log-probs (the rollout policy's), so from the second update on
+/// the clip can engage.
 pub fn update(
     policy: &Policy,
     opt: &mut AdamW,
@@ -131,11 +164,9 @@ pub fn update(
     );
     let g = &s.grpo;
     let clip = g.clip();
-    let entropy_mode = if inp.entropy_coef > 0.0 {
-        Entropy::Differentiable
-    } else {
-        Entropy::Detached
-    };
+    let loss_kind = g.policy_loss;
+    let agg = loss_kind.aggregation(g.loss_aggregation);
+    let temperature = inp.temperature;
     let constant = g
         .loss_constant_length
         .unwrap_or(s.rollout.max_response_tokens);
@@ -159,6 +190,14 @@ pub fn update(
     let mut stats = UpdateStats::default();
     let (mut tok_total, mut kl_sum, mut ent_sum, mut clip_sum) = (0.0, 0.0, 0.0, 0.0);
     for u in 0..updates {
+        let index = u64::try_from(opt.step).unwrap_or(0);
+        let lr = inp.rates.lr_at(index);
+        let entropy_coef = inp.rates.entropy_coef_at(index);
+        let entropy_mode = if entropy_coef > 0.0 {
+            Entropy::Differentiable
+        } else {
+            Entropy::Detached
+        };
         let (lo, hi) = (u * n / updates, (u + 1) * n / updates);
         let tokens: usize = inp.rows[lo..hi].iter().map(|r| r.response.len()).sum();
         let norm = BatchNorm {
@@ -177,20 +216,14 @@ pub fn update(
             let rows: Vec<&Row> = inp.rows[start..end].iter().collect();
             let sb = shared_prompt_batch(&rows, pad, mm, device);
             let lr_len = sb.response_len();
-            let per_row = |v: Option<&[Vec<f32>]>| {
-                v.map(|v| {
-                    let v: Vec<&[f32]> = (start..end).map(|i| v[i].as_slice()).collect();
-                    padded(&v, lr_len, device)
-                })
+            let per_row = |v: &[Vec<f32>]| {
+                let v: Vec<&[f32]> = (start..end).map(|i| v[i].as_slice()).collect();
+                padded(&v, lr_len, device)
             };
-            let adv: Vec<f32> = inp.advantages[start..end]
-                .iter()
-                .map(|&a| a as f32)
-                .collect();
             jobs.push(MicroBatch {
-                old: per_row(inp.old_logprobs),
-                reference: per_row(inp.kl.map(|k| k.ref_logprobs)),
-                advantages: Tensor::from_slice(&adv).to_device(device),
+                old: inp.old_logprobs.map(per_row),
+                reference: inp.kl.map(|k| per_row(k.ref_logprobs)),
+                advantages: per_row(inp.advantages),
                 sb,
             });
             start = end;
@@ -199,14 +232,13 @@ pub fn update(
         // (`f_run_backward`); the parameters change only after they end.
         let lm = unsafe { ReadOnlyShared::new(policy.lm()) };
         let shared_params = unsafe { ReadOnlyShared::new(&params) };
-        let entropy_coef = inp.entropy_coef;
         let kl_term = inp.kl.map(|k| (k.coef, k.estimator));
         let results = map_jobs(jobs, policy.workers, |_, mb| {
             let t0 = Instant::now();
             let mask = &mb.sb.response_mask;
-            let (lp, ent) = shared_response_stats(*lm.get(), &mb.sb, entropy_mode)?;
+            let (lp, ent) = shared_response_stats(*lm.get(), &mb.sb, entropy_mode, temperature)?;
             let old = mb.old.unwrap_or_else(|| lp.detach());
-            let (pg, clipped) = clipped_policy_loss(&lp, &old, &mb.advantages, clip);
+            let (pg, clipped) = policy_loss(loss_kind, &lp, &old, &mb.advantages, mask, clip);
             let mut per_token = pg;
             let mut out = MicroBatchResult::default();
             if let (Some(ref_lp), Some((coef, estimator))) = (&mb.reference, kl_term) {
@@ -214,18 +246,30 @@ pub fn update(
                 out.kl_sum = (kl.detach() * mask).sum(Kind::Double).double_value(&[]);
                 per_token += kl * coef;
             }
-            let mut loss = aggregate(&per_token, mask, g.loss_aggregation, norm);
+            let mut loss = aggregate(&per_token, mask, agg, norm);
             if let Some(e) = &ent {
                 out.ent_sum = (e.detach() * mask).sum(Kind::Double).double_value(&[]);
                 if entropy_coef > 0.0 {
-                    loss -= aggregate(e, mask, g.loss_aggregation, norm) * entropy_coef;
+                    loss -= aggregate(e, mask, agg, norm) * entropy_coef;
                 }
             }
             out.clip_sum = (clipped * mask).sum(Kind::Double).double_value(&[]);
+            out.ratio_dev = tch::no_grad(|| {
+                (((&lp - &old).exp() - 1.0).abs() * mask)
+                    .max()
+                    .double_value(&[])
+            });
             out.loss = loss.double_value(&[]);
             out.secs_forward = t0.elapsed().as_secs_f64();
             let t1 = Instant::now();
-            out.grads = Tensor::f_run_backward(&[&loss], shared_params.get(), false, false)?;
+            // A micro-batch can reach no trainable parameter (text-only
+            // prompts with the language model frozen): its loss has no graph
+            // and gives no gradients.
+            out.grads = if loss.requires_grad() {
+                Tensor::f_run_backward(&[&loss], shared_params.get(), false, false)?
+            } else {
+                Vec::new()
+            };
             out.secs_backward = t1.elapsed().as_secs_f64();
             Ok(out)
         })?;
@@ -233,6 +277,11 @@ pub fn update(
         // hand it to the parameters' `.grad` for clipping and the optimizer.
         let mut total: Vec<Option<Tensor>> = params.iter().map(|_| None).collect();
         let (mut fwd, mut bwd) = (0.0, 0.0);
+        let mut record = UpdateRecord {
+            lr,
+            entropy_coef,
+            ..UpdateRecord::default()
+        };
         for r in &results {
             for (acc, g) in total.iter_mut().zip(&r.grads) {
                 if g.defined() {
@@ -242,7 +291,9 @@ pub fn update(
                     });
                 }
             }
-            stats.loss += r.loss;
+            record.loss += r.loss;
+            record.clip_fraction += r.clip_sum;
+            record.ratio_max_dev = record.ratio_max_dev.max(r.ratio_dev);
             kl_sum += r.kl_sum;
             ent_sum += r.ent_sum;
             clip_sum += r.clip_sum;
@@ -264,10 +315,14 @@ pub fn update(
         stats.time_backward += wall * (1.0 - share);
         tok_total += tokens as f64;
         let t_opt = Instant::now();
-        stats.grad_norm = clip_grad_norm(&params, s.optim.grad_clip);
-        // The optimizer holds one state per parameter, frozen ones included.
-        opt.step(&policy.tensors(), inp.lr)?;
+        record.grad_norm = clip_grad_norm(&params, s.optim.grad_clip);
+        record.clip_fraction /= (tokens as f64).max(1.0);
+        // State is created for the parameters that train, frozen ones have none.
+        opt.step(&policy.tensors(), lr)?;
         stats.time_optimizer += t_opt.elapsed().as_secs_f64();
+        stats.loss += record.loss;
+        stats.grad_norm = record.grad_norm;
+        stats.updates.push(record);
     }
     let t = tok_total.max(1.0);
     stats.kl = kl_sum / t;
@@ -278,175 +333,5 @@ pub fn update(
 }
 
 #[cfg(test)]
-mod tests {
-    use std::path::Path;
-
-    use lmmhost_model::processor::{Message, Part};
-    use lmmhost_model::sampling::{SamplingParams, SeededRng};
-
-    use super::super::logprobs::rows_logprobs;
-    use super::*;
-    use crate::rl::kl::Kl;
-    use crate::rl::policy_loss::{ClipConfig, LossAggregation};
-    use crate::train::experiment::{Grpo, ModelInit, ModelSection, Optim, Rollout, Sft};
-    use crate::train::rollout::{roll_out, RolloutConfig};
-
-    fn policy(workers: usize, seed: u64) -> Policy {
-        let section = ModelSection {
-            init: ModelInit::Random,
-            workers,
-            ..ModelSection::new(
-                Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/models/char-qwen2"),
-            )
-        };
-        let p = Policy::load(&section, None, seed).unwrap();
-        p.set_trainable(false, false);
-        p
-    }
-
-    fn grads(p: &Policy) -> Vec<Tensor> {
-        p.tensors().iter().map(|t| t.grad().copy()).collect()
-    }
-
-    fn max_diff(a: &[Tensor], b: &[Tensor]) -> f64 {
-        a.iter()
-            .zip(b)
-            .map(|(x, y)| (x - y).abs().max().double_value(&[]))
-            .fold(0.0, f64::max)
-    }
-
-    /// The update on workers (micro-batches on their own threads, gradients
-    /// from `run_backward`, summed in micro-batch order) gives the gradients
-    /// of plain `backward()` accumulated over the micro-batches in turn.
-    #[test]
-    fn worker_gradients_equal_serial_backward() {
-        tch::set_num_threads(2);
-        let base = policy(1, 3);
-        let convs: Vec<_> = [
-            "Compute 1+2.",
-            "Compute 7-5.",
-            "Compute 3*3.",
-            "Compute 9-1.",
-        ]
-        .iter()
-        .map(|q| {
-            vec![Message {
-                role: "user".into(),
-                parts: vec![Part::Text(q.to_string())],
-            }]
-        })
-        .collect();
-        let batch = base.processor.prepare(&convs, true).unwrap();
-        let cfg = RolloutConfig {
-            samples_per_prompt: 4,
-            sampling: SamplingParams::default(),
-            max_new_tokens: 10,
-            min_new_tokens: 0,
-            blocked_token_ids: Vec::new(),
-            kv_cache_tokens: None,
-        };
-        let rows = roll_out(&base, &batch, &cfg, &mut SeededRng::new(1), 0).unwrap();
-        let advantages: Vec<f64> = (0..rows.len()).map(|i| (i % 3) as f64 - 0.8).collect();
-        // A different network as the reference, so that the KL term has a gradient.
-        let reference = policy(1, 4);
-        let pad = base.processor.tokenizer.pad_id;
-        let ref_lp = rows_logprobs(reference.lm(), &rows, 5, pad, false, Device::Cpu, 2).unwrap();
-        // Two workers with one libtorch thread each vs one with two: the
-        // same numbers up to the kernels' summation order.
-        let serial = rows_logprobs(reference.lm(), &rows, 5, pad, false, Device::Cpu, 1).unwrap();
-        for (a, b) in ref_lp.iter().zip(&serial) {
-            assert_eq!(a.len(), b.len());
-            assert!(a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-5));
-        }
-        let settings = StageSettings {
-            rollout: Rollout::default(),
-            optim: Optim {
-                micro_batch_size: 5,
-                grad_clip: 0.0,
-                ..Optim::default()
-            },
-            grpo: Grpo {
-                kl: Kl {
-                    coef: 0.04,
-                    ..Kl::default()
-                },
-                ..Grpo::default()
-            },
-            sft: Sft::default(),
-        };
-        let inputs = UpdateInputs {
-            rows: &rows,
-            advantages: &advantages,
-            old_logprobs: None,
-            kl: Some(LossKl {
-                ref_logprobs: &ref_lp,
-                coef: settings.grpo.kl.coef,
-                estimator: settings.grpo.kl.estimator,
-            }),
-            lr: 0.0,
-            entropy_coef: 0.01,
-        };
-        let mut runs = Vec::new();
-        for workers in [1, 2, 3] {
-            let p = policy(workers, 3);
-            assert_eq!(p.workers, workers.min(2));
-            let mut opt = AdamW::new(&p.tensors(), [0.9, 0.999], 1e-8, 0.0);
-            let stats = update(&p, &mut opt, &settings, &inputs).unwrap();
-            runs.push((grads(&p), stats));
-        }
-
-        // Plain backward over the same micro-batches, one after the other.
-        let p = policy(1, 3);
-        p.zero_grad();
-        let norm = BatchNorm {
-            tokens: rows.iter().map(|r| r.response.len()).sum::<usize>() as f64,
-            sequences: rows.len() as f64,
-            constant_length: 512.0,
-        };
-        let clip = ClipConfig {
-            low: 0.2,
-            high: 0.2,
-            dual: None,
-        };
-        for (i, part) in rows.chunks(5).enumerate() {
-            let refs: Vec<&Row> = part.iter().collect();
-            let sb = shared_prompt_batch(&refs, pad, false, Device::Cpu);
-            let (lp, ent) = shared_response_stats(p.lm(), &sb, Entropy::Differentiable).unwrap();
-            let mask = &sb.response_mask;
-            let adv: Vec<f32> = advantages[i * 5..i * 5 + part.len()]
-                .iter()
-                .map(|&a| a as f32)
-                .collect();
-            let (pg, _) = clipped_policy_loss(&lp, &lp.detach(), &Tensor::from_slice(&adv), clip);
-            let v: Vec<&[f32]> = (i * 5..i * 5 + part.len())
-                .map(|j| ref_lp[j].as_slice())
-                .collect();
-            let kl = kl_estimate(
-                &lp,
-                &padded(&v, sb.response_len(), Device::Cpu),
-                KlEstimator::K3,
-            );
-            let agg = LossAggregation::TokenMean;
-            let loss = aggregate(&(pg + kl * 0.04), mask, agg, norm)
-                - aggregate(&ent.unwrap(), mask, agg, norm) * 0.01;
-            loss.backward();
-        }
-        let plain = grads(&p);
-        let scale = plain
-            .iter()
-            .map(|g| g.abs().max().double_value(&[]))
-            .fold(0.0, f64::max);
-        assert!(scale > 0.0);
-        for (w, (g, stats)) in runs.iter().enumerate() {
-            let d = max_diff(g, &plain);
-            assert!(
-                d <= 1e-5 * scale,
-                "{} workers: gradients differ by {d} (scale {scale})",
-                w + 1
-            );
-            assert!((stats.loss - runs[0].1.loss).abs() < 1e-6);
-            assert!((stats.kl - runs[0].1.kl).abs() < 1e-6 * runs[0].1.kl);
-            assert!(stats.kl > 0.0);
-        }
-    }
-}
+#[path = "update_tests.rs"]
+mod tests;

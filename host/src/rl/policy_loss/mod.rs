@@ -1,13 +1,22 @@
-//! GRPO's token-level terms: the clipped policy-gradient loss and the
-//! aggregation over tokens and sequences (the KL term is in `rl::kl`).
+//! The policy-gradient losses, one file each in verl's `core_algos` style
+//! (PPO's clipped surrogate, GSPO, CISPO), and the aggregation over tokens
+//! and sequences (the KL term is in `rl::kl`).
 //!
 //! Every tensor here is `[B, T]` over response tokens (B sequences, T the
 //! longest response), with a 0/1 float `mask` marking real tokens.
 //! Aggregation divides by normalisers of the WHOLE batch, so that summing the
 //! losses of micro-batches gives exactly the full-batch loss (and gradients).
 
+mod cispo;
+mod gspo;
+mod ppo_clip;
+
 use serde::Deserialize;
 use tch::{Kind, Tensor};
+
+pub use cispo::cispo_loss;
+pub use gspo::gspo_loss;
+pub use ppo_clip::ppo_clip_loss;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -25,31 +34,50 @@ pub enum LossAggregation {
 pub struct ClipConfig {
     pub low: f64,
     pub high: f64,
-    /// Dual clip constant `c` (> 1) bounding the loss of negative advantages.
+    /// Dual clip constant `c` (> 1) bounding the loss of negative advantages
+    /// (PPO's clip only).
     pub dual: Option<f64>,
 }
 
-/// Per-token policy loss `[B, T]` and a 0/1 float tensor of where the clip bound was active.
-///
-/// `L = max(-A * rho, -A * clip(rho, 1 - low, 1 + high))`, `rho = exp(logp - old_logp)`;
-/// with dual clip, for `A < 0`: `L = min(L, -A * c)`.
-pub fn clipped_policy_loss(
+/// `grpo.policy_loss`: the per-token policy-gradient term.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PolicyLoss {
+    /// PPO's clipped surrogate per token (GRPO, DAPO, Dr. GRPO).
+    #[default]
+    PpoClip,
+    /// GSPO: one clipped ratio per sequence; always averaged per sequence.
+    Gspo,
+    /// CISPO: REINFORCE weighted by the clipped, stop-gradient token ratio.
+    Cispo,
+}
+
+impl PolicyLoss {
+    /// The aggregation the loss is defined with: GSPO's is the mean over
+    /// sequences (verl forces it too); the others use the configured one.
+    pub fn aggregation(self, configured: LossAggregation) -> LossAggregation {
+        match self {
+            PolicyLoss::Gspo => LossAggregation::SeqMeanTokenMean,
+            PolicyLoss::PpoClip | PolicyLoss::Cispo => configured,
+        }
+    }
+}
+
+/// Per-token policy loss `[B, T]` and a 0/1 float tensor of where the clip
+/// was active. `advantages` is `[B, T]` or `[B, 1]`; `mask` marks real tokens.
+pub fn policy_loss(
+    kind: PolicyLoss,
     logp: &Tensor,
     old_logp: &Tensor,
     advantages: &Tensor,
+    mask: &Tensor,
     clip: ClipConfig,
 ) -> (Tensor, Tensor) {
-    let adv = advantages.unsqueeze(-1);
-    let ratio = (logp - old_logp).exp();
-    let unclipped = -&adv * &ratio;
-    let clipped = -&adv * ratio.clamp(1.0 - clip.low, 1.0 + clip.high);
-    let mut loss = unclipped.maximum(&clipped);
-    let clip_active = clipped.gt_tensor(&unclipped).to_kind(Kind::Float);
-    if let Some(c) = clip.dual {
-        let bound = -&adv * c;
-        loss = loss.where_self(&adv.ge(0.0), &loss.minimum(&bound));
+    match kind {
+        PolicyLoss::PpoClip => ppo_clip_loss(logp, old_logp, advantages, clip),
+        PolicyLoss::Gspo => gspo_loss(logp, old_logp, advantages, mask, clip),
+        PolicyLoss::Cispo => cispo_loss(logp, old_logp, advantages, clip),
     }
-    (loss, clip_active)
 }
 
 /// Sizes of the whole batch that the aggregation divides by.
@@ -82,7 +110,7 @@ pub fn aggregate(values: &Tensor, mask: &Tensor, mode: LossAggregation, norm: Ba
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rl::test_tensors::{close, t2, vals};
+    use crate::rl::test_tensors::t2;
 
     /// The normalisers of a batch that is all of `mask`.
     fn norm_of(mask: &Tensor, constant_length: usize) -> BatchNorm {
@@ -91,44 +119,6 @@ mod tests {
             sequences: mask.size()[0] as f64,
             constant_length: constant_length as f64,
         }
-    }
-
-    #[test]
-    fn clipped_loss_by_hand() {
-        // ratios exp(log 1.5) = 1.5, exp(log 0.5) = 0.5, 1.0; advantages +1 (row 0) and -1 (row 1).
-        let logp = t2(&[
-            &[1.5f64.ln(), 0.5f64.ln(), 0.0],
-            &[1.5f64.ln(), 0.5f64.ln(), 0.0],
-        ]);
-        let old = Tensor::zeros_like(&logp);
-        let adv = Tensor::from_slice(&[1.0f32, -1.0]);
-        let clip = ClipConfig {
-            low: 0.2,
-            high: 0.28,
-            dual: None,
-        };
-        let (loss, active) = clipped_policy_loss(&logp, &old, &adv, clip);
-        // A = +1: max(-1.5, -1.28) = -1.28 (clipped); max(-0.5, -0.8) = -0.5; -1.
-        // A = -1: max(1.5, 1.28) = 1.5; max(0.5, 0.8) = 0.8 (clipped); 1.
-        close(&vals(&loss), &[-1.28, -0.5, -1.0, 1.5, 0.8, 1.0]);
-        close(&vals(&active), &[1.0, 0.0, 0.0, 0.0, 1.0, 0.0]);
-    }
-
-    #[test]
-    fn dual_clip_bounds_negative_advantages() {
-        let logp = t2(&[&[5f64.ln(), 2f64.ln()]]);
-        let old = Tensor::zeros_like(&logp);
-        let clip = ClipConfig {
-            low: 0.2,
-            high: 0.2,
-            dual: Some(3.0),
-        };
-        let (loss, _) = clipped_policy_loss(&logp, &old, &Tensor::from_slice(&[-1.0f32]), clip);
-        // rho = 5: max(5, 1.2) = 5 -> min(5, 3) = 3; rho = 2: max(2, 1.2) = 2 -> stays 2.
-        close(&vals(&loss), &[3.0, 2.0]);
-        let (loss, _) = clipped_policy_loss(&logp, &old, &Tensor::from_slice(&[1.0f32]), clip);
-        // Positive advantages are untouched by the dual clip: max(-5, -1.2) = -1.2.
-        close(&vals(&loss), &[-1.2, -1.2]);
     }
 
     #[test]

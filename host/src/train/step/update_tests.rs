@@ -1,0 +1,332 @@
+//! Tests of the GRPO update on the tiny random char-qwen2: workers against
+//! plain backward, the sampling temperature in every log-prob, and several
+//! updates per batch against a hand computation of the clipped loss.
+
+use std::path::Path;
+
+use lmmhost_model::processor::{Message, Part};
+use lmmhost_model::sampling::{SamplingParams, SeededRng};
+
+use super::super::logprobs::{rows_logprobs, LogprobPass};
+use super::*;
+use crate::rl::kl::Kl;
+use crate::rl::policy_loss::{ppo_clip_loss, ClipConfig, LossAggregation};
+use crate::rl::schedules::{EntropyBonus, LrDecay};
+use crate::train::experiment::{Grpo, ModelInit, ModelSection, Optim, Rollout, Sft};
+use crate::train::policy::Freeze;
+use crate::train::rollout::{roll_out, RolloutConfig};
+
+fn policy(workers: usize, seed: u64) -> Policy {
+    let section = ModelSection {
+        init: ModelInit::Random,
+        workers,
+        ..ModelSection::new(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/models/char-qwen2"),
+        )
+    };
+    let p = Policy::load(&section, None, seed).unwrap();
+    p.set_trainable(&Freeze::default());
+    p
+}
+
+fn grads(p: &Policy) -> Vec<Tensor> {
+    p.tensors().iter().map(|t| t.grad().copy()).collect()
+}
+
+fn max_diff(a: &[Tensor], b: &[Tensor]) -> f64 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs().max().double_value(&[]))
+        .fold(0.0, f64::max)
+}
+
+/// `n` completions of each of the four prompts, sampled at `temperature`.
+fn rollout(p: &Policy, n: usize, temperature: f64, max_new_tokens: usize) -> Vec<Row> {
+    let convs: Vec<_> = [
+        "Compute 1+2.",
+        "Compute 7-5.",
+        "Compute 3*3.",
+        "Compute 9-1.",
+    ]
+    .iter()
+    .map(|q| {
+        vec![Message {
+            role: "user".into(),
+            parts: vec![Part::Text(q.to_string())],
+        }]
+    })
+    .collect();
+    let batch = p.processor.prepare(&convs, true).unwrap();
+    let cfg = RolloutConfig {
+        samples_per_prompt: n,
+        sampling: SamplingParams {
+            temperature,
+            ..SamplingParams::default()
+        },
+        max_new_tokens,
+        min_new_tokens: 0,
+        blocked_token_ids: Vec::new(),
+        kv_cache_tokens: None,
+    };
+    roll_out(p, &batch, &cfg, &mut SeededRng::new(1), 0).unwrap()
+}
+
+/// A constant learning rate and no entropy bonus.
+fn constant(lr: f64, entropy: f64) -> RateSchedule {
+    RateSchedule {
+        lr,
+        decay: LrDecay::Constant,
+        warmup: 0,
+        total: 0,
+        min_ratio: 0.0,
+        entropy: EntropyBonus {
+            coef: entropy,
+            ..EntropyBonus::default()
+        },
+    }
+}
+
+/// Each row's advantage on each of its tokens.
+fn per_token(rows: &[Row], adv: &[f64]) -> Vec<Vec<f32>> {
+    rows.iter()
+        .zip(adv)
+        .map(|(r, &a)| vec![a as f32; r.response.len()])
+        .collect()
+}
+
+fn settings(micro_batch_size: usize, updates_per_batch: usize, kl: Kl) -> StageSettings {
+    StageSettings {
+        rollout: Rollout::default(),
+        optim: Optim {
+            micro_batch_size,
+            updates_per_batch,
+            grad_clip: 0.0,
+            ..Optim::default()
+        },
+        grpo: Grpo {
+            kl,
+            ..Grpo::default()
+        },
+        sft: Sft::default(),
+    }
+}
+
+/// The update on workers (micro-batches on their own threads, gradients
+/// from `run_backward`, summed in micro-batch order) gives the gradients
+/// of plain `backward()` accumulated over the micro-batches in turn.
+#[test]
+fn worker_gradients_equal_serial_backward() {
+    tch::set_num_threads(2);
+    let base = policy(1, 3);
+    let rows = rollout(&base, 4, 1.0, 10);
+    let advantages: Vec<f64> = (0..rows.len()).map(|i| (i % 3) as f64 - 0.8).collect();
+    let adv_tokens = per_token(&rows, &advantages);
+    // A different network as the reference, so that the KL term has a gradient.
+    let reference = policy(1, 4);
+    let pass = |workers| LogprobPass {
+        workers,
+        ..LogprobPass::of(&base, 5, 1.0)
+    };
+    let ref_lp = rows_logprobs(reference.lm(), &rows, &pass(2)).unwrap();
+    // Two workers with one libtorch thread each vs one with two: the
+    // same numbers up to the kernels' summation order.
+    let serial = rows_logprobs(reference.lm(), &rows, &pass(1)).unwrap();
+    for (a, b) in ref_lp.iter().zip(&serial) {
+        assert_eq!(a.len(), b.len());
+        assert!(a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-5));
+    }
+    let kl = Kl {
+        coef: 0.04,
+        ..Kl::default()
+    };
+    let settings = settings(5, 1, kl);
+    let rates = constant(0.0, 0.01);
+    let inputs = UpdateInputs {
+        rows: &rows,
+        advantages: &adv_tokens,
+        old_logprobs: None,
+        kl: Some(LossKl {
+            ref_logprobs: &ref_lp,
+            coef: settings.grpo.kl.coef,
+            estimator: settings.grpo.kl.estimator,
+        }),
+        temperature: 1.0,
+        rates: &rates,
+    };
+    let mut runs = Vec::new();
+    for workers in [1, 2, 3] {
+        let p = policy(workers, 3);
+        assert_eq!(p.workers, workers.min(2));
+        let mut opt = AdamW::new([0.9, 0.999], 1e-8, 0.0);
+        let stats = update(&p, &mut opt, &settings, &inputs).unwrap();
+        runs.push((grads(&p), stats));
+    }
+
+    // Plain backward over the same micro-batches, one after the other.
+    let p = policy(1, 3);
+    p.zero_grad();
+    let norm = BatchNorm {
+        tokens: rows.iter().map(|r| r.response.len()).sum::<usize>() as f64,
+        sequences: rows.len() as f64,
+        constant_length: 512.0,
+    };
+    let clip = ClipConfig {
+        low: 0.2,
+        high: 0.2,
+        dual: None,
+    };
+    let pad = base.processor.tokenizer.pad_id;
+    for (i, part) in rows.chunks(5).enumerate() {
+        let refs: Vec<&Row> = part.iter().collect();
+        let sb = shared_prompt_batch(&refs, pad, false, Device::Cpu);
+        let (lp, ent) = shared_response_stats(p.lm(), &sb, Entropy::Differentiable, 1.0).unwrap();
+        let mask = &sb.response_mask;
+        let adv: Vec<f32> = advantages[i * 5..i * 5 + part.len()]
+            .iter()
+            .map(|&a| a as f32)
+            .collect();
+        let adv = Tensor::from_slice(&adv).unsqueeze(-1);
+        let (pg, _) = ppo_clip_loss(&lp, &lp.detach(), &adv, clip);
+        let v: Vec<&[f32]> = (i * 5..i * 5 + part.len())
+            .map(|j| ref_lp[j].as_slice())
+            .collect();
+        let kl = kl_estimate(
+            &lp,
+            &padded(&v, sb.response_len(), Device::Cpu),
+            KlEstimator::K3,
+        );
+        let agg = LossAggregation::TokenMean;
+        let loss = aggregate(&(pg + kl * 0.04), mask, agg, norm)
+            - aggregate(&ent.unwrap(), mask, agg, norm) * 0.01;
+        loss.backward();
+    }
+    let plain = grads(&p);
+    let scale = plain
+        .iter()
+        .map(|g| g.abs().max().double_value(&[]))
+        .fold(0.0, f64::max);
+    assert!(scale > 0.0);
+    for (w, (g, stats)) in runs.iter().enumerate() {
+        let d = max_diff(g, &plain);
+        assert!(
+            d <= 1e-5 * scale,
+            "{} workers: gradients differ by {d} (scale {scale})",
+            w + 1
+        );
+        assert!((stats.loss - runs[0].1.loss).abs() < 1e-6);
+        assert!((stats.kl - runs[0].1.kl).abs() < 1e-6 * runs[0].1.kl);
+        assert!(stats.kl > 0.0);
+    }
+}
+
+/// Sampling at temperature 0.7: the log-prob the trainer computes for
+/// each sampled token is the one the rollout drew it with, so the first
+/// update's ratio against the rollout policy is 1 (up to float rounding of
+/// two different kernels); at temperature 1 the two differ.
+#[test]
+fn log_probs_are_taken_at_the_sampling_temperature() {
+    tch::set_num_threads(1);
+    let p = policy(1, 7);
+    let rows = rollout(&p, 3, 0.7, 8);
+    let at = |t: f64| rows_logprobs(p.lm(), &rows, &LogprobPass::of(&p, 4, t)).unwrap();
+    let (trained, untempered) = (at(0.7), at(1.0));
+    let (mut same, mut apart) = (0f32, 0f32);
+    for ((row, lp), lp1) in rows.iter().zip(&trained).zip(&untempered) {
+        assert_eq!(row.logprobs.len(), row.response.len());
+        for ((&r, &x), &y) in row.logprobs.iter().zip(lp).zip(lp1) {
+            same = same.max((r - x).abs());
+            apart = apart.max((r - y).abs());
+        }
+    }
+    assert!(
+        same < 1e-5,
+        "trainer vs rollout log-probs at T = 0.7: {same}"
+    );
+    assert!(apart > 1e-2, "at T = 1 they should differ, by {apart}");
+
+    // Two updates against the rollout's log-probs: the first one's ratio is 1.
+    let s = settings(4, 2, Kl::default());
+    let adv = per_token(&rows, &vec![0.5; rows.len()]);
+    let rates = constant(1e-3, 0.0);
+    let inputs = UpdateInputs {
+        rows: &rows,
+        advantages: &adv,
+        old_logprobs: Some(&trained),
+        kl: None,
+        temperature: 0.7,
+        rates: &rates,
+    };
+    let mut opt = AdamW::new([0.9, 0.999], 1e-8, 0.0);
+    let stats = update(&p, &mut opt, &s, &inputs).unwrap();
+    assert_eq!(stats.updates.len(), 2);
+    let first = &stats.updates[0];
+    assert!(first.ratio_max_dev < 1e-5, "{first:?}");
+    assert_eq!(first.clip_fraction, 0.0);
+    assert!(stats.updates[1].ratio_max_dev > first.ratio_max_dev);
+}
+
+/// `updates_per_batch = 2` over 2 prompts x 4 completions: the first
+/// update trains on the first group, the second on the other with its
+/// ratio against the rollout policy's log-probs, which the first update
+/// has moved away from, so the clip engages. The second update's loss is
+/// recomputed by hand: the policy after one update (the same update run
+/// alone), its log-probs of the second group, and the clipped surrogate's
+/// token mean in f64.
+#[test]
+fn several_updates_per_batch_clip_and_match_a_hand_computation() {
+    tch::set_num_threads(1);
+    let base = policy(1, 11);
+    let rows: Vec<Row> = rollout(&base, 4, 1.0, 6)
+        .into_iter()
+        .filter(|r| r.group < 2)
+        .collect();
+    assert_eq!(rows.len(), 8);
+    let adv_seq = [1.2, -0.4, 0.7, -1.5, 0.9, -0.9, 1.4, -1.1];
+    let adv = per_token(&rows, &adv_seq);
+    let old = rows_logprobs(base.lm(), &rows, &LogprobPass::of(&base, 8, 1.0)).unwrap();
+    let rates = constant(0.05, 0.0);
+    let input = |rows, adv, old| UpdateInputs {
+        rows,
+        advantages: adv,
+        old_logprobs: Some(old),
+        kl: None,
+        temperature: 1.0,
+        rates: &rates,
+    };
+
+    let p = policy(1, 11);
+    let mut opt = AdamW::new([0.9, 0.999], 1e-8, 0.0);
+    let s2 = settings(8, 2, Kl::default());
+    let stats = update(&p, &mut opt, &s2, &input(&rows, &adv, &old)).unwrap();
+    assert_eq!(stats.updates.len(), 2);
+    assert_eq!(opt.step, 2);
+    let second = &stats.updates[1];
+    assert!(second.clip_fraction > 0.0, "{second:?}");
+
+    // The same first update alone, then the second group's log-probs.
+    let q = policy(1, 11);
+    let mut opt1 = AdamW::new([0.9, 0.999], 1e-8, 0.0);
+    let s1 = settings(8, 1, Kl::default());
+    let one = update(&q, &mut opt1, &s1, &input(&rows[..4], &adv[..4], &old[..4])).unwrap();
+    assert!((one.loss - stats.updates[0].loss).abs() < 1e-6);
+    let moved = rows_logprobs(q.lm(), &rows[4..], &LogprobPass::of(&q, 8, 1.0)).unwrap();
+    let (mut sum, mut clipped, mut tokens) = (0.0f64, 0usize, 0usize);
+    for (i, lp) in moved.iter().enumerate() {
+        let a = adv_seq[4 + i];
+        for (t, &x) in lp.iter().enumerate() {
+            let rho = (f64::from(x) - f64::from(old[4 + i][t])).exp();
+            let unclipped = -a * rho;
+            let bounded = -a * rho.clamp(0.8, 1.2);
+            sum += unclipped.max(bounded);
+            clipped += usize::from(bounded > unclipped);
+            tokens += 1;
+        }
+    }
+    let hand = sum / tokens as f64;
+    assert!(
+        (second.loss - hand).abs() < 1e-4 * hand.abs().max(1.0),
+        "second update's loss {} vs {hand} by hand",
+        second.loss
+    );
+    assert!((second.clip_fraction - clipped as f64 / tokens as f64).abs() < 1e-9);
+}

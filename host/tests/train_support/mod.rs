@@ -1,0 +1,181 @@
+//! What the trainer tests on the tiny char-qwen2 share: the model, the
+//! datasets (digits to say, sums to learn) and an experiment file around
+//! them with a given schedule.
+// Each test binary uses a subset of these helpers.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use lmmhost::metrics::log::{read_records, StepRecord};
+
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+pub fn plugin(name: &str) -> PathBuf {
+    let p = repo().join("target/plugins").join(format!("{name}.wasm"));
+    assert!(
+        p.is_file(),
+        "{} is missing: run scripts/build-plugins.sh first",
+        p.display()
+    );
+    p
+}
+
+/// A model directory: a 2-layer Qwen2 (hidden 64) with the character tokenizer.
+pub fn tiny_model(dir: &Path) -> PathBuf {
+    let m = dir.join("model");
+    std::fs::create_dir_all(&m).unwrap();
+    std::fs::copy(
+        repo().join("configs/models/char-qwen2/tokenizer.json"),
+        m.join("tokenizer.json"),
+    )
+    .unwrap();
+    let config = serde_json::json!({
+        "architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2",
+        "vocab_size": 128, "hidden_size": 64, "intermediate_size": 128,
+        "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+        "rms_norm_eps": 1e-6, "rope_theta": 10000.0, "tie_word_embeddings": true,
+        "hidden_act": "silu", "max_position_embeddings": 1024,
+        "eos_token_id": 121, "pad_token_id": 122,
+    });
+    std::fs::write(m.join("config.json"), config.to_string()).unwrap();
+    m
+}
+
+/// Rows asking for a digit; the reference answer is always 7, so the reward
+/// (last number in the response equals 7) is sparse for a random model.
+pub fn digit_dataset(dir: &Path) -> PathBuf {
+    let p = dir.join("digits.jsonl");
+    let mut text = String::new();
+    for i in 0..32 {
+        text.push_str(&format!(
+            "{{\"problem\": \"Say a digit ({i}).\", \"answer\": \"7\"}}\n"
+        ));
+    }
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// Worked answers for SFT: "What is a+b?" -> "a+b=c".
+pub fn sft_dataset(dir: &Path) -> PathBuf {
+    let p = dir.join("sft.jsonl");
+    let mut text = String::new();
+    for a in 0..6 {
+        for b in 0..6 {
+            let msgs = serde_json::json!([
+                {"role": "user", "content": format!("What is {a}+{b}?")},
+                {"role": "assistant", "content": format!("{a}+{b}={}", a + b)},
+            ]);
+            text.push_str(
+                &serde_json::json!({"messages": msgs, "answer": (a + b).to_string()}).to_string(),
+            );
+            text.push('\n');
+        }
+    }
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// Writes an experiment file with the given schedule stages and extra TOML.
+pub fn experiment(dir: &Path, stages: &str, extra: &str) -> PathBuf {
+    let model = tiny_model(dir);
+    let digits = digit_dataset(dir);
+    let sft = sft_dataset(dir);
+    let text = format!(
+        r#"
+name = "toy"
+seed = 5
+output_dir = "{out}"
+
+[model]
+path = "{model}"
+init = "random"
+threads = 1
+
+[plugins.math]
+wasm = "{math}"
+config = {{ extract = ["last_number"] }}
+
+[plugins.jsonl]
+wasm = "{jsonl}"
+
+[plugins.staged]
+wasm = "{staged}"
+
+[[rewards]]
+plugin = "math"
+
+[datasets.digits]
+loader = "jsonl"
+files = ["{digits}"]
+
+[datasets.sft]
+loader = "jsonl"
+files = ["{sft}"]
+
+[schedule]
+plugin = "staged"
+file = "schedule.toml"
+
+[rollout]
+group_size = 8
+prompts_per_step = 8
+max_response_tokens = 6
+temperature = 1.0
+
+[optim]
+lr = 3e-3
+weight_decay = 0.0
+micro_batch_size = 32
+
+[logging]
+tensorboard = true
+plots = true
+progress = false
+
+{extra}
+"#,
+        out = dir.join("run").display(),
+        model = model.display(),
+        math = plugin("reward-math").display(),
+        jsonl = plugin("loader-jsonl").display(),
+        staged = plugin("schedule-staged").display(),
+        digits = digits.display(),
+        sft = sft.display(),
+    );
+    std::fs::write(dir.join("schedule.toml"), stages).unwrap();
+    let p = dir.join("exp.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+pub fn steps(run_dir: &Path) -> Vec<StepRecord> {
+    read_records(&run_dir.join("metrics.jsonl"))
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.kind != "eval")
+        .collect()
+}
+
+pub fn mean(records: &[StepRecord], key: &str) -> f64 {
+    let v: Vec<f64> = records.iter().map(|r| r.values[key]).collect();
+    v.iter().sum::<f64>() / v.len() as f64
+}
+
+pub const GRPO_ONLY: &str = r#"
+[[stages]]
+name = "rl"
+kind = "grpo"
+datasets = { digits = 1.0 }
+steps = 16
+"#;
+
+pub fn comparable(r: &StepRecord) -> BTreeMap<String, f64> {
+    r.values
+        .iter()
+        .filter(|(k, _)| !k.starts_with("time/") && !k.starts_with("throughput/"))
+        .map(|(k, v)| (k.clone(), *v))
+        .collect()
+}
