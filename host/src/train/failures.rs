@@ -11,7 +11,7 @@ use indicatif::ProgressBar;
 use serde::Serialize;
 
 use super::plugins::CombinedScore;
-use super::trainer::say;
+use super::progress::say;
 
 /// Failures of one step printed in full; the rest are counted.
 const SHOWN_PER_STEP: usize = 3;

@@ -12,6 +12,7 @@ pub mod experiment;
 pub mod failures;
 pub mod plugins;
 pub mod policy;
+mod progress;
 pub mod rollout;
 pub mod run;
 pub mod state;

@@ -13,9 +13,10 @@ use lmmhost_sdk as sdk;
 
 use super::eval::{table, EvalResult};
 use super::experiment::Experiment;
+use super::progress::say;
 use super::state::SummaryRow;
 use super::step::{grpo_step, sft_step};
-use super::trainer::{say, Trainer};
+use super::trainer::Trainer;
 use crate::metrics::run_plots::plot_run;
 
 #[derive(Debug, Clone, Default)]

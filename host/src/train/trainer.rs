@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use lmmhost_plugin_host::OnError;
 use lmmhost_sdk as sdk;
 
@@ -20,6 +20,7 @@ use super::experiment::{Experiment, LongInputs, SpecialTokens, StageSettings};
 use super::failures::{Failure, FailureLog};
 use super::plugins::Plugins;
 use super::policy::{Freeze, Policy, Reference};
+use super::progress::{progress_bar, say};
 use super::state::{self, from_hex, to_hex, SummaryRow, TrainerState};
 use crate::metrics::log::{MetricsLog, StepRecord};
 use crate::rl::kl::KlReference;
@@ -581,32 +582,4 @@ fn dir_name(stage: &str) -> String {
             }
         })
         .collect()
-}
-
-/// A line above the progress bar, or on stderr when the bar is not drawn.
-pub(crate) fn say(bar: &ProgressBar, msg: impl AsRef<str>) {
-    if bar.is_hidden() {
-        eprintln!("{}", msg.as_ref());
-    } else {
-        bar.println(msg);
-    }
-}
-
-fn progress_bar(exp: &Experiment) -> ProgressBar {
-    if !exp.logging.progress {
-        return ProgressBar::hidden();
-    }
-    let bar = match exp.logging.total_steps {
-        Some(n) => ProgressBar::new(n),
-        None => ProgressBar::new_spinner(),
-    };
-    let template = if exp.logging.total_steps.is_some() {
-        "{bar:30} {pos}/{len} steps [{elapsed_precise} < {eta_precise}, {per_sec}] {msg}"
-    } else {
-        "{spinner} step {pos} [{elapsed_precise}, {per_sec}] {msg}"
-    };
-    if let Ok(style) = ProgressStyle::with_template(template) {
-        bar.set_style(style);
-    }
-    bar
 }

@@ -515,7 +515,7 @@ mod tests {
             "{:#}",
             Experiment::load_with_sets(&p, &sets(&["optim.lr=-1"])).unwrap_err()
         );
-        assert!(msg.contains("optim.lr must be"), "{msg}");
+        assert!(msg.contains("optim.lr = -1: must be >= 0"), "{msg}");
     }
 
     #[test]

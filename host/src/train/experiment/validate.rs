@@ -128,6 +128,12 @@ pub const RANGES: &[(&str, Range)] = &[
     ("optim.lr", at_least(0.0)),
     ("optim.warmup_steps", at_least(0.0)),
     (
+        "optim.warmup_ratio",
+        range(Bound::Inclusive(0.0), Bound::Exclusive(1.0))
+            .because("a share of the stage's updates"),
+    ),
+    ("optim.stage_steps", at_least(1.0)),
+    (
         "optim.min_lr_ratio",
         range(Bound::Inclusive(0.0), Bound::Inclusive(1.0)),
     ),
@@ -157,6 +163,7 @@ pub const RANGES: &[(&str, Range)] = &[
     ),
     ("grpo.clip_high", above(0.0)),
     ("grpo.dual_clip", above(1.0)),
+    ("grpo.advantage_clip[]", ANY),
     (
         "grpo.loss_constant_length",
         at_least(1.0).because("the sequence loss is divided by it"),
