@@ -154,7 +154,7 @@ fn data_names_what_a_run_would_skip_or_stop_on() {
               config = { image_dir = \"images\", skip_bad_rows = true }\n\
               [datasets.sft]\nloader = \"jsonl\"\nfiles = [\"sft.jsonl\"]\n";
     let exp = experiment(&dir, ds, "mixed", "pretrained");
-    // A step draws all four samples.
+    // A step could draw every prompt.
     let text = std::fs::read_to_string(&exp).unwrap();
     std::fs::write(
         &exp,
@@ -174,12 +174,14 @@ fn data_names_what_a_run_would_skip_or_stop_on() {
     assert_eq!(r["max_prompt_tokens"], 60);
     let d = &r["datasets"][0];
     assert_eq!(d["name"], "mixed");
-    // The row whose `problem` is a number is the loader's to skip, with why.
-    assert_eq!(d["samples"], 4);
-    assert_eq!(d["loader_skipped_rows"], 1);
+    // The rows whose `problem` is a number and whose answer is empty are
+    // the loader's to skip, with why.
+    assert_eq!(d["samples"], 3);
+    assert_eq!(d["loader_skipped_rows"], 2);
     let notes = d["loader_notes"].to_string();
     assert!(notes.contains("rows.jsonl:4"), "{notes}");
-    assert_eq!(d["without_answer"], 1);
+    assert!(notes.contains("`answer` is empty"), "{notes}");
+    assert_eq!(d["without_answer"], 0);
     let skipped = d["skipped"].as_array().unwrap();
     assert_eq!(skipped.len(), 1, "{skipped:?}");
     assert_eq!(

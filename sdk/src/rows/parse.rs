@@ -159,6 +159,10 @@ pub(super) fn take_answer(
     required: bool,
 ) -> Result<Option<String>, String> {
     match obj.remove(key) {
+        // Layouts whose rows may lack an answer write it empty (LMM-R1's
+        // Sokoban rows, SFT conversations): that is no answer. Where the
+        // reward needs one, an empty answer could only ever score 0.
+        Some(Value::String(s)) if s.trim().is_empty() && !required => Ok(None),
         Some(Value::String(s)) if s.trim().is_empty() => Err(format!(
             "`{key}` is empty: a reference answer must hold text (leave the field out of rows that have none)"
         )),
