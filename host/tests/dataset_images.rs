@@ -68,10 +68,10 @@ fn image_roots_in_config_and_bad_folders_are_refused_by_key() {
     );
     experiment(dir, &ds, "easy", "random");
     let err = refused(dir, &["run", "exp.toml"]);
-    // Paths as the experiment names them (here relative to where it runs).
+    // Paths as the experiment names them, rebased on its folder (here `.`).
     for want in [
-        "datasets.easy.images: pics does not exist",
-        "datasets.easy.images: exp.toml is not a directory",
+        "datasets.easy.images: ./pics does not exist",
+        "datasets.easy.images: ./exp.toml is not a directory",
     ] {
         assert!(err.contains(want), "{want:?} in {err}");
     }
