@@ -20,9 +20,8 @@ use lmmhost_model::lm::ForwardInputs;
 use lmmhost_model::processor::Processor;
 use tch::{Device, Kind, Tensor};
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+mod train_support;
+use train_support::{loads_in_transformers, repo};
 
 fn plugin(name: &str) -> PathBuf {
     let p = repo().join("target/plugins").join(format!("{name}.wasm"));
@@ -380,31 +379,5 @@ fn multimodal_sft_and_mixed_grpo_with_frozen_parts_across_stages_and_resume() {
     }
     assert_eq!(changed(&p5, &params_at(&resumed.final_model)), (0, 0));
 
-    loads_in_transformers(&whole.final_model);
-}
-
-/// transformers' from_pretrained reads the trained model with every key used.
-fn loads_in_transformers(model: &Path) {
-    let python = repo().join(".venv-fixtures/bin/python");
-    assert!(
-        python.exists(),
-        "{} is missing: run scripts/setup.sh (it installs transformers)",
-        python.display()
-    );
-    let check = "import sys, transformers\n\
-        m, info = transformers.Qwen2_5_VLForConditionalGeneration.from_pretrained(sys.argv[1], output_loading_info=True)\n\
-        bad = info['missing_keys'] or info['unexpected_keys']\n\
-        print('loaded', type(m).__name__, bad)\n\
-        sys.exit(1 if bad else 0)";
-    let out = std::process::Command::new(&python)
-        .args(["-c", check])
-        .arg(model)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    loads_in_transformers(&whole.final_model, "Qwen2_5_VLForConditionalGeneration");
 }

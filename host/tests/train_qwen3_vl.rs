@@ -15,9 +15,8 @@ use lmmhost::train::run::{run, RunOptions, RunSummary};
 use lmmhost_model::checkpoint;
 use tch::{Device, Kind};
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+mod train_support;
+use train_support::{loads_in_transformers, repo};
 
 fn plugin(name: &str) -> PathBuf {
     let p = repo().join("target/plugins").join(format!("{name}.wasm"));
@@ -274,26 +273,5 @@ fn trained_model_serves_the_commands(root: &Path, model: &Path) {
     assert_eq!(t["greedy_tokens"].size(), vec![1, 4]);
 
     // The written model loads in transformers with every key used.
-    let python = repo().join(".venv-fixtures/bin/python");
-    assert!(
-        python.exists(),
-        "{} is missing: run scripts/setup.sh",
-        python.display()
-    );
-    let check = "import sys, transformers\n\
-        m, info = transformers.Qwen3VLForConditionalGeneration.from_pretrained(sys.argv[1], output_loading_info=True)\n\
-        bad = info['missing_keys'] or info['unexpected_keys']\n\
-        print('loaded', type(m).__name__, bad)\n\
-        sys.exit(1 if bad else 0)";
-    let out = std::process::Command::new(&python)
-        .args(["-c", check])
-        .arg(model)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    loads_in_transformers(model, "Qwen3VLForConditionalGeneration");
 }

@@ -179,3 +179,30 @@ pub fn comparable(r: &StepRecord) -> BTreeMap<String, f64> {
         .map(|(k, v)| (k.clone(), *v))
         .collect()
 }
+
+/// transformers' `from_pretrained` (the fixture venv's) reads the model at
+/// `model` as `class` with every key used.
+pub fn loads_in_transformers(model: &Path, class: &str) {
+    let python = repo().join(".venv-fixtures/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run scripts/setup.sh (it installs transformers)",
+        python.display()
+    );
+    let check = "import sys, transformers\n\
+        m, info = getattr(transformers, sys.argv[1]).from_pretrained(sys.argv[2], output_loading_info=True)\n\
+        bad = info['missing_keys'] or info['unexpected_keys']\n\
+        print('loaded', type(m).__name__, bad)\n\
+        sys.exit(1 if bad else 0)";
+    let out = std::process::Command::new(&python)
+        .args(["-c", check, class])
+        .arg(model)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
