@@ -230,14 +230,9 @@ impl StageSettings {
             "rollout.group_size = 1 with grpo.advantage = \"group-norm\": a group of one has no advantage",
         );
         check(
-            o.warmup_ratio.is_none_or(|r| (0.0..1.0).contains(&r)),
-            "optim.warmup_ratio must be in [0, 1)",
-        );
-        check(
             !(o.warmup_ratio.is_some() && o.warmup_steps > 0),
             "optim.warmup_ratio and optim.warmup_steps: set one of them",
         );
-        check(o.stage_steps != Some(0), "optim.stage_steps must be >= 1");
         check(
             g.dual_clip.is_none() || g.policy_loss == PolicyLoss::PpoClip,
             "grpo.dual_clip applies to grpo.policy_loss = \"ppo-clip\" only",
