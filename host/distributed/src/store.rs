@@ -2,8 +2,9 @@
 //! find each other (and the process groups exchange their addresses).
 
 use std::ffi::{c_int, CString};
+use std::net::{TcpStream, ToSocketAddrs};
 use std::ptr::NonNull;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Result};
 
@@ -29,12 +30,46 @@ pub(crate) fn millis(timeout: Duration) -> i64 {
         .max(1)
 }
 
+/// Polls `host:port` until something accepts a TCP connection or `deadline` passes.
+fn wait_until_listening(host: &str, port: u16, deadline: Instant) -> Result<()> {
+    const POLL: Duration = Duration::from_millis(50);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let error = match (host, port).to_socket_addrs() {
+            Ok(addrs) => {
+                let mut last = anyhow!("{host} resolves to no address");
+                for addr in addrs {
+                    match TcpStream::connect_timeout(&addr, left.max(Duration::from_millis(1))) {
+                        Ok(_) => return Ok(()),
+                        Err(e) => last = anyhow!("{addr}: {e}"),
+                    }
+                }
+                last
+            }
+            Err(e) => anyhow!("cannot resolve {host}: {e}"),
+        };
+        if Instant::now() + POLL >= deadline {
+            return Err(error.context(format!("nothing accepted a connection at {host}:{port}")));
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
 impl Store {
     /// Hosts the store (`is_server`, on `port`; 0 picks a free one) or
     /// connects to it, retrying until `timeout`. Errors carry c10d's message
     /// only; callers add which variables named the address.
     pub fn connect(host: &str, port: u16, is_server: bool, timeout: Duration) -> Result<Store> {
         let c_host = c_string("host", host)?;
+        // c10d's client retries with a growing back-off that can overrun the
+        // timeout by seconds; we wait for the port ourselves to keep the deadline.
+        let timeout = if is_server {
+            timeout
+        } else {
+            let deadline = Instant::now() + timeout;
+            wait_until_listening(host, port, deadline)?;
+            deadline.saturating_duration_since(Instant::now())
+        };
         let mut raw = std::ptr::null_mut();
         let mut bound = 0u16;
         // SAFETY: valid C string and out-pointers; ownership of `raw` passes to us.
