@@ -1,17 +1,29 @@
-//! Line charts as PNG files, drawn directly into an RGB buffer: axes with
-//! 1-2-5 ticks, grid, one polyline per series, a legend and labelled stage
-//! boundaries. Text uses the public-domain 8x8 bitmap font, so no font files
-//! or system libraries are needed.
+//! Line charts as PNG files: axes with 1-2-5 ticks, grid, one curve per
+//! series (training curves smoothed over their faint raw points, evaluations
+//! as marked points), a legend beside the plot and labelled stage boundaries.
 
 use std::path::Path;
 
-use anyhow::{Context, Result};
-use font8x8::UnicodeFonts;
-use image::{Rgb, RgbImage};
+use anyhow::Result;
+use image::Rgb;
+
+use super::canvas::{faint, text_width, Canvas, BLACK, CHAR, GRID, MARK, PALETTE};
+
+/// How a series is drawn.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Style {
+    /// A plain line.
+    Line,
+    /// The raw points faint, a smoothed line over them (noisy per-step metrics).
+    Smoothed,
+    /// A line with a square at every point (sparse measurements: evaluations).
+    Points,
+}
 
 pub struct Series {
     pub label: String,
     pub points: Vec<(f64, f64)>,
+    pub style: Style,
 }
 
 pub struct Chart {
@@ -22,18 +34,6 @@ pub struct Chart {
     /// Vertical markers, e.g. `(120.0, "MGT")` where a stage begins.
     pub markers: Vec<(f64, String)>,
 }
-
-const PALETTE: [Rgb<u8>; 6] = [
-    Rgb([31, 119, 180]),
-    Rgb([255, 127, 14]),
-    Rgb([44, 160, 44]),
-    Rgb([214, 39, 40]),
-    Rgb([148, 103, 189]),
-    Rgb([140, 86, 75]),
-];
-const BLACK: Rgb<u8> = Rgb([30, 30, 30]);
-const GRID: Rgb<u8> = Rgb([225, 225, 225]);
-const MARK: Rgb<u8> = Rgb([150, 150, 150]);
 
 /// Tick positions covering `[lo, hi]` with a 1, 2 or 5 times power-of-ten step.
 pub fn nice_ticks(lo: f64, hi: f64, target: usize) -> Vec<f64> {
@@ -58,7 +58,7 @@ pub fn nice_ticks(lo: f64, hi: f64, target: usize) -> Vec<f64> {
         .collect()
 }
 
-fn fmt_tick(v: f64) -> String {
+pub fn fmt_tick(v: f64) -> String {
     let a = v.abs();
     if a != 0.0 && !(1e-3..1e5).contains(&a) {
         format!("{v:.1e}")
@@ -70,93 +70,105 @@ fn fmt_tick(v: f64) -> String {
     }
 }
 
-struct Canvas {
-    img: RgbImage,
+/// Exponential moving average with bias correction (as TensorBoard smooths):
+/// the first points are not pulled towards zero. The span grows with the
+/// number of points, so short stages stay close to their raw values.
+pub fn smooth(points: &[(f64, f64)]) -> Vec<(f64, f64)> {
+    let span = (points.len() as f64 / 10.0).clamp(1.0, 50.0);
+    let weight = 1.0 - 2.0 / (span + 1.0);
+    let (mut avg, mut norm) = (0.0, 0.0);
+    points
+        .iter()
+        .map(|&(x, y)| {
+            avg = avg * weight + (1.0 - weight) * y;
+            norm = norm * weight + (1.0 - weight);
+            (x, avg / norm)
+        })
+        .collect()
 }
 
-impl Canvas {
-    fn put(&mut self, x: i64, y: i64, c: Rgb<u8>) {
-        if x >= 0 && y >= 0 && (x as u32) < self.img.width() && (y as u32) < self.img.height() {
-            self.img.put_pixel(x as u32, y as u32, c);
-        }
-    }
+/// The plot area inside the canvas: left, right, top, bottom.
+pub struct Frame {
+    pub left: i64,
+    pub right: i64,
+    pub top: i64,
+    pub bottom: i64,
+}
 
-    fn line(
-        &mut self,
-        (x0, y0): (i64, i64),
-        (x1, y1): (i64, i64),
-        c: Rgb<u8>,
-        thick: i64,
-        dash: Option<i64>,
-    ) {
-        let (dx, dy) = ((x1 - x0).abs(), -(y1 - y0).abs());
-        let (sx, sy) = (if x0 < x1 { 1 } else { -1 }, if y0 < y1 { 1 } else { -1 });
-        let (mut x, mut y, mut err, mut n) = (x0, y0, dx + dy, 0i64);
-        loop {
-            if dash.is_none_or(|d| (n / d) % 2 == 0) {
-                for ox in 0..thick {
-                    for oy in 0..thick {
-                        self.put(x + ox - thick / 2, y + oy - thick / 2, c);
-                    }
-                }
-            }
-            n += 1;
-            if x == x1 && y == y1 {
-                break;
-            }
-            let e2 = 2 * err;
-            if e2 >= dy {
-                err += dy;
-                x += sx;
-            }
-            if e2 <= dx {
-                err += dx;
-                y += sy;
-            }
-        }
+/// Horizontal grid lines with tick labels for `[y0, y1]`; returns the
+/// value-to-pixel map.
+pub fn y_axis(cv: &mut Canvas, f: &Frame, (y0, y1): (f64, f64)) -> impl Fn(f64) -> i64 {
+    let (top, bottom) = (f.top, f.bottom);
+    let sy = move |y: f64| bottom - ((y - y0) / (y1 - y0) * (bottom - top) as f64).round() as i64;
+    for t in nice_ticks(y0, y1, 6) {
+        cv.line((f.left, sy(t)), (f.right, sy(t)), GRID, 1, None);
+        let label = fmt_tick(t);
+        cv.text(
+            f.left - 8 - text_width(&label),
+            sy(t) - CHAR / 2,
+            &label,
+            BLACK,
+            false,
+        );
     }
+    sy
+}
 
-    /// Text with its top-left corner at (x, y); `vertical` draws bottom-to-top.
-    fn text(&mut self, x: i64, y: i64, s: &str, c: Rgb<u8>, vertical: bool) {
-        for (i, ch) in s.chars().enumerate() {
-            let glyph = font8x8::BASIC_FONTS
-                .get(ch)
-                .or_else(|| font8x8::BASIC_FONTS.get('?'))
-                .unwrap_or([0; 8]);
-            for (row, bits) in glyph.iter().enumerate() {
-                for col in 0..8 {
-                    if bits & (1 << col) != 0 {
-                        let (gx, gy) = (i as i64 * 8 + col, row as i64);
-                        if vertical {
-                            self.put(x + gy, y - gx, c);
-                        } else {
-                            self.put(x + gx, y + gy, c);
-                        }
-                    }
-                }
-            }
-        }
+/// Title on top, the axis names and the axes' lines.
+pub fn frame_labels(cv: &mut Canvas, f: &Frame, title: &str, x_label: &str, y_label: &str) {
+    cv.line((f.left, f.bottom), (f.right, f.bottom), BLACK, 1, None);
+    cv.line((f.left, f.top), (f.left, f.bottom), BLACK, 1, None);
+    cv.text_centred(cv.width() / 2, 12, title, BLACK);
+    cv.text_centred(
+        (f.left + f.right) / 2,
+        cv.height() - CHAR - 8,
+        x_label,
+        BLACK,
+    );
+    cv.text(
+        10,
+        (f.top + f.bottom) / 2 + text_width(y_label) / 2,
+        y_label,
+        BLACK,
+        true,
+    );
+}
+
+/// Draws the series' legend to the right of the plot area.
+pub fn legend(cv: &mut Canvas, f: &Frame, entries: &[(String, Rgb<u8>)]) {
+    for (i, (label, c)) in entries.iter().enumerate() {
+        let y = f.top + 8 + (CHAR + 10) * i as i64;
+        cv.fill((f.right + 16, y + 2), (f.right + 36, y + CHAR - 3), *c);
+        cv.text(f.right + 44, y, label, BLACK, false);
     }
+}
+
+fn legend_width(labels: impl Iterator<Item = usize>) -> i64 {
+    56 + CHAR * labels.max().unwrap_or(0) as i64
 }
 
 /// Renders `chart` to a PNG at `path`.
 pub fn render_png(chart: &Chart, path: &Path, width: u32, height: u32) -> Result<()> {
-    let mut cv = Canvas {
-        img: RgbImage::from_pixel(width, height, Rgb([255, 255, 255])),
+    let mut cv = Canvas::new(width, height);
+    let legend_w = legend_width(chart.series.iter().map(|s| s.label.chars().count()));
+    let f = Frame {
+        left: 16 + CHAR * 8,
+        right: cv.width() - legend_w.min(cv.width() / 3),
+        top: 24 + CHAR * 2,
+        bottom: cv.height() - 24 - CHAR * 2,
     };
-    let (left, right, top, bottom) = (80i64, width as i64 - 20, 40i64, height as i64 - 50);
-    let pts = chart
-        .series
-        .iter()
-        .flat_map(|s| s.points.iter())
-        .filter(|(x, y)| x.is_finite() && y.is_finite());
     let (mut x0, mut x1, mut y0, mut y1) = (
         f64::INFINITY,
         f64::NEG_INFINITY,
         f64::INFINITY,
         f64::NEG_INFINITY,
     );
-    for &(x, y) in pts {
+    for &(x, y) in chart
+        .series
+        .iter()
+        .flat_map(|s| s.points.iter())
+        .filter(|(x, y)| x.is_finite() && y.is_finite())
+    {
         x0 = x0.min(x);
         x1 = x1.max(x);
         y0 = y0.min(y);
@@ -173,86 +185,68 @@ pub fn render_png(chart: &Chart, path: &Path, width: u32, height: u32) -> Result
         y1 += 0.5;
     }
     let pad = (y1 - y0) * 0.05;
-    (y0, y1) = (y0 - pad, y1 + pad);
-    let sx = |x: f64| left + ((x - x0) / (x1 - x0) * (right - left) as f64).round() as i64;
-    let sy = |y: f64| bottom - ((y - y0) / (y1 - y0) * (bottom - top) as f64).round() as i64;
-
-    for t in nice_ticks(y0, y1, 6) {
-        cv.line((left, sy(t)), (right, sy(t)), GRID, 1, None);
-        let label = fmt_tick(t);
-        cv.text(
-            left - 6 - 8 * label.len() as i64,
-            sy(t) - 4,
-            &label,
-            BLACK,
-            false,
-        );
-    }
+    let sy = y_axis(&mut cv, &f, (y0 - pad, y1 + pad));
+    let sx = |x: f64| f.left + ((x - x0) / (x1 - x0) * (f.right - f.left) as f64).round() as i64;
     for t in nice_ticks(x0, x1, 8) {
-        cv.line((sx(t), top), (sx(t), bottom), GRID, 1, None);
-        let label = fmt_tick(t);
-        cv.text(
-            sx(t) - 4 * label.len() as i64,
-            bottom + 8,
-            &label,
-            BLACK,
-            false,
-        );
+        cv.line((sx(t), f.top), (sx(t), f.bottom), GRID, 1, None);
+        cv.text_centred(sx(t), f.bottom + 8, &fmt_tick(t), BLACK);
     }
-    for (x, name) in &chart.markers {
+    // Stage names alternate between two rows so that short stages stay legible.
+    for (i, (x, name)) in chart.markers.iter().enumerate() {
         if (x0..=x1).contains(x) {
-            cv.line((sx(*x), top), (sx(*x), bottom), MARK, 1, Some(4));
-            cv.text(sx(*x) + 4, top + 4, name, MARK, false);
+            cv.line((sx(*x), f.top), (sx(*x), f.bottom), MARK, 1, Some(4));
+            let y = f.top - CHAR - 4 - if i % 2 == 1 { CHAR + 2 } else { 0 };
+            cv.text(sx(*x) + 4, y.max(CHAR + 16), name, MARK, false);
         }
     }
-    cv.line((left, bottom), (right, bottom), BLACK, 1, None);
-    cv.line((left, top), (left, bottom), BLACK, 1, None);
+    let mut entries = Vec::new();
     for (i, s) in chart.series.iter().enumerate() {
         let c = PALETTE[i % PALETTE.len()];
-        let mut prev: Option<(i64, i64)> = None;
-        for &(x, y) in &s.points {
-            if !(x.is_finite() && y.is_finite()) {
-                prev = None;
-                continue;
+        let to_px = |points: &[(f64, f64)]| -> Vec<Option<(i64, i64)>> {
+            points
+                .iter()
+                .map(|&(x, y)| (x.is_finite() && y.is_finite()).then(|| (sx(x), sy(y))))
+                .collect()
+        };
+        match s.style {
+            Style::Line => polyline(&mut cv, &to_px(&s.points), c, 2),
+            Style::Smoothed => {
+                let raw = to_px(&s.points);
+                polyline(&mut cv, &raw, faint(c, 0.3), 1);
+                let finite: Vec<(f64, f64)> = s
+                    .points
+                    .iter()
+                    .copied()
+                    .filter(|(x, y)| x.is_finite() && y.is_finite())
+                    .collect();
+                polyline(&mut cv, &to_px(&smooth(&finite)), c, 3);
             }
-            let p = (sx(x), sy(y));
-            match prev {
-                Some(q) => cv.line(q, p, c, 2, None),
-                None => cv.line(p, p, c, 3, None),
+            Style::Points => {
+                let px = to_px(&s.points);
+                polyline(&mut cv, &px, c, 2);
+                for &(x, y) in px.iter().flatten() {
+                    cv.fill((x - 4, y - 4), (x + 4, y + 4), c);
+                }
             }
-            prev = Some(p);
         }
-        let ly = top + 8 + 14 * i as i64;
-        cv.line((left + 10, ly + 4), (left + 30, ly + 4), c, 2, None);
-        cv.text(left + 36, ly, &s.label, BLACK, false);
+        entries.push((s.label.clone(), c));
     }
-    cv.text(
-        (width as i64 - 8 * chart.title.len() as i64) / 2,
-        14,
-        &chart.title,
-        BLACK,
-        false,
-    );
-    cv.text(
-        (left + right) / 2 - 4 * chart.x_label.len() as i64,
-        height as i64 - 20,
-        &chart.x_label,
-        BLACK,
-        false,
-    );
-    cv.text(
-        14,
-        (top + bottom) / 2 + 4 * chart.y_label.len() as i64,
-        &chart.y_label,
-        BLACK,
-        true,
-    );
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    legend(&mut cv, &f, &entries);
+    frame_labels(&mut cv, &f, &chart.title, &chart.x_label, &chart.y_label);
+    cv.save(path)
+}
+
+/// Connected runs of points; `None` breaks the line.
+fn polyline(cv: &mut Canvas, points: &[Option<(i64, i64)>], c: Rgb<u8>, thick: i64) {
+    let mut prev = None;
+    for p in points {
+        match (prev, p) {
+            (Some(q), Some(p)) => cv.line(q, *p, c, thick, None),
+            (None, Some(p)) => cv.line(*p, *p, c, thick + 1, None),
+            _ => {}
+        }
+        prev = *p;
     }
-    cv.img
-        .save(path)
-        .with_context(|| format!("cannot write plot {}", path.display()))
 }
 
 #[cfg(test)]
@@ -282,12 +276,14 @@ mod tests {
                 Series {
                     label: "FRE".into(),
                     points: (0..20).map(|i| (i as f64, i as f64 / 20.0)).collect(),
+                    style: Style::Line,
                 },
                 Series {
                     label: "MGT".into(),
                     points: (20..40)
                         .map(|i| (i as f64, 1.0 - i as f64 / 80.0))
                         .collect(),
+                    style: Style::Points,
                 },
             ],
             markers: vec![(20.0, "MGT".into())],
@@ -300,5 +296,52 @@ mod tests {
         assert!(count(PALETTE[0]) > 200, "{}", count(PALETTE[0]));
         assert!(count(PALETTE[1]) > 200, "{}", count(PALETTE[1]));
         assert!(count(MARK) > 50);
+    }
+
+    #[test]
+    fn smoothing_keeps_a_constant_and_lags_a_jump() {
+        let flat: Vec<(f64, f64)> = (0..30).map(|i| (i as f64, 0.7)).collect();
+        for (_, y) in smooth(&flat) {
+            assert!((y - 0.7).abs() < 1e-12, "{y}");
+        }
+        // 100 points: span 10, weight w = 9/11. A jump from 0 to 1 at point 50
+        // is reached gradually: (1 - w^k) after k points, over the bias
+        // correction 1 - w^(n+1) after n+1 points.
+        let jump: Vec<(f64, f64)> = (0..100)
+            .map(|i| (i as f64, if i < 50 { 0.0 } else { 1.0 }))
+            .collect();
+        let s = smooth(&jump);
+        let w: f64 = 9.0 / 11.0;
+        assert!((s[49].1).abs() < 1e-12);
+        assert!((s[50].1 - (1.0 - w) / (1.0 - w.powi(51))).abs() < 1e-12);
+        assert!((s[59].1 - (1.0 - w.powi(10)) / (1.0 - w.powi(60))).abs() < 1e-12);
+    }
+
+    #[test]
+    fn smoothed_series_show_their_raw_points_faintly() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("acc.png");
+        let chart = Chart {
+            title: "accuracy".into(),
+            x_label: "step".into(),
+            y_label: "accuracy".into(),
+            series: vec![Series {
+                label: "mgt".into(),
+                points: (0..60)
+                    .map(|i| (i as f64, if i % 2 == 0 { 0.2 } else { 0.8 }))
+                    .collect(),
+                style: Style::Smoothed,
+            }],
+            markers: vec![],
+        };
+        render_png(&chart, &path, 900, 500).unwrap();
+        let img = image::open(&path).unwrap().to_rgb8();
+        let count = |c: Rgb<u8>| img.pixels().filter(|p| **p == c).count();
+        assert!(
+            count(faint(PALETTE[0], 0.3)) > 500,
+            "{}",
+            count(faint(PALETTE[0], 0.3))
+        );
+        assert!(count(PALETTE[0]) > 500, "{}", count(PALETTE[0]));
     }
 }

@@ -207,8 +207,17 @@ pub fn table(results: &[(String, EvalResult)]) -> String {
         .collect();
     ks.sort();
     ks.dedup();
+    // Columns as wide as their longest entry, so long stage names stay aligned.
+    let w_when = results
+        .iter()
+        .map(|(w, _)| w.chars().count())
+        .fold(24, usize::max);
+    let w_ds = results
+        .iter()
+        .map(|(_, r)| r.dataset.chars().count())
+        .fold(16, usize::max);
     let mut out = format!(
-        "{:<24} {:<16} {:>7} {:>9}",
+        "{:<w_when$} {:<w_ds$} {:>7} {:>9}",
         "when", "dataset", "prompts", "accuracy"
     );
     for k in &ks {
@@ -217,7 +226,7 @@ pub fn table(results: &[(String, EvalResult)]) -> String {
     out.push_str(&format!(" {:>8} {:>8}\n", "reward", "length"));
     for (when, r) in results {
         out.push_str(&format!(
-            "{:<24} {:<16} {:>7} {:>9.3}",
+            "{:<w_when$} {:<w_ds$} {:>7} {:>9.3}",
             when, r.dataset, r.prompts, r.accuracy
         ));
         for k in &ks {

@@ -17,7 +17,7 @@ use super::progress::say;
 use super::state::SummaryRow;
 use super::step::{grpo_step, sft_step};
 use super::trainer::Trainer;
-use crate::metrics::run_plots::plot_run;
+use crate::metrics::run_plots::{plot_run, SUMMARY_PNG};
 
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
@@ -79,15 +79,23 @@ fn finish(mut t: Trainer) -> Result<RunSummary> {
     }
     let final_model = t.out.join("final-model");
     save_final_model(&t, &final_model)?;
+    let mut summary_png = None;
     if t.exp.logging.plots {
         let written = plot_run(&t.out)?;
         eprintln!("plots: {}", join_paths(&written));
+        summary_png = written.into_iter().find(|p| p.ends_with(SUMMARY_PNG));
     }
     if !t.state.summary.is_empty() {
         let text = summary_table(&t.state.summary);
         let path = t.out.join("summary.txt");
         std::fs::write(&path, &text).with_context(|| format!("cannot write {}", path.display()))?;
         println!("\n{text}");
+        if let Some(png) = summary_png {
+            println!(
+                "held-out accuracy after each stage, as a picture: {}",
+                png.display()
+            );
+        }
     }
     println!(
         "{} steps; model saved to {}; metrics in {}",
