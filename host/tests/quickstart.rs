@@ -123,4 +123,9 @@ progress = false
             .unwrap();
     assert!(model.source.unused.is_empty());
     lmmhost_model::processor::Processor::from_dir(&summary.final_model).unwrap();
+    // The curves, the evaluations and the summary picture are drawn.
+    let plots = summary.output_dir.join("plots");
+    for f in ["summary.png", "eval_accuracy.png", "reward.png"] {
+        assert!(plots.join(f).is_file(), "{f}");
+    }
 }
