@@ -1,0 +1,253 @@
+//! Every experiment file in configs/recipes/ (the papers' recipes), checked
+//! and run end to end on the tiny Qwen2.5-VL and tiny datasets in the
+//! recipe's own data format, as a user points a recipe at a checkpoint and
+//! data: only `--set`, never an edited file.
+//!
+//! Conventions, so that a new recipe is covered by dropping two things in:
+//! - `configs/recipes/<name>.toml` (every `*.toml` directly in the folder);
+//! - `tests/fixtures/recipes/<name>/`, holding one data file per dataset of
+//!   the recipe, named after the dataset (`<dataset>.<ext>`, any extension),
+//!   written by `tests/fixtures/recipes/make_fixtures.py`; every
+//!   sub-folder of it (images, Sokoban levels) is granted to every dataset
+//!   as an image root (`datasets.<dataset>.images`).
+//!
+//! `lmmhost check` must pass on the recipe as it is (its own settings and
+//! schedule) with the model and data pointed at the fixtures. The run then
+//! shrinks what makes it slow and nothing else: 2 prompts, 2 samples each, 8
+//! response tokens, 2 updates per batch, 2 steps per stage (the schedule is
+//! rewritten with those lengths and group sizes and passed with
+//! `--set schedule.file=`; every other override stays). The run must log
+//! every stage of the schedule, in order, with its kind.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use lmmhost::metrics::log::read_records;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .canonicalize()
+        .unwrap()
+}
+
+fn recipes() -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(repo().join("configs/recipes"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Runs `lmmhost args`; all recipes share one compiled-component cache.
+fn lmmhost(cache: &Path, args: &[String]) -> String {
+    let o = Command::new(env!("CARGO_BIN_EXE_lmmhost"))
+        .args(args)
+        .current_dir(repo())
+        .env("XDG_CACHE_HOME", cache)
+        .output()
+        .unwrap();
+    let (out, err) = (
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+    );
+    assert!(o.status.success(), "lmmhost {args:?} failed:\n{out}\n{err}");
+    out.into_owned()
+}
+
+fn table(path: &Path) -> toml::Table {
+    let text = std::fs::read_to_string(path).unwrap();
+    toml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The `--set`s that point recipe `recipe` at the tiny model and its fixtures.
+fn fixture_sets(recipe: &Path, exp: &toml::Table, out: &Path) -> Vec<String> {
+    let name = recipe.file_stem().unwrap().to_string_lossy().to_string();
+    let dir = repo().join("tests/fixtures/recipes").join(&name);
+    assert!(
+        dir.is_dir(),
+        "recipe {name}: no fixtures in {} (one data file per dataset, named after it)",
+        dir.display()
+    );
+    let entries: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    let roots: Vec<String> = entries
+        .iter()
+        .filter(|p| p.is_dir())
+        .map(|p| format!("{:?}", p.display().to_string()))
+        .collect();
+    let model = repo().join("configs/models/tiny-qwen2.5-vl");
+    let mut sets = vec![
+        format!("model.path={}", model.display()),
+        "model.init=random".into(),
+        "model.device=cpu".into(),
+        "model.dtype=f32".into(),
+        "model.threads=1".into(),
+        format!("output_dir={}", out.display()),
+    ];
+    let datasets = exp["datasets"].as_table().unwrap();
+    assert!(!datasets.is_empty(), "recipe {name} has no datasets");
+    for ds in datasets.keys() {
+        let file = entries
+            .iter()
+            .find(|p| p.is_file() && p.file_stem().is_some_and(|s| s == ds.as_str()))
+            .unwrap_or_else(|| {
+                panic!(
+                    "recipe {name}: dataset {ds} has no fixture {}/{ds}.*",
+                    dir.display()
+                )
+            });
+        sets.push(format!(
+            "datasets.{ds}.files=[{:?}]",
+            file.display().to_string()
+        ));
+        sets.push(format!("datasets.{ds}.images=[{}]", roots.join(",")));
+    }
+    sets
+}
+
+/// The recipe's schedule with every stage 2 steps long and groups of 2; the
+/// `extra` settings that size a step (response length, batch sizes) are
+/// shrunk the same way, every other override kept.
+fn short_schedule(schedule: &Path, to: &Path) -> Vec<(String, String)> {
+    let mut s = table(schedule);
+    let shrink = |o: &mut toml::Table| {
+        if o.contains_key("group_size") {
+            o.insert("group_size".into(), 2.into());
+        }
+        if let Some(extra) = o.get_mut("extra").and_then(|e| e.as_table_mut()) {
+            for (k, v) in [
+                ("rollout.max_response_tokens", 8),
+                ("rollout.prompts_per_step", 2),
+                ("optim.updates_per_batch", 2),
+                ("optim.micro_batch_size", 4),
+                ("sft.batch_size", 2),
+            ] {
+                if extra.contains_key(k) {
+                    extra.insert(k.into(), v.into());
+                }
+            }
+        }
+    };
+    if let Some(o) = s.get_mut("overrides").and_then(|o| o.as_table_mut()) {
+        shrink(o);
+    }
+    s.remove("samples_per_step");
+    let mut stages = Vec::new();
+    for st in s["stages"].as_array_mut().unwrap() {
+        let st = st.as_table_mut().unwrap();
+        st.remove("epochs");
+        st.remove("samples_per_step");
+        st.insert("steps".into(), 2.into());
+        if let Some(o) = st.get_mut("overrides").and_then(|o| o.as_table_mut()) {
+            shrink(o);
+        }
+        stages.push((
+            st["name"].as_str().unwrap().to_string(),
+            st["kind"].as_str().unwrap().to_string(),
+        ));
+    }
+    std::fs::write(to, toml::to_string(&s).unwrap()).unwrap();
+    stages
+}
+
+#[test]
+fn every_recipe_checks_and_runs_each_stage_on_the_tiny_model() {
+    let t = tempfile::tempdir().unwrap();
+    let tmp = t.path().canonicalize().unwrap();
+    let cache = tmp.join("cache");
+    let all = recipes();
+    assert!(
+        all.len() >= 4,
+        "configs/recipes/ holds {} recipes",
+        all.len()
+    );
+    for recipe in all {
+        let name = recipe.file_stem().unwrap().to_string_lossy().to_string();
+        let exp = table(&recipe);
+        let out = tmp.join(&name).join("run");
+        let fixtures = fixture_sets(&recipe, &exp, &out);
+        let file = recipe.display().to_string();
+
+        // The recipe as it is, pointed at the fixtures: no problem found, and
+        // every stage of its schedule planned.
+        let schedule_file = exp["schedule"]["file"].as_str().unwrap();
+        let schedule = recipe.parent().unwrap().join(schedule_file);
+        let mut args = vec!["check".to_string(), file.clone()];
+        for s in &fixtures {
+            args.extend(["--set".into(), s.clone()]);
+        }
+        let report = lmmhost(&cache, &args);
+        assert!(report.contains(&format!("ok: {file}")), "{name}: {report}");
+        let short = tmp.join(&name).join("schedule.toml");
+        std::fs::create_dir_all(short.parent().unwrap()).unwrap();
+        let stages = short_schedule(&schedule, &short);
+        for (stage, kind) in &stages {
+            assert!(
+                report.contains(&format!("stage {stage} ({kind}): ")),
+                "{name}: check did not plan stage {stage}:\n{report}"
+            );
+        }
+
+        // A few steps of every stage.
+        let mut args = vec!["run".to_string(), file.clone()];
+        let sizes = [
+            "rollout.prompts_per_step=2",
+            "rollout.group_size=2",
+            "rollout.max_response_tokens=8",
+            "optim.updates_per_batch=2",
+            "optim.micro_batch_size=4",
+            "sft.batch_size=2",
+            "logging.progress=false",
+            "logging.tensorboard=false",
+            "logging.plots=false",
+            "checkpoint.every=0",
+        ];
+        let schedule_set = format!("schedule.file={}", short.display());
+        for s in fixtures
+            .iter()
+            .map(String::as_str)
+            .chain(sizes)
+            .chain([schedule_set.as_str()])
+        {
+            args.extend(["--set".into(), s.to_string()]);
+        }
+        lmmhost(&cache, &args);
+        let records: Vec<_> = read_records(&out.join("metrics.jsonl"))
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.kind != "eval")
+            .collect();
+        let logged: Vec<(String, String, u64)> = records
+            .iter()
+            .map(|r| (r.stage.clone(), r.kind.clone(), r.stage_step))
+            .collect();
+        let expected: Vec<(String, String, u64)> = stages
+            .iter()
+            .flat_map(|(s, k)| (1..=2).map(move |i| (s.clone(), k.clone(), i)))
+            .collect();
+        assert_eq!(logged, expected, "{name}: stages logged in metrics.jsonl");
+        for r in &records {
+            let loss = if r.kind == "sft" {
+                "sft/loss"
+            } else {
+                "reward/mean"
+            };
+            let v = r.values.get(loss).copied();
+            assert!(
+                v.is_some_and(f64::is_finite),
+                "{name}: step {} ({}) logs {loss} = {v:?}",
+                r.step,
+                r.stage
+            );
+        }
+        assert!(
+            out.join("final-model/config.json").is_file(),
+            "{name}: no final model"
+        );
+    }
+}
