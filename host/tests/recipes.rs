@@ -251,3 +251,60 @@ fn every_recipe_checks_and_runs_each_stage_on_the_tiny_model() {
         );
     }
 }
+
+/// `lmmhost check` asks the schedule for its plans as a run would: a stage
+/// drawing from a dataset the file does not define, or a later stage whose
+/// overrides make invalid settings, is reported before any model is loaded.
+#[test]
+fn check_walks_the_schedule_and_reports_its_plans_problems() {
+    let t = tempfile::tempdir().unwrap();
+    let tmp = t.path().canonicalize().unwrap();
+    let recipe = repo().join("configs/recipes/lmm-r1-fre-mgt.toml");
+    let sets = fixture_sets(&recipe, &table(&recipe), &tmp.join("run"));
+    let check = |schedule: &str| {
+        let file = tmp.join("schedule.toml");
+        std::fs::write(&file, schedule).unwrap();
+        let mut args = vec!["check".to_string(), recipe.display().to_string()];
+        for s in sets
+            .iter()
+            .cloned()
+            .chain([format!("schedule.file={}", file.display())])
+        {
+            args.extend(["--set".into(), s]);
+        }
+        Command::new(env!("CARGO_BIN_EXE_lmmhost"))
+            .args(&args)
+            .env("XDG_CACHE_HOME", tmp.join("cache"))
+            .output()
+            .unwrap()
+    };
+    let stage = |name: &str, ds: &str, extra: &str| {
+        format!(
+            "[[stages]]\nname = \"{name}\"\nkind = \"grpo\"\ndatasets = {{ {ds} = 1.0 }}\nsteps = 3\n\
+             [stages.overrides]\nextra = {{ {extra} }}\n"
+        )
+    };
+    let o = check(&(stage("a", "fre", "") + &stage("b", "mgt", "")));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{out}");
+    assert!(
+        out.contains("stage a (grpo): 3 steps") && out.contains("stage b (grpo): 3 steps"),
+        "{out}"
+    );
+
+    let o = check(&(stage("a", "fre", "") + &stage("b", "geometry", "")));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("stage \"b\" draws from dataset \"geometry\"") && err.contains("fre, mgt"),
+        "{err}"
+    );
+
+    let o = check(&(stage("a", "fre", "") + &stage("b", "mgt", "\"grpo.clip_low\" = 7.0")));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("stage \"b\"") && err.contains("grpo.clip_low"),
+        "{err}"
+    );
+}
