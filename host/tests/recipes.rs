@@ -308,3 +308,43 @@ fn check_walks_the_schedule_and_reports_its_plans_problems() {
         "{err}"
     );
 }
+
+/// docs/recipes.md's table of image tokens per `max_pixels` setting is the
+/// processor's: each row is recomputed with its resize rule.
+#[test]
+fn image_token_table_in_the_docs_is_the_processors() {
+    use lmmhost_model::processor::image::smart_resize;
+    let text = std::fs::read_to_string(repo().join("docs/recipes.md")).unwrap();
+    let start = text
+        .find("<!-- image-tokens: checked by host/tests/recipes.rs -->")
+        .expect("docs/recipes.md lost its image-token table marker");
+    let mut lines = text[start..].lines().skip(1);
+    let header = lines.next().unwrap();
+    // (min_pixels, max_pixels) of each setting, in the table's column order.
+    let settings = [(3136, 12845056), (262144, 4194304), (262144, 1204224)];
+    for (lo, hi) in &settings[1..] {
+        assert!(header.contains(&format!("({lo}..{hi})")), "{header}");
+    }
+    let size = |s: &str| -> (usize, usize) {
+        let (w, h) = s.trim().split_once(" x ").unwrap();
+        (w.parse().unwrap(), h.parse().unwrap())
+    };
+    let mut rows = 0;
+    for line in lines.skip(1).take_while(|l| l.starts_with('|')) {
+        let cells: Vec<&str> = line.trim_matches('|').split('|').collect();
+        assert_eq!(cells.len(), 7, "{line}");
+        let (w, h) = size(cells[0]);
+        for (i, (lo, hi)) in settings.iter().enumerate() {
+            let (rh, rw) = smart_resize(h, w, 28, *lo, *hi).unwrap();
+            let tokens = rh / 28 * (rw / 28);
+            assert_eq!(size(cells[1 + 2 * i]), (rw, rh), "{line}");
+            assert_eq!(
+                cells[2 + 2 * i].trim().parse::<usize>().unwrap(),
+                tokens,
+                "{line}"
+            );
+        }
+        rows += 1;
+    }
+    assert!(rows >= 5, "the table has {rows} rows");
+}
