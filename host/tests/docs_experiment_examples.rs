@@ -154,10 +154,10 @@ fn every_documented_experiment_example_parses() {
         extra_keys += e;
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
-    // The experiment reference alone shows a dozen blocks; an extraction that
-    // finds none is broken, not clean.
+    // docs/experiment.md, loaders.md and training.md show eight such blocks;
+    // an extraction that finds few is broken, not clean.
     assert!(
-        fragments >= 10,
+        fragments >= 6,
         "only {fragments} experiment fragments found"
     );
     assert!(extra_keys >= 1, "no schedule `extra` key found");
