@@ -154,8 +154,8 @@ fn every_documented_experiment_example_parses() {
         extra_keys += e;
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
-    // docs/experiment.md, loaders.md and training.md show eight such blocks;
-    // an extraction that finds few is broken, not clean.
+    // experiment.md, loaders.md, plugins.md, bundles.md and rewards.md show
+    // eight such blocks; an extraction that finds few is broken, not clean.
     assert!(
         fragments >= 6,
         "only {fragments} experiment fragments found"
