@@ -348,3 +348,53 @@ fn image_token_table_in_the_docs_is_the_processors() {
     }
     assert!(rows >= 5, "the table has {rows} rows");
 }
+
+/// The `--set` keys of each `lmmhost check|run configs/recipes/X.toml`
+/// command shown in the recipe's own header and in docs/recipes.md: every
+/// one is a key the recipe has (`model.path`, `datasets.<its dataset>.files`),
+/// so a renamed dataset cannot leave the documented command behind.
+#[test]
+fn documented_commands_set_keys_the_recipe_has() {
+    let docs = std::fs::read_to_string(repo().join("docs/recipes.md")).unwrap();
+    // Commands are `\`-continued lines; join them, one command per line.
+    let commands = |text: &str| -> Vec<String> {
+        let joined = text
+            .lines()
+            .map(|l| l.trim_start_matches('#').trim())
+            .collect::<Vec<_>>()
+            .join("\n")
+            .replace("\\\n", " ");
+        joined
+            .lines()
+            .filter(|l| l.starts_with("lmmhost ") && l.contains("configs/recipes/"))
+            .map(str::to_string)
+            .collect()
+    };
+    let mut shown = 0;
+    for cmd in commands(&docs).into_iter().chain(
+        recipes()
+            .iter()
+            .flat_map(|r| commands(&std::fs::read_to_string(r).unwrap())),
+    ) {
+        let file = cmd
+            .split_whitespace()
+            .find(|w| w.starts_with("configs/recipes/"))
+            .unwrap();
+        let exp = table(&repo().join(file));
+        for part in cmd.split("--set ").skip(1) {
+            let key = part.trim_start_matches('\'').split('=').next().unwrap();
+            if key.starts_with("...") {
+                continue; // "the same --sets"
+            }
+            let mut cur = toml::Value::Table(exp.clone());
+            for seg in key.split('.') {
+                cur = cur
+                    .get(seg)
+                    .unwrap_or_else(|| panic!("{file} has no `{key}` (documented: {cmd})"))
+                    .clone();
+            }
+            shown += 1;
+        }
+    }
+    assert!(shown >= 12, "only {shown} documented --set keys found");
+}
