@@ -17,7 +17,8 @@
 //! response tokens, 2 updates per batch, 2 steps per stage (the schedule is
 //! rewritten with those lengths and group sizes and passed with
 //! `--set schedule.file=`; every other override stays). The run must log
-//! every stage of the schedule, in order, with its kind.
+//! every stage of the schedule, in order, with its kind, and each GRPO
+//! stage's KL, PAD and entropy settings must show in its steps' metrics.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -249,6 +250,61 @@ fn every_recipe_checks_and_runs_each_stage_on_the_tiny_model() {
             out.join("final-model/config.json").is_file(),
             "{name}: no final model"
         );
+        stage_settings_reach_the_trainer(&name, &exp, &table(&short), &records);
+    }
+}
+
+/// The KL, PAD and entropy settings a GRPO stage gets (its schedule
+/// overrides over the recipe's `[grpo]`) are the ones its steps log: a KL
+/// value only where the coefficient is above 0, PAD's metrics only where it
+/// is on, the entropy coefficient held at 0 through its warmup.
+fn stage_settings_reach_the_trainer(
+    name: &str,
+    exp: &toml::Table,
+    schedule: &toml::Table,
+    records: &[lmmhost::metrics::log::StepRecord],
+) {
+    let file_kl = exp
+        .get("grpo")
+        .and_then(|g| g.get("kl"))
+        .and_then(|k| k.get("coef"))
+        .and_then(|c| c.as_float())
+        .unwrap_or(0.0);
+    let empty = toml::Table::new();
+    let top = schedule
+        .get("overrides")
+        .and_then(|o| o.as_table())
+        .unwrap_or(&empty);
+    for st in schedule["stages"].as_array().unwrap() {
+        if st["kind"].as_str() != Some("grpo") {
+            continue;
+        }
+        let stage = st["name"].as_str().unwrap();
+        let own = st
+            .get("overrides")
+            .and_then(|o| o.as_table())
+            .unwrap_or(&empty);
+        let get = |k: &str| own.get(k).or_else(|| top.get(k));
+        let kl = get("kl_coef").and_then(|v| v.as_float()).unwrap_or(file_kl);
+        let pad = get("pad")
+            .and_then(|p| p.get("enabled"))
+            .and_then(|e| e.as_bool())
+            .unwrap_or(false);
+        let entropy_warmup = get("entropy_warmup_steps")
+            .and_then(|v| v.as_integer())
+            .unwrap_or(0);
+        for r in records.iter().filter(|r| r.stage == stage) {
+            let at = format!("{name}: stage {stage} step {}", r.stage_step);
+            assert_eq!(r.values.contains_key("kl"), kl > 0.0, "{at}: kl coef {kl}");
+            assert_eq!(r.values.contains_key("pad/tau"), pad, "{at}: pad {pad}");
+            if entropy_warmup > 0 {
+                assert_eq!(
+                    r.values.get("entropy_coef"),
+                    Some(&0.0),
+                    "{at}: in entropy warmup"
+                );
+            }
+        }
     }
 }
 
