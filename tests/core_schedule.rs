@@ -104,10 +104,11 @@ fn revisual_r1_cold_start_then_mm_rl_with_pad_then_text_rl() {
     let mut s = schedule(&rt, &example("revisual-r1.toml")).unwrap();
     let plans = Trainer::new(REVISUAL_SIZES, &no_metric).walk(&mut s);
     let r = runs(&plans);
-    // 5 epochs of 40 traces at 20 prompts per step = 10 steps; then 400 and 200.
+    // 5 epochs of 40 traces at the stage's own 128 samples per step (the SFT
+    // batch, not the 20 prompts of `batch/prompts`) = 2 steps; then 200 and 200.
     assert_eq!(
         lengths(&r),
-        [("cold-start", 10), ("mm-rl", 400), ("text-rl", 200)]
+        [("cold-start", 2), ("mm-rl", 200), ("text-rl", 200)]
     );
     let (sft, mm, text) = (&r[0].0, &r[1].0, &r[2].0);
     assert_eq!(sft.kind, StageKind::Sft);
@@ -133,7 +134,7 @@ fn revisual_r1_cold_start_then_mm_rl_with_pad_then_text_rl() {
     assert_eq!(text.overrides.pad.enabled, Some(false));
     // Finished stays finished.
     let done = TrainState {
-        global_step: 610,
+        global_step: 402,
         stage: "text-rl".into(),
         stage_step: 200,
         metrics: vec![],
@@ -145,17 +146,30 @@ fn revisual_r1_cold_start_then_mm_rl_with_pad_then_text_rl() {
 fn lmm_r1_and_rl_cold_start_examples_resolve_epochs_from_trainer_metrics() {
     let rt = PluginRuntime::new(RuntimeOptions { cache_dir: None }).unwrap();
     let sizes = [
-        ("dataset/deepscaler/len", 256.0),
-        ("dataset/geometry/len", 100.0),
+        ("dataset/fre/len", 256.0),
+        ("dataset/mgt/len", 100.0),
         ("batch/prompts", 128.0),
     ];
     let mut s = schedule(&rt, &example("lmm-r1-fre-mgt.toml")).unwrap();
     let r = runs(&Trainer::new(&sizes, &no_metric).walk(&mut s));
-    // FRE: 1 epoch of 256 / 128 = 2 steps; MGT: ceil(2 * 100 / 128) = 2 steps.
-    assert_eq!(lengths(&r), [("fre", 2), ("mgt", 2)]);
+    // FRE: 2 epochs of 256 / 128 = 4 steps; MGT: ceil(2 * 100 / 128) = 2 steps.
+    assert_eq!(lengths(&r), [("fre", 4), ("mgt", 2)]);
     let (fre, mgt) = (&r[0].0, &r[1].0);
-    assert_eq!(fre.overrides.learning_rate, Some(1e-6));
+    assert_eq!(fre.overrides.learning_rate, Some(4e-7));
     assert_eq!(mgt.overrides.learning_rate, Some(4e-7));
+    for kv in [
+        ("optim.micro_batch_size", "1"),
+        ("rollout.max_response_tokens", "8192"),
+    ] {
+        assert!(
+            mgt.overrides
+                .extra
+                .iter()
+                .any(|(k, v)| (k.as_str(), v.as_str()) == kv),
+            "{:?}",
+            mgt.overrides.extra
+        );
+    }
     // Top-level overrides apply to both stages.
     for p in [fre, mgt] {
         assert_eq!(p.overrides.group_size, Some(16));
@@ -163,10 +177,15 @@ fn lmm_r1_and_rl_cold_start_examples_resolve_epochs_from_trainer_metrics() {
         assert_eq!(p.overrides.pad.enabled, Some(false));
     }
 
-    let sizes = [("dataset/cot_traces/len", 50.0), ("batch/prompts", 128.0)];
+    let sizes = [
+        ("dataset/cot_traces/len", 50.0),
+        ("dataset/mm_math/len", 256.0),
+        ("batch/prompts", 128.0),
+    ];
     let mut s = schedule(&rt, &example("rl-cold-start.toml")).unwrap();
     let r = runs(&Trainer::new(&sizes, &no_metric).walk(&mut s));
-    assert_eq!(lengths(&r), [("sft", 2), ("grpo", 500)]);
+    // SFT: 3 epochs of 50 at its own 64 samples per step = 3 steps; GRPO: 2 x 256 / 128.
+    assert_eq!(lengths(&r), [("sft", 3), ("grpo", 4)]);
     assert_eq!(r[0].0.kind, StageKind::Sft);
     assert_eq!(r[1].0.overrides.group_size, Some(10));
 

@@ -22,7 +22,7 @@ enum Command {
     Run(cli::train::RunArgs),
     /// Check an experiment file without loading the model: its settings, the
     /// model directory, every plugin and dataset.
-    Check(cli::train::CheckArgs),
+    Check(cli::check::CheckArgs),
     /// Evaluate a model on a dataset with reward plugins: accuracy, pass@k, answers.
     Eval(cli::train::EvalArgs),
     /// Show what the experiment's loaders produce: samples, rendered prompts,
@@ -87,7 +87,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Run(args) => cli::train::run_cmd(args),
         Command::Eval(args) => cli::train::eval_cmd(args),
         Command::Data(args) => cli::data::run(args),
-        Command::Check(args) => cli::train::check_cmd(args),
+        Command::Check(args) => cli::check::check_cmd(args),
         Command::Plot(args) => cli::train::plot_cmd(args),
         Command::Plugin(cmd) => cli::plugin::run(cmd),
         Command::Bundle(cmd) => cli::bundle::run(cmd),

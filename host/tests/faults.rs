@@ -5,17 +5,14 @@
 //! plugins as components.
 
 mod cli_support;
+mod train_support;
 
 use std::path::{Path, PathBuf};
 
 use lmmhost::train::experiment::Experiment;
 use lmmhost::train::run::{run, RunOptions};
 
-use cli_support::plugin;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+use train_support::{repo, ExperimentFile};
 
 /// The model directory: a 1-layer Qwen2 (hidden 32) with the character
 /// tokenizer and a tokenizer_config.json, as a published checkpoint has.
@@ -47,64 +44,23 @@ fn model_dir(dir: &Path) -> PathBuf {
 /// A GRPO experiment of `steps` steps; `extra` is appended TOML.
 fn experiment(dir: &Path, steps: u64, extra: &str) -> PathBuf {
     let model = model_dir(dir);
-    let data = dir.join("digits.jsonl");
-    let rows: String = (0..16)
-        .map(|i| format!("{{\"problem\": \"Say a digit ({i}).\", \"answer\": \"7\"}}\n"))
-        .collect();
-    std::fs::write(&data, rows).unwrap();
-    std::fs::write(
-        dir.join("schedule.toml"),
-        format!("[[stages]]\nname = \"rl\"\nkind = \"grpo\"\ndatasets = {{ digits = 1.0 }}\nsteps = {steps}\n"),
-    )
-    .unwrap();
-    let text = format!(
-        r#"name = "faults"
-seed = 3
-output_dir = "{out}"
-
-[model]
-path = "{model}"
-init = "random"
-threads = 1
-
-[plugins.math]
-wasm = "{math}"
-[plugins.jsonl]
-wasm = "{jsonl}"
-[plugins.staged]
-wasm = "{staged}"
-
-[[rewards]]
-plugin = "math"
-
-[datasets.digits]
-loader = "jsonl"
-files = ["{data}"]
-
-[schedule]
-plugin = "staged"
-file = "schedule.toml"
-
-[rollout]
-group_size = 4
-prompts_per_step = 4
-max_response_tokens = 4
-
-[logging]
-progress = false
-
-{extra}
-"#,
-        out = dir.join("run").display(),
-        model = model.display(),
-        math = plugin("reward-math").display(),
-        jsonl = plugin("loader-jsonl").display(),
-        staged = plugin("schedule-staged").display(),
-        data = data.display(),
+    write_rows(dir, &digit_rows(16));
+    let settings = format!(
+        "[rollout]\ngroup_size = 4\nprompts_per_step = 4\nmax_response_tokens = 4\n\n\
+         [logging]\nprogress = false\n\n{extra}\n"
     );
-    let p = dir.join("exp.toml");
-    std::fs::write(&p, text).unwrap();
-    p
+    ExperimentFile {
+        name: "faults".into(),
+        seed: 3,
+        model,
+        math_config: String::new(),
+        datasets: vec![("digits".into(), dir.join("digits.jsonl"))],
+        stages: format!(
+            "[[stages]]\nname = \"rl\"\nkind = \"grpo\"\ndatasets = {{ digits = 1.0 }}\nsteps = {steps}\n"
+        ),
+        settings,
+    }
+    .write(dir, "exp.toml", &dir.join("run").display().to_string())
 }
 
 /// The error of a run that must fail, with its causes.

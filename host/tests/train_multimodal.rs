@@ -21,17 +21,7 @@ use lmmhost_model::processor::Processor;
 use tch::{Device, Kind, Tensor};
 
 mod train_support;
-use train_support::{loads_in_transformers, repo};
-
-fn plugin(name: &str) -> PathBuf {
-    let p = repo().join("target/plugins").join(format!("{name}.wasm"));
-    assert!(
-        p.is_file(),
-        "{} is missing: run scripts/build-plugins.sh first",
-        p.display()
-    );
-    p
-}
+use train_support::{loads_in_transformers, repo, ExperimentFile};
 
 fn model_dir() -> PathBuf {
     repo().join("configs/models/tiny-qwen2.5-vl")
@@ -117,38 +107,7 @@ freeze_language = true
 
 fn experiment(root: &Path, out: &str) -> PathBuf {
     let (sft, rl) = datasets(root);
-    std::fs::write(root.join("schedule.toml"), STAGES).unwrap();
-    let path = root.join(format!("{out}.toml"));
-    std::fs::write(
-        &path,
-        format!(
-            r#"
-name = "multimodal"
-seed = {SEED}
-output_dir = "{out}"
-[model]
-path = "{model}"
-init = "random"
-threads = 1
-[plugins.jsonl]
-wasm = "{jsonl}"
-[plugins.math]
-wasm = "{math}"
-config = {{ extract = ["last_number"] }}
-[plugins.staged]
-wasm = "{staged}"
-[[rewards]]
-plugin = "math"
-[datasets.sft]
-loader = "jsonl"
-files = ["{sft}"]
-[datasets.rl]
-loader = "jsonl"
-files = ["{rl}"]
-[schedule]
-plugin = "staged"
-file = "schedule.toml"
-[rollout]
+    let settings = r#"[rollout]
 group_size = 2
 prompts_per_step = 3
 max_prompt_tokens = 256
@@ -169,17 +128,17 @@ keep_last = 10
 tensorboard = false
 plots = false
 progress = false
-"#,
-            model = model_dir().display(),
-            jsonl = plugin("loader-jsonl").display(),
-            math = plugin("reward-math").display(),
-            staged = plugin("schedule-staged").display(),
-            sft = sft.display(),
-            rl = rl.display(),
-        ),
-    )
-    .unwrap();
-    path
+"#;
+    ExperimentFile {
+        name: "multimodal".into(),
+        seed: SEED,
+        model: model_dir(),
+        math_config: r#"{ extract = ["last_number"] }"#.into(),
+        datasets: vec![("sft".into(), sft), ("rl".into(), rl)],
+        stages: STAGES.into(),
+        settings: settings.into(),
+    }
+    .write(root, &format!("{out}.toml"), out)
 }
 
 fn records(summary: &RunSummary) -> Vec<StepRecord> {

@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod bench_grpo;
 pub mod bundle;
+pub mod check;
 pub mod data;
 pub mod model;
 pub mod plugin;

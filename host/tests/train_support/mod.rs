@@ -78,48 +78,66 @@ pub fn sft_dataset(dir: &Path) -> PathBuf {
     p
 }
 
+/// An experiment file as the trainer tests write it: a random-init model on
+/// one CPU thread, the core math reward, JSON Lines datasets, the staged
+/// schedule read from `schedule.toml` beside the file, then the test's own
+/// sections.
+pub struct ExperimentFile {
+    pub name: String,
+    pub seed: u64,
+    pub model: PathBuf,
+    /// The math reward's inline config table (`{ extract = [...] }`), or empty.
+    pub math_config: String,
+    pub datasets: Vec<(String, PathBuf)>,
+    /// The schedule's `[[stages]]`.
+    pub stages: String,
+    /// Further TOML: `[rollout]`, `[optim]`, ...
+    pub settings: String,
+}
+
+impl ExperimentFile {
+    /// Writes `dir/schedule.toml` and `dir/<file>`, the run going to `output_dir`.
+    pub fn write(&self, dir: &Path, file: &str, output_dir: &str) -> PathBuf {
+        let mut text = format!(
+            "name = \"{name}\"\nseed = {seed}\noutput_dir = \"{output_dir}\"\n\n\
+             [model]\npath = \"{model}\"\ninit = \"random\"\nthreads = 1\n\n\
+             [plugins.math]\nwasm = \"{math}\"\n",
+            name = self.name,
+            seed = self.seed,
+            model = self.model.display(),
+            math = plugin("reward-math").display(),
+        );
+        if !self.math_config.is_empty() {
+            text.push_str(&format!("config = {}\n", self.math_config));
+        }
+        text.push_str(&format!(
+            "\n[plugins.jsonl]\nwasm = \"{}\"\n\n[plugins.staged]\nwasm = \"{}\"\n\n\
+             [[rewards]]\nplugin = \"math\"\n\n",
+            plugin("loader-jsonl").display(),
+            plugin("schedule-staged").display(),
+        ));
+        for (name, path) in &self.datasets {
+            text.push_str(&format!(
+                "[datasets.{name}]\nloader = \"jsonl\"\nfiles = [\"{}\"]\n\n",
+                path.display()
+            ));
+        }
+        text.push_str("[schedule]\nplugin = \"staged\"\nfile = \"schedule.toml\"\n\n");
+        text.push_str(&self.settings);
+        std::fs::write(dir.join("schedule.toml"), &self.stages).unwrap();
+        let p = dir.join(file);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+}
+
 /// Writes an experiment file with the given schedule stages and extra TOML.
 pub fn experiment(dir: &Path, stages: &str, extra: &str) -> PathBuf {
     let model = tiny_model(dir);
     let digits = digit_dataset(dir);
     let sft = sft_dataset(dir);
-    let text = format!(
-        r#"
-name = "toy"
-seed = 5
-output_dir = "{out}"
-
-[model]
-path = "{model}"
-init = "random"
-threads = 1
-
-[plugins.math]
-wasm = "{math}"
-config = {{ extract = ["last_number"] }}
-
-[plugins.jsonl]
-wasm = "{jsonl}"
-
-[plugins.staged]
-wasm = "{staged}"
-
-[[rewards]]
-plugin = "math"
-
-[datasets.digits]
-loader = "jsonl"
-files = ["{digits}"]
-
-[datasets.sft]
-loader = "jsonl"
-files = ["{sft}"]
-
-[schedule]
-plugin = "staged"
-file = "schedule.toml"
-
-[rollout]
+    let settings = format!(
+        r#"[rollout]
 group_size = 8
 prompts_per_step = 8
 max_response_tokens = 6
@@ -136,19 +154,18 @@ plots = true
 progress = false
 
 {extra}
-"#,
-        out = dir.join("run").display(),
-        model = model.display(),
-        math = plugin("reward-math").display(),
-        jsonl = plugin("loader-jsonl").display(),
-        staged = plugin("schedule-staged").display(),
-        digits = digits.display(),
-        sft = sft.display(),
+"#
     );
-    std::fs::write(dir.join("schedule.toml"), stages).unwrap();
-    let p = dir.join("exp.toml");
-    std::fs::write(&p, text).unwrap();
-    p
+    ExperimentFile {
+        name: "toy".into(),
+        seed: 5,
+        model,
+        math_config: r#"{ extract = ["last_number"] }"#.into(),
+        datasets: vec![("digits".into(), digits), ("sft".into(), sft)],
+        stages: stages.into(),
+        settings,
+    }
+    .write(dir, "exp.toml", &dir.join("run").display().to_string())
 }
 
 pub fn steps(run_dir: &Path) -> Vec<StepRecord> {

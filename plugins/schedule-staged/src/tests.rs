@@ -497,27 +497,26 @@ fn recipe_lmm_r1_fre_then_mgt() {
     let mut s = Staged::new(LMM_R1).unwrap();
     let m = |_: u64, _: &str, _: u64| {
         vec![
-            ("dataset/deepscaler/len", 40_000.0),
-            ("dataset/geometry/len", 2_100.0),
-            ("batch/prompts", 128.0),
+            ("dataset/fre/len", 40_000.0),
+            ("dataset/mgt/len", 2_100.0),
+            ("batch/prompts", 256.0),
         ]
     };
     let plans = walk(&mut s, &m);
-    // FRE: 1 epoch of 40k / 128 = 312.5 -> 313; MGT: 2 epochs of 2100 / 128 = 32.8 -> 33.
-    assert_eq!(seq(&plans), pairs(&[("fre", 313), ("mgt", 33)]));
+    // FRE: 2 epochs of 40k / 256 = 312.5 -> 313; MGT: 2 epochs of 2100 / 256 = 16.4 -> 17.
+    assert_eq!(seq(&plans), pairs(&[("fre", 313), ("mgt", 17)]));
     let r = runs(&plans);
     let (fre, mgt) = (&r[0].0, &r[1].0);
-    assert_eq!(fre.datasets, vec![("deepscaler".to_owned(), 1.0)]);
-    assert_eq!(mgt.datasets, vec![("geometry".to_owned(), 1.0)]);
+    assert_eq!(fre.datasets, vec![("fre".to_owned(), 1.0)]);
+    assert_eq!(mgt.datasets, vec![("mgt".to_owned(), 1.0)]);
     for p in [fre, mgt] {
         assert_eq!(p.kind, StageKind::Grpo);
         assert_eq!(p.overrides.group_size, Some(16));
         assert_eq!(p.overrides.temperature, Some(1.0));
-        assert_eq!(p.overrides.top_p, Some(1.0));
         assert_eq!(p.overrides.kl_coef, Some(1e-3));
         assert_eq!(p.overrides.pad.enabled, Some(false));
     }
-    assert_eq!(fre.overrides.learning_rate, Some(1e-6));
+    assert_eq!(fre.overrides.learning_rate, Some(4e-7));
     assert_eq!(mgt.overrides.learning_rate, Some(4e-7));
 }
 
@@ -534,7 +533,7 @@ fn recipe_revisual_r1_cold_start_mm_rl_text_rl() {
     // 5 epochs * 1000 / 128 = 39.06 -> 40 steps.
     assert_eq!(
         seq(&plans),
-        pairs(&[("cold-start", 40), ("mm-rl", 400), ("text-rl", 200)])
+        pairs(&[("cold-start", 40), ("mm-rl", 200), ("text-rl", 200)])
     );
     let r = runs(&plans);
     let (sft, mm, txt) = (&r[0].0, &r[1].0, &r[2].0);
@@ -563,11 +562,17 @@ fn recipe_revisual_r1_cold_start_mm_rl_text_rl() {
 #[test]
 fn recipe_rl_with_cold_start_sft_then_grpo() {
     let mut s = Staged::new(COLD_START).unwrap();
-    let m =
-        |_: u64, _: &str, _: u64| vec![("dataset/cot_traces/len", 500.0), ("batch/prompts", 128.0)];
+    let m = |_: u64, _: &str, _: u64| {
+        vec![
+            ("dataset/cot_traces/len", 500.0),
+            ("dataset/mm_math/len", 1000.0),
+            ("batch/prompts", 512.0),
+        ]
+    };
     let plans = walk(&mut s, &m);
-    // 3 epochs * 500 / 128 = 11.7 -> 12 steps.
-    assert_eq!(seq(&plans), pairs(&[("sft", 12), ("grpo", 500)]));
+    // SFT: 3 epochs * 500 / 64 (its own samples_per_step) = 23.4 -> 24 steps;
+    // GRPO: 2 epochs * 1000 / 512 = 3.9 -> 4.
+    assert_eq!(seq(&plans), pairs(&[("sft", 24), ("grpo", 4)]));
     let r = runs(&plans);
     let (sft, rl) = (&r[0].0, &r[1].0);
     assert_eq!(sft.kind, StageKind::Sft);

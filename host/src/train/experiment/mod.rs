@@ -20,4 +20,4 @@ mod validate;
 pub use load::merge_tables;
 pub use schema::*;
 pub use stage::{OverrideKey, StageSettings, OVERRIDE_KEYS};
-pub use validate::{range_of, Bound, Range, RANGES};
+pub use validate::{range_of, range_problems, Bound, Range, RANGES};
