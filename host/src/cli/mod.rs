@@ -2,6 +2,8 @@
 
 pub mod bench;
 pub mod bench_grpo;
+pub mod bench_grpo_setup;
+pub mod bench_model;
 pub mod bundle;
 pub mod data;
 pub mod model;
