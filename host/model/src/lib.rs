@@ -22,6 +22,7 @@ pub mod lm;
 pub mod memory;
 pub mod model;
 pub mod parallel;
+pub mod parity_check;
 pub mod parity_dump;
 pub mod processor;
 pub mod prompt_file;

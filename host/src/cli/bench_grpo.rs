@@ -109,6 +109,10 @@ pub struct BenchGrpoArgs {
     /// Also write the figures as one JSON object to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Only build and check the benchmark's experiment (e.g. whether this
+    /// binary knows a --set key), then exit.
+    #[arg(long)]
+    check_only: bool,
 }
 
 /// The figures of one run (seconds are medians over the measured steps).
@@ -188,6 +192,14 @@ pub fn bench_grpo(args: BenchGrpoArgs) -> Result<()> {
     }
     if let Some(w) = args.workers {
         exp.model.workers = w;
+    }
+    if args.check_only {
+        println!(
+            "benchmark experiment ok ({} settings over {})",
+            sets.len(),
+            base.display()
+        );
+        return Ok(());
     }
     if let Some(out) = &args.export_prompts {
         return export_prompts(&exp, out, args.export_count);

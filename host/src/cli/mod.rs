@@ -4,6 +4,7 @@ pub mod bench;
 pub mod bench_grpo;
 pub mod bench_grpo_setup;
 pub mod bench_model;
+pub mod bench_parity;
 pub mod bundle;
 pub mod data;
 pub mod model;
