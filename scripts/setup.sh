@@ -3,6 +3,9 @@
 #   1. the wasm32-wasip2 Rust target (plugins are WebAssembly components) and
 #      clang (for the one C codec a plugin carries, zstd),
 #   2. a project-local virtualenv (.venv) with torch==2.13.0 (libtorch for tch),
+#      or the PyTorch chosen by LMMHOST_TORCH=2.11.0 (built with tch 0.24, the
+#      version Cargo.lock then pins), or an existing installation named by
+#      LMMHOST_TORCH_DIR=/path/to/site-packages/torch (linked, not installed),
 #   3. the fixture virtualenv (.venv-fixtures): transformers and Pillow from PyPI,
 #      torch from .venv; the parity tests load checkpoints written by lmmhost in
 #      it, and scripts/fixtures/ regenerate the fixtures with it,
@@ -12,7 +15,21 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
-TORCH_VERSION=2.13.0
+. scripts/torch-versions.sh
+if [ -n "${LMMHOST_TORCH_DIR:-}" ]; then
+    # The version of an existing torch package, from its version.py.
+    LMMHOST_TORCH=$(sed -n "s/^__version__ = '\([^']*\)'.*/\1/p" "$LMMHOST_TORCH_DIR/version.py" 2>/dev/null | head -n1)
+    if [ -z "$LMMHOST_TORCH" ]; then
+        echo "error: $LMMHOST_TORCH_DIR/version.py names no torch version (LMMHOST_TORCH_DIR must be a torch package folder)" >&2
+        exit 1
+    fi
+fi
+TORCH_VERSION=${LMMHOST_TORCH:-2.13.0}
+TORCH_VERSION=${TORCH_VERSION%%+*}
+if ! TCH_VERSION=$(tch_for_torch "$TORCH_VERSION"); then
+    echo "error: PyTorch $TORCH_VERSION is not supported; choose one of: $SUPPORTED_TORCH" >&2
+    exit 1
+fi
 TRANSFORMERS_VERSION=5.23.0
 PILLOW_VERSION=13.0.0
 
@@ -38,7 +55,9 @@ if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
 have=$(.venv/bin/python -c 'import importlib.metadata as m; print(m.version("torch"))' 2>/dev/null || true)
-if [ "${have%%+*}" != "$TORCH_VERSION" ]; then
+if [ -n "${LMMHOST_TORCH_DIR:-}" ]; then
+    echo "using the torch in $LMMHOST_TORCH_DIR ($TORCH_VERSION)"
+elif [ "${have%%+*}" != "$TORCH_VERSION" ]; then
     # The wheel and its CUDA libraries take about 5 GiB once installed; without a
     # cache pip does not keep a second copy of the downloads.
     free_kib=$(df -Pk . | awk 'NR == 2 { print $4 }')
@@ -47,8 +66,20 @@ if [ "${have%%+*}" != "$TORCH_VERSION" ]; then
     fi
     .venv/bin/pip install --disable-pip-version-check --no-cache-dir -q "torch==$TORCH_VERSION"
 fi
-torch_dir=$(.venv/bin/python -c 'import torch, os; print(os.path.dirname(torch.__file__))' 2>/dev/null | tail -n1)
+if [ -n "${LMMHOST_TORCH_DIR:-}" ]; then
+    torch_dir=$(cd "$LMMHOST_TORCH_DIR" && pwd)
+else
+    torch_dir=$(.venv/bin/python -c 'import torch, os; print(os.path.dirname(torch.__file__))' 2>/dev/null | tail -n1)
+fi
 ln -sfn "$torch_dir" .venv/libtorch
+
+step "tch $TCH_VERSION for PyTorch $TORCH_VERSION"
+locked=$(awk '/^name = "tch"$/ { getline; gsub(/[^0-9.]/, ""); print }' Cargo.lock)
+if [ "$locked" != "$TCH_VERSION" ]; then
+    # Cargo.toml accepts every supported tch; the lock file picks one.
+    cargo update -q -p tch --precise "$TCH_VERSION"
+    echo "Cargo.lock now pins tch $TCH_VERSION (git checkout Cargo.lock returns to the default)"
+fi
 
 step "fixture virtualenv .venv-fixtures with transformers==$TRANSFORMERS_VERSION"
 if [ ! -x .venv-fixtures/bin/python ]; then

@@ -91,19 +91,40 @@ impl Drop for TempDir {
     }
 }
 
-/// Builds a model with random weights from a preset name or a directory
-/// holding a `config.json` (its weights, if any, are not read).
-pub fn random_model(config: &str, device: Device, kind: Kind, seed: i64) -> Result<LoadedModel> {
-    let raw: Value = if Path::new(config).join("config.json").is_file() {
-        let p = Path::new(config).join("config.json");
-        let text =
-            std::fs::read_to_string(&p).with_context(|| format!("cannot read {}", p.display()))?;
-        serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", p.display()))?
-    } else if Path::new(config).exists() {
+/// The `config.json` named by `config`: a preset, a `config.json` file, a
+/// directory holding one, or the name of a folder under `configs/models/`
+/// (relative to the working directory, i.e. the repository root).
+pub fn resolve_config(config: &str) -> Result<Value> {
+    let p = Path::new(config);
+    let file = if p.is_file() {
+        p.to_path_buf()
+    } else if p.join("config.json").is_file() {
+        p.join("config.json")
+    } else if p.exists() {
         bail!("{config} has no config.json");
+    } else if PRESETS.contains(&config) {
+        return preset_config(config);
+    } else if Path::new("configs/models")
+        .join(config)
+        .join("config.json")
+        .is_file()
+    {
+        Path::new("configs/models").join(config).join("config.json")
     } else {
-        preset_config(config)?
+        bail!(
+            "unknown model config {config:?}: expected one of the presets {PRESETS:?}, a \
+             config.json, a directory with one, or a folder name under configs/models/"
+        );
     };
+    let text = std::fs::read_to_string(&file)
+        .with_context(|| format!("cannot read {}", file.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", file.display()))
+}
+
+/// Builds a model with random weights from a config (see [`resolve_config`];
+/// weights beside it, if any, are not read).
+pub fn random_model(config: &str, device: Device, kind: Kind, seed: i64) -> Result<LoadedModel> {
+    let raw = resolve_config(config)?;
     // Unique per call: models of several configs may be built at once.
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

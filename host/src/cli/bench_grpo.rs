@@ -1,7 +1,9 @@
 //! `lmmhost bench grpo`: the GRPO step benchmark. It runs a shipped
-//! experiment (configs/bench/w1.toml, w2.toml) through the same `run` the
-//! `lmmhost run` command uses, then reads the run's metrics.jsonl back and
-//! prints the median step time, its split, tokens/s and peak memory.
+//! experiment (configs/bench/w1.toml, w2.toml), optionally with any model
+//! config, prompt and response lengths, batch, KV budget, dtype and device
+//! (bench_grpo_setup.rs), through the same `run` the `lmmhost run` command
+//! uses, then reads the run's metrics.jsonl back and prints the median step
+//! time, its split, tokens/s and peak memory.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -13,8 +15,13 @@ use lmmhost::metrics::log::read_records;
 use lmmhost::train::data::prompt_conversation;
 use lmmhost::train::experiment::Experiment;
 use lmmhost::train::plugins::Plugins;
-use lmmhost::train::run::{run, RunOptions};
+use lmmhost::train::run::{run_steps_only, RunOptions};
+use lmmhost_model::device::parse_device;
+use lmmhost_model::memory::{format_mib, peak_bytes};
 use lmmhost_model::processor::chat_template::{render, ImageInput, Part};
+
+use super::bench_grpo_setup::{prepare, Custom, Scratch};
+use super::bench_model::peak_label;
 
 #[derive(Clone, Copy, ValueEnum)]
 pub enum Workload {
@@ -33,9 +40,49 @@ impl Workload {
 
 #[derive(Args)]
 pub struct BenchGrpoArgs {
-    /// The workload: w1 (Qwen2 text) or w2 (Qwen2.5-VL, one image per prompt).
+    /// The workload: w1 (Qwen2 text) or w2 (Qwen2.5-VL, one image per
+    /// prompt). Default: w1, or w2 when --model is a vision-language config.
     #[arg(long, value_enum)]
-    workload: Workload,
+    workload: Option<Workload>,
+    /// Any model config instead of the workload's (random weights, the
+    /// workload's character tokenizer): a preset (w1, w2, w2-qwen3-vl), a
+    /// config.json, a directory with one, or a folder name under configs/models/.
+    #[arg(long)]
+    model: Option<String>,
+    /// Prompts per step (rollout.prompts_per_step).
+    #[arg(long)]
+    prompts: Option<usize>,
+    /// Samples per prompt (rollout.group_size).
+    #[arg(long)]
+    group_size: Option<u32>,
+    /// Prompt length in tokens after the chat template: the workload's prompts
+    /// are replaced by filler text of this length (one image each for a
+    /// vision-language model).
+    #[arg(long)]
+    prompt_tokens: Option<usize>,
+    /// Side in pixels of that image (56: 4 image tokens at patch 14, merge 2).
+    #[arg(long, default_value_t = 56)]
+    image_side: u32,
+    /// Response length in tokens: every sample generates exactly this many
+    /// (rollout.max_response_tokens and min_new_tokens).
+    #[arg(long)]
+    response_tokens: Option<usize>,
+    /// rollout.kv_cache_budget in tokens (unset: every row at once).
+    #[arg(long)]
+    kv_budget: Option<usize>,
+    /// model.dtype (f32, bf16, f16).
+    #[arg(long)]
+    dtype: Option<String>,
+    /// model.device (cpu, cuda, cuda:N); on a GPU model.workers defaults to 1.
+    #[arg(long)]
+    device: Option<String>,
+    /// Sequences per forward/backward (optim.micro_batch_size).
+    #[arg(long)]
+    micro_batch: Option<usize>,
+    /// Any other setting, KEY=VALUE as `lmmhost run --set`
+    /// (e.g. model.activation_checkpointing=true); applied last.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    sets: Vec<String>,
     /// Measured steps (the median is over these).
     #[arg(long, default_value_t = 5)]
     steps: u64,
@@ -62,6 +109,10 @@ pub struct BenchGrpoArgs {
     /// Also write the figures as one JSON object to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Only build and check the benchmark's experiment (e.g. whether this
+    /// binary knows a --set key), then exit.
+    #[arg(long)]
+    check_only: bool,
 }
 
 /// The figures of one run (seconds are medians over the measured steps).
@@ -76,22 +127,79 @@ const SPLIT: [(&str, &str); 7] = [
 ];
 
 pub fn bench_grpo(args: BenchGrpoArgs) -> Result<()> {
-    let path = args
+    let workload = match (args.workload, &args.model) {
+        (Some(w), _) => w,
+        (None, Some(m)) if is_multimodal(m)? => Workload::W2,
+        (None, _) => Workload::W1,
+    };
+    let base = args
         .experiment
         .clone()
-        .unwrap_or_else(|| PathBuf::from(format!("configs/bench/{}.toml", args.workload.name())));
-    if !path.exists() {
+        .unwrap_or_else(|| PathBuf::from(format!("configs/bench/{}.toml", workload.name())));
+    if !base.exists() {
         bail!(
             "{} not found: run from the repository root or pass --experiment",
-            path.display()
+            base.display()
         );
     }
-    let mut exp = Experiment::load(&path)?;
+    // A changed model or prompt set is written out as an experiment file of its own.
+    let scratch =
+        Scratch(std::env::temp_dir().join(format!("lmmhost-bench-grpo-{}", std::process::id())));
+    let path = if args.model.is_some() || args.prompt_tokens.is_some() {
+        std::fs::create_dir_all(&scratch.0)
+            .with_context(|| format!("cannot create {}", scratch.0.display()))?;
+        let custom = Custom {
+            model: args.model.as_deref(),
+            prompt_tokens: args.prompt_tokens,
+            prompt_count: args.prompts.unwrap_or(16) * 4,
+            image_side: args.image_side,
+        };
+        prepare(&base, &custom, &scratch.0)?
+    } else {
+        base.clone()
+    };
+    let mut sets = Vec::new();
+    if let Some(n) = args.prompts {
+        sets.push(format!("rollout.prompts_per_step={n}"));
+    }
+    if let Some(n) = args.group_size {
+        sets.push(format!("rollout.group_size={n}"));
+    }
+    if let Some(n) = args.response_tokens {
+        sets.push(format!("rollout.max_response_tokens={n}"));
+        sets.push(format!("rollout.min_new_tokens={n}"));
+    }
+    if let Some(n) = args.kv_budget {
+        sets.push(format!("rollout.kv_cache_budget={n}"));
+    }
+    if let Some(d) = &args.dtype {
+        sets.push(format!("model.dtype={}", toml::Value::String(d.clone())));
+    }
+    if let Some(d) = &args.device {
+        sets.push(format!("model.device={}", toml::Value::String(d.clone())));
+        if d.starts_with("cuda") && args.workers.is_none() {
+            sets.push("model.workers=1".into());
+        }
+    }
+    if let Some(n) = args.micro_batch {
+        sets.push(format!("optim.micro_batch_size={n}"));
+    }
+    sets.extend(args.sets.iter().cloned());
+    let mut exp = Experiment::load_with_sets(&path, &sets)
+        .with_context(|| format!("benchmark experiment from {}", base.display()))?;
     if let Some(t) = args.threads {
         exp.model.threads = Some(t);
     }
     if let Some(w) = args.workers {
         exp.model.workers = w;
+    }
+    if args.check_only {
+        println!(
+            "benchmark experiment ok ({} settings over {})",
+            sets.len(),
+            base.display()
+        );
+        return Ok(());
     }
     if let Some(out) = &args.export_prompts {
         return export_prompts(&exp, out, args.export_count);
@@ -119,7 +227,7 @@ pub fn bench_grpo(args: BenchGrpoArgs) -> Result<()> {
         std::fs::remove_dir_all(&out).with_context(|| format!("cannot clear {}", out.display()))?;
     }
     exp.output_dir = Some(out.clone());
-    run(
+    run_steps_only(
         &exp,
         &RunOptions {
             resume: false,
@@ -140,20 +248,57 @@ pub fn bench_grpo(args: BenchGrpoArgs) -> Result<()> {
         );
     }
     let med = |key: &str| median(measured.iter().filter_map(|v| v.get(key).copied()));
-    let peak_rss_mb = peak_rss_kb().map(|k| k as f64 / 1024.0);
+    let device = parse_device(&exp.model.device)?;
+    let peak_mb = peak_bytes(device).map(|b| b as f64 / (1024.0 * 1024.0));
     let threads = exp
         .model
         .threads
         .map_or("all".to_string(), |t| t.to_string());
 
     println!(
-        "\nGRPO step, workload {} ({} measured steps after {} warm-up, {} threads, {} workers, {})",
-        args.workload.name(),
+        "\nGRPO step, workload {}{} ({} measured steps after {} warm-up, {} threads, {} workers, {})",
+        workload.name(),
+        args.model
+            .as_ref()
+            .map(|m| format!(" with model {m}"))
+            .unwrap_or_default(),
         measured.len(),
         args.warmup,
         threads,
         exp.model.workers,
         exp.model.path.display()
+    );
+    let c = lmmhost_model::config::ModelConfig::from_dir(&exp.model.path)?.text;
+    println!(
+        "  model: hidden {}, {} layers, {} heads / {} kv, vocab {}; {} {} on {}",
+        c.hidden_size,
+        c.num_hidden_layers,
+        c.num_attention_heads,
+        c.num_key_value_heads,
+        c.vocab_size,
+        exp.model.dtype,
+        if exp.model.init == lmmhost::train::experiment::ModelInit::Random {
+            "random weights"
+        } else {
+            "weights"
+        },
+        exp.model.device,
+    );
+    let lengths = (
+        med("prompt_length/mean"),
+        med("response_length/mean"),
+        med("samples/generated"),
+    );
+    println!(
+        "  batch: {} prompts x {} samples, prompt {:.0} tokens, response {:.0} tokens (means), {:.0} rows, KV budget {}",
+        exp.rollout.prompts_per_step,
+        exp.rollout.group_size,
+        lengths.0,
+        lengths.1,
+        lengths.2,
+        exp.rollout
+            .kv_cache_budget
+            .map_or("none".to_string(), |b| format!("{b} tokens")),
     );
     let step = med("time/step");
     let mut json = serde_json::Map::new();
@@ -170,18 +315,48 @@ pub fn bench_grpo(args: BenchGrpoArgs) -> Result<()> {
     let gen = med("throughput/gen_tokens_per_s");
     println!("  tokens/s (prompt+response per step time) {tok:.0}");
     println!("  generated tokens/s (rollout)             {gen:.0}");
-    if let Some(mb) = peak_rss_mb {
-        println!("  peak RSS                                 {mb:.0} MiB");
-        json.insert("peak_rss_mb".into(), mb.into());
+    println!(
+        "  {:<40} {}",
+        format!("peak memory ({})", peak_label(device)),
+        format_mib(peak_bytes(device))
+    );
+    if let Some(mb) = peak_mb {
+        json.insert("peak_memory_mb".into(), mb.into());
+        if device == tch::Device::Cpu {
+            // The name earlier versions wrote.
+            json.insert("peak_rss_mb".into(), mb.into());
+        }
     }
-    if let Some(floor) = compute_floor(&exp, &measured, step)? {
-        println!("{floor}");
+    json.insert("peak_memory_kind".into(), peak_label(device).into());
+    // The floor compares against a CPU matmul rate measured here.
+    if device == tch::Device::Cpu {
+        if let Some(floor) = compute_floor(&exp, &measured, step)? {
+            println!("{floor}");
+        }
     }
     println!("  load average before/after: {}", load_average());
     json.insert("throughput/tokens_per_s".into(), tok.into());
     json.insert("throughput/gen_tokens_per_s".into(), gen.into());
     json.insert("steps".into(), (measured.len() as u64).into());
-    json.insert("workload".into(), args.workload.name().into());
+    json.insert("workload".into(), workload.name().into());
+    json.insert(
+        "model".into(),
+        args.model
+            .clone()
+            .map_or(serde_json::Value::Null, Into::into),
+    );
+    json.insert("prompts".into(), exp.rollout.prompts_per_step.into());
+    json.insert("group_size".into(), exp.rollout.group_size.into());
+    json.insert("prompt_length/mean".into(), lengths.0.into());
+    json.insert("response_length/mean".into(), lengths.1.into());
+    json.insert("dtype".into(), exp.model.dtype.clone().into());
+    json.insert("device".into(), exp.model.device.clone().into());
+    json.insert(
+        "kv_cache_budget".into(),
+        exp.rollout
+            .kv_cache_budget
+            .map_or(serde_json::Value::Null, Into::into),
+    );
     if let Some(p) = &args.json {
         std::fs::write(p, serde_json::Value::Object(json).to_string())
             .with_context(|| format!("cannot write {}", p.display()))?;
@@ -275,11 +450,10 @@ fn median(values: impl Iterator<Item = f64>) -> f64 {
     }
 }
 
-/// Peak resident set size of this process (`VmHWM`), Linux only.
-fn peak_rss_kb() -> Option<u64> {
-    let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
+/// Whether a model config (as `--model` names it) is vision-language.
+fn is_multimodal(config: &str) -> Result<bool> {
+    let raw = lmmhost_model::bench::resolve_config(config)?;
+    Ok(raw.get("vision_config").is_some())
 }
 
 fn load_average() -> String {

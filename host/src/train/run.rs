@@ -38,6 +38,18 @@ pub struct RunSummary {
 }
 
 pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary> {
+    finish(train(exp, opts)?)
+}
+
+/// The steps of [`run`] without its end (no checkpoint, final model, plots
+/// or summary): benchmarks time steps and need not write a model of any size.
+/// Returns the steps run.
+pub fn run_steps_only(exp: &Experiment, opts: &RunOptions) -> Result<u64> {
+    // metrics.jsonl is appended to record by record: nothing left to write.
+    Ok(train(exp, opts)?.state.global_step)
+}
+
+fn train<'e>(exp: &'e Experiment, opts: &RunOptions) -> Result<Trainer<'e>> {
     let mut t = Trainer::start(exp, opts.resume)?;
     if t.state.global_step == 0 && t.evals_at_boundaries() {
         t.evaluate("start")?;
@@ -67,7 +79,7 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary> {
     if finished && t.evals_at_boundaries() && !t.state.stage.is_empty() {
         t.evaluate(&format!("after {}", t.state.stage))?;
     }
-    finish(t)
+    Ok(t)
 }
 
 /// The end of the run: a last checkpoint unless the last step wrote one, the
