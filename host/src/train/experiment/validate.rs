@@ -99,6 +99,11 @@ pub const RANGES: &[(&str, Range)] = &[
     ("model.threads", at_least(1.0)),
     ("model.workers", at_least(1.0)),
     ("model.max_image_pixels", at_least(1.0)),
+    ("model.min_pixels", at_least(1.0)),
+    (
+        "model.max_pixels",
+        at_least(784.0).because("one 28 x 28 merged patch, the smallest image Qwen2.5-VL's processor makes"),
+    ),
     (
         "plugins.*.limits.call_timeout_ms",
         range(Bound::Inclusive(1.0), Bound::Inclusive(86_400_000.0)).because("at most a day"),
@@ -322,6 +327,12 @@ impl Experiment {
                     format!("plugins.{name}: set exactly one of `wasm` or `bundle`"),
                 ),
             }
+        }
+        if let (Some(min), Some(max)) = (self.model.min_pixels, self.model.max_pixels) {
+            check(
+                min <= max,
+                format!("model.min_pixels = {min}: must be at most model.max_pixels = {max}"),
+            );
         }
         let plugin = |n: &str| self.plugins.contains_key(n);
         check(
