@@ -105,7 +105,10 @@ fn image_resolution_keys_change_the_counted_tokens() {
         "{err}"
     );
     let err = refused(&dir, &["data", "exp.toml", "--set", "model.max_pixels=700"]);
-    assert!(err.contains("model.max_pixels = 700: must be >= 784"), "{err}");
+    assert!(
+        err.contains("model.max_pixels = 700: must be >= 784"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -190,6 +190,16 @@ pub struct RewardRef {
     pub plugin: String,
     #[serde(default = "one")]
     pub weight: f64,
+    /// The datasets whose samples this reward scores (default: all).
+    pub datasets: Option<Vec<String>>,
+}
+
+impl RewardRef {
+    pub fn scores(&self, dataset: &str) -> bool {
+        self.datasets
+            .as_ref()
+            .is_none_or(|d| d.iter().any(|n| n == dataset))
+    }
 }
 
 fn one() -> f64 {
