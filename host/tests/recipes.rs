@@ -137,12 +137,10 @@ fn short_schedule(schedule: &Path, to: &Path) -> Vec<(String, String)> {
     if let Some(o) = s.get_mut("overrides").and_then(|o| o.as_table_mut()) {
         shrink(o);
     }
-    s.remove("samples_per_step");
     let mut stages = Vec::new();
     for st in s["stages"].as_array_mut().unwrap() {
         let st = st.as_table_mut().unwrap();
         st.remove("epochs");
-        st.remove("samples_per_step");
         st.insert("steps".into(), 2.into());
         if let Some(o) = st.get_mut("overrides").and_then(|o| o.as_table_mut()) {
             shrink(o);

@@ -209,6 +209,19 @@ impl Experiment {
 }
 
 impl Experiment {
+    /// What a step takes, reported to the schedule for stages sized in
+    /// epochs: the prompts per step, and the SFT batch where the file sets one.
+    pub fn batch_metrics(&self) -> Vec<(String, f64)> {
+        let mut out = vec![(
+            "batch/prompts".to_string(),
+            self.rollout.prompts_per_step as f64,
+        )];
+        if let Some(n) = self.sft.batch_size {
+            out.push(("batch/sft_samples".into(), n as f64));
+        }
+        out
+    }
+
     /// A GRPO stage draws only from datasets some reward scores: a sample
     /// no reward scores would train on a reward of zero.
     fn check_rewarded(&self, plan: &sdk::Plan) -> Result<()> {
