@@ -95,8 +95,11 @@ fn lengths(r: &[(Plan, usize)]) -> Vec<(&str, usize)> {
     r.iter().map(|(p, n)| (p.stage.as_str(), *n)).collect()
 }
 
-const REVISUAL_SIZES: &[(&str, f64)] =
-    &[("dataset/text_traces/len", 40.0), ("batch/prompts", 20.0)];
+const REVISUAL_SIZES: &[(&str, f64)] = &[
+    ("dataset/text_traces/len", 40.0),
+    ("batch/prompts", 20.0),
+    ("batch/sft_samples", 128.0),
+];
 
 #[test]
 fn revisual_r1_cold_start_then_mm_rl_with_pad_then_text_rl() {
@@ -104,8 +107,8 @@ fn revisual_r1_cold_start_then_mm_rl_with_pad_then_text_rl() {
     let mut s = schedule(&rt, &example("revisual-r1.toml")).unwrap();
     let plans = Trainer::new(REVISUAL_SIZES, &no_metric).walk(&mut s);
     let r = runs(&plans);
-    // 5 epochs of 40 traces at the stage's own 128 samples per step (the SFT
-    // batch, not the 20 prompts of `batch/prompts`) = 2 steps; then 200 and 200.
+    // 5 epochs of 40 traces at sft.batch_size 128 (`batch/sft_samples`, not
+    // the 20 prompts of `batch/prompts`) = 2 steps; then 200 and 200.
     assert_eq!(
         lengths(&r),
         [("cold-start", 2), ("mm-rl", 200), ("text-rl", 200)]
@@ -181,10 +184,11 @@ fn lmm_r1_and_rl_cold_start_examples_resolve_epochs_from_trainer_metrics() {
         ("dataset/cot_traces/len", 50.0),
         ("dataset/mm_math/len", 256.0),
         ("batch/prompts", 128.0),
+        ("batch/sft_samples", 64.0),
     ];
     let mut s = schedule(&rt, &example("rl-cold-start.toml")).unwrap();
     let r = runs(&Trainer::new(&sizes, &no_metric).walk(&mut s));
-    // SFT: 3 epochs of 50 at its own 64 samples per step = 3 steps; GRPO: 2 x 256 / 128.
+    // SFT: 3 epochs of 50 at sft.batch_size 64 = 3 steps; GRPO: 2 x 256 / 128.
     assert_eq!(lengths(&r), [("sft", 3), ("grpo", 4)]);
     assert_eq!(r[0].0.kind, StageKind::Sft);
     assert_eq!(r[1].0.overrides.group_size, Some(10));

@@ -71,6 +71,46 @@ fn lmm_r1_sibling_folder_is_shown_as_the_processor_sees_it() {
     assert!(d["refused"].as_array().unwrap().is_empty(), "{d}");
 }
 
+/// `model.min_pixels` / `model.max_pixels` replace the checkpoint's values
+/// in what `lmmhost data` measures, as in a run; impossible bounds are refused
+/// naming the key.
+#[test]
+fn image_resolution_keys_change_the_counted_tokens() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = std::fs::canonicalize(t.path()).unwrap();
+    lmm_r1_sibling_layout(&dir);
+    experiment(&dir, &lmm_r1_dataset(true), "geo", "pretrained");
+    // A 2x2 image scaled up to 112x112 pixels: 4x4 merged patches.
+    let (code, r) = json(&dir, &["exp.toml", "--set", "model.min_pixels=12544"]);
+    assert_eq!(code, 0, "{r}");
+    let img = &r["datasets"][0]["shown"][0]["images"][0];
+    assert_eq!(
+        (&img["resized_width"], &img["resized_height"]),
+        (&112.into(), &112.into())
+    );
+    assert_eq!(img["tokens"], 16);
+    let err = refused(
+        &dir,
+        &[
+            "data",
+            "exp.toml",
+            "--set",
+            "model.min_pixels=5000",
+            "--set",
+            "model.max_pixels=4000",
+        ],
+    );
+    assert!(
+        err.contains("model.min_pixels = 5000: must be at most model.max_pixels = 4000"),
+        "{err}"
+    );
+    let err = refused(&dir, &["data", "exp.toml", "--set", "model.max_pixels=700"]);
+    assert!(
+        err.contains("model.max_pixels = 700: must be >= 784"),
+        "{err}"
+    );
+}
+
 #[test]
 fn easyr1_image_dir_every_sample_shown() {
     let t = tempfile::tempdir().unwrap();

@@ -137,12 +137,10 @@ fn short_schedule(schedule: &Path, to: &Path) -> Vec<(String, String)> {
     if let Some(o) = s.get_mut("overrides").and_then(|o| o.as_table_mut()) {
         shrink(o);
     }
-    s.remove("samples_per_step");
     let mut stages = Vec::new();
     for st in s["stages"].as_array_mut().unwrap() {
         let st = st.as_table_mut().unwrap();
         st.remove("epochs");
-        st.remove("samples_per_step");
         st.insert("steps".into(), 2.into());
         if let Some(o) = st.get_mut("overrides").and_then(|o| o.as_table_mut()) {
             shrink(o);
@@ -366,7 +364,8 @@ fn check_walks_the_schedule_and_reports_its_plans_problems() {
 }
 
 /// docs/recipes.md's table of image tokens per `max_pixels` setting is the
-/// processor's: each row is recomputed with its resize rule.
+/// processor's for the recipes' `model.min_pixels` / `model.max_pixels`: each
+/// row is recomputed with its resize rule.
 #[test]
 fn image_token_table_in_the_docs_is_the_processors() {
     use lmmhost_model::processor::image::smart_resize;
@@ -376,8 +375,19 @@ fn image_token_table_in_the_docs_is_the_processors() {
         .expect("docs/recipes.md lost its image-token table marker");
     let mut lines = text[start..].lines().skip(1);
     let header = lines.next().unwrap();
-    // (min_pixels, max_pixels) of each setting, in the table's column order.
-    let settings = [(3136, 12845056), (262144, 4194304), (262144, 1204224)];
+    // (min_pixels, max_pixels) of each setting, in the table's column order:
+    // the default processor's, then each recipe's `model` keys.
+    let pixels = |recipe: &str| {
+        let exp = table(&repo().join("configs/recipes").join(recipe));
+        let key = |k: &str| exp["model"][k].as_integer().unwrap() as usize;
+        (key("min_pixels"), key("max_pixels"))
+    };
+    let settings = [
+        (3136, 12845056),
+        pixels("revisual-r1.toml"),
+        pixels("rl-cold-start.toml"),
+    ];
+    assert_eq!(settings[1..], [(262144, 4194304), (262144, 1204224)]);
     for (lo, hi) in &settings[1..] {
         assert!(header.contains(&format!("({lo}..{hi})")), "{header}");
     }

@@ -315,3 +315,29 @@ steps = 1
     );
     assert!(dir.path().join("elsewhere/metrics.jsonl").is_file());
 }
+
+/// A stage measured in epochs counts steps of its own kind: one SFT epoch
+/// over the 36 worked answers at `sft.batch_size` 5 is ceil(36 / 5) = 8
+/// steps (not 36 / 8 prompts per step), one GRPO epoch over the 32 digit
+/// rows at 8 prompts per step ceil(32 / 8) = 4; a stage's own
+/// `sft.batch_size` override counts too (36 / 12 = 3).
+#[test]
+fn epochs_count_sft_steps_in_the_sft_batch() {
+    let stages = |sft_extra: &str| {
+        format!(
+            "[[stages]]\nname = \"sft\"\nkind = \"sft\"\ndatasets = {{ sft = 1.0 }}\nepochs = 1\n\
+             [stages.overrides]\nextra = {{ {sft_extra} }}\n\
+             [[stages]]\nname = \"rl\"\nkind = \"grpo\"\ndatasets = {{ digits = 1.0 }}\nepochs = 1\n"
+        )
+    };
+    let per_stage = |stages: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let exp =
+            Experiment::load(&experiment(dir.path(), stages, "[sft]\nbatch_size = 5\n")).unwrap();
+        let summary = run(&exp, &RunOptions::default()).unwrap();
+        let recs = steps(&summary.output_dir);
+        ["sft", "rl"].map(|s| recs.iter().filter(|r| r.stage == s).count())
+    };
+    assert_eq!(per_stage(&stages("")), [8, 4]);
+    assert_eq!(per_stage(&stages("\"sft.batch_size\" = 12")), [3, 4]);
+}

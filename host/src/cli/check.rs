@@ -61,7 +61,7 @@ pub fn check_cmd(args: CheckArgs) -> Result<()> {
 }
 
 /// Asks the schedule for its plans as the trainer does (the same
-/// `dataset/<name>/len` and `batch/prompts` metrics, one step counted per
+/// `dataset/<name>/len` and `batch/*` metrics, one step counted per
 /// plan) until it ends, and checks each plan. Returns each stage run with its
 /// kind and length.
 fn walk_schedule(
@@ -73,7 +73,7 @@ fn walk_schedule(
         .iter()
         .map(|(name, n)| (format!("dataset/{name}/len"), *n as f64))
         .collect();
-    metrics.push(("batch/prompts".into(), exp.rollout.prompts_per_step as f64));
+    metrics.extend(exp.batch_metrics());
     let mut stages: Vec<(String, &'static str, u64)> = Vec::new();
     let (mut stage, mut stage_step) = (String::new(), 0u64);
     let mut checked = HashSet::new();

@@ -171,6 +171,7 @@ pub fn eval_cmd(args: EvalArgs) -> Result<()> {
         rewards.push(Reward {
             name: label,
             weight,
+            datasets: None,
             plugin: RewardPlugin::new(&runtime, spec)?,
         });
     }

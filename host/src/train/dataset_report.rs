@@ -148,8 +148,11 @@ pub fn report(exp: &Experiment, opts: &Options) -> Result<Report> {
         Some(n) => vec![n.clone()],
         None => exp.datasets.keys().cloned().collect(),
     };
-    let processor = Processor::from_dir(&exp.model.path)
+    let mut processor = Processor::from_dir(&exp.model.path)
         .with_context(|| format!("model.path {}", exp.model.path.display()))?;
+    processor
+        .set_pixel_bounds(exp.model.min_pixels, exp.model.max_pixels)
+        .context("model.min_pixels / model.max_pixels")?;
     let runtime = PluginRuntime::new(RuntimeOptions::default())?;
     let bar = progress(opts.progress);
     let mut datasets = Vec::new();

@@ -127,7 +127,8 @@ pub fn evaluate(
         let mut rng = SeededRng::new(derive_seed(set.seed, "eval", chunk_no as u64));
         let rows = roll_out(policy, &batch, &cfg, &mut rng, 0)?;
         let groups = reward_groups(&rows, &samples, &kept);
-        let scores = score_all(rewards, &groups)?;
+        let datasets = vec![dataset.to_string(); groups.len()];
+        let scores = score_all(rewards, &groups, &datasets)?;
         for (g, &k) in kept.iter().enumerate() {
             let mut correct = 0;
             for (j, (row, score)) in rows

@@ -15,7 +15,7 @@ use lmmhost_plugin_host::{
 use lmmhost_sdk as sdk;
 use sha2::{Digest, Sha256};
 
-use super::experiment::{merge_tables, Experiment, PluginEntry};
+use super::experiment::{merge_tables, Experiment, PluginEntry, RewardRef};
 
 /// A component's bytes and where they came from.
 #[derive(Clone)]
@@ -107,11 +107,21 @@ fn spec(
     })
 }
 
-/// A reward plugin and its weight in the total.
+/// A reward plugin, its weight in the total and the datasets it scores.
 pub struct Reward {
     pub name: String,
     pub weight: f64,
+    /// `None`: every dataset.
+    pub datasets: Option<Vec<String>>,
     pub plugin: RewardPlugin,
+}
+
+impl Reward {
+    pub fn scores(&self, dataset: &str) -> bool {
+        self.datasets
+            .as_ref()
+            .is_none_or(|d| d.iter().any(|n| n == dataset))
+    }
 }
 
 /// The combined score of one completion.
@@ -149,9 +159,32 @@ pub fn reward_groups(
     out
 }
 
-/// Scores every response of `groups` with every reward plugin; totals are
-/// summed with weights. One result per response, in order.
-pub fn score_all(rewards: &[Reward], groups: &[sdk::Group]) -> Result<Vec<CombinedScore>> {
+/// The dataset of each group [`reward_groups`] makes from the same `rows`
+/// and `kept`; `datasets` is indexed like its `samples`.
+pub fn group_datasets(
+    rows: &[super::rollout::Row],
+    kept: &[usize],
+    datasets: &[String],
+) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut last = None;
+    for r in rows {
+        if last != Some(r.group) {
+            out.push(datasets[kept[r.group]].clone());
+            last = Some(r.group);
+        }
+    }
+    out
+}
+
+/// Scores every response of `groups` with every reward plugin that scores
+/// its group's dataset (`datasets[g]` is group `g`'s); totals are summed
+/// with weights. One result per response, in order.
+pub fn score_all(
+    rewards: &[Reward],
+    groups: &[sdk::Group],
+    datasets: &[String],
+) -> Result<Vec<CombinedScore>> {
     // The sample id of each item, for error messages.
     let ids: Vec<&str> = groups
         .iter()
@@ -164,22 +197,48 @@ pub fn score_all(rewards: &[Reward], groups: &[sdk::Group]) -> Result<Vec<Combin
             failures: Vec::new(),
         })
         .collect();
+    // The first item of each group.
+    let starts: Vec<usize> = groups
+        .iter()
+        .scan(0, |n, g| {
+            let start = *n;
+            *n += g.len();
+            Some(start)
+        })
+        .collect();
     for r in rewards {
-        let table = r.plugin.score_groups(groups)?;
-        if table.len() != ids.len() {
+        let picked: Vec<usize> = (0..groups.len())
+            .filter(|&g| r.scores(&datasets[g]))
+            .collect();
+        if picked.is_empty() {
+            continue;
+        }
+        // Item j of the plugin's table is item items[j] of `out`.
+        let (table, items): (_, Vec<usize>) = if picked.len() == groups.len() {
+            (r.plugin.score_groups(groups)?, (0..ids.len()).collect())
+        } else {
+            let sub: Vec<sdk::Group> = picked.iter().map(|&g| groups[g].clone()).collect();
+            let items = picked
+                .iter()
+                .flat_map(|&g| starts[g]..starts[g] + groups[g].len())
+                .collect();
+            (r.plugin.score_groups(&sub)?, items)
+        };
+        if table.len() != items.len() {
             bail!(
                 "reward plugin {}: {} scores for {} completions",
                 r.name,
                 table.len(),
-                ids.len()
+                items.len()
             );
         }
-        for (i, s) in out.iter_mut().enumerate() {
-            if let Some(error) = table.failure(i) {
+        for (j, &i) in items.iter().enumerate() {
+            let s = &mut out[i];
+            if let Some(error) = table.failure(j) {
                 s.failures.push(format!("{}: {error}", r.name));
                 continue;
             }
-            let total = table.total(i);
+            let total = table.total(j);
             if !total.is_finite() {
                 bail!(
                     "reward plugin {}: item {i} (sample {}) scored a non-finite total {total}",
@@ -188,7 +247,7 @@ pub fn score_all(rewards: &[Reward], groups: &[sdk::Group]) -> Result<Vec<Combin
                 );
             }
             s.total += r.weight * total;
-            for (k, v) in table.components(i) {
+            for (k, v) in table.components(j) {
                 let key = if s.components.contains_key(k) && rewards.len() > 1 {
                     format!("{}.{k}", r.name)
                 } else {
@@ -222,13 +281,7 @@ impl Plugins {
         }
         let mut rewards = Vec::new();
         for r in &exp.rewards {
-            rewards.push(start_reward(
-                exp,
-                &runtime,
-                &components,
-                &r.plugin,
-                r.weight,
-            )?);
+            rewards.push(start_reward(exp, &runtime, &components, r)?);
         }
         let mut datasets = BTreeMap::new();
         for name in exp.datasets.keys() {
@@ -297,7 +350,7 @@ impl Plugins {
         let mut new_rewards = Vec::new();
         for (i, r) in exp.rewards.iter().enumerate() {
             if r.plugin == name {
-                new_rewards.push((i, start_reward(exp, &self.runtime, &comps, name, r.weight)?));
+                new_rewards.push((i, start_reward(exp, &self.runtime, &comps, r)?));
             }
         }
         let mut new_loaders = Vec::new();
@@ -350,14 +403,15 @@ fn start_reward(
     exp: &Experiment,
     runtime: &PluginRuntime,
     comps: &BTreeMap<String, Component>,
-    name: &str,
-    weight: f64,
+    r: &RewardRef,
 ) -> Result<Reward> {
+    let name = r.plugin.as_str();
     let c = component(comps, name)?;
     let s = spec(exp, name, c, &exp.plugins[name].config, Vec::new())?;
     Ok(Reward {
         name: name.to_string(),
-        weight,
+        weight: r.weight,
+        datasets: r.datasets.clone(),
         plugin: RewardPlugin::new(runtime, s)?,
     })
 }

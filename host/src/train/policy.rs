@@ -8,7 +8,7 @@ use lmmhost_model::checkpoint::{self, LoadOptions, LoadedModel, SaveOptions};
 use lmmhost_model::config::{Architecture, ModelConfig};
 use lmmhost_model::device::{parse_device, parse_dtype};
 use lmmhost_model::lm::CausalLm;
-use lmmhost_model::processor::Processor;
+use lmmhost_model::processor::{image, Processor};
 use tch::{Device, Tensor};
 
 use super::experiment::{ModelInit, ModelSection};
@@ -62,6 +62,33 @@ pub fn load_model(
     Ok((model, device))
 }
 
+/// `model.min_pixels` / `model.max_pixels` into the processor and into the
+/// `preprocessor_config.json` every save writes, so that a checkpoint's
+/// processor resizes images as the run that trained it did.
+fn set_pixel_bounds(
+    section: &ModelSection,
+    processor: &mut Processor,
+    model: &mut LoadedModel,
+) -> Result<()> {
+    let (min, max) = (section.min_pixels, section.max_pixels);
+    if min.is_none() && max.is_none() {
+        return Ok(());
+    }
+    processor
+        .set_pixel_bounds(min, max)
+        .context("model.min_pixels / model.max_pixels")?;
+    for (name, bytes) in &mut model.source.files {
+        if name != "preprocessor_config.json" {
+            continue;
+        }
+        let mut v: serde_json::Value = serde_json::from_slice(bytes)
+            .context("preprocessor_config.json of the loaded model is not valid JSON")?;
+        image::set_pixel_bounds_json(&mut v, min, max);
+        *bytes = serde_json::to_vec_pretty(&v)?;
+    }
+    Ok(())
+}
+
 impl Policy {
     pub fn load(section: &ModelSection, dir: Option<&Path>, seed: u64) -> Result<Policy> {
         let (model, device) = load_model(section, dir, seed)?;
@@ -69,6 +96,8 @@ impl Policy {
         let mut processor = Processor::from_dir(proc_dir)
             .with_context(|| format!("processor files in {}", proc_dir.display()))?;
         processor.set_max_image_pixels(section.max_image_pixels);
+        let mut model = model;
+        set_pixel_bounds(section, &mut processor, &mut model)?;
         let params = model.model.named_parameters();
         let workers = if device == Device::Cpu {
             section
@@ -186,5 +215,44 @@ impl Reference {
 
     pub fn lm(&self) -> &dyn CausalLm {
         self.model.model.as_lm()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `model.min_pixels` / `model.max_pixels` reach the processor the run
+    /// uses and the processor files a save writes, so the saved model
+    /// resizes images as training did.
+    #[test]
+    fn pixel_bounds_reach_the_processor_and_the_saved_files() {
+        let tiny = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/models/tiny-qwen2.5-vl");
+        let section = ModelSection {
+            init: ModelInit::Random,
+            min_pixels: Some(112 * 112),
+            max_pixels: Some(224 * 224),
+            ..ModelSection::new(&tiny)
+        };
+        let p = Policy::load(&section, None, 1).unwrap();
+        let config = &p.processor.image_processor.as_ref().unwrap().config;
+        assert_eq!((config.min_pixels, config.max_pixels), (12544, 50176));
+        let out = tempfile::tempdir().unwrap();
+        p.save(out.path()).unwrap();
+        let saved = Processor::from_dir(out.path()).unwrap();
+        assert_eq!(saved.image_processor.unwrap().config, *config);
+        // The checkpoint's own file is left as it was.
+        let own = Processor::from_dir(&tiny).unwrap();
+        assert_eq!(own.image_processor.unwrap().config.min_pixels, 3136);
+
+        let bad = ModelSection {
+            min_pixels: Some(1_000_000),
+            ..section
+        };
+        let err = format!("{:#}", Policy::load(&bad, None, 1).err().unwrap());
+        assert!(
+            err.contains("model.min_pixels / model.max_pixels: min_pixels 1000000 is larger than max_pixels 50176"),
+            "{err}"
+        );
     }
 }

@@ -191,10 +191,7 @@ impl<'a> Trainer<'a> {
         for (name, l) in &self.plugins.datasets {
             metrics.push((format!("dataset/{name}/len"), l.len() as f64));
         }
-        metrics.push((
-            "batch/prompts".into(),
-            self.exp.rollout.prompts_per_step as f64,
-        ));
+        metrics.extend(self.exp.batch_metrics());
         let ts = sdk::TrainState {
             global_step: self.state.global_step,
             stage: self.state.stage.clone(),

@@ -2,7 +2,7 @@
 //! checkpointable state.
 
 use crate::config::{Length, ScheduleConfig, StageConfig};
-use lmmhost_sdk::{Plan, Schedule, TrainState};
+use lmmhost_sdk::{Plan, Schedule, StageKind, TrainState};
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 
@@ -13,6 +13,10 @@ pub fn dataset_len_metric(name: &str) -> String {
 
 /// Metric the trainer reports with the prompts per step.
 pub const BATCH_PROMPTS_METRIC: &str = "batch/prompts";
+
+/// Metric the trainer reports with `sft.batch_size`, when the file sets it
+/// (an SFT step takes that many samples, else the prompts per step).
+pub const SFT_BATCH_METRIC: &str = "batch/sft_samples";
 
 /// The experiment key every plan sets to its stage's length in steps (the
 /// cap when `advance_when` may end it sooner).
@@ -131,7 +135,8 @@ impl Staged {
     }
 
     /// The stage's length in steps: `steps`, or
-    /// `ceil(epochs * sum of the stage's dataset sizes / prompts per step)`.
+    /// `ceil(epochs * sum of the stage's dataset sizes / samples per step)`,
+    /// samples per step being what a step of the stage's kind takes.
     fn resolve_cap(&self, stage: &StageConfig, state: &TrainState) -> Result<u64, String> {
         let epochs = match stage.length {
             Length::Steps(n) => return Ok(n),
@@ -163,12 +168,12 @@ impl Staged {
         }
         let batch = match stage.samples_per_step {
             Some(n) => n as f64,
-            None => metric(BATCH_PROMPTS_METRIC).ok_or_else(|| {
+            None => step_samples(stage, metric).ok_or_else(|| {
                 format!(
-                    "{}: `epochs` needs the prompts per step: the trainer did not report metric `{BATCH_PROMPTS_METRIC}` and `samples_per_step` is not set",
+                    "{}: `epochs` needs the samples per step: the trainer did not report metric `{BATCH_PROMPTS_METRIC}` and `samples_per_step` is not set",
                     self.label()
                 )
-            })?,
+            })??,
         };
         if !(batch.is_finite() && batch >= 1.0 && total.is_finite() && total >= 0.0) {
             return Err(format!(
@@ -279,5 +284,35 @@ impl Schedule for Staged {
         }
         self.cursor = c;
         Ok(())
+    }
+}
+
+/// The samples one step of `stage` takes, as the trainer sizes it: GRPO
+/// `rollout.prompts_per_step`; SFT `sft.batch_size`, else
+/// `rollout.prompts_per_step`; each the stage's override where it sets one,
+/// else the file's value the trainer reports. `None`: not reported.
+fn step_samples(
+    stage: &StageConfig,
+    metric: impl Fn(&str) -> Option<f64>,
+) -> Option<Result<f64, String>> {
+    let own = |key: &str| {
+        stage
+            .overrides
+            .extra
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| {
+                v.trim()
+                    .parse::<f64>()
+                    .map_err(|_| format!("overrides `{key}` = {v}: expected a number"))
+            })
+    };
+    let prompts =
+        || own("rollout.prompts_per_step").or_else(|| metric(BATCH_PROMPTS_METRIC).map(Ok));
+    match stage.kind {
+        StageKind::Sft => own("sft.batch_size")
+            .or_else(|| metric(SFT_BATCH_METRIC).map(Ok))
+            .or_else(prompts),
+        StageKind::Grpo => prompts(),
     }
 }

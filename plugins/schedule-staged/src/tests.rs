@@ -526,11 +526,12 @@ fn recipe_revisual_r1_cold_start_mm_rl_text_rl() {
     let m = |_: u64, _: &str, _: u64| {
         vec![
             ("dataset/text_traces/len", 1000.0),
-            ("batch/prompts", 128.0),
+            ("batch/prompts", 512.0),
+            ("batch/sft_samples", 128.0),
         ]
     };
     let plans = walk(&mut s, &m);
-    // 5 epochs * 1000 / 128 = 39.06 -> 40 steps.
+    // 5 epochs * 1000 / 128 (sft.batch_size) = 39.06 -> 40 steps.
     assert_eq!(
         seq(&plans),
         pairs(&[("cold-start", 40), ("mm-rl", 200), ("text-rl", 200)])
@@ -567,10 +568,11 @@ fn recipe_rl_with_cold_start_sft_then_grpo() {
             ("dataset/cot_traces/len", 500.0),
             ("dataset/mm_math/len", 1000.0),
             ("batch/prompts", 512.0),
+            ("batch/sft_samples", 64.0),
         ]
     };
     let plans = walk(&mut s, &m);
-    // SFT: 3 epochs * 500 / 64 (its own samples_per_step) = 23.4 -> 24 steps;
+    // SFT: 3 epochs * 500 / 64 (sft.batch_size) = 23.4 -> 24 steps;
     // GRPO: 2 epochs * 1000 / 512 = 3.9 -> 4.
     assert_eq!(seq(&plans), pairs(&[("sft", 24), ("grpo", 4)]));
     let r = runs(&plans);
@@ -582,4 +584,46 @@ fn recipe_rl_with_cold_start_sft_then_grpo() {
     assert_eq!(rl.overrides.top_p, Some(0.99));
     assert_eq!(rl.overrides.kl_coef, Some(1e-2));
     assert_eq!(rl.overrides.learning_rate, Some(1e-6));
+}
+
+/// An SFT stage in epochs counts SFT steps: `sft.batch_size` samples each
+/// (the stage's override, else the trainer's `batch/sft_samples`, else the
+/// prompts per step, as the trainer sizes an SFT step); a GRPO stage counts
+/// `rollout.prompts_per_step`, its override first.
+#[test]
+fn epochs_count_the_steps_of_the_stages_kind() {
+    let cfg = |sft_extra: &str, rl_extra: &str| {
+        format!(
+            "[[stages]]\nname = \"sft\"\nkind = \"sft\"\ndatasets = {{ t = 1.0 }}\nepochs = 1\n\
+             [stages.overrides]\nextra = {{ {sft_extra} }}\n\
+             [[stages]]\nname = \"rl\"\nkind = \"grpo\"\ndatasets = {{ t = 1.0 }}\nepochs = 1\n\
+             [stages.overrides]\nextra = {{ {rl_extra} }}\n"
+        )
+    };
+    let steps = |cfg: &str, metrics: Vec<(&'static str, f64)>| {
+        let mut s = Staged::new(cfg).unwrap();
+        let m = move |_: u64, _: &str, _: u64| metrics.clone();
+        seq(&walk(&mut s, &m))
+    };
+    let file = vec![
+        ("dataset/t/len", 10.0),
+        ("batch/prompts", 8.0),
+        ("batch/sft_samples", 3.0),
+    ];
+    // 10 rows: ceil(10 / 3) = 4 SFT steps, ceil(10 / 8) = 2 GRPO steps.
+    assert_eq!(
+        steps(&cfg("", ""), file.clone()),
+        pairs(&[("sft", 4), ("rl", 2)])
+    );
+    // Stage overrides: sft.batch_size 4 -> 3 steps; prompts_per_step 4 -> 3.
+    let own = cfg("\"sft.batch_size\" = 4", "\"rollout.prompts_per_step\" = 4");
+    assert_eq!(steps(&own, file), pairs(&[("sft", 3), ("rl", 3)]));
+    // No sft.batch_size anywhere: an SFT step takes the prompts per step.
+    let no_sft = vec![("dataset/t/len", 10.0), ("batch/prompts", 8.0)];
+    assert_eq!(
+        steps(&cfg("", ""), no_sft.clone()),
+        pairs(&[("sft", 2), ("rl", 2)])
+    );
+    let own = cfg("\"rollout.prompts_per_step\" = 3", "");
+    assert_eq!(steps(&own, no_sft), pairs(&[("sft", 4), ("rl", 2)]));
 }

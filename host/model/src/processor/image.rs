@@ -140,6 +140,59 @@ impl ImageProcessorConfig {
     }
 }
 
+impl ImageProcessorConfig {
+    /// The resize bounds replaced by `min_pixels` / `max_pixels` where given
+    /// (an experiment's `model.min_pixels` / `model.max_pixels`). The maximum
+    /// must hold one merged patch (`(patch_size * merge_size)^2` pixels):
+    /// smart_resize never goes below that, so a smaller bound cannot be kept.
+    pub fn with_pixel_bounds(mut self, min: Option<usize>, max: Option<usize>) -> Result<Self> {
+        if let Some(n) = min {
+            self.min_pixels = n;
+        }
+        if let Some(n) = max {
+            self.max_pixels = n;
+        }
+        let unit = (self.patch_size * self.merge_size).pow(2);
+        if self.min_pixels == 0 {
+            bail!("min_pixels must be positive");
+        }
+        if self.max_pixels < unit {
+            bail!(
+                "max_pixels {} is below one merged patch ({} x {} = {unit} pixels), the smallest image the processor makes",
+                self.max_pixels,
+                self.patch_size * self.merge_size,
+                self.patch_size * self.merge_size,
+            );
+        }
+        if self.min_pixels > self.max_pixels {
+            bail!(
+                "min_pixels {} is larger than max_pixels {}",
+                self.min_pixels,
+                self.max_pixels
+            );
+        }
+        Ok(self)
+    }
+}
+
+/// Writes resize bounds into a `preprocessor_config.json` document the way
+/// transformers reads them back: the top-level `min_pixels` / `max_pixels`
+/// and, where the file has a `size` table, its `shortest_edge` /
+/// `longest_edge` (which newer processors read instead).
+pub fn set_pixel_bounds_json(v: &mut Value, min: Option<usize>, max: Option<usize>) {
+    let Some(obj) = v.as_object_mut() else { return };
+    for (key, edge, n) in [
+        ("min_pixels", "shortest_edge", min),
+        ("max_pixels", "longest_edge", max),
+    ] {
+        let Some(n) = n else { continue };
+        obj.insert(key.into(), Value::from(n as u64));
+        if let Some(size) = obj.get_mut("size").and_then(Value::as_object_mut) {
+            size.insert(edge.into(), Value::from(n as u64));
+        }
+    }
+}
+
 /// One preprocessed image: `[grid_t*grid_h*grid_w, 3*T*P*P]` row-major floats.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProcessedImage {

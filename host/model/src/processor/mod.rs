@@ -213,6 +213,23 @@ impl Processor {
         }
     }
 
+    /// Replaces the image resize bounds read from `preprocessor_config.json`
+    /// (see [`ImageProcessorConfig::with_pixel_bounds`]); an error for a
+    /// directory without an image processor.
+    pub fn set_pixel_bounds(&mut self, min: Option<usize>, max: Option<usize>) -> Result<()> {
+        if min.is_none() && max.is_none() {
+            return Ok(());
+        }
+        let Some(p) = self.image_processor.as_mut() else {
+            bail!(
+                "{} has no preprocessor_config.json, so there is no image resolution to set",
+                self.dir.display()
+            );
+        };
+        p.config = p.config.clone().with_pixel_bounds(min, max)?;
+        Ok(())
+    }
+
     /// The image processor, for a sample that has images.
     fn images_of(&self, sample: &str) -> Result<&ImageProcessor> {
         self.image_processor.as_ref().ok_or_else(|| {

@@ -114,6 +114,11 @@ pub struct ModelSection {
     /// decoding (default: PIL's decompression-bomb limit, 89,478,485).
     #[serde(default = "default_max_image_pixels")]
     pub max_image_pixels: u64,
+    /// Image resize bounds in pixels, replacing the checkpoint's
+    /// `preprocessor_config.json` values in the processor every part of the
+    /// run uses and in the processor files saved with each checkpoint.
+    pub min_pixels: Option<usize>,
+    pub max_pixels: Option<usize>,
 }
 
 impl ModelSection {
@@ -128,6 +133,8 @@ impl ModelSection {
             workers: one_worker(),
             allow_non_finite_weights: false,
             max_image_pixels: default_max_image_pixels(),
+            min_pixels: None,
+            max_pixels: None,
         }
     }
 }
@@ -183,6 +190,16 @@ pub struct RewardRef {
     pub plugin: String,
     #[serde(default = "one")]
     pub weight: f64,
+    /// The datasets whose samples this reward scores (default: all).
+    pub datasets: Option<Vec<String>>,
+}
+
+impl RewardRef {
+    pub fn scores(&self, dataset: &str) -> bool {
+        self.datasets
+            .as_ref()
+            .is_none_or(|d| d.iter().any(|n| n == dataset))
+    }
 }
 
 fn one() -> f64 {

@@ -155,6 +155,7 @@ impl Experiment {
     /// (any key of rollout/optim/grpo/sft) set, then the typed overrides
     /// ([`OVERRIDE_KEYS`]), re-read with the same checks as the file.
     pub fn stage_settings(&self, plan: &sdk::Plan) -> Result<StageSettings> {
+        self.check_rewarded(plan)?;
         let o = &plan.overrides;
         let ctx = || format!("stage {:?}: overrides", plan.stage);
         let typed: Vec<(&str, toml::Value)> = OVERRIDE_KEYS
@@ -204,6 +205,44 @@ impl Experiment {
             bail!("{}: {}", ctx(), problems.join("; "));
         }
         Ok(settings)
+    }
+}
+
+impl Experiment {
+    /// What a step takes, reported to the schedule for stages sized in
+    /// epochs: the prompts per step, and the SFT batch where the file sets one.
+    pub fn batch_metrics(&self) -> Vec<(String, f64)> {
+        let mut out = vec![(
+            "batch/prompts".to_string(),
+            self.rollout.prompts_per_step as f64,
+        )];
+        if let Some(n) = self.sft.batch_size {
+            out.push(("batch/sft_samples".into(), n as f64));
+        }
+        out
+    }
+
+    /// A GRPO stage draws only from datasets some reward scores: a sample
+    /// no reward scores would train on a reward of zero.
+    fn check_rewarded(&self, plan: &sdk::Plan) -> Result<()> {
+        if plan.kind != sdk::StageKind::Grpo {
+            return Ok(());
+        }
+        let unscored: Vec<&str> = plan
+            .datasets
+            .iter()
+            .filter(|(name, weight)| *weight > 0.0 && !self.rewards.iter().any(|r| r.scores(name)))
+            .map(|(name, _)| name.as_str())
+            .collect();
+        if !unscored.is_empty() {
+            bail!(
+                "stage {:?} (GRPO) draws from dataset {} that no [[rewards]] entry scores \
+                 (add it to a reward's `datasets`, or leave `datasets` out to score every dataset)",
+                plan.stage,
+                unscored.join(", ")
+            );
+        }
+        Ok(())
     }
 }
 

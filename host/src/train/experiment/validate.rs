@@ -99,6 +99,12 @@ pub const RANGES: &[(&str, Range)] = &[
     ("model.threads", at_least(1.0)),
     ("model.workers", at_least(1.0)),
     ("model.max_image_pixels", at_least(1.0)),
+    ("model.min_pixels", at_least(1.0)),
+    (
+        "model.max_pixels",
+        at_least(784.0)
+            .because("one 28 x 28 merged patch, the smallest image Qwen2.5-VL's processor makes"),
+    ),
     (
         "plugins.*.limits.call_timeout_ms",
         range(Bound::Inclusive(1.0), Bound::Inclusive(86_400_000.0)).because("at most a day"),
@@ -323,6 +329,12 @@ impl Experiment {
                 ),
             }
         }
+        if let (Some(min), Some(max)) = (self.model.min_pixels, self.model.max_pixels) {
+            check(
+                min <= max,
+                format!("model.min_pixels = {min}: must be at most model.max_pixels = {max}"),
+            );
+        }
         let plugin = |n: &str| self.plugins.contains_key(n);
         check(
             !self.rewards.is_empty(),
@@ -336,6 +348,20 @@ impl Experiment {
                     r.plugin
                 ),
             );
+            let names = r.datasets.as_deref().unwrap_or_default();
+            check(
+                r.datasets.is_none() || !names.is_empty(),
+                format!("rewards[{i}].datasets: empty (leave it out to score every dataset)"),
+            );
+            for d in names {
+                check(
+                    self.datasets.contains_key(d),
+                    format!(
+                        "rewards[{i}].datasets: no dataset named {d:?} in [datasets] (have: {})",
+                        self.datasets.keys().cloned().collect::<Vec<_>>().join(", ")
+                    ),
+                );
+            }
         }
         for (name, d) in &self.datasets {
             check(
@@ -413,6 +439,10 @@ impl Experiment {
                 check(
                     self.datasets.contains_key(d),
                     format!("eval.datasets: no dataset named {d:?} in [datasets]"),
+                );
+                check(
+                    self.rewards.iter().any(|r| r.scores(d)),
+                    format!("eval.datasets: no [[rewards]] entry scores dataset {d:?}"),
                 );
             }
             check(

@@ -20,7 +20,7 @@ use crate::rl::dynamic_sampling::{informative_groups, DynamicSampling};
 use crate::train::data::{derive_seed, prompt_conversation, sample_name};
 use crate::train::experiment::StageSettings;
 use crate::train::failures::{reward_failures, Failure};
-use crate::train::plugins::{reward_groups, score_all, CombinedScore};
+use crate::train::plugins::{group_datasets, reward_groups, score_all, CombinedScore};
 use crate::train::policy::{Policy, Reference};
 use crate::train::rollout::{prepare_prompts, roll_out, RolloutConfig, Row};
 use crate::train::trainer::{LongInput, Trainer};
@@ -73,6 +73,8 @@ struct Round {
     samples: Vec<sdk::Sample>,
     /// Indices into `samples` of the prompts that were generated for.
     kept: Vec<usize>,
+    /// The dataset of each sample.
+    datasets: Vec<String>,
 }
 
 /// One round's completions scored, with their log-probs.
@@ -202,6 +204,7 @@ fn generate(
         rows,
         samples,
         kept,
+        datasets,
     }))
 }
 
@@ -215,10 +218,11 @@ fn score(
     time: &mut CollectTimes,
 ) -> Result<ScoredRound> {
     let to_score = reward_groups(&round.rows, &round.samples, &round.kept);
+    let datasets = group_datasets(&round.rows, &round.kept, &round.datasets);
     let rewards = Arc::clone(&t.plugins.rewards);
     let scoring = t.runtime.spawn_blocking(move || {
         let t = Instant::now();
-        score_all(&rewards, &to_score).map(|s| (s, t.elapsed().as_secs_f64()))
+        score_all(&rewards, &to_score, &datasets).map(|s| (s, t.elapsed().as_secs_f64()))
     });
     let t1 = Instant::now();
     let reference = t.reference.as_ref().filter(|_| p.need_ref);
