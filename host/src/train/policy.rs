@@ -9,7 +9,7 @@ use lmmhost_model::config::{Architecture, ModelConfig};
 use lmmhost_model::device::{parse_device, parse_dtype};
 use lmmhost_model::lm::CausalLm;
 use lmmhost_model::processor::Processor;
-use tch::{Device, Tensor};
+use tch::{Device, Kind, Tensor};
 
 use super::experiment::{ModelInit, ModelSection};
 
@@ -22,8 +22,57 @@ pub struct Freeze {
     pub prefixes: Vec<String>,
 }
 
+/// How `model.dtype` stores and trains the weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precision {
+    /// `"f32"`: everything in f32.
+    Full,
+    /// `"bf16"` / `"f16"`: the model (forward, backward, rollouts) in that
+    /// type; the optimizer's f32 master weights and f32 moments, gradients
+    /// summed in f32.
+    Mixed(Kind),
+    /// `"bf16-pure"` / `"f16-pure"`: weights, gradients and moments all in
+    /// that type. Updates smaller than half a unit in the last place round
+    /// away: at lr 1e-6 (1e-5 too) almost no weight ever moves.
+    Pure(Kind),
+}
+
+impl Precision {
+    pub fn parse(s: &str) -> Result<Precision> {
+        let (base, pure) = match s.trim().strip_suffix("-pure") {
+            Some(b) => (b, true),
+            None => (s, false),
+        };
+        let kind = parse_dtype(base).with_context(|| {
+            format!(
+                "dtype {s:?}: expected \"f32\", \"bf16\", \"f16\", \"bf16-pure\" or \"f16-pure\""
+            )
+        })?;
+        Ok(match (kind, pure) {
+            (Kind::Float, false) => Precision::Full,
+            (Kind::Float, true) => anyhow::bail!("dtype {s:?}: \"-pure\" is for bf16 and f16 only"),
+            (k, false) => Precision::Mixed(k),
+            (k, true) => Precision::Pure(k),
+        })
+    }
+
+    /// The type the model's tensors are stored and computed in.
+    pub fn kind(self) -> Kind {
+        match self {
+            Precision::Full => Kind::Float,
+            Precision::Mixed(k) | Precision::Pure(k) => k,
+        }
+    }
+
+    /// Whether the optimizer keeps f32 master weights.
+    pub fn master_weights(self) -> bool {
+        matches!(self, Precision::Mixed(_))
+    }
+}
+
 pub struct Policy {
     pub model: LoadedModel,
+    pub precision: Precision,
     pub processor: Processor,
     pub device: Device,
     /// Canonical name -> tensor (shares storage with the model).
@@ -42,7 +91,9 @@ pub fn load_model(
     seed: u64,
 ) -> Result<(LoadedModel, Device)> {
     let device = parse_device(&section.device).context("model.device")?;
-    let kind = parse_dtype(&section.dtype).context("model.dtype")?;
+    let kind = Precision::parse(&section.dtype)
+        .context("model.dtype")?
+        .kind();
     let opts = LoadOptions {
         allow_non_finite: section.allow_non_finite_weights,
     };
@@ -65,6 +116,7 @@ pub fn load_model(
 impl Policy {
     pub fn load(section: &ModelSection, dir: Option<&Path>, seed: u64) -> Result<Policy> {
         let (model, device) = load_model(section, dir, seed)?;
+        let precision = Precision::parse(&section.dtype).context("model.dtype")?;
         let proc_dir = dir.unwrap_or(&section.path);
         let mut processor = Processor::from_dir(proc_dir)
             .with_context(|| format!("processor files in {}", proc_dir.display()))?;
@@ -79,6 +131,7 @@ impl Policy {
         };
         Ok(Policy {
             model,
+            precision,
             processor,
             device,
             params,

@@ -12,12 +12,12 @@ use indicatif::ProgressBar;
 use lmmhost_plugin_host::OnError;
 use lmmhost_sdk as sdk;
 
-use super::adamw::AdamW;
 use super::checkpoint_store::{check_writable, CheckpointStore};
 use super::data::{check_sample, Mixer};
 use super::eval::{evaluate, write_records, EvalSettings};
 use super::experiment::{Experiment, LongInputs, SpecialTokens, StageSettings};
 use super::failures::{Failure, FailureLog};
+use super::optim::AdamW;
 use super::plugins::Plugins;
 use super::policy::{Freeze, Policy, Reference};
 use super::progress::{progress_bar, say};
@@ -108,7 +108,7 @@ impl<'a> Trainer<'a> {
             resume_from.as_ref().map(|d| d.join("model")).as_deref(),
             exp.seed,
         )?;
-        let mut opt = new_optimizer(exp);
+        let mut opt = new_optimizer(exp, &policy);
         let lens = plugins
             .datasets
             .iter()
@@ -213,7 +213,11 @@ impl<'a> Trainer<'a> {
             if self.evals_at_boundaries() {
                 self.evaluate(&format!("after {}", self.state.stage))?;
             }
-            self.opt = new_optimizer(self.exp);
+            // Fresh moments; the f32 master weights are the weights
+            // themselves and carry over.
+            let masters = std::mem::take(&mut self.opt.masters);
+            self.opt = new_optimizer(self.exp, &self.policy);
+            self.opt.masters = masters;
         }
         if self.reference.as_ref().is_some_and(|r| r.stage.is_some()) {
             self.reference = None;
@@ -565,9 +569,10 @@ pub(crate) fn kind_name(k: sdk::StageKind) -> &'static str {
     }
 }
 
-fn new_optimizer(exp: &Experiment) -> AdamW {
+fn new_optimizer(exp: &Experiment, policy: &Policy) -> AdamW {
     let o = &exp.optim;
     AdamW::new([o.betas[0], o.betas[1]], o.eps, o.weight_decay)
+        .with_master_weights(policy.precision.master_weights())
 }
 
 /// A stage name as a directory name.

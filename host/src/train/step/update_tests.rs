@@ -17,9 +17,14 @@ use crate::train::policy::Freeze;
 use crate::train::rollout::{roll_out, RolloutConfig};
 
 fn policy(workers: usize, seed: u64) -> Policy {
+    policy_in("f32", workers, seed)
+}
+
+fn policy_in(dtype: &str, workers: usize, seed: u64) -> Policy {
     let section = ModelSection {
         init: ModelInit::Random,
         workers,
+        dtype: dtype.into(),
         ..ModelSection::new(
             Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/models/char-qwen2"),
         )
@@ -329,4 +334,86 @@ fn several_updates_per_batch_clip_and_match_a_hand_computation() {
         second.loss
     );
     assert!((second.clip_fraction - clipped as f64 / tokens as f64).abs() < 1e-9);
+}
+
+/// bf16 with f32 master weights trains like f32: one update at the papers'
+/// lr 1e-6 moves the (master) weights as the f32 run moves its weights, to
+/// within a small relative difference of the update, while pure bf16 (the
+/// weights and moments themselves in bf16, as `dtype = "bf16"` used to
+/// train) leaves almost every weight where it was.
+#[test]
+fn bf16_with_master_weights_moves_like_f32() {
+    tch::set_num_threads(2);
+    let base = policy(1, 5);
+    let rows = rollout(&base, 4, 1.0, 8);
+    let adv_seq: Vec<f64> = (0..rows.len()).map(|i| (i % 4) as f64 - 1.5).collect();
+    let adv = per_token(&rows, &adv_seq);
+    let rates = constant(1e-6, 0.0);
+    let inputs = UpdateInputs {
+        rows: &rows,
+        advantages: &adv,
+        old_logprobs: None,
+        kl: None,
+        temperature: 1.0,
+        rates: &rates,
+    };
+    let s = settings(4, 1, Kl::default());
+    // The weights each run trains, in f32, before and after three updates.
+    let run = |dtype: &str| {
+        let p = policy_in(dtype, 1, 5);
+        let mut opt =
+            AdamW::new([0.9, 0.999], 1e-8, 0.0).with_master_weights(p.precision.master_weights());
+        let before: Vec<Tensor> = p
+            .tensors()
+            .iter()
+            .map(|t| t.to_kind(Kind::Float).copy())
+            .collect();
+        for _ in 0..3 {
+            update(&p, &mut opt, &s, &inputs).unwrap();
+        }
+        let after: Vec<Tensor> = p
+            .tensors()
+            .iter()
+            .enumerate()
+            .map(|(i, t)| opt.trained_weight(i, t).to_kind(Kind::Float))
+            .collect();
+        let delta: Vec<Tensor> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
+        (p, delta)
+    };
+    let (_, full) = run("f32");
+    let (mixed_policy, mixed) = run("bf16");
+    let (_, pure) = run("bf16-pure");
+    assert_eq!(mixed_policy.tensors()[0].kind(), Kind::BFloat16);
+    let norm = |d: &[Tensor]| {
+        d.iter()
+            .map(|t| t.square().sum(Kind::Double).double_value(&[]))
+            .sum::<f64>()
+            .sqrt()
+    };
+    let diff = |d: &[Tensor]| {
+        let e: Vec<Tensor> = d.iter().zip(&full).map(|(a, b)| a - b).collect();
+        norm(&e) / norm(&full)
+    };
+    let moved = |d: &[Tensor]| {
+        let (n, total) = d.iter().fold((0i64, 0i64), |(n, total), t| {
+            (
+                n + t.ne(0.0).sum(Kind::Int64).int64_value(&[]),
+                total + t.numel() as i64,
+            )
+        });
+        n as f64 / total as f64
+    };
+    assert!(moved(&full) > 0.9, "f32 moved {}", moved(&full));
+    let (mixed_diff, pure_diff) = (diff(&mixed), diff(&pure));
+    eprintln!(
+        "relative difference of the update from f32's: mixed {mixed_diff:.3}, pure {pure_diff:.3}; \
+         moved: f32 {:.3}, mixed {:.3}, pure {:.4}",
+        moved(&full),
+        moved(&mixed),
+        moved(&pure)
+    );
+    assert!(mixed_diff < 0.25, "bf16 + f32 masters vs f32: {mixed_diff}");
+    assert!(moved(&mixed) > 0.9, "mixed moved {}", moved(&mixed));
+    assert!(pure_diff > 0.9, "pure bf16 vs f32: {pure_diff}");
+    assert!(moved(&pure) < 0.05, "pure bf16 moved {}", moved(&pure));
 }
