@@ -417,3 +417,151 @@ fn bf16_with_master_weights_moves_like_f32() {
     assert!(pure_diff > 0.9, "pure bf16 vs f32: {pure_diff}");
     assert!(moved(&pure) < 0.05, "pure bf16 moved {}", moved(&pure));
 }
+
+/// A random Qwen2 with char-qwen2's tokenizer, large enough (about 12 M
+/// parameters, 48 MB of f32 gradient) that one gradient copy dwarfs the
+/// allocator's noise.
+fn mid_policy(dir: &Path) -> Policy {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/models/char-qwen2");
+    std::fs::copy(src.join("tokenizer.json"), dir.join("tokenizer.json")).unwrap();
+    let text = std::fs::read_to_string(src.join("config.json")).unwrap();
+    let mut config: serde_json::Value = serde_json::from_str(&text).unwrap();
+    config["hidden_size"] = 512.into();
+    config["intermediate_size"] = 1536.into();
+    config["num_hidden_layers"] = 4.into();
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    let section = ModelSection {
+        init: ModelInit::Random,
+        ..ModelSection::new(dir)
+    };
+    let p = Policy::load(&section, None, 2).unwrap();
+    p.set_trainable(&Freeze::default());
+    p
+}
+
+/// Resident set size and its peak (`VmRSS`, `VmHWM`) in bytes.
+fn rss() -> (u64, u64) {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap();
+    let field = |name: &str| {
+        let line = s.lines().find(|l| l.starts_with(name)).unwrap();
+        let kb: u64 = line[name.len()..]
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .unwrap();
+        kb * 1024
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// Run by `update_memory_does_not_grow_with_micro_batches` in a process of
+/// its own: one update of 16 rows in micro-batches of
+/// `LMMHOST_PROBE_MICRO_BATCH` rows, printing how far the resident size rose
+/// above where it stood before the update.
+#[test]
+#[ignore = "a child process of update_memory_does_not_grow_with_micro_batches"]
+fn update_peak_memory_probe() {
+    // Every block over 64 KiB gets its own mapping, returned to the OS when
+    // freed (a fixed threshold: glibc's sliding one would serve tensors
+    // from a heap it keeps), so the resident size follows live memory.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        extern "C" {
+            fn mallopt(param: i32, value: i32) -> i32;
+        }
+        const M_MMAP_THRESHOLD: i32 = -3;
+        // SAFETY: changes an allocator parameter; this test is the
+        // process's only one.
+        assert_eq!(unsafe { mallopt(M_MMAP_THRESHOLD, 64 << 10) }, 1);
+    }
+    tch::set_num_threads(1);
+    let micro: usize = std::env::var("LMMHOST_PROBE_MICRO_BATCH")
+        .expect("LMMHOST_PROBE_MICRO_BATCH")
+        .parse()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let p = mid_policy(dir.path());
+    let rows = rollout(&p, 4, 1.0, 8);
+    assert_eq!(rows.len(), 16);
+    let adv_seq: Vec<f64> = (0..16).map(|i| (i % 4) as f64 - 1.5).collect();
+    let adv = per_token(&rows, &adv_seq);
+    let rates = constant(1e-4, 0.0);
+    let inputs = UpdateInputs {
+        rows: &rows,
+        advantages: &adv,
+        old_logprobs: None,
+        kl: None,
+        temperature: 1.0,
+        rates: &rates,
+    };
+    let mut opt = AdamW::new([0.9, 0.999], 1e-8, 0.0);
+    // Moments and `.grad` exist from a first update; the measured one then
+    // allocates only what an update needs in flight.
+    update(&p, &mut opt, &settings(micro, 1, Kl::default()), &inputs).unwrap();
+    std::fs::write("/proc/self/clear_refs", "5").unwrap();
+    let (before, _) = rss();
+    update(&p, &mut opt, &settings(micro, 1, Kl::default()), &inputs).unwrap();
+    let (_, peak) = rss();
+    let grad_bytes: i64 = p.tensors().iter().map(|t| t.numel() as i64 * 4).sum();
+    println!(
+        "probe micro_batch={micro} rise={} grad_bytes={grad_bytes}",
+        peak - before
+    );
+}
+
+/// The same 16 rows in one micro-batch and in 16: with 16 the update's
+/// peak rises by at most what it does with one (whose 16 rows' activations
+/// outweigh one row's) plus a quarter of a gradient copy, and by less than
+/// two gradient copies in all (one in flight, plus one row's activations);
+/// keeping a copy per micro-batch until the sum, as the update used to,
+/// would add 15 copies. Each size runs in a child process so that one's
+/// freed memory cannot hide the other's.
+#[test]
+fn update_memory_does_not_grow_with_micro_batches() {
+    let exe = std::env::current_exe().unwrap();
+    let probe = |micro: usize| -> (f64, f64) {
+        let out = std::process::Command::new(&exe)
+            .args([
+                "--exact",
+                "train::step::update::tests::update_peak_memory_probe",
+                "--ignored",
+                "--nocapture",
+                "--test-threads",
+                "1",
+            ])
+            .env("LMMHOST_PROBE_MICRO_BATCH", micro.to_string())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "probe failed: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // The harness may print its own words before ours on the line.
+        let line = stdout
+            .lines()
+            .find_map(|l| l.find("probe micro_batch=").map(|at| &l[at..]))
+            .unwrap_or_else(|| panic!("no probe line in: {stdout}"));
+        let value = |key: &str| -> f64 {
+            let v = line.split(' ').find_map(|w| w.strip_prefix(key)).unwrap();
+            v.parse().unwrap()
+        };
+        (value("rise="), value("grad_bytes="))
+    };
+    // By micro-batch size: 16 rows in one micro-batch, and one row in each of 16.
+    let (one, grad) = probe(16);
+    let (sixteen, _) = probe(1);
+    eprintln!(
+        "peak rise over the update: 16 rows in 1 micro-batch {:.1} MB, in 16 micro-batches of 1 row \
+         {:.1} MB; one gradient copy {:.1} MB",
+        one / 1e6,
+        sixteen / 1e6,
+        grad / 1e6
+    );
+    assert!(
+        sixteen < one + 0.25 * grad && sixteen < 2.0 * grad,
+        "1 micro-batch: +{one} B, 16: +{sixteen} B (one gradient copy {grad} B)"
+    );
+}
