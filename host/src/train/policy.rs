@@ -188,28 +188,69 @@ impl Policy {
     }
 }
 
+/// Where the reference model lives and in which type (`grpo.kl.reference_device`,
+/// `grpo.kl.reference_dtype`; `None` = the policy's).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Placement {
+    pub device: Option<String>,
+    pub dtype: Option<String>,
+}
+
+impl Placement {
+    /// `section` with the device and dtype replaced where set.
+    fn apply(&self, section: &ModelSection) -> Result<ModelSection> {
+        let mut out = section.clone();
+        if let Some(d) = &self.device {
+            parse_device(d).context("grpo.kl.reference_device")?;
+            out.device = d.clone();
+        }
+        if let Some(d) = &self.dtype {
+            let kind = Precision::parse(d)
+                .context("grpo.kl.reference_dtype")?
+                .kind();
+            out.dtype = lmmhost_model::device::dtype_name(kind).to_string();
+        }
+        Ok(out)
+    }
+}
+
 /// The frozen reference the KL penalty compares with: the model the run
 /// loaded, or the policy as a stage started (`grpo.kl.reference`), loaded
-/// again without gradients.
+/// again without gradients, on its own device and in its own dtype if the
+/// experiment says so (a bf16 or CPU copy halves or frees the accelerator
+/// memory it takes).
 pub struct Reference {
     pub model: LoadedModel,
     /// The stage whose start it is a copy of; `None` for the initial model.
     pub stage: Option<String>,
+    pub placement: Placement,
+    pub device: Device,
 }
 
 impl Reference {
     /// The model the run loaded (`model.path`, or its seeded random init).
-    pub fn initial(section: &ModelSection, seed: u64) -> Result<Reference> {
-        let (model, _) = load_model(section, None, seed).context("reference model")?;
-        Ok(Reference::frozen(model, None))
+    pub fn initial(section: &ModelSection, place: &Placement, seed: u64) -> Result<Reference> {
+        let (model, device) =
+            load_model(&place.apply(section)?, None, seed).context("reference model")?;
+        Ok(Reference::frozen(model, device, None, place))
     }
 
     /// The copy of the policy that `stage` started from, saved in `dir`
     /// (written by [`Reference::stage_start`]; a resumed run reads it back).
-    pub fn saved(section: &ModelSection, dir: &Path, stage: &str) -> Result<Reference> {
-        let (model, _) = load_model(section, Some(dir), 0)
+    pub fn saved(
+        section: &ModelSection,
+        place: &Placement,
+        dir: &Path,
+        stage: &str,
+    ) -> Result<Reference> {
+        let (model, device) = load_model(&place.apply(section)?, Some(dir), 0)
             .with_context(|| format!("reference model of stage {stage:?}"))?;
-        Ok(Reference::frozen(model, Some(stage.to_string())))
+        Ok(Reference::frozen(
+            model,
+            device,
+            Some(stage.to_string()),
+            place,
+        ))
     }
 
     /// Saves the policy as it is into `dir` and loads that copy as the
@@ -218,6 +259,7 @@ impl Reference {
     pub fn stage_start(
         policy: &Policy,
         section: &ModelSection,
+        place: &Placement,
         dir: &Path,
         stage: &str,
     ) -> Result<Reference> {
@@ -226,15 +268,25 @@ impl Reference {
                 .with_context(|| format!("cannot replace {}", dir.display()))?;
         }
         policy.save(dir)?;
-        Reference::saved(section, dir, stage)
+        Reference::saved(section, place, dir, stage)
     }
 
-    fn frozen(model: LoadedModel, stage: Option<String>) -> Reference {
+    fn frozen(
+        model: LoadedModel,
+        device: Device,
+        stage: Option<String>,
+        place: &Placement,
+    ) -> Reference {
         for (_, t) in model.model.named_parameters() {
             let mut t = t.shallow_clone();
             let _ = t.requires_grad_(false);
         }
-        Reference { model, stage }
+        Reference {
+            model,
+            stage,
+            placement: place.clone(),
+            device,
+        }
     }
 
     pub fn lm(&self) -> &dyn CausalLm {

@@ -19,7 +19,7 @@ use super::experiment::{Experiment, LongInputs, SpecialTokens, StageSettings};
 use super::failures::{Failure, FailureLog};
 use super::optim::AdamW;
 use super::plugins::Plugins;
-use super::policy::{Freeze, Policy, Reference};
+use super::policy::{Freeze, Placement, Policy, Reference};
 use super::progress::{progress_bar, say};
 use super::state::{self, from_hex, to_hex, SummaryRow, TrainerState};
 use crate::metrics::log::{MetricsLog, StepRecord};
@@ -254,12 +254,24 @@ impl<'a> Trainer<'a> {
     /// (saved under `<output_dir>/references/`, where a run resumed inside
     /// the stage finds it again).
     pub fn ensure_reference(&mut self, s: &StageSettings) -> Result<()> {
+        let place = Placement {
+            device: s.grpo.kl.reference_device.clone(),
+            dtype: s.grpo.kl.reference_dtype.clone(),
+        };
+        if self
+            .reference
+            .as_ref()
+            .is_some_and(|r| r.placement != place)
+        {
+            self.reference = None;
+        }
         let held = self.reference.as_ref().map(|r| r.stage.as_deref());
         match s.grpo.kl.reference {
             KlReference::Initial => {
                 if held != Some(None) {
                     self.reference = None;
-                    self.reference = Some(Reference::initial(&self.exp.model, self.exp.seed)?);
+                    self.reference =
+                        Some(Reference::initial(&self.exp.model, &place, self.exp.seed)?);
                 }
             }
             KlReference::StageStart => {
@@ -276,9 +288,9 @@ impl<'a> Trainer<'a> {
                         std::fs::remove_dir_all(&root)
                             .with_context(|| format!("cannot clear {}", root.display()))?;
                     }
-                    Reference::stage_start(&self.policy, &self.exp.model, &dir, &stage)?
+                    Reference::stage_start(&self.policy, &self.exp.model, &place, &dir, &stage)?
                 } else {
-                    Reference::saved(&self.exp.model, &dir, &stage).with_context(|| {
+                    Reference::saved(&self.exp.model, &place, &dir, &stage).with_context(|| {
                         format!(
                             "resuming inside stage {stage:?}, whose KL reference is the model it started from (grpo.kl.reference = \"stage-start\")"
                         )

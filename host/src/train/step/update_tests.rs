@@ -13,7 +13,7 @@ use crate::rl::kl::Kl;
 use crate::rl::policy_loss::{ppo_clip_loss, ClipConfig, LossAggregation};
 use crate::rl::schedules::{EntropyBonus, LrDecay};
 use crate::train::experiment::{Grpo, ModelInit, ModelSection, Optim, Rollout, Sft};
-use crate::train::policy::Freeze;
+use crate::train::policy::{Freeze, Placement, Reference};
 use crate::train::rollout::{roll_out, RolloutConfig};
 
 fn policy(workers: usize, seed: u64) -> Policy {
@@ -564,4 +564,55 @@ fn update_memory_does_not_grow_with_micro_batches() {
         sixteen < one + 0.25 * grad && sixteen < 2.0 * grad,
         "1 micro-batch: +{one} B, 16: +{sixteen} B (one gradient copy {grad} B)"
     );
+}
+
+/// `grpo.kl.reference_dtype = "bf16"`: the reference is loaded in bf16 and
+/// its log-probs stay within bf16's rounding of the f32 reference's; a
+/// device that does not parse is an error naming the key.
+#[test]
+fn reference_in_bf16_gives_the_f32_log_probs_to_bf16_precision() {
+    tch::set_num_threads(2);
+    let section = ModelSection {
+        init: ModelInit::Random,
+        ..ModelSection::new(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/models/char-qwen2"),
+        )
+    };
+    let p = policy(1, 9);
+    let rows = rollout(&p, 2, 1.0, 8);
+    let load = |dtype: Option<&str>| {
+        let place = Placement {
+            device: Some("cpu".into()),
+            dtype: dtype.map(String::from),
+        };
+        Reference::initial(&section, &place, 9).unwrap()
+    };
+    let (full, half) = (load(None), load(Some("bf16")));
+    assert_eq!(full.model.model.named_parameters()[0].1.kind(), Kind::Float);
+    assert_eq!(
+        half.model.model.named_parameters()[0].1.kind(),
+        Kind::BFloat16
+    );
+    let pass = LogprobPass::of(&p, 4, 1.0);
+    let a = rows_logprobs(full.lm(), &rows, &pass).unwrap();
+    let b = rows_logprobs(half.lm(), &rows, &pass).unwrap();
+    let (mut worst, mut any) = (0f32, 0f32);
+    for (x, y) in a.iter().zip(&b) {
+        for (u, v) in x.iter().zip(y) {
+            worst = worst.max((u - v).abs() / u.abs().max(1.0));
+            any = any.max((u - v).abs());
+        }
+    }
+    assert!(any > 0.0, "the bf16 reference computed in f32?");
+    assert!(worst < 0.05, "bf16 reference log-probs off by {worst}");
+
+    let place = Placement {
+        device: Some("tpu".into()),
+        dtype: None,
+    };
+    let err = format!(
+        "{:#}",
+        Reference::initial(&section, &place, 9).err().unwrap()
+    );
+    assert!(err.contains("grpo.kl.reference_device"), "{err}");
 }
