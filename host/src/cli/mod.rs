@@ -5,5 +5,6 @@ pub mod bench_grpo;
 pub mod bundle;
 pub mod data;
 pub mod model;
+pub mod plan;
 pub mod plugin;
 pub mod train;

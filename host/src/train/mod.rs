@@ -9,6 +9,7 @@ pub mod dataset_report;
 pub mod eval;
 pub mod experiment;
 pub mod failures;
+pub mod memory_plan;
 pub mod optim;
 pub mod plugins;
 pub mod policy;
