@@ -116,7 +116,7 @@ impl AdamW {
                 let _ = w.g_sub_(&update);
                 if master.is_some() {
                     let mut p = p.shallow_clone();
-                    let _ = p.copy_(&w);
+                    p.copy_(&w);
                 }
             }
         });

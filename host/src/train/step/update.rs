@@ -271,7 +271,7 @@ pub fn update(
         let mut jobs = jobs.into_iter().peekable();
         while jobs.peek().is_some() {
             let wave: Vec<MicroBatch> = jobs.by_ref().take(policy.workers).collect();
-            for r in map_jobs(wave, policy.workers, &run)? {
+            for r in map_jobs(wave, policy.workers, run)? {
                 acc.add(&all, &r.grads);
                 record.loss += r.loss;
                 record.clip_fraction += r.clip_sum;
