@@ -86,6 +86,32 @@ pub fn param_count(c: &ModelConfig) -> Result<ParamCount> {
     })
 }
 
+/// The decoder's shape, as the activation and KV-cache terms use it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shape {
+    pub layers: u64,
+    pub hidden: u64,
+    pub intermediate: u64,
+    pub heads: u64,
+    pub kv_heads: u64,
+    pub head_dim: u64,
+    pub vocab: u64,
+}
+
+impl Shape {
+    pub fn of(t: &TextConfig) -> Shape {
+        Shape {
+            layers: t.num_hidden_layers as u64,
+            hidden: t.hidden_size as u64,
+            intermediate: t.intermediate_size as u64,
+            heads: t.num_attention_heads as u64,
+            kv_heads: t.num_key_value_heads as u64,
+            head_dim: t.head_dim as u64,
+            vocab: t.vocab_size as u64,
+        }
+    }
+}
+
 /// What the plan assumes about the run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PlanInputs {
@@ -100,13 +126,7 @@ pub struct PlanInputs {
     pub row_tokens: u64,
     /// Tokens the rollout's KV cache holds at its fullest.
     pub kv_tokens: u64,
-    pub layers: u64,
-    pub hidden: u64,
-    pub intermediate: u64,
-    pub heads: u64,
-    pub kv_heads: u64,
-    pub head_dim: u64,
-    pub vocab: u64,
+    pub shape: Shape,
 }
 
 /// Predicted bytes, by part.
@@ -155,7 +175,6 @@ impl PlanInputs {
         let rows = (r.prompts_per_step as u64) * u64::from(r.group_size);
         let all_rows = r.prompts_per_step as u64 * r.max_prompt_tokens as u64
             + rows * r.max_response_tokens as u64;
-        let t = &config.text;
         Ok(PlanInputs {
             params,
             trainable,
@@ -165,30 +184,24 @@ impl PlanInputs {
             workers: exp.model.workers as u64,
             row_tokens: (r.max_prompt_tokens + r.max_response_tokens) as u64,
             kv_tokens: r.kv_cache_budget.map_or(all_rows, |b| b as u64),
-            layers: t.num_hidden_layers as u64,
-            hidden: t.hidden_size as u64,
-            intermediate: t.intermediate_size as u64,
-            heads: t.num_attention_heads as u64,
-            kv_heads: t.num_key_value_heads as u64,
-            head_dim: t.head_dim as u64,
-            vocab: t.vocab_size as u64,
+            shape: Shape::of(&config.text),
         })
     }
 
     /// Activation bytes of a micro-batch of `rows` rows.
     pub fn activations(&self, rows: u64) -> u64 {
-        let s = storage_bytes(self.precision);
-        let l = self.row_tokens;
-        let per_token_layer = (8 * self.hidden
-            + 4 * self.intermediate
-            + 2 * (self.heads + 2 * self.kv_heads) * self.head_dim
-            + self.heads * l)
+        let (s, l, m) = (storage_bytes(self.precision), self.row_tokens, &self.shape);
+        let per_token_layer = (8 * m.hidden
+            + 4 * m.intermediate
+            + 2 * (m.heads + 2 * m.kv_heads) * m.head_dim
+            + m.heads * l)
             * s;
-        rows * l * (self.layers * per_token_layer + self.vocab * 4)
+        rows * l * (m.layers * per_token_layer + m.vocab * 4)
     }
 
     pub fn kv_bytes(&self, tokens: u64) -> u64 {
-        tokens * 2 * self.layers * self.kv_heads * self.head_dim * storage_bytes(self.precision)
+        let m = &self.shape;
+        tokens * 2 * m.layers * m.kv_heads * m.head_dim * storage_bytes(self.precision)
     }
 
     pub fn plan(&self) -> MemoryPlan {
@@ -302,7 +315,6 @@ mod tests {
 
     fn inputs(precision: Precision) -> PlanInputs {
         let c = config("qwen2.5-vl-3b");
-        let t = &c.text;
         PlanInputs {
             params: param_count(&c).unwrap(),
             trainable: param_count(&c).unwrap().total(),
@@ -312,13 +324,7 @@ mod tests {
             workers: 1,
             row_tokens: 2048,
             kv_tokens: 100_000,
-            layers: t.num_hidden_layers as u64,
-            hidden: t.hidden_size as u64,
-            intermediate: t.intermediate_size as u64,
-            heads: t.num_attention_heads as u64,
-            kv_heads: t.num_key_value_heads as u64,
-            head_dim: t.head_dim as u64,
-            vocab: t.vocab_size as u64,
+            shape: Shape::of(&c.text),
         }
     }
 

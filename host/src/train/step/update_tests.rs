@@ -91,6 +91,28 @@ fn constant(lr: f64, entropy: f64) -> RateSchedule {
     }
 }
 
+/// Advantages cycling through -1.5, -0.5, 0.5, 1.5 over the rows, per token.
+fn cycling_advantages(rows: &[Row]) -> Vec<Vec<f32>> {
+    let adv_seq: Vec<f64> = (0..rows.len()).map(|i| (i % 4) as f64 - 1.5).collect();
+    per_token(rows, &adv_seq)
+}
+
+/// An update of `rows` against their current log-probs, without KL.
+fn plain_inputs<'a>(
+    rows: &'a [Row],
+    adv: &'a [Vec<f32>],
+    rates: &'a RateSchedule,
+) -> UpdateInputs<'a> {
+    UpdateInputs {
+        rows,
+        advantages: adv,
+        old_logprobs: None,
+        kl: None,
+        temperature: 1.0,
+        rates,
+    }
+}
+
 /// Each row's advantage on each of its tokens.
 fn per_token(rows: &[Row], adv: &[f64]) -> Vec<Vec<f32>> {
     rows.iter()
@@ -346,17 +368,9 @@ fn bf16_with_master_weights_moves_like_f32() {
     tch::set_num_threads(2);
     let base = policy(1, 5);
     let rows = rollout(&base, 4, 1.0, 8);
-    let adv_seq: Vec<f64> = (0..rows.len()).map(|i| (i % 4) as f64 - 1.5).collect();
-    let adv = per_token(&rows, &adv_seq);
+    let adv = cycling_advantages(&rows);
     let rates = constant(1e-6, 0.0);
-    let inputs = UpdateInputs {
-        rows: &rows,
-        advantages: &adv,
-        old_logprobs: None,
-        kl: None,
-        temperature: 1.0,
-        rates: &rates,
-    };
+    let inputs = plain_inputs(&rows, &adv, &rates);
     let s = settings(4, 1, Kl::default());
     // The weights each run trains, in f32, before and after three updates.
     let run = |dtype: &str| {
@@ -484,17 +498,9 @@ fn update_peak_memory_probe() {
     let p = mid_policy(dir.path());
     let rows = rollout(&p, 4, 1.0, 8);
     assert_eq!(rows.len(), 16);
-    let adv_seq: Vec<f64> = (0..16).map(|i| (i % 4) as f64 - 1.5).collect();
-    let adv = per_token(&rows, &adv_seq);
+    let adv = cycling_advantages(&rows);
     let rates = constant(1e-4, 0.0);
-    let inputs = UpdateInputs {
-        rows: &rows,
-        advantages: &adv,
-        old_logprobs: None,
-        kl: None,
-        temperature: 1.0,
-        rates: &rates,
-    };
+    let inputs = plain_inputs(&rows, &adv, &rates);
     let mut opt = AdamW::new([0.9, 0.999], 1e-8, 0.0);
     // Moments and `.grad` exist from a first update; the measured one then
     // allocates only what an update needs in flight.
