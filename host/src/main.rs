@@ -28,6 +28,9 @@ enum Command {
     /// Show what the experiment's loaders produce: samples, rendered prompts,
     /// token counts, and the rows a run would skip or stop on (no model weights).
     Data(cli::data::DataArgs),
+    /// Predict a run's peak accelerator memory by part (weights, optimizer,
+    /// gradients, activations, KV cache, reference) and what fits.
+    Plan(cli::plan::PlanArgs),
     /// Draw the PNG plots of a run directory (also written at the end of a run).
     Plot(cli::train::PlotArgs),
     /// Inspect and try plugins (WebAssembly components) offline.
@@ -74,6 +77,7 @@ impl Command {
             Command::Bench(cli::bench::BenchCommand::Reward(_)) => Some(Arenas::PerThread),
             Command::Bench(_) => Some(Arenas::Shared),
             Command::Data(_)
+            | Command::Plan(_)
             | Command::Check(_)
             | Command::Plot(_)
             | Command::Plugin(_)
@@ -87,6 +91,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Run(args) => cli::train::run_cmd(args),
         Command::Eval(args) => cli::train::eval_cmd(args),
         Command::Data(args) => cli::data::run(args),
+        Command::Plan(args) => cli::plan::run(args),
         Command::Check(args) => cli::check::check_cmd(args),
         Command::Plot(args) => cli::train::plot_cmd(args),
         Command::Plugin(cmd) => cli::plugin::run(cmd),

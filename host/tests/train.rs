@@ -4,6 +4,8 @@
 
 mod train_support;
 
+use std::path::Path;
+
 use lmmhost::train::experiment::Experiment;
 use lmmhost::train::plugins::Plugins;
 use lmmhost::train::run::{run, RunOptions};
@@ -567,4 +569,61 @@ extra = { "optim.updates_per_batch" = 2 }
         names("dynamic"),
         sorted(&[&grpo, &["kl", "dynamic/groups", "dynamic/rounds"]])
     );
+}
+
+/// Mixed precision (`model.dtype = "bf16"`): the checkpoint holds the f32
+/// master weights next to the moments, and a resumed run continues step for
+/// step as the uninterrupted one does.
+#[test]
+fn bf16_run_resumes_with_its_master_weights() {
+    let stages = r#"
+[[stages]]
+name = "rl"
+kind = "grpo"
+datasets = { digits = 1.0 }
+steps = 3
+"#;
+    let extra = "[checkpoint]\nevery = 2\nkeep_last = 2\n";
+    let exp_in = |dir: &Path| {
+        let path = experiment(dir, stages, extra);
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(
+            &path,
+            text.replace("threads = 1\n", "threads = 1\ndtype = \"bf16\"\n"),
+        )
+        .unwrap();
+        Experiment::load(&path).unwrap()
+    };
+    let a = tempfile::tempdir().unwrap();
+    let full = run(&exp_in(a.path()), &RunOptions::default()).unwrap();
+    let b = tempfile::tempdir().unwrap();
+    let exp_b = exp_in(b.path());
+    let stop = RunOptions {
+        resume: false,
+        max_steps: Some(2),
+    };
+    assert_eq!(run(&exp_b, &stop).unwrap().steps, 2);
+    let ck = b
+        .path()
+        .join("run/checkpoints/step-00000002/optimizer.safetensors");
+    let names: Vec<String> = tch::Tensor::read_safetensors(&ck)
+        .unwrap()
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    assert!(names.iter().any(|n| n.ends_with(".master")), "{names:?}");
+    let resumed = run(
+        &exp_b,
+        &RunOptions {
+            resume: true,
+            max_steps: None,
+        },
+    )
+    .unwrap();
+    assert_eq!(resumed.steps, 3);
+    let (ra, rb) = (steps(&full.output_dir), steps(&resumed.output_dir));
+    assert_eq!(ra.len(), 3);
+    for (x, y) in ra.iter().zip(&rb) {
+        assert_eq!(comparable(x), comparable(y), "step {} differs", x.step);
+    }
 }

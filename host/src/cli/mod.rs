@@ -9,5 +9,6 @@ pub mod bundle;
 pub mod check;
 pub mod data;
 pub mod model;
+pub mod plan;
 pub mod plugin;
 pub mod train;

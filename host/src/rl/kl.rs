@@ -50,6 +50,11 @@ pub struct Kl {
     pub estimator: KlEstimator,
     pub placement: KlPlacement,
     pub reference: KlReference,
+    /// Where the reference model lives ("cpu", "cuda:N"; default: the
+    /// policy's `model.device`). Its log-prob pass runs there.
+    pub reference_device: Option<String>,
+    /// Its dtype ("f32", "bf16", "f16"; default: the policy's storage type).
+    pub reference_dtype: Option<String>,
 }
 
 impl Default for Kl {
@@ -59,6 +64,8 @@ impl Default for Kl {
             estimator: KlEstimator::K3,
             placement: KlPlacement::Loss,
             reference: KlReference::StageStart,
+            reference_device: None,
+            reference_dtype: None,
         }
     }
 }

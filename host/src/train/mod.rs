@@ -3,13 +3,14 @@
 //! and the loop that runs them (`run.rs`, with what it carries between steps
 //! in `trainer.rs`).
 
-pub mod adamw;
 pub mod checkpoint_store;
 pub mod data;
 pub mod dataset_report;
 pub mod eval;
 pub mod experiment;
 pub mod failures;
+pub mod memory_plan;
+pub mod optim;
 pub mod plugins;
 pub mod policy;
 mod progress;

@@ -9,7 +9,7 @@ use lmmhost_model::config::{Architecture, ModelConfig};
 use lmmhost_model::device::{parse_device, parse_dtype};
 use lmmhost_model::lm::CausalLm;
 use lmmhost_model::processor::{image, Processor};
-use tch::{Device, Tensor};
+use tch::{Device, Kind, Tensor};
 
 use super::experiment::{ModelInit, ModelSection};
 
@@ -22,8 +22,57 @@ pub struct Freeze {
     pub prefixes: Vec<String>,
 }
 
+/// How `model.dtype` stores and trains the weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precision {
+    /// `"f32"`: everything in f32.
+    Full,
+    /// `"bf16"` / `"f16"`: the model (forward, backward, rollouts) in that
+    /// type; the optimizer's f32 master weights and f32 moments, gradients
+    /// summed in f32.
+    Mixed(Kind),
+    /// `"bf16-pure"` / `"f16-pure"`: weights, gradients and moments all in
+    /// that type. Updates smaller than half a unit in the last place round
+    /// away: at lr 1e-6 (1e-5 too) almost no weight ever moves.
+    Pure(Kind),
+}
+
+impl Precision {
+    pub fn parse(s: &str) -> Result<Precision> {
+        let (base, pure) = match s.trim().strip_suffix("-pure") {
+            Some(b) => (b, true),
+            None => (s, false),
+        };
+        let kind = parse_dtype(base).with_context(|| {
+            format!(
+                "dtype {s:?}: expected \"f32\", \"bf16\", \"f16\", \"bf16-pure\" or \"f16-pure\""
+            )
+        })?;
+        Ok(match (kind, pure) {
+            (Kind::Float, false) => Precision::Full,
+            (Kind::Float, true) => anyhow::bail!("dtype {s:?}: \"-pure\" is for bf16 and f16 only"),
+            (k, false) => Precision::Mixed(k),
+            (k, true) => Precision::Pure(k),
+        })
+    }
+
+    /// The type the model's tensors are stored and computed in.
+    pub fn kind(self) -> Kind {
+        match self {
+            Precision::Full => Kind::Float,
+            Precision::Mixed(k) | Precision::Pure(k) => k,
+        }
+    }
+
+    /// Whether the optimizer keeps f32 master weights.
+    pub fn master_weights(self) -> bool {
+        matches!(self, Precision::Mixed(_))
+    }
+}
+
 pub struct Policy {
     pub model: LoadedModel,
+    pub precision: Precision,
     pub processor: Processor,
     pub device: Device,
     /// Canonical name -> tensor (shares storage with the model).
@@ -42,7 +91,9 @@ pub fn load_model(
     seed: u64,
 ) -> Result<(LoadedModel, Device)> {
     let device = parse_device(&section.device).context("model.device")?;
-    let kind = parse_dtype(&section.dtype).context("model.dtype")?;
+    let kind = Precision::parse(&section.dtype)
+        .context("model.dtype")?
+        .kind();
     let opts = LoadOptions {
         allow_non_finite: section.allow_non_finite_weights,
     };
@@ -92,6 +143,7 @@ fn set_pixel_bounds(
 impl Policy {
     pub fn load(section: &ModelSection, dir: Option<&Path>, seed: u64) -> Result<Policy> {
         let (model, device) = load_model(section, dir, seed)?;
+        let precision = Precision::parse(&section.dtype).context("model.dtype")?;
         let proc_dir = dir.unwrap_or(&section.path);
         let mut processor = Processor::from_dir(proc_dir)
             .with_context(|| format!("processor files in {}", proc_dir.display()))?;
@@ -108,6 +160,7 @@ impl Policy {
         };
         Ok(Policy {
             model,
+            precision,
             processor,
             device,
             params,
@@ -164,28 +217,69 @@ impl Policy {
     }
 }
 
+/// Where the reference model lives and in which type (`grpo.kl.reference_device`,
+/// `grpo.kl.reference_dtype`; `None` = the policy's).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Placement {
+    pub device: Option<String>,
+    pub dtype: Option<String>,
+}
+
+impl Placement {
+    /// `section` with the device and dtype replaced where set.
+    fn apply(&self, section: &ModelSection) -> Result<ModelSection> {
+        let mut out = section.clone();
+        if let Some(d) = &self.device {
+            parse_device(d).context("grpo.kl.reference_device")?;
+            out.device = d.clone();
+        }
+        if let Some(d) = &self.dtype {
+            let kind = Precision::parse(d)
+                .context("grpo.kl.reference_dtype")?
+                .kind();
+            out.dtype = lmmhost_model::device::dtype_name(kind).to_string();
+        }
+        Ok(out)
+    }
+}
+
 /// The frozen reference the KL penalty compares with: the model the run
 /// loaded, or the policy as a stage started (`grpo.kl.reference`), loaded
-/// again without gradients.
+/// again without gradients, on its own device and in its own dtype if the
+/// experiment says so (a bf16 or CPU copy halves or frees the accelerator
+/// memory it takes).
 pub struct Reference {
     pub model: LoadedModel,
     /// The stage whose start it is a copy of; `None` for the initial model.
     pub stage: Option<String>,
+    pub placement: Placement,
+    pub device: Device,
 }
 
 impl Reference {
     /// The model the run loaded (`model.path`, or its seeded random init).
-    pub fn initial(section: &ModelSection, seed: u64) -> Result<Reference> {
-        let (model, _) = load_model(section, None, seed).context("reference model")?;
-        Ok(Reference::frozen(model, None))
+    pub fn initial(section: &ModelSection, place: &Placement, seed: u64) -> Result<Reference> {
+        let (model, device) =
+            load_model(&place.apply(section)?, None, seed).context("reference model")?;
+        Ok(Reference::frozen(model, device, None, place))
     }
 
     /// The copy of the policy that `stage` started from, saved in `dir`
     /// (written by [`Reference::stage_start`]; a resumed run reads it back).
-    pub fn saved(section: &ModelSection, dir: &Path, stage: &str) -> Result<Reference> {
-        let (model, _) = load_model(section, Some(dir), 0)
+    pub fn saved(
+        section: &ModelSection,
+        place: &Placement,
+        dir: &Path,
+        stage: &str,
+    ) -> Result<Reference> {
+        let (model, device) = load_model(&place.apply(section)?, Some(dir), 0)
             .with_context(|| format!("reference model of stage {stage:?}"))?;
-        Ok(Reference::frozen(model, Some(stage.to_string())))
+        Ok(Reference::frozen(
+            model,
+            device,
+            Some(stage.to_string()),
+            place,
+        ))
     }
 
     /// Saves the policy as it is into `dir` and loads that copy as the
@@ -194,6 +288,7 @@ impl Reference {
     pub fn stage_start(
         policy: &Policy,
         section: &ModelSection,
+        place: &Placement,
         dir: &Path,
         stage: &str,
     ) -> Result<Reference> {
@@ -202,15 +297,25 @@ impl Reference {
                 .with_context(|| format!("cannot replace {}", dir.display()))?;
         }
         policy.save(dir)?;
-        Reference::saved(section, dir, stage)
+        Reference::saved(section, place, dir, stage)
     }
 
-    fn frozen(model: LoadedModel, stage: Option<String>) -> Reference {
+    fn frozen(
+        model: LoadedModel,
+        device: Device,
+        stage: Option<String>,
+        place: &Placement,
+    ) -> Reference {
         for (_, t) in model.model.named_parameters() {
             let mut t = t.shallow_clone();
             let _ = t.requires_grad_(false);
         }
-        Reference { model, stage }
+        Reference {
+            model,
+            stage,
+            placement: place.clone(),
+            device,
+        }
     }
 
     pub fn lm(&self) -> &dyn CausalLm {

@@ -4,7 +4,8 @@
 //!
 //! Layout of `checkpoints/step-NNNNNNNN/`:
 //! `model/` (Hugging Face directory), `optimizer.safetensors` (AdamW moments,
-//! `<param>.exp_avg` / `<param>.exp_avg_sq`), `trainer.json` (this struct).
+//! `<param>.exp_avg` / `<param>.exp_avg_sq`, and `<param>.master`, the f32
+//! master weight, under mixed precision), `trainer.json` (this struct).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -13,8 +14,8 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
-use super::adamw::AdamW;
 use super::data::Cursor;
+use super::optim::AdamW;
 use super::policy::Policy;
 
 /// One line of the evaluation summary table.
@@ -92,6 +93,10 @@ pub fn save(dir: &Path, policy: &Policy, opt: &AdamW, state: &TrainerState) -> R
         named.push((format!("{name}.exp_avg"), m.to_device(tch::Device::Cpu)));
         named.push((format!("{name}.exp_avg_sq"), v.to_device(tch::Device::Cpu)));
     }
+    for (&i, w) in &opt.masters {
+        let name = &policy.params[i].0;
+        named.push((format!("{name}.master"), w.to_device(tch::Device::Cpu)));
+    }
     named.push(("step".into(), Tensor::from_slice(&[opt.step])));
     let path = dir.join("optimizer.safetensors");
     Tensor::write_safetensors(&named, &path)
@@ -110,8 +115,8 @@ pub fn load_state(dir: &Path) -> Result<TrainerState> {
         .with_context(|| format!("{} is not a trainer state", path.display()))
 }
 
-/// Restores the optimizer's moments (of the parameters that had any) and
-/// step from `dir`.
+/// Restores the optimizer's moments (of the parameters that had any), f32
+/// master weights and step from `dir`.
 pub fn load_optimizer(dir: &Path, policy: &Policy, opt: &mut AdamW) -> Result<()> {
     let path = dir.join("optimizer.safetensors");
     let tensors: BTreeMap<String, Tensor> = Tensor::read_safetensors(&path)
@@ -124,16 +129,35 @@ pub fn load_optimizer(dir: &Path, policy: &Policy, opt: &mut AdamW) -> Result<()
             .with_context(|| format!("{}: no tensor {k}", path.display()))
     };
     opt.moments.clear();
+    opt.masters.clear();
     for (i, (name, p)) in policy.params.iter().enumerate() {
+        if let Some(w) = tensors.get(&format!("{name}.master")) {
+            if w.size() != p.size() {
+                bail!(
+                    "{}: master weight of {name} has shape {:?}, the parameter {:?}",
+                    path.display(),
+                    w.size(),
+                    p.size()
+                );
+            }
+            opt.masters
+                .insert(i, w.to_device(p.device()).to_kind(tch::Kind::Float));
+        }
         if !tensors.contains_key(&format!("{name}.exp_avg")) {
             continue;
         }
+        // Moments are in the type of what they update: the master or the parameter.
+        let kind = if opt.masters.contains_key(&i) {
+            tch::Kind::Float
+        } else {
+            p.kind()
+        };
         let m = get(&format!("{name}.exp_avg"))?
             .to_device(p.device())
-            .to_kind(p.kind());
+            .to_kind(kind);
         let v = get(&format!("{name}.exp_avg_sq"))?
             .to_device(p.device())
-            .to_kind(p.kind());
+            .to_kind(kind);
         if m.size() != p.size() {
             bail!(
                 "{}: moment of {name} has shape {:?}, the parameter {:?}",

@@ -12,14 +12,14 @@ use indicatif::ProgressBar;
 use lmmhost_plugin_host::OnError;
 use lmmhost_sdk as sdk;
 
-use super::adamw::AdamW;
 use super::checkpoint_store::{check_writable, CheckpointStore};
 use super::data::{check_sample, Mixer};
 use super::eval::{evaluate, write_records, EvalSettings};
 use super::experiment::{Experiment, LongInputs, SpecialTokens, StageSettings};
 use super::failures::{Failure, FailureLog};
+use super::optim::AdamW;
 use super::plugins::Plugins;
-use super::policy::{Freeze, Policy, Reference};
+use super::policy::{Freeze, Placement, Policy, Reference};
 use super::progress::{progress_bar, say};
 use super::state::{self, from_hex, to_hex, SummaryRow, TrainerState};
 use crate::metrics::log::{MetricsLog, StepRecord};
@@ -108,7 +108,7 @@ impl<'a> Trainer<'a> {
             resume_from.as_ref().map(|d| d.join("model")).as_deref(),
             exp.seed,
         )?;
-        let mut opt = new_optimizer(exp);
+        let mut opt = new_optimizer(exp, &policy);
         let lens = plugins
             .datasets
             .iter()
@@ -210,7 +210,11 @@ impl<'a> Trainer<'a> {
             if self.evals_at_boundaries() {
                 self.evaluate(&format!("after {}", self.state.stage))?;
             }
-            self.opt = new_optimizer(self.exp);
+            // Fresh moments; the f32 master weights are the weights
+            // themselves and carry over.
+            let masters = std::mem::take(&mut self.opt.masters);
+            self.opt = new_optimizer(self.exp, &self.policy);
+            self.opt.masters = masters;
         }
         if self.reference.as_ref().is_some_and(|r| r.stage.is_some()) {
             self.reference = None;
@@ -247,12 +251,24 @@ impl<'a> Trainer<'a> {
     /// (saved under `<output_dir>/references/`, where a run resumed inside
     /// the stage finds it again).
     pub fn ensure_reference(&mut self, s: &StageSettings) -> Result<()> {
+        let place = Placement {
+            device: s.grpo.kl.reference_device.clone(),
+            dtype: s.grpo.kl.reference_dtype.clone(),
+        };
+        if self
+            .reference
+            .as_ref()
+            .is_some_and(|r| r.placement != place)
+        {
+            self.reference = None;
+        }
         let held = self.reference.as_ref().map(|r| r.stage.as_deref());
         match s.grpo.kl.reference {
             KlReference::Initial => {
                 if held != Some(None) {
                     self.reference = None;
-                    self.reference = Some(Reference::initial(&self.exp.model, self.exp.seed)?);
+                    self.reference =
+                        Some(Reference::initial(&self.exp.model, &place, self.exp.seed)?);
                 }
             }
             KlReference::StageStart => {
@@ -269,9 +285,9 @@ impl<'a> Trainer<'a> {
                         std::fs::remove_dir_all(&root)
                             .with_context(|| format!("cannot clear {}", root.display()))?;
                     }
-                    Reference::stage_start(&self.policy, &self.exp.model, &dir, &stage)?
+                    Reference::stage_start(&self.policy, &self.exp.model, &place, &dir, &stage)?
                 } else {
-                    Reference::saved(&self.exp.model, &dir, &stage).with_context(|| {
+                    Reference::saved(&self.exp.model, &place, &dir, &stage).with_context(|| {
                         format!(
                             "resuming inside stage {stage:?}, whose KL reference is the model it started from (grpo.kl.reference = \"stage-start\")"
                         )
@@ -562,9 +578,10 @@ pub(crate) fn kind_name(k: sdk::StageKind) -> &'static str {
     }
 }
 
-fn new_optimizer(exp: &Experiment) -> AdamW {
+fn new_optimizer(exp: &Experiment, policy: &Policy) -> AdamW {
     let o = &exp.optim;
     AdamW::new([o.betas[0], o.betas[1]], o.eps, o.weight_decay)
+        .with_master_weights(policy.precision.master_weights())
 }
 
 /// A stage name as a directory name.

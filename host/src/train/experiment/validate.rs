@@ -294,6 +294,14 @@ impl Experiment {
     /// Every problem found, one per line, each naming its key.
     pub fn validate(&self) -> Result<()> {
         let mut problems = range_problems(&self.raw);
+        if let Err(e) = crate::train::policy::Precision::parse(&self.model.dtype) {
+            problems.push(format!("model.dtype: {e:#}"));
+        }
+        if let Some(d) = &self.grpo.kl.reference_dtype {
+            if let Err(e) = crate::train::policy::Precision::parse(d) {
+                problems.push(format!("grpo.kl.reference_dtype: {e:#}"));
+            }
+        }
         let mut check = |ok: bool, msg: String| {
             if !ok {
                 problems.push(msg);
@@ -672,6 +680,7 @@ mod tests {
             "{msg}"
         );
         assert!(msg.contains("choose one remedy"), "{msg}");
+
         assert!(
             msg.contains("eval.datasets: no dataset named \"nope\""),
             "{msg}"
@@ -693,6 +702,21 @@ mod tests {
         let msg = format!("{:#}", Experiment::load(&p).unwrap_err());
         assert!(msg.contains("model.threads = 0: must be >= 1"), "{msg}");
         assert!(msg.contains("model.workers = 0: must be >= 1"), "{msg}");
+    }
+
+    #[test]
+    fn dtypes_are_named() {
+        let (_d, p) = setup("[grpo.kl]\nreference_dtype = \"f32-pure\"\n");
+        let text = std::fs::read_to_string(&p)
+            .unwrap()
+            .replace("path = \"model\"", "path = \"model\"\ndtype = \"bf17\"");
+        std::fs::write(&p, text).unwrap();
+        let msg = format!("{:#}", Experiment::load(&p).unwrap_err());
+        assert!(msg.contains("model.dtype: dtype \"bf17\""), "{msg}");
+        assert!(
+            msg.contains("grpo.kl.reference_dtype: dtype \"f32-pure\""),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -13,6 +13,7 @@ use anyhow::{bail, Context, Result};
 use lmmhost_model::lm::CausalLm;
 use lmmhost_model::sampling::{SamplingParams, SeededRng};
 use lmmhost_sdk as sdk;
+use tch::Device;
 
 use super::logprobs::{rows_logprobs, LogprobPass};
 use super::plan::StepPlan;
@@ -21,7 +22,7 @@ use crate::train::data::{derive_seed, prompt_conversation, sample_name};
 use crate::train::experiment::StageSettings;
 use crate::train::failures::{reward_failures, Failure};
 use crate::train::plugins::{group_datasets, reward_groups, score_all, CombinedScore};
-use crate::train::policy::{Policy, Reference};
+use crate::train::policy::Policy;
 use crate::train::rollout::{prepare_prompts, roll_out, RolloutConfig, Row};
 use crate::train::trainer::{LongInput, Trainer};
 
@@ -226,8 +227,14 @@ fn score(
     });
     let t1 = Instant::now();
     let reference = t.reference.as_ref().filter(|_| p.need_ref);
-    let ref_logprobs = logprobs_under(reference.map(Reference::lm), &t.policy, &round.rows, s, p)?;
-    let old = p.need_old.then(|| t.policy.lm());
+    let ref_logprobs = logprobs_under(
+        reference.map(|r| (r.lm(), r.device)),
+        &t.policy,
+        &round.rows,
+        s,
+        p,
+    )?;
+    let old = p.need_old.then(|| (t.policy.lm(), t.policy.device));
     let old_logprobs = logprobs_under(old, &t.policy, &round.rows, s, p)?;
     time.logprobs += t1.elapsed().as_secs_f64();
     let (scores, secs) = t
@@ -247,19 +254,22 @@ fn score(
     })
 }
 
-/// Each row's response log-probs under `lm` at the plan's temperature, in
-/// chunks of the micro-batch size; empty without a model.
+/// Each row's response log-probs under `lm` (on its device) at the plan's
+/// temperature, in chunks of the micro-batch size; empty without a model.
 fn logprobs_under(
-    lm: Option<&dyn CausalLm>,
+    lm: Option<(&dyn CausalLm, Device)>,
     policy: &Policy,
     rows: &[Row],
     s: &StageSettings,
     p: &StepPlan,
 ) -> Result<Vec<Vec<f32>>> {
-    let Some(lm) = lm else {
+    let Some((lm, device)) = lm else {
         return Ok(Vec::new());
     };
-    let pass = LogprobPass::of(policy, s.optim.micro_batch_size, p.temperature);
+    let pass = LogprobPass {
+        device,
+        ..LogprobPass::of(policy, s.optim.micro_batch_size, p.temperature)
+    };
     rows_logprobs(lm, rows, &pass)
 }
 

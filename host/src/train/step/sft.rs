@@ -14,9 +14,9 @@ use tch::{Kind, Tensor};
 
 use super::metrics::SftMetrics;
 use super::plan::stage_rates;
-use crate::train::adamw::{clip_grad_norm, AdamW};
 use crate::train::data::{sample_name, sft_conversation};
 use crate::train::experiment::StageSettings;
+use crate::train::optim::{clip_grad_norm, AdamW, GradAccumulator};
 use crate::train::policy::Policy;
 use crate::train::trainer::{LongInput, Trainer};
 
@@ -145,7 +145,10 @@ fn update(
     if tokens == 0.0 {
         bail!("the SFT batch has no assistant tokens to learn from");
     }
-    policy.zero_grad();
+    let all = policy.tensors();
+    let slots: Vec<usize> = (0..all.len()).filter(|&i| all[i].requires_grad()).collect();
+    let trainable: Vec<Tensor> = slots.iter().map(|&i| all[i].shallow_clone()).collect();
+    let mut acc = GradAccumulator::new(&all, slots, opt.master_weights);
     let mut loss_sum = 0.0;
     for p in &prepared {
         let ids = p.batch.input_ids.to_device(device);
@@ -170,12 +173,14 @@ fn update(
         // Text-only conversations with the language model frozen reach no
         // trainable parameter.
         if loss.requires_grad() {
-            loss.backward();
+            acc.add(
+                &all,
+                &Tensor::f_run_backward(&[&loss], &trainable, false, false)?,
+            );
         }
     }
-    let params = policy.tensors();
-    let grad_norm = clip_grad_norm(&params, s.optim.grad_clip);
-    opt.step(&params, lr)?;
+    let grad_norm = clip_grad_norm(acc.grads(), s.optim.grad_clip);
+    opt.step(&all, acc.grads(), lr)?;
     Ok(SftStats {
         loss: loss_sum,
         tokens: tokens as usize,

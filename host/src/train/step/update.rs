@@ -15,8 +15,8 @@ use super::logprobs::shared_response_stats;
 use crate::rl::kl::{kl_estimate, KlEstimator, KlUse};
 use crate::rl::policy_loss::{aggregate, policy_loss, BatchNorm};
 use crate::rl::schedules::RateSchedule;
-use crate::train::adamw::{clip_grad_norm, AdamW};
 use crate::train::experiment::StageSettings;
+use crate::train::optim::{clip_grad_norm, AdamW, GradAccumulator};
 use crate::train::policy::Policy;
 use crate::train::rollout::{shared_prompt_batch, Row, SharedPromptBatch};
 
@@ -56,20 +56,6 @@ struct MicroBatchResult {
     secs_backward: f64,
     /// One per trainable parameter (undefined where it got none).
     grads: Vec<Tensor>,
-}
-
-/// Adds `grads` to the parameters' (zeroed) `.grad`: the backward of
-/// `sum(p * g)` is exactly `g`, and it creates `.grad` where none exists yet.
-fn set_grads(params: &[Tensor], grads: Vec<Option<Tensor>>) {
-    let terms: Vec<Tensor> = params
-        .iter()
-        .zip(grads)
-        .filter_map(|(p, g)| g.map(|g| (p * g.detach()).sum(Kind::Float)))
-        .collect();
-    if let Some(first) = terms.first() {
-        let total = terms[1..].iter().fold(first.shallow_clone(), |a, b| a + b);
-        total.backward();
-    }
 }
 
 /// One optimizer update: its mini-batch's loss and clip fraction, the
@@ -171,12 +157,10 @@ pub fn update(
         .loss_constant_length
         .unwrap_or(s.rollout.max_response_tokens);
     // Gradients are taken for the trainable parameters only (frozen ones
-    // have none to give).
-    let params: Vec<Tensor> = policy
-        .tensors()
-        .into_iter()
-        .filter(|t| t.requires_grad())
-        .collect();
+    // have none to give); the optimizer sees the whole list, by index.
+    let all = policy.tensors();
+    let slots: Vec<usize> = (0..all.len()).filter(|&i| all[i].requires_grad()).collect();
+    let params: Vec<Tensor> = slots.iter().map(|&i| all[i].shallow_clone()).collect();
     ensure!(
         !params.is_empty(),
         "the update has no trainable parameters (are both freeze_vision and freeze_language set?)"
@@ -208,7 +192,7 @@ pub fn update(
         let t_fwd = Instant::now();
         // The micro-batches as tensors (built on this thread: rows share
         // their prompts by `Rc`); each one's loss and gradients are computed
-        // on a worker, and the gradients summed below in micro-batch order.
+        // on a worker, and the gradients added in place, in micro-batch order.
         let mut jobs = Vec::new();
         let mut start = lo;
         while start < hi {
@@ -233,7 +217,7 @@ pub fn update(
         let lm = unsafe { ReadOnlyShared::new(policy.lm()) };
         let shared_params = unsafe { ReadOnlyShared::new(&params) };
         let kl_term = inp.kl.map(|k| (k.coef, k.estimator));
-        let results = map_jobs(jobs, policy.workers, |_, mb| {
+        let run = |_, mb: MicroBatch| {
             let t0 = Instant::now();
             let mask = &mb.sb.response_mask;
             let (lp, ent) = shared_response_stats(*lm.get(), &mb.sb, entropy_mode, temperature)?;
@@ -272,37 +256,33 @@ pub fn update(
             };
             out.secs_backward = t1.elapsed().as_secs_f64();
             Ok(out)
-        })?;
-        // Sum in micro-batch order (the same sum for any worker count), then
-        // hand it to the parameters' `.grad` for clipping and the optimizer.
-        let mut total: Vec<Option<Tensor>> = params.iter().map(|_| None).collect();
+        };
+        // The micro-batches run in waves of one per worker; each wave's
+        // gradients are added in place before the next starts, so at most
+        // `workers` gradient copies exist besides the sum (the same sum, in
+        // micro-batch order, for any worker count).
+        let mut acc = GradAccumulator::new(&all, slots.clone(), opt.master_weights);
         let (mut fwd, mut bwd) = (0.0, 0.0);
         let mut record = UpdateRecord {
             lr,
             entropy_coef,
             ..UpdateRecord::default()
         };
-        for r in &results {
-            for (acc, g) in total.iter_mut().zip(&r.grads) {
-                if g.defined() {
-                    *acc = Some(match acc.take() {
-                        Some(a) => a + g,
-                        None => g.shallow_clone(),
-                    });
-                }
+        let mut jobs = jobs.into_iter().peekable();
+        while jobs.peek().is_some() {
+            let wave: Vec<MicroBatch> = jobs.by_ref().take(policy.workers).collect();
+            for r in map_jobs(wave, policy.workers, run)? {
+                acc.add(&all, &r.grads);
+                record.loss += r.loss;
+                record.clip_fraction += r.clip_sum;
+                record.ratio_max_dev = record.ratio_max_dev.max(r.ratio_dev);
+                kl_sum += r.kl_sum;
+                ent_sum += r.ent_sum;
+                clip_sum += r.clip_sum;
+                fwd += r.secs_forward;
+                bwd += r.secs_backward;
             }
-            record.loss += r.loss;
-            record.clip_fraction += r.clip_sum;
-            record.ratio_max_dev = record.ratio_max_dev.max(r.ratio_dev);
-            kl_sum += r.kl_sum;
-            ent_sum += r.ent_sum;
-            clip_sum += r.clip_sum;
-            fwd += r.secs_forward;
-            bwd += r.secs_backward;
         }
-        drop(results);
-        policy.zero_grad();
-        set_grads(&params, total);
         // Wall time of the micro-batches, split between forward and backward
         // as the workers' own clocks split it.
         let wall = t_fwd.elapsed().as_secs_f64();
@@ -315,10 +295,11 @@ pub fn update(
         stats.time_backward += wall * (1.0 - share);
         tok_total += tokens as f64;
         let t_opt = Instant::now();
-        record.grad_norm = clip_grad_norm(&params, s.optim.grad_clip);
+        record.grad_norm = clip_grad_norm(acc.grads(), s.optim.grad_clip);
         record.clip_fraction /= (tokens as f64).max(1.0);
         // State is created for the parameters that train, frozen ones have none.
-        opt.step(&policy.tensors(), lr)?;
+        opt.step(&all, acc.grads(), lr)?;
+        drop(acc);
         stats.time_optimizer += t_opt.elapsed().as_secs_f64();
         stats.loss += record.loss;
         stats.grad_norm = record.grad_norm;

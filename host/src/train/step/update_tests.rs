@@ -13,13 +13,18 @@ use crate::rl::kl::Kl;
 use crate::rl::policy_loss::{ppo_clip_loss, ClipConfig, LossAggregation};
 use crate::rl::schedules::{EntropyBonus, LrDecay};
 use crate::train::experiment::{Grpo, ModelInit, ModelSection, Optim, Rollout, Sft};
-use crate::train::policy::Freeze;
+use crate::train::policy::{Freeze, Placement, Reference};
 use crate::train::rollout::{roll_out, RolloutConfig};
 
 fn policy(workers: usize, seed: u64) -> Policy {
+    policy_in("f32", workers, seed)
+}
+
+fn policy_in(dtype: &str, workers: usize, seed: u64) -> Policy {
     let section = ModelSection {
         init: ModelInit::Random,
         workers,
+        dtype: dtype.into(),
         ..ModelSection::new(
             Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/models/char-qwen2"),
         )
@@ -83,6 +88,28 @@ fn constant(lr: f64, entropy: f64) -> RateSchedule {
             coef: entropy,
             ..EntropyBonus::default()
         },
+    }
+}
+
+/// Advantages cycling through -1.5, -0.5, 0.5, 1.5 over the rows, per token.
+fn cycling_advantages(rows: &[Row]) -> Vec<Vec<f32>> {
+    let adv_seq: Vec<f64> = (0..rows.len()).map(|i| (i % 4) as f64 - 1.5).collect();
+    per_token(rows, &adv_seq)
+}
+
+/// An update of `rows` against their current log-probs, without KL.
+fn plain_inputs<'a>(
+    rows: &'a [Row],
+    adv: &'a [Vec<f32>],
+    rates: &'a RateSchedule,
+) -> UpdateInputs<'a> {
+    UpdateInputs {
+        rows,
+        advantages: adv,
+        old_logprobs: None,
+        kl: None,
+        temperature: 1.0,
+        rates,
     }
 }
 
@@ -329,4 +356,269 @@ fn several_updates_per_batch_clip_and_match_a_hand_computation() {
         second.loss
     );
     assert!((second.clip_fraction - clipped as f64 / tokens as f64).abs() < 1e-9);
+}
+
+/// bf16 with f32 master weights trains like f32: one update at the papers'
+/// lr 1e-6 moves the (master) weights as the f32 run moves its weights, to
+/// within a small relative difference of the update, while pure bf16 (the
+/// weights and moments themselves in bf16, as `dtype = "bf16"` used to
+/// train) leaves almost every weight where it was.
+#[test]
+fn bf16_with_master_weights_moves_like_f32() {
+    tch::set_num_threads(2);
+    let base = policy(1, 5);
+    let rows = rollout(&base, 4, 1.0, 8);
+    let adv = cycling_advantages(&rows);
+    let rates = constant(1e-6, 0.0);
+    let inputs = plain_inputs(&rows, &adv, &rates);
+    let s = settings(4, 1, Kl::default());
+    // The weights each run trains, in f32, before and after three updates.
+    let run = |dtype: &str| {
+        let p = policy_in(dtype, 1, 5);
+        let mut opt =
+            AdamW::new([0.9, 0.999], 1e-8, 0.0).with_master_weights(p.precision.master_weights());
+        let before: Vec<Tensor> = p
+            .tensors()
+            .iter()
+            .map(|t| t.to_kind(Kind::Float).copy())
+            .collect();
+        for _ in 0..3 {
+            update(&p, &mut opt, &s, &inputs).unwrap();
+        }
+        let after: Vec<Tensor> = p
+            .tensors()
+            .iter()
+            .enumerate()
+            .map(|(i, t)| opt.trained_weight(i, t).to_kind(Kind::Float))
+            .collect();
+        let delta: Vec<Tensor> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
+        (p, delta)
+    };
+    let (_, full) = run("f32");
+    let (mixed_policy, mixed) = run("bf16");
+    let (_, pure) = run("bf16-pure");
+    assert_eq!(mixed_policy.tensors()[0].kind(), Kind::BFloat16);
+    let norm = |d: &[Tensor]| {
+        d.iter()
+            .map(|t| t.square().sum(Kind::Double).double_value(&[]))
+            .sum::<f64>()
+            .sqrt()
+    };
+    let diff = |d: &[Tensor]| {
+        let e: Vec<Tensor> = d.iter().zip(&full).map(|(a, b)| a - b).collect();
+        norm(&e) / norm(&full)
+    };
+    let moved = |d: &[Tensor]| {
+        let (n, total) = d.iter().fold((0i64, 0i64), |(n, total), t| {
+            (
+                n + t.ne(0.0).sum(Kind::Int64).int64_value(&[]),
+                total + t.numel() as i64,
+            )
+        });
+        n as f64 / total as f64
+    };
+    assert!(moved(&full) > 0.9, "f32 moved {}", moved(&full));
+    let (mixed_diff, pure_diff) = (diff(&mixed), diff(&pure));
+    eprintln!(
+        "relative difference of the update from f32's: mixed {mixed_diff:.3}, pure {pure_diff:.3}; \
+         moved: f32 {:.3}, mixed {:.3}, pure {:.4}",
+        moved(&full),
+        moved(&mixed),
+        moved(&pure)
+    );
+    assert!(mixed_diff < 0.25, "bf16 + f32 masters vs f32: {mixed_diff}");
+    assert!(moved(&mixed) > 0.9, "mixed moved {}", moved(&mixed));
+    assert!(pure_diff > 0.9, "pure bf16 vs f32: {pure_diff}");
+    assert!(moved(&pure) < 0.05, "pure bf16 moved {}", moved(&pure));
+}
+
+/// A random Qwen2 with char-qwen2's tokenizer, large enough (about 12 M
+/// parameters, 48 MB of f32 gradient) that one gradient copy dwarfs the
+/// allocator's noise.
+fn mid_policy(dir: &Path) -> Policy {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/models/char-qwen2");
+    std::fs::copy(src.join("tokenizer.json"), dir.join("tokenizer.json")).unwrap();
+    let text = std::fs::read_to_string(src.join("config.json")).unwrap();
+    let mut config: serde_json::Value = serde_json::from_str(&text).unwrap();
+    config["hidden_size"] = 512.into();
+    config["intermediate_size"] = 1536.into();
+    config["num_hidden_layers"] = 4.into();
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    let section = ModelSection {
+        init: ModelInit::Random,
+        ..ModelSection::new(dir)
+    };
+    let p = Policy::load(&section, None, 2).unwrap();
+    p.set_trainable(&Freeze::default());
+    p
+}
+
+/// Resident set size and its peak (`VmRSS`, `VmHWM`) in bytes.
+fn rss() -> (u64, u64) {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap();
+    let field = |name: &str| {
+        let line = s.lines().find(|l| l.starts_with(name)).unwrap();
+        let kb: u64 = line[name.len()..]
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .unwrap();
+        kb * 1024
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// Run by `update_memory_does_not_grow_with_micro_batches` in a process of
+/// its own: one update of 16 rows in micro-batches of
+/// `LMMHOST_PROBE_MICRO_BATCH` rows, printing how far the resident size rose
+/// above where it stood before the update.
+#[test]
+#[ignore = "a child process of update_memory_does_not_grow_with_micro_batches"]
+fn update_peak_memory_probe() {
+    // Every block over 64 KiB gets its own mapping, returned to the OS when
+    // freed (a fixed threshold: glibc's sliding one would serve tensors
+    // from a heap it keeps), so the resident size follows live memory.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        extern "C" {
+            fn mallopt(param: i32, value: i32) -> i32;
+        }
+        const M_MMAP_THRESHOLD: i32 = -3;
+        // SAFETY: changes an allocator parameter; this test is the
+        // process's only one.
+        assert_eq!(unsafe { mallopt(M_MMAP_THRESHOLD, 64 << 10) }, 1);
+    }
+    tch::set_num_threads(1);
+    let micro: usize = std::env::var("LMMHOST_PROBE_MICRO_BATCH")
+        .expect("LMMHOST_PROBE_MICRO_BATCH")
+        .parse()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let p = mid_policy(dir.path());
+    let rows = rollout(&p, 4, 1.0, 8);
+    assert_eq!(rows.len(), 16);
+    let adv = cycling_advantages(&rows);
+    let rates = constant(1e-4, 0.0);
+    let inputs = plain_inputs(&rows, &adv, &rates);
+    let mut opt = AdamW::new([0.9, 0.999], 1e-8, 0.0);
+    // Moments and `.grad` exist from a first update; the measured one then
+    // allocates only what an update needs in flight.
+    update(&p, &mut opt, &settings(micro, 1, Kl::default()), &inputs).unwrap();
+    std::fs::write("/proc/self/clear_refs", "5").unwrap();
+    let (before, _) = rss();
+    update(&p, &mut opt, &settings(micro, 1, Kl::default()), &inputs).unwrap();
+    let (_, peak) = rss();
+    let grad_bytes: i64 = p.tensors().iter().map(|t| t.numel() as i64 * 4).sum();
+    println!(
+        "probe micro_batch={micro} rise={} grad_bytes={grad_bytes}",
+        peak - before
+    );
+}
+
+/// The same 16 rows in one micro-batch and in 16: with 16 the update's
+/// peak rises by at most what it does with one (whose 16 rows' activations
+/// outweigh one row's) plus a quarter of a gradient copy, and by less than
+/// two gradient copies in all (one in flight, plus one row's activations);
+/// keeping a copy per micro-batch until the sum, as the update used to,
+/// would add 15 copies. Each size runs in a child process so that one's
+/// freed memory cannot hide the other's.
+#[test]
+fn update_memory_does_not_grow_with_micro_batches() {
+    let exe = std::env::current_exe().unwrap();
+    let probe = |micro: usize| -> (f64, f64) {
+        let out = std::process::Command::new(&exe)
+            .args([
+                "--exact",
+                "train::step::update::tests::update_peak_memory_probe",
+                "--ignored",
+                "--nocapture",
+                "--test-threads",
+                "1",
+            ])
+            .env("LMMHOST_PROBE_MICRO_BATCH", micro.to_string())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "probe failed: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // The harness may print its own words before ours on the line.
+        let line = stdout
+            .lines()
+            .find_map(|l| l.find("probe micro_batch=").map(|at| &l[at..]))
+            .unwrap_or_else(|| panic!("no probe line in: {stdout}"));
+        let value = |key: &str| -> f64 {
+            let v = line.split(' ').find_map(|w| w.strip_prefix(key)).unwrap();
+            v.parse().unwrap()
+        };
+        (value("rise="), value("grad_bytes="))
+    };
+    // By micro-batch size: 16 rows in one micro-batch, and one row in each of 16.
+    let (one, grad) = probe(16);
+    let (sixteen, _) = probe(1);
+    eprintln!(
+        "peak rise over the update: 16 rows in 1 micro-batch {:.1} MB, in 16 micro-batches of 1 row \
+         {:.1} MB; one gradient copy {:.1} MB",
+        one / 1e6,
+        sixteen / 1e6,
+        grad / 1e6
+    );
+    assert!(
+        sixteen < one + 0.25 * grad && sixteen < 2.0 * grad,
+        "1 micro-batch: +{one} B, 16: +{sixteen} B (one gradient copy {grad} B)"
+    );
+}
+
+/// `grpo.kl.reference_dtype = "bf16"`: the reference is loaded in bf16 and
+/// its log-probs stay within bf16's rounding of the f32 reference's; a
+/// device that does not parse is an error naming the key.
+#[test]
+fn reference_in_bf16_gives_the_f32_log_probs_to_bf16_precision() {
+    tch::set_num_threads(2);
+    let section = ModelSection {
+        init: ModelInit::Random,
+        ..ModelSection::new(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/models/char-qwen2"),
+        )
+    };
+    let p = policy(1, 9);
+    let rows = rollout(&p, 2, 1.0, 8);
+    let load = |dtype: Option<&str>| {
+        let place = Placement {
+            device: Some("cpu".into()),
+            dtype: dtype.map(String::from),
+        };
+        Reference::initial(&section, &place, 9).unwrap()
+    };
+    let (full, half) = (load(None), load(Some("bf16")));
+    assert_eq!(full.model.model.named_parameters()[0].1.kind(), Kind::Float);
+    assert_eq!(
+        half.model.model.named_parameters()[0].1.kind(),
+        Kind::BFloat16
+    );
+    let pass = LogprobPass::of(&p, 4, 1.0);
+    let a = rows_logprobs(full.lm(), &rows, &pass).unwrap();
+    let b = rows_logprobs(half.lm(), &rows, &pass).unwrap();
+    let (mut worst, mut any) = (0f32, 0f32);
+    for (x, y) in a.iter().zip(&b) {
+        for (u, v) in x.iter().zip(y) {
+            worst = worst.max((u - v).abs() / u.abs().max(1.0));
+            any = any.max((u - v).abs());
+        }
+    }
+    assert!(any > 0.0, "the bf16 reference computed in f32?");
+    assert!(worst < 0.05, "bf16 reference log-probs off by {worst}");
+
+    let place = Placement {
+        device: Some("tpu".into()),
+        dtype: None,
+    };
+    let err = format!(
+        "{:#}",
+        Reference::initial(&section, &place, 9).err().unwrap()
+    );
+    assert!(err.contains("grpo.kl.reference_device"), "{err}");
 }

@@ -5,10 +5,16 @@
 //! As in torch, a parameter's moments are created the first time it is
 //! updated: frozen parameters (no `requires_grad`) never get any, so a stage
 //! that trains only part of the model holds optimizer memory for that part.
+//!
+//! With `master_weights` (mixed precision, `model.dtype = "bf16"`), a
+//! parameter held in bf16/f16 is updated through an f32 master copy with f32
+//! moments, and the model's tensor receives the master rounded after each
+//! step: Adam's steps of about `lr` per weight are far below bf16's
+//! resolution (2^-8 relative), so without the master they would round away.
 
 use std::collections::BTreeMap;
 
-use anyhow::Result;
+use anyhow::{ensure, Result};
 use tch::{Kind, Tensor};
 
 pub struct AdamW {
@@ -22,6 +28,11 @@ pub struct AdamW {
     /// First and second moments of each parameter updated so far, by its
     /// index in the parameter list `step` is given.
     pub moments: BTreeMap<usize, (Tensor, Tensor)>,
+    /// Keep an f32 master copy (and f32 moments) of every parameter stored
+    /// in a narrower float type.
+    pub master_weights: bool,
+    /// The f32 masters, by parameter index, created with the moments.
+    pub masters: BTreeMap<usize, Tensor>,
 }
 
 impl AdamW {
@@ -33,6 +44,23 @@ impl AdamW {
             weight_decay,
             step: 0,
             moments: BTreeMap::new(),
+            master_weights: false,
+            masters: BTreeMap::new(),
+        }
+    }
+
+    /// The optimizer of a model stored in `kind` with `master_weights`.
+    pub fn with_master_weights(mut self, master_weights: bool) -> AdamW {
+        self.master_weights = master_weights;
+        self
+    }
+
+    /// The weights the optimizer trains: the f32 master where there is
+    /// one, else the parameter itself.
+    pub fn trained_weight(&self, index: usize, param: &Tensor) -> Tensor {
+        match self.masters.get(&index) {
+            Some(m) => m.shallow_clone(),
+            None => param.shallow_clone(),
         }
     }
 
@@ -45,24 +73,38 @@ impl AdamW {
 
     /// One update, at learning rate `lr`, of every parameter of `params`
     /// (always the same list, in the same order) that requires a gradient
-    /// and has one.
-    pub fn step(&mut self, params: &[Tensor], lr: f64) -> Result<()> {
+    /// and has one in `grads` (same order; undefined for none).
+    pub fn step(&mut self, params: &[Tensor], grads: &[Tensor], lr: f64) -> Result<()> {
+        ensure!(
+            params.len() == grads.len(),
+            "one gradient slot per parameter"
+        );
         self.step += 1;
         let bc1 = 1.0 - self.beta1.powi(self.step as i32);
         let bc2 = 1.0 - self.beta2.powi(self.step as i32);
         tch::no_grad(|| {
-            for (i, p) in params.iter().enumerate() {
-                let g = p.grad();
+            for (i, (p, g)) in params.iter().zip(grads).enumerate() {
                 if !g.defined() || !p.requires_grad() {
                     continue;
                 }
+                let narrow = p.kind() != Kind::Float && p.kind() != Kind::Double;
+                if self.master_weights && narrow && !self.masters.contains_key(&i) {
+                    self.masters.insert(i, p.to_kind(Kind::Float));
+                }
+                let master = self.masters.get(&i).map(Tensor::shallow_clone);
+                // The tensor the arithmetic runs on: the master, or the parameter.
+                let mut w = master.as_ref().unwrap_or(p).shallow_clone();
+                let g = if g.kind() == w.kind() {
+                    g.shallow_clone()
+                } else {
+                    g.to_kind(w.kind())
+                };
                 let (m, v) = self
                     .moments
                     .entry(i)
-                    .or_insert_with(|| (p.zeros_like(), p.zeros_like()));
-                let mut p = p.shallow_clone();
+                    .or_insert_with(|| (w.zeros_like(), w.zeros_like()));
                 // Decoupled weight decay: p <- p * (1 - lr * wd).
-                let _ = p.g_mul_scalar_(1.0 - lr * self.weight_decay);
+                let _ = w.g_mul_scalar_(1.0 - lr * self.weight_decay);
                 let _ = m
                     .g_mul_scalar_(self.beta1)
                     .g_add_(&(&g * (1.0 - self.beta1)));
@@ -71,21 +113,26 @@ impl AdamW {
                     .g_add_(&(g.square() * (1.0 - self.beta2)));
                 let denom = (v.sqrt() / bc2.sqrt()) + self.eps;
                 let update = (&*m / &denom) * (lr / bc1);
-                let _ = p.g_sub_(&update);
+                let _ = w.g_sub_(&update);
+                if master.is_some() {
+                    let mut p = p.shallow_clone();
+                    p.copy_(&w);
+                }
             }
         });
         Ok(())
     }
 }
 
+/// The parameters' own `.grad` (undefined where there is none).
+pub fn param_grads(params: &[Tensor]) -> Vec<Tensor> {
+    params.iter().map(Tensor::grad).collect()
+}
+
 /// Scales gradients so their global L2 norm is at most `max_norm`; returns the
 /// norm before clipping (what gets logged). `max_norm <= 0` only measures.
-pub fn clip_grad_norm(params: &[Tensor], max_norm: f64) -> f64 {
-    let grads: Vec<Tensor> = params
-        .iter()
-        .map(|p| p.grad())
-        .filter(|g| g.defined())
-        .collect();
+pub fn clip_grad_norm(grads: &[Tensor], max_norm: f64) -> f64 {
+    let grads: Vec<&Tensor> = grads.iter().filter(|g| g.defined()).collect();
     if grads.is_empty() {
         return 0.0;
     }
@@ -97,7 +144,7 @@ pub fn clip_grad_norm(params: &[Tensor], max_norm: f64) -> f64 {
     if max_norm > 0.0 && norm > max_norm {
         let scale = max_norm / (norm + 1e-6);
         tch::no_grad(|| {
-            for g in &grads {
+            for g in grads {
                 let mut g = g.shallow_clone();
                 let _ = g.g_mul_scalar_(scale);
             }
@@ -121,7 +168,7 @@ mod tests {
         for _ in 0..2 {
             p.zero_grad();
             (p.square() * &c).sum(Kind::Float).backward();
-            opt.step(&params, 0.1).unwrap();
+            opt.step(&params, &param_grads(&params), 0.1).unwrap();
         }
         let got = Vec::<f32>::try_from(&p.detach()).unwrap();
         let want = [0.798_519_1f32, -1.796_272_6, 0.300_297_9];
@@ -143,7 +190,7 @@ mod tests {
         loss(&a, &b).backward();
         let _ = b.requires_grad_(false);
         let before = b.copy();
-        opt.step(&params, 0.1).unwrap();
+        opt.step(&params, &param_grads(&params), 0.1).unwrap();
         assert!(b.equal(&before), "a frozen parameter moved");
         assert_eq!(opt.moments.keys().copied().collect::<Vec<_>>(), vec![0]);
         let _ = b.requires_grad_(true);
@@ -152,7 +199,7 @@ mod tests {
             p.zero_grad();
         }
         loss(&a, &b).backward();
-        opt.step(&params, 0.1).unwrap();
+        opt.step(&params, &param_grads(&params), 0.1).unwrap();
         assert_eq!(opt.moments.len(), 2);
         assert!(!b.equal(&before));
     }
@@ -161,7 +208,7 @@ mod tests {
     fn clips_to_max_norm() {
         let p = Tensor::from_slice(&[3.0f32, 4.0]).set_requires_grad(true);
         (&p * &p * 0.5).sum(Kind::Float).backward(); // grad = p, norm 5
-        let norm = clip_grad_norm(&[p.shallow_clone()], 1.0);
+        let norm = clip_grad_norm(&[p.grad()], 1.0);
         assert!((norm - 5.0).abs() < 1e-6);
         let g = Vec::<f32>::try_from(&p.grad()).unwrap();
         assert!(

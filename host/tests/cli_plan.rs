@@ -1,0 +1,108 @@
+//! `lmmhost plan` on the Qwen2.5-VL-3B shape config: the parts follow the
+//! bytes-per-parameter table of train/memory_plan.rs, and the commands
+//! docs/performance.md shows run as written.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn plan(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_lmmhost"))
+        .current_dir(repo())
+        .arg("plan")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn plan_of_the_3b_shape() {
+    let model = format!(
+        "model.path=\"{}\"",
+        repo().join("configs/models/qwen2.5-vl-3b").display()
+    );
+    let out = plan(&[
+        "configs/quickstart.toml",
+        "--json",
+        "--gpu-memory",
+        "141GB",
+        "--set",
+        &model,
+        "--set",
+        "model.dtype=\"bf16\"",
+        "--set",
+        "grpo.kl.coef=0.01",
+        "--set",
+        "grpo.kl.reference_device=\"cpu\"",
+        "--set",
+        "optim.micro_batch_size=1",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let p = 3_754_622_976u64;
+    let part = |k: &str| v["plan"][k].as_u64().unwrap();
+    assert_eq!(part("weights"), 2 * p);
+    assert_eq!(part("master_weights"), 4 * p);
+    assert_eq!(part("optimizer"), 8 * p);
+    assert_eq!(part("gradients"), 6 * p);
+    // On the CPU, the reference takes none of the accelerator's memory.
+    assert_eq!(part("reference_model"), 0);
+    assert_eq!(v["gpu_memory"].as_u64().unwrap(), 141_000_000_000);
+    assert!(v["largest_micro_batch"].as_u64().unwrap() >= 1);
+
+    let f32_run = plan(&[
+        "configs/quickstart.toml",
+        "--json",
+        "--gpu-memory",
+        "40GiB",
+        "--set",
+        &model,
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&f32_run.stdout).unwrap();
+    assert_eq!(v["fits"], false);
+    let switches = v["switches"].to_string();
+    assert!(
+        switches.contains("model.dtype = \\\"bf16\\\""),
+        "{switches}"
+    );
+}
+
+/// Every `lmmhost plan` line of docs/performance.md runs as shown.
+#[test]
+fn documented_plan_commands_run() {
+    let doc = std::fs::read_to_string(repo().join("docs/performance.md")).unwrap();
+    let mut n = 0;
+    for line in doc.lines().filter(|l| l.starts_with("lmmhost plan ")) {
+        let out = Command::new("sh")
+            .current_dir(repo())
+            .arg("-c")
+            .arg(format!(
+                "{} {}",
+                env!("CARGO_BIN_EXE_lmmhost"),
+                &line["lmmhost ".len()..]
+            ))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{line}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("peak"),
+            "{line}"
+        );
+        n += 1;
+    }
+    assert!(
+        n >= 2,
+        "docs/performance.md shows {n} lmmhost plan commands"
+    );
+}
