@@ -5,119 +5,16 @@
 //! plugins as components.
 
 mod cli_support;
+mod faults_support;
 
 use std::path::{Path, PathBuf};
 
 use lmmhost::train::experiment::Experiment;
-use lmmhost::train::run::{run, RunOptions};
+use lmmhost::train::run::run;
 
-use cli_support::plugin;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// The model directory: a 1-layer Qwen2 (hidden 32) with the character
-/// tokenizer and a tokenizer_config.json, as a published checkpoint has.
-fn model_dir(dir: &Path) -> PathBuf {
-    let m = dir.join("model");
-    std::fs::create_dir_all(&m).unwrap();
-    std::fs::copy(
-        repo().join("configs/models/char-qwen2/tokenizer.json"),
-        m.join("tokenizer.json"),
-    )
-    .unwrap();
-    let tok_cfg = serde_json::json!({
-        "tokenizer_class": "PreTrainedTokenizerFast",
-        "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>",
-    });
-    std::fs::write(m.join("tokenizer_config.json"), tok_cfg.to_string()).unwrap();
-    let config = serde_json::json!({
-        "architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2",
-        "vocab_size": 128, "hidden_size": 32, "intermediate_size": 64,
-        "num_hidden_layers": 1, "num_attention_heads": 4, "num_key_value_heads": 2,
-        "rms_norm_eps": 1e-6, "rope_theta": 10000.0, "tie_word_embeddings": true,
-        "hidden_act": "silu", "max_position_embeddings": 512,
-        "eos_token_id": 121, "pad_token_id": 122,
-    });
-    std::fs::write(m.join("config.json"), config.to_string()).unwrap();
-    m
-}
-
-/// A GRPO experiment of `steps` steps; `extra` is appended TOML.
-fn experiment(dir: &Path, steps: u64, extra: &str) -> PathBuf {
-    let model = model_dir(dir);
-    let data = dir.join("digits.jsonl");
-    let rows: String = (0..16)
-        .map(|i| format!("{{\"problem\": \"Say a digit ({i}).\", \"answer\": \"7\"}}\n"))
-        .collect();
-    std::fs::write(&data, rows).unwrap();
-    std::fs::write(
-        dir.join("schedule.toml"),
-        format!("[[stages]]\nname = \"rl\"\nkind = \"grpo\"\ndatasets = {{ digits = 1.0 }}\nsteps = {steps}\n"),
-    )
-    .unwrap();
-    let text = format!(
-        r#"name = "faults"
-seed = 3
-output_dir = "{out}"
-
-[model]
-path = "{model}"
-init = "random"
-threads = 1
-
-[plugins.math]
-wasm = "{math}"
-[plugins.jsonl]
-wasm = "{jsonl}"
-[plugins.staged]
-wasm = "{staged}"
-
-[[rewards]]
-plugin = "math"
-
-[datasets.digits]
-loader = "jsonl"
-files = ["{data}"]
-
-[schedule]
-plugin = "staged"
-file = "schedule.toml"
-
-[rollout]
-group_size = 4
-prompts_per_step = 4
-max_response_tokens = 4
-
-[logging]
-progress = false
-
-{extra}
-"#,
-        out = dir.join("run").display(),
-        model = model.display(),
-        math = plugin("reward-math").display(),
-        jsonl = plugin("loader-jsonl").display(),
-        staged = plugin("schedule-staged").display(),
-        data = data.display(),
-    );
-    let p = dir.join("exp.toml");
-    std::fs::write(&p, text).unwrap();
-    p
-}
-
-/// The error of a run that must fail, with its causes.
-fn run_err(exp: &Experiment) -> String {
-    match run(exp, &opts(false, None)) {
-        Ok(s) => panic!("the run should fail but did {} steps", s.steps),
-        Err(e) => format!("{e:#}"),
-    }
-}
-
-fn opts(resume: bool, max_steps: Option<u64>) -> RunOptions {
-    RunOptions { resume, max_steps }
-}
+use faults_support::{
+    comparable_steps, digit_rows, experiment, failures, opts, repo, run_err, write_rows,
+};
 
 /// Loads each directory as lmmhost does (weights and processor) and checks
 /// it holds the source's tokenizer files unchanged.
@@ -247,18 +144,6 @@ fn run_takes_a_bare_file_name_that_extends_another() {
     );
 }
 
-/// Replaces the dataset with `rows` (one JSON object a line).
-fn write_rows(dir: &Path, rows: &[String]) {
-    let text: String = rows.iter().map(|r| format!("{r}\n")).collect();
-    std::fs::write(dir.join("digits.jsonl"), text).unwrap();
-}
-
-fn digit_rows(n: usize) -> Vec<String> {
-    (0..n)
-        .map(|i| format!("{{\"problem\": \"Say a digit ({i}).\", \"answer\": \"7\"}}"))
-        .collect()
-}
-
 /// Text that would forge a chat turn is refused with the sample's file and
 /// line and the token; `special_tokens = "tokenize"` takes it as written.
 #[test]
@@ -283,14 +168,6 @@ fn special_tokens_in_dataset_text_are_refused_unless_tokenized() {
     std::fs::write(&path, text).unwrap();
     let exp = Experiment::load(&path).unwrap();
     assert_eq!(run(&exp, &opts(false, None)).unwrap().steps, 1);
-}
-
-fn failures(run_dir: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(run_dir.join("failures.jsonl"))
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
 }
 
 /// A row the loader cannot parse stops the run naming it; under the
@@ -392,22 +269,6 @@ fn resume_warns_when_the_metrics_history_is_gone() {
     );
 }
 
-/// Step records without wall-clock values, as a comparable text per step.
-fn comparable_steps(run_dir: &Path) -> Vec<String> {
-    let text = std::fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap();
-    text.lines()
-        .map(|l| {
-            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
-            let obj = v.as_object_mut().unwrap();
-            obj.remove("time");
-            if let Some(values) = obj.get_mut("values").and_then(|x| x.as_object_mut()) {
-                values.retain(|k, _| !k.starts_with("time/") && !k.starts_with("throughput/"));
-            }
-            v.to_string()
-        })
-        .collect()
-}
-
 /// A seeded stream of numbers in [0, 1).
 struct Lcg(u64);
 
@@ -442,15 +303,7 @@ fn kill_9_at_random_points_then_resume_equals_an_uninterrupted_run() {
     let extra = "[checkpoint]\nevery = 1\nkeep_last = 2\n";
     // Wider than the other tests' model, so that a checkpoint write lasts
     // long enough to be caught in the act.
-    let widen = |dir: &Path| {
-        let cfg = dir.join("model/config.json");
-        let mut c: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
-        c["hidden_size"] = 256.into();
-        c["intermediate_size"] = 512.into();
-        c["num_hidden_layers"] = 2.into();
-        std::fs::write(&cfg, c.to_string()).unwrap();
-    };
+    let widen = |dir: &Path| faults_support::widen(dir, 256, 512, 2);
     let whole = tempfile::tempdir().unwrap();
     let path = experiment(whole.path(), STEPS, extra);
     widen(whole.path());
