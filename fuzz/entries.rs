@@ -9,8 +9,11 @@ use std::path::{Path, PathBuf};
 
 use lmmhost_sdk::rows::{self, Config, Format, RowCtx};
 
+/// A fuzzed entry point: arbitrary bytes in, a panic is a finding.
+pub type Entry = fn(&[u8]);
+
 /// The targets, as named in fuzz/Cargo.toml and fuzz/corpus/.
-pub const TARGETS: [(&str, fn(&[u8])); 5] = [
+pub const TARGETS: [(&str, Entry); 5] = [
     ("rows", rows),
     ("math_answer", math_answer),
     ("chat_template", chat_template),
@@ -131,7 +134,7 @@ pub fn chat_template(data: &[u8]) {
     }
     let tokens: Vec<usize> = data
         .iter()
-        .take(chat.images.len() + usize::from(data.len() % 2 == 0))
+        .take(chat.images.len() + usize::from(data.len().is_multiple_of(2)))
         .map(|b| usize::from(b % 8))
         .collect();
     if let Ok(expanded) = expand_image_pads(&chat, &tokens) {
