@@ -162,7 +162,7 @@ fn npy_ints(b: &[u8]) -> Result<(Vec<usize>, Vec<i64>), String> {
 fn dict_str<'a>(header: &'a str, key: &str) -> Option<&'a str> {
     let after = header.split(&format!("'{key}':")).nth(1)?.trim_start();
     let q = after.chars().next()?;
-    after[1..].split(q).next()
+    after[q.len_utf8()..].split(q).next()
 }
 
 #[cfg(test)]
