@@ -202,6 +202,7 @@ pub fn eval_cmd(args: EvalArgs) -> Result<()> {
         } else {
             SpecialTokens::Refuse
         },
+        allow_special_tokens_with: "--tokenize-special-tokens".into(),
     };
     let name = args
         .datasets

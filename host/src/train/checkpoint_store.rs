@@ -37,11 +37,20 @@ impl CheckpointStore {
             .with_context(|| format!("cannot create checkpoint dir {}", self.dir.display()))?;
         self.remove_incomplete()?;
         let tmp = self.dir.join(format!("{TMP_PREFIX}step-{step:08}"));
-        std::fs::create_dir_all(&tmp)
-            .with_context(|| format!("cannot create {}", tmp.display()))?;
+        std::fs::create_dir_all(&tmp).with_context(|| {
+            format!(
+                "cannot create {} for the checkpoint of step {step}",
+                tmp.display()
+            )
+        })?;
         write(&tmp)
             .and_then(|()| sync_dir(&tmp))
-            .map_err(|e| self.explain_full_disk(e))
+            .map_err(|e| {
+                // A partial write is never read, and on a full disk its space
+                // is what a user needs back before resuming.
+                let _ = std::fs::remove_dir_all(&tmp);
+                self.explain_full_disk(e)
+            })
             .with_context(|| {
                 format!("writing checkpoint for step {step} into {}", tmp.display())
             })?;
@@ -268,18 +277,21 @@ mod tests {
         assert!(format!("{err:#}").contains("disk full"));
         assert_eq!(store.latest().unwrap().unwrap(), store.step_dir(1));
         assert_eq!(store.list().unwrap().len(), 1);
-        // The leftover is cleaned at the next save.
+        let leftovers = || -> Vec<String> {
+            std::fs::read_dir(d.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(TMP_PREFIX))
+                .collect()
+        };
+        // The partial write is removed at once (its space is freed).
+        assert_eq!(leftovers(), Vec::<String>::new());
+        // One a killed process left behind is removed at the next save.
+        std::fs::create_dir(d.path().join(format!("{TMP_PREFIX}step-00000003"))).unwrap();
         store
             .save(3, |dir| Ok(std::fs::write(dir.join("a"), "3")?))
             .unwrap();
-        let names: Vec<String> = std::fs::read_dir(d.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        assert!(
-            !names.iter().any(|n| n.starts_with(TMP_PREFIX)),
-            "{names:?}"
-        );
+        assert_eq!(leftovers(), Vec::<String>::new());
     }
 
     #[test]

@@ -164,12 +164,14 @@ pub fn sample_name(s: &sdk::Sample) -> String {
 /// Refuses what a prompt must not be built from: a role the chat template
 /// does not know, and (unless the dataset allows it) text holding one of the
 /// model's special tokens, which would forge chat turns or image
-/// placeholders.
+/// placeholders. `allow_with` is the setting that lets such text through
+/// (named in the refusal).
 pub fn check_sample(
     s: &sdk::Sample,
     dataset: &str,
     processor: &Processor,
     special: SpecialTokens,
+    allow_with: &str,
 ) -> Result<()> {
     for (i, m) in s.messages.iter().enumerate() {
         if !sdk::CHAT_ROLES.contains(&m.role.as_str()) {
@@ -189,7 +191,7 @@ pub fn check_sample(
             };
             if let Some(token) = processor.special_token_in(text) {
                 bail!(
-                    "dataset {dataset}, {}: message {i} ({}) contains the special token {token:?}, which would become a control token (a forged chat turn or image placeholder); remove it from the data, or set datasets.{dataset}.special_tokens = \"tokenize\" to tokenise it as written, as transformers does",
+                    "dataset {dataset}, {}: message {i} ({}) contains the special token {token:?}, which would become a control token (a forged chat turn or image placeholder); remove it from the data, or use {allow_with} to tokenise it as written, as transformers does",
                     sample_name(s),
                     m.role
                 );

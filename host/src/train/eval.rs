@@ -32,6 +32,8 @@ pub struct EvalSettings {
     pub seed: u64,
     /// What a sample whose text holds a special token does.
     pub special_tokens: SpecialTokens,
+    /// The setting that tokenises them instead (named when one is refused).
+    pub allow_special_tokens_with: String,
 }
 
 /// One evaluated completion.
@@ -110,7 +112,13 @@ pub fn evaluate(
             .get_many(chunk)
             .with_context(|| format!("eval dataset {dataset}"))?;
         for s in &samples {
-            check_sample(s, dataset, &policy.processor, set.special_tokens)?;
+            check_sample(
+                s,
+                dataset,
+                &policy.processor,
+                set.special_tokens,
+                &set.allow_special_tokens_with,
+            )?;
         }
         let convs = samples
             .iter()

@@ -23,7 +23,8 @@ pub struct Failure {
     pub kind: &'static str,
     /// The reward plugin, or the dataset.
     pub source: String,
-    /// The sample's name (its id: `file:line` for the core loaders).
+    /// The sample's id (`file:line` for the core loaders; empty when the
+    /// loader gave none).
     pub sample: String,
     pub error: String,
 }
@@ -64,7 +65,10 @@ impl FailureLog {
             .with_context(|| format!("cannot write {}", self.path.display()))?;
         for f in failures.iter().take(SHOWN_PER_STEP) {
             let what = match f.kind {
-                "reward" => format!("reward plugin {} scored {} 0", f.source, f.sample),
+                "reward" if f.sample.is_empty() => {
+                    format!("reward plugin {} scored a sample without id 0", f.source)
+                }
+                "reward" => format!("reward plugin {} scored sample {} 0", f.source, f.sample),
                 _ => format!("dataset {}: {} left out", f.source, f.sample),
             };
             say(bar, format!("step {}: {what}: {}", f.step, f.error));

@@ -381,7 +381,13 @@ impl<'a> Trainer<'a> {
             };
             for ((i, index), s) in items.iter().zip(samples) {
                 let checked = s.and_then(|s| {
-                    check_sample(&s, ds, &self.policy.processor, entry.special_tokens)?;
+                    check_sample(
+                        &s,
+                        ds,
+                        &self.policy.processor,
+                        entry.special_tokens,
+                        &tokenize_setting(ds),
+                    )?;
                     Ok(s)
                 });
                 match checked {
@@ -484,11 +490,13 @@ impl<'a> Trainer<'a> {
             batch_prompts: self.exp.rollout.prompts_per_step.max(8),
             seed: self.exp.seed,
             special_tokens: SpecialTokens::Refuse,
+            allow_special_tokens_with: String::new(),
         };
         let mut values = BTreeMap::new();
         for ds in &e.datasets {
             let set = EvalSettings {
                 special_tokens: self.exp.datasets[ds].special_tokens,
+                allow_special_tokens_with: tokenize_setting(ds),
                 ..set.clone()
             };
             let t0 = Instant::now();
@@ -596,4 +604,9 @@ fn dir_name(stage: &str) -> String {
             }
         })
         .collect()
+}
+
+/// The experiment setting that lets dataset `ds` hold special tokens.
+fn tokenize_setting(ds: &str) -> String {
+    format!("datasets.{ds}.special_tokens = \"tokenize\"")
 }

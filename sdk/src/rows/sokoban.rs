@@ -47,6 +47,9 @@ pub fn level_from_npy(bytes: &[u8]) -> Result<String, String> {
     let [rows, cols] = shape[..] else {
         return Err(format!("expected a 2-D level, got shape {shape:?}"));
     };
+    if rows == 0 || cols == 0 {
+        return Err(format!("the level is empty (shape {shape:?})"));
+    }
     let mut out = String::with_capacity(rows * (cols + 1));
     for r in 0..rows {
         if r > 0 {
@@ -79,7 +82,7 @@ fn npy_ints(b: &[u8]) -> Result<(Vec<usize>, Vec<i64>), String> {
     let (major, rest) = rest.split_first().ok_or("truncated header")?;
     let rest = rest.get(1..).ok_or("truncated header")?;
     let (hlen, rest) = match major {
-        1 => (u16::from_le_bytes([rest[0], rest[1]]) as usize, &rest[2..]),
+        1 if rest.len() >= 2 => (u16::from_le_bytes([rest[0], rest[1]]) as usize, &rest[2..]),
         2 | 3 if rest.len() >= 4 => (
             u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize,
             &rest[4..],
@@ -105,12 +108,21 @@ fn npy_ints(b: &[u8]) -> Result<(Vec<usize>, Vec<i64>), String> {
         .filter(|s| !s.is_empty())
         .map(|s| s.parse().map_err(|_| format!("bad shape `{shape_text}`")))
         .collect::<Result<_, _>>()?;
-    let n: usize = shape.iter().product();
-    let (big, kind, size) = {
-        let d = descr.as_bytes();
-        let size: usize = descr[2..].parse().map_err(|_| format!("dtype `{descr}`"))?;
-        (d[0] == b'>', d[1], size)
+    let (big, kind, size) = match (descr.as_bytes(), descr.get(2..)) {
+        ([order, kind, ..], Some(bits)) => (
+            *order == b'>',
+            *kind,
+            bits.parse::<usize>()
+                .map_err(|_| format!("dtype `{descr}`"))?,
+        ),
+        _ => return Err(format!("dtype `{descr}`")),
     };
+    // At most 8 bytes an element (checked below): n * size cannot overflow.
+    let n = shape
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .filter(|n| n.checked_mul(8).is_some())
+        .ok_or_else(|| format!("shape {shape:?} is too large"))?;
     if !matches!(kind, b'i' | b'u') || !matches!(size, 1 | 2 | 4 | 8) {
         return Err(format!("dtype `{descr}` is not an integer type"));
     }
@@ -150,7 +162,7 @@ fn npy_ints(b: &[u8]) -> Result<(Vec<usize>, Vec<i64>), String> {
 fn dict_str<'a>(header: &'a str, key: &str) -> Option<&'a str> {
     let after = header.split(&format!("'{key}':")).nth(1)?.trim_start();
     let q = after.chars().next()?;
-    after[1..].split(q).next()
+    after[q.len_utf8()..].split(q).next()
 }
 
 #[cfg(test)]

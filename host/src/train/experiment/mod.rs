@@ -6,9 +6,11 @@
 //! - `schema.rs`: the sections and their defaults;
 //! - `load.rs`: reading a file, `extends` and path rebasing;
 //! - `validate.rs`: the checks of the whole file;
+//! - `schedule_metrics.rs`: the eval metrics the schedule's conditions read;
 //! - `stage.rs`: the settings of one stage (the plan's overrides applied).
 
 mod load;
+mod schedule_metrics;
 mod schema;
 #[cfg(test)]
 mod schema_keys;

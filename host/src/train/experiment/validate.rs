@@ -476,6 +476,7 @@ impl Experiment {
                 ),
             );
         }
+        problems.extend(self.schedule_metric_problems());
         if problems.is_empty() {
             Ok(())
         } else {

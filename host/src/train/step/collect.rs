@@ -243,7 +243,7 @@ fn score(
         .context("the reward task panicked")??;
     time.reward += secs;
     let failures = reward_failures(t.state.global_step + 1, &scores, |i| {
-        sample_name(&round.samples[round.kept[round.rows[i].group]])
+        round.samples[round.kept[round.rows[i].group]].id.clone()
     });
     Ok(ScoredRound {
         failures,

@@ -1,15 +1,22 @@
 //! Tries to allocate 4 GiB (in 64 MiB pieces, each touched) on completions
-//! whose response contains "ALLOC".
+//! whose response contains "ALLOC", or on every completion with the config
+//! `always = true` (a training run does not choose its responses).
 use lmmhost_sdk::{Completion, Reward, Score};
 
-struct Hog;
+struct Hog {
+    always: bool,
+}
 
 impl Reward for Hog {
-    fn new(_config: &str) -> Result<Self, String> {
-        Ok(Hog)
+    fn new(config: &str) -> Result<Self, String> {
+        Ok(Hog {
+            always: config
+                .lines()
+                .any(|l| l.split_whitespace().collect::<String>() == "always=true"),
+        })
     }
     fn score(&self, c: &Completion) -> Result<Score, String> {
-        if c.response.contains("ALLOC") {
+        if self.always || c.response.contains("ALLOC") {
             let mut hoard: Vec<Vec<u8>> = Vec::new();
             for _ in 0..64 {
                 let mut piece = vec![0u8; 64 << 20];
