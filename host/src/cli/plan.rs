@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use lmmhost::train::experiment::Experiment;
 use lmmhost::train::memory_plan::{MemoryPlan, PlanInputs};
-use lmmhost::train::policy::Precision;
+use lmmhost::train::precision::Precision;
 use lmmhost_model::config::ModelConfig;
 
 #[derive(Args)]

@@ -28,7 +28,7 @@ use anyhow::{bail, Result};
 use lmmhost_model::config::{Architecture, ModelConfig, TextConfig, VisionConfig};
 
 use super::experiment::Experiment;
-use super::policy::Precision;
+use super::precision::Precision;
 
 /// Parameter counts of a model, from its config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -19,11 +19,10 @@ use super::experiment::{Experiment, LongInputs, SpecialTokens, StageSettings};
 use super::failures::{Failure, FailureLog};
 use super::optim::AdamW;
 use super::plugins::Plugins;
-use super::policy::{Freeze, Placement, Policy, Reference};
+use super::policy::{Freeze, Policy, Reference};
 use super::progress::{progress_bar, say};
 use super::state::{self, from_hex, to_hex, SummaryRow, TrainerState};
 use crate::metrics::log::{MetricsLog, StepRecord};
-use crate::rl::kl::KlReference;
 
 /// Everything the loop carries from step to step.
 pub(crate) struct Trainer<'a> {
@@ -31,7 +30,7 @@ pub(crate) struct Trainer<'a> {
     pub plugins: Plugins,
     pub policy: Policy,
     /// Loaded by the first step whose KL penalty needs it
-    /// ([`Trainer::ensure_reference`]).
+    /// (`Trainer::ensure_reference`, in kl_reference.rs).
     pub reference: Option<Reference>,
     pub opt: AdamW,
     pub mixer: Mixer,
@@ -244,59 +243,6 @@ impl<'a> Trainer<'a> {
         });
         let o = &s.optim;
         self.opt.configure(o.betas, o.eps, o.weight_decay);
-    }
-
-    /// Loads the KL reference `s` asks for unless it is the one held: the
-    /// model the run loaded, or a copy of the policy as this stage started
-    /// (saved under `<output_dir>/references/`, where a run resumed inside
-    /// the stage finds it again).
-    pub fn ensure_reference(&mut self, s: &StageSettings) -> Result<()> {
-        let place = Placement {
-            device: s.grpo.kl.reference_device.clone(),
-            dtype: s.grpo.kl.reference_dtype.clone(),
-        };
-        if self
-            .reference
-            .as_ref()
-            .is_some_and(|r| r.placement != place)
-        {
-            self.reference = None;
-        }
-        let held = self.reference.as_ref().map(|r| r.stage.as_deref());
-        match s.grpo.kl.reference {
-            KlReference::Initial => {
-                if held != Some(None) {
-                    self.reference = None;
-                    self.reference =
-                        Some(Reference::initial(&self.exp.model, &place, self.exp.seed)?);
-                }
-            }
-            KlReference::StageStart => {
-                let stage = self.state.stage.clone();
-                if held == Some(Some(stage.as_str())) {
-                    return Ok(());
-                }
-                self.reference = None;
-                let root = self.out.join("references");
-                let dir = root.join(dir_name(&stage));
-                let reference = if self.state.stage_step == 0 {
-                    // One stage's copy at a time: the earlier ones are done with.
-                    if root.exists() {
-                        std::fs::remove_dir_all(&root)
-                            .with_context(|| format!("cannot clear {}", root.display()))?;
-                    }
-                    Reference::stage_start(&self.policy, &self.exp.model, &place, &dir, &stage)?
-                } else {
-                    Reference::saved(&self.exp.model, &place, &dir, &stage).with_context(|| {
-                        format!(
-                            "resuming inside stage {stage:?}, whose KL reference is the model it started from (grpo.kl.reference = \"stage-start\")"
-                        )
-                    })?
-                };
-                self.reference = Some(reference);
-            }
-        }
-        Ok(())
     }
 
     /// Reports an input over its token limit: an error with `policy =
@@ -590,20 +536,6 @@ fn new_optimizer(exp: &Experiment, policy: &Policy) -> AdamW {
     let o = &exp.optim;
     AdamW::new([o.betas[0], o.betas[1]], o.eps, o.weight_decay)
         .with_master_weights(policy.precision.master_weights())
-}
-
-/// A stage name as a directory name.
-fn dir_name(stage: &str) -> String {
-    stage
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
 }
 
 /// The experiment setting that lets dataset `ds` hold special tokens.

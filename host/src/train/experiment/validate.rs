@@ -294,11 +294,11 @@ impl Experiment {
     /// Every problem found, one per line, each naming its key.
     pub fn validate(&self) -> Result<()> {
         let mut problems = range_problems(&self.raw);
-        if let Err(e) = crate::train::policy::Precision::parse(&self.model.dtype) {
+        if let Err(e) = crate::train::precision::Precision::parse(&self.model.dtype) {
             problems.push(format!("model.dtype: {e:#}"));
         }
         if let Some(d) = &self.grpo.kl.reference_dtype {
-            if let Err(e) = crate::train::policy::Precision::parse(d) {
+            if let Err(e) = crate::train::precision::Precision::parse(d) {
                 problems.push(format!("grpo.kl.reference_dtype: {e:#}"));
             }
         }

@@ -1,0 +1,80 @@
+//! Which model the KL penalty compares the policy with, loaded when a stage
+//! first needs it: the model the run started from, or the policy as the
+//! stage started (`grpo.kl.reference`), on its own device and in its own
+//! dtype (`grpo.kl.reference_device`, `reference_dtype`).
+
+use anyhow::{Context, Result};
+
+use super::experiment::StageSettings;
+use super::policy::{Placement, Reference};
+use super::trainer::Trainer;
+use crate::rl::kl::KlReference;
+
+impl Trainer<'_> {
+    /// Loads the KL reference `s` asks for unless it is the one held: the
+    /// model the run loaded, or a copy of the policy as this stage started
+    /// (saved under `<output_dir>/references/`, where a run resumed inside
+    /// the stage finds it again).
+    pub fn ensure_reference(&mut self, s: &StageSettings) -> Result<()> {
+        let place = Placement {
+            device: s.grpo.kl.reference_device.clone(),
+            dtype: s.grpo.kl.reference_dtype.clone(),
+        };
+        if self
+            .reference
+            .as_ref()
+            .is_some_and(|r| r.placement != place)
+        {
+            self.reference = None;
+        }
+        let held = self.reference.as_ref().map(|r| r.stage.as_deref());
+        match s.grpo.kl.reference {
+            KlReference::Initial => {
+                if held != Some(None) {
+                    self.reference = None;
+                    self.reference =
+                        Some(Reference::initial(&self.exp.model, &place, self.exp.seed)?);
+                }
+            }
+            KlReference::StageStart => {
+                let stage = self.state.stage.clone();
+                if held == Some(Some(stage.as_str())) {
+                    return Ok(());
+                }
+                self.reference = None;
+                let root = self.out.join("references");
+                let dir = root.join(dir_name(&stage));
+                let reference = if self.state.stage_step == 0 {
+                    // One stage's copy at a time: the earlier ones are done with.
+                    if root.exists() {
+                        std::fs::remove_dir_all(&root)
+                            .with_context(|| format!("cannot clear {}", root.display()))?;
+                    }
+                    Reference::stage_start(&self.policy, &self.exp.model, &place, &dir, &stage)?
+                } else {
+                    Reference::saved(&self.exp.model, &place, &dir, &stage).with_context(|| {
+                        format!(
+                            "resuming inside stage {stage:?}, whose KL reference is the model it started from (grpo.kl.reference = \"stage-start\")"
+                        )
+                    })?
+                };
+                self.reference = Some(reference);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A stage name as a directory name.
+fn dir_name(stage: &str) -> String {
+    stage
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
