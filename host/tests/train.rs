@@ -136,24 +136,8 @@ steps = 4
 
     let b = tempfile::tempdir().unwrap();
     let exp_b = Experiment::load(&experiment(b.path(), stages, extra)).unwrap();
-    let part = run(
-        &exp_b,
-        &RunOptions {
-            resume: false,
-            max_steps: Some(4),
-        },
-    )
-    .unwrap();
-    assert_eq!(part.steps, 4);
     // Stopping at --max-steps writes a checkpoint (step 4); resume continues there.
-    let resumed = run(
-        &exp_b,
-        &RunOptions {
-            resume: true,
-            max_steps: None,
-        },
-    )
-    .unwrap();
+    let resumed = stop_and_resume(&exp_b, 4);
     assert_eq!(resumed.steps, 6);
     assert!(resumed.warnings.is_empty(), "{:?}", resumed.warnings);
     let (ra, rb) = (steps(&full.output_dir), steps(&resumed.output_dir));
@@ -598,11 +582,9 @@ steps = 3
     let full = run(&exp_in(a.path()), &RunOptions::default()).unwrap();
     let b = tempfile::tempdir().unwrap();
     let exp_b = exp_in(b.path());
-    let stop = RunOptions {
-        resume: false,
-        max_steps: Some(2),
-    };
-    assert_eq!(run(&exp_b, &stop).unwrap().steps, 2);
+    let resumed = stop_and_resume(&exp_b, 2);
+    assert_eq!(resumed.steps, 3);
+    // The checkpoint the run stopped at (keep_last = 2 keeps it beside step 3).
     let ck = b
         .path()
         .join("run/checkpoints/step-00000002/optimizer.safetensors");
@@ -612,15 +594,6 @@ steps = 3
         .map(|(n, _)| n)
         .collect();
     assert!(names.iter().any(|n| n.ends_with(".master")), "{names:?}");
-    let resumed = run(
-        &exp_b,
-        &RunOptions {
-            resume: true,
-            max_steps: None,
-        },
-    )
-    .unwrap();
-    assert_eq!(resumed.steps, 3);
     let (ra, rb) = (steps(&full.output_dir), steps(&resumed.output_dir));
     assert_eq!(ra.len(), 3);
     for (x, y) in ra.iter().zip(&rb) {

@@ -9,11 +9,10 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use lmmhost::metrics::log::{read_records, StepRecord};
 use lmmhost::train::data::sft_conversation;
 use lmmhost::train::experiment::Experiment;
 use lmmhost::train::plugins::Plugins;
-use lmmhost::train::run::{run, RunOptions, RunSummary};
+use lmmhost::train::run::{run, RunOptions};
 use lmmhost_model::checkpoint;
 use lmmhost_model::config::ModelConfig;
 use lmmhost_model::lm::ForwardInputs;
@@ -21,7 +20,9 @@ use lmmhost_model::processor::Processor;
 use tch::{Device, Kind, Tensor};
 
 mod train_support;
-use train_support::{loads_in_transformers, repo, ExperimentFile};
+use train_support::{
+    comparable, loads_in_transformers, repo, steps, stop_and_resume, ExperimentFile,
+};
 
 fn model_dir() -> PathBuf {
     repo().join("configs/models/tiny-qwen2.5-vl")
@@ -139,14 +140,6 @@ progress = false
         settings: settings.into(),
     }
     .write(root, &format!("{out}.toml"), out)
-}
-
-fn records(summary: &RunSummary) -> Vec<StepRecord> {
-    read_records(&summary.output_dir.join("metrics.jsonl"))
-        .unwrap()
-        .into_iter()
-        .filter(|r| r.kind != "eval")
-        .collect()
 }
 
 type Params = BTreeMap<String, Tensor>;
@@ -269,7 +262,7 @@ fn multimodal_sft_and_mixed_grpo_with_frozen_parts_across_stages_and_resume() {
     let exp = Experiment::load(&experiment(root, "whole")).unwrap();
     let whole = run(&exp, &RunOptions::default()).unwrap();
     assert_eq!(whole.steps, 5);
-    let recs = records(&whole);
+    let recs = steps(&whole.output_dir);
     for r in &recs {
         let g = r.values["grad_norm"];
         assert!(g.is_finite() && g > 0.0, "step {}: grad_norm {g}", r.step);
@@ -307,32 +300,9 @@ fn multimodal_sft_and_mixed_grpo_with_frozen_parts_across_stages_and_resume() {
 
     // Stopped inside the frozen stage and resumed: the same steps and weights.
     let exp = Experiment::load(&experiment(root, "resumed")).unwrap();
-    let first = run(
-        &exp,
-        &RunOptions {
-            resume: false,
-            max_steps: Some(4),
-        },
-    )
-    .unwrap();
-    assert_eq!(first.steps, 4);
-    let resumed = run(
-        &exp,
-        &RunOptions {
-            resume: true,
-            max_steps: None,
-        },
-    )
-    .unwrap();
+    let resumed = stop_and_resume(&exp, 4);
     assert_eq!(resumed.steps, 5);
-    let again = records(&resumed);
-    let comparable = |r: &StepRecord| -> BTreeMap<String, f64> {
-        r.values
-            .iter()
-            .filter(|(k, _)| !k.starts_with("time/") && !k.starts_with("throughput/"))
-            .map(|(k, v)| (k.clone(), *v))
-            .collect()
-    };
+    let again = steps(&resumed.output_dir);
     for (a, b) in recs.iter().zip(&again) {
         assert_eq!(comparable(a), comparable(b), "step {}", a.step);
     }

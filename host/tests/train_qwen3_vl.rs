@@ -9,14 +9,13 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use lmmhost::metrics::log::{read_records, StepRecord};
 use lmmhost::train::experiment::Experiment;
-use lmmhost::train::run::{run, RunOptions, RunSummary};
+use lmmhost::train::run::{run, RunOptions};
 use lmmhost_model::checkpoint;
 use tch::{Device, Kind};
 
 mod train_support;
-use train_support::{loads_in_transformers, repo};
+use train_support::{comparable, loads_in_transformers, repo, steps, stop_and_resume};
 
 fn plugin(name: &str) -> PathBuf {
     let p = repo().join("target/plugins").join(format!("{name}.wasm"));
@@ -96,22 +95,6 @@ progress = false
     Experiment::load(&path).unwrap()
 }
 
-fn records(summary: &RunSummary) -> Vec<StepRecord> {
-    read_records(&summary.output_dir.join("metrics.jsonl"))
-        .unwrap()
-        .into_iter()
-        .filter(|r| r.kind != "eval")
-        .collect()
-}
-
-fn comparable(r: &StepRecord) -> BTreeMap<String, f64> {
-    r.values
-        .iter()
-        .filter(|(k, _)| !k.starts_with("time/") && !k.starts_with("throughput/"))
-        .map(|(k, v)| (k.clone(), *v))
-        .collect()
-}
-
 fn params(dir: &Path) -> BTreeMap<String, tch::Tensor> {
     let m = checkpoint::load(dir, Device::Cpu, Kind::Float).unwrap();
     assert!(m.source.unused.is_empty(), "{:?}", m.source.unused);
@@ -124,7 +107,7 @@ fn qwen3_vl_sft_and_multimodal_grpo_with_frozen_vision_checkpoints_and_resume() 
     let root = dir.path();
     let whole = run(&experiment(root, "whole"), &RunOptions::default()).unwrap();
     assert_eq!(whole.steps, 4);
-    let recs = records(&whole);
+    let recs = steps(&whole.output_dir);
     let kinds: Vec<&str> = recs.iter().map(|r| r.kind.as_str()).collect();
     assert_eq!(kinds, ["sft", "sft", "grpo", "grpo"]);
     for r in &recs {
@@ -172,25 +155,9 @@ fn qwen3_vl_sft_and_multimodal_grpo_with_frozen_vision_checkpoints_and_resume() 
 
     // Stopped after step 3 and resumed: the same steps, number for number.
     let exp = experiment(root, "resumed");
-    let first = run(
-        &exp,
-        &RunOptions {
-            resume: false,
-            max_steps: Some(3),
-        },
-    )
-    .unwrap();
-    assert_eq!(first.steps, 3);
-    let resumed = run(
-        &exp,
-        &RunOptions {
-            resume: true,
-            max_steps: None,
-        },
-    )
-    .unwrap();
+    let resumed = stop_and_resume(&exp, 3);
     assert_eq!(resumed.steps, 4);
-    let again = records(&resumed);
+    let again = steps(&resumed.output_dir);
     assert_eq!(again.len(), recs.len());
     for (a, b) in recs.iter().zip(&again) {
         assert_eq!(comparable(a), comparable(b), "step {}", a.step);

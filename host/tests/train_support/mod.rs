@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use lmmhost::metrics::log::{read_records, StepRecord};
+use lmmhost::train::experiment::Experiment;
+use lmmhost::train::run::{run, RunOptions, RunSummary};
 
 pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -174,6 +176,21 @@ pub fn steps(run_dir: &Path) -> Vec<StepRecord> {
         .into_iter()
         .filter(|r| r.kind != "eval")
         .collect()
+}
+
+/// Runs `exp` until it stops at `stop_at` steps (which writes a checkpoint),
+/// then resumes it to the end; the resumed run's summary.
+pub fn stop_and_resume(exp: &Experiment, stop_at: u64) -> RunSummary {
+    let stop = RunOptions {
+        resume: false,
+        max_steps: Some(stop_at),
+    };
+    assert_eq!(run(exp, &stop).unwrap().steps, stop_at);
+    let resume = RunOptions {
+        resume: true,
+        max_steps: None,
+    };
+    run(exp, &resume).unwrap()
 }
 
 pub fn mean(records: &[StepRecord], key: &str) -> f64 {
