@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::Result;
 
 use super::canvas::{text_width, Canvas, BLACK, CHAR, PALETTE};
-use super::plot::{frame_labels, legend, y_axis, Frame};
+use super::plot::{frame_labels, legend, legend_width, y_axis, Frame};
 
 pub struct BarChart {
     pub title: String,
@@ -22,7 +22,7 @@ pub struct BarChart {
 /// Renders `chart` to a PNG at `path`.
 pub fn render_bars(chart: &BarChart, path: &Path, width: u32, height: u32) -> Result<()> {
     let mut cv = Canvas::new(width, height);
-    let legend_w = 56 + CHAR * chart.series.iter().map(|s| s.0.len()).max().unwrap_or(0) as i64;
+    let legend_w = legend_width(chart.series.iter().map(|s| s.0.chars().count()));
     let f = Frame {
         left: 16 + CHAR * 5,
         right: cv.width() - legend_w.min(cv.width() / 3),

@@ -143,7 +143,8 @@ pub fn legend(cv: &mut Canvas, f: &Frame, entries: &[(String, Rgb<u8>)]) {
     }
 }
 
-fn legend_width(labels: impl Iterator<Item = usize>) -> i64 {
+/// Width of the legend beside the plot for labels of these lengths.
+pub fn legend_width(labels: impl Iterator<Item = usize>) -> i64 {
     56 + CHAR * labels.max().unwrap_or(0) as i64
 }
 
