@@ -7,10 +7,15 @@
 use anyhow::{bail, Context, Result};
 use tch::{Kind, Tensor};
 
+use crate::decoder::Deepstack;
 use crate::layers::LayerKv;
-use crate::lm::{CausalLm, DecodeAttention, Entropy, ForwardInputs, ImageTokens, KvCache};
+use crate::lm::{
+    CausalLm, DecodeAttention, Entropy, ForwardInputs, ImageTokens, KvCache, ResponseLoss,
+    ResponseRows,
+};
+use crate::recompute;
 use crate::token_stats::chunked_token_stats;
-use crate::weights::Weights;
+use crate::weights::{Params, Weights};
 
 /// The text decoder of a model: token embeddings and the layer stack.
 pub trait Decoder {
@@ -32,6 +37,34 @@ pub trait Decoder {
         buffers: &[LayerKv],
     ) -> Result<Tensor>;
 
+    fn num_layers(&self) -> usize;
+
+    /// Rotary cos/sin of `positions` (as in [`Decoder::forward_embeds`]) in `kind`.
+    fn rotary(&self, positions: &Tensor, kind: Kind) -> Result<(Tensor, Tensor)>;
+
+    /// Layer `i` over `h` `[B, L, H]` with the bool attention `mask`
+    /// `[B, 1, L, T]` over `past` and the new keys/values; returns its output
+    /// and the keys/values of all T positions.
+    fn layer(
+        &self,
+        i: usize,
+        h: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        mask: &Tensor,
+        past: Option<&LayerKv>,
+    ) -> (Tensor, LayerKv);
+
+    /// Layer `i`'s own variables (with adapters, if it has any).
+    fn layer_params(&self, i: usize, out: &mut Params);
+
+    fn final_norm(&self, h: &Tensor) -> Tensor;
+
+    fn final_norm_params(&self, out: &mut Params);
+
+    /// The token embeddings.
+    fn embedding_params(&self, out: &mut Params);
+
     /// One new token per row (`embeds` `[B, 1, H]`) at rotary `positions`
     /// (`[B, 1]` or `[3, B, 1]`), each layer's attention done by
     /// `attention`. Returns the final-norm hidden states `[B, 1, H]`.
@@ -41,6 +74,34 @@ pub trait Decoder {
         positions: &Tensor,
         attention: &mut dyn DecodeAttention,
     ) -> Result<Tensor>;
+}
+
+/// What the decoder layers of a model run over.
+pub struct DecoderInputs {
+    /// `[B, L, H]`, image features in place of the image tokens.
+    pub embeds: Tensor,
+    /// Rotary positions `[B, L]` or `[3, B, L]`.
+    pub positions: Tensor,
+    /// `[B, L]` bool image tokens, with the DeepStack features `[N, H]` the
+    /// first layers add to them (Qwen3-VL with images).
+    pub deepstack: Option<(Tensor, Vec<Tensor>)>,
+}
+
+impl DecoderInputs {
+    pub fn text(embeds: Tensor, positions: Tensor) -> DecoderInputs {
+        DecoderInputs {
+            embeds,
+            positions,
+            deepstack: None,
+        }
+    }
+
+    pub fn deepstack(&self) -> Option<Deepstack<'_>> {
+        self.deepstack.as_ref().map(|(m, f)| Deepstack {
+            image_mask: m,
+            features: f,
+        })
+    }
 }
 
 /// What a model provides to be a [`CausalLm`].
@@ -53,6 +114,15 @@ pub trait DecoderLm {
         inputs: &ForwardInputs,
         cache: Option<&mut Vec<LayerKv>>,
     ) -> Result<(Tensor, Tensor)>;
+
+    /// The decoder's inputs: token embeddings with the image features in
+    /// place, rotary positions and DeepStack features (runs the vision tower).
+    fn embed_inputs(&self, inputs: &ForwardInputs) -> Result<DecoderInputs>;
+
+    /// The variables [`DecoderLm::embed_inputs`] uses (embeddings, vision tower).
+    fn input_params(&self, out: &mut Params) {
+        self.decoder().embedding_params(out);
+    }
 
     fn decoder(&self) -> &dyn Decoder;
 
@@ -170,50 +240,46 @@ impl<T: DecoderLm> CausalLm for T {
         entropy: Entropy,
         temperature: f64,
     ) -> Result<(Tensor, Option<Tensor>)> {
-        let (b, lr) = (responses.size()[0], responses.size()[1]);
-        if response_mask.size() != [b, lr] || group.size() != [b] || lr < 1 {
-            bail!(
-                "responses {:?}, response_mask {:?} and group {:?} must be [B, Lr], [B, Lr] and [B] with Lr >= 1",
-                responses.size(),
-                response_mask.size(),
-                group.size()
-            );
-        }
+        check_responses(group, responses, response_mask)?;
         let mut prompt_layers = Vec::new();
         let (prompt_hidden, prompt_positions) = self.hidden(prompts, Some(&mut prompt_layers))?;
-        let prompt_mask = prompts.attention_mask;
-        let lp = prompt_hidden.size()[1];
-        let group = group.to_kind(Kind::Int64);
-        // index_select's backward sums the gradients of every copy into the prompt.
-        let mut layers: Vec<LayerKv> = prompt_layers
-            .iter()
-            .map(|(k, v)| (k.index_select(0, &group), v.index_select(0, &group)))
-            .collect();
-        let key_mask = Tensor::cat(
-            &[
-                prompt_mask.to_kind(Kind::Int64).index_select(0, &group),
-                response_mask.to_kind(Kind::Int64),
-            ],
-            1,
+        let r = ResponseLayout::new(
+            self.mrope(),
+            &prompt_positions,
+            prompts.attention_mask,
+            group,
+            response_mask,
         );
-        let next = next_positions(&prompt_positions, prompt_mask).index_select(0, &group);
-        let pos =
-            next.unsqueeze(1) + Tensor::arange(lr, (Kind::Int64, responses.device())).unsqueeze(0); // [B, Lr]
+        // index_select's backward sums the gradients of every copy into the prompt.
+        let mut layers: Vec<LayerKv> = prompt_layers.iter().map(|kv| r.share(kv)).collect();
         let decoder = self.decoder();
         let h = decoder
             .forward_embeds(
                 &decoder.embed(responses),
-                &text_positions(self.mrope(), pos),
-                &key_mask,
+                &r.positions,
+                &r.key_mask,
                 Some(&mut layers),
                 &[],
             )
             .context("response pass over the shared prompts")?;
-        // Left padding puts every prompt's last token in the last column; its
-        // state predicts response token 0, response position j predicts j + 1.
-        let last = prompt_hidden.narrow(1, lp - 1, 1).index_select(0, &group);
-        let hidden = Tensor::cat(&[last, h.narrow(1, 0, lr - 1)], 1);
-        chunked_token_stats(&hidden, self.lm_head(), responses, entropy, temperature)
+        r.token_stats(
+            &prompt_hidden,
+            &h,
+            self.lm_head(),
+            responses,
+            entropy,
+            temperature,
+        )
+    }
+
+    fn response_loss_gradients(
+        &self,
+        rows: &ResponseRows,
+        params: &[Tensor],
+        loss: &mut ResponseLoss,
+    ) -> Result<Vec<Tensor>> {
+        check_responses(rows.group, rows.responses, rows.response_mask)?;
+        recompute::response_loss_gradients(self, rows, params, loss)
     }
 
     fn eos_token_ids(&self) -> &[i64] {
@@ -225,9 +291,90 @@ impl<T: DecoderLm> CausalLm for T {
     }
 }
 
+fn check_responses(group: &Tensor, responses: &Tensor, response_mask: &Tensor) -> Result<()> {
+    let (b, lr) = (responses.size()[0], responses.size()[1]);
+    if response_mask.size() != [b, lr] || group.size() != [b] || lr < 1 {
+        bail!(
+            "responses {:?}, response_mask {:?} and group {:?} must be [B, Lr], [B, Lr] and [B] with Lr >= 1",
+            responses.size(),
+            response_mask.size(),
+            group.size()
+        );
+    }
+    Ok(())
+}
+
+/// How responses `[B, Lr]` continue their shared prompts `[G, Lp]`: each
+/// row's prompt, the keys every response position sees, the rotary positions.
+pub(crate) struct ResponseLayout {
+    /// `[B]` int64: the prompt of each response.
+    pub group: Tensor,
+    /// `[B, Lp + Lr]`: the prompt's keys, then the response's.
+    pub key_mask: Tensor,
+    /// `[B, Lr]` (or `[3, B, Lr]` under M-RoPE).
+    pub positions: Tensor,
+}
+
+impl ResponseLayout {
+    pub fn new(
+        mrope: bool,
+        prompt_positions: &Tensor,
+        prompt_mask: &Tensor,
+        group: &Tensor,
+        response_mask: &Tensor,
+    ) -> ResponseLayout {
+        let lr = response_mask.size()[1];
+        let group = group.to_kind(Kind::Int64);
+        let key_mask = Tensor::cat(
+            &[
+                prompt_mask.to_kind(Kind::Int64).index_select(0, &group),
+                response_mask.to_kind(Kind::Int64),
+            ],
+            1,
+        );
+        let next = next_positions(prompt_positions, prompt_mask).index_select(0, &group);
+        let pos = next.unsqueeze(1)
+            + Tensor::arange(lr, (Kind::Int64, response_mask.device())).unsqueeze(0); // [B, Lr]
+        ResponseLayout {
+            group,
+            key_mask,
+            positions: text_positions(mrope, pos),
+        }
+    }
+
+    /// A prompt layer's keys/values, one copy per response.
+    pub fn share(&self, (k, v): &LayerKv) -> LayerKv {
+        (
+            k.index_select(0, &self.group),
+            v.index_select(0, &self.group),
+        )
+    }
+
+    /// Log-probs (and entropies) `[B, Lr]` of `responses` from the final-norm
+    /// hidden states of the prompts `[G, Lp, H]` and the responses `[B, Lr, H]`.
+    pub fn token_stats(
+        &self,
+        prompt_hidden: &Tensor,
+        response_hidden: &Tensor,
+        lm_head: &Tensor,
+        responses: &Tensor,
+        entropy: Entropy,
+        temperature: f64,
+    ) -> Result<(Tensor, Option<Tensor>)> {
+        let (lp, lr) = (prompt_hidden.size()[1], responses.size()[1]);
+        // Left padding puts every prompt's last token in the last column; its
+        // state predicts response token 0, response position j predicts j + 1.
+        let last = prompt_hidden
+            .narrow(1, lp - 1, 1)
+            .index_select(0, &self.group);
+        let hidden = Tensor::cat(&[last, response_hidden.narrow(1, 0, lr - 1)], 1);
+        chunked_token_stats(&hidden, lm_head, responses, entropy, temperature)
+    }
+}
+
 /// Rotary positions of text tokens `[B, L]` as the model takes them: the
 /// same on all three axes under M-RoPE.
-fn text_positions(mrope: bool, pos: Tensor) -> Tensor {
+pub(crate) fn text_positions(mrope: bool, pos: Tensor) -> Tensor {
     if mrope {
         let s = pos.size();
         pos.unsqueeze(0).expand([3, s[0], s[1]], false)

@@ -6,9 +6,9 @@
 //! (`lm_head`, tied or not). Weight names are those of the checkpoint.
 
 use anyhow::Result;
-use tch::Tensor;
+use tch::{Kind, Tensor};
 
-use crate::causal_lm::{self, Decoder, DecoderLm};
+use crate::causal_lm::{self, Decoder, DecoderInputs, DecoderLm};
 use crate::config::{ModelConfig, TextConfig};
 use crate::layers::{attention_mask, cached_attention, run_layers, GatedMlp, LayerKv, RmsNorm};
 use crate::lm::{DecodeAttention, ForwardInputs};
@@ -113,6 +113,14 @@ pub struct Deepstack<'a> {
     pub features: &'a [Tensor],
 }
 
+/// `h` `[B, L, H]` plus the DeepStack `features` `[N, H]` on the image
+/// tokens (`image_mask` `[B, L, 1]`), in token order.
+pub fn add_deepstack(h: &Tensor, image_mask: &Tensor, features: &Tensor) -> Tensor {
+    h + h
+        .zeros_like()
+        .masked_scatter(image_mask, &features.to_kind(h.kind()))
+}
+
 /// Embeddings, decoder layers and the final norm (`model.*`).
 pub struct TextModel<A> {
     pub embed_tokens: Tensor,
@@ -166,10 +174,7 @@ impl<A: SelfAttention> TextModel<A> {
             |i, h, past, buffer| {
                 let (h, kv) = self.layers[i].forward(h, &cos, &sin, &mask, past, buffer);
                 match (deepstack.and_then(|d| d.features.get(i)), &image_mask) {
-                    (Some(f), Some(m)) => {
-                        let add = h.zeros_like().masked_scatter(m, &f.to_kind(h.kind()));
-                        (h + add, kv)
-                    }
+                    (Some(f), Some(m)) => (add_deepstack(&h, m, f), kv),
                     _ => (h, kv),
                 }
             },
@@ -203,6 +208,45 @@ impl<A: SelfAttention> Decoder for TextModel<A> {
         buffers: &[LayerKv],
     ) -> Result<Tensor> {
         self.forward_embeds_deepstack(embeds, positions, key_mask, cache, buffers, None)
+    }
+
+    fn num_layers(&self) -> usize {
+        self.layers.len()
+    }
+
+    fn rotary(&self, positions: &Tensor, kind: Kind) -> Result<(Tensor, Tensor)> {
+        rope::text_cos_sin(positions, &self.inv_freq, self.config.mrope.as_ref(), kind)
+    }
+
+    fn layer(
+        &self,
+        i: usize,
+        h: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        mask: &Tensor,
+        past: Option<&LayerKv>,
+    ) -> (Tensor, LayerKv) {
+        self.layers[i].forward(h, cos, sin, mask, past, None)
+    }
+
+    fn layer_params(&self, i: usize, out: &mut Params) {
+        self.layers[i].params(&format!("model.layers.{i}"), out);
+    }
+
+    fn final_norm(&self, h: &Tensor) -> Tensor {
+        self.norm.forward(h)
+    }
+
+    fn final_norm_params(&self, out: &mut Params) {
+        self.norm.params("model.norm", out);
+    }
+
+    fn embedding_params(&self, out: &mut Params) {
+        out.push((
+            "model.embed_tokens.weight".into(),
+            self.embed_tokens.shallow_clone(),
+        ));
     }
 
     fn decode_with(
@@ -263,14 +307,25 @@ impl<A: SelfAttention> DecoderLm for TextLm<A> {
         inputs: &ForwardInputs,
         cache: Option<&mut Vec<LayerKv>>,
     ) -> Result<(Tensor, Tensor)> {
+        let x = self.embed_inputs(inputs)?;
+        let h = self.model.forward_embeds(
+            &x.embeds,
+            &x.positions,
+            inputs.attention_mask,
+            cache,
+            &[],
+        )?;
+        Ok((h, x.positions))
+    }
+
+    fn embed_inputs(&self, inputs: &ForwardInputs) -> Result<DecoderInputs> {
         causal_lm::check_ids(inputs.input_ids, inputs.attention_mask)?;
         let positions =
             causal_lm::text_positions_given(inputs, self.config.architecture.hf_name())?;
-        let embeds = self.model.embed(inputs.input_ids);
-        let h =
-            self.model
-                .forward_embeds(&embeds, &positions, inputs.attention_mask, cache, &[])?;
-        Ok((h, positions))
+        Ok(DecoderInputs::text(
+            self.model.embed(inputs.input_ids),
+            positions,
+        ))
     }
 
     fn decoder(&self) -> &dyn Decoder {

@@ -123,6 +123,19 @@ pub struct ImageTokens {
     pub patches_per_token: i64,
 }
 
+/// Responses over shared prompts, as [`CausalLm::response_token_stats`] takes them.
+pub struct ResponseRows<'a> {
+    pub prompts: &'a ForwardInputs<'a>,
+    pub group: &'a Tensor,
+    pub responses: &'a Tensor,
+    pub response_mask: &'a Tensor,
+    pub entropy: Entropy,
+    pub temperature: f64,
+}
+
+/// A loss from response log-probs `[B, Lr]` and (when asked for) entropies.
+pub type ResponseLoss<'a> = dyn FnMut(&Tensor, Option<&Tensor>) -> Result<Tensor> + 'a;
+
 /// A causal language model (text-only or vision-language).
 pub trait CausalLm {
     /// Full logits `[B, L, V]` (float32 for f32 models).
@@ -185,6 +198,21 @@ pub trait CausalLm {
             temperature,
         );
         anyhow::bail!("this model does not compute responses over shared prompts")
+    }
+
+    /// The gradients, for `params` (in order; undefined where a parameter
+    /// gets none), of `loss(log-probs, entropies)` over
+    /// [`CausalLm::response_token_stats`] of `rows`, with activation
+    /// checkpointing: the forward keeps each decoder layer's inputs only and
+    /// the backward recomputes one layer at a time (see `recompute`).
+    fn response_loss_gradients(
+        &self,
+        rows: &ResponseRows,
+        params: &[Tensor],
+        loss: &mut ResponseLoss,
+    ) -> Result<Vec<Tensor>> {
+        let _ = (rows, params, loss);
+        anyhow::bail!("this model has no activation checkpointing")
     }
 
     /// [`CausalLm::token_stats`] without the entropy.

@@ -6,7 +6,10 @@ use anyhow::Result;
 use tch::Tensor;
 
 use crate::config::{Architecture, ModelConfig};
-use crate::lm::{CausalLm, DecodeAttention, Entropy, ForwardInputs, ImageTokens, KvCache};
+use crate::lm::{
+    CausalLm, DecodeAttention, Entropy, ForwardInputs, ImageTokens, KvCache, ResponseLoss,
+    ResponseRows,
+};
 use crate::qwen2::Qwen2ForCausalLM;
 use crate::qwen2_5_vl::Qwen2_5VlForConditionalGeneration;
 use crate::qwen3::Qwen3ForCausalLM;
@@ -99,6 +102,14 @@ impl CausalLm for Model {
             entropy,
             temperature,
         )
+    }
+    fn response_loss_gradients(
+        &self,
+        rows: &ResponseRows,
+        params: &[Tensor],
+        loss: &mut ResponseLoss,
+    ) -> Result<Vec<Tensor>> {
+        self.as_lm().response_loss_gradients(rows, params, loss)
     }
     fn eos_token_ids(&self) -> &[i64] {
         self.as_lm().eos_token_ids()

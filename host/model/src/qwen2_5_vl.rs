@@ -5,7 +5,7 @@
 use anyhow::{bail, Context, Result};
 use tch::{Kind, Tensor};
 
-use crate::causal_lm::{self, Decoder, DecoderLm};
+use crate::causal_lm::{self, Decoder, DecoderInputs, DecoderLm};
 use crate::config::ModelConfig;
 use crate::layers::LayerKv;
 use crate::lm::ForwardInputs;
@@ -79,6 +79,18 @@ impl DecoderLm for Qwen2_5VlForConditionalGeneration {
         inputs: &ForwardInputs,
         cache: Option<&mut Vec<LayerKv>>,
     ) -> Result<(Tensor, Tensor)> {
+        let x = self.embed_inputs(inputs)?;
+        let h = self.model.forward_embeds(
+            &x.embeds,
+            &x.positions,
+            inputs.attention_mask,
+            cache,
+            &[],
+        )?;
+        Ok((h, x.positions))
+    }
+
+    fn embed_inputs(&self, inputs: &ForwardInputs) -> Result<DecoderInputs> {
         causal_lm::check_ids(inputs.input_ids, inputs.attention_mask)?;
         let feats = match (inputs.pixel_values, inputs.image_grid_thw) {
             (Some(p), Some(g)) => Some(self.image_features(p, g)?),
@@ -92,10 +104,12 @@ impl DecoderLm for Qwen2_5VlForConditionalGeneration {
             feats.as_ref(),
         )?;
         let positions = causal_lm::mrope_positions(inputs)?;
-        let h =
-            self.model
-                .forward_embeds(&embeds, &positions, inputs.attention_mask, cache, &[])?;
-        Ok((h, positions))
+        Ok(DecoderInputs::text(embeds, positions))
+    }
+
+    fn input_params(&self, out: &mut Params) {
+        self.visual.params(out);
+        self.model.embedding_params(out);
     }
 
     fn decoder(&self) -> &dyn Decoder {

@@ -7,9 +7,8 @@
 use anyhow::{bail, Context, Result};
 use tch::Tensor;
 
-use crate::causal_lm::{self, Decoder, DecoderLm};
+use crate::causal_lm::{self, Decoder, DecoderInputs, DecoderLm};
 use crate::config::ModelConfig;
-use crate::decoder::Deepstack;
 use crate::layers::LayerKv;
 use crate::lm::ForwardInputs;
 use crate::qwen2_5_vl::grid_rows;
@@ -83,6 +82,19 @@ impl DecoderLm for Qwen3VlForConditionalGeneration {
         inputs: &ForwardInputs,
         cache: Option<&mut Vec<LayerKv>>,
     ) -> Result<(Tensor, Tensor)> {
+        let x = self.embed_inputs(inputs)?;
+        let h = self.model.forward_embeds_deepstack(
+            &x.embeds,
+            &x.positions,
+            inputs.attention_mask,
+            cache,
+            &[],
+            x.deepstack().as_ref(),
+        )?;
+        Ok((h, x.positions))
+    }
+
+    fn embed_inputs(&self, inputs: &ForwardInputs) -> Result<DecoderInputs> {
         causal_lm::check_ids(inputs.input_ids, inputs.attention_mask)?;
         let vision = match (inputs.pixel_values, inputs.image_grid_thw) {
             (Some(p), Some(g)) => Some(self.image_features(p, g)?),
@@ -96,20 +108,17 @@ impl DecoderLm for Qwen3VlForConditionalGeneration {
             vision.as_ref().map(|v| &v.features),
         )?;
         let positions = causal_lm::mrope_positions(inputs)?;
-        let image_mask = inputs.input_ids.eq(self.image_token_id);
-        let deepstack = vision.as_ref().map(|v| Deepstack {
-            image_mask: &image_mask,
-            features: &v.deepstack,
-        });
-        let h = self.model.forward_embeds_deepstack(
-            &embeds,
-            &positions,
-            inputs.attention_mask,
-            cache,
-            &[],
-            deepstack.as_ref(),
-        )?;
-        Ok((h, positions))
+        let deepstack = vision.map(|v| (inputs.input_ids.eq(self.image_token_id), v.deepstack));
+        Ok(DecoderInputs {
+            embeds,
+            positions,
+            deepstack,
+        })
+    }
+
+    fn input_params(&self, out: &mut Params) {
+        self.visual.params(out);
+        self.model.embedding_params(out);
     }
 
     fn decoder(&self) -> &dyn Decoder {

@@ -1,10 +1,14 @@
 //! `response_token_stats` (each prompt computed once, its keys/values shared by
 //! the responses of its group) equals `token_stats` on the concatenated rows:
-//! log-probs, entropies and every parameter gradient, for both architectures.
+//! log-probs, entropies and every parameter gradient, for both architectures;
+//! and the recomputing backward of activation checkpointing
+//! (`response_loss_gradients`) gives the plain backward's gradients, with and
+//! without frozen parts, in float32 and in bf16.
 #![allow(clippy::needless_range_loop)]
 
 use lmmhost_model::bench;
-use lmmhost_model::lm::{Entropy, ForwardInputs};
+use lmmhost_model::lm::{CausalLm, Entropy, ForwardInputs, ResponseRows};
+use lmmhost_model::weights::Params;
 use tch::{Device, Kind, Tensor};
 
 const PAD: i64 = 122;
@@ -259,6 +263,111 @@ fn check(preset: &str) {
         checked > 10,
         "{preset}: only {checked} parameters got gradients"
     );
+
+    // Activation checkpointing: the same gradients, all parameters trained.
+    let rows = ResponseRows {
+        prompts: &pinputs,
+        group: &gidx,
+        responses: &resp,
+        response_mask: &rmask,
+        entropy: Entropy::Differentiable,
+        temperature: 1.0,
+    };
+    let n = checkpointed_matches_plain(preset, lm, &params, &rows, 1e-5);
+    assert!(n > 10, "{preset}: only {n} parameters got gradients");
+    // With the vision tower (or the embeddings and first layer) frozen, at
+    // another temperature and with the entropy out of the graph.
+    for (name, p) in &params {
+        if name.starts_with("visual.")
+            || name.contains("layers.0.")
+            || name.contains("embed_tokens")
+        {
+            let _ = p.set_requires_grad(false);
+        }
+    }
+    let rows = ResponseRows {
+        entropy: Entropy::Detached,
+        temperature: 0.7,
+        ..rows
+    };
+    let m = checkpointed_matches_plain(preset, lm, &params, &rows, 1e-5);
+    assert!(
+        m > 5 && m < n,
+        "{preset}: {m} of {n} parameters got gradients when frozen"
+    );
+}
+
+/// The loss the checkpointing checks train on: response log-probs plus half
+/// the entropies, over real tokens.
+fn response_loss(lp: &Tensor, ent: Option<&Tensor>, mask: &Tensor) -> Tensor {
+    let loss = (lp * mask).sum(Kind::Float);
+    match ent {
+        Some(e) => loss + (e * mask).sum(Kind::Float) * 0.5,
+        None => loss,
+    }
+}
+
+/// Gradients of [`response_loss`] for the parameters that require grad, by
+/// the plain backward and by the recomputing one: equal to `tol` relative to
+/// each gradient's largest entry. Returns how many parameters got one.
+fn checkpointed_matches_plain(
+    preset: &str,
+    lm: &dyn CausalLm,
+    params: &Params,
+    rows: &ResponseRows,
+    tol: f64,
+) -> usize {
+    let (names, trainable): (Vec<&String>, Vec<Tensor>) = params
+        .iter()
+        .filter(|(_, p)| p.requires_grad())
+        .map(|(n, p)| (n, p.shallow_clone()))
+        .unzip();
+    let (lp, ent) = lm
+        .response_token_stats(
+            rows.prompts,
+            rows.group,
+            rows.responses,
+            rows.response_mask,
+            rows.entropy,
+            rows.temperature,
+        )
+        .unwrap();
+    let plain_loss = response_loss(&lp, ent.as_ref(), rows.response_mask);
+    let plain = Tensor::run_backward(&[&plain_loss], &trainable, false, false);
+    let mut ckpt_loss = f64::NAN;
+    let ckpt = lm
+        .response_loss_gradients(rows, &trainable, &mut |lp, ent| {
+            let loss = response_loss(lp, ent, rows.response_mask);
+            ckpt_loss = loss.double_value(&[]);
+            Ok(loss)
+        })
+        .unwrap();
+    let want = plain_loss.double_value(&[]);
+    assert!(
+        (ckpt_loss - want).abs() <= 1e-5 * want.abs().max(1.0),
+        "{preset}: checkpointed loss {ckpt_loss} vs {want}"
+    );
+    assert_eq!(ckpt.len(), trainable.len());
+    let mut got = 0;
+    for ((name, a), r) in names.iter().zip(&ckpt).zip(&plain) {
+        assert_eq!(
+            a.defined(),
+            r.defined(),
+            "{preset}: {name} has a gradient in one backward only"
+        );
+        if !r.defined() {
+            continue;
+        }
+        let (a, r) = (a.to_kind(Kind::Float), r.to_kind(Kind::Float));
+        let scale = r.abs().max().double_value(&[]).max(1e-6);
+        let diff = (&a - &r).abs().max().double_value(&[]);
+        assert!(
+            diff <= tol * scale + 1e-7,
+            "{preset}: checkpointed gradient of {name} differs by {diff} (max |g| {scale})"
+        );
+        got += usize::from(scale > 1e-6);
+    }
+    got
 }
 
 #[test]
@@ -274,4 +383,43 @@ fn shared_prompts_match_the_concatenated_rows_w2_with_images() {
 #[test]
 fn shared_prompts_match_the_concatenated_rows_qwen3_vl_with_images() {
     check("w2-qwen3-vl");
+}
+
+/// bf16 compute: the recomputing backward runs the same bf16 operations as
+/// the plain one (on CPU the gradients came out bit-identical; the bound
+/// leaves room for kernels that sum in another order).
+#[test]
+fn checkpointed_backward_matches_in_bf16() {
+    let m = bench::random_model("w1", Device::Cpu, Kind::BFloat16, 6).unwrap();
+    let params = m.model.named_parameters();
+    for (_, p) in &params {
+        let _ = p.set_requires_grad(true);
+    }
+    let prompts = [
+        text_prompt(vec![120, 30, 31, 32, 33, 121, 120, 50]),
+        text_prompt(vec![120, 34, 35, 121]),
+    ];
+    let refs: Vec<&Prompt> = prompts.iter().collect();
+    let (ids, mask, _) = left_pad(&refs, &[&[], &[]]);
+    let inputs = ForwardInputs {
+        input_ids: &ids,
+        attention_mask: &mask,
+        position_ids: None,
+        pixel_values: None,
+        image_grid_thw: None,
+    };
+    let resp =
+        Tensor::from_slice(&[60i64, 61, 62, 63, 64, 65, 122, 122, 66, 67, 68, 122]).view([3, 4]);
+    let rmask = resp.ne(PAD).to_kind(Kind::Float);
+    let group = Tensor::from_slice(&[0i64, 1, 0]);
+    let rows = ResponseRows {
+        prompts: &inputs,
+        group: &group,
+        responses: &resp,
+        response_mask: &rmask,
+        entropy: Entropy::Differentiable,
+        temperature: 1.0,
+    };
+    let n = checkpointed_matches_plain("w1 bf16", m.model.as_lm(), &params, &rows, 1e-2);
+    assert!(n > 10, "only {n} parameters got gradients");
 }

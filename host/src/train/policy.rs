@@ -33,6 +33,9 @@ pub struct Policy {
     /// Threads that rollouts, log-prob passes and updates split their rows
     /// over (`model.workers`, at most the libtorch threads; 1 on CUDA).
     pub workers: usize,
+    /// The update keeps each decoder layer's inputs only and recomputes the
+    /// layers in its backward (`model.activation_checkpointing`).
+    pub activation_checkpointing: bool,
 }
 
 /// Loads the model an experiment names: from `dir` (a checkpoint) or, for
@@ -118,6 +121,7 @@ impl Policy {
             device,
             params,
             workers,
+            activation_checkpointing: section.activation_checkpointing,
         })
     }
 

@@ -106,6 +106,11 @@ pub struct ModelSection {
     /// value; default 1.
     #[serde(default = "one_worker")]
     pub workers: usize,
+    /// The GRPO update keeps only each decoder layer's inputs from its
+    /// forward and recomputes one layer at a time in the backward: less
+    /// activation memory for about one more forward of compute.
+    #[serde(default)]
+    pub activation_checkpointing: bool,
     /// Load weights holding NaN or infinities (refused by default: a
     /// diverged or corrupt checkpoint would train on and save garbage).
     #[serde(default)]
@@ -131,6 +136,7 @@ impl ModelSection {
             dtype: default_dtype(),
             threads: None,
             workers: one_worker(),
+            activation_checkpointing: false,
             allow_non_finite_weights: false,
             max_image_pixels: default_max_image_pixels(),
             min_pixels: None,

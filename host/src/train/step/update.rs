@@ -7,7 +7,7 @@
 use std::time::Instant;
 
 use anyhow::{ensure, Result};
-use lmmhost_model::lm::Entropy;
+use lmmhost_model::lm::{Entropy, ResponseRows};
 use lmmhost_model::parallel::{map_jobs, ReadOnlyShared};
 use tch::{Device, Kind, Tensor};
 
@@ -217,44 +217,70 @@ pub fn update(
         let lm = unsafe { ReadOnlyShared::new(policy.lm()) };
         let shared_params = unsafe { ReadOnlyShared::new(&params) };
         let kl_term = inp.kl.map(|k| (k.coef, k.estimator));
+        let checkpointing = policy.activation_checkpointing;
         let run = |_, mb: MicroBatch| {
             let t0 = Instant::now();
             let mask = &mb.sb.response_mask;
-            let (lp, ent) = shared_response_stats(*lm.get(), &mb.sb, entropy_mode, temperature)?;
-            let old = mb.old.unwrap_or_else(|| lp.detach());
-            let (pg, clipped) = policy_loss(loss_kind, &lp, &old, &mb.advantages, mask, clip);
-            let mut per_token = pg;
             let mut out = MicroBatchResult::default();
-            if let (Some(ref_lp), Some((coef, estimator))) = (&mb.reference, kl_term) {
-                let kl = kl_estimate(&lp, ref_lp, estimator);
-                out.kl_sum = (kl.detach() * mask).sum(Kind::Double).double_value(&[]);
-                per_token += kl * coef;
-            }
-            let mut loss = aggregate(&per_token, mask, agg, norm);
-            if let Some(e) = &ent {
-                out.ent_sum = (e.detach() * mask).sum(Kind::Double).double_value(&[]);
-                if entropy_coef > 0.0 {
-                    loss -= aggregate(e, mask, agg, norm) * entropy_coef;
+            // The loss of the micro-batch's log-probs (and entropies); the
+            // metrics' sums go to `out` on the way.
+            let mut loss_of = |lp: &Tensor, ent: Option<&Tensor>| -> Result<Tensor> {
+                let old = mb
+                    .old
+                    .as_ref()
+                    .map_or_else(|| lp.detach(), |o| o.shallow_clone());
+                let (pg, clipped) = policy_loss(loss_kind, lp, &old, &mb.advantages, mask, clip);
+                let mut per_token = pg;
+                if let (Some(ref_lp), Some((coef, estimator))) = (&mb.reference, kl_term) {
+                    let kl = kl_estimate(lp, ref_lp, estimator);
+                    out.kl_sum = (kl.detach() * mask).sum(Kind::Double).double_value(&[]);
+                    per_token += kl * coef;
                 }
-            }
-            out.clip_sum = (clipped * mask).sum(Kind::Double).double_value(&[]);
-            out.ratio_dev = tch::no_grad(|| {
-                (((&lp - &old).exp() - 1.0).abs() * mask)
-                    .max()
-                    .double_value(&[])
-            });
-            out.loss = loss.double_value(&[]);
-            out.secs_forward = t0.elapsed().as_secs_f64();
-            let t1 = Instant::now();
-            // A micro-batch can reach no trainable parameter (text-only
-            // prompts with the language model frozen): its loss has no graph
-            // and gives no gradients.
-            out.grads = if loss.requires_grad() {
-                Tensor::f_run_backward(&[&loss], shared_params.get(), false, false)?
-            } else {
-                Vec::new()
+                let mut loss = aggregate(&per_token, mask, agg, norm);
+                if let Some(e) = ent {
+                    out.ent_sum = (e.detach() * mask).sum(Kind::Double).double_value(&[]);
+                    if entropy_coef > 0.0 {
+                        loss -= aggregate(e, mask, agg, norm) * entropy_coef;
+                    }
+                }
+                out.clip_sum = (clipped * mask).sum(Kind::Double).double_value(&[]);
+                out.ratio_dev = tch::no_grad(|| {
+                    (((lp - &old).exp() - 1.0).abs() * mask)
+                        .max()
+                        .double_value(&[])
+                });
+                out.loss = loss.double_value(&[]);
+                out.secs_forward = t0.elapsed().as_secs_f64();
+                Ok(loss)
             };
-            out.secs_backward = t1.elapsed().as_secs_f64();
+            let grads = if checkpointing {
+                let prompts = mb.sb.prompt_inputs();
+                let rows = ResponseRows {
+                    prompts: &prompts,
+                    group: &mb.sb.group,
+                    responses: &mb.sb.responses,
+                    response_mask: mask,
+                    entropy: entropy_mode,
+                    temperature,
+                };
+                (*lm.get()).response_loss_gradients(&rows, shared_params.get(), &mut loss_of)?
+            } else {
+                let (lp, ent) =
+                    shared_response_stats(*lm.get(), &mb.sb, entropy_mode, temperature)?;
+                let loss = loss_of(&lp, ent.as_ref())?;
+                // A micro-batch can reach no trainable parameter (text-only
+                // prompts with the language model frozen): its loss has no
+                // graph and gives no gradients.
+                if loss.requires_grad() {
+                    Tensor::f_run_backward(&[&loss], shared_params.get(), false, false)?
+                } else {
+                    Vec::new()
+                }
+            };
+            out.grads = grads;
+            // Up to the loss is forward (with checkpointing: the pass without
+            // a graph), the rest backward (with the layers' recomputation).
+            out.secs_backward = t0.elapsed().as_secs_f64() - out.secs_forward;
             Ok(out)
         };
         // The micro-batches run in waves of one per worker; each wave's

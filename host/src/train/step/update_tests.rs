@@ -181,8 +181,10 @@ fn worker_gradients_equal_serial_backward() {
         rates: &rates,
     };
     let mut runs = Vec::new();
-    for workers in [1, 2, 3] {
-        let p = policy(workers, 3);
+    // Then with activation checkpointing (the recomputing backward).
+    for (workers, checkpointing) in [(1, false), (2, false), (3, false), (1, true), (2, true)] {
+        let mut p = policy(workers, 3);
+        p.activation_checkpointing = checkpointing;
         assert_eq!(p.workers, workers.min(2));
         let mut opt = AdamW::new([0.9, 0.999], 1e-8, 0.0);
         let stats = update(&p, &mut opt, &settings, &inputs).unwrap();
@@ -233,12 +235,11 @@ fn worker_gradients_equal_serial_backward() {
         .map(|g| g.abs().max().double_value(&[]))
         .fold(0.0, f64::max);
     assert!(scale > 0.0);
-    for (w, (g, stats)) in runs.iter().enumerate() {
+    for (run, (g, stats)) in runs.iter().enumerate() {
         let d = max_diff(g, &plain);
         assert!(
             d <= 1e-5 * scale,
-            "{} workers: gradients differ by {d} (scale {scale})",
-            w + 1
+            "run {run}: gradients differ by {d} (scale {scale})"
         );
         assert!((stats.loss - runs[0].1.loss).abs() < 1e-6);
         assert!((stats.kl - runs[0].1.kl).abs() < 1e-6 * runs[0].1.kl);
@@ -430,6 +431,87 @@ fn bf16_with_master_weights_moves_like_f32() {
     assert!(moved(&mixed) > 0.9, "mixed moved {}", moved(&mixed));
     assert!(pure_diff > 0.9, "pure bf16 vs f32: {pure_diff}");
     assert!(moved(&pure) < 0.05, "pure bf16 moved {}", moved(&pure));
+}
+
+/// Activation checkpointing changes where the activations live, not the
+/// update: two optimizer updates per batch (clipped ratio against old
+/// log-probs, KL in the loss, entropy bonus) leave the same weights with it
+/// and without, in f32 and in mixed bf16.
+#[test]
+fn activation_checkpointing_gives_the_same_update() {
+    tch::set_num_threads(2);
+    let base = policy(1, 8);
+    let rows = rollout(&base, 3, 1.0, 8);
+    let adv = cycling_advantages(&rows);
+    let old = rows_logprobs(base.lm(), &rows, &LogprobPass::of(&base, 6, 1.0)).unwrap();
+    let reference = policy(1, 9);
+    let ref_lp = rows_logprobs(reference.lm(), &rows, &LogprobPass::of(&base, 6, 1.0)).unwrap();
+    let kl = Kl {
+        coef: 0.05,
+        ..Kl::default()
+    };
+    let s = settings(5, 2, kl);
+    let rates = constant(1e-3, 0.01);
+    let inputs = UpdateInputs {
+        rows: &rows,
+        advantages: &adv,
+        old_logprobs: Some(&old),
+        kl: Some(LossKl {
+            ref_logprobs: &ref_lp,
+            coef: 0.05,
+            estimator: s.grpo.kl.estimator,
+        }),
+        temperature: 1.0,
+        rates: &rates,
+    };
+    for dtype in ["f32", "bf16"] {
+        let run = |checkpointing: bool| {
+            let mut p = policy_in(dtype, 1, 8);
+            p.activation_checkpointing = checkpointing;
+            let mut opt = AdamW::new([0.9, 0.999], 1e-8, 0.0)
+                .with_master_weights(p.precision.master_weights());
+            let stats = update(&p, &mut opt, &s, &inputs).unwrap();
+            let weights: Vec<Tensor> = p
+                .tensors()
+                .iter()
+                .enumerate()
+                .map(|(i, t)| opt.trained_weight(i, t).to_kind(Kind::Float))
+                .collect();
+            (weights, stats)
+        };
+        let (plain, plain_stats) = run(false);
+        let (ckpt, ckpt_stats) = run(true);
+        let before = policy_in(dtype, 1, 8).tensors();
+        let step = max_diff(&plain, &before);
+        let d = max_diff(&ckpt, &plain);
+        eprintln!(
+            "{dtype}: checkpointed weights differ by {d:e}, the update moved them by {step:e}"
+        );
+        // bf16: Adam's step is about lr wherever a gradient is tiny, so bf16
+        // rounding of such a gradient can flip a step (measured: 1.6 % of
+        // the largest step; f32: 0.02 %).
+        let tol = if dtype == "f32" { 1e-3 } else { 0.05 };
+        assert!(
+            step > 1e-4,
+            "{dtype}: the update moved the weights by {step} only"
+        );
+        assert!(
+            d <= tol * step,
+            "{dtype}: weights differ by {d} (update {step})"
+        );
+        assert_eq!(plain_stats.updates.len(), 2);
+        for (a, b) in ckpt_stats.updates.iter().zip(&plain_stats.updates) {
+            assert!(
+                (a.loss - b.loss).abs() <= 1e-6 * b.loss.abs().max(1.0),
+                "{a:?} vs {b:?}"
+            );
+            assert!(
+                (a.grad_norm - b.grad_norm).abs() <= 1e-4 * b.grad_norm,
+                "{a:?} vs {b:?}"
+            );
+        }
+        assert!((ckpt_stats.kl - plain_stats.kl).abs() <= 1e-6 * plain_stats.kl.max(1e-9));
+    }
 }
 
 /// A random Qwen2 with char-qwen2's tokenizer, large enough (about 12 M

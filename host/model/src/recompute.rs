@@ -1,0 +1,249 @@
+//! Activation checkpointing for the training loss over responses that
+//! continue shared prompts: the forward runs without a graph and keeps only
+//! each decoder layer's inputs; the backward then goes stage by stage, the
+//! loss head first, the layers in reverse, the embeddings and vision tower
+//! last, recomputing each stage's forward with its graph from the saved
+//! inputs. Only one stage's activations exist at a time.
+//!
+//! tch has no custom autograd functions, so the stages are chained by hand:
+//! the gradient reaching a stage's outputs enters it as `sum(output *
+//! gradient)`, whose backward (`run_backward`) gives the gradients of the
+//! stage's inputs (handed to the stage before it) and of its own variables
+//! that require grad (adapters, unfrozen weights), summed per parameter.
+
+use std::collections::HashMap;
+
+use anyhow::{bail, Context, Result};
+use tch::{Kind, Tensor};
+
+use crate::causal_lm::{DecoderLm, ResponseLayout};
+use crate::decoder::add_deepstack;
+use crate::layers::{attention_mask, LayerKv};
+use crate::lm::{ResponseLoss, ResponseRows};
+use crate::weights::Params;
+
+/// Gradients summed per parameter, in the order of the caller's list.
+struct ParamGrads {
+    /// Storage address -> index in the caller's list (a tied output
+    /// projection shares the embeddings' storage, so their gradients add).
+    index: HashMap<usize, usize>,
+    grads: Vec<Option<Tensor>>,
+}
+
+impl ParamGrads {
+    fn new(params: &[Tensor]) -> ParamGrads {
+        ParamGrads {
+            index: params
+                .iter()
+                .enumerate()
+                .map(|(i, p)| (p.data_ptr() as usize, i))
+                .collect(),
+            grads: params.iter().map(|_| None).collect(),
+        }
+    }
+
+    /// The variables among `params` that need a gradient: they require grad
+    /// and are in the caller's list.
+    fn wanted(&self, params: Params) -> Result<Vec<Tensor>> {
+        let mut out = Vec::new();
+        for (name, p) in params {
+            if !p.requires_grad() {
+                continue;
+            }
+            if !self.index.contains_key(&(p.data_ptr() as usize)) {
+                bail!("{name} requires grad but is not among the parameters the update trains");
+            }
+            out.push(p);
+        }
+        Ok(out)
+    }
+
+    fn add(&mut self, param: &Tensor, grad: Tensor) {
+        if !grad.defined() {
+            return;
+        }
+        let slot = &mut self.grads[self.index[&(param.data_ptr() as usize)]];
+        *slot = Some(match slot.take() {
+            Some(g) => g + grad,
+            None => grad,
+        });
+    }
+
+    fn into_vec(self) -> Vec<Tensor> {
+        self.grads
+            .into_iter()
+            .map(|g| g.unwrap_or_else(Tensor::new))
+            .collect()
+    }
+}
+
+/// A fresh leaf holding `t`'s values, to recompute a stage from.
+fn leaf(t: &Tensor) -> Tensor {
+    t.detach().set_requires_grad(true)
+}
+
+/// The backward of one recomputed stage: `outputs` paired with the
+/// gradients that reached them (undefined: none). Returns the gradients of
+/// `inputs` (undefined where none) and adds those of `params` to `acc`.
+fn stage_backward(
+    outputs: &[(&Tensor, &Tensor)],
+    inputs: &[&Tensor],
+    params: &[Tensor],
+    acc: &mut ParamGrads,
+) -> Result<Vec<Tensor>> {
+    let mut total: Option<Tensor> = None;
+    for (out, grad) in outputs {
+        if !grad.defined() || !out.requires_grad() {
+            continue;
+        }
+        let term = (*out * grad.to_kind(out.kind())).sum(Kind::Float);
+        total = Some(match total {
+            Some(t) => t + term,
+            None => term,
+        });
+    }
+    let total = match total {
+        Some(t) if t.requires_grad() && !(inputs.is_empty() && params.is_empty()) => t,
+        _ => return Ok(inputs.iter().map(|_| Tensor::new()).collect()),
+    };
+    let mut wrt: Vec<&Tensor> = inputs.to_vec();
+    wrt.extend(params.iter());
+    let mut grads = Tensor::f_run_backward(&[&total], &wrt, false, false)?;
+    for (p, g) in params.iter().zip(grads.split_off(inputs.len())) {
+        acc.add(p, g);
+    }
+    Ok(grads)
+}
+
+/// What the layers of the shared-prompt pass run over, besides the hidden
+/// states: the rotary tables and masks of the prompts and of the responses.
+struct LayerContext {
+    layout: ResponseLayout,
+    prompt: (Tensor, Tensor, Tensor),
+    response: (Tensor, Tensor, Tensor),
+    /// `[G, Lp, 1]` image tokens of the prompts, for DeepStack features.
+    image_mask: Option<Tensor>,
+}
+
+/// See [`crate::lm::CausalLm::response_loss_gradients`].
+pub fn response_loss_gradients<M: DecoderLm + ?Sized>(
+    model: &M,
+    rows: &ResponseRows,
+    params: &[Tensor],
+    loss: &mut ResponseLoss,
+) -> Result<Vec<Tensor>> {
+    let dec = model.decoder();
+    let n = dec.num_layers();
+    let mut acc = ParamGrads::new(params);
+
+    // Forward without a graph, keeping every layer's inputs.
+    let (ctx, mut saved, deepstack) = tch::no_grad(|| -> Result<_> {
+        let x = model.embed_inputs(rows.prompts)?;
+        let kind = x.embeds.kind();
+        let layout = ResponseLayout::new(
+            model.mrope(),
+            &x.positions,
+            rows.prompts.attention_mask,
+            rows.group,
+            rows.response_mask,
+        );
+        let (cp, sp) = dec.rotary(&x.positions, kind)?;
+        let (cr, sr) = dec.rotary(&layout.positions, kind)?;
+        let lp = x.embeds.size()[1];
+        let lr = rows.responses.size()[1];
+        let ctx = LayerContext {
+            prompt: (cp, sp, attention_mask(rows.prompts.attention_mask, lp)),
+            response: (cr, sr, attention_mask(&layout.key_mask, lr)),
+            image_mask: x.deepstack.as_ref().map(|(m, _)| m.unsqueeze(-1)),
+            layout,
+        };
+        let deepstack = x.deepstack.map(|(_, f)| f).unwrap_or_default();
+        let mut saved = vec![(x.embeds, dec.embed(rows.responses))];
+        for i in 0..n {
+            let (hp, hr) = &saved[i];
+            let next = layer_pair(model, &ctx, i, hp, hr, deepstack.get(i));
+            saved.push(next);
+        }
+        Ok((ctx, saved, deepstack))
+    })
+    .context("checkpointed forward")?;
+
+    // The loss head: final norm, output projection, token statistics, loss.
+    let (hp, hr) = (leaf(&saved[n].0), leaf(&saved[n].1));
+    let (lp, ent) = ctx.layout.token_stats(
+        &dec.final_norm(&hp),
+        &dec.final_norm(&hr),
+        model.lm_head(),
+        rows.responses,
+        rows.entropy,
+        rows.temperature,
+    )?;
+    let value = loss(&lp, ent.as_ref())?;
+    let mut head = Vec::new();
+    dec.final_norm_params(&mut head);
+    head.push(("lm_head.weight".into(), model.lm_head().shallow_clone()));
+    let head = acc.wanted(head)?;
+    let ones = value.ones_like();
+    let mut grad = stage_backward(&[(&value, &ones)], &[&hp, &hr], &head, &mut acc)?;
+    drop((lp, ent, value, hp, hr));
+    saved.truncate(n);
+
+    // The layers in reverse, each recomputed from its saved inputs.
+    let mut feature_grads = Vec::new();
+    while let Some((hp, hr)) = saved.pop() {
+        let i = saved.len();
+        let mut own = Vec::new();
+        dec.layer_params(i, &mut own);
+        let own = acc.wanted(own)?;
+        let (hp, hr) = (leaf(&hp), leaf(&hr));
+        let feature = deepstack.get(i).map(leaf);
+        let (op, or) = layer_pair(model, &ctx, i, &hp, &hr, feature.as_ref());
+        let mut inputs = vec![&hp, &hr];
+        inputs.extend(feature.as_ref());
+        let mut g = stage_backward(&[(&op, &grad[0]), (&or, &grad[1])], &inputs, &own, &mut acc)?;
+        if feature.is_some() {
+            feature_grads.push((i, g.pop().context("a DeepStack feature's gradient")?));
+        }
+        grad = g;
+    }
+    drop(deepstack);
+
+    // The embeddings and the vision tower, recomputed with their graph.
+    let mut own = Vec::new();
+    model.input_params(&mut own);
+    let own = acc.wanted(own)?;
+    if !own.is_empty() {
+        let x = model.embed_inputs(rows.prompts)?;
+        let er = dec.embed(rows.responses);
+        let mut outputs = vec![(&x.embeds, &grad[0]), (&er, &grad[1])];
+        if let Some((_, features)) = &x.deepstack {
+            for (i, g) in &feature_grads {
+                outputs.push((&features[*i], g));
+            }
+        }
+        stage_backward(&outputs, &[], &own, &mut acc)?;
+    }
+    Ok(acc.into_vec())
+}
+
+/// Layer `i` over the prompts `hp` `[G, Lp, H]` (plus DeepStack `feature`)
+/// and the responses `hr` `[B, Lr, H]`, which attend to their prompt's keys.
+fn layer_pair<M: DecoderLm + ?Sized>(
+    model: &M,
+    ctx: &LayerContext,
+    i: usize,
+    hp: &Tensor,
+    hr: &Tensor,
+    feature: Option<&Tensor>,
+) -> (Tensor, Tensor) {
+    let dec = model.decoder();
+    let (cp, sp, mp) = &ctx.prompt;
+    let (op, kv): (Tensor, LayerKv) = dec.layer(i, hp, cp, sp, mp, None);
+    let op = match (feature, &ctx.image_mask) {
+        (Some(f), Some(m)) => add_deepstack(&op, m, f),
+        _ => op,
+    };
+    let (cr, sr, mr) = &ctx.response;
+    let (or, _) = dec.layer(i, hr, cr, sr, mr, Some(&ctx.layout.share(&kv)));
+    (op, or)
+}
