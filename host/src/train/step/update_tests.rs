@@ -47,6 +47,17 @@ fn max_diff(a: &[Tensor], b: &[Tensor]) -> f64 {
 
 /// `n` completions of each of the four prompts, sampled at `temperature`.
 fn rollout(p: &Policy, n: usize, temperature: f64, max_new_tokens: usize) -> Vec<Row> {
+    rollout_at_least(p, n, temperature, max_new_tokens, 0)
+}
+
+/// [`rollout`] with at least `min_new_tokens` per completion.
+fn rollout_at_least(
+    p: &Policy,
+    n: usize,
+    temperature: f64,
+    max_new_tokens: usize,
+    min_new_tokens: usize,
+) -> Vec<Row> {
     let convs: Vec<_> = [
         "Compute 1+2.",
         "Compute 7-5.",
@@ -69,7 +80,7 @@ fn rollout(p: &Policy, n: usize, temperature: f64, max_new_tokens: usize) -> Vec
             ..SamplingParams::default()
         },
         max_new_tokens,
-        min_new_tokens: 0,
+        min_new_tokens,
         blocked_token_ids: Vec::new(),
         kv_cache_tokens: None,
     };
@@ -576,9 +587,14 @@ fn update_peak_memory_probe() {
         .expect("LMMHOST_PROBE_MICRO_BATCH")
         .parse()
         .unwrap();
+    let var = |name: &str, default: usize| -> usize {
+        std::env::var(name).map_or(default, |v| v.parse().unwrap())
+    };
+    let tokens = var("LMMHOST_PROBE_TOKENS", 8);
     let dir = tempfile::tempdir().unwrap();
-    let p = mid_policy(dir.path());
-    let rows = rollout(&p, 4, 1.0, 8);
+    let mut p = mid_policy(dir.path());
+    p.activation_checkpointing = var("LMMHOST_PROBE_CHECKPOINTING", 0) == 1;
+    let rows = rollout_at_least(&p, 4, 1.0, tokens, tokens);
     assert_eq!(rows.len(), 16);
     let adv = cycling_advantages(&rows);
     let rates = constant(1e-4, 0.0);
@@ -598,6 +614,69 @@ fn update_peak_memory_probe() {
     );
 }
 
+/// Runs [`update_peak_memory_probe`] in a child process with `env` set;
+/// returns the update's peak rise and one gradient copy, in bytes.
+fn probe_peak(env: &[(&str, String)]) -> (f64, f64) {
+    let exe = std::env::current_exe().unwrap();
+    let out = std::process::Command::new(&exe)
+        .args([
+            "--exact",
+            "train::step::update::tests::update_peak_memory_probe",
+            "--ignored",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "probe failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The harness may print its own words before ours on the line.
+    let line = stdout
+        .lines()
+        .find_map(|l| l.find("probe micro_batch=").map(|at| &l[at..]))
+        .unwrap_or_else(|| panic!("no probe line in: {stdout}"));
+    let value = |key: &str| -> f64 {
+        let v = line.split(' ').find_map(|w| w.strip_prefix(key)).unwrap();
+        v.parse().unwrap()
+    };
+    (value("rise="), value("grad_bytes="))
+}
+
+/// Activation checkpointing at a long sequence (16 rows of 8 prompt + 128
+/// response tokens in one micro-batch, 4 layers of hidden 512): the
+/// update's peak rise without and with it. With it only the layers' inputs
+/// and one layer's activations are alive, so the rise falls by more than
+/// half of the activations (the rise beyond the gradient copy).
+#[test]
+fn activation_checkpointing_lowers_the_update_peak() {
+    let at = |ckpt: u8| {
+        probe_peak(&[
+            ("LMMHOST_PROBE_MICRO_BATCH", "16".into()),
+            ("LMMHOST_PROBE_TOKENS", "128".into()),
+            ("LMMHOST_PROBE_CHECKPOINTING", ckpt.to_string()),
+        ])
+    };
+    let (plain, grad) = at(0);
+    let (ckpt, _) = at(1);
+    eprintln!(
+        "peak rise over the update, 16 rows x 128 response tokens: {:.1} MB without activation \
+         checkpointing, {:.1} MB with; one gradient copy {:.1} MB",
+        plain / 1e6,
+        ckpt / 1e6,
+        grad / 1e6
+    );
+    assert!(
+        ckpt - grad < 0.5 * (plain - grad),
+        "checkpointing: +{ckpt} B, plain: +{plain} B (one gradient copy {grad} B)"
+    );
+}
+
 /// The same 16 rows in one micro-batch and in 16: with 16 the update's
 /// peak rises by at most what it does with one (whose 16 rows' activations
 /// outweigh one row's) plus a quarter of a gradient copy, and by less than
@@ -607,37 +686,7 @@ fn update_peak_memory_probe() {
 /// freed memory cannot hide the other's.
 #[test]
 fn update_memory_does_not_grow_with_micro_batches() {
-    let exe = std::env::current_exe().unwrap();
-    let probe = |micro: usize| -> (f64, f64) {
-        let out = std::process::Command::new(&exe)
-            .args([
-                "--exact",
-                "train::step::update::tests::update_peak_memory_probe",
-                "--ignored",
-                "--nocapture",
-                "--test-threads",
-                "1",
-            ])
-            .env("LMMHOST_PROBE_MICRO_BATCH", micro.to_string())
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "probe failed: {stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        // The harness may print its own words before ours on the line.
-        let line = stdout
-            .lines()
-            .find_map(|l| l.find("probe micro_batch=").map(|at| &l[at..]))
-            .unwrap_or_else(|| panic!("no probe line in: {stdout}"));
-        let value = |key: &str| -> f64 {
-            let v = line.split(' ').find_map(|w| w.strip_prefix(key)).unwrap();
-            v.parse().unwrap()
-        };
-        (value("rise="), value("grad_bytes="))
-    };
+    let probe = |micro: usize| probe_peak(&[("LMMHOST_PROBE_MICRO_BATCH", micro.to_string())]);
     // By micro-batch size: 16 rows in one micro-batch, and one row in each of 16.
     let (one, grad) = probe(16);
     let (sixteen, _) = probe(1);
