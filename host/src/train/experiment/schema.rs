@@ -362,6 +362,12 @@ pub struct Grpo {
     pub loss_aggregation: LossAggregation,
     /// The constant of `seq-sum-constant` (default: rollout.max_response_tokens).
     pub loss_constant_length: Option<usize>,
+    /// The old-policy and reference log-prob passes run in chunks of rows
+    /// holding at most this many padded tokens (prompt + response) each, so
+    /// their peak memory follows this budget, not the rollout batch (a row
+    /// longer than the budget runs alone). Unset: chunks of
+    /// `optim.micro_batch_size` rows.
+    pub logprob_chunk_tokens: Option<usize>,
     pub kl: Kl,
     pub entropy: EntropyBonus,
     pub pad: PadConfig,
@@ -396,6 +402,7 @@ impl Default for Grpo {
             dual_clip: None,
             loss_aggregation: LossAggregation::TokenMean,
             loss_constant_length: None,
+            logprob_chunk_tokens: None,
             kl: Kl::default(),
             entropy: EntropyBonus::default(),
             pad: PadConfig::default(),

@@ -174,6 +174,10 @@ pub const RANGES: &[(&str, Range)] = &[
         "grpo.loss_constant_length",
         at_least(1.0).because("the sequence loss is divided by it"),
     ),
+    (
+        "grpo.logprob_chunk_tokens",
+        at_least(1.0).because("a chunk holds at least one token"),
+    ),
     ("grpo.kl.coef", at_least(0.0)),
     ("grpo.entropy.coef", at_least(0.0)),
     ("grpo.entropy.warmup_steps", at_least(0.0)),

@@ -255,7 +255,8 @@ fn score(
 }
 
 /// Each row's response log-probs under `lm` (on its device) at the plan's
-/// temperature, in chunks of the micro-batch size; empty without a model.
+/// temperature, in chunks of the micro-batch size or of
+/// `grpo.logprob_chunk_tokens`; empty without a model.
 fn logprobs_under(
     lm: Option<(&dyn CausalLm, Device)>,
     policy: &Policy,
@@ -268,6 +269,7 @@ fn logprobs_under(
     };
     let pass = LogprobPass {
         device,
+        chunk_tokens: s.grpo.logprob_chunk_tokens,
         ..LogprobPass::of(policy, s.optim.micro_batch_size, p.temperature)
     };
     rows_logprobs(lm, rows, &pass)

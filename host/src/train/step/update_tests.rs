@@ -562,6 +562,90 @@ fn rss() -> (u64, u64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
+/// Every block over 64 KiB gets its own mapping, returned to the OS when
+/// freed (a fixed threshold: glibc's sliding one would serve tensors from a
+/// heap it keeps), so the resident size follows live memory. Probes only:
+/// each is its process's only test.
+fn rss_follows_live_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        extern "C" {
+            fn mallopt(param: i32, value: i32) -> i32;
+        }
+        const M_MMAP_THRESHOLD: i32 = -3;
+        // SAFETY: changes an allocator parameter, before any tensor exists.
+        assert_eq!(unsafe { mallopt(M_MMAP_THRESHOLD, 64 << 10) }, 1);
+    }
+}
+
+/// Run by `logprob_pass_peak_follows_the_chunk_budget` in a process of its
+/// own: the old-policy pass over 16 rows of 128 response tokens, in one
+/// chunk or under a `grpo.logprob_chunk_tokens` budget of
+/// `LMMHOST_PROBE_CHUNK_ROWS` rows' tokens, printing the peak rise;
+/// checks that the log-probs equal those of chunks of 3 rows.
+#[test]
+#[ignore = "a child process of logprob_pass_peak_follows_the_chunk_budget"]
+fn logprob_peak_memory_probe() {
+    rss_follows_live_memory();
+    tch::set_num_threads(1);
+    let dir = tempfile::tempdir().unwrap();
+    let p = mid_policy(dir.path());
+    let rows = rollout_at_least(&p, 4, 1.0, 128, 128);
+    // A budget of `LMMHOST_PROBE_CHUNK_ROWS` rows' padded tokens.
+    let longest = rows
+        .iter()
+        .map(|r| r.prompt.len() + r.response.len())
+        .max()
+        .unwrap();
+    let budget: Option<usize> = std::env::var("LMMHOST_PROBE_CHUNK_ROWS")
+        .ok()
+        .map(|v| v.parse::<usize>().unwrap() * longest);
+    let pass = LogprobPass {
+        chunk_tokens: budget,
+        ..LogprobPass::of(&p, rows.len(), 1.0)
+    };
+    let reference = rows_logprobs(p.lm(), &rows, &LogprobPass::of(&p, 3, 1.0)).unwrap();
+    std::fs::write("/proc/self/clear_refs", "5").unwrap();
+    let (before, _) = rss();
+    let lp = rows_logprobs(p.lm(), &rows, &pass).unwrap();
+    let (_, peak) = rss();
+    assert_eq!(lp.len(), reference.len());
+    for (a, b) in lp.iter().zip(&reference) {
+        assert_eq!(a.len(), b.len());
+        assert!(
+            a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-4),
+            "{a:?} vs {b:?}"
+        );
+    }
+    println!("probe micro_batch=0 rise={} grad_bytes=0", peak - before);
+}
+
+/// The old-policy / reference pass over 16 rows of 128 response tokens: with
+/// `grpo.logprob_chunk_tokens` at two rows' tokens its peak rise is a
+/// fraction of the one-chunk pass's, and the log-probs are the same.
+#[test]
+fn logprob_pass_peak_follows_the_chunk_budget() {
+    let probe = |rows: Option<usize>| {
+        let env: Vec<(&str, String)> = rows
+            .map(|r| ("LMMHOST_PROBE_CHUNK_ROWS", r.to_string()))
+            .into_iter()
+            .collect();
+        probe_peak_of("logprob_peak_memory_probe", &env).0
+    };
+    let whole = probe(None);
+    let chunked = probe(Some(2));
+    eprintln!(
+        "log-prob pass peak rise, 16 rows x 128 response tokens: {:.1} MB in one chunk, {:.1} MB in \
+         chunks of two rows' tokens",
+        whole / 1e6,
+        chunked / 1e6
+    );
+    assert!(
+        chunked < 0.35 * whole,
+        "chunked +{chunked} B, whole +{whole} B"
+    );
+}
+
 /// Run by `update_memory_does_not_grow_with_micro_batches` in a process of
 /// its own: one update of 16 rows in micro-batches of
 /// `LMMHOST_PROBE_MICRO_BATCH` rows, printing how far the resident size rose
@@ -569,19 +653,7 @@ fn rss() -> (u64, u64) {
 #[test]
 #[ignore = "a child process of update_memory_does_not_grow_with_micro_batches"]
 fn update_peak_memory_probe() {
-    // Every block over 64 KiB gets its own mapping, returned to the OS when
-    // freed (a fixed threshold: glibc's sliding one would serve tensors
-    // from a heap it keeps), so the resident size follows live memory.
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        extern "C" {
-            fn mallopt(param: i32, value: i32) -> i32;
-        }
-        const M_MMAP_THRESHOLD: i32 = -3;
-        // SAFETY: changes an allocator parameter; this test is the
-        // process's only one.
-        assert_eq!(unsafe { mallopt(M_MMAP_THRESHOLD, 64 << 10) }, 1);
-    }
+    rss_follows_live_memory();
     tch::set_num_threads(1);
     let micro: usize = std::env::var("LMMHOST_PROBE_MICRO_BATCH")
         .expect("LMMHOST_PROBE_MICRO_BATCH")
@@ -617,11 +689,17 @@ fn update_peak_memory_probe() {
 /// Runs [`update_peak_memory_probe`] in a child process with `env` set;
 /// returns the update's peak rise and one gradient copy, in bytes.
 fn probe_peak(env: &[(&str, String)]) -> (f64, f64) {
+    probe_peak_of("update_peak_memory_probe", env)
+}
+
+/// Runs the probe test `probe` in a child process with `env` set; returns
+/// the peak rise it printed and one gradient copy, in bytes.
+fn probe_peak_of(probe: &str, env: &[(&str, String)]) -> (f64, f64) {
     let exe = std::env::current_exe().unwrap();
     let out = std::process::Command::new(&exe)
         .args([
             "--exact",
-            "train::step::update::tests::update_peak_memory_probe",
+            &format!("train::step::update::tests::{probe}"),
             "--ignored",
             "--nocapture",
             "--test-threads",
