@@ -106,3 +106,35 @@ fn documented_plan_commands_run() {
         "docs/performance.md shows {n} lmmhost plan commands"
     );
 }
+
+/// A plan needs the model's config and the settings only: plugin, data and
+/// image files that are not there (yet) are no error, while `train` refuses them.
+#[test]
+fn plan_does_not_need_the_data_files() {
+    let missing = [
+        "--set",
+        "plugins.math.wasm=\"/nonexistent/reward-math.wasm\"",
+        "--set",
+        "datasets.text-rl.files=[\"/nonexistent/train.jsonl\"]",
+        "--set",
+        "datasets.text-rl.images=[\"/nonexistent/images\"]",
+    ];
+    let mut args = vec!["configs/quickstart.toml"];
+    args.extend(missing);
+    let out = plan(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("peak"));
+    let check = Command::new(env!("CARGO_BIN_EXE_lmmhost"))
+        .current_dir(repo())
+        .args(["check", "configs/quickstart.toml"])
+        .args(missing)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&check.stderr);
+    assert!(!check.status.success(), "check accepted missing files");
+    assert!(err.contains("/nonexistent/train.jsonl"), "{err}");
+}

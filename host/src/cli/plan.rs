@@ -61,7 +61,8 @@ fn gib(b: u64) -> String {
 }
 
 pub fn run(args: PlanArgs) -> Result<()> {
-    let exp = Experiment::load_with_sets(&args.experiment, &args.sets)?;
+    // Shapes and settings only: the data and plugin files need not exist here.
+    let exp = Experiment::load_settings(&args.experiment, &args.sets)?;
     let config = ModelConfig::from_dir(&exp.model.path)
         .with_context(|| format!("model.path: {}", exp.model.path.display()))?;
     let budget = parse_bytes(&args.gpu_memory)?;
@@ -101,6 +102,8 @@ fn text(exp: &Experiment, i: &PlanInputs, p: &MemoryPlan, budget: u64) -> String
         ("optimizer moments", p.optimizer),
         ("gradients", p.gradients),
         ("activations (one micro-batch)", p.activations),
+        ("update transients", p.update),
+        ("log-prob pass (one chunk)", p.logprob_pass),
         ("KV cache (rollout)", p.kv_cache),
         ("reference model", p.reference_model),
     ] {
@@ -152,7 +155,16 @@ fn switches(exp: &Experiment, i: &PlanInputs, p: &MemoryPlan, budget: u64) -> Ve
         ));
     }
     let kv = i.largest_kv_tokens(budget);
-    if p.kv_cache > p.gradients + p.activations && kv > i.row_tokens {
+    if !i.activation_checkpointing && p.activations > 0 {
+        out.push("model.activation_checkpointing = true (only the layers' inputs are kept)".into());
+    }
+    if p.logprob_pass >= p.update.max(p.kv_cache) {
+        out.push(format!(
+            "grpo.logprob_chunk_tokens = {} (smaller log-prob chunks)",
+            i.row_tokens
+        ));
+    }
+    if p.kv_cache > p.update && kv > i.row_tokens {
         out.push(format!(
             "rollout.kv_cache_budget = {kv} (rows wait for room in the KV cache)"
         ));

@@ -28,6 +28,16 @@ impl Experiment {
     /// a string; a relative path given this way is relative to the current
     /// directory, not to the file.
     pub fn load_with_sets(path: &Path, sets: &[String]) -> Result<Experiment> {
+        Experiment::load_checked(path, sets, true)
+    }
+
+    /// [`Experiment::load_with_sets`] without requiring the plugin, data and
+    /// schedule files to exist: the settings and the model's config only.
+    pub fn load_settings(path: &Path, sets: &[String]) -> Result<Experiment> {
+        Experiment::load_checked(path, sets, false)
+    }
+
+    fn load_checked(path: &Path, sets: &[String], files: bool) -> Result<Experiment> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read experiment file {}", path.display()))?;
         let (mut merged, bases) = match resolve_extends(path, &text, 0)? {
@@ -66,8 +76,12 @@ impl Experiment {
             }
         })?;
         exp.resolve_paths(&dir_of(path));
-        exp.validate()
-            .with_context(|| format!("invalid experiment file {}", path.display()))?;
+        let checked = if files {
+            exp.validate()
+        } else {
+            exp.validate_settings()
+        };
+        checked.with_context(|| format!("invalid experiment file {}", path.display()))?;
         Ok(exp)
     }
 

@@ -297,6 +297,16 @@ fn walk_value(v: &toml::Value, pattern: &str, path: &str, out: &mut Vec<String>)
 impl Experiment {
     /// Every problem found, one per line, each naming its key.
     pub fn validate(&self) -> Result<()> {
+        self.validate_with(true)
+    }
+
+    /// [`Experiment::validate`] without looking for the plugin, data and
+    /// schedule files (`lmmhost plan` needs only shapes and settings).
+    pub fn validate_settings(&self) -> Result<()> {
+        self.validate_with(false)
+    }
+
+    fn validate_with(&self, files: bool) -> Result<()> {
         let mut problems = range_problems(&self.raw);
         if let Err(e) = crate::train::precision::Precision::parse(&self.model.dtype) {
             problems.push(format!("model.dtype: {e:#}"));
@@ -318,12 +328,12 @@ impl Experiment {
         for (name, p) in &self.plugins {
             match (&p.wasm, &p.bundle) {
                 (Some(w), None) => check(
-                    w.is_file(),
+                    !files || w.is_file(),
                     format!("plugins.{name}.wasm: file not found: {}", w.display()),
                 ),
                 (None, Some(b)) => {
                     check(
-                        b.is_file(),
+                        !files || b.is_file(),
                         format!("plugins.{name}.bundle: file not found: {}", b.display()),
                     );
                     check(
@@ -383,13 +393,13 @@ impl Experiment {
                     d.loader
                 ),
             );
-            for f in &d.files {
+            for f in d.files.iter().filter(|_| files) {
                 check(
                     f.exists(),
                     format!("datasets.{name}.files: {} does not exist", f.display()),
                 );
             }
-            for f in &d.images {
+            for f in d.images.iter().filter(|_| files) {
                 if !f.exists() {
                     check(
                         false,
@@ -414,7 +424,7 @@ impl Experiment {
         }
         if let Some(f) = &self.schedule.file {
             check(
-                f.is_file(),
+                !files || f.is_file(),
                 format!("schedule.file: file not found: {}", f.display()),
             );
         }
@@ -473,7 +483,7 @@ impl Experiment {
         }
         if let Some(t) = &self.trust {
             check(
-                t.trusted_keys.is_file(),
+                !files || t.trusted_keys.is_file(),
                 format!(
                     "trust.trusted_keys: file not found: {}",
                     t.trusted_keys.display()

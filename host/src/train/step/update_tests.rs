@@ -13,6 +13,7 @@ use crate::rl::kl::Kl;
 use crate::rl::policy_loss::{ppo_clip_loss, ClipConfig, LossAggregation};
 use crate::rl::schedules::{EntropyBonus, LrDecay};
 use crate::train::experiment::{Grpo, ModelInit, ModelSection, Optim, Rollout, Sft};
+use crate::train::memory_plan::{param_count, PlanInputs, Shape};
 use crate::train::policy::{Freeze, Placement, Reference};
 use crate::train::rollout::{roll_out, RolloutConfig};
 
@@ -562,6 +563,47 @@ fn rss() -> (u64, u64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
+/// What `lmmhost plan` assumes for an f32 update of `rows` (groups of 4)
+/// on `p` in micro-batches of `micro` rows.
+fn plan_of(p: &Policy, rows: &[Row], micro: usize, chunk_tokens: Option<usize>) -> PlanInputs {
+    let config = &p.model.config;
+    let params = param_count(config).unwrap();
+    let prompt = rows.iter().map(|r| r.prompt.len()).max().unwrap() as u64;
+    let response = rows.iter().map(|r| r.response.len()).max().unwrap() as u64;
+    PlanInputs {
+        params,
+        adapter_params: 0,
+        trainable: params.total(),
+        precision: p.precision,
+        reference_bytes: None,
+        micro_batch_size: micro as u64,
+        workers: p.workers as u64,
+        row_tokens: prompt + response,
+        prompt_tokens: prompt,
+        response_tokens: response,
+        group_size: 4,
+        activation_checkpointing: p.activation_checkpointing,
+        logprob_chunk_tokens: chunk_tokens.map(|t| t as u64),
+        kv_tokens: 0,
+        shape: Shape::of(&config.text),
+    }
+}
+
+/// The planner's prediction against a measured peak rise: within 15 %.
+fn assert_planned(what: &str, planned: f64, measured: f64) {
+    let err = planned / measured - 1.0;
+    eprintln!(
+        "{what}: planned {:.1} MB, measured {:.1} MB ({:+.1} %)",
+        planned / 1e6,
+        measured / 1e6,
+        100.0 * err
+    );
+    assert!(
+        err.abs() <= 0.15,
+        "{what}: planned {planned} B, measured {measured} B"
+    );
+}
+
 /// Every block over 64 KiB gets its own mapping, returned to the OS when
 /// freed (a fixed threshold: glibc's sliding one would serve tensors from a
 /// heap it keeps), so the resident size follows live memory. Probes only:
@@ -617,7 +659,11 @@ fn logprob_peak_memory_probe() {
             "{a:?} vs {b:?}"
         );
     }
-    println!("probe micro_batch=0 rise={} grad_bytes=0", peak - before);
+    let planned = plan_of(&p, &rows, rows.len(), budget).logprob_pass_bytes(rows.len() as u64);
+    println!(
+        "probe micro_batch=0 rise={} grad_bytes=0 planned={planned}",
+        peak - before
+    );
 }
 
 /// The old-policy / reference pass over 16 rows of 128 response tokens: with
@@ -630,7 +676,13 @@ fn logprob_pass_peak_follows_the_chunk_budget() {
             .map(|r| ("LMMHOST_PROBE_CHUNK_ROWS", r.to_string()))
             .into_iter()
             .collect();
-        probe_peak_of("logprob_peak_memory_probe", &env).0
+        let (rise, _, planned) = probe_peak_of("logprob_peak_memory_probe", &env);
+        assert_planned(
+            &format!("log-prob pass, chunks of {rows:?} rows"),
+            planned,
+            rise,
+        );
+        rise
     };
     let whole = probe(None);
     let chunked = probe(Some(2));
@@ -680,21 +732,23 @@ fn update_peak_memory_probe() {
     update(&p, &mut opt, &settings(micro, 1, Kl::default()), &inputs).unwrap();
     let (_, peak) = rss();
     let grad_bytes: i64 = p.tensors().iter().map(|t| t.numel() as i64 * 4).sum();
+    let planned = plan_of(&p, &rows, micro, None).plan().update;
     println!(
-        "probe micro_batch={micro} rise={} grad_bytes={grad_bytes}",
+        "probe micro_batch={micro} rise={} grad_bytes={grad_bytes} planned={planned}",
         peak - before
     );
 }
 
 /// Runs [`update_peak_memory_probe`] in a child process with `env` set;
-/// returns the update's peak rise and one gradient copy, in bytes.
-fn probe_peak(env: &[(&str, String)]) -> (f64, f64) {
+/// returns the update's peak rise, one gradient copy and the planner's
+/// prediction of the rise, in bytes.
+fn probe_peak(env: &[(&str, String)]) -> (f64, f64, f64) {
     probe_peak_of("update_peak_memory_probe", env)
 }
 
 /// Runs the probe test `probe` in a child process with `env` set; returns
-/// the peak rise it printed and one gradient copy, in bytes.
-fn probe_peak_of(probe: &str, env: &[(&str, String)]) -> (f64, f64) {
+/// the peak rise it printed, one gradient copy and the planned rise.
+fn probe_peak_of(probe: &str, env: &[(&str, String)]) -> (f64, f64, f64) {
     let exe = std::env::current_exe().unwrap();
     let out = std::process::Command::new(&exe)
         .args([
@@ -723,7 +777,7 @@ fn probe_peak_of(probe: &str, env: &[(&str, String)]) -> (f64, f64) {
         let v = line.split(' ').find_map(|w| w.strip_prefix(key)).unwrap();
         v.parse().unwrap()
     };
-    (value("rise="), value("grad_bytes="))
+    (value("rise="), value("grad_bytes="), value("planned="))
 }
 
 /// Activation checkpointing at a long sequence (16 rows of 8 prompt + 128
@@ -740,8 +794,14 @@ fn activation_checkpointing_lowers_the_update_peak() {
             ("LMMHOST_PROBE_CHECKPOINTING", ckpt.to_string()),
         ])
     };
-    let (plain, grad) = at(0);
-    let (ckpt, _) = at(1);
+    let (plain, grad, plain_plan) = at(0);
+    let (ckpt, _, ckpt_plan) = at(1);
+    assert_planned("update, 16 x 128 tokens", plain_plan, plain);
+    assert_planned(
+        "update with checkpointing, 16 x 128 tokens",
+        ckpt_plan,
+        ckpt,
+    );
     eprintln!(
         "peak rise over the update, 16 rows x 128 response tokens: {:.1} MB without activation \
          checkpointing, {:.1} MB with; one gradient copy {:.1} MB",
@@ -766,8 +826,10 @@ fn activation_checkpointing_lowers_the_update_peak() {
 fn update_memory_does_not_grow_with_micro_batches() {
     let probe = |micro: usize| probe_peak(&[("LMMHOST_PROBE_MICRO_BATCH", micro.to_string())]);
     // By micro-batch size: 16 rows in one micro-batch, and one row in each of 16.
-    let (one, grad) = probe(16);
-    let (sixteen, _) = probe(1);
+    let (one, grad, one_plan) = probe(16);
+    let (sixteen, _, sixteen_plan) = probe(1);
+    assert_planned("update, 1 micro-batch of 16 rows", one_plan, one);
+    assert_planned("update, 16 micro-batches of 1 row", sixteen_plan, sixteen);
     eprintln!(
         "peak rise over the update: 16 rows in 1 micro-batch {:.1} MB, in 16 micro-batches of 1 row \
          {:.1} MB; one gradient copy {:.1} MB",
