@@ -529,7 +529,7 @@ fn activation_checkpointing_gives_the_same_update() {
 /// A random Qwen2 with char-qwen2's tokenizer, large enough (about 12 M
 /// parameters, 48 MB of f32 gradient) that one gradient copy dwarfs the
 /// allocator's noise.
-fn mid_policy(dir: &Path) -> Policy {
+fn mid_policy(dir: &Path, dtype: &str) -> Policy {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/models/char-qwen2");
     std::fs::copy(src.join("tokenizer.json"), dir.join("tokenizer.json")).unwrap();
     let text = std::fs::read_to_string(src.join("config.json")).unwrap();
@@ -540,6 +540,7 @@ fn mid_policy(dir: &Path) -> Policy {
     std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
     let section = ModelSection {
         init: ModelInit::Random,
+        dtype: dtype.into(),
         ..ModelSection::new(dir)
     };
     let p = Policy::load(&section, None, 2).unwrap();
@@ -631,7 +632,7 @@ fn logprob_peak_memory_probe() {
     rss_follows_live_memory();
     tch::set_num_threads(1);
     let dir = tempfile::tempdir().unwrap();
-    let p = mid_policy(dir.path());
+    let p = mid_policy(dir.path(), "f32");
     let rows = rollout_at_least(&p, 4, 1.0, 128, 128);
     // A budget of `LMMHOST_PROBE_CHUNK_ROWS` rows' padded tokens.
     let longest = rows
@@ -715,15 +716,22 @@ fn update_peak_memory_probe() {
         std::env::var(name).map_or(default, |v| v.parse().unwrap())
     };
     let tokens = var("LMMHOST_PROBE_TOKENS", 8);
+    // Benchmarks only (docs/performance.md): another dtype, or char-qwen2 itself.
+    let dtype = std::env::var("LMMHOST_PROBE_DTYPE").unwrap_or_else(|_| "f32".into());
     let dir = tempfile::tempdir().unwrap();
-    let mut p = mid_policy(dir.path());
+    let mut p = if std::env::var("LMMHOST_PROBE_TINY").is_ok() {
+        policy_in(&dtype, 1, 2)
+    } else {
+        mid_policy(dir.path(), &dtype)
+    };
     p.activation_checkpointing = var("LMMHOST_PROBE_CHECKPOINTING", 0) == 1;
     let rows = rollout_at_least(&p, 4, 1.0, tokens, tokens);
     assert_eq!(rows.len(), 16);
     let adv = cycling_advantages(&rows);
     let rates = constant(1e-4, 0.0);
     let inputs = plain_inputs(&rows, &adv, &rates);
-    let mut opt = AdamW::new([0.9, 0.999], 1e-8, 0.0);
+    let mut opt =
+        AdamW::new([0.9, 0.999], 1e-8, 0.0).with_master_weights(p.precision.master_weights());
     // Moments and `.grad` exist from a first update; the measured one then
     // allocates only what an update needs in flight.
     update(&p, &mut opt, &settings(micro, 1, Kl::default()), &inputs).unwrap();
