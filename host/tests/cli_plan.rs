@@ -74,10 +74,13 @@ fn plan_of_the_3b_shape() {
     );
 }
 
-/// Every `lmmhost plan` line of docs/performance.md runs as shown.
+/// Every `lmmhost plan` line of docs/performance.md and docs/recipes.md
+/// runs as shown.
 #[test]
 fn documented_plan_commands_run() {
-    let doc = std::fs::read_to_string(repo().join("docs/performance.md")).unwrap();
+    let doc = ["docs/performance.md", "docs/recipes.md"]
+        .map(|f| std::fs::read_to_string(repo().join(f)).unwrap())
+        .join("\n");
     let mut n = 0;
     for line in doc.lines().filter(|l| l.starts_with("lmmhost plan ")) {
         let out = Command::new("sh")
@@ -102,8 +105,8 @@ fn documented_plan_commands_run() {
         n += 1;
     }
     assert!(
-        n >= 2,
-        "docs/performance.md shows {n} lmmhost plan commands"
+        n >= 6,
+        "docs/performance.md and docs/recipes.md show {n} lmmhost plan commands"
     );
 }
 

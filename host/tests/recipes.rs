@@ -432,7 +432,10 @@ fn documented_commands_set_keys_the_recipe_has() {
             .replace("\\\n", " ");
         joined
             .lines()
-            .filter(|l| l.starts_with("lmmhost ") && l.contains("configs/recipes/"))
+            .filter(|l| {
+                (l.starts_with("lmmhost check ") || l.starts_with("lmmhost run "))
+                    && l.contains("configs/recipes/")
+            })
             .map(str::to_string)
             .collect()
     };
