@@ -65,6 +65,15 @@ pub trait Decoder {
     /// The token embeddings.
     fn embedding_params(&self, out: &mut Params);
 
+    /// [`Decoder::forward_embeds`] over [`DecoderInputs`] (their DeepStack
+    /// features included), without a cache buffer.
+    fn forward_inputs(
+        &self,
+        x: &DecoderInputs,
+        key_mask: &Tensor,
+        cache: Option<&mut Vec<LayerKv>>,
+    ) -> Result<Tensor>;
+
     /// One new token per row (`embeds` `[B, 1, H]`) at rotary `positions`
     /// (`[B, 1]` or `[3, B, 1]`), each layer's attention done by
     /// `attention`. Returns the final-norm hidden states `[B, 1, H]`.
@@ -113,7 +122,13 @@ pub trait DecoderLm {
         &self,
         inputs: &ForwardInputs,
         cache: Option<&mut Vec<LayerKv>>,
-    ) -> Result<(Tensor, Tensor)>;
+    ) -> Result<(Tensor, Tensor)> {
+        let x = self.embed_inputs(inputs)?;
+        let h = self
+            .decoder()
+            .forward_inputs(&x, inputs.attention_mask, cache)?;
+        Ok((h, x.positions))
+    }
 
     /// The decoder's inputs: token embeddings with the image features in
     /// place, rotary positions and DeepStack features (runs the vision tower).

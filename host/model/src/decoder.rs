@@ -210,6 +210,16 @@ impl<A: SelfAttention> Decoder for TextModel<A> {
         self.forward_embeds_deepstack(embeds, positions, key_mask, cache, buffers, None)
     }
 
+    fn forward_inputs(
+        &self,
+        x: &DecoderInputs,
+        key_mask: &Tensor,
+        cache: Option<&mut Vec<LayerKv>>,
+    ) -> Result<Tensor> {
+        let ds = x.deepstack();
+        self.forward_embeds_deepstack(&x.embeds, &x.positions, key_mask, cache, &[], ds.as_ref())
+    }
+
     fn num_layers(&self) -> usize {
         self.layers.len()
     }
@@ -302,22 +312,6 @@ impl<A: SelfAttention> TextLm<A> {
 }
 
 impl<A: SelfAttention> DecoderLm for TextLm<A> {
-    fn hidden(
-        &self,
-        inputs: &ForwardInputs,
-        cache: Option<&mut Vec<LayerKv>>,
-    ) -> Result<(Tensor, Tensor)> {
-        let x = self.embed_inputs(inputs)?;
-        let h = self.model.forward_embeds(
-            &x.embeds,
-            &x.positions,
-            inputs.attention_mask,
-            cache,
-            &[],
-        )?;
-        Ok((h, x.positions))
-    }
-
     fn embed_inputs(&self, inputs: &ForwardInputs) -> Result<DecoderInputs> {
         causal_lm::check_ids(inputs.input_ids, inputs.attention_mask)?;
         let positions =

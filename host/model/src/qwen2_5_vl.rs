@@ -7,7 +7,6 @@ use tch::{Kind, Tensor};
 
 use crate::causal_lm::{self, Decoder, DecoderInputs, DecoderLm};
 use crate::config::ModelConfig;
-use crate::layers::LayerKv;
 use crate::lm::ForwardInputs;
 use crate::qwen2::Qwen2Model;
 use crate::qwen2_5_vl_vision::VisionTransformer;
@@ -74,22 +73,6 @@ impl Qwen2_5VlForConditionalGeneration {
 }
 
 impl DecoderLm for Qwen2_5VlForConditionalGeneration {
-    fn hidden(
-        &self,
-        inputs: &ForwardInputs,
-        cache: Option<&mut Vec<LayerKv>>,
-    ) -> Result<(Tensor, Tensor)> {
-        let x = self.embed_inputs(inputs)?;
-        let h = self.model.forward_embeds(
-            &x.embeds,
-            &x.positions,
-            inputs.attention_mask,
-            cache,
-            &[],
-        )?;
-        Ok((h, x.positions))
-    }
-
     fn embed_inputs(&self, inputs: &ForwardInputs) -> Result<DecoderInputs> {
         causal_lm::check_ids(inputs.input_ids, inputs.attention_mask)?;
         let feats = match (inputs.pixel_values, inputs.image_grid_thw) {

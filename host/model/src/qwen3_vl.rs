@@ -9,7 +9,6 @@ use tch::Tensor;
 
 use crate::causal_lm::{self, Decoder, DecoderInputs, DecoderLm};
 use crate::config::ModelConfig;
-use crate::layers::LayerKv;
 use crate::lm::ForwardInputs;
 use crate::qwen2_5_vl::grid_rows;
 use crate::qwen3::Qwen3Model;
@@ -77,23 +76,6 @@ impl Qwen3VlForConditionalGeneration {
 }
 
 impl DecoderLm for Qwen3VlForConditionalGeneration {
-    fn hidden(
-        &self,
-        inputs: &ForwardInputs,
-        cache: Option<&mut Vec<LayerKv>>,
-    ) -> Result<(Tensor, Tensor)> {
-        let x = self.embed_inputs(inputs)?;
-        let h = self.model.forward_embeds_deepstack(
-            &x.embeds,
-            &x.positions,
-            inputs.attention_mask,
-            cache,
-            &[],
-            x.deepstack().as_ref(),
-        )?;
-        Ok((h, x.positions))
-    }
-
     fn embed_inputs(&self, inputs: &ForwardInputs) -> Result<DecoderInputs> {
         causal_lm::check_ids(inputs.input_ids, inputs.attention_mask)?;
         let vision = match (inputs.pixel_values, inputs.image_grid_thw) {
