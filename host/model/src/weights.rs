@@ -20,6 +20,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
 
+use crate::lora::LoraConfig;
+
 /// Named parameters with their canonical (published-layout) names.
 pub type Params = Vec<(String, Tensor)>;
 
@@ -63,6 +65,8 @@ pub struct Weights {
     random: Option<(Device, Kind)>,
     /// Take tensors holding NaN or infinities (refused by default).
     pub allow_non_finite: bool,
+    /// LoRA adapters for the linear layers built from this source.
+    pub lora: Option<LoraConfig>,
 }
 
 fn kind_of(dtype: Dtype) -> Option<Kind> {
@@ -215,6 +219,7 @@ impl Weights {
             source_kinds,
             random: None,
             allow_non_finite: false,
+            lora: None,
         })
     }
 
@@ -228,6 +233,7 @@ impl Weights {
             source_kinds: HashMap::new(),
             random: Some((device, kind)),
             allow_non_finite: false,
+            lora: None,
         }
     }
 

@@ -100,6 +100,12 @@ pub const RANGES: &[(&str, Range)] = &[
     ("model.workers", at_least(1.0)),
     ("model.max_image_pixels", at_least(1.0)),
     ("model.min_pixels", at_least(1.0)),
+    ("model.lora.rank", at_least(1.0)),
+    ("model.lora.alpha", above(0.0)),
+    (
+        "model.lora.dropout",
+        range(Bound::Inclusive(0.0), Bound::Exclusive(1.0)),
+    ),
     (
         "model.max_pixels",
         at_least(784.0)
@@ -301,6 +307,25 @@ impl Experiment {
             if let Err(e) = crate::train::precision::Precision::parse(d) {
                 problems.push(format!("grpo.kl.reference_dtype: {e:#}"));
             }
+        }
+        if let Some(lora) = &self.model.lora {
+            let g = &self.grpo;
+            problems.extend(
+                lora.config()
+                    .problems("model.lora")
+                    .into_iter()
+                    .filter(|p| {
+                        // Ranges are reported once, by the range check above.
+                        p.contains("targets")
+                    }),
+            );
+            problems.extend(crate::train::lora::conflicts(
+                lora,
+                &self.model.dtype,
+                g.freeze_vision,
+                g.freeze_language,
+                "grpo.",
+            ));
         }
         let mut check = |ok: bool, msg: String| {
             if !ok {
