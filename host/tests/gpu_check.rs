@@ -84,8 +84,16 @@ fn packed_gpu_check_runs_every_section_on_the_cpu() {
     ] {
         assert!(f[key].as_f64().unwrap() > 0.0, "{key}: {f}");
     }
-    // Activation checkpointing and LoRA run when the binary knows them.
-    for name in ["grpo-checkpointing", "grpo-lora"] {
+    // This binary has model.lora: its step runs (not "unsupported").
+    let l = step("grpo-lora");
+    assert_eq!(l["status"], "ok", "{l}");
+    assert!(l["figures"]["time/step"].as_f64().unwrap() > 0.0, "{l}");
+    assert!(
+        l["figures"]["peak_memory_mb"].as_f64().unwrap() > 0.0,
+        "{l}"
+    );
+    // Activation checkpointing runs when the binary knows it.
+    for name in ["grpo-checkpointing"] {
         let s = step(name);
         match s["status"].as_str().unwrap() {
             "unsupported" => {}
