@@ -33,12 +33,16 @@ steps = 2
 const LORA: &str = "lora = { rank = 4, alpha = 8, merge_on_save = true }\n";
 
 fn lora_experiment(dir: &Path) -> Experiment {
-    let extra = "[checkpoint]\nevery = 2\nkeep_last = 2\n[grpo.kl]\ncoef = 0.05\n";
-    let path = experiment(dir, STAGES, extra);
+    lora_experiment_with(dir, "bf16", "")
+}
+
+fn lora_experiment_with(dir: &Path, dtype: &str, kl: &str) -> Experiment {
+    let extra = format!("[checkpoint]\nevery = 2\nkeep_last = 2\n[grpo.kl]\ncoef = 0.05\n{kl}");
+    let path = experiment(dir, STAGES, &extra);
     let text = std::fs::read_to_string(&path).unwrap();
     let text = text.replace(
         "threads = 1\n",
-        &format!("threads = 1\ndtype = \"bf16\"\n{LORA}"),
+        &format!("threads = 1\ndtype = \"{dtype}\"\n{LORA}"),
     );
     std::fs::write(&path, text).unwrap();
     Experiment::load(&path).unwrap()
@@ -125,6 +129,28 @@ fn lora_trains_only_the_adapters_and_resumes_step_for_step() {
         }
     }
     assert_eq!(adapted, 14);
+}
+
+/// The KL reference under LoRA is the policy with its adapters off: the
+/// same numbers, step for step, as a separately loaded copy of the base
+/// (which `reference_dtype` forces).
+#[test]
+fn adapters_off_reference_equals_a_loaded_base_copy() {
+    let a = tempfile::tempdir().unwrap();
+    let shared = run(
+        &lora_experiment_with(a.path(), "f32", ""),
+        &RunOptions::default(),
+    )
+    .unwrap();
+    let b = tempfile::tempdir().unwrap();
+    let copy = lora_experiment_with(b.path(), "f32", "reference_dtype = \"f32\"\n");
+    let copied = run(&copy, &RunOptions::default()).unwrap();
+    let (ra, rb) = (steps(&shared.output_dir), steps(&copied.output_dir));
+    assert_eq!(ra.len(), 3);
+    assert!(ra[2].values["kl"] > 0.0, "{:?}", ra[2].values);
+    for (x, y) in ra.iter().zip(&rb) {
+        assert_eq!(comparable(x), comparable(y), "step {} differs", x.step);
+    }
 }
 
 #[test]

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use tch::{Device, Kind};
 
 use crate::config::ModelConfig;
-use crate::lora::LoraConfig;
+use crate::lora::{AdapterSwitch, LoraConfig};
 use crate::model::Model;
 pub use crate::weights::KeyLayout;
 use crate::weights::{write_shards, Params, Weights};
@@ -56,6 +56,8 @@ pub struct Source {
 /// A network with its config and where it came from.
 pub struct LoadedModel {
     pub model: Model,
+    /// Turns the model's LoRA adapters (if any) off and on.
+    pub adapters: AdapterSwitch,
     pub config: ModelConfig,
     pub source: Source,
 }
@@ -94,6 +96,7 @@ pub fn init_random_with(
         unused: Vec::new(),
     };
     Ok(LoadedModel {
+        adapters: w.adapter_switch.clone(),
         model,
         config,
         source,
@@ -169,6 +172,7 @@ pub fn load_with(dir: &Path, device: Device, kind: Kind, opts: LoadOptions) -> R
         unused,
     };
     Ok(LoadedModel {
+        adapters: w.adapter_switch.clone(),
         model,
         config,
         source,

@@ -33,7 +33,7 @@ impl Linear {
             .lora
             .as_ref()
             .filter(|c| c.applies_to(name))
-            .map(|c| LoraAdapter::new(c, out_dim, in_dim, &weight));
+            .map(|c| LoraAdapter::new(c, out_dim, in_dim, &weight, &w.adapter_switch));
         Ok(Linear {
             weight,
             bias,
@@ -43,8 +43,8 @@ impl Linear {
     pub fn forward(&self, x: &Tensor) -> Tensor {
         let y = x.linear(&self.weight, self.bias.as_ref());
         match &self.adapter {
-            Some(a) => y + a.forward(x),
-            None => y,
+            Some(a) if a.is_on() => y + a.forward(x),
+            _ => y,
         }
     }
     pub fn params(&self, name: &str, out: &mut Params) {

@@ -16,6 +16,8 @@ use anyhow::{bail, ensure, Context, Result};
 use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use tch::{Kind, Tensor};
 
 use crate::checkpoint::{self, LoadedModel, SaveOptions};
@@ -105,6 +107,33 @@ impl LoraConfig {
     }
 }
 
+/// Turns every adapter of one model off and on at once: the model with its
+/// adapters off is the base model, which serves as the KL reference
+/// without a second copy of the weights.
+#[derive(Debug, Clone)]
+pub struct AdapterSwitch(Arc<AtomicBool>);
+
+impl Default for AdapterSwitch {
+    fn default() -> Self {
+        AdapterSwitch(Arc::new(AtomicBool::new(true)))
+    }
+}
+
+impl AdapterSwitch {
+    pub fn is_on(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// Runs `f` with the adapters off (the base model), then turns them
+    /// back on. Nothing else may run the model meanwhile.
+    pub fn without_adapters<T>(&self, f: impl FnOnce() -> T) -> T {
+        self.0.store(false, Ordering::Relaxed);
+        let out = f();
+        self.0.store(true, Ordering::Relaxed);
+        out
+    }
+}
+
 /// One layer's adapter.
 pub struct LoraAdapter {
     /// `[rank, in]`.
@@ -113,19 +142,32 @@ pub struct LoraAdapter {
     pub b: Tensor,
     scaling: f64,
     dropout: f64,
+    switch: AdapterSwitch,
 }
 
 impl LoraAdapter {
     /// A and B both zero: [`init_adapters`] draws A once the whole model is
     /// built, so that the base weights a seed draws do not depend on LoRA.
-    pub fn new(c: &LoraConfig, out_dim: i64, in_dim: i64, like: &Tensor) -> Self {
+    pub fn new(
+        c: &LoraConfig,
+        out_dim: i64,
+        in_dim: i64,
+        like: &Tensor,
+        switch: &AdapterSwitch,
+    ) -> Self {
         let opts = (like.kind(), like.device());
         LoraAdapter {
             a: Tensor::zeros([c.rank, in_dim], opts),
             b: Tensor::zeros([out_dim, c.rank], opts),
             scaling: c.scaling(),
             dropout: c.dropout,
+            switch: switch.clone(),
         }
+    }
+
+    /// Whether the adapter adds its output (see [`AdapterSwitch`]).
+    pub fn is_on(&self) -> bool {
+        self.switch.is_on()
     }
 
     /// `scaling * B(A(dropout(x)))`. Dropout acts only in a forward that

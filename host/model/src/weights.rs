@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
 
-use crate::lora::LoraConfig;
+use crate::lora::{AdapterSwitch, LoraConfig};
 
 /// Named parameters with their canonical (published-layout) names.
 pub type Params = Vec<(String, Tensor)>;
@@ -67,6 +67,8 @@ pub struct Weights {
     pub allow_non_finite: bool,
     /// LoRA adapters for the linear layers built from this source.
     pub lora: Option<LoraConfig>,
+    /// Shared by those adapters: turns them all off and on.
+    pub adapter_switch: AdapterSwitch,
 }
 
 fn kind_of(dtype: Dtype) -> Option<Kind> {
@@ -220,6 +222,7 @@ impl Weights {
             random: None,
             allow_non_finite: false,
             lora: None,
+            adapter_switch: AdapterSwitch::default(),
         })
     }
 
@@ -234,6 +237,7 @@ impl Weights {
             random: Some((device, kind)),
             allow_non_finite: false,
             lora: None,
+            adapter_switch: AdapterSwitch::default(),
         }
     }
 

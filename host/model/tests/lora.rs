@@ -145,7 +145,7 @@ fn adapter_dropout_acts_in_training_forwards_only() {
         ..config(false)
     };
     let x = Tensor::randn([4, 16], (Kind::Float, Device::Cpu));
-    let mut ad = lora::LoraAdapter::new(&c, 8, 16, &x);
+    let mut ad = lora::LoraAdapter::new(&c, 8, 16, &x, &Default::default());
     ad.a = Tensor::randn([4, 16], (Kind::Float, Device::Cpu)).set_requires_grad(true);
     ad.b = Tensor::randn([8, 4], (Kind::Float, Device::Cpu)).set_requires_grad(true);
     let plain = x
@@ -189,6 +189,10 @@ fn peft_loads_the_saved_adapters_and_reproduces_the_logits() {
             moved > 1e-3,
             "{case}: the adapters changed nothing ({moved})"
         );
+        // With the adapters off it is the base model, exactly (the KL reference).
+        let off = m.adapters.without_adapters(|| logits(&m, &io));
+        assert!(off.equal(&base), "{case}: adapters off is not the base");
+        assert!(m.adapters.is_on());
         let dir = tmp.path().join(case);
         let ckpt = fixture(case).join("checkpoint");
         lora::save_adapter(&m, &c, &ckpt.display().to_string(), &dir.join("adapter")).unwrap();
