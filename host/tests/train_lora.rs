@@ -137,13 +137,17 @@ fn lora_trains_only_the_adapters_and_resumes_step_for_step() {
 #[test]
 fn adapters_off_reference_equals_a_loaded_base_copy() {
     let a = tempfile::tempdir().unwrap();
+    let initial = "reference = \"initial\"\n";
     let shared = run(
-        &lora_experiment_with(a.path(), "f32", ""),
+        &lora_experiment_with(a.path(), "f32", initial),
         &RunOptions::default(),
     )
     .unwrap();
+    // No copy of the reference was written or loaded.
+    assert!(!a.path().join("run/references").exists());
     let b = tempfile::tempdir().unwrap();
-    let copy = lora_experiment_with(b.path(), "f32", "reference_dtype = \"f32\"\n");
+    let forced = format!("{initial}reference_dtype = \"f32\"\n");
+    let copy = lora_experiment_with(b.path(), "f32", &forced);
     let copied = run(&copy, &RunOptions::default()).unwrap();
     let (ra, rb) = (steps(&shared.output_dir), steps(&copied.output_dir));
     assert_eq!(ra.len(), 3);

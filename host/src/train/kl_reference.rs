@@ -9,6 +9,7 @@ use lmmhost_model::lm::CausalLm;
 use tch::Device;
 
 use super::experiment::StageSettings;
+use super::lora;
 use super::policy::{Placement, Reference};
 use super::trainer::Trainer;
 use crate::rl::kl::KlReference;
@@ -30,10 +31,7 @@ impl Trainer<'_> {
         {
             self.reference = None;
         }
-        if self.policy.lora.is_some()
-            && matches!(s.grpo.kl.reference, KlReference::Initial)
-            && place == Placement::default()
-        {
+        if lora::reference_is_policy(self.policy.lora.is_some(), &s.grpo.kl) {
             // The base model is the policy with its adapters off: no copy.
             self.reference = None;
             return Ok(());

@@ -9,6 +9,7 @@ use lmmhost_model::lora::{LoraConfig, LANGUAGE_TARGETS};
 use serde::Deserialize;
 
 use super::memory_plan::ParamCount;
+use crate::rl::kl::{Kl, KlReference};
 
 /// `model.lora = { rank, alpha, dropout, targets, vision, rslora, merge_on_save }`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -85,6 +86,15 @@ pub fn conflicts(
         ));
     }
     out
+}
+
+/// Whether the KL reference is the policy with its adapters off (no copy):
+/// under LoRA, with the initial model as the reference and no device or
+/// dtype of its own asked for.
+pub fn reference_is_policy(lora: bool, kl: &Kl) -> bool {
+    lora && matches!(kl.reference, KlReference::Initial)
+        && kl.reference_device.is_none()
+        && kl.reference_dtype.is_none()
 }
 
 /// The adapters' parameter count for a model of config `c`, by tower: the
