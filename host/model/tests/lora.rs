@@ -4,12 +4,15 @@
 //! (scripts/fixtures/check_lora.py, in the fixture venv); zero-initialised
 //! adapters leave the base model's logits exactly as they were.
 
+mod logits_support;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use lmmhost_model::checkpoint::{self, LoadOptions, LoadedModel, SaveOptions};
 use lmmhost_model::lm::{CausalLm, ForwardInputs};
 use lmmhost_model::lora::{self, LoraConfig, LANGUAGE_TARGETS};
+use logits_support::masked_max_diff;
 use tch::{Device, Kind, Tensor};
 
 fn root() -> PathBuf {
@@ -239,13 +242,4 @@ fn check_adapter_config(dir: &Path, vision: bool) {
     assert_eq!(v["lora_alpha"], 8.0);
     let targets = v["target_modules"].as_str().unwrap();
     assert_eq!(targets.contains("visual"), vision, "{targets}");
-}
-
-fn masked_max_diff(a: &Tensor, b: &Tensor, mask: &Tensor) -> f64 {
-    let m = mask.ne(0).unsqueeze(-1);
-    (a - b)
-        .abs()
-        .masked_fill(&m.logical_not(), 0.0)
-        .max()
-        .double_value(&[])
 }
