@@ -178,3 +178,23 @@ fn bad_lora_settings_are_refused_with_their_keys() {
         assert!(err.contains(want), "missing {want:?} in:\n{err}");
     }
 }
+
+/// A stage that freezes what LoRA trains is refused when it starts, naming
+/// the stage and both keys.
+#[test]
+fn a_stage_freezing_every_adapter_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let stages = format!("{STAGES}\n[stages.overrides]\nfreeze_language = true\n");
+    let path = experiment(dir.path(), &stages, "");
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("threads = 1\n", &format!("threads = 1\n{LORA}"));
+    std::fs::write(&path, text).unwrap();
+    let exp = Experiment::load(&path).unwrap();
+    let err = format!("{:#}", run(&exp, &RunOptions::default()).err().unwrap());
+    assert!(
+        err.contains("stage \"rl\": overrides")
+            && err.contains("grpo.freeze_language with model.lora and model.lora.vision = false"),
+        "{err}"
+    );
+}
