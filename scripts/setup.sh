@@ -6,7 +6,7 @@
 #      or the PyTorch chosen by LMMHOST_TORCH=2.11.0 (built with tch 0.24, the
 #      version Cargo.lock then pins), or an existing installation named by
 #      LMMHOST_TORCH_DIR=/path/to/site-packages/torch (linked, not installed),
-#   3. the fixture virtualenv (.venv-fixtures): transformers and Pillow from PyPI,
+#   3. the fixture virtualenv (.venv-fixtures): transformers, Pillow and PEFT from PyPI,
 #      torch from .venv; the parity tests load checkpoints written by lmmhost in
 #      it, and scripts/fixtures/ regenerate the fixtures with it,
 #   4. a release build of the host (`target/release/lmmhost`) and of every plugin
@@ -32,6 +32,9 @@ if ! TCH_VERSION=$(tch_for_torch "$TORCH_VERSION"); then
 fi
 TRANSFORMERS_VERSION=5.23.0
 PILLOW_VERSION=13.0.0
+# PEFT (and the accelerate it needs) for the LoRA adapter checks.
+PEFT_VERSION=0.21.2
+ACCELERATE_VERSION=1.16.0
 
 step() { printf '\n==> %s\n' "$*"; }
 
@@ -91,9 +94,13 @@ purelib() { "$1" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])';
 purelib .venv/bin/python > "$(purelib .venv-fixtures/bin/python)/lmmhost-torch.pth"
 have_tf=$(.venv-fixtures/bin/python -c 'import importlib.metadata as m; print(m.version("transformers"))' 2>/dev/null || true)
 have_pil=$(.venv-fixtures/bin/python -c 'import importlib.metadata as m; print(m.version("pillow"))' 2>/dev/null || true)
-if [ "$have_tf" != "$TRANSFORMERS_VERSION" ] || [ "$have_pil" != "$PILLOW_VERSION" ]; then
+have_peft=$(.venv-fixtures/bin/python -c 'import importlib.metadata as m; print(m.version("peft"))' 2>/dev/null || true)
+have_acc=$(.venv-fixtures/bin/python -c 'import importlib.metadata as m; print(m.version("accelerate"))' 2>/dev/null || true)
+if [ "$have_tf" != "$TRANSFORMERS_VERSION" ] || [ "$have_pil" != "$PILLOW_VERSION" ] \
+    || [ "$have_peft" != "$PEFT_VERSION" ] || [ "$have_acc" != "$ACCELERATE_VERSION" ]; then
     .venv-fixtures/bin/pip install --disable-pip-version-check --no-cache-dir -q \
-        "transformers==$TRANSFORMERS_VERSION" "pillow==$PILLOW_VERSION"
+        "transformers==$TRANSFORMERS_VERSION" "pillow==$PILLOW_VERSION" \
+        "peft==$PEFT_VERSION" "accelerate==$ACCELERATE_VERSION"
 fi
 
 step "host (release)"

@@ -84,14 +84,20 @@ fn packed_gpu_check_runs_every_section_on_the_cpu() {
     ] {
         assert!(f[key].as_f64().unwrap() > 0.0, "{key}: {f}");
     }
-    // Activation checkpointing and LoRA run when the binary knows them.
-    for name in ["grpo-checkpointing", "grpo-lora"] {
-        let s = step(name);
-        match s["status"].as_str().unwrap() {
-            "unsupported" => {}
-            "ok" => assert!(s["figures"]["time/step"].as_f64().unwrap() > 0.0, "{s}"),
-            other => panic!("{name}: {other}: {s}"),
-        }
+    // This binary has model.lora: its step runs (not "unsupported").
+    let l = step("grpo-lora");
+    assert_eq!(l["status"], "ok", "{l}");
+    assert!(l["figures"]["time/step"].as_f64().unwrap() > 0.0, "{l}");
+    assert!(
+        l["figures"]["peak_memory_mb"].as_f64().unwrap() > 0.0,
+        "{l}"
+    );
+    // Activation checkpointing runs when the binary knows it.
+    let s = step("grpo-checkpointing");
+    match s["status"].as_str().unwrap() {
+        "unsupported" => {}
+        "ok" => assert!(s["figures"]["time/step"].as_f64().unwrap() > 0.0, "{s}"),
+        other => panic!("grpo-checkpointing: {other}: {s}"),
     }
     let md = std::fs::read_to_string(report.join("gpu-check.md")).unwrap();
     for heading in ["## Forward parity", "## GRPO steps", "| grpo-1 | ok |"] {

@@ -18,9 +18,10 @@ use std::path::{Path, PathBuf};
 use tch::{Device, Kind};
 
 use crate::config::ModelConfig;
+use crate::lora::{AdapterSwitch, LoraConfig};
 use crate::model::Model;
 pub use crate::weights::KeyLayout;
-use crate::weights::{write_shards, Weights};
+use crate::weights::{write_shards, Params, Weights};
 
 /// Files copied next to the weights on save when the source has them.
 pub const COMPANION_FILES: &[&str] = &[
@@ -55,6 +56,8 @@ pub struct Source {
 /// A network with its config and where it came from.
 pub struct LoadedModel {
     pub model: Model,
+    /// Turns the model's LoRA adapters (if any) off and on.
+    pub adapters: AdapterSwitch,
     pub config: ModelConfig,
     pub source: Source,
 }
@@ -68,7 +71,19 @@ pub fn init_random(
     device: Device,
     kind: Kind,
 ) -> Result<LoadedModel> {
+    init_random_with(config, files_dir, device, kind, &LoadOptions::default())
+}
+
+/// [`init_random`] with the adapters `opts.lora` asks for (left at zero).
+pub fn init_random_with(
+    config: ModelConfig,
+    files_dir: Option<&Path>,
+    device: Device,
+    kind: Kind,
+    opts: &LoadOptions,
+) -> Result<LoadedModel> {
     let mut w = Weights::random(device, kind);
+    w.lora = opts.lora.clone();
     let model = Model::build(&config, &mut w)?;
     let source = Source {
         dir: files_dir.map(Path::to_path_buf),
@@ -81,6 +96,7 @@ pub fn init_random(
         unused: Vec::new(),
     };
     Ok(LoadedModel {
+        adapters: w.adapter_switch.clone(),
         model,
         config,
         source,
@@ -98,17 +114,40 @@ pub fn init_random_seeded(
     kind: Kind,
     seed: i64,
 ) -> Result<LoadedModel> {
+    init_random_seeded_with(
+        config,
+        files_dir,
+        device,
+        kind,
+        seed,
+        &LoadOptions::default(),
+    )
+}
+
+/// [`init_random_seeded`] with options (the adapters of `opts.lora` are
+/// zeros and draw nothing, so the base weights are those of a seed without them).
+pub fn init_random_seeded_with(
+    config: ModelConfig,
+    files_dir: Option<&Path>,
+    device: Device,
+    kind: Kind,
+    seed: i64,
+    opts: &LoadOptions,
+) -> Result<LoadedModel> {
     static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _guard = INIT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     tch::manual_seed(seed);
-    init_random(config, files_dir, device, kind)
+    init_random_with(config, files_dir, device, kind, opts)
 }
 
 /// What loading accepts beyond a sound checkpoint.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct LoadOptions {
     /// Take weights holding NaN or infinities instead of refusing them.
     pub allow_non_finite: bool,
+    /// LoRA adapters to add to the linear layers (A and B zero; see
+    /// [`crate::lora::init_adapters`] and [`crate::lora::load_adapter`]).
+    pub lora: Option<LoraConfig>,
 }
 
 /// Loads the checkpoint directory `dir` on `device` in `kind`; weights that
@@ -122,6 +161,7 @@ pub fn load_with(dir: &Path, device: Device, kind: Kind, opts: LoadOptions) -> R
     let config = ModelConfig::from_dir(dir)?;
     let mut w = Weights::load(dir, device, kind)?;
     w.allow_non_finite = opts.allow_non_finite;
+    w.lora = opts.lora;
     let model = Model::build(&config, &mut w)?;
     let unused = w.unused();
     let source = Source {
@@ -132,6 +172,7 @@ pub fn load_with(dir: &Path, device: Device, kind: Kind, opts: LoadOptions) -> R
         unused,
     };
     Ok(LoadedModel {
+        adapters: w.adapter_switch.clone(),
         model,
         config,
         source,
@@ -169,8 +210,26 @@ impl Default for SaveOptions {
     }
 }
 
-/// Writes `loaded` (possibly trained) into `out_dir` as a Hugging Face checkpoint.
+/// Writes `loaded` (possibly trained) into `out_dir` as a Hugging Face
+/// checkpoint: the base weights as they are, LoRA adapters left out (see
+/// [`crate::lora`] for saving those).
 pub fn save(loaded: &LoadedModel, out_dir: &Path, opts: &SaveOptions) -> Result<()> {
+    let params = loaded
+        .model
+        .named_parameters()
+        .into_iter()
+        .filter(|(n, _)| !crate::lora::is_adapter(n))
+        .collect();
+    save_params(loaded, params, out_dir, opts)
+}
+
+/// [`save`] with `params` (canonical name, tensor) as the weights.
+pub fn save_params(
+    loaded: &LoadedModel,
+    params: Params,
+    out_dir: &Path,
+    opts: &SaveOptions,
+) -> Result<()> {
     let src = &loaded.source;
     if out_dir.exists() {
         let a = std::fs::canonicalize(out_dir)
@@ -184,7 +243,7 @@ pub fn save(loaded: &LoadedModel, out_dir: &Path, opts: &SaveOptions) -> Result<
     std::fs::create_dir_all(out_dir)
         .with_context(|| format!("cannot create {}", out_dir.display()))?;
     let mut tensors = Vec::new();
-    for (name, t) in loaded.model.named_parameters() {
+    for (name, t) in params {
         let kind = if t.is_floating_point() {
             opts.dtype
                 .or_else(|| src.source_kinds.get(&name).copied())

@@ -4,12 +4,15 @@
 use anyhow::{bail, Result};
 use tch::{Kind, Tensor};
 
+use crate::lora::LoraAdapter;
 use crate::weights::{Params, Weights};
 
-/// `y = x W^T + b`.
+/// `y = x W^T + b`, plus a LoRA adapter's output when the weight source asks
+/// for one on this layer (see [`crate::lora`]).
 pub struct Linear {
     pub weight: Tensor,
     pub bias: Option<Tensor>,
+    pub adapter: Option<LoraAdapter>,
 }
 
 impl Linear {
@@ -26,15 +29,31 @@ impl Linear {
         } else {
             None
         };
-        Ok(Linear { weight, bias })
+        let adapter = w
+            .lora
+            .as_ref()
+            .filter(|c| c.applies_to(name))
+            .map(|c| LoraAdapter::new(c, out_dim, in_dim, &weight, &w.adapter_switch));
+        Ok(Linear {
+            weight,
+            bias,
+            adapter,
+        })
     }
     pub fn forward(&self, x: &Tensor) -> Tensor {
-        x.linear(&self.weight, self.bias.as_ref())
+        let y = x.linear(&self.weight, self.bias.as_ref());
+        match &self.adapter {
+            Some(a) if a.is_on() => y + a.forward(x),
+            _ => y,
+        }
     }
     pub fn params(&self, name: &str, out: &mut Params) {
         out.push((format!("{name}.weight"), self.weight.shallow_clone()));
         if let Some(b) = &self.bias {
             out.push((format!("{name}.bias"), b.shallow_clone()));
+        }
+        if let Some(a) = &self.adapter {
+            a.params(name, out);
         }
     }
 }

@@ -19,6 +19,7 @@ pub mod device;
 pub mod generate;
 pub mod layers;
 pub mod lm;
+pub mod lora;
 pub mod memory;
 pub mod model;
 pub mod parallel;

@@ -20,6 +20,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
 
+use crate::lora::{AdapterSwitch, LoraConfig};
+
 /// Named parameters with their canonical (published-layout) names.
 pub type Params = Vec<(String, Tensor)>;
 
@@ -63,6 +65,10 @@ pub struct Weights {
     random: Option<(Device, Kind)>,
     /// Take tensors holding NaN or infinities (refused by default).
     pub allow_non_finite: bool,
+    /// LoRA adapters for the linear layers built from this source.
+    pub lora: Option<LoraConfig>,
+    /// Shared by those adapters: turns them all off and on.
+    pub adapter_switch: AdapterSwitch,
 }
 
 fn kind_of(dtype: Dtype) -> Option<Kind> {
@@ -215,6 +221,8 @@ impl Weights {
             source_kinds,
             random: None,
             allow_non_finite: false,
+            lora: None,
+            adapter_switch: AdapterSwitch::default(),
         })
     }
 
@@ -228,6 +236,8 @@ impl Weights {
             source_kinds: HashMap::new(),
             random: Some((device, kind)),
             allow_non_finite: false,
+            lora: None,
+            adapter_switch: AdapterSwitch::default(),
         }
     }
 

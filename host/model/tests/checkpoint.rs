@@ -577,6 +577,7 @@ fn integer_and_non_finite_weights_are_refused_naming_the_tensor() {
     // The explicit override loads it as stored.
     let opts = checkpoint::LoadOptions {
         allow_non_finite: true,
+        ..Default::default()
     };
     let m = checkpoint::load_with(&nan, Device::Cpu, Kind::Float, opts).unwrap();
     let norm = &m.model.named_parameters();

@@ -6,10 +6,13 @@
 //! through the KV cache equal to `model.generate(do_sample=False)` token for
 //! token, and `token_logprobs` equal to a log-softmax of the full logits.
 
+mod logits_support;
+
 use std::path::PathBuf;
 
 use lmmhost_model::checkpoint::{self, LoadedModel};
 use lmmhost_model::lm::{CausalLm, ForwardInputs};
+use logits_support::masked_max_diff;
 use tch::{Device, Kind, Tensor};
 
 fn fixture(case: &str) -> PathBuf {
@@ -50,16 +53,6 @@ impl Io {
 fn load_model(case: &str) -> LoadedModel {
     checkpoint::load(&fixture(case).join("checkpoint"), Device::Cpu, Kind::Float)
         .expect("load fixture checkpoint")
-}
-
-/// Largest |a - b| over positions where `mask` is 1 (`a`, `b`: [B, L, V]).
-fn masked_max_diff(a: &Tensor, b: &Tensor, mask: &Tensor) -> f64 {
-    let m = mask.ne(0).unsqueeze(-1);
-    (a - b)
-        .abs()
-        .masked_fill(&m.logical_not(), 0.0)
-        .max()
-        .double_value(&[])
 }
 
 fn check_logits(model_case: &str, io_case: &str) {

@@ -1,11 +1,15 @@
 //! Which model the KL penalty compares the policy with, loaded when a stage
 //! first needs it: the model the run started from, or the policy as the
 //! stage started (`grpo.kl.reference`), on its own device and in its own
-//! dtype (`grpo.kl.reference_device`, `reference_dtype`).
+//! dtype (`grpo.kl.reference_device`, `reference_dtype`). Under `model.lora`
+//! the initial model is the policy with its adapters off, no copy.
 
 use anyhow::{Context, Result};
+use lmmhost_model::lm::CausalLm;
+use tch::Device;
 
 use super::experiment::StageSettings;
+use super::lora;
 use super::policy::{Placement, Reference};
 use super::trainer::Trainer;
 use crate::rl::kl::KlReference;
@@ -26,6 +30,11 @@ impl Trainer<'_> {
             .is_some_and(|r| r.placement != place)
         {
             self.reference = None;
+        }
+        if lora::reference_is_policy(self.policy.lora.is_some(), &s.grpo.kl) {
+            // The base model is the policy with its adapters off: no copy.
+            self.reference = None;
+            return Ok(());
         }
         let held = self.reference.as_ref().map(|r| r.stage.as_deref());
         match s.grpo.kl.reference {
@@ -62,6 +71,24 @@ impl Trainer<'_> {
             }
         }
         Ok(())
+    }
+}
+
+impl Trainer<'_> {
+    /// Runs `f` with the KL reference and its device: the loaded copy, or,
+    /// under `model.lora` with the initial model as the reference, the
+    /// policy with its adapters off; `None` when there is neither.
+    pub fn with_reference<T>(&self, f: impl FnOnce(Option<(&dyn CausalLm, Device)>) -> T) -> T {
+        match &self.reference {
+            Some(r) => f(Some((r.lm(), r.device))),
+            None if self.policy.lora.is_some() => {
+                let p = &self.policy;
+                p.model
+                    .adapters
+                    .without_adapters(|| f(Some((p.lm(), p.device))))
+            }
+            None => f(None),
+        }
     }
 }
 

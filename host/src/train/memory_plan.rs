@@ -2,7 +2,8 @@
 //! from the model's config.json and the experiment's settings before any
 //! weight is loaded.
 //!
-//! Bytes per parameter (P all parameters, T the trainable ones, s the
+//! Bytes per parameter (P all parameters, T the trainable ones (with
+//! `model.lora` the adapters, see [`lora::adapter_params`]), s the
 //! storage size of `model.dtype`: 4 for f32, 2 for bf16/f16):
 //! - weights P*s; master weights T*4 under mixed precision;
 //! - optimizer moments 2*T*4 (2*T*s for "-pure");
@@ -32,7 +33,8 @@
 //!   `rollout.kv_cache_budget` tokens, or every row's prompt and response
 //!   at once without it (each prompt once per group);
 //! - the reference model, when the KL term needs one and it is not placed
-//!   on the CPU: P * s_ref.
+//!   on the CPU: P * s_ref (none under LoRA when it is the policy with its
+//!   adapters off).
 //!
 //! The rollout, the log-prob passes and the update do not overlap: the peak
 //! is the resident parts (weights, masters, moments, reference, and the f32
@@ -45,6 +47,7 @@ use anyhow::{bail, Result};
 use lmmhost_model::config::{Architecture, ModelConfig, TextConfig, VisionConfig};
 
 use super::experiment::Experiment;
+use super::lora;
 use super::precision::Precision;
 
 /// Parameter counts of a model, from its config.
@@ -129,9 +132,9 @@ impl Shape {
     }
 }
 
-/// Trainable parameters: all but the frozen parts. Adapters (LoRA) enter
-/// here and in [`PlanInputs::adapter_params`]: with them the base weights
-/// are frozen and only the adapters get gradients and moments.
+/// Trainable parameters among `params`: all but the frozen parts. With LoRA
+/// `params` are the adapters (also counted in [`PlanInputs::adapter_params`]):
+/// the base weights are frozen and only the adapters get gradients and moments.
 pub fn trainable_params(exp: &Experiment, params: ParamCount) -> u64 {
     let g = &exp.grpo;
     match (g.freeze_vision, g.freeze_language) {
@@ -198,7 +201,13 @@ impl PlanInputs {
     pub fn from_experiment(exp: &Experiment, config: &ModelConfig) -> Result<PlanInputs> {
         let params = param_count(config)?;
         let g = &exp.grpo;
-        let trainable = trainable_params(exp, params);
+        // With LoRA the adapters are what trains (the freeze keys pick among them).
+        let lora = exp
+            .model
+            .lora
+            .as_ref()
+            .map(|l| lora::adapter_params(config, l));
+        let trainable = trainable_params(exp, lora.unwrap_or(params));
         let precision = Precision::parse(&exp.model.dtype)?;
         // The plan is of the accelerator's memory: the reference counts
         // unless it is placed on the CPU.
@@ -206,17 +215,19 @@ impl PlanInputs {
             g.kl.reference_device
                 .as_ref()
                 .is_none_or(|d| !d.trim().eq_ignore_ascii_case("cpu"));
-        let reference_bytes = (g.kl.coef > 0.0 && on_device).then(|| match &g.kl.reference_dtype {
-            Some(d) => Precision::parse(d).map(storage_bytes).unwrap_or(4),
-            None => storage_bytes(precision),
-        });
+        let copy = !lora::reference_is_policy(exp.model.lora.is_some(), &g.kl);
+        let reference_bytes =
+            (g.kl.coef > 0.0 && on_device && copy).then(|| match &g.kl.reference_dtype {
+                Some(d) => Precision::parse(d).map(storage_bytes).unwrap_or(4),
+                None => storage_bytes(precision),
+            });
         let r = &exp.rollout;
         let rows = (r.prompts_per_step as u64) * u64::from(r.group_size);
         let all_rows = r.prompts_per_step as u64 * r.max_prompt_tokens as u64
             + rows * r.max_response_tokens as u64;
         Ok(PlanInputs {
             params,
-            adapter_params: 0,
+            adapter_params: lora.map_or(0, |a| a.total()),
             trainable,
             precision,
             reference_bytes,

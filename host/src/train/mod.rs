@@ -10,6 +10,7 @@ pub mod eval;
 pub mod experiment;
 pub mod failures;
 mod kl_reference;
+pub mod lora;
 pub mod memory_plan;
 pub mod optim;
 pub mod plugins;

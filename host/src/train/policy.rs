@@ -8,10 +8,12 @@ use lmmhost_model::checkpoint::{self, LoadOptions, LoadedModel, SaveOptions};
 use lmmhost_model::config::{Architecture, ModelConfig};
 use lmmhost_model::device::parse_device;
 use lmmhost_model::lm::CausalLm;
+use lmmhost_model::lora;
 use lmmhost_model::processor::{image, Processor};
 use tch::{Device, Tensor};
 
 use super::experiment::{ModelInit, ModelSection};
+use super::lora::LoraSection;
 use super::precision::Precision;
 
 /// Which parameters a stage leaves as they are.
@@ -36,6 +38,10 @@ pub struct Policy {
     /// The update keeps each decoder layer's inputs only and recomputes the
     /// layers in its backward (`model.activation_checkpointing`).
     pub activation_checkpointing: bool,
+    /// `model.lora`: only the adapters train, saves are adapter directories.
+    pub lora: Option<LoraSection>,
+    /// What an adapter's `base_model_name_or_path` names (`model.path`).
+    base: String,
 }
 
 /// Loads the model an experiment names: from `dir` (a checkpoint) or, for
@@ -52,6 +58,7 @@ pub fn load_model(
         .kind();
     let opts = LoadOptions {
         allow_non_finite: section.allow_non_finite_weights,
+        lora: section.lora.as_ref().map(LoraSection::config),
     };
     let model = match (dir, section.init) {
         (Some(d), _) => checkpoint::load_with(d, device, kind, opts)
@@ -63,7 +70,14 @@ pub fn load_model(
         (None, ModelInit::Random) => {
             let config = ModelConfig::from_dir(&section.path)
                 .with_context(|| format!("model.path: {}", section.path.display()))?;
-            checkpoint::init_random_seeded(config, Some(&section.path), device, kind, seed as i64)?
+            checkpoint::init_random_seeded_with(
+                config,
+                Some(&section.path),
+                device,
+                kind,
+                seed as i64,
+                &opts,
+            )?
         }
     };
     Ok((model, device))
@@ -97,8 +111,21 @@ fn set_pixel_bounds(
 }
 
 impl Policy {
+    /// The model of `section`, or the one saved in `dir` (a checkpoint's
+    /// `model/`). With `model.lora`, `dir` holds the adapters only: the base
+    /// is loaded from `model.path` (or its seeded random init) and the
+    /// adapters from `dir`; without `dir` they start as PEFT's (A drawn, B zero).
     pub fn load(section: &ModelSection, dir: Option<&Path>, seed: u64) -> Result<Policy> {
-        let (model, device) = load_model(section, dir, seed)?;
+        let base_dir = if section.lora.is_some() { None } else { dir };
+        let (model, device) = load_model(section, base_dir, seed)?;
+        if let Some(lora) = &section.lora {
+            let params = model.model.named_parameters();
+            match dir {
+                Some(d) => lora::load_adapter(&model, &lora.config(), d)
+                    .with_context(|| format!("loading the LoRA adapters from {}", d.display()))?,
+                None => lora::init_adapters(&params, seed),
+            }
+        }
         let precision = Precision::parse(&section.dtype).context("model.dtype")?;
         let proc_dir = dir.unwrap_or(&section.path);
         let mut processor = Processor::from_dir(proc_dir)
@@ -122,6 +149,8 @@ impl Policy {
             params,
             workers,
             activation_checkpointing: section.activation_checkpointing,
+            lora: section.lora.clone(),
+            base: section.path.display().to_string(),
         })
     }
 
@@ -141,11 +170,14 @@ impl Policy {
     /// (`visual.*`) with `freeze.vision`, all but it with `freeze.language`,
     /// and none whose name starts with one of `freeze.prefixes`. Returns how
     /// many tensors train.
+    /// With `model.lora` every base weight is frozen and these rules pick
+    /// among the adapters.
     pub fn set_trainable(&self, freeze: &Freeze) -> usize {
         let mut trainable = 0;
         for (name, t) in &self.params {
             let vision = name.starts_with("visual.");
-            let frozen = (vision && freeze.vision)
+            let frozen = (self.lora.is_some() && !lora::is_adapter(name))
+                || (vision && freeze.vision)
                 || (!vision && freeze.language)
                 || freeze.prefixes.iter().any(|p| name.starts_with(p.as_str()));
             let mut t = t.shallow_clone();
@@ -167,10 +199,25 @@ impl Policy {
         }
     }
 
-    /// Writes the model as a Hugging Face checkpoint directory.
+    /// Writes the model as a Hugging Face checkpoint directory; with
+    /// `model.lora`, the adapters as a PEFT adapter directory.
     pub fn save(&self, dir: &Path) -> Result<()> {
-        checkpoint::save(&self.model, dir, &SaveOptions::default())
-            .with_context(|| format!("saving the model to {}", dir.display()))
+        match &self.lora {
+            Some(l) => lora::save_adapter(&self.model, &l.config(), &self.base, dir)
+                .with_context(|| format!("saving the LoRA adapters to {}", dir.display())),
+            None => checkpoint::save(&self.model, dir, &SaveOptions::default())
+                .with_context(|| format!("saving the model to {}", dir.display())),
+        }
+    }
+
+    /// Writes the model as a plain Hugging Face checkpoint directory, the
+    /// adapters (if any) merged into the base weights.
+    pub fn save_merged(&self, dir: &Path) -> Result<()> {
+        match &self.lora {
+            Some(l) => lora::save_merged(&self.model, &l.config(), dir, &SaveOptions::default())
+                .with_context(|| format!("saving the merged model to {}", dir.display())),
+            None => self.save(dir),
+        }
     }
 }
 
@@ -186,6 +233,9 @@ impl Placement {
     /// `section` with the device and dtype replaced where set.
     fn apply(&self, section: &ModelSection) -> Result<ModelSection> {
         let mut out = section.clone();
+        // The reference is a plain model: the base, or the policy as a stage
+        // started with its adapters merged in.
+        out.lora = None;
         if let Some(d) = &self.device {
             parse_device(d).context("grpo.kl.reference_device")?;
             out.device = d.clone();
@@ -253,7 +303,7 @@ impl Reference {
             std::fs::remove_dir_all(dir)
                 .with_context(|| format!("cannot replace {}", dir.display()))?;
         }
-        policy.save(dir)?;
+        policy.save_merged(dir)?;
         Reference::saved(section, place, dir, stage)
     }
 

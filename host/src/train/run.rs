@@ -90,7 +90,10 @@ fn finish(mut t: Trainer) -> Result<RunSummary> {
         t.checkpoint()?;
     }
     let final_model = t.out.join("final-model");
-    save_final_model(&t, &final_model)?;
+    save_final_model(&t, &final_model, false)?;
+    if t.policy.lora.as_ref().is_some_and(|l| l.merge_on_save) {
+        save_final_model(&t, &t.out.join("final-model-merged"), true)?;
+    }
     let mut summary_png = None;
     if t.exp.logging.plots {
         let written = plot_run(&t.out)?;
@@ -126,13 +129,18 @@ fn finish(mut t: Trainer) -> Result<RunSummary> {
 
 /// Writes the final model beside `dir` first and moves it into place, so
 /// that `dir` is either the previous final model or the complete new one.
-fn save_final_model(t: &Trainer, dir: &Path) -> Result<()> {
-    let tmp = dir.with_file_name("final-model.incomplete");
+/// `merged`: the adapters (if any) merged into a plain checkpoint.
+fn save_final_model(t: &Trainer, dir: &Path, merged: bool) -> Result<()> {
+    let tmp = dir.with_extension("incomplete");
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp)
             .with_context(|| format!("cannot remove {}", tmp.display()))?;
     }
-    t.policy.save(&tmp)?;
+    if merged {
+        t.policy.save_merged(&tmp)?;
+    } else {
+        t.policy.save(&tmp)?;
+    }
     if dir.exists() {
         std::fs::remove_dir_all(dir)
             .with_context(|| format!("cannot replace {}", dir.display()))?;

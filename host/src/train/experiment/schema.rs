@@ -14,6 +14,7 @@ use crate::rl::kl::Kl;
 use crate::rl::pad::PadConfig;
 use crate::rl::policy_loss::{ClipConfig, LossAggregation, PolicyLoss};
 use crate::rl::schedules::{EntropyBonus, LrDecay};
+use crate::train::lora::LoraSection;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -124,6 +125,8 @@ pub struct ModelSection {
     /// run uses and in the processor files saved with each checkpoint.
     pub min_pixels: Option<usize>,
     pub max_pixels: Option<usize>,
+    /// LoRA adapters: only they train (see docs/lora.md).
+    pub lora: Option<LoraSection>,
 }
 
 impl ModelSection {
@@ -141,6 +144,7 @@ impl ModelSection {
             max_image_pixels: default_max_image_pixels(),
             min_pixels: None,
             max_pixels: None,
+            lora: None,
         }
     }
 }

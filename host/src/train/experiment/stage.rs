@@ -200,7 +200,17 @@ impl Experiment {
                 sft: s.sft,
             }
         };
-        let problems = settings.problems();
+        let mut problems = settings.problems();
+        if let Some(l) = &self.model.lora {
+            let g = &settings.grpo;
+            problems.extend(crate::train::lora::conflicts(
+                l,
+                &self.model.dtype,
+                g.freeze_vision,
+                g.freeze_language,
+                "grpo.",
+            ));
+        }
         if !problems.is_empty() {
             bail!("{}: {}", ctx(), problems.join("; "));
         }

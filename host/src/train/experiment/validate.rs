@@ -100,6 +100,12 @@ pub const RANGES: &[(&str, Range)] = &[
     ("model.workers", at_least(1.0)),
     ("model.max_image_pixels", at_least(1.0)),
     ("model.min_pixels", at_least(1.0)),
+    ("model.lora.rank", at_least(1.0)),
+    ("model.lora.alpha", above(0.0)),
+    (
+        "model.lora.dropout",
+        range(Bound::Inclusive(0.0), Bound::Exclusive(1.0)),
+    ),
     (
         "model.max_pixels",
         at_least(784.0)
@@ -314,6 +320,33 @@ impl Experiment {
         if let Some(d) = &self.grpo.kl.reference_dtype {
             if let Err(e) = crate::train::precision::Precision::parse(d) {
                 problems.push(format!("grpo.kl.reference_dtype: {e:#}"));
+            }
+        }
+        if let Some(lora) = &self.model.lora {
+            let g = &self.grpo;
+            problems.extend(
+                lora.config()
+                    .problems("model.lora")
+                    .into_iter()
+                    .filter(|p| {
+                        // Ranges are reported once, by the range check above.
+                        p.contains("targets")
+                    }),
+            );
+            problems.extend(crate::train::lora::conflicts(
+                lora,
+                &self.model.dtype,
+                g.freeze_vision,
+                g.freeze_language,
+                "grpo.",
+            ));
+            // The checkpointed forward runs without a graph (no dropout) and
+            // its recompute with one: their dropout masks would disagree.
+            if lora.dropout > 0.0 && self.model.activation_checkpointing {
+                problems.push(format!(
+                    "model.lora.dropout = {} with model.activation_checkpointing = true: the recomputed layers would draw other dropout masks than the forward they replay; set model.lora.dropout = 0 or turn checkpointing off",
+                    lora.dropout
+                ));
             }
         }
         let mut check = |ok: bool, msg: String| {

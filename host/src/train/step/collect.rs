@@ -226,14 +226,11 @@ fn score(
         score_all(&rewards, &to_score, &datasets).map(|s| (s, t.elapsed().as_secs_f64()))
     });
     let t1 = Instant::now();
-    let reference = t.reference.as_ref().filter(|_| p.need_ref);
-    let ref_logprobs = logprobs_under(
-        reference.map(|r| (r.lm(), r.device)),
-        &t.policy,
-        &round.rows,
-        s,
-        p,
-    )?;
+    let ref_logprobs = if p.need_ref {
+        t.with_reference(|r| logprobs_under(r, &t.policy, &round.rows, s, p))?
+    } else {
+        Vec::new()
+    };
     let old = p.need_old.then(|| (t.policy.lm(), t.policy.device));
     let old_logprobs = logprobs_under(old, &t.policy, &round.rows, s, p)?;
     time.logprobs += t1.elapsed().as_secs_f64();
