@@ -3,11 +3,13 @@
 //! log-probs, entropies and every parameter gradient, for both architectures;
 //! and the recomputing backward of activation checkpointing
 //! (`response_loss_gradients`) gives the plain backward's gradients, with and
-//! without frozen parts, in float32 and in bf16.
+//! without frozen parts, with LoRA adapters, in float32 and in bf16.
 #![allow(clippy::needless_range_loop)]
 
 use lmmhost_model::bench;
+use lmmhost_model::checkpoint::{self, LoadOptions};
 use lmmhost_model::lm::{CausalLm, Entropy, ForwardInputs, ResponseRows};
+use lmmhost_model::lora::{self, LoraConfig, LANGUAGE_TARGETS};
 use lmmhost_model::weights::Params;
 use tch::{Device, Kind, Tensor};
 
@@ -385,16 +387,14 @@ fn shared_prompts_match_the_concatenated_rows_qwen3_vl_with_images() {
     check("w2-qwen3-vl");
 }
 
-/// bf16 compute: the recomputing backward runs the same bf16 operations as
-/// the plain one (on CPU the gradients came out bit-identical; the bound
-/// leaves room for kernels that sum in another order).
-#[test]
-fn checkpointed_backward_matches_in_bf16() {
-    let m = bench::random_model("w1", Device::Cpu, Kind::BFloat16, 6).unwrap();
-    let params = m.model.named_parameters();
-    for (_, p) in &params {
-        let _ = p.set_requires_grad(true);
-    }
+/// [`checkpointed_matches_plain`] on two text prompts and three responses
+/// (the first prompt shared by two of them).
+fn text_rows_checkpointed_matches_plain(
+    label: &str,
+    lm: &dyn CausalLm,
+    params: &Params,
+    tol: f64,
+) -> usize {
     let prompts = [
         text_prompt(vec![120, 30, 31, 32, 33, 121, 120, 50]),
         text_prompt(vec![120, 34, 35, 121]),
@@ -420,6 +420,61 @@ fn checkpointed_backward_matches_in_bf16() {
         entropy: Entropy::Differentiable,
         temperature: 1.0,
     };
-    let n = checkpointed_matches_plain("w1 bf16", m.model.as_lm(), &params, &rows, 1e-2);
+    checkpointed_matches_plain(label, lm, params, &rows, tol)
+}
+
+/// bf16 compute: the recomputing backward runs the same bf16 operations as
+/// the plain one (on CPU the gradients came out bit-identical; the bound
+/// leaves room for kernels that sum in another order).
+#[test]
+fn checkpointed_backward_matches_in_bf16() {
+    let m = bench::random_model("w1", Device::Cpu, Kind::BFloat16, 6).unwrap();
+    let params = m.model.named_parameters();
+    for (_, p) in &params {
+        let _ = p.set_requires_grad(true);
+    }
+    let n = text_rows_checkpointed_matches_plain("w1 bf16", m.model.as_lm(), &params, 1e-2);
     assert!(n > 10, "only {n} parameters got gradients");
+}
+
+/// LoRA on a frozen base: every adapter gets the plain backward's gradient
+/// from the recomputing one (B drawn non-zero, so A's gradients are too).
+#[test]
+fn checkpointed_backward_matches_with_lora_adapters() {
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/model/a_text_qwen2/checkpoint");
+    let lora = LoraConfig {
+        rank: 4,
+        alpha: 8.0,
+        dropout: 0.0,
+        targets: LANGUAGE_TARGETS.iter().map(|s| s.to_string()).collect(),
+        vision: false,
+        rslora: false,
+    };
+    let opts = LoadOptions {
+        lora: Some(lora),
+        ..Default::default()
+    };
+    let m = checkpoint::load_with(&dir, Device::Cpu, Kind::Float, opts).unwrap();
+    let params = m.model.named_parameters();
+    lora::init_adapters(&params, 7);
+    tch::manual_seed(8);
+    tch::no_grad(|| {
+        for (name, p) in &params {
+            if name.ends_with(".lora_B.weight") {
+                p.shallow_clone().copy_(&(p.randn_like() * 0.05));
+            }
+        }
+    });
+    let mut adapters = 0;
+    for (name, p) in &params {
+        let _ = p.set_requires_grad(lora::is_adapter(name));
+        adapters += usize::from(lora::is_adapter(name));
+    }
+    let n =
+        text_rows_checkpointed_matches_plain("a_text_qwen2 lora", m.model.as_lm(), &params, 1e-5);
+    assert!(
+        adapters > 0 && n == adapters,
+        "{n} of {adapters} adapters got gradients"
+    );
 }
