@@ -129,3 +129,67 @@ progress = false
         assert!(plots.join(f).is_file(), "{f}");
     }
 }
+
+fn read_toml(path: &Path) -> toml::Table {
+    let text =
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    text.parse()
+        .unwrap_or_else(|e| panic!("parsing {}: {e}", path.display()))
+}
+
+/// docs/quickstart.md's recipe table says what the configs say: each stage of
+/// configs/schedules/quickstart.toml has a row with its kind, its steps and
+/// its learning rate, and the batch sizes are configs/quickstart.toml's.
+#[test]
+fn the_docs_recipe_table_matches_the_configs() {
+    let exp = read_toml(&repo().join("configs/quickstart.toml"));
+    let schedule = read_toml(&repo().join("configs/schedules/quickstart.toml"));
+    let doc = std::fs::read_to_string(repo().join("docs/quickstart.md")).unwrap();
+    let base_lr = exp["optim"]["lr"].as_float().expect("optim.lr");
+    let sft_batch = exp["sft"]["batch_size"]
+        .as_integer()
+        .expect("sft.batch_size");
+    let prompts = exp["rollout"]["prompts_per_step"]
+        .as_integer()
+        .expect("rollout.prompts_per_step");
+    let group = exp["rollout"]["group_size"]
+        .as_integer()
+        .expect("rollout.group_size");
+    let stages = schedule["stages"].as_array().expect("stages");
+    assert!(!stages.is_empty());
+    for st in stages {
+        let name = st["name"].as_str().expect("stage name");
+        let kind = st["kind"].as_str().expect("stage kind");
+        let steps = st["steps"].as_integer().expect("stage steps");
+        let lr = st
+            .get("overrides")
+            .and_then(|o| o.get("learning_rate"))
+            .and_then(toml::Value::as_float)
+            .unwrap_or(base_lr);
+        let row = doc
+            .lines()
+            .find(|l| l.starts_with(&format!("| {name} |")))
+            .unwrap_or_else(|| panic!("docs/quickstart.md: no recipe row for stage {name:?}"));
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        assert!(cells.len() >= 6, "docs/quickstart.md: short row {row:?}");
+        let what = |c: &str| format!("docs/quickstart.md, stage {name}: {c}");
+        assert_eq!(cells[2].to_lowercase(), kind, "{}", what("kind"));
+        assert_eq!(cells[4], steps.to_string(), "{}", what("steps"));
+        let settings = cells[5];
+        let lr_text = format!("lr {lr:e}");
+        assert!(
+            settings.contains(&lr_text),
+            "{}",
+            what(&format!("{settings:?} lacks {lr_text:?}"))
+        );
+        let batch = match kind {
+            "sft" => format!("batch {sft_batch}"),
+            _ => format!("{prompts} prompts x {group}"),
+        };
+        assert!(
+            settings.contains(&batch),
+            "{}",
+            what(&format!("{settings:?} lacks {batch:?}"))
+        );
+    }
+}
