@@ -146,7 +146,7 @@ pub struct LoadOptions {
     /// Take weights holding NaN or infinities instead of refusing them.
     pub allow_non_finite: bool,
     /// LoRA adapters to add to the linear layers (A and B zero; see
-    /// [`crate::lora::init_adapters`] and [`crate::lora::load_adapter`]).
+    /// [`crate::lora::init_adapters`] and [`crate::peft_adapter::load_adapter`]).
     pub lora: Option<LoraConfig>,
 }
 

@@ -25,6 +25,7 @@ pub mod model;
 pub mod parallel;
 pub mod parity_check;
 pub mod parity_dump;
+pub mod peft_adapter;
 pub mod processor;
 pub mod prompt_file;
 pub mod qwen2;

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use lmmhost_model::checkpoint::{self, LoadOptions, LoadedModel, SaveOptions};
 use lmmhost_model::lm::{CausalLm, ForwardInputs};
 use lmmhost_model::lora::{self, LoraConfig, LANGUAGE_TARGETS};
+use lmmhost_model::peft_adapter;
 use logits_support::masked_max_diff;
 use tch::{Device, Kind, Tensor};
 
@@ -198,14 +199,15 @@ fn peft_loads_the_saved_adapters_and_reproduces_the_logits() {
         assert!(m.adapters.is_on());
         let dir = tmp.path().join(case);
         let ckpt = fixture(case).join("checkpoint");
-        lora::save_adapter(&m, &c, &ckpt.display().to_string(), &dir.join("adapter")).unwrap();
+        peft_adapter::save_adapter(&m, &c, &ckpt.display().to_string(), &dir.join("adapter"))
+            .unwrap();
         // In f32: the Qwen3-VL fixture is stored in bf16, which would round
         // the merged weights.
         let f32 = SaveOptions {
             dtype: Some(Kind::Float),
             ..Default::default()
         };
-        lora::save_merged(&m, &c, &dir.join("merged"), &f32).unwrap();
+        peft_adapter::save_merged(&m, &c, &dir.join("merged"), &f32).unwrap();
         Tensor::write_safetensors(&[("logits", &ours)], dir.join("logits.safetensors")).unwrap();
         let spec = serde_json::json!({
             "base": ckpt,
@@ -215,7 +217,7 @@ fn peft_loads_the_saved_adapters_and_reproduces_the_logits() {
         check_adapter_config(&dir.join("adapter"), vision);
         // The adapters read back equal what was saved.
         let back = load(case, Some(c.clone()));
-        lora::load_adapter(&back, &c, &dir.join("adapter")).unwrap();
+        peft_adapter::load_adapter(&back, &c, &dir.join("adapter")).unwrap();
         assert!(
             logits(&back, &io).equal(&ours),
             "{case}: reloaded adapters differ"
@@ -235,7 +237,7 @@ fn peft_loads_the_saved_adapters_and_reproduces_the_logits() {
 }
 
 fn check_adapter_config(dir: &Path, vision: bool) {
-    let text = std::fs::read_to_string(dir.join(lora::ADAPTER_CONFIG)).unwrap();
+    let text = std::fs::read_to_string(dir.join(peft_adapter::ADAPTER_CONFIG)).unwrap();
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(v["peft_type"], "LORA");
     assert_eq!(v["r"], 4);

@@ -3,7 +3,7 @@
 //! weight is loaded.
 //!
 //! Bytes per parameter (P all parameters, T the trainable ones (with
-//! `model.lora` the adapters, see [`lora::adapter_params`]), s the
+//! `model.lora` the adapters, see [`param_count::adapter_params`]), s the
 //! storage size of `model.dtype`: 4 for f32, 2 for bf16/f16):
 //! - weights P*s; master weights T*4 under mixed precision;
 //! - optimizer moments 2*T*4 (2*T*s for "-pure");
@@ -25,6 +25,8 @@
 //!   0.4 gradient copies (measured, not derived); with activation
 //!   checkpointing the gradients in flight, each layer's saved inputs
 //!   (`(G*Lp + R*Lr) * H * s` per layer) and one layer's activations;
+//!   under mixed precision the f32 sum buffers (T*4) on top, from the second
+//!   wave of micro-batches on (the first wave's gradients create them);
 //! - the no-grad log-prob passes (old policy, reference) per chunk of
 //!   `grpo.logprob_chunk_tokens` (or a micro-batch): the prompts' keys and
 //!   values of every layer plus one layer's transients, `(3I + 4H) * s` per
@@ -43,68 +45,13 @@
 //!
 //! Vision-tower activations are not modelled (images add to them).
 
-use anyhow::{bail, Result};
-use lmmhost_model::config::{Architecture, ModelConfig, TextConfig, VisionConfig};
+use anyhow::Result;
+use lmmhost_model::config::{ModelConfig, TextConfig};
 
 use super::experiment::Experiment;
 use super::lora;
+use super::param_count::{self, param_count, ParamCount};
 use super::precision::Precision;
-
-/// Parameter counts of a model, from its config.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ParamCount {
-    pub language: u64,
-    pub vision: u64,
-}
-
-impl ParamCount {
-    pub fn total(&self) -> u64 {
-        self.language + self.vision
-    }
-}
-
-fn text_params(c: &TextConfig, qk_norm: bool) -> u64 {
-    let (h, i, hd) = (c.hidden_size, c.intermediate_size, c.head_dim);
-    let (nh, kv) = (c.num_attention_heads, c.num_key_value_heads);
-    let bias = if c.attention_bias {
-        (nh + 2 * kv) * hd
-    } else {
-        0
-    };
-    let norms = if qk_norm { 2 * hd } else { 0 };
-    let layer = h * (nh + 2 * kv) * hd + bias + nh * hd * h + 3 * h * i + 2 * h + norms;
-    let embed = c.vocab_size * h;
-    let head = if c.tie_word_embeddings { 0 } else { embed };
-    (embed + head + c.num_hidden_layers * layer + h) as u64
-}
-
-/// Qwen2.5-VL's vision tower: patch embedding, blocks (RMSNorm, fused qkv,
-/// gated MLP, all with biases) and the 2x2 patch merger.
-fn qwen2_5_vision_params(v: &VisionConfig) -> u64 {
-    let (h, i) = (v.hidden_size, v.intermediate_size);
-    let block = 2 * h + (3 * h * h + 3 * h) + (h * h + h) + (2 * h * i + 2 * i) + (i * h + h);
-    let m = h * v.spatial_merge_size * v.spatial_merge_size;
-    let merger = h + (m * m + m) + (m * v.out_hidden_size + v.out_hidden_size);
-    (v.patch_dim() * h + v.depth * block + merger) as u64
-}
-
-pub fn param_count(c: &ModelConfig) -> Result<ParamCount> {
-    Ok(match (c.architecture, &c.vision) {
-        (Architecture::Qwen2, _) => ParamCount {
-            language: text_params(&c.text, false),
-            vision: 0,
-        },
-        (Architecture::Qwen3, _) => ParamCount {
-            language: text_params(&c.text, true),
-            vision: 0,
-        },
-        (Architecture::Qwen2_5Vl, Some(v)) => ParamCount {
-            language: text_params(&c.text, false),
-            vision: qwen2_5_vision_params(v),
-        },
-        (a, _) => bail!("lmmhost plan does not know the parameter layout of {a:?} yet"),
-    })
-}
 
 /// The decoder's shape, as the activation and KV-cache terms use it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -157,6 +104,8 @@ pub struct PlanInputs {
     pub reference_bytes: Option<u64>,
     pub micro_batch_size: u64,
     pub workers: u64,
+    /// Rows per optimizer step (a step's rows over `grpo.updates_per_batch`).
+    pub update_rows: u64,
     /// Tokens of one row in the update (prompt + response).
     pub row_tokens: u64,
     pub prompt_tokens: u64,
@@ -206,7 +155,7 @@ impl PlanInputs {
             .model
             .lora
             .as_ref()
-            .map(|l| lora::adapter_params(config, l));
+            .map(|l| param_count::adapter_params(config, l));
         let trainable = trainable_params(exp, lora.unwrap_or(params));
         let precision = Precision::parse(&exp.model.dtype)?;
         // The plan is of the accelerator's memory: the reference counts
@@ -233,6 +182,7 @@ impl PlanInputs {
             reference_bytes,
             micro_batch_size: exp.optim.micro_batch_size as u64,
             workers: exp.model.workers as u64,
+            update_rows: rows.div_ceil(exp.optim.updates_per_batch.max(1) as u64),
             row_tokens: (r.max_prompt_tokens + r.max_response_tokens) as u64,
             prompt_tokens: r.max_prompt_tokens as u64,
             response_tokens: r.max_response_tokens as u64,
@@ -292,7 +242,14 @@ impl PlanInputs {
         } else {
             activations.max(in_flight + in_flight * 2 / 5)
         };
-        sum_buffers + transients
+        // The f32 sum buffers are made by the first wave's gradients: with
+        // one wave of micro-batches they never coexist with a backward.
+        let micro_batches = self.update_rows.max(1).div_ceil(rows.max(1));
+        if micro_batches <= self.workers.max(1) {
+            transients.max(in_flight + sum_buffers)
+        } else {
+            sum_buffers + transients
+        }
     }
 
     /// One chunk of a no-grad log-prob pass (per worker).
@@ -442,6 +399,7 @@ mod tests {
             reference_bytes: Some(2),
             micro_batch_size: 1,
             workers: 1,
+            update_rows: 4096,
             row_tokens: 2048,
             prompt_tokens: 1024,
             response_tokens: 1024,

@@ -13,6 +13,7 @@ mod kl_reference;
 pub mod lora;
 pub mod memory_plan;
 pub mod optim;
+pub mod param_count;
 pub mod plugins;
 pub mod policy;
 pub mod precision;

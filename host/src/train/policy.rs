@@ -8,8 +8,8 @@ use lmmhost_model::checkpoint::{self, LoadOptions, LoadedModel, SaveOptions};
 use lmmhost_model::config::{Architecture, ModelConfig};
 use lmmhost_model::device::parse_device;
 use lmmhost_model::lm::CausalLm;
-use lmmhost_model::lora;
 use lmmhost_model::processor::{image, Processor};
+use lmmhost_model::{lora, peft_adapter};
 use tch::{Device, Tensor};
 
 use super::experiment::{ModelInit, ModelSection};
@@ -121,7 +121,7 @@ impl Policy {
         if let Some(lora) = &section.lora {
             let params = model.model.named_parameters();
             match dir {
-                Some(d) => lora::load_adapter(&model, &lora.config(), d)
+                Some(d) => peft_adapter::load_adapter(&model, &lora.config(), d)
                     .with_context(|| format!("loading the LoRA adapters from {}", d.display()))?,
                 None => lora::init_adapters(&params, seed),
             }
@@ -203,7 +203,7 @@ impl Policy {
     /// `model.lora`, the adapters as a PEFT adapter directory.
     pub fn save(&self, dir: &Path) -> Result<()> {
         match &self.lora {
-            Some(l) => lora::save_adapter(&self.model, &l.config(), &self.base, dir)
+            Some(l) => peft_adapter::save_adapter(&self.model, &l.config(), &self.base, dir)
                 .with_context(|| format!("saving the LoRA adapters to {}", dir.display())),
             None => checkpoint::save(&self.model, dir, &SaveOptions::default())
                 .with_context(|| format!("saving the model to {}", dir.display())),
@@ -214,8 +214,10 @@ impl Policy {
     /// adapters (if any) merged into the base weights.
     pub fn save_merged(&self, dir: &Path) -> Result<()> {
         match &self.lora {
-            Some(l) => lora::save_merged(&self.model, &l.config(), dir, &SaveOptions::default())
-                .with_context(|| format!("saving the merged model to {}", dir.display())),
+            Some(l) => {
+                peft_adapter::save_merged(&self.model, &l.config(), dir, &SaveOptions::default())
+                    .with_context(|| format!("saving the merged model to {}", dir.display()))
+            }
             None => self.save(dir),
         }
     }

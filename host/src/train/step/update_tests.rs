@@ -13,7 +13,8 @@ use crate::rl::kl::Kl;
 use crate::rl::policy_loss::{ppo_clip_loss, ClipConfig, LossAggregation};
 use crate::rl::schedules::{EntropyBonus, LrDecay};
 use crate::train::experiment::{Grpo, ModelInit, ModelSection, Optim, Rollout, Sft};
-use crate::train::memory_plan::{param_count, PlanInputs, Shape};
+use crate::train::memory_plan::{PlanInputs, Shape};
+use crate::train::param_count::param_count;
 use crate::train::policy::{Freeze, Placement, Reference};
 use crate::train::rollout::{roll_out, RolloutConfig};
 
@@ -579,6 +580,7 @@ fn plan_of(p: &Policy, rows: &[Row], micro: usize, chunk_tokens: Option<usize>) 
         reference_bytes: None,
         micro_batch_size: micro as u64,
         workers: p.workers as u64,
+        update_rows: rows.len() as u64,
         row_tokens: prompt + response,
         prompt_tokens: prompt,
         response_tokens: response,
