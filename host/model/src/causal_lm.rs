@@ -153,6 +153,12 @@ pub trait DecoderLm {
     fn image_tokens(&self) -> Option<ImageTokens> {
         None
     }
+
+    /// The vision tower and how its features enter the embeddings (`None`:
+    /// text only); activation checkpointing runs the tower block by block.
+    fn vision_lm(&self) -> Option<&dyn crate::vision_stages::VisionLm> {
+        None
+    }
 }
 
 impl<T: DecoderLm> CausalLm for T {
@@ -395,6 +401,15 @@ pub(crate) fn text_positions(mrope: bool, pos: Tensor) -> Tensor {
         pos.unsqueeze(0).expand([3, s[0], s[1]], false)
     } else {
         pos
+    }
+}
+
+/// `pixel_values` and `image_grid_thw` of `inputs` (`None`: no images).
+pub fn image_inputs<'a>(inputs: &ForwardInputs<'a>) -> Result<Option<(&'a Tensor, &'a Tensor)>> {
+    match (inputs.pixel_values, inputs.image_grid_thw) {
+        (Some(p), Some(g)) => Ok(Some((p, g))),
+        (None, None) => Ok(None),
+        _ => bail!("pixel_values and image_grid_thw must be given together"),
     }
 }
 

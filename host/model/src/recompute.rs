@@ -16,10 +16,12 @@ use std::collections::HashMap;
 use anyhow::{bail, Context, Result};
 use tch::{Kind, Tensor};
 
-use crate::causal_lm::{DecoderLm, ResponseLayout};
+use crate::causal_lm::{image_inputs, DecoderLm, ResponseLayout};
 use crate::decoder::add_deepstack;
 use crate::layers::{attention_mask, LayerKv};
 use crate::lm::{ResponseLoss, ResponseRows};
+use crate::qwen2_5_vl::grid_rows;
+use crate::vision_stages::{self, BlockContext, VisionLm, VisionOutput, VisionStages};
 use crate::weights::Params;
 
 /// Gradients summed per parameter, in the order of the caller's list.
@@ -56,6 +58,13 @@ impl ParamGrads {
             out.push(p);
         }
         Ok(out)
+    }
+
+    /// [`ParamGrads::wanted`] of the variables `push` lists.
+    fn wanted_of(&self, push: impl FnOnce(&mut Params)) -> Result<Vec<Tensor>> {
+        let mut params = Vec::new();
+        push(&mut params);
+        self.wanted(params)
     }
 
     fn add(&mut self, param: &Tensor, grad: Tensor) {
@@ -136,9 +145,26 @@ pub fn response_loss_gradients<M: DecoderLm + ?Sized>(
     let n = dec.num_layers();
     let mut acc = ParamGrads::new(params);
 
+    // A vision tower that trains runs block by block, keeping each block's
+    // input; a frozen one runs whole, without a graph.
+    let tower = staged_tower(model, rows, &acc)?;
+    let mut tower_saved = Vec::new();
+
     // Forward without a graph, keeping every layer's inputs.
-    let (ctx, mut saved, deepstack) = tch::no_grad(|| -> Result<_> {
-        let x = model.embed_inputs(rows.prompts)?;
+    let (ctx, mut saved, deepstack, tower_run) = tch::no_grad(|| -> Result<_> {
+        let (x, tower_run) = match &tower {
+            Some((v, pixels, grids)) => {
+                let (out, bctx) =
+                    vision_stages::run(v.tower(), pixels, grids, Some(&mut tower_saved))?;
+                let run = TowerRun {
+                    ctx: bctx,
+                    features: out.features.shallow_clone(),
+                    deepstack: out.deepstack.len(),
+                };
+                (v.embed_with_vision(rows.prompts, Some(out))?, Some(run))
+            }
+            None => (model.embed_inputs(rows.prompts)?, None),
+        };
         let kind = x.embeds.kind();
         let layout = ResponseLayout::new(
             model.mrope(),
@@ -164,7 +190,7 @@ pub fn response_loss_gradients<M: DecoderLm + ?Sized>(
             let next = layer_pair(model, &ctx, i, hp, hr, deepstack.get(i));
             saved.push(next);
         }
-        Ok((ctx, saved, deepstack))
+        Ok((ctx, saved, deepstack, tower_run))
     })
     .context("checkpointed forward")?;
 
@@ -208,6 +234,16 @@ pub fn response_loss_gradients<M: DecoderLm + ?Sized>(
     }
     drop(deepstack);
 
+    if let (Some((v, pixels, grids)), Some(run)) = (tower, tower_run) {
+        let stage = TowerStage {
+            rows,
+            pixels,
+            grids: &grids,
+            run,
+        };
+        return tower_backward(model, v, stage, &grad, feature_grads, tower_saved, acc);
+    }
+
     // The embeddings and the vision tower, recomputed with their graph.
     let mut own = Vec::new();
     model.input_params(&mut own);
@@ -246,4 +282,117 @@ fn layer_pair<M: DecoderLm + ?Sized>(
     let (cr, sr, mr) = &ctx.response;
     let (or, _) = dec.layer(i, hr, cr, sr, mr, Some(&ctx.layout.share(&kv)));
     (op, or)
+}
+
+/// A vision-language model, its images' pixels and grids.
+type Tower<'a> = (&'a dyn VisionLm, &'a Tensor, Vec<[i64; 3]>);
+
+/// The vision tower with its images when it has variables that train and
+/// the prompts carry images: then it is checkpointed block by block.
+fn staged_tower<'a, M: DecoderLm + ?Sized>(
+    model: &'a M,
+    rows: &ResponseRows<'a>,
+    acc: &ParamGrads,
+) -> Result<Option<Tower<'a>>> {
+    let (Some(v), Some((pixels, grid))) = (model.vision_lm(), image_inputs(rows.prompts)?) else {
+        return Ok(None);
+    };
+    if acc.wanted_of(|p| tower_params(v.tower(), p))?.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some((v, pixels, grid_rows(grid)?)))
+}
+
+fn tower_params(tower: &dyn VisionStages, out: &mut Params) {
+    tower.patch_params(out);
+    for i in 0..tower.num_blocks() {
+        tower.block_params(i, out);
+    }
+    tower.merge_params(out);
+}
+
+/// What the checkpointed forward kept of the vision tower, besides each
+/// block's input.
+struct TowerRun {
+    ctx: BlockContext,
+    /// The merged features `[N_tokens, out_hidden]`.
+    features: Tensor,
+    /// How many DeepStack features the blocks gave.
+    deepstack: usize,
+}
+
+struct TowerStage<'a> {
+    rows: &'a ResponseRows<'a>,
+    pixels: &'a Tensor,
+    grids: &'a [[i64; 3]],
+    run: TowerRun,
+}
+
+/// The last stages when the vision tower trains: the embeddings with the
+/// merged features as an input, the merger, the blocks in reverse (each
+/// with its DeepStack merger, whose gradient the decoder layers gave), the
+/// patch embedding. `grad` holds the gradients of the prompt and response
+/// embeddings, `saved` each block's input and the merger's.
+fn tower_backward<M: DecoderLm + ?Sized>(
+    model: &M,
+    v: &dyn VisionLm,
+    stage: TowerStage,
+    grad: &[Tensor],
+    feature_grads: Vec<(usize, Tensor)>,
+    mut saved: Vec<Tensor>,
+    mut acc: ParamGrads,
+) -> Result<Vec<Tensor>> {
+    let dec = model.decoder();
+    let tower = v.tower();
+    let TowerStage {
+        rows,
+        pixels,
+        grids,
+        run,
+    } = stage;
+    let mut own = Vec::new();
+    dec.embedding_params(&mut own);
+    let own = acc.wanted(own)?;
+    let features = leaf(&run.features);
+    let vision = VisionOutput {
+        features: features.shallow_clone(),
+        deepstack: Vec::new(),
+    };
+    let x = v.embed_with_vision(rows.prompts, Some(vision))?;
+    let er = dec.embed(rows.responses);
+    let outputs = [(&x.embeds, &grad[0]), (&er, &grad[1])];
+    let mut g = stage_backward(&outputs, &[&features], &own, &mut acc)?;
+    drop((x, er, features));
+
+    let own = acc.wanted_of(|p| tower.merge_params(p))?;
+    let xl = leaf(&saved.pop().context("the merger's input")?);
+    let merged = tower.merge(&xl, &run.ctx);
+    g = stage_backward(&[(&merged, &g[0])], &[&xl], &own, &mut acc)?;
+    drop((merged, xl));
+
+    let mut ds_grads: Vec<Tensor> = (0..run.deepstack).map(|_| Tensor::new()).collect();
+    for (i, fg) in feature_grads {
+        if let Some(slot) = ds_grads.get_mut(i) {
+            *slot = fg;
+        }
+    }
+    for i in (0..tower.num_blocks()).rev() {
+        let own = acc.wanted_of(|p| tower.block_params(i, p))?;
+        let xi = leaf(&saved.pop().context("a vision block's input")?);
+        let (out, feature) = tower.block(i, &xi, &run.ctx);
+        let fg = match feature {
+            Some(_) => ds_grads.pop().context("a DeepStack feature's gradient")?,
+            None => Tensor::new(),
+        };
+        let mut outputs = vec![(&out, &g[0])];
+        if let Some(f) = &feature {
+            outputs.push((f, &fg));
+        }
+        g = stage_backward(&outputs, &[&xi], &own, &mut acc)?;
+    }
+
+    let own = acc.wanted_of(|p| tower.patch_params(p))?;
+    let (x0, _) = tower.embed_patches(pixels, grids)?;
+    stage_backward(&[(&x0, &g[0])], &[], &own, &mut acc)?;
+    Ok(acc.into_vec())
 }
