@@ -413,6 +413,25 @@ pub fn image_inputs<'a>(inputs: &ForwardInputs<'a>) -> Result<Option<(&'a Tensor
     }
 }
 
+/// A vision-language model's decoder inputs without DeepStack: `decoder`'s
+/// token embeddings of `inputs` with `features` in place of the
+/// `image_token_id` tokens, and the M-RoPE positions.
+pub fn vl_inputs(
+    decoder: &dyn Decoder,
+    inputs: &ForwardInputs,
+    image_token_id: i64,
+    features: Option<&Tensor>,
+) -> Result<DecoderInputs> {
+    check_ids(inputs.input_ids, inputs.attention_mask)?;
+    let embeds = scatter_image_features(
+        decoder.embed(inputs.input_ids),
+        inputs.input_ids,
+        image_token_id,
+        features,
+    )?;
+    Ok(DecoderInputs::text(embeds, mrope_positions(inputs)?))
+}
+
 /// Token embeddings `embeds` `[B, L, H]` with the image features `[N, H]`
 /// scattered, in order, into the positions of `image_token_id` in `input_ids`.
 pub fn scatter_image_features(

@@ -129,14 +129,11 @@ impl VisionLm for Qwen2_5VlForConditionalGeneration {
         inputs: &ForwardInputs,
         vision: Option<VisionOutput>,
     ) -> Result<DecoderInputs> {
-        causal_lm::check_ids(inputs.input_ids, inputs.attention_mask)?;
-        let embeds = causal_lm::scatter_image_features(
-            self.model.embed(inputs.input_ids),
-            inputs.input_ids,
+        causal_lm::vl_inputs(
+            &self.model,
+            inputs,
             self.image_token_id,
             vision.as_ref().map(|v| &v.features),
-        )?;
-        let positions = causal_lm::mrope_positions(inputs)?;
-        Ok(DecoderInputs::text(embeds, positions))
+        )
     }
 }

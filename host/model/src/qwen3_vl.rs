@@ -129,19 +129,13 @@ impl VisionLm for Qwen3VlForConditionalGeneration {
         inputs: &ForwardInputs,
         vision: Option<VisionOutput>,
     ) -> Result<DecoderInputs> {
-        causal_lm::check_ids(inputs.input_ids, inputs.attention_mask)?;
-        let embeds = causal_lm::scatter_image_features(
-            self.model.embed(inputs.input_ids),
-            inputs.input_ids,
+        let x = causal_lm::vl_inputs(
+            &self.model,
+            inputs,
             self.image_token_id,
             vision.as_ref().map(|v| &v.features),
         )?;
-        let positions = causal_lm::mrope_positions(inputs)?;
         let deepstack = vision.map(|v| (inputs.input_ids.eq(self.image_token_id), v.deepstack));
-        Ok(DecoderInputs {
-            embeds,
-            positions,
-            deepstack,
-        })
+        Ok(DecoderInputs { deepstack, ..x })
     }
 }

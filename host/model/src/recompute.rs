@@ -1,9 +1,11 @@
 //! Activation checkpointing for the training loss over responses that
 //! continue shared prompts: the forward runs without a graph and keeps only
-//! each decoder layer's inputs; the backward then goes stage by stage, the
-//! loss head first, the layers in reverse, the embeddings and vision tower
-//! last, recomputing each stage's forward with its graph from the saved
-//! inputs. Only one stage's activations exist at a time.
+//! each decoder layer's inputs (and, when the vision tower trains, each
+//! vision block's); the backward then goes stage by stage, the loss head
+//! first, the layers in reverse, the embeddings, then such a tower's merger,
+//! blocks in reverse and patch embedding, recomputing each stage's forward
+//! with its graph from the saved inputs. Only one stage's activations exist
+//! at a time.
 //!
 //! tch has no custom autograd functions, so the stages are chained by hand:
 //! the gradient reaching a stage's outputs enters it as `sum(output *
@@ -244,7 +246,7 @@ pub fn response_loss_gradients<M: DecoderLm + ?Sized>(
         return tower_backward(model, v, stage, &grad, feature_grads, tower_saved, acc);
     }
 
-    // The embeddings and the vision tower, recomputed with their graph.
+    // The embeddings (and a frozen vision tower), recomputed with their graph.
     let mut own = Vec::new();
     model.input_params(&mut own);
     let own = acc.wanted(own)?;

@@ -430,23 +430,49 @@ fn shared_prompts_match_the_concatenated_rows_qwen3_vl_with_images() {
 /// leaves room for kernels that sum in another order).
 #[test]
 fn checkpointed_backward_matches_in_bf16() {
-    let m = bench::random_model("w1", Device::Cpu, Kind::BFloat16, 6).unwrap();
-    let params = m.model.named_parameters();
-    for (_, p) in &params {
-        let _ = p.set_requires_grad(true);
-    }
     let prompts = [
         text_prompt(vec![120, 30, 31, 32, 33, 121, 120, 50]),
         text_prompt(vec![120, 34, 35, 121]),
     ];
+    check_bf16("w1", 6, &prompts);
+}
+
+/// bf16 with images: the vision tower, checkpointed block by block, gets the
+/// plain backward's gradients (all parameters, then the tower alone).
+#[test]
+fn checkpointed_vision_backward_matches_in_bf16() {
+    let prompts = [
+        image_prompt(&[120, 30, 31], &[40, 41, 121, 120]),
+        image_prompt(&[120, 33], &[44, 121, 120, 50]),
+    ];
+    check_bf16("w2", 7, &prompts);
+    check_bf16("w2-qwen3-vl", 8, &prompts);
+}
+
+/// [`checkpointed_matches_plain`] for a bf16 model of `preset` over two
+/// prompts (with a 4x4-patch image each for a vision-language model) and
+/// three responses; with a vision tower, also [`vision_only_gradients`].
+fn check_bf16(preset: &str, seed: i64, prompts: &[Prompt; 2]) {
+    let m = bench::random_model(preset, Device::Cpu, Kind::BFloat16, seed).unwrap();
+    let params = m.model.named_parameters();
+    for (_, p) in &params {
+        let _ = p.set_requires_grad(true);
+    }
     let refs: Vec<&Prompt> = prompts.iter().collect();
-    let (ids, mask, _) = left_pad(&refs, &[&[], &[]]);
+    let (ids, mask, pos) = left_pad(&refs, &[&[], &[]]);
+    let vl = m.config.vision.is_some();
+    let pixels = m
+        .config
+        .vision
+        .as_ref()
+        .map(|v| Tensor::randn([32, v.patch_dim()], (Kind::Float, Device::Cpu)));
+    let grid = Tensor::from_slice(&[1i64, 4, 4, 1, 4, 4]).view([2, 3]);
     let inputs = ForwardInputs {
         input_ids: &ids,
         attention_mask: &mask,
-        position_ids: None,
-        pixel_values: None,
-        image_grid_thw: None,
+        position_ids: vl.then_some(&pos),
+        pixel_values: pixels.as_ref(),
+        image_grid_thw: vl.then_some(&grid),
     };
     let resp =
         Tensor::from_slice(&[60i64, 61, 62, 63, 64, 65, 122, 122, 66, 67, 68, 122]).view([3, 4]);
@@ -460,51 +486,11 @@ fn checkpointed_backward_matches_in_bf16() {
         entropy: Entropy::Differentiable,
         temperature: 1.0,
     };
-    let n = checkpointed_matches_plain("w1 bf16", m.model.as_lm(), &params, &rows, 1e-2).len();
-    assert!(n > 10, "only {n} parameters got gradients");
-}
-
-/// bf16 with images: the vision tower, checkpointed block by block, gets the
-/// plain backward's gradients (all parameters, then the tower alone).
-#[test]
-fn checkpointed_vision_backward_matches_in_bf16() {
-    for (preset, seed) in [("w2", 7), ("w2-qwen3-vl", 8)] {
-        let m = bench::random_model(preset, Device::Cpu, Kind::BFloat16, seed).unwrap();
-        let params = m.model.named_parameters();
-        for (_, p) in &params {
-            let _ = p.set_requires_grad(true);
-        }
-        let prompts = [
-            image_prompt(&[120, 30, 31], &[40, 41, 121, 120]),
-            image_prompt(&[120, 33], &[44, 121, 120, 50]),
-        ];
-        let refs: Vec<&Prompt> = prompts.iter().collect();
-        let (ids, mask, pos) = left_pad(&refs, &[&[], &[]]);
-        let patch_dim = m.config.vision.as_ref().unwrap().patch_dim();
-        let pixels = Tensor::randn([32, patch_dim], (Kind::Float, Device::Cpu));
-        let grid = Tensor::from_slice(&[1i64, 4, 4, 1, 4, 4]).view([2, 3]);
-        let inputs = ForwardInputs {
-            input_ids: &ids,
-            attention_mask: &mask,
-            position_ids: Some(&pos),
-            pixel_values: Some(&pixels),
-            image_grid_thw: Some(&grid),
-        };
-        let resp = Tensor::from_slice(&[60i64, 61, 62, 63, 64, 65, 122, 122, 66, 67, 68, 122])
-            .view([3, 4]);
-        let rmask = resp.ne(PAD).to_kind(Kind::Float);
-        let group = Tensor::from_slice(&[0i64, 1, 0]);
-        let rows = ResponseRows {
-            prompts: &inputs,
-            group: &group,
-            responses: &resp,
-            response_mask: &rmask,
-            entropy: Entropy::Differentiable,
-            temperature: 1.0,
-        };
-        let lm = m.model.as_lm();
-        let n = checkpointed_matches_plain(preset, lm, &params, &rows, 1e-2).len();
-        assert!(n > 10, "{preset} bf16: only {n} parameters got gradients");
-        vision_only_gradients(preset, lm, &params, &rows, 1e-2);
+    let name = format!("{preset} bf16");
+    let lm = m.model.as_lm();
+    let n = checkpointed_matches_plain(&name, lm, &params, &rows, 1e-2).len();
+    assert!(n > 10, "{name}: only {n} parameters got gradients");
+    if vl {
+        vision_only_gradients(&name, lm, &params, &rows, 1e-2);
     }
 }
