@@ -372,14 +372,26 @@ fn tower_backward<M: DecoderLm + ?Sized>(
     g = stage_backward(&[(&merged, &g[0])], &[&xl], &own, &mut acc)?;
     drop((merged, xl));
 
+    // Stages run down to the lowest one whose variables train.
+    let patch_own = acc.wanted_of(|p| tower.patch_params(p))?;
+    let mut block_own = Vec::new();
+    for i in 0..tower.num_blocks() {
+        block_own.push(acc.wanted_of(|p| tower.block_params(i, p))?);
+    }
+    let lowest = if patch_own.is_empty() {
+        let first = block_own.iter().position(|o| !o.is_empty());
+        first.unwrap_or(block_own.len())
+    } else {
+        0
+    };
+
     let mut ds_grads: Vec<Tensor> = (0..run.deepstack).map(|_| Tensor::new()).collect();
     for (i, fg) in feature_grads {
         if let Some(slot) = ds_grads.get_mut(i) {
             *slot = fg;
         }
     }
-    for i in (0..tower.num_blocks()).rev() {
-        let own = acc.wanted_of(|p| tower.block_params(i, p))?;
+    for (i, own) in block_own.into_iter().enumerate().skip(lowest).rev() {
         let xi = leaf(&saved.pop().context("a vision block's input")?);
         let (out, feature) = tower.block(i, &xi, &run.ctx);
         let fg = match feature {
@@ -393,8 +405,9 @@ fn tower_backward<M: DecoderLm + ?Sized>(
         g = stage_backward(&outputs, &[&xi], &own, &mut acc)?;
     }
 
-    let own = acc.wanted_of(|p| tower.patch_params(p))?;
-    let (x0, _) = tower.embed_patches(pixels, grids)?;
-    stage_backward(&[(&x0, &g[0])], &[], &own, &mut acc)?;
+    if !patch_own.is_empty() {
+        let (x0, _) = tower.embed_patches(pixels, grids)?;
+        stage_backward(&[(&x0, &g[0])], &[], &patch_own, &mut acc)?;
+    }
     Ok(acc.into_vec())
 }

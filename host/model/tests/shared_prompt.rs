@@ -304,8 +304,8 @@ fn check(preset: &str) {
 /// variables get the plain backward's gradients, and every block's, the
 /// merger's and the patch embedding's get one (a stage whose variables were
 /// left out fails here; the DeepStack merger of the last decoder layer gets
-/// none in either backward, as only the prompt's own logits see it).
-/// Leaves every parameter requiring grad.
+/// none in either backward, as only the prompt's own logits see it); then
+/// only the merger and the last block. Leaves every parameter requiring grad.
 fn vision_only_gradients(
     preset: &str,
     lm: &dyn CausalLm,
@@ -330,6 +330,26 @@ fn vision_only_gradients(
     for name in must {
         assert!(got.contains(name), "{preset}: {name} got no gradient");
     }
+    // The merger and the last block alone: the backward stops above the
+    // frozen blocks, with the same gradients.
+    let last = params
+        .iter()
+        .filter_map(|(n, _)| {
+            n.strip_prefix("visual.blocks.")?
+                .split('.')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .max()
+        .unwrap_or(0usize);
+    let top = [format!("visual.blocks.{last}."), "visual.merger.".into()];
+    for (name, p) in params {
+        let _ = p.set_requires_grad(top.iter().any(|t| name.starts_with(t)));
+    }
+    let got = checkpointed_matches_plain(preset, lm, params, rows, tol);
+    let want = params.iter().filter(|(_, p)| p.requires_grad()).count();
+    assert_eq!(got.len(), want, "{preset}: {got:?} got gradients");
     for (_, p) in params {
         let _ = p.set_requires_grad(true);
     }
