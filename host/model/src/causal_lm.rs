@@ -134,11 +134,6 @@ pub trait DecoderLm {
     /// place, rotary positions and DeepStack features (runs the vision tower).
     fn embed_inputs(&self, inputs: &ForwardInputs) -> Result<DecoderInputs>;
 
-    /// The variables [`DecoderLm::embed_inputs`] uses (embeddings, vision tower).
-    fn input_params(&self, out: &mut Params) {
-        self.decoder().embedding_params(out);
-    }
-
     fn decoder(&self) -> &dyn Decoder;
 
     /// The output projection `[V, H]`.

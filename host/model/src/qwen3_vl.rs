@@ -85,11 +85,6 @@ impl DecoderLm for Qwen3VlForConditionalGeneration {
         self.embed_with_vision(inputs, vision)
     }
 
-    fn input_params(&self, out: &mut Params) {
-        self.visual.params(out);
-        self.model.embedding_params(out);
-    }
-
     fn decoder(&self) -> &dyn Decoder {
         &self.model
     }

@@ -148,22 +148,22 @@ pub fn response_loss_gradients<M: DecoderLm + ?Sized>(
     let mut acc = ParamGrads::new(params);
 
     // A vision tower that trains runs block by block, keeping each block's
-    // input; a frozen one runs whole, without a graph.
-    let tower = staged_tower(model, rows, &acc)?;
+    // input; a frozen one runs once, its features kept for the embeddings.
+    let tower = vision_tower(model, rows, &acc)?;
     let mut tower_saved = Vec::new();
 
     // Forward without a graph, keeping every layer's inputs.
     let (ctx, mut saved, deepstack, tower_run) = tch::no_grad(|| -> Result<_> {
         let (x, tower_run) = match &tower {
-            Some((v, pixels, grids)) => {
-                let (out, bctx) =
-                    vision_stages::run(v.tower(), pixels, grids, Some(&mut tower_saved))?;
+            Some(t) => {
+                let keep = t.trains.then_some(&mut tower_saved);
+                let (out, bctx) = vision_stages::run(t.lm.tower(), t.pixels, &t.grids, keep)?;
                 let run = TowerRun {
                     ctx: bctx,
                     features: out.features.shallow_clone(),
                     deepstack: out.deepstack.len(),
                 };
-                (v.embed_with_vision(rows.prompts, Some(out))?, Some(run))
+                (t.lm.embed_with_vision(rows.prompts, Some(out))?, Some(run))
             }
             None => (model.embed_inputs(rows.prompts)?, None),
         };
@@ -236,30 +236,37 @@ pub fn response_loss_gradients<M: DecoderLm + ?Sized>(
     }
     drop(deepstack);
 
-    if let (Some((v, pixels, grids)), Some(run)) = (tower, tower_run) {
-        let stage = TowerStage {
-            rows,
-            pixels,
-            grids: &grids,
-            run,
-        };
-        return tower_backward(model, v, stage, &grad, feature_grads, tower_saved, acc);
-    }
+    let (tower, run) = match (tower, tower_run) {
+        (Some(tower), Some(run)) if tower.trains => {
+            let stage = TowerStage { tower, rows, run };
+            return tower_backward(model, stage, &grad, feature_grads, tower_saved, acc);
+        }
+        pair => pair,
+    };
 
-    // The embeddings (and a frozen vision tower), recomputed with their graph.
+    // The embeddings, recomputed with their graph (a frozen tower's features
+    // as they were).
     let mut own = Vec::new();
-    model.input_params(&mut own);
+    dec.embedding_params(&mut own);
     let own = acc.wanted(own)?;
     if !own.is_empty() {
-        let x = model.embed_inputs(rows.prompts)?;
-        let er = dec.embed(rows.responses);
-        let mut outputs = vec![(&x.embeds, &grad[0]), (&er, &grad[1])];
-        if let Some((_, features)) = &x.deepstack {
-            for (i, g) in &feature_grads {
-                outputs.push((&features[*i], g));
+        let x = match (tower, run) {
+            (Some(t), Some(run)) => {
+                let vision = VisionOutput {
+                    features: run.features,
+                    deepstack: Vec::new(),
+                };
+                t.lm.embed_with_vision(rows.prompts, Some(vision))?
             }
-        }
-        stage_backward(&outputs, &[], &own, &mut acc)?;
+            _ => model.embed_inputs(rows.prompts)?,
+        };
+        let er = dec.embed(rows.responses);
+        stage_backward(
+            &[(&x.embeds, &grad[0]), (&er, &grad[1])],
+            &[],
+            &own,
+            &mut acc,
+        )?;
     }
     Ok(acc.into_vec())
 }
@@ -286,23 +293,31 @@ fn layer_pair<M: DecoderLm + ?Sized>(
     (op, or)
 }
 
-/// A vision-language model, its images' pixels and grids.
-type Tower<'a> = (&'a dyn VisionLm, &'a Tensor, Vec<[i64; 3]>);
+/// A vision-language model with the prompts' images.
+struct Tower<'a> {
+    lm: &'a dyn VisionLm,
+    pixels: &'a Tensor,
+    grids: Vec<[i64; 3]>,
+    /// Whether some of the tower's variables train: then it is
+    /// checkpointed block by block.
+    trains: bool,
+}
 
-/// The vision tower with its images when it has variables that train and
-/// the prompts carry images: then it is checkpointed block by block.
-fn staged_tower<'a, M: DecoderLm + ?Sized>(
+/// The vision tower with its images (`None`: no tower, or no images).
+fn vision_tower<'a, M: DecoderLm + ?Sized>(
     model: &'a M,
     rows: &ResponseRows<'a>,
     acc: &ParamGrads,
 ) -> Result<Option<Tower<'a>>> {
-    let (Some(v), Some((pixels, grid))) = (model.vision_lm(), image_inputs(rows.prompts)?) else {
+    let (Some(lm), Some((pixels, grid))) = (model.vision_lm(), image_inputs(rows.prompts)?) else {
         return Ok(None);
     };
-    if acc.wanted_of(|p| tower_params(v.tower(), p))?.is_empty() {
-        return Ok(None);
-    }
-    Ok(Some((v, pixels, grid_rows(grid)?)))
+    Ok(Some(Tower {
+        lm,
+        pixels,
+        grids: grid_rows(grid)?,
+        trains: !acc.wanted_of(|p| tower_params(lm.tower(), p))?.is_empty(),
+    }))
 }
 
 fn tower_params(tower: &dyn VisionStages, out: &mut Params) {
@@ -324,9 +339,8 @@ struct TowerRun {
 }
 
 struct TowerStage<'a> {
+    tower: Tower<'a>,
     rows: &'a ResponseRows<'a>,
-    pixels: &'a Tensor,
-    grids: &'a [[i64; 3]],
     run: TowerRun,
 }
 
@@ -337,7 +351,6 @@ struct TowerStage<'a> {
 /// embeddings, `saved` each block's input and the merger's.
 fn tower_backward<M: DecoderLm + ?Sized>(
     model: &M,
-    v: &dyn VisionLm,
     stage: TowerStage,
     grad: &[Tensor],
     feature_grads: Vec<(usize, Tensor)>,
@@ -345,13 +358,12 @@ fn tower_backward<M: DecoderLm + ?Sized>(
     mut acc: ParamGrads,
 ) -> Result<Vec<Tensor>> {
     let dec = model.decoder();
-    let tower = v.tower();
     let TowerStage {
+        tower: t,
         rows,
-        pixels,
-        grids,
         run,
     } = stage;
+    let (v, tower) = (t.lm, t.lm.tower());
     let mut own = Vec::new();
     dec.embedding_params(&mut own);
     let own = acc.wanted(own)?;
@@ -406,7 +418,7 @@ fn tower_backward<M: DecoderLm + ?Sized>(
     }
 
     if !patch_own.is_empty() {
-        let (x0, _) = tower.embed_patches(pixels, grids)?;
+        let (x0, _) = tower.embed_patches(t.pixels, &t.grids)?;
         stage_backward(&[(&x0, &g[0])], &[], &patch_own, &mut acc)?;
     }
     Ok(acc.into_vec())

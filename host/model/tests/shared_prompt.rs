@@ -277,6 +277,19 @@ fn check(preset: &str) {
     assert!(n > 10, "{preset}: only {n} parameters got gradients");
     if vl {
         vision_only_gradients(preset, lm, &params, &rows, 1e-5);
+        // The tower frozen, the embeddings training: the tower's features
+        // from the forward enter the embeddings' stage as they were.
+        for (name, p) in &params {
+            let _ = p.set_requires_grad(!name.starts_with("visual."));
+        }
+        let k = checkpointed_matches_plain(preset, lm, &params, &rows, 1e-5).len();
+        assert!(
+            k > 10 && k < n,
+            "{preset}: {k} of {n} with the tower frozen"
+        );
+        for (_, p) in &params {
+            let _ = p.set_requires_grad(true);
+        }
     }
     // With the vision tower (or the embeddings and first layer) frozen, at
     // another temperature and with the entropy out of the graph.
