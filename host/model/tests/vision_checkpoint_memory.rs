@@ -6,6 +6,7 @@
 
 use lmmhost_model::bench;
 use lmmhost_model::lm::{Entropy, ForwardInputs, ResponseRows};
+use lmmhost_model::memory::{peak_rss_bytes, rss_bytes, rss_follows_live_memory};
 use tch::{Device, Kind, Tensor};
 
 const MODE: &str = "LMMHOST_VISION_PROBE_MODE";
@@ -13,32 +14,6 @@ const PAD: i64 = 122;
 const IMAGE: i64 = 125;
 /// Merged image tokens per side: 448 / 14 / 2.
 const SIDE: i64 = 16;
-
-/// Freed tensors go back to the system at once, so that the resident size
-/// follows live memory.
-fn rss_follows_live_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        extern "C" {
-            fn mallopt(param: i32, value: i32) -> i32;
-        }
-        const M_MMAP_THRESHOLD: i32 = -3;
-        // SAFETY: changes an allocator parameter, before any tensor exists.
-        assert_eq!(unsafe { mallopt(M_MMAP_THRESHOLD, 64 << 10) }, 1);
-    }
-}
-
-fn status_bytes(field: &str) -> u64 {
-    let s = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = s.lines().find(|l| l.starts_with(field)).unwrap();
-    let kib: u64 = line[field.len()..]
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .unwrap();
-    kib * 1024
-}
 
 /// W2's Qwen2.5-VL with a wider, deeper vision tower.
 fn model() -> lmmhost_model::checkpoint::LoadedModel {
@@ -141,9 +116,9 @@ fn vision_backward_peak_probe() {
     };
     drop(pass());
     std::fs::write("/proc/self/clear_refs", "5").unwrap();
-    let before = status_bytes("VmRSS:");
+    let before = rss_bytes().expect("VmRSS");
     let grads = pass();
-    let rise = status_bytes("VmHWM:") - before;
+    let rise = peak_rss_bytes().expect("VmHWM") - before;
     let grad_bytes: i64 = grads.iter().map(|g| g.numel() as i64 * 4).sum();
     println!(
         "probe mode={} rise={rise} grad_bytes={grad_bytes}",
