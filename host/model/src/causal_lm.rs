@@ -134,11 +134,6 @@ pub trait DecoderLm {
     /// place, rotary positions and DeepStack features (runs the vision tower).
     fn embed_inputs(&self, inputs: &ForwardInputs) -> Result<DecoderInputs>;
 
-    /// The variables [`DecoderLm::embed_inputs`] uses (embeddings, vision tower).
-    fn input_params(&self, out: &mut Params) {
-        self.decoder().embedding_params(out);
-    }
-
     fn decoder(&self) -> &dyn Decoder;
 
     /// The output projection `[V, H]`.
@@ -151,6 +146,12 @@ pub trait DecoderLm {
 
     /// How images appear in the prompt (`None`: text only).
     fn image_tokens(&self) -> Option<ImageTokens> {
+        None
+    }
+
+    /// The vision tower and how its features enter the embeddings (`None`:
+    /// text only); activation checkpointing runs the tower block by block.
+    fn vision_lm(&self) -> Option<&dyn crate::vision_stages::VisionLm> {
         None
     }
 }
@@ -396,6 +397,34 @@ pub(crate) fn text_positions(mrope: bool, pos: Tensor) -> Tensor {
     } else {
         pos
     }
+}
+
+/// `pixel_values` and `image_grid_thw` of `inputs` (`None`: no images).
+pub fn image_inputs<'a>(inputs: &ForwardInputs<'a>) -> Result<Option<(&'a Tensor, &'a Tensor)>> {
+    match (inputs.pixel_values, inputs.image_grid_thw) {
+        (Some(p), Some(g)) => Ok(Some((p, g))),
+        (None, None) => Ok(None),
+        _ => bail!("pixel_values and image_grid_thw must be given together"),
+    }
+}
+
+/// A vision-language model's decoder inputs without DeepStack: `decoder`'s
+/// token embeddings of `inputs` with `features` in place of the
+/// `image_token_id` tokens, and the M-RoPE positions.
+pub fn vl_inputs(
+    decoder: &dyn Decoder,
+    inputs: &ForwardInputs,
+    image_token_id: i64,
+    features: Option<&Tensor>,
+) -> Result<DecoderInputs> {
+    check_ids(inputs.input_ids, inputs.attention_mask)?;
+    let embeds = scatter_image_features(
+        decoder.embed(inputs.input_ids),
+        inputs.input_ids,
+        image_token_id,
+        features,
+    )?;
+    Ok(DecoderInputs::text(embeds, mrope_positions(inputs)?))
 }
 
 /// Token embeddings `embeds` `[B, L, H]` with the image features `[N, H]`

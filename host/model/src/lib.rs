@@ -39,4 +39,5 @@ pub mod rope;
 pub mod sampling;
 pub mod token_stats;
 pub mod vision_layers;
+pub mod vision_stages;
 pub mod weights;

@@ -19,10 +19,36 @@ extern "C" {
 /// Peak resident set size of this process in bytes (`VmHWM` of
 /// /proc/self/status); `None` where that file does not exist.
 pub fn peak_rss_bytes() -> Option<u64> {
+    status_bytes("VmHWM:")
+}
+
+/// Resident set size of this process in bytes (`VmRSS`).
+pub fn rss_bytes() -> Option<u64> {
+    status_bytes("VmRSS:")
+}
+
+fn status_bytes(field: &str) -> Option<u64> {
     let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let line = s.lines().find(|l| l.starts_with(field))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
+}
+
+/// Every block over 64 KiB gets its own mapping, returned to the OS when
+/// freed (a fixed threshold: glibc's sliding one would serve tensors from a
+/// heap it keeps), so the resident size follows live memory. For memory
+/// probes, each its process's only test, before any tensor exists.
+pub fn rss_follows_live_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        extern "C" {
+            fn mallopt(param: i32, value: i32) -> i32;
+        }
+        const M_MMAP_THRESHOLD: i32 = -3;
+        // SAFETY: changes an allocator parameter; the caller runs it before
+        // any tensor exists.
+        assert_eq!(unsafe { mallopt(M_MMAP_THRESHOLD, 64 << 10) }, 1);
+    }
 }
 
 /// Peak bytes allocated by libtorch's CUDA caching allocator on `device`

@@ -10,6 +10,7 @@ use crate::config::ModelConfig;
 use crate::lm::ForwardInputs;
 use crate::qwen2::Qwen2Model;
 use crate::qwen2_5_vl_vision::VisionTransformer;
+use crate::vision_stages::{VisionLm, VisionOutput, VisionStages};
 use crate::weights::{Params, Weights};
 
 pub struct Qwen2_5VlForConditionalGeneration {
@@ -74,25 +75,14 @@ impl Qwen2_5VlForConditionalGeneration {
 
 impl DecoderLm for Qwen2_5VlForConditionalGeneration {
     fn embed_inputs(&self, inputs: &ForwardInputs) -> Result<DecoderInputs> {
-        causal_lm::check_ids(inputs.input_ids, inputs.attention_mask)?;
-        let feats = match (inputs.pixel_values, inputs.image_grid_thw) {
-            (Some(p), Some(g)) => Some(self.image_features(p, g)?),
-            (None, None) => None,
-            _ => bail!("pixel_values and image_grid_thw must be given together"),
+        let features = match causal_lm::image_inputs(inputs)? {
+            Some((p, g)) => Some(VisionOutput {
+                features: self.image_features(p, g)?,
+                deepstack: Vec::new(),
+            }),
+            None => None,
         };
-        let embeds = causal_lm::scatter_image_features(
-            self.model.embed(inputs.input_ids),
-            inputs.input_ids,
-            self.image_token_id,
-            feats.as_ref(),
-        )?;
-        let positions = causal_lm::mrope_positions(inputs)?;
-        Ok(DecoderInputs::text(embeds, positions))
-    }
-
-    fn input_params(&self, out: &mut Params) {
-        self.visual.params(out);
-        self.model.embedding_params(out);
+        self.embed_with_vision(inputs, features)
     }
 
     fn decoder(&self) -> &dyn Decoder {
@@ -111,11 +101,34 @@ impl DecoderLm for Qwen2_5VlForConditionalGeneration {
         &self.config.eos_token_ids
     }
 
+    fn vision_lm(&self) -> Option<&dyn VisionLm> {
+        Some(self)
+    }
+
     fn image_tokens(&self) -> Option<crate::lm::ImageTokens> {
         let merge = self.config.vision.as_ref()?.spatial_merge_size;
         Some(crate::lm::ImageTokens {
             id: self.image_token_id,
             patches_per_token: merge * merge,
         })
+    }
+}
+
+impl VisionLm for Qwen2_5VlForConditionalGeneration {
+    fn tower(&self) -> &dyn VisionStages {
+        &self.visual
+    }
+
+    fn embed_with_vision(
+        &self,
+        inputs: &ForwardInputs,
+        vision: Option<VisionOutput>,
+    ) -> Result<DecoderInputs> {
+        causal_lm::vl_inputs(
+            &self.model,
+            inputs,
+            self.image_token_id,
+            vision.as_ref().map(|v| &v.features),
+        )
     }
 }

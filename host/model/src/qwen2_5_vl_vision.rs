@@ -17,6 +17,7 @@ use crate::rope;
 use crate::vision_layers::{
     check_pixels, patch_positions, PatchEmbed, SegmentPlan, VisionAttention,
 };
+use crate::vision_stages::{self, BlockContext, VisionStages};
 use crate::weights::{Params, Weights};
 
 pub struct VisionBlock {
@@ -107,6 +108,35 @@ impl VisionTransformer {
     /// `pixel_values` `[N, C*T*P*P]`, `grids` (t, h, w) per image in patches ->
     /// merged features `[N / merge^2, out_hidden]` in the input's unit order.
     pub fn forward(&self, pixel_values: &Tensor, grids: &[[i64; 3]]) -> Result<Tensor> {
+        Ok(vision_stages::run(self, pixel_values, grids, None)?
+            .0
+            .features)
+    }
+
+    pub fn params(&self, out: &mut Params) {
+        self.patch_params(out);
+        for i in 0..self.blocks.len() {
+            self.block_params(i, out);
+        }
+        self.merge_params(out);
+    }
+
+    pub fn device(&self) -> Device {
+        self.patch_embed.weight.device()
+    }
+
+    pub fn kind(&self) -> Kind {
+        self.patch_embed.weight.kind()
+    }
+}
+
+impl VisionStages for VisionTransformer {
+    /// Patch embedding, in window order (each window a contiguous segment).
+    fn embed_patches(
+        &self,
+        pixel_values: &Tensor,
+        grids: &[[i64; 3]],
+    ) -> Result<(Tensor, BlockContext)> {
         let c = &self.config;
         let m = c.spatial_merge_size;
         let unit = m * m;
@@ -133,7 +163,7 @@ impl VisionTransformer {
                 .index_select(0, &win_idx_t)
                 .reshape([n, d])
         };
-        let mut x = permute(&x);
+        let x = permute(&x);
         let pos: Vec<i64> = patch_positions(grids, m).into_iter().flatten().collect();
         let pos = Tensor::from_slice(&pos).reshape([n, 2]).to_device(dev);
         let (cos, sin) = rope::vision_cos_sin(&pos, hd / c.num_heads, c.rope_theta);
@@ -143,46 +173,63 @@ impl VisionTransformer {
             .iter()
             .flat_map(|g| std::iter::repeat_n(g[1] * g[2], g[0] as usize))
             .collect();
-        let full = SegmentPlan::new(&full_lengths, dev);
-        let windows = SegmentPlan::new(&win_lengths, dev);
-        for (i, blk) in self.blocks.iter().enumerate() {
-            let segs = if c.fullatt_block_indexes.contains(&(i as i64)) {
-                &full
-            } else {
-                &windows
-            };
-            x = &x + blk.attn.forward(&blk.norm1.forward(&x), &cos, &sin, segs);
-            x = &x + blk.mlp.forward(&blk.norm2.forward(&x));
-        }
-        let merged = self.merger.forward(&x);
         // Inverse of the window permutation.
         let mut reverse = vec![0i64; win_idx.len()];
         for (pos, &i) in win_idx.iter().enumerate() {
             reverse[i as usize] = pos as i64;
         }
-        Ok(merged.index_select(0, &Tensor::from_slice(&reverse).to_device(dev)))
+        let ctx = BlockContext {
+            cos,
+            sin,
+            full: SegmentPlan::new(&full_lengths, dev),
+            windows: Some(SegmentPlan::new(&win_lengths, dev)),
+            restore: Some(Tensor::from_slice(&reverse).to_device(dev)),
+        };
+        Ok((x, ctx))
     }
 
-    pub fn params(&self, out: &mut Params) {
+    fn patch_params(&self, out: &mut Params) {
         self.patch_embed.params("visual.patch_embed.proj", out);
-        for (i, b) in self.blocks.iter().enumerate() {
-            let n = format!("visual.blocks.{i}");
-            b.norm1.params(&format!("{n}.norm1"), out);
-            b.norm2.params(&format!("{n}.norm2"), out);
-            b.attn.params(&format!("{n}.attn"), out);
-            b.mlp.params(&format!("{n}.mlp"), out);
+    }
+
+    fn num_blocks(&self) -> usize {
+        self.blocks.len()
+    }
+
+    fn block(&self, i: usize, x: &Tensor, ctx: &BlockContext) -> (Tensor, Option<Tensor>) {
+        let blk = &self.blocks[i];
+        let segs = match &ctx.windows {
+            Some(w) if !self.config.fullatt_block_indexes.contains(&(i as i64)) => w,
+            _ => &ctx.full,
+        };
+        let x = x + blk
+            .attn
+            .forward(&blk.norm1.forward(x), &ctx.cos, &ctx.sin, segs);
+        let x = &x + blk.mlp.forward(&blk.norm2.forward(&x));
+        (x, None)
+    }
+
+    fn block_params(&self, i: usize, out: &mut Params) {
+        let b = &self.blocks[i];
+        let n = format!("visual.blocks.{i}");
+        b.norm1.params(&format!("{n}.norm1"), out);
+        b.norm2.params(&format!("{n}.norm2"), out);
+        b.attn.params(&format!("{n}.attn"), out);
+        b.mlp.params(&format!("{n}.mlp"), out);
+    }
+
+    fn merge(&self, x: &Tensor, ctx: &BlockContext) -> Tensor {
+        let merged = self.merger.forward(x);
+        match &ctx.restore {
+            Some(r) => merged.index_select(0, r),
+            None => merged,
         }
+    }
+
+    fn merge_params(&self, out: &mut Params) {
         self.merger.ln_q.params("visual.merger.ln_q", out);
         self.merger.mlp0.params("visual.merger.mlp.0", out);
         self.merger.mlp2.params("visual.merger.mlp.2", out);
-    }
-
-    pub fn device(&self) -> Device {
-        self.patch_embed.weight.device()
-    }
-
-    pub fn kind(&self) -> Kind {
-        self.patch_embed.weight.kind()
     }
 }
 

@@ -12,7 +12,8 @@ use crate::config::ModelConfig;
 use crate::lm::ForwardInputs;
 use crate::qwen2_5_vl::grid_rows;
 use crate::qwen3::Qwen3Model;
-use crate::qwen3_vl_vision::{Qwen3VlVisionModel, VisionOutput};
+use crate::qwen3_vl_vision::Qwen3VlVisionModel;
+use crate::vision_stages::{VisionLm, VisionOutput, VisionStages};
 use crate::weights::{Params, Weights};
 
 pub struct Qwen3VlForConditionalGeneration {
@@ -77,30 +78,11 @@ impl Qwen3VlForConditionalGeneration {
 
 impl DecoderLm for Qwen3VlForConditionalGeneration {
     fn embed_inputs(&self, inputs: &ForwardInputs) -> Result<DecoderInputs> {
-        causal_lm::check_ids(inputs.input_ids, inputs.attention_mask)?;
-        let vision = match (inputs.pixel_values, inputs.image_grid_thw) {
-            (Some(p), Some(g)) => Some(self.image_features(p, g)?),
-            (None, None) => None,
-            _ => bail!("pixel_values and image_grid_thw must be given together"),
+        let vision = match causal_lm::image_inputs(inputs)? {
+            Some((p, g)) => Some(self.image_features(p, g)?),
+            None => None,
         };
-        let embeds = causal_lm::scatter_image_features(
-            self.model.embed(inputs.input_ids),
-            inputs.input_ids,
-            self.image_token_id,
-            vision.as_ref().map(|v| &v.features),
-        )?;
-        let positions = causal_lm::mrope_positions(inputs)?;
-        let deepstack = vision.map(|v| (inputs.input_ids.eq(self.image_token_id), v.deepstack));
-        Ok(DecoderInputs {
-            embeds,
-            positions,
-            deepstack,
-        })
-    }
-
-    fn input_params(&self, out: &mut Params) {
-        self.visual.params(out);
-        self.model.embedding_params(out);
+        self.embed_with_vision(inputs, vision)
     }
 
     fn decoder(&self) -> &dyn Decoder {
@@ -119,11 +101,36 @@ impl DecoderLm for Qwen3VlForConditionalGeneration {
         &self.config.eos_token_ids
     }
 
+    fn vision_lm(&self) -> Option<&dyn VisionLm> {
+        Some(self)
+    }
+
     fn image_tokens(&self) -> Option<crate::lm::ImageTokens> {
         let merge = self.config.vision.as_ref()?.spatial_merge_size;
         Some(crate::lm::ImageTokens {
             id: self.image_token_id,
             patches_per_token: merge * merge,
         })
+    }
+}
+
+impl VisionLm for Qwen3VlForConditionalGeneration {
+    fn tower(&self) -> &dyn VisionStages {
+        &self.visual
+    }
+
+    fn embed_with_vision(
+        &self,
+        inputs: &ForwardInputs,
+        vision: Option<VisionOutput>,
+    ) -> Result<DecoderInputs> {
+        let x = causal_lm::vl_inputs(
+            &self.model,
+            inputs,
+            self.image_token_id,
+            vision.as_ref().map(|v| &v.features),
+        )?;
+        let deepstack = vision.map(|v| (inputs.input_ids.eq(self.image_token_id), v.deepstack));
+        Ok(DecoderInputs { deepstack, ..x })
     }
 }

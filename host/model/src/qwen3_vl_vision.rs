@@ -17,6 +17,7 @@ use crate::rope;
 use crate::vision_layers::{
     check_pixels, patch_positions, PatchEmbed, SegmentPlan, VisionAttention,
 };
+use crate::vision_stages::{self, BlockContext, VisionOutput, VisionStages};
 use crate::weights::{Params, Weights};
 
 /// `linear_fc2(gelu_tanh(linear_fc1(x)))`.
@@ -41,14 +42,6 @@ pub struct PatchMerger {
     pub linear_fc2: Linear,
     merged_dim: i64,
     norm_after_merge: bool,
-}
-
-/// The merged features of a batch of images, in image-token order.
-pub struct VisionOutput {
-    /// `[N_tokens, out_hidden]`: what replaces the image tokens' embeddings.
-    pub features: Tensor,
-    /// Per DeepStack layer, `[N_tokens, out_hidden]`.
-    pub deepstack: Vec<Tensor>,
 }
 
 pub struct Qwen3VlVisionModel {
@@ -191,6 +184,48 @@ impl Qwen3VlVisionModel {
     /// `pixel_values` `[N, C*T*P*P]`, `grids` (t, h, w) per image in patches ->
     /// merged features and DeepStack features in the input's unit order.
     pub fn forward(&self, pixel_values: &Tensor, grids: &[[i64; 3]]) -> Result<VisionOutput> {
+        Ok(vision_stages::run(self, pixel_values, grids, None)?.0)
+    }
+
+    /// The DeepStack merger that block `i`'s output feeds.
+    fn deepstack_merger(&self, i: usize) -> Option<(usize, &PatchMerger)> {
+        let k = self
+            .config
+            .deepstack_visual_indexes
+            .iter()
+            .position(|&d| d == i as i64)?;
+        Some((k, &self.deepstack_merger_list[k]))
+    }
+
+    /// The variables of block `i` alone.
+    fn own_block_params(&self, i: usize, out: &mut Params) {
+        let b = &self.blocks[i];
+        let n = format!("visual.blocks.{i}");
+        b.norm1.params(&format!("{n}.norm1"), out);
+        b.norm2.params(&format!("{n}.norm2"), out);
+        b.attn.params(&format!("{n}.attn"), out);
+        b.mlp.params(&format!("{n}.mlp"), out);
+    }
+
+    pub fn params(&self, out: &mut Params) {
+        self.patch_params(out);
+        for i in 0..self.blocks.len() {
+            self.own_block_params(i, out);
+        }
+        self.merge_params(out);
+        for (k, d) in self.deepstack_merger_list.iter().enumerate() {
+            d.params(&format!("visual.deepstack_merger_list.{k}"), out);
+        }
+    }
+}
+
+impl VisionStages for Qwen3VlVisionModel {
+    /// Patch embedding plus the resampled position embeddings.
+    fn embed_patches(
+        &self,
+        pixel_values: &Tensor,
+        grids: &[[i64; 3]],
+    ) -> Result<(Tensor, BlockContext)> {
         let c = &self.config;
         let m = c.spatial_merge_size;
         check_pixels(pixel_values, grids, c)?;
@@ -212,7 +247,7 @@ impl Qwen3VlVisionModel {
             .to_kind(Kind::Float)
             * wts)
             .sum_dim_intlist([1].as_slice(), false, Kind::Float);
-        let mut x = patches + pos.to_kind(kind);
+        let x = patches + pos.to_kind(kind);
 
         let hw: Vec<i64> = patch_positions(grids, m).into_iter().flatten().collect();
         let hw = Tensor::from_slice(&hw).reshape([n, 2]).to_device(dev);
@@ -221,42 +256,51 @@ impl Qwen3VlVisionModel {
             .iter()
             .flat_map(|g| std::iter::repeat_n(g[1] * g[2], g[0] as usize))
             .collect();
-        let plan = SegmentPlan::new(&frames, dev);
-        let mut deepstack = Vec::with_capacity(self.deepstack_merger_list.len());
-        for (i, blk) in self.blocks.iter().enumerate() {
-            x = &x + blk.attn.forward(&blk.norm1.forward(&x), &cos, &sin, &plan);
-            x = &x + blk.mlp.forward(&blk.norm2.forward(&x));
-            if let Some(k) = c
-                .deepstack_visual_indexes
-                .iter()
-                .position(|&d| d == i as i64)
-            {
-                deepstack.push(self.deepstack_merger_list[k].forward(&x));
-            }
-        }
-        Ok(VisionOutput {
-            features: self.merger.forward(&x),
-            deepstack,
-        })
+        let ctx = BlockContext {
+            cos,
+            sin,
+            full: SegmentPlan::new(&frames, dev),
+            windows: None,
+            restore: None,
+        };
+        Ok((x, ctx))
     }
 
-    pub fn params(&self, out: &mut Params) {
+    fn patch_params(&self, out: &mut Params) {
         self.patch_embed.params("visual.patch_embed.proj", out);
         out.push((
             "visual.pos_embed.weight".into(),
             self.pos_embed.shallow_clone(),
         ));
-        for (i, b) in self.blocks.iter().enumerate() {
-            let n = format!("visual.blocks.{i}");
-            b.norm1.params(&format!("{n}.norm1"), out);
-            b.norm2.params(&format!("{n}.norm2"), out);
-            b.attn.params(&format!("{n}.attn"), out);
-            b.mlp.params(&format!("{n}.mlp"), out);
-        }
-        self.merger.params("visual.merger", out);
-        for (k, d) in self.deepstack_merger_list.iter().enumerate() {
+    }
+
+    fn num_blocks(&self) -> usize {
+        self.blocks.len()
+    }
+
+    fn block(&self, i: usize, x: &Tensor, ctx: &BlockContext) -> (Tensor, Option<Tensor>) {
+        let blk = &self.blocks[i];
+        let x = x + blk
+            .attn
+            .forward(&blk.norm1.forward(x), &ctx.cos, &ctx.sin, &ctx.full);
+        let x = &x + blk.mlp.forward(&blk.norm2.forward(&x));
+        let feature = self.deepstack_merger(i).map(|(_, d)| d.forward(&x));
+        (x, feature)
+    }
+
+    fn block_params(&self, i: usize, out: &mut Params) {
+        self.own_block_params(i, out);
+        if let Some((k, d)) = self.deepstack_merger(i) {
             d.params(&format!("visual.deepstack_merger_list.{k}"), out);
         }
+    }
+
+    fn merge(&self, x: &Tensor, _ctx: &BlockContext) -> Tensor {
+        self.merger.forward(x)
+    }
+
+    fn merge_params(&self, out: &mut Params) {
+        self.merger.params("visual.merger", out);
     }
 }
 

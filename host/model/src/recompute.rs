@@ -1,9 +1,11 @@
 //! Activation checkpointing for the training loss over responses that
 //! continue shared prompts: the forward runs without a graph and keeps only
-//! each decoder layer's inputs; the backward then goes stage by stage, the
-//! loss head first, the layers in reverse, the embeddings and vision tower
-//! last, recomputing each stage's forward with its graph from the saved
-//! inputs. Only one stage's activations exist at a time.
+//! each decoder layer's inputs (and, when the vision tower trains, each
+//! vision block's); the backward then goes stage by stage, the loss head
+//! first, the layers in reverse, the embeddings, then such a tower's merger,
+//! blocks in reverse and patch embedding, recomputing each stage's forward
+//! with its graph from the saved inputs. Only one stage's activations exist
+//! at a time.
 //!
 //! tch has no custom autograd functions, so the stages are chained by hand:
 //! the gradient reaching a stage's outputs enters it as `sum(output *
@@ -16,10 +18,12 @@ use std::collections::HashMap;
 use anyhow::{bail, Context, Result};
 use tch::{Kind, Tensor};
 
-use crate::causal_lm::{DecoderLm, ResponseLayout};
+use crate::causal_lm::{image_inputs, DecoderLm, ResponseLayout};
 use crate::decoder::add_deepstack;
 use crate::layers::{attention_mask, LayerKv};
 use crate::lm::{ResponseLoss, ResponseRows};
+use crate::qwen2_5_vl::grid_rows;
+use crate::vision_stages::{self, BlockContext, VisionLm, VisionOutput, VisionStages};
 use crate::weights::Params;
 
 /// Gradients summed per parameter, in the order of the caller's list.
@@ -56,6 +60,13 @@ impl ParamGrads {
             out.push(p);
         }
         Ok(out)
+    }
+
+    /// [`ParamGrads::wanted`] of the variables `push` lists.
+    fn wanted_of(&self, push: impl FnOnce(&mut Params)) -> Result<Vec<Tensor>> {
+        let mut params = Vec::new();
+        push(&mut params);
+        self.wanted(params)
     }
 
     fn add(&mut self, param: &Tensor, grad: Tensor) {
@@ -136,9 +147,26 @@ pub fn response_loss_gradients<M: DecoderLm + ?Sized>(
     let n = dec.num_layers();
     let mut acc = ParamGrads::new(params);
 
+    // A vision tower that trains runs block by block, keeping each block's
+    // input; a frozen one runs once, its features kept for the embeddings.
+    let tower = vision_tower(model, rows, &acc)?;
+    let mut tower_saved = Vec::new();
+
     // Forward without a graph, keeping every layer's inputs.
-    let (ctx, mut saved, deepstack) = tch::no_grad(|| -> Result<_> {
-        let x = model.embed_inputs(rows.prompts)?;
+    let (ctx, mut saved, deepstack, tower_run) = tch::no_grad(|| -> Result<_> {
+        let (x, tower_run) = match &tower {
+            Some(t) => {
+                let keep = t.trains.then_some(&mut tower_saved);
+                let (out, bctx) = vision_stages::run(t.lm.tower(), t.pixels, &t.grids, keep)?;
+                let run = TowerRun {
+                    ctx: bctx,
+                    features: out.features.shallow_clone(),
+                    deepstack: out.deepstack.len(),
+                };
+                (t.lm.embed_with_vision(rows.prompts, Some(out))?, Some(run))
+            }
+            None => (model.embed_inputs(rows.prompts)?, None),
+        };
         let kind = x.embeds.kind();
         let layout = ResponseLayout::new(
             model.mrope(),
@@ -164,7 +192,7 @@ pub fn response_loss_gradients<M: DecoderLm + ?Sized>(
             let next = layer_pair(model, &ctx, i, hp, hr, deepstack.get(i));
             saved.push(next);
         }
-        Ok((ctx, saved, deepstack))
+        Ok((ctx, saved, deepstack, tower_run))
     })
     .context("checkpointed forward")?;
 
@@ -208,20 +236,37 @@ pub fn response_loss_gradients<M: DecoderLm + ?Sized>(
     }
     drop(deepstack);
 
-    // The embeddings and the vision tower, recomputed with their graph.
+    let (tower, run) = match (tower, tower_run) {
+        (Some(tower), Some(run)) if tower.trains => {
+            let stage = TowerStage { tower, rows, run };
+            return tower_backward(model, stage, &grad, feature_grads, tower_saved, acc);
+        }
+        pair => pair,
+    };
+
+    // The embeddings, recomputed with their graph (a frozen tower's features
+    // as they were).
     let mut own = Vec::new();
-    model.input_params(&mut own);
+    dec.embedding_params(&mut own);
     let own = acc.wanted(own)?;
     if !own.is_empty() {
-        let x = model.embed_inputs(rows.prompts)?;
-        let er = dec.embed(rows.responses);
-        let mut outputs = vec![(&x.embeds, &grad[0]), (&er, &grad[1])];
-        if let Some((_, features)) = &x.deepstack {
-            for (i, g) in &feature_grads {
-                outputs.push((&features[*i], g));
+        let x = match (tower, run) {
+            (Some(t), Some(run)) => {
+                let vision = VisionOutput {
+                    features: run.features,
+                    deepstack: Vec::new(),
+                };
+                t.lm.embed_with_vision(rows.prompts, Some(vision))?
             }
-        }
-        stage_backward(&outputs, &[], &own, &mut acc)?;
+            _ => model.embed_inputs(rows.prompts)?,
+        };
+        let er = dec.embed(rows.responses);
+        stage_backward(
+            &[(&x.embeds, &grad[0]), (&er, &grad[1])],
+            &[],
+            &own,
+            &mut acc,
+        )?;
     }
     Ok(acc.into_vec())
 }
@@ -246,4 +291,135 @@ fn layer_pair<M: DecoderLm + ?Sized>(
     let (cr, sr, mr) = &ctx.response;
     let (or, _) = dec.layer(i, hr, cr, sr, mr, Some(&ctx.layout.share(&kv)));
     (op, or)
+}
+
+/// A vision-language model with the prompts' images.
+struct Tower<'a> {
+    lm: &'a dyn VisionLm,
+    pixels: &'a Tensor,
+    grids: Vec<[i64; 3]>,
+    /// Whether some of the tower's variables train: then it is
+    /// checkpointed block by block.
+    trains: bool,
+}
+
+/// The vision tower with its images (`None`: no tower, or no images).
+fn vision_tower<'a, M: DecoderLm + ?Sized>(
+    model: &'a M,
+    rows: &ResponseRows<'a>,
+    acc: &ParamGrads,
+) -> Result<Option<Tower<'a>>> {
+    let (Some(lm), Some((pixels, grid))) = (model.vision_lm(), image_inputs(rows.prompts)?) else {
+        return Ok(None);
+    };
+    Ok(Some(Tower {
+        lm,
+        pixels,
+        grids: grid_rows(grid)?,
+        trains: !acc.wanted_of(|p| tower_params(lm.tower(), p))?.is_empty(),
+    }))
+}
+
+fn tower_params(tower: &dyn VisionStages, out: &mut Params) {
+    tower.patch_params(out);
+    for i in 0..tower.num_blocks() {
+        tower.block_params(i, out);
+    }
+    tower.merge_params(out);
+}
+
+/// What the checkpointed forward kept of the vision tower, besides each
+/// block's input.
+struct TowerRun {
+    ctx: BlockContext,
+    /// The merged features `[N_tokens, out_hidden]`.
+    features: Tensor,
+    /// How many DeepStack features the blocks gave.
+    deepstack: usize,
+}
+
+struct TowerStage<'a> {
+    tower: Tower<'a>,
+    rows: &'a ResponseRows<'a>,
+    run: TowerRun,
+}
+
+/// The last stages when the vision tower trains: the embeddings with the
+/// merged features as an input, the merger, the blocks in reverse (each
+/// with its DeepStack merger, whose gradient the decoder layers gave), the
+/// patch embedding. `grad` holds the gradients of the prompt and response
+/// embeddings, `saved` each block's input and the merger's.
+fn tower_backward<M: DecoderLm + ?Sized>(
+    model: &M,
+    stage: TowerStage,
+    grad: &[Tensor],
+    feature_grads: Vec<(usize, Tensor)>,
+    mut saved: Vec<Tensor>,
+    mut acc: ParamGrads,
+) -> Result<Vec<Tensor>> {
+    let dec = model.decoder();
+    let TowerStage {
+        tower: t,
+        rows,
+        run,
+    } = stage;
+    let (v, tower) = (t.lm, t.lm.tower());
+    let mut own = Vec::new();
+    dec.embedding_params(&mut own);
+    let own = acc.wanted(own)?;
+    let features = leaf(&run.features);
+    let vision = VisionOutput {
+        features: features.shallow_clone(),
+        deepstack: Vec::new(),
+    };
+    let x = v.embed_with_vision(rows.prompts, Some(vision))?;
+    let er = dec.embed(rows.responses);
+    let outputs = [(&x.embeds, &grad[0]), (&er, &grad[1])];
+    let mut g = stage_backward(&outputs, &[&features], &own, &mut acc)?;
+    drop((x, er, features));
+
+    let own = acc.wanted_of(|p| tower.merge_params(p))?;
+    let xl = leaf(&saved.pop().context("the merger's input")?);
+    let merged = tower.merge(&xl, &run.ctx);
+    g = stage_backward(&[(&merged, &g[0])], &[&xl], &own, &mut acc)?;
+    drop((merged, xl));
+
+    // Stages run down to the lowest one whose variables train.
+    let patch_own = acc.wanted_of(|p| tower.patch_params(p))?;
+    let mut block_own = Vec::new();
+    for i in 0..tower.num_blocks() {
+        block_own.push(acc.wanted_of(|p| tower.block_params(i, p))?);
+    }
+    let lowest = if patch_own.is_empty() {
+        let first = block_own.iter().position(|o| !o.is_empty());
+        first.unwrap_or(block_own.len())
+    } else {
+        0
+    };
+
+    let mut ds_grads: Vec<Tensor> = (0..run.deepstack).map(|_| Tensor::new()).collect();
+    for (i, fg) in feature_grads {
+        if let Some(slot) = ds_grads.get_mut(i) {
+            *slot = fg;
+        }
+    }
+    for (i, own) in block_own.into_iter().enumerate().skip(lowest).rev() {
+        let xi = leaf(&saved.pop().context("a vision block's input")?);
+        let (out, feature) = tower.block(i, &xi, &run.ctx);
+        let fg = match feature {
+            Some(_) => ds_grads.pop().context("a DeepStack feature's gradient")?,
+            None => Tensor::new(),
+        };
+        let mut outputs = vec![(&out, &g[0])];
+        if let Some(f) = &feature {
+            outputs.push((f, &fg));
+        }
+        g = stage_backward(&outputs, &[&xi], &own, &mut acc)?;
+    }
+
+    if !patch_own.is_empty() {
+        let (x0, _) = tower.embed_patches(t.pixels, &t.grids)?;
+        stage_backward(&[(&x0, &g[0])], &[], &patch_own, &mut acc)?;
+    }
+    Ok(acc.into_vec())
 }

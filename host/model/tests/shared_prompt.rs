@@ -7,7 +7,7 @@
 #![allow(clippy::needless_range_loop)]
 
 use lmmhost_model::bench;
-use lmmhost_model::checkpoint::{self, LoadOptions};
+use lmmhost_model::checkpoint::{self, LoadOptions, LoadedModel};
 use lmmhost_model::lm::{CausalLm, Entropy, ForwardInputs, ResponseRows};
 use lmmhost_model::lora::{self, LoraConfig, LANGUAGE_TARGETS};
 use lmmhost_model::weights::Params;
@@ -275,8 +275,24 @@ fn check(preset: &str) {
         entropy: Entropy::Differentiable,
         temperature: 1.0,
     };
-    let n = checkpointed_matches_plain(preset, lm, &params, &rows, 1e-5);
+    let n = checkpointed_matches_plain(preset, lm, &params, &rows, 1e-5).len();
     assert!(n > 10, "{preset}: only {n} parameters got gradients");
+    if vl {
+        vision_only_gradients(preset, lm, &params, &rows, 1e-5);
+        // The tower frozen, the embeddings training: the tower's features
+        // from the forward enter the embeddings' stage as they were.
+        for (name, p) in &params {
+            let _ = p.set_requires_grad(!name.starts_with("visual."));
+        }
+        let k = checkpointed_matches_plain(preset, lm, &params, &rows, 1e-5).len();
+        assert!(
+            k > 10 && k < n,
+            "{preset}: {k} of {n} with the tower frozen"
+        );
+        for (_, p) in &params {
+            let _ = p.set_requires_grad(true);
+        }
+    }
     // With the vision tower (or the embeddings and first layer) frozen, at
     // another temperature and with the entropy out of the graph.
     for (name, p) in &params {
@@ -292,11 +308,66 @@ fn check(preset: &str) {
         temperature: 0.7,
         ..rows
     };
-    let m = checkpointed_matches_plain(preset, lm, &params, &rows, 1e-5);
+    let m = checkpointed_matches_plain(preset, lm, &params, &rows, 1e-5).len();
     assert!(
         m > 5 && m < n,
         "{preset}: {m} of {n} parameters got gradients when frozen"
     );
+}
+
+/// Only the vision tower trains (block by block under checkpointing): its
+/// variables get the plain backward's gradients, and every block's, the
+/// merger's and the patch embedding's get one (a stage whose variables were
+/// left out fails here; the DeepStack merger of the last decoder layer gets
+/// none in either backward, as only the prompt's own logits see it); then
+/// only the merger and the last block. Leaves every parameter requiring grad.
+fn vision_only_gradients(
+    preset: &str,
+    lm: &dyn CausalLm,
+    params: &Params,
+    rows: &ResponseRows,
+    tol: f64,
+) {
+    for (name, p) in params {
+        let _ = p.set_requires_grad(name.starts_with("visual."));
+    }
+    let got = checkpointed_matches_plain(preset, lm, params, rows, tol);
+    let must: Vec<&String> = params
+        .iter()
+        .map(|(n, _)| n)
+        .filter(|n| {
+            ["visual.blocks.", "visual.merger.", "visual.patch_embed."]
+                .iter()
+                .any(|p| n.starts_with(p))
+        })
+        .collect();
+    assert!(must.len() > 10, "{preset}: {} vision variables", must.len());
+    for name in must {
+        assert!(got.contains(name), "{preset}: {name} got no gradient");
+    }
+    // The merger and the last block alone: the backward stops above the
+    // frozen blocks, with the same gradients.
+    let last = params
+        .iter()
+        .filter_map(|(n, _)| {
+            n.strip_prefix("visual.blocks.")?
+                .split('.')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .max()
+        .unwrap_or(0usize);
+    let top = [format!("visual.blocks.{last}."), "visual.merger.".into()];
+    for (name, p) in params {
+        let _ = p.set_requires_grad(top.iter().any(|t| name.starts_with(t)));
+    }
+    let got = checkpointed_matches_plain(preset, lm, params, rows, tol);
+    let want = params.iter().filter(|(_, p)| p.requires_grad()).count();
+    assert_eq!(got.len(), want, "{preset}: {got:?} got gradients");
+    for (_, p) in params {
+        let _ = p.set_requires_grad(true);
+    }
 }
 
 /// The loss the checkpointing checks train on: response log-probs plus half
@@ -311,14 +382,14 @@ fn response_loss(lp: &Tensor, ent: Option<&Tensor>, mask: &Tensor) -> Tensor {
 
 /// Gradients of [`response_loss`] for the parameters that require grad, by
 /// the plain backward and by the recomputing one: equal to `tol` relative to
-/// each gradient's largest entry. Returns how many parameters got one.
+/// each gradient's largest entry. Returns the parameters that got one.
 fn checkpointed_matches_plain(
     preset: &str,
     lm: &dyn CausalLm,
     params: &Params,
     rows: &ResponseRows,
     tol: f64,
-) -> usize {
+) -> Vec<String> {
     let (names, trainable): (Vec<&String>, Vec<Tensor>) = params
         .iter()
         .filter(|(_, p)| p.requires_grad())
@@ -350,7 +421,7 @@ fn checkpointed_matches_plain(
         "{preset}: checkpointed loss {ckpt_loss} vs {want}"
     );
     assert_eq!(ckpt.len(), trainable.len());
-    let mut got = 0;
+    let mut got = Vec::new();
     for ((name, a), r) in names.iter().zip(&ckpt).zip(&plain) {
         assert_eq!(
             a.defined(),
@@ -367,7 +438,9 @@ fn checkpointed_matches_plain(
             diff <= tol * scale + 1e-7,
             "{preset}: checkpointed gradient of {name} differs by {diff} (max |g| {scale})"
         );
-        got += usize::from(scale > 1e-6);
+        if scale > 1e-6 {
+            got.push(name.to_string());
+        }
     }
     got
 }
@@ -387,26 +460,69 @@ fn shared_prompts_match_the_concatenated_rows_qwen3_vl_with_images() {
     check("w2-qwen3-vl");
 }
 
-/// [`checkpointed_matches_plain`] on two text prompts and three responses
-/// (the first prompt shared by two of them).
-fn text_rows_checkpointed_matches_plain(
-    label: &str,
-    lm: &dyn CausalLm,
-    params: &Params,
-    tol: f64,
-) -> usize {
+/// bf16 compute: the recomputing backward runs the same bf16 operations as
+/// the plain one (on CPU the gradients came out bit-identical; the bound
+/// leaves room for kernels that sum in another order).
+#[test]
+fn checkpointed_backward_matches_in_bf16() {
     let prompts = [
         text_prompt(vec![120, 30, 31, 32, 33, 121, 120, 50]),
         text_prompt(vec![120, 34, 35, 121]),
     ];
+    check_bf16("w1", 6, &prompts);
+}
+
+/// bf16 with images: the vision tower, checkpointed block by block, gets the
+/// plain backward's gradients (all parameters, then the tower alone).
+#[test]
+fn checkpointed_vision_backward_matches_in_bf16() {
+    let prompts = [
+        image_prompt(&[120, 30, 31], &[40, 41, 121, 120]),
+        image_prompt(&[120, 33], &[44, 121, 120, 50]),
+    ];
+    check_bf16("w2", 7, &prompts);
+    check_bf16("w2-qwen3-vl", 8, &prompts);
+}
+
+/// [`checkpointed_on_prompts`] for a bf16 model of `preset`, every
+/// parameter training.
+fn check_bf16(preset: &str, seed: i64, prompts: &[Prompt; 2]) {
+    let m = bench::random_model(preset, Device::Cpu, Kind::BFloat16, seed).unwrap();
+    let params = m.model.named_parameters();
+    for (_, p) in &params {
+        let _ = p.set_requires_grad(true);
+    }
+    let name = format!("{preset} bf16");
+    let n = checkpointed_on_prompts(&name, &m, &params, prompts, 1e-2).len();
+    assert!(n > 10, "{name}: only {n} parameters got gradients");
+}
+
+/// [`checkpointed_matches_plain`] for `m` over two prompts (with a
+/// 4x4-patch image each for a vision-language model) and three responses;
+/// with a vision tower, also [`vision_only_gradients`]. Returns the
+/// parameters that got a gradient.
+fn checkpointed_on_prompts(
+    name: &str,
+    m: &LoadedModel,
+    params: &Params,
+    prompts: &[Prompt; 2],
+    tol: f64,
+) -> Vec<String> {
     let refs: Vec<&Prompt> = prompts.iter().collect();
-    let (ids, mask, _) = left_pad(&refs, &[&[], &[]]);
+    let (ids, mask, pos) = left_pad(&refs, &[&[], &[]]);
+    let vl = m.config.vision.is_some();
+    let pixels = m
+        .config
+        .vision
+        .as_ref()
+        .map(|v| Tensor::randn([32, v.patch_dim()], (Kind::Float, Device::Cpu)));
+    let grid = Tensor::from_slice(&[1i64, 4, 4, 1, 4, 4]).view([2, 3]);
     let inputs = ForwardInputs {
         input_ids: &ids,
         attention_mask: &mask,
-        position_ids: None,
-        pixel_values: None,
-        image_grid_thw: None,
+        position_ids: vl.then_some(&pos),
+        pixel_values: pixels.as_ref(),
+        image_grid_thw: vl.then_some(&grid),
     };
     let resp =
         Tensor::from_slice(&[60i64, 61, 62, 63, 64, 65, 122, 122, 66, 67, 68, 122]).view([3, 4]);
@@ -420,21 +536,12 @@ fn text_rows_checkpointed_matches_plain(
         entropy: Entropy::Differentiable,
         temperature: 1.0,
     };
-    checkpointed_matches_plain(label, lm, params, &rows, tol)
-}
-
-/// bf16 compute: the recomputing backward runs the same bf16 operations as
-/// the plain one (on CPU the gradients came out bit-identical; the bound
-/// leaves room for kernels that sum in another order).
-#[test]
-fn checkpointed_backward_matches_in_bf16() {
-    let m = bench::random_model("w1", Device::Cpu, Kind::BFloat16, 6).unwrap();
-    let params = m.model.named_parameters();
-    for (_, p) in &params {
-        let _ = p.set_requires_grad(true);
+    let lm = m.model.as_lm();
+    let got = checkpointed_matches_plain(name, lm, params, &rows, tol);
+    if vl {
+        vision_only_gradients(name, lm, params, &rows, tol);
     }
-    let n = text_rows_checkpointed_matches_plain("w1 bf16", m.model.as_lm(), &params, 1e-2);
-    assert!(n > 10, "only {n} parameters got gradients");
+    got
 }
 
 /// LoRA on a frozen base: every adapter gets the plain backward's gradient
@@ -466,15 +573,21 @@ fn checkpointed_backward_matches_with_lora_adapters() {
             }
         }
     });
-    let mut adapters = 0;
     for (name, p) in &params {
         let _ = p.set_requires_grad(lora::is_adapter(name));
-        adapters += usize::from(lora::is_adapter(name));
     }
-    let n =
-        text_rows_checkpointed_matches_plain("a_text_qwen2 lora", m.model.as_lm(), &params, 1e-5);
-    assert!(
-        adapters > 0 && n == adapters,
-        "{n} of {adapters} adapters got gradients"
-    );
+    let prompts = [
+        text_prompt(vec![120, 30, 31, 32, 33, 121, 120, 50]),
+        text_prompt(vec![120, 34, 35, 121]),
+    ];
+    let got = checkpointed_on_prompts("a_text_qwen2 lora", &m, &params, &prompts, 1e-5);
+    let adapters: Vec<&String> = params
+        .iter()
+        .map(|(n, _)| n)
+        .filter(|n| lora::is_adapter(n))
+        .collect();
+    assert!(!adapters.is_empty());
+    for name in adapters {
+        assert!(got.contains(name), "adapter {name} got no gradient");
+    }
 }

@@ -4,6 +4,7 @@
 
 use std::path::Path;
 
+use lmmhost_model::memory::rss_follows_live_memory;
 use lmmhost_model::processor::{Message, Part};
 use lmmhost_model::sampling::{SamplingParams, SeededRng};
 
@@ -605,22 +606,6 @@ fn assert_planned(what: &str, planned: f64, measured: f64) {
         err.abs() <= 0.15,
         "{what}: planned {planned} B, measured {measured} B"
     );
-}
-
-/// Every block over 64 KiB gets its own mapping, returned to the OS when
-/// freed (a fixed threshold: glibc's sliding one would serve tensors from a
-/// heap it keeps), so the resident size follows live memory. Probes only:
-/// each is its process's only test.
-fn rss_follows_live_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        extern "C" {
-            fn mallopt(param: i32, value: i32) -> i32;
-        }
-        const M_MMAP_THRESHOLD: i32 = -3;
-        // SAFETY: changes an allocator parameter, before any tensor exists.
-        assert_eq!(unsafe { mallopt(M_MMAP_THRESHOLD, 64 << 10) }, 1);
-    }
 }
 
 /// Run by `logprob_pass_peak_follows_the_chunk_budget` in a process of its
