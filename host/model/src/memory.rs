@@ -51,6 +51,45 @@ pub fn rss_follows_live_memory() {
     }
 }
 
+/// Runs the ignored test `test` of the running test binary alone in a child
+/// process (so the peak it measures is its own) with `env` set, and returns
+/// the numbers of the `key=value` words on the line it printed from
+/// `marker` on (the harness may print its own words before it). Panics,
+/// with the child's output, when the probe fails or prints no such line.
+pub fn run_probe(
+    test: &str,
+    env: &[(&str, String)],
+    marker: &str,
+) -> std::collections::HashMap<String, f64> {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let out = std::process::Command::new(&exe)
+        .args([
+            "--exact",
+            test,
+            "--ignored",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .expect("the probe's child process starts");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "probe failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = stdout
+        .lines()
+        .find_map(|l| l.find(marker).map(|at| &l[at..]))
+        .unwrap_or_else(|| panic!("no probe line in: {stdout}"));
+    line.split(' ')
+        .filter_map(|w| w.split_once('='))
+        .filter_map(|(k, v)| Some((k.to_owned(), v.parse().ok()?)))
+        .collect()
+}
+
 /// Peak bytes allocated by libtorch's CUDA caching allocator on `device`
 /// since the process started or [`reset_cuda_peak`]; an error says why it
 /// cannot be read (no CUDA in this libtorch, no GPU).

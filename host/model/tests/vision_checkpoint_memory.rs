@@ -6,7 +6,7 @@
 
 use lmmhost_model::bench;
 use lmmhost_model::lm::{Entropy, ForwardInputs, ResponseRows};
-use lmmhost_model::memory::{peak_rss_bytes, rss_bytes, rss_follows_live_memory};
+use lmmhost_model::memory::{peak_rss_bytes, rss_bytes, rss_follows_live_memory, run_probe};
 use tch::{Device, Kind, Tensor};
 
 const MODE: &str = "LMMHOST_VISION_PROBE_MODE";
@@ -128,36 +128,12 @@ fn vision_backward_peak_probe() {
 
 /// Runs the probe in a child process; returns (rise, gradient bytes).
 fn probe(mode: &str) -> (f64, f64) {
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "vision_backward_peak_probe",
-            "--ignored",
-            "--nocapture",
-            "--test-threads",
-            "1",
-        ])
-        .env(MODE, mode)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "probe failed: {stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let v = run_probe(
+        "vision_backward_peak_probe",
+        &[(MODE, mode.to_owned())],
+        "probe mode=",
     );
-    let line = stdout
-        .lines()
-        .find_map(|l| l.find("probe mode=").map(|at| &l[at..]))
-        .unwrap_or_else(|| panic!("no probe line in: {stdout}"));
-    let value = |key: &str| -> f64 {
-        line.split(' ')
-            .find_map(|w| w.strip_prefix(key))
-            .unwrap()
-            .parse()
-            .unwrap()
-    };
-    (value("rise="), value("grad_bytes="))
+    (v["rise"], v["grad_bytes"])
 }
 
 /// With the vision tower checkpointed block by block, only the blocks'

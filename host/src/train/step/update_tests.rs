@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use lmmhost_model::memory::rss_follows_live_memory;
+use lmmhost_model::memory::{rss_follows_live_memory, run_probe};
 use lmmhost_model::processor::{Message, Part};
 use lmmhost_model::sampling::{SamplingParams, SeededRng};
 
@@ -744,35 +744,12 @@ fn probe_peak(env: &[(&str, String)]) -> (f64, f64, f64) {
 /// Runs the probe test `probe` in a child process with `env` set; returns
 /// the peak rise it printed, one gradient copy and the planned rise.
 fn probe_peak_of(probe: &str, env: &[(&str, String)]) -> (f64, f64, f64) {
-    let exe = std::env::current_exe().unwrap();
-    let out = std::process::Command::new(&exe)
-        .args([
-            "--exact",
-            &format!("train::step::update::tests::{probe}"),
-            "--ignored",
-            "--nocapture",
-            "--test-threads",
-            "1",
-        ])
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "probe failed: {stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let v = run_probe(
+        &format!("train::step::update::tests::{probe}"),
+        env,
+        "probe micro_batch=",
     );
-    // The harness may print its own words before ours on the line.
-    let line = stdout
-        .lines()
-        .find_map(|l| l.find("probe micro_batch=").map(|at| &l[at..]))
-        .unwrap_or_else(|| panic!("no probe line in: {stdout}"));
-    let value = |key: &str| -> f64 {
-        let v = line.split(' ').find_map(|w| w.strip_prefix(key)).unwrap();
-        v.parse().unwrap()
-    };
-    (value("rise="), value("grad_bytes="), value("planned="))
+    (v["rise"], v["grad_bytes"], v["planned"])
 }
 
 /// Activation checkpointing at a long sequence (16 rows of 8 prompt + 128
