@@ -7,4 +7,4 @@ printf '\n==> format and lints\n'
 cargo fmt --all -- --check
 cargo clippy --release --workspace --all-targets -- -D warnings
 printf '\n==> tests\n'
-cargo test --release --workspace
+cargo test --release --workspace --no-fail-fast

@@ -48,6 +48,15 @@ fn max_diff(a: &[Tensor], b: &[Tensor]) -> f64 {
         .fold(0.0, f64::max)
 }
 
+/// The L2 norm of `a - b` over all tensors together.
+fn l2_diff(a: &[Tensor], b: &[Tensor]) -> f64 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).square().sum(Kind::Double).double_value(&[]))
+        .sum::<f64>()
+        .sqrt()
+}
+
 /// `n` completions of each of the four prompts, sampled at `temperature`.
 fn rollout(p: &Policy, n: usize, temperature: f64, max_new_tokens: usize) -> Vec<Row> {
     rollout_at_least(p, n, temperature, max_new_tokens, 0)
@@ -497,34 +506,45 @@ fn activation_checkpointing_gives_the_same_update() {
         let (ckpt, ckpt_stats) = run(true);
         let before = policy_in(dtype, 1, 8).tensors();
         let step = max_diff(&plain, &before);
-        let d = max_diff(&ckpt, &plain);
+        let worst = max_diff(&ckpt, &plain);
+        let relative = l2_diff(&ckpt, &plain) / l2_diff(&plain, &before);
         eprintln!(
-            "{dtype}: checkpointed weights differ by {d:e}, the update moved them by {step:e}"
+            "{dtype}: checkpointed weights differ by {relative:e} of the update (L2), \
+             at most {worst:e} where the update moved a weight by at most {step:e}"
         );
-        // bf16: Adam's step is about lr wherever a gradient is tiny, so bf16
-        // rounding of such a gradient can flip a step (measured: 1.6 % of
-        // the largest step; f32: 0.02 %).
+        // The recomputed forward rounds like the plain one but not always in
+        // the same order, and Adam's first step is about lr * sign(gradient):
+        // a gradient near zero whose sign rounding flips moves its weight by
+        // up to 2 lr. So the largest single difference may approach the step
+        // on any CPU; the update as a whole must agree to rounding (measured
+        // on an AMD EPYC under four kernel choices: f32 4.6e-7, bf16 2.8e-5
+        // of the update; another CPU's largest single difference was 7 times
+        // this one's). A recomputation that is wrong differs by order 1.
         let tol = if dtype == "f32" { 1e-3 } else { 0.05 };
         assert!(
             step > 1e-4,
             "{dtype}: the update moved the weights by {step} only"
         );
         assert!(
-            d <= tol * step,
-            "{dtype}: weights differ by {d} (update {step})"
+            relative <= tol,
+            "{dtype}: the checkpointed update differs by {relative} of the update"
         );
         assert_eq!(plain_stats.updates.len(), 2);
         for (a, b) in ckpt_stats.updates.iter().zip(&plain_stats.updates) {
+            eprintln!(
+                "{dtype}: loss {:e} vs {:e}, grad norm {:e} vs {:e}",
+                a.loss, b.loss, a.grad_norm, b.grad_norm
+            );
             assert!(
-                (a.loss - b.loss).abs() <= 1e-6 * b.loss.abs().max(1.0),
+                (a.loss - b.loss).abs() <= 1e-5 * b.loss.abs().max(1.0),
                 "{a:?} vs {b:?}"
             );
             assert!(
-                (a.grad_norm - b.grad_norm).abs() <= 1e-4 * b.grad_norm,
+                (a.grad_norm - b.grad_norm).abs() <= 1e-3 * b.grad_norm,
                 "{a:?} vs {b:?}"
             );
         }
-        assert!((ckpt_stats.kl - plain_stats.kl).abs() <= 1e-6 * plain_stats.kl.max(1e-9));
+        assert!((ckpt_stats.kl - plain_stats.kl).abs() <= 1e-5 * plain_stats.kl.max(1e-9));
     }
 }
 
