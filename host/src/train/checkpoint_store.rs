@@ -4,6 +4,11 @@
 //! mid-write leaves the previous checkpoint and pointer intact; the leftover
 //! temporary directory is removed at the next save.
 //!
+//! A checkpoint is removed (pruned, or replaced by a re-save of its step) by
+//! renaming it to a hidden name first: `remove_dir_all` is not atomic, and a
+//! crash in the middle of it must not leave a `step-NNNNNNNN` directory that
+//! looks complete but lacks files.
+//!
 //! Older checkpoints are pruned only after the new one is in place, so
 //! `keep_last = k` needs room for k + 1 checkpoints at the moment of a save.
 
@@ -55,13 +60,9 @@ impl CheckpointStore {
                 format!("writing checkpoint for step {step} into {}", tmp.display())
             })?;
         let final_dir = self.step_dir(step);
-        if final_dir.exists() {
-            // Re-saving a step (e.g. after resume) replaces it.
-            std::fs::remove_dir_all(&final_dir)
-                .with_context(|| format!("cannot replace {}", final_dir.display()))?;
-        }
-        std::fs::rename(&tmp, &final_dir)
-            .with_context(|| format!("cannot move {} into place", tmp.display()))?;
+        // Re-saving a step (e.g. after resume) replaces it; `latest`
+        // restores the old one if a crash comes between the two renames.
+        replace_dir(&tmp, &final_dir, &self.replaced_dir(step))?;
         let pointer_tmp = self.dir.join(format!("{TMP_PREFIX}{LATEST}"));
         std::fs::write(&pointer_tmp, format!("step-{step:08}\n"))
             .with_context(|| format!("cannot write {}", pointer_tmp.display()))?;
@@ -131,6 +132,17 @@ impl CheckpointStore {
             );
         }
         let dir = self.dir.join(name);
+        if let Some(step) = name.strip_prefix("step-").and_then(|n| n.parse().ok()) {
+            let replaced = self.replaced_dir(step);
+            if !dir.is_dir() && replaced.is_dir() {
+                std::fs::rename(&replaced, &dir).with_context(|| {
+                    format!(
+                        "cannot restore {} (moved aside by a re-save that did not finish)",
+                        dir.display()
+                    )
+                })?;
+            }
+        }
         if !dir.is_dir() {
             bail!(
                 "{} points to {}, which does not exist: {}",
@@ -171,11 +183,19 @@ impl CheckpointStore {
     fn prune(&self) -> Result<()> {
         let all = self.list()?;
         let excess = all.len().saturating_sub(self.keep_last);
-        for (_, dir) in &all[..excess] {
-            std::fs::remove_dir_all(dir)
+        for (step, dir) in &all[..excess] {
+            let doomed = self.dir.join(format!("{TMP_PREFIX}pruned-step-{step:08}"));
+            std::fs::rename(dir, &doomed)
+                .and_then(|()| std::fs::remove_dir_all(&doomed))
                 .with_context(|| format!("cannot remove old checkpoint {}", dir.display()))?;
         }
         Ok(())
+    }
+
+    /// Where a checkpoint being replaced by a re-save of its step waits.
+    fn replaced_dir(&self, step: u64) -> PathBuf {
+        self.dir
+            .join(format!("{TMP_PREFIX}replaced-step-{step:08}"))
     }
 
     fn remove_incomplete(&self) -> Result<()> {
@@ -222,6 +242,26 @@ pub fn check_writable(dir: &Path) -> Result<()> {
     removed.with_context(|| format!("cannot remove {}", probe.display()))
 }
 
+/// Moves the complete directory `new` to `dir`, replacing what is there. The
+/// old `dir` is moved to `aside` first and removed last: a crash inside a
+/// removal must not leave `dir` in place but lacking files.
+pub fn replace_dir(new: &Path, dir: &Path, aside: &Path) -> Result<()> {
+    if aside.exists() {
+        std::fs::remove_dir_all(aside)
+            .with_context(|| format!("cannot remove {}", aside.display()))?;
+    }
+    if dir.exists() {
+        std::fs::rename(dir, aside).with_context(|| format!("cannot replace {}", dir.display()))?;
+    }
+    std::fs::rename(new, dir)
+        .with_context(|| format!("cannot move {} to {}", new.display(), dir.display()))?;
+    if aside.exists() {
+        std::fs::remove_dir_all(aside)
+            .with_context(|| format!("cannot remove {}", aside.display()))?;
+    }
+    Ok(())
+}
+
 /// Flushes a directory's entries (and its files) to disk.
 fn sync_dir(dir: &Path) -> Result<()> {
     for e in std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
@@ -259,6 +299,46 @@ mod tests {
             std::fs::read_to_string(latest.join("state.json")).unwrap(),
             "30"
         );
+    }
+
+    /// The states a kill -9 can leave while a checkpoint is being removed.
+    #[test]
+    fn a_crash_while_removing_a_checkpoint_leaves_none_half_removed() {
+        let d = tempfile::tempdir().unwrap();
+        let store = CheckpointStore::new(d.path(), 2);
+        let save = |step: u64, text: &str| {
+            store
+                .save(step, |dir| {
+                    Ok(std::fs::write(dir.join("state.json"), text)?)
+                })
+                .unwrap()
+        };
+        save(1, "1");
+        save(2, "2");
+        // Killed in the middle of pruning step 1: what is left of it is
+        // hidden, never listed, and gone at the next save.
+        let pruned = d.path().join(".incomplete-pruned-step-00000001");
+        std::fs::rename(store.step_dir(1), &pruned).unwrap();
+        std::fs::remove_file(pruned.join("state.json")).unwrap();
+        let steps: Vec<u64> = store.list().unwrap().into_iter().map(|(s, _)| s).collect();
+        assert_eq!(steps, vec![2]);
+        save(3, "3");
+        assert!(!pruned.exists());
+        // Killed between moving step 3 aside for a re-save and moving the
+        // new one in: `latest` still names step 3 and gets it back.
+        std::fs::rename(store.step_dir(3), store.replaced_dir(3)).unwrap();
+        let latest = store.latest().unwrap().unwrap();
+        assert_eq!(
+            std::fs::read_to_string(latest.join("state.json")).unwrap(),
+            "3"
+        );
+        // A re-save that finishes replaces the contents and leaves nothing aside.
+        save(3, "3 again");
+        assert_eq!(
+            std::fs::read_to_string(store.step_dir(3).join("state.json")).unwrap(),
+            "3 again"
+        );
+        assert!(!store.replaced_dir(3).exists());
     }
 
     #[test]

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use lmmhost_sdk as sdk;
 
+use super::checkpoint_store::replace_dir;
 use super::eval::{table, EvalResult};
 use super::experiment::Experiment;
 use super::progress::say;
@@ -141,12 +142,7 @@ fn save_final_model(t: &Trainer, dir: &Path, merged: bool) -> Result<()> {
     } else {
         t.policy.save(&tmp)?;
     }
-    if dir.exists() {
-        std::fs::remove_dir_all(dir)
-            .with_context(|| format!("cannot replace {}", dir.display()))?;
-    }
-    std::fs::rename(&tmp, dir)
-        .with_context(|| format!("cannot move {} to {}", tmp.display(), dir.display()))
+    replace_dir(&tmp, dir, &dir.with_extension("replaced"))
 }
 
 fn join_paths(p: &[PathBuf]) -> String {
