@@ -610,6 +610,7 @@ fn plan_of(p: &Policy, rows: &[Row], micro: usize, chunk_tokens: Option<usize>) 
         logprob_chunk_tokens: chunk_tokens.map(|t| t as u64),
         kv_tokens: 0,
         shape: Shape::of(&config.text),
+        vision: None,
     }
 }
 

@@ -43,7 +43,9 @@
 //! `.grad` sum, which stays allocated between steps) plus the largest of the
 //! KV cache, a log-prob chunk, and the update's transients.
 //!
-//! Vision-tower activations are not modelled (images add to them).
+//! The vision tower's activations are their own part (see [`vision`]):
+//! each prompt of a micro-batch brings one image of `max_pixels`, the
+//! worst case, since the plan does not read the data.
 
 use anyhow::Result;
 use lmmhost_model::config::{ModelConfig, TextConfig};
@@ -52,6 +54,9 @@ use super::experiment::Experiment;
 use super::lora;
 use super::param_count::{self, param_count, ParamCount};
 use super::precision::Precision;
+
+pub mod vision;
+pub use vision::{VisionInputs, VisionShape};
 
 /// The decoder's shape, as the activation and KV-cache terms use it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,6 +123,8 @@ pub struct PlanInputs {
     /// Tokens the rollout's KV cache holds at its fullest.
     pub kv_tokens: u64,
     pub shape: Shape,
+    /// The vision tower and the image each prompt brings (`None`: a text model).
+    pub vision: Option<VisionInputs>,
 }
 
 /// Predicted bytes, by part.
@@ -128,7 +135,10 @@ pub struct MemoryPlan {
     pub optimizer: u64,
     /// The in-place sum (resident in f32) plus the gradients in flight.
     pub gradients: u64,
+    /// The decoder's (and the loss head's) activations of one micro-batch.
     pub activations: u64,
+    /// What the vision tower adds to them (see [`vision`]).
+    pub vision_activations: u64,
     /// The update's transients beyond the resident parts (activations or
     /// gradients in flight, whichever peaks).
     pub update: u64,
@@ -139,7 +149,7 @@ pub struct MemoryPlan {
     pub peak: u64,
 }
 
-fn storage_bytes(p: Precision) -> u64 {
+pub(crate) fn storage_bytes(p: Precision) -> u64 {
     match p.kind() {
         tch::Kind::Float => 4,
         _ => 2,
@@ -172,6 +182,8 @@ impl PlanInputs {
             });
         let r = &exp.rollout;
         let rows = (r.prompts_per_step as u64) * u64::from(r.group_size);
+        let vision_trains = !g.freeze_vision && lora.unwrap_or(params).vision > 0;
+        let vision = VisionInputs::from_experiment(exp, config, vision_trains)?;
         let all_rows = r.prompts_per_step as u64 * r.max_prompt_tokens as u64
             + rows * r.max_response_tokens as u64;
         Ok(PlanInputs {
@@ -191,6 +203,7 @@ impl PlanInputs {
             logprob_chunk_tokens: g.logprob_chunk_tokens.map(|t| t as u64),
             kv_tokens: r.kv_cache_budget.map_or(all_rows, |b| b as u64),
             shape: Shape::of(&config.text),
+            vision,
         })
     }
 
@@ -209,9 +222,25 @@ impl PlanInputs {
         (self.computed_tokens(rows) * per_token + prompt_copies) * s
     }
 
-    /// Activation bytes of a micro-batch of `rows` rows (with activation
-    /// checkpointing: the layers' saved inputs and one layer's activations).
+    /// Activation bytes of a micro-batch of `rows` rows, the vision tower's
+    /// included.
     pub fn activations(&self, rows: u64) -> u64 {
+        let decoder = self.decoder_activations(rows);
+        self.vision.as_ref().map_or(decoder, |v| {
+            let images = rows.div_ceil(self.group_size);
+            v.with_decoder(
+                decoder,
+                images,
+                self.precision,
+                self.activation_checkpointing,
+            )
+        })
+    }
+
+    /// The decoder's activation bytes of a micro-batch of `rows` rows (with
+    /// activation checkpointing: the layers' saved inputs and one layer's
+    /// activations), the loss head's included.
+    pub fn decoder_activations(&self, rows: u64) -> u64 {
         let m = &self.shape;
         let head = rows * self.response_tokens * m.vocab * 4;
         if self.activation_checkpointing {
@@ -269,7 +298,12 @@ impl PlanInputs {
         let copies = rows * self.row_tokens * 2 * m.heads * m.head_dim;
         let layer = tokens * (3 * m.intermediate + 4 * m.hidden);
         let logits = rows * self.response_tokens * m.vocab * 4;
-        self.workers.max(1) * ((prompt_kv + copies + layer) * s + logits)
+        let decoder = (prompt_kv + copies + layer) * s + logits;
+        let images = rows.div_ceil(self.group_size);
+        let pass = self.vision.as_ref().map_or(decoder, |v| {
+            v.beside_no_grad(decoder, images, self.precision)
+        });
+        self.workers.max(1) * pass
     }
 
     pub fn kv_bytes(&self, tokens: u64) -> u64 {
@@ -290,7 +324,10 @@ impl PlanInputs {
             Precision::Pure(_) => (0, 2 * s * t, s * t),
         };
         let in_flight = self.workers.max(1) * s * t;
-        let activations = self.activations(micro_batch_size);
+        let activations = self.decoder_activations(micro_batch_size);
+        let vision_activations = self
+            .activations(micro_batch_size)
+            .saturating_sub(activations);
         let kv_cache = self.kv_bytes(kv_tokens);
         let reference_model = self.reference_bytes.map_or(0, |b| b * self.params.total());
         let weights = s * p;
@@ -310,6 +347,7 @@ impl PlanInputs {
             optimizer,
             gradients: sum + in_flight,
             activations,
+            vision_activations,
             update,
             logprob_pass,
             kv_cache,
@@ -408,6 +446,7 @@ mod tests {
             logprob_chunk_tokens: None,
             kv_tokens: 100_000,
             shape: Shape::of(&c.text),
+            vision: None,
         }
     }
 
