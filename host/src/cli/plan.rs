@@ -1,5 +1,5 @@
 //! `lmmhost plan`: the predicted peak accelerator memory of a run, by part,
-//! before any weight is loaded (the formulas: `train/memory_plan.rs` and
+//! before any weight is loaded (the formulas: `train/memory_plan/` and
 //! docs/performance.md).
 
 use std::fmt::Write;
@@ -114,9 +114,14 @@ fn text(exp: &Experiment, i: &PlanInputs, p: &MemoryPlan, budget: u64) -> String
     if let Some(v) = &i.vision {
         let _ = writeln!(
             o,
-            "  (vision: one image per prompt of max_pixels {} -> {}x{}, {} patches, {} tokens, \
+            "  (vision: one image per prompt of max_pixels {}{} -> {}x{}, {} patches, {} tokens, \
              the worst case: the plan does not read the data's images; the tower {})",
             v.max_pixels,
+            if v.capped_by_prompt {
+                ", the largest within rollout.max_prompt_tokens"
+            } else {
+                ""
+            },
             v.resized.1,
             v.resized.0,
             v.patches,

@@ -22,7 +22,9 @@
 //!
 //! The plan does not read the data: each prompt is taken to hold one image
 //! of `max_pixels` (the processor's bound, or `model.max_pixels`), square,
-//! the largest the processor makes; the grid is the processor's own.
+//! the largest the processor makes, or the largest whose tokens fit
+//! `rollout.max_prompt_tokens` when that is smaller (longer prompts are
+//! left out of the rollout); the grid is the processor's own.
 
 use anyhow::{Context, Result};
 use lmmhost_model::config::{Architecture, ModelConfig, VisionConfig};
@@ -80,6 +82,9 @@ pub struct VisionInputs {
     pub patches: u64,
     /// Its tokens in the decoder (`patches / merge^2`).
     pub tokens: u64,
+    /// The pixel bound's image would not fit `rollout.max_prompt_tokens`
+    /// (such prompts are left out): the image is the largest that does.
+    pub capped_by_prompt: bool,
     /// Some of the tower's variables train: it keeps a graph.
     pub trains: bool,
 }
@@ -110,12 +115,34 @@ impl VisionInputs {
             VisionShape::of(config.architecture, v),
             processor,
             trains,
+            exp.rollout.max_prompt_tokens as u64,
         )?))
     }
 
     /// One square image of `processor.max_pixels`, through the processor's
-    /// own resize and token arithmetic.
+    /// own resize and token arithmetic; if its tokens exceed
+    /// `prompt_tokens`, the largest whose tokens do not.
     pub fn at_max_pixels(
+        shape: VisionShape,
+        processor: ImageProcessorConfig,
+        trains: bool,
+        prompt_tokens: u64,
+    ) -> Result<VisionInputs> {
+        let v = Self::square(shape, processor.clone(), trains)?;
+        if v.tokens <= prompt_tokens.max(1) {
+            return Ok(v);
+        }
+        let unit = (processor.patch_size * processor.merge_size) as u64;
+        let max = (prompt_tokens.max(1) * unit * unit) as usize;
+        let min = processor.min_pixels.min(max);
+        let capped = processor.with_pixel_bounds(Some(min), Some(max))?;
+        Ok(VisionInputs {
+            capped_by_prompt: true,
+            ..Self::square(shape, capped, trains)?
+        })
+    }
+
+    fn square(
         shape: VisionShape,
         processor: ImageProcessorConfig,
         trains: bool,
@@ -131,6 +158,7 @@ impl VisionInputs {
             resized: (resized.0 as u64, resized.1 as u64),
             patches: tokens * shape.merge_unit,
             tokens,
+            capped_by_prompt: false,
             trains,
         })
     }
@@ -235,12 +263,18 @@ mod tests {
             let p = ImageProcessorConfig::default()
                 .with_pixel_bounds(None, Some(max))
                 .unwrap();
-            VisionInputs::at_max_pixels(shape(), p, true).unwrap()
+            VisionInputs::at_max_pixels(shape(), p, true, 4096).unwrap()
         };
         let v = at(448 * 448);
         assert_eq!((v.resized, v.patches, v.tokens), ((448, 448), 1024, 256));
         let d = at(28 * 28 * 1280);
         assert_eq!((d.resized, d.tokens, d.patches), ((980, 980), 1225, 4900));
+        assert!(!d.capped_by_prompt);
+        // The Instruct checkpoints' bound (12,845,056 pixels, 16,384 tokens)
+        // does not fit 4,096 prompt tokens: the largest square that does.
+        let c = at(12_845_056);
+        assert_eq!((c.resized, c.tokens), ((1792, 1792), 4096));
+        assert!(c.capped_by_prompt);
     }
 
     /// The three cases' arithmetic, per patch: 11 x 256 + 4 x 1024 = 6,912
@@ -251,7 +285,7 @@ mod tests {
         let p = ImageProcessorConfig::default()
             .with_pixel_bounds(None, Some(448 * 448))
             .unwrap();
-        let mut v = VisionInputs::at_max_pixels(shape(), p, true).unwrap();
+        let mut v = VisionInputs::at_max_pixels(shape(), p, true, 4096).unwrap();
         let f32 = Precision::Full;
         let n = 2 * 1024;
         let decoder = 1_000_000;

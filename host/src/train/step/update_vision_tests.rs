@@ -124,7 +124,7 @@ fn plan_of(p: &Policy, rows: &[Row], trains: bool) -> PlanInputs {
         logprob_chunk_tokens: None,
         kv_tokens: 0,
         shape: Shape::of(&config.text),
-        vision: Some(VisionInputs::at_max_pixels(shape, processor, trains).unwrap()),
+        vision: Some(VisionInputs::at_max_pixels(shape, processor, trains, prompt).unwrap()),
     }
 }
 
