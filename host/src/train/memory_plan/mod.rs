@@ -149,13 +149,6 @@ pub struct MemoryPlan {
     pub peak: u64,
 }
 
-pub(crate) fn storage_bytes(p: Precision) -> u64 {
-    match p.kind() {
-        tch::Kind::Float => 4,
-        _ => 2,
-    }
-}
-
 impl PlanInputs {
     pub fn from_experiment(exp: &Experiment, config: &ModelConfig) -> Result<PlanInputs> {
         let params = param_count(config)?;
@@ -177,8 +170,10 @@ impl PlanInputs {
         let copy = !lora::reference_is_policy(exp.model.lora.is_some(), &g.kl);
         let reference_bytes =
             (g.kl.coef > 0.0 && on_device && copy).then(|| match &g.kl.reference_dtype {
-                Some(d) => Precision::parse(d).map(storage_bytes).unwrap_or(4),
-                None => storage_bytes(precision),
+                Some(d) => Precision::parse(d)
+                    .map(Precision::storage_bytes)
+                    .unwrap_or(4),
+                None => precision.storage_bytes(),
             });
         let r = &exp.rollout;
         let rows = (r.prompts_per_step as u64) * u64::from(r.group_size);
@@ -215,7 +210,7 @@ impl PlanInputs {
 
     /// One decoder layer's activations kept for the backward, for `rows` rows.
     fn layer_activations(&self, rows: u64) -> u64 {
-        let (s, m) = (storage_bytes(self.precision), &self.shape);
+        let (s, m) = (self.precision.storage_bytes(), &self.shape);
         let per_token =
             8 * m.hidden + 4 * m.intermediate + 2 * (m.heads + 2 * m.kv_heads) * m.head_dim;
         let prompt_copies = rows * self.prompt_tokens * 4 * m.heads * m.head_dim;
@@ -246,7 +241,7 @@ impl PlanInputs {
         if self.activation_checkpointing {
             let saved = self.computed_tokens(rows)
                 * m.hidden
-                * storage_bytes(self.precision)
+                * self.precision.storage_bytes()
                 * (m.layers + 1);
             saved + self.layer_activations(rows) + head
         } else {
@@ -257,7 +252,7 @@ impl PlanInputs {
     /// The update's transients beyond the resident parts, for micro-batches
     /// of `rows` rows (see the module's notes).
     fn update_bytes(&self, rows: u64) -> u64 {
-        let s = storage_bytes(self.precision);
+        let s = self.precision.storage_bytes();
         let t = self.trainable;
         let in_flight = self.workers.max(1) * s * t;
         let sum_buffers = if matches!(self.precision, Precision::Mixed(_)) {
@@ -283,7 +278,7 @@ impl PlanInputs {
 
     /// One chunk of a no-grad log-prob pass (per worker).
     pub fn logprob_pass_bytes(&self, micro_batch_size: u64) -> u64 {
-        let (s, m) = (storage_bytes(self.precision), &self.shape);
+        let (s, m) = (self.precision.storage_bytes(), &self.shape);
         let rows = match self.logprob_chunk_tokens {
             Some(t) => (t / self.row_tokens.max(1)).max(1),
             None => micro_batch_size.max(1),
@@ -308,7 +303,7 @@ impl PlanInputs {
 
     pub fn kv_bytes(&self, tokens: u64) -> u64 {
         let m = &self.shape;
-        tokens * 2 * m.layers * m.kv_heads * m.head_dim * storage_bytes(self.precision)
+        tokens * 2 * m.layers * m.kv_heads * m.head_dim * self.precision.storage_bytes()
     }
 
     pub fn plan(&self) -> MemoryPlan {
@@ -316,7 +311,7 @@ impl PlanInputs {
     }
 
     fn plan_with(&self, micro_batch_size: u64, kv_tokens: u64) -> MemoryPlan {
-        let s = storage_bytes(self.precision);
+        let s = self.precision.storage_bytes();
         let (p, t) = (self.params.total() + self.adapter_params, self.trainable);
         let (master_weights, optimizer, sum) = match self.precision {
             Precision::Full => (0, 8 * t, 4 * t),

@@ -30,7 +30,6 @@ use anyhow::{Context, Result};
 use lmmhost_model::config::{Architecture, ModelConfig, VisionConfig};
 use lmmhost_model::processor::image::{ImageProcessor, ImageProcessorConfig};
 
-use super::storage_bytes;
 use crate::train::experiment::Experiment;
 use crate::train::precision::Precision;
 
@@ -195,14 +194,14 @@ impl VisionInputs {
 
     /// A pass without a graph over `images` images: one block at a time.
     pub fn no_grad_bytes(&self, images: u64, precision: Precision) -> u64 {
-        let s = storage_bytes(precision);
+        let s = precision.storage_bytes();
         images * self.patches * (self.block_bytes(s) + self.context_bytes())
     }
 
     /// A pass of the tower without a graph before a decoder pass that
     /// holds `decoder`: the larger of the two, and the features stay.
     pub fn beside_no_grad(&self, decoder: u64, images: u64, precision: Precision) -> u64 {
-        let (n, s) = (images * self.patches, storage_bytes(precision));
+        let (n, s) = (images * self.patches, precision.storage_bytes());
         decoder.max(self.no_grad_bytes(images, precision))
             + n * (self.feature_bytes(s) + self.pixel_bytes(s))
     }
@@ -217,7 +216,7 @@ impl VisionInputs {
         precision: Precision,
         checkpointing: bool,
     ) -> u64 {
-        let s = storage_bytes(precision);
+        let s = precision.storage_bytes();
         let n = images * self.patches;
         let m = &self.shape;
         if !self.trains {

@@ -615,7 +615,7 @@ fn plan_of(p: &Policy, rows: &[Row], micro: usize, chunk_tokens: Option<usize>) 
 }
 
 /// The planner's prediction against a measured peak rise: within 15 %.
-fn assert_planned(what: &str, planned: f64, measured: f64) {
+pub(super) fn assert_planned(what: &str, planned: f64, measured: f64) {
     let err = planned / measured - 1.0;
     eprintln!(
         "{what}: planned {:.1} MB, measured {:.1} MB ({:+.1} %)",
