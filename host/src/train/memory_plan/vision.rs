@@ -9,7 +9,11 @@
 //! gated MLP's gate, its SiLU, up and product (4I): `(11D + 4I) * s`. The
 //! merger keeps its norm's three and the 2x2-merged MLP's input and hidden
 //! (5D per patch) and the features (`out / merge^2`); the blocks share the
-//! 2D rotary tables (2 x head_dim f32 per patch).
+//! 2D rotary tables (2 x head_dim f32 per patch), and the micro-batch's
+//! pixels are gathered in f32 (plus their copy in a 16-bit compute dtype).
+//! Qwen3-VL's plain MLP (2I) and DeepStack mergers are counted the same way
+//! but were not measured; `grpo.freeze_prefixes` inside the tower are not
+//! modelled (a tower with any trained variable counts as trained).
 //!
 //! - A tower that trains without checkpointing keeps every block.
 //! - With `model.activation_checkpointing` it keeps each block's input and
