@@ -1,5 +1,5 @@
 //! `lmmhost plan` on the Qwen2.5-VL-3B shape config: the parts follow the
-//! bytes-per-parameter table of train/memory_plan.rs, and the commands
+//! bytes-per-parameter table of train/memory_plan/mod.rs, and the commands
 //! docs/performance.md shows run as written.
 
 use std::path::{Path, PathBuf};

@@ -8,7 +8,7 @@
 use anyhow::Result;
 use tch::{Kind, Tensor};
 
-use crate::causal_lm::{self, Decoder, DecoderInputs, DecoderLm};
+use crate::causal_lm::{self, add_deepstack, Decoder, DecoderInputs, DecoderLm, Deepstack};
 use crate::config::{ModelConfig, TextConfig};
 use crate::layers::{attention_mask, cached_attention, run_layers, GatedMlp, LayerKv, RmsNorm};
 use crate::lm::{DecodeAttention, ForwardInputs};
@@ -102,23 +102,6 @@ impl<A: SelfAttention> DecoderLayer<A> {
         self.post_attention_layernorm
             .params(&format!("{name}.post_attention_layernorm"), out);
     }
-}
-
-/// Features added to the hidden states of the image tokens after the first
-/// decoder layers (Qwen3-VL's DeepStack).
-pub struct Deepstack<'a> {
-    /// `[B, L]` bool: the image tokens.
-    pub image_mask: &'a Tensor,
-    /// Per layer from the first, `[N_image_tokens, H]` in token order.
-    pub features: &'a [Tensor],
-}
-
-/// `h` `[B, L, H]` plus the DeepStack `features` `[N, H]` on the image
-/// tokens (`image_mask` `[B, L, 1]`), in token order.
-pub fn add_deepstack(h: &Tensor, image_mask: &Tensor, features: &Tensor) -> Tensor {
-    h + h
-        .zeros_like()
-        .masked_scatter(image_mask, &features.to_kind(h.kind()))
 }
 
 /// Embeddings, decoder layers and the final norm (`model.*`).

@@ -34,7 +34,6 @@ pub mod qwen2_5_vl_vision;
 pub mod qwen3;
 pub mod qwen3_vl;
 pub mod qwen3_vl_vision;
-pub mod recompute;
 pub mod rope;
 pub mod sampling;
 pub mod token_stats;

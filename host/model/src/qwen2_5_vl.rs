@@ -2,15 +2,15 @@
 //! replace the `<|image_pad|>` token embeddings, then the Qwen2 decoder runs
 //! with M-RoPE positions `[3, B, L]` computed by the processor.
 
-use anyhow::{bail, Context, Result};
-use tch::{Kind, Tensor};
+use anyhow::{Context, Result};
+use tch::Tensor;
 
-use crate::causal_lm::{self, Decoder, DecoderInputs, DecoderLm};
+use crate::causal_lm::{self, Decoder, DecoderInputs, DecoderLm, VisionLm};
 use crate::config::ModelConfig;
 use crate::lm::ForwardInputs;
 use crate::qwen2::Qwen2Model;
 use crate::qwen2_5_vl_vision::VisionTransformer;
-use crate::vision_stages::{VisionLm, VisionOutput, VisionStages};
+use crate::vision_stages::{grid_rows, VisionOutput, VisionStages};
 use crate::weights::{Params, Weights};
 
 pub struct Qwen2_5VlForConditionalGeneration {
@@ -20,17 +20,6 @@ pub struct Qwen2_5VlForConditionalGeneration {
     pub lm_head: Tensor,
     pub config: ModelConfig,
     image_token_id: i64,
-}
-
-/// `image_grid_thw` `[N, 3]` as rows.
-pub fn grid_rows(grid: &Tensor) -> Result<Vec<[i64; 3]>> {
-    let s = grid.size();
-    if s.len() != 2 || s[1] != 3 {
-        bail!("image_grid_thw must be [N_images, 3], got {s:?}");
-    }
-    let flat = Vec::<i64>::try_from(grid.to_kind(Kind::Int64).flatten(0, -1))
-        .context("reading image_grid_thw")?;
-    Ok(flat.chunks(3).map(|c| [c[0], c[1], c[2]]).collect())
 }
 
 impl Qwen2_5VlForConditionalGeneration {

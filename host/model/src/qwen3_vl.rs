@@ -7,13 +7,12 @@
 use anyhow::{bail, Context, Result};
 use tch::Tensor;
 
-use crate::causal_lm::{self, Decoder, DecoderInputs, DecoderLm};
+use crate::causal_lm::{self, Decoder, DecoderInputs, DecoderLm, VisionLm};
 use crate::config::ModelConfig;
 use crate::lm::ForwardInputs;
-use crate::qwen2_5_vl::grid_rows;
 use crate::qwen3::Qwen3Model;
 use crate::qwen3_vl_vision::Qwen3VlVisionModel;
-use crate::vision_stages::{VisionLm, VisionOutput, VisionStages};
+use crate::vision_stages::{grid_rows, VisionOutput, VisionStages};
 use crate::weights::{Params, Weights};
 
 pub struct Qwen3VlForConditionalGeneration {

@@ -3,11 +3,9 @@
 //! order; activation checkpointing runs them without a graph, keeps each
 //! block's input, and recomputes them one by one in the backward.
 
-use anyhow::Result;
-use tch::Tensor;
+use anyhow::{bail, Context, Result};
+use tch::{Kind, Tensor};
 
-use crate::causal_lm::DecoderInputs;
-use crate::lm::ForwardInputs;
 use crate::vision_layers::SegmentPlan;
 use crate::weights::Params;
 
@@ -61,20 +59,6 @@ pub trait VisionStages {
     fn merge_params(&self, out: &mut Params);
 }
 
-/// A vision-language model: its tower, and how the tower's outputs enter
-/// the decoder's inputs.
-pub trait VisionLm {
-    fn tower(&self) -> &dyn VisionStages;
-
-    /// The decoder's inputs with `vision` (the tower's outputs for `inputs`'
-    /// images; `None` without images) in place of the image tokens.
-    fn embed_with_vision(
-        &self,
-        inputs: &ForwardInputs,
-        vision: Option<VisionOutput>,
-    ) -> Result<DecoderInputs>;
-}
-
 /// The tower's forward; with `saved`, each block's input is pushed to it
 /// (the last entry is the merger's input), and the context is returned.
 pub fn run<T: VisionStages + ?Sized>(
@@ -104,4 +88,15 @@ pub fn run<T: VisionStages + ?Sized>(
         },
         ctx,
     ))
+}
+
+/// `image_grid_thw` `[N, 3]` as rows.
+pub fn grid_rows(grid: &Tensor) -> Result<Vec<[i64; 3]>> {
+    let s = grid.size();
+    if s.len() != 2 || s[1] != 3 {
+        bail!("image_grid_thw must be [N_images, 3], got {s:?}");
+    }
+    let flat = Vec::<i64>::try_from(grid.to_kind(Kind::Int64).flatten(0, -1))
+        .context("reading image_grid_thw")?;
+    Ok(flat.chunks(3).map(|c| [c[0], c[1], c[2]]).collect())
 }

@@ -1,5 +1,5 @@
 //! `lmmhost plan`: the predicted peak accelerator memory of a run, by part,
-//! before any weight is loaded (the formulas: `train/memory_plan.rs` and
+//! before any weight is loaded (the formulas: `train/memory_plan/` and
 //! docs/performance.md).
 
 use std::fmt::Write;
@@ -71,6 +71,7 @@ pub fn run(args: PlanArgs) -> Result<()> {
     if args.json {
         let v = serde_json::json!({
             "plan": plan,
+            "vision_image": inputs.vision,
             "gpu_memory": budget,
             "fits": plan.peak <= budget,
             "largest_micro_batch": inputs.largest_micro_batch(budget),
@@ -102,12 +103,31 @@ fn text(exp: &Experiment, i: &PlanInputs, p: &MemoryPlan, budget: u64) -> String
         ("optimizer moments", p.optimizer),
         ("gradients", p.gradients),
         ("activations (one micro-batch)", p.activations),
+        ("vision activations", p.vision_activations),
         ("update transients", p.update),
         ("log-prob pass (one chunk)", p.logprob_pass),
         ("KV cache (rollout)", p.kv_cache),
         ("reference model", p.reference_model),
     ] {
         let _ = writeln!(o, "  {name:<31} {:>11}", gib(v));
+    }
+    if let Some(v) = &i.vision {
+        let _ = writeln!(
+            o,
+            "  (vision: one image per prompt of max_pixels {}{} -> {}x{}, {} patches, {} tokens, \
+             the worst case: the plan does not read the data's images; the tower {})",
+            v.max_pixels,
+            if v.capped_by_prompt {
+                ", the largest within rollout.max_prompt_tokens"
+            } else {
+                ""
+            },
+            v.resized.1,
+            v.resized.0,
+            v.patches,
+            v.tokens,
+            if v.trains { "trains" } else { "is frozen" }
+        );
     }
     let verdict = if p.peak <= budget {
         "fits"

@@ -51,4 +51,12 @@ impl Precision {
     pub fn master_weights(self) -> bool {
         matches!(self, Precision::Mixed(_))
     }
+
+    /// Bytes per stored value: 4 for f32, 2 for bf16 and f16.
+    pub fn storage_bytes(self) -> u64 {
+        match self.kind() {
+            Kind::Float => 4,
+            _ => 2,
+        }
+    }
 }

@@ -342,3 +342,7 @@ pub fn update(
 #[cfg(test)]
 #[path = "update_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "update_vision_tests.rs"]
+mod vision_tests;

@@ -610,11 +610,12 @@ fn plan_of(p: &Policy, rows: &[Row], micro: usize, chunk_tokens: Option<usize>) 
         logprob_chunk_tokens: chunk_tokens.map(|t| t as u64),
         kv_tokens: 0,
         shape: Shape::of(&config.text),
+        vision: None,
     }
 }
 
 /// The planner's prediction against a measured peak rise: within 15 %.
-fn assert_planned(what: &str, planned: f64, measured: f64) {
+pub(super) fn assert_planned(what: &str, planned: f64, measured: f64) {
     let err = planned / measured - 1.0;
     eprintln!(
         "{what}: planned {:.1} MB, measured {:.1} MB ({:+.1} %)",

@@ -18,12 +18,10 @@ use std::collections::HashMap;
 use anyhow::{bail, Context, Result};
 use tch::{Kind, Tensor};
 
-use crate::causal_lm::{image_inputs, DecoderLm, ResponseLayout};
-use crate::decoder::add_deepstack;
+use super::{add_deepstack, image_inputs, DecoderLm, ResponseLayout, VisionLm};
 use crate::layers::{attention_mask, LayerKv};
 use crate::lm::{ResponseLoss, ResponseRows};
-use crate::qwen2_5_vl::grid_rows;
-use crate::vision_stages::{self, BlockContext, VisionLm, VisionOutput, VisionStages};
+use crate::vision_stages::{self, grid_rows, BlockContext, VisionOutput, VisionStages};
 use crate::weights::Params;
 
 /// Gradients summed per parameter, in the order of the caller's list.

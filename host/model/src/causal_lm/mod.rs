@@ -1,21 +1,22 @@
-//! [`CausalLm`] for every decoder-only model here: prefill, one decode step
-//! with the KV cache, token statistics of whole sequences, and token
-//! statistics of responses over shared prompts. A model provides
+//! What a decoder-only model provides to be a [`crate::lm::CausalLm`]:
 //! [`DecoderLm`] (its inputs to hidden states, its decoder and output
-//! projection) and gets [`CausalLm`] from this file.
+//! projection), [`Decoder`], and for a vision-language model [`VisionLm`];
+//! and the pieces the passes share (positions, image inputs, how responses
+//! continue shared prompts, DeepStack features). The passes themselves are
+//! in `passes` (prefill, decode step, token statistics) and `recompute`
+//! (the checkpointed loss gradients).
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use tch::{Kind, Tensor};
 
-use crate::decoder::Deepstack;
 use crate::layers::LayerKv;
-use crate::lm::{
-    CausalLm, DecodeAttention, Entropy, ForwardInputs, ImageTokens, KvCache, ResponseLoss,
-    ResponseRows,
-};
-use crate::recompute;
+use crate::lm::{DecodeAttention, Entropy, ForwardInputs, ImageTokens};
 use crate::token_stats::chunked_token_stats;
+use crate::vision_stages::{VisionOutput, VisionStages};
 use crate::weights::{Params, Weights};
+
+mod passes;
+mod recompute;
 
 /// The text decoder of a model: token embeddings and the layer stack.
 pub trait Decoder {
@@ -151,173 +152,40 @@ pub trait DecoderLm {
 
     /// The vision tower and how its features enter the embeddings (`None`:
     /// text only); activation checkpointing runs the tower block by block.
-    fn vision_lm(&self) -> Option<&dyn crate::vision_stages::VisionLm> {
+    fn vision_lm(&self) -> Option<&dyn VisionLm> {
         None
     }
 }
 
-impl<T: DecoderLm> CausalLm for T {
-    fn forward(&self, inputs: &ForwardInputs) -> Result<Tensor> {
-        let (h, _) = self.hidden(inputs, None)?;
-        Ok(h.linear(self.lm_head(), None::<&Tensor>))
-    }
+/// A vision-language model: its tower, and how the tower's outputs enter
+/// the decoder's inputs.
+pub trait VisionLm {
+    fn tower(&self) -> &dyn VisionStages;
 
-    fn prefill(&self, inputs: &ForwardInputs) -> Result<(Tensor, KvCache)> {
-        let mut layers = Vec::new();
-        let (h, positions) = self.hidden(inputs, Some(&mut layers))?;
-        let l = h.size()[1];
-        let logits = h
-            .narrow(1, l - 1, 1)
-            .squeeze_dim(1)
-            .linear(self.lm_head(), None::<&Tensor>);
-        let mask = inputs.attention_mask;
-        let cache = KvCache {
-            layers,
-            attention_mask: mask.to_kind(Kind::Int64),
-            next_position: next_positions(&positions, mask),
-            buffers: Vec::new(),
-        };
-        Ok((logits, cache))
-    }
-
-    fn decode_step(&self, ids: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
-        let b = cache.attention_mask.size()[0];
-        if ids.size() != [b, 1] {
-            bail!(
-                "decode_step expects ids [B, 1] = [{b}, 1], got {:?}",
-                ids.size()
-            );
-        }
-        let positions = text_positions(self.mrope(), cache.next_position.unsqueeze(1));
-        let mask = Tensor::cat(
-            &[
-                &cache.attention_mask,
-                &cache.attention_mask.ones_like().narrow(1, 0, 1),
-            ],
-            1,
-        );
-        let decoder = self.decoder();
-        let h = decoder
-            .forward_embeds(
-                &decoder.embed(ids),
-                &positions,
-                &mask,
-                Some(&mut cache.layers),
-                &cache.buffers,
-            )
-            .context("decode step")?;
-        cache.attention_mask = mask;
-        cache.next_position = &cache.next_position + 1;
-        Ok(h.squeeze_dim(1).linear(self.lm_head(), None::<&Tensor>))
-    }
-
-    fn decode_with(
-        &self,
-        ids: &Tensor,
-        positions: &Tensor,
-        attention: &mut dyn DecodeAttention,
-    ) -> Result<Tensor> {
-        let b = ids.size()[0];
-        if ids.size() != [b, 1] || positions.size() != [b] {
-            bail!(
-                "decode_with expects ids [B, 1] and positions [B], got {:?} and {:?}",
-                ids.size(),
-                positions.size()
-            );
-        }
-        let decoder = self.decoder();
-        let h = decoder
-            .decode_with(
-                &decoder.embed(ids),
-                &text_positions(self.mrope(), positions.unsqueeze(1)),
-                attention,
-            )
-            .context("decode step")?;
-        Ok(h.squeeze_dim(1).linear(self.lm_head(), None::<&Tensor>))
-    }
-
-    fn token_stats(
+    /// The decoder's inputs with `vision` (the tower's outputs for `inputs`'
+    /// images; `None` without images) in place of the image tokens.
+    fn embed_with_vision(
         &self,
         inputs: &ForwardInputs,
-        targets: &Tensor,
-        entropy: Entropy,
-    ) -> Result<(Tensor, Option<Tensor>)> {
-        let (h, _) = self.hidden(inputs, None)?;
-        chunked_token_stats(&h, self.lm_head(), targets, entropy, 1.0)
-    }
-
-    /// The prompts (and their images) run once per prompt, not per response.
-    fn response_token_stats(
-        &self,
-        prompts: &ForwardInputs,
-        group: &Tensor,
-        responses: &Tensor,
-        response_mask: &Tensor,
-        entropy: Entropy,
-        temperature: f64,
-    ) -> Result<(Tensor, Option<Tensor>)> {
-        check_responses(group, responses, response_mask)?;
-        let mut prompt_layers = Vec::new();
-        let (prompt_hidden, prompt_positions) = self.hidden(prompts, Some(&mut prompt_layers))?;
-        let r = ResponseLayout::new(
-            self.mrope(),
-            &prompt_positions,
-            prompts.attention_mask,
-            group,
-            response_mask,
-        );
-        // index_select's backward sums the gradients of every copy into the prompt.
-        let mut layers: Vec<LayerKv> = prompt_layers.iter().map(|kv| r.share(kv)).collect();
-        let decoder = self.decoder();
-        let h = decoder
-            .forward_embeds(
-                &decoder.embed(responses),
-                &r.positions,
-                &r.key_mask,
-                Some(&mut layers),
-                &[],
-            )
-            .context("response pass over the shared prompts")?;
-        r.token_stats(
-            &prompt_hidden,
-            &h,
-            self.lm_head(),
-            responses,
-            entropy,
-            temperature,
-        )
-    }
-
-    fn response_loss_gradients(
-        &self,
-        rows: &ResponseRows,
-        params: &[Tensor],
-        loss: &mut ResponseLoss,
-    ) -> Result<Vec<Tensor>> {
-        check_responses(rows.group, rows.responses, rows.response_mask)?;
-        recompute::response_loss_gradients(self, rows, params, loss)
-    }
-
-    fn eos_token_ids(&self) -> &[i64] {
-        self.stop_token_ids()
-    }
-
-    fn image_tokens(&self) -> Option<ImageTokens> {
-        DecoderLm::image_tokens(self)
-    }
+        vision: Option<VisionOutput>,
+    ) -> Result<DecoderInputs>;
 }
 
-fn check_responses(group: &Tensor, responses: &Tensor, response_mask: &Tensor) -> Result<()> {
-    let (b, lr) = (responses.size()[0], responses.size()[1]);
-    if response_mask.size() != [b, lr] || group.size() != [b] || lr < 1 {
-        bail!(
-            "responses {:?}, response_mask {:?} and group {:?} must be [B, Lr], [B, Lr] and [B] with Lr >= 1",
-            responses.size(),
-            response_mask.size(),
-            group.size()
-        );
-    }
-    Ok(())
+/// Features added to the hidden states of the image tokens after the first
+/// decoder layers (Qwen3-VL's DeepStack).
+pub struct Deepstack<'a> {
+    /// `[B, L]` bool: the image tokens.
+    pub image_mask: &'a Tensor,
+    /// Per layer from the first, `[N_image_tokens, H]` in token order.
+    pub features: &'a [Tensor],
+}
+
+/// `h` `[B, L, H]` plus the DeepStack `features` `[N, H]` on the image
+/// tokens (`image_mask` `[B, L, 1]`), in token order.
+pub fn add_deepstack(h: &Tensor, image_mask: &Tensor, features: &Tensor) -> Tensor {
+    h + h
+        .zeros_like()
+        .masked_scatter(image_mask, &features.to_kind(h.kind()))
 }
 
 /// How responses `[B, Lr]` continue their shared prompts `[G, Lp]`: each

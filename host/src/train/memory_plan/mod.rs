@@ -43,7 +43,9 @@
 //! `.grad` sum, which stays allocated between steps) plus the largest of the
 //! KV cache, a log-prob chunk, and the update's transients.
 //!
-//! Vision-tower activations are not modelled (images add to them).
+//! The vision tower's activations are their own part (see [`vision`]):
+//! each prompt of a micro-batch brings one image of `max_pixels`, the
+//! worst case, since the plan does not read the data.
 
 use anyhow::Result;
 use lmmhost_model::config::{ModelConfig, TextConfig};
@@ -52,6 +54,9 @@ use super::experiment::Experiment;
 use super::lora;
 use super::param_count::{self, param_count, ParamCount};
 use super::precision::Precision;
+
+pub mod vision;
+pub use vision::{VisionInputs, VisionShape};
 
 /// The decoder's shape, as the activation and KV-cache terms use it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,6 +123,8 @@ pub struct PlanInputs {
     /// Tokens the rollout's KV cache holds at its fullest.
     pub kv_tokens: u64,
     pub shape: Shape,
+    /// The vision tower and the image each prompt brings (`None`: a text model).
+    pub vision: Option<VisionInputs>,
 }
 
 /// Predicted bytes, by part.
@@ -128,7 +135,10 @@ pub struct MemoryPlan {
     pub optimizer: u64,
     /// The in-place sum (resident in f32) plus the gradients in flight.
     pub gradients: u64,
+    /// The decoder's (and the loss head's) activations of one micro-batch.
     pub activations: u64,
+    /// What the vision tower adds to them (see [`vision`]).
+    pub vision_activations: u64,
     /// The update's transients beyond the resident parts (activations or
     /// gradients in flight, whichever peaks).
     pub update: u64,
@@ -137,13 +147,6 @@ pub struct MemoryPlan {
     pub kv_cache: u64,
     pub reference_model: u64,
     pub peak: u64,
-}
-
-fn storage_bytes(p: Precision) -> u64 {
-    match p.kind() {
-        tch::Kind::Float => 4,
-        _ => 2,
-    }
 }
 
 impl PlanInputs {
@@ -167,11 +170,15 @@ impl PlanInputs {
         let copy = !lora::reference_is_policy(exp.model.lora.is_some(), &g.kl);
         let reference_bytes =
             (g.kl.coef > 0.0 && on_device && copy).then(|| match &g.kl.reference_dtype {
-                Some(d) => Precision::parse(d).map(storage_bytes).unwrap_or(4),
-                None => storage_bytes(precision),
+                Some(d) => Precision::parse(d)
+                    .map(Precision::storage_bytes)
+                    .unwrap_or(4),
+                None => precision.storage_bytes(),
             });
         let r = &exp.rollout;
         let rows = (r.prompts_per_step as u64) * u64::from(r.group_size);
+        let vision_trains = !g.freeze_vision && lora.unwrap_or(params).vision > 0;
+        let vision = VisionInputs::from_experiment(exp, config, vision_trains)?;
         let all_rows = r.prompts_per_step as u64 * r.max_prompt_tokens as u64
             + rows * r.max_response_tokens as u64;
         Ok(PlanInputs {
@@ -191,6 +198,7 @@ impl PlanInputs {
             logprob_chunk_tokens: g.logprob_chunk_tokens.map(|t| t as u64),
             kv_tokens: r.kv_cache_budget.map_or(all_rows, |b| b as u64),
             shape: Shape::of(&config.text),
+            vision,
         })
     }
 
@@ -202,22 +210,38 @@ impl PlanInputs {
 
     /// One decoder layer's activations kept for the backward, for `rows` rows.
     fn layer_activations(&self, rows: u64) -> u64 {
-        let (s, m) = (storage_bytes(self.precision), &self.shape);
+        let (s, m) = (self.precision.storage_bytes(), &self.shape);
         let per_token =
             8 * m.hidden + 4 * m.intermediate + 2 * (m.heads + 2 * m.kv_heads) * m.head_dim;
         let prompt_copies = rows * self.prompt_tokens * 4 * m.heads * m.head_dim;
         (self.computed_tokens(rows) * per_token + prompt_copies) * s
     }
 
-    /// Activation bytes of a micro-batch of `rows` rows (with activation
-    /// checkpointing: the layers' saved inputs and one layer's activations).
+    /// Activation bytes of a micro-batch of `rows` rows, the vision tower's
+    /// included.
     pub fn activations(&self, rows: u64) -> u64 {
+        let decoder = self.decoder_activations(rows);
+        self.vision.as_ref().map_or(decoder, |v| {
+            let images = rows.div_ceil(self.group_size);
+            v.with_decoder(
+                decoder,
+                images,
+                self.precision,
+                self.activation_checkpointing,
+            )
+        })
+    }
+
+    /// The decoder's activation bytes of a micro-batch of `rows` rows (with
+    /// activation checkpointing: the layers' saved inputs and one layer's
+    /// activations), the loss head's included.
+    pub fn decoder_activations(&self, rows: u64) -> u64 {
         let m = &self.shape;
         let head = rows * self.response_tokens * m.vocab * 4;
         if self.activation_checkpointing {
             let saved = self.computed_tokens(rows)
                 * m.hidden
-                * storage_bytes(self.precision)
+                * self.precision.storage_bytes()
                 * (m.layers + 1);
             saved + self.layer_activations(rows) + head
         } else {
@@ -228,7 +252,7 @@ impl PlanInputs {
     /// The update's transients beyond the resident parts, for micro-batches
     /// of `rows` rows (see the module's notes).
     fn update_bytes(&self, rows: u64) -> u64 {
-        let s = storage_bytes(self.precision);
+        let s = self.precision.storage_bytes();
         let t = self.trainable;
         let in_flight = self.workers.max(1) * s * t;
         let sum_buffers = if matches!(self.precision, Precision::Mixed(_)) {
@@ -254,7 +278,7 @@ impl PlanInputs {
 
     /// One chunk of a no-grad log-prob pass (per worker).
     pub fn logprob_pass_bytes(&self, micro_batch_size: u64) -> u64 {
-        let (s, m) = (storage_bytes(self.precision), &self.shape);
+        let (s, m) = (self.precision.storage_bytes(), &self.shape);
         let rows = match self.logprob_chunk_tokens {
             Some(t) => (t / self.row_tokens.max(1)).max(1),
             None => micro_batch_size.max(1),
@@ -269,12 +293,17 @@ impl PlanInputs {
         let copies = rows * self.row_tokens * 2 * m.heads * m.head_dim;
         let layer = tokens * (3 * m.intermediate + 4 * m.hidden);
         let logits = rows * self.response_tokens * m.vocab * 4;
-        self.workers.max(1) * ((prompt_kv + copies + layer) * s + logits)
+        let decoder = (prompt_kv + copies + layer) * s + logits;
+        let images = rows.div_ceil(self.group_size);
+        let pass = self.vision.as_ref().map_or(decoder, |v| {
+            v.beside_no_grad(decoder, images, self.precision)
+        });
+        self.workers.max(1) * pass
     }
 
     pub fn kv_bytes(&self, tokens: u64) -> u64 {
         let m = &self.shape;
-        tokens * 2 * m.layers * m.kv_heads * m.head_dim * storage_bytes(self.precision)
+        tokens * 2 * m.layers * m.kv_heads * m.head_dim * self.precision.storage_bytes()
     }
 
     pub fn plan(&self) -> MemoryPlan {
@@ -282,7 +311,7 @@ impl PlanInputs {
     }
 
     fn plan_with(&self, micro_batch_size: u64, kv_tokens: u64) -> MemoryPlan {
-        let s = storage_bytes(self.precision);
+        let s = self.precision.storage_bytes();
         let (p, t) = (self.params.total() + self.adapter_params, self.trainable);
         let (master_weights, optimizer, sum) = match self.precision {
             Precision::Full => (0, 8 * t, 4 * t),
@@ -290,7 +319,10 @@ impl PlanInputs {
             Precision::Pure(_) => (0, 2 * s * t, s * t),
         };
         let in_flight = self.workers.max(1) * s * t;
-        let activations = self.activations(micro_batch_size);
+        let activations = self.decoder_activations(micro_batch_size);
+        let vision_activations = self
+            .activations(micro_batch_size)
+            .saturating_sub(activations);
         let kv_cache = self.kv_bytes(kv_tokens);
         let reference_model = self.reference_bytes.map_or(0, |b| b * self.params.total());
         let weights = s * p;
@@ -310,6 +342,7 @@ impl PlanInputs {
             optimizer,
             gradients: sum + in_flight,
             activations,
+            vision_activations,
             update,
             logprob_pass,
             kv_cache,
@@ -408,6 +441,7 @@ mod tests {
             logprob_chunk_tokens: None,
             kv_tokens: 100_000,
             shape: Shape::of(&c.text),
+            vision: None,
         }
     }
 
