@@ -28,6 +28,8 @@ const BUCKET_BYTES: usize = 25 << 20;
 
 pub struct DataParallel {
     dist: Distributed,
+    /// torchrun's restart count: this attempt's keys in the store.
+    attempt: u32,
     /// Metric exchanges so far (each gets its own store keys).
     exchanges: Cell<u64>,
 }
@@ -37,6 +39,7 @@ impl DataParallel {
     pub fn single(device: Device) -> DataParallel {
         DataParallel {
             dist: Distributed::single(device),
+            attempt: 0,
             exchanges: Cell::new(0),
         }
     }
@@ -68,6 +71,7 @@ impl DataParallel {
         })?;
         Ok(Some(DataParallel {
             dist,
+            attempt: env.attempt,
             exchanges: Cell::new(0),
         }))
     }
@@ -196,7 +200,7 @@ impl DataParallel {
         };
         let n = self.exchanges.get();
         self.exchanges.set(n + 1);
-        let key = |rank: usize| format!("metrics/{n}/{rank}");
+        let key = |rank: usize| format!("lmmhost/{}/metrics/{n}/{rank}", self.attempt);
         store.set(
             &key(self.rank()),
             serde_json::to_string(&values)?.as_bytes(),
