@@ -144,21 +144,36 @@ const SMALL: [&str; 4] = [
 /// (1 rank vs 2 within 2.4e-7, asserted to 1e-4).
 const SAME_STEP: f64 = 2e-4;
 
-#[test]
-fn grpo_on_two_ranks_takes_the_single_rank_steps() {
-    let dir = tempfile::tempdir().unwrap();
-    let exp = experiment(dir.path(), GRPO_2, "");
-    let start = initial_model(&exp, dir.path());
-    let one = dir.path().join("one");
-    let two = dir.path().join("two");
+/// Runs the experiment of `stages` on 1 rank and on 2 (`--nproc 2`): the
+/// run directories and the 2-rank launcher's output, once the weights were
+/// found within [`SAME_STEP`], one record logged per step and the same
+/// files written (by rank 0 alone).
+fn one_rank_and_two(
+    what: &str,
+    dir: &Path,
+    stages: &str,
+    extra: &str,
+) -> (PathBuf, PathBuf, Output) {
+    let exp = experiment(dir, stages, extra);
+    let start = initial_model(&exp, dir);
+    let one = dir.join("one");
+    let two = dir.join("two");
     run_cli(&exp, &one, &[]);
     let out = run_cli(&exp, &two, &["--nproc", "2"]);
     let d = relative_difference(&start, &one.join("final-model"), &two.join("final-model"));
-    eprintln!("GRPO, 2 ranks vs 1: relative difference of the weights {d:.3e}");
+    eprintln!("{what}: 2 ranks vs 1, relative difference of the weights {d:.3e}");
     assert!(d < SAME_STEP, "2 ranks took another step than 1: {d:.3e}");
+    assert_eq!(steps(&two).len(), 2, "one record per step");
+    assert_eq!(files(&one), files(&two));
+    (one, two, out)
+}
+
+#[test]
+fn grpo_on_two_ranks_takes_the_single_rank_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    let (one, two, out) = one_rank_and_two("GRPO", dir.path(), GRPO_2, "");
     // The metrics are those of the whole step, logged once.
     let (a, b) = (steps(&one), steps(&two));
-    assert_eq!(b.len(), 2, "one record per step");
     for (a, b) in a.iter().zip(&b) {
         assert_eq!(b.values["samples/generated"], 16.0);
         assert_close(
@@ -174,8 +189,6 @@ fn grpo_on_two_ranks_takes_the_single_rank_steps() {
             1e-4,
         );
     }
-    // Rank 0 alone wrote the run's files: the same ones as one rank.
-    assert_eq!(files(&one), files(&two));
     // Only rank 0 printed the summary line.
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
@@ -189,22 +202,11 @@ fn grpo_on_two_ranks_takes_the_single_rank_steps() {
 fn sft_on_two_ranks_takes_the_single_rank_steps() {
     let dir = tempfile::tempdir().unwrap();
     // 5 conversations: 2 on rank 0, 3 on rank 1, with other token counts.
-    let exp = experiment(dir.path(), SFT_2, "[sft]\nbatch_size = 5\n");
-    let start = initial_model(&exp, dir.path());
-    let one = dir.path().join("one");
-    let two = dir.path().join("two");
-    run_cli(&exp, &one, &[]);
-    run_cli(&exp, &two, &["--nproc", "2"]);
-    let d = relative_difference(&start, &one.join("final-model"), &two.join("final-model"));
-    eprintln!("SFT, 2 ranks vs 1: relative difference of the weights {d:.3e}");
-    assert!(d < SAME_STEP, "2 ranks took another step than 1: {d:.3e}");
-    let (a, b) = (steps(&one), steps(&two));
-    assert_eq!(b.len(), 2);
-    for (a, b) in a.iter().zip(&b) {
+    let (one, two, _) = one_rank_and_two("SFT", dir.path(), SFT_2, "[sft]\nbatch_size = 5\n");
+    for (a, b) in steps(&one).iter().zip(&steps(&two)) {
         assert_eq!(a.values["sft/tokens"], b.values["sft/tokens"]);
         assert_close(a, b, &["sft/loss", "grad_norm"], 1e-4);
     }
-    assert_eq!(files(&one), files(&two));
 }
 
 #[test]
