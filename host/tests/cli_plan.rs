@@ -72,6 +72,31 @@ fn plan_of_the_3b_shape() {
         switches.contains("model.dtype = \\\"bf16\\\""),
         "{switches}"
     );
+
+    // One of 2 data-parallel ranks: the whole model and optimizer state,
+    // half the prompts' keys and values.
+    let ranks = |n: &str| {
+        let out = plan(&[
+            "configs/quickstart.toml",
+            "--json",
+            "--nproc",
+            n,
+            "--set",
+            &model,
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["plan"].clone()
+    };
+    let (one, two) = (ranks("1"), ranks("2"));
+    for k in ["weights", "optimizer", "gradients"] {
+        assert_eq!(one[k], two[k], "{k}");
+    }
+    let kv = |p: &serde_json::Value| p["kv_cache"].as_u64().unwrap();
+    assert_eq!(kv(&one), 2 * kv(&two));
 }
 
 /// Every `lmmhost plan` line of docs/performance.md and docs/recipes.md

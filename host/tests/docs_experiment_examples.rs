@@ -40,6 +40,7 @@ const EXPERIMENT_KEYS: &[&str] = &[
     "eval",
     "sft",
     "trust",
+    "distributed",
 ];
 const SCHEDULE_KEYS: &[&str] = &["stages", "overrides", "samples_per_step", "dataset_sizes"];
 

@@ -87,7 +87,8 @@ impl Distributed {
         let store = rendezvous(env, options.timeout)?;
         let group = ProcessGroup::new(
             &store,
-            "world",
+            // A torchrun restart gets keys of its own in the agent's store.
+            &format!("world-{}", env.attempt),
             backend,
             device,
             env.rank,

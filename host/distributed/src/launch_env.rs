@@ -17,6 +17,14 @@ pub struct LaunchEnv {
     pub master_port: u16,
     /// Where the values came from: "torchrun" or "slurm".
     pub source: &'static str,
+    /// torchrun's agent already hosts the store at MASTER_PORT
+    /// (TORCHELASTIC_USE_AGENT_STORE=True): rank 0 connects to it instead of
+    /// hosting one.
+    pub agent_store: bool,
+    /// torchrun's restart count (TORCHELASTIC_RESTART_COUNT, else 0): a
+    /// restarted world's keys in the agent's store are kept apart from the
+    /// failed one's.
+    pub attempt: u32,
 }
 
 fn parse_count(name: &str, value: &str) -> Result<usize> {
@@ -95,6 +103,13 @@ impl LaunchEnv {
         if master_port == 0 {
             bail!("MASTER_PORT=0: rank 0 listens on it, so it must be a fixed port");
         }
+        let agent_store = get("TORCHELASTIC_USE_AGENT_STORE")
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+            && torchrun;
+        let attempt = match get("TORCHELASTIC_RESTART_COUNT") {
+            Some(v) if torchrun => parse_count("TORCHELASTIC_RESTART_COUNT", &v)? as u32,
+            _ => 0,
+        };
         Ok(Some(LaunchEnv {
             rank,
             world_size,
@@ -103,6 +118,8 @@ impl LaunchEnv {
             master_addr,
             master_port,
             source,
+            agent_store,
+            attempt,
         }))
     }
 }
@@ -177,6 +194,38 @@ mod tests {
             (e.master_addr.as_str(), e.master_port, e.source),
             ("node0", 1234, "torchrun")
         );
+    }
+
+    /// Under torchrun's agent store rank 0 connects instead of hosting, and
+    /// a restart's keys are its own; neither applies to Slurm.
+    #[test]
+    fn torchrun_agent_store_and_restarts() {
+        let base = [
+            ("RANK", "0"),
+            ("WORLD_SIZE", "2"),
+            ("LOCAL_RANK", "0"),
+            ("MASTER_ADDR", "node0"),
+        ];
+        let plain = env(&base).unwrap().unwrap();
+        assert_eq!((plain.agent_store, plain.attempt), (false, 0));
+        let mut vars = base.to_vec();
+        vars.extend([
+            ("TORCHELASTIC_USE_AGENT_STORE", "True"),
+            ("TORCHELASTIC_RESTART_COUNT", "2"),
+        ]);
+        let agent = env(&vars).unwrap().unwrap();
+        assert_eq!((agent.agent_store, agent.attempt), (true, 2));
+        let slurm = env(&[
+            ("SLURM_PROCID", "0"),
+            ("SLURM_NTASKS", "2"),
+            ("SLURM_LOCALID", "0"),
+            ("MASTER_ADDR", "node0"),
+            ("TORCHELASTIC_USE_AGENT_STORE", "True"),
+            ("TORCHELASTIC_RESTART_COUNT", "2"),
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!((slurm.agent_store, slurm.attempt), (false, 0));
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! Rank 0 hosts the TCPStore; every rank connects, registers its WORLD_SIZE
-//! and waits for the others, so a wrong launch fails with the variable to
-//! fix instead of c10d's later, vaguer timeout.
+//! Rank 0 hosts the TCPStore (under torchrun, its agent does); every rank
+//! connects, registers its WORLD_SIZE and waits for the others, so a wrong
+//! launch fails with the variable to fix instead of c10d's later, vaguer
+//! timeout.
 
 use std::time::Duration;
 
@@ -9,8 +10,9 @@ use anyhow::{anyhow, bail, Result};
 use crate::launch_env::LaunchEnv;
 use crate::store::Store;
 
-fn world_key(rank: usize) -> String {
-    format!("lmmhost/rendezvous/world_size/{rank}")
+/// The keys of one attempt (a torchrun restart gets fresh ones).
+fn key(env: &LaunchEnv, what: &str, rank: usize) -> String {
+    format!("lmmhost/{}/rendezvous/{what}/{rank}", env.attempt)
 }
 
 /// The connected store, once all WORLD_SIZE ranks have joined and agree on it.
@@ -20,8 +22,9 @@ pub fn rendezvous(env: &LaunchEnv, timeout: Duration) -> Result<Store> {
         "MASTER_ADDR={} MASTER_PORT={}",
         env.master_addr, env.master_port
     );
-    let store = Store::connect(&env.master_addr, env.master_port, rank == 0, timeout).map_err(|e| {
-        if rank == 0 {
+    let host = rank == 0 && !env.agent_store;
+    let store = Store::connect(&env.master_addr, env.master_port, host, timeout).map_err(|e| {
+        if host {
             anyhow!("rank 0 could not host the rendezvous store at {where_}: {e}")
         } else {
             anyhow!(
@@ -32,20 +35,20 @@ pub fn rendezvous(env: &LaunchEnv, timeout: Duration) -> Result<Store> {
         }
     })?;
 
-    let claims = store.add(&format!("lmmhost/rendezvous/claims/{rank}"), 1)?;
+    let claims = store.add(&key(env, "claims", rank), 1)?;
     if claims > 1 {
         bail!("RANK={rank} is used by more than one process (each rank needs its own RANK)");
     }
-    store.set(&world_key(rank), world.to_string().as_bytes())?;
+    store.set(&key(env, "world_size", rank), world.to_string().as_bytes())?;
 
-    let keys: Vec<String> = (0..world).map(world_key).collect();
+    let keys: Vec<String> = (0..world).map(|r| key(env, "world_size", r)).collect();
     if let Err(wait_error) = store.wait(&keys, timeout) {
         let mut joined = Vec::new();
         let mut disagree = Vec::new();
         for (r, key) in keys.iter().enumerate() {
             if store.check(key).unwrap_or(false) {
                 joined.push(r.to_string());
-                if let Some(theirs) = read_world(&store, r) {
+                if let Some(theirs) = read_world(env, &store, r) {
                     if theirs != world {
                         disagree.push(format!("rank {r} has WORLD_SIZE={theirs}"));
                     }
@@ -66,7 +69,7 @@ pub fn rendezvous(env: &LaunchEnv, timeout: Duration) -> Result<Store> {
         );
     }
     for r in 0..world {
-        match read_world(&store, r) {
+        match read_world(env, &store, r) {
             Some(theirs) if theirs == world => {}
             Some(theirs) => bail!(
                 "WORLD_SIZE mismatch: rank {rank} has WORLD_SIZE={world}, rank {r} has WORLD_SIZE={theirs} \
@@ -78,7 +81,7 @@ pub fn rendezvous(env: &LaunchEnv, timeout: Duration) -> Result<Store> {
     Ok(store)
 }
 
-fn read_world(store: &Store, rank: usize) -> Option<usize> {
-    let bytes = store.get(&world_key(rank)).ok()?;
+fn read_world(env: &LaunchEnv, store: &Store, rank: usize) -> Option<usize> {
+    let bytes = store.get(&key(env, "world_size", rank)).ok()?;
     String::from_utf8(bytes).ok()?.parse().ok()
 }

@@ -5,7 +5,7 @@
 use std::fmt::Write;
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
 use lmmhost::train::experiment::Experiment;
 use lmmhost::train::memory_plan::{MemoryPlan, PlanInputs};
@@ -25,6 +25,10 @@ pub struct PlanArgs {
     /// Print the plan as one JSON object.
     #[arg(long)]
     json: bool,
+    /// The plan of one of N data-parallel ranks (`lmmhost run --nproc N`,
+    /// torchrun): its share of the step's prompts.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    nproc: usize,
 }
 
 /// `80GiB`, `141GB`, `512MiB`, or a number of bytes.
@@ -66,7 +70,10 @@ pub fn run(args: PlanArgs) -> Result<()> {
     let config = ModelConfig::from_dir(&exp.model.path)
         .with_context(|| format!("model.path: {}", exp.model.path.display()))?;
     let budget = parse_bytes(&args.gpu_memory)?;
-    let inputs = PlanInputs::from_experiment(&exp, &config)?;
+    if args.nproc == 0 {
+        bail!("--nproc 0: at least one rank is needed");
+    }
+    let inputs = PlanInputs::from_experiment(&exp, &config, args.nproc)?;
     let plan = inputs.plan();
     if args.json {
         let v = serde_json::json!({

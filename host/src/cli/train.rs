@@ -1,5 +1,6 @@
 //! `lmmhost run`, `lmmhost eval` and `lmmhost plot`.
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -10,6 +11,8 @@ use lmmhost::train::experiment::{Experiment, ModelInit, ModelSection, SpecialTok
 use lmmhost::train::plugins::Reward;
 use lmmhost::train::policy::Policy;
 use lmmhost::train::run::{run, RunOptions};
+use lmmhost_distributed::launch::LocalLaunch;
+use lmmhost_distributed::LaunchEnv;
 use lmmhost_plugin_host::{LoaderPlugin, PluginRuntime, PluginSpec, RewardPlugin, RuntimeOptions};
 
 #[derive(Args)]
@@ -26,17 +29,49 @@ pub struct RunArgs {
     /// `--set model.path=/models/qwen --set 'datasets.mm.files=["a.jsonl"]'`.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     sets: Vec<String>,
+    /// Train data-parallel on N local ranks: starts N processes of this
+    /// command, as `torchrun --nproc-per-node N --no-python lmmhost run ...`
+    /// would (see docs/distributed.md).
+    #[arg(long, value_name = "N")]
+    nproc: Option<usize>,
 }
 
 pub fn run_cmd(args: RunArgs) -> Result<()> {
+    let launched = LaunchEnv::from_env()?;
+    match (args.nproc, &launched) {
+        (Some(0), _) => bail!("--nproc 0: at least one rank is needed"),
+        (Some(n), None) if n > 1 => {
+            // This process only starts the ranks (each reruns this command
+            // line, seeing RANK) and waits for them.
+            let argv: Vec<OsString> = std::env::args_os().skip(1).collect();
+            let launch = LocalLaunch::current_exe(n, argv).context("starting the ranks")?;
+            if let Err(e) = launch.run() {
+                eprintln!("error: {e}");
+                std::process::exit(e.exit_code());
+            }
+            return Ok(());
+        }
+        (Some(n), Some(env)) if env.world_size != n => bail!(
+            "--nproc {n}, but this process was launched as rank {} of WORLD_SIZE={} (leave --nproc out under torchrun or srun)",
+            env.rank,
+            env.world_size
+        ),
+        _ => {}
+    }
     let exp = Experiment::load_with_sets(&args.experiment, &args.sets)?;
-    run(
+    let trained = run(
         &exp,
         &RunOptions {
             resume: args.resume,
             max_steps: args.max_steps,
         },
-    )?;
+    );
+    match &launched {
+        Some(env) if env.world_size > 1 => {
+            trained.with_context(|| format!("rank {} of {}", env.rank, env.world_size))?
+        }
+        _ => trained?,
+    };
     Ok(())
 }
 

@@ -25,6 +25,9 @@ pub struct StepRecord {
 pub struct MetricsLog {
     path: PathBuf,
     tb: Option<EventWriter>,
+    /// Counts records without writing them: a data-parallel rank other than
+    /// 0, whose records rank 0 writes.
+    discard: bool,
     /// Records in the file (a checkpoint stores it; resume keeps that many).
     pub records: usize,
     /// Records a resumed run expected to keep but did not find (the file
@@ -63,9 +66,22 @@ impl MetricsLog {
         Ok(MetricsLog {
             path,
             tb,
+            discard: false,
             records: kept.len(),
             missing: keep.map_or(0, |n| n.saturating_sub(kept.len())),
         })
+    }
+
+    /// A log that writes nothing, counting from `keep` records (what rank 0's
+    /// log holds).
+    pub fn discard(dir: &Path, keep: Option<usize>) -> MetricsLog {
+        MetricsLog {
+            path: dir.join("metrics.jsonl"),
+            tb: None,
+            discard: true,
+            records: keep.unwrap_or(0),
+            missing: 0,
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -73,6 +89,10 @@ impl MetricsLog {
     }
 
     pub fn write(&mut self, r: &StepRecord) -> Result<()> {
+        if self.discard {
+            self.records += 1;
+            return Ok(());
+        }
         let mut f = std::fs::OpenOptions::new()
             .append(true)
             .open(&self.path)

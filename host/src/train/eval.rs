@@ -133,7 +133,7 @@ pub fn evaluate(
             continue;
         };
         let mut rng = SeededRng::new(derive_seed(set.seed, "eval", chunk_no as u64));
-        let rows = roll_out(policy, &batch, &cfg, &mut rng, 0)?;
+        let rows = roll_out(policy, &batch, &cfg, &mut rng, 0, None)?;
         let groups = reward_groups(&rows, &samples, &kept);
         let datasets = vec![dataset.to_string(); groups.len()];
         let scores = score_all(rewards, &groups, &datasets)?;

@@ -36,9 +36,16 @@ pub struct FailureLog {
 }
 
 impl FailureLog {
-    pub fn new(run_dir: &Path) -> FailureLog {
+    /// `rank`: a data-parallel rank other than 0 logs the failures of its
+    /// own share of the step to a file of its own.
+    pub fn new(run_dir: &Path, rank: usize) -> FailureLog {
+        let name = if rank == 0 {
+            "failures.jsonl".to_string()
+        } else {
+            format!("failures.rank{rank}.jsonl")
+        };
         FailureLog {
-            path: run_dir.join("failures.jsonl"),
+            path: run_dir.join(name),
             total: 0,
         }
     }

@@ -41,8 +41,7 @@ impl Trainer<'_> {
             KlReference::Initial => {
                 if held != Some(None) {
                     self.reference = None;
-                    self.reference =
-                        Some(Reference::initial(&self.exp.model, &place, self.exp.seed)?);
+                    self.reference = Some(Reference::initial(&self.model, &place, self.exp.seed)?);
                 }
             }
             KlReference::StageStart => {
@@ -53,15 +52,22 @@ impl Trainer<'_> {
                 self.reference = None;
                 let root = self.out.join("references");
                 let dir = root.join(dir_name(&stage));
-                let reference = if self.state.stage_step == 0 {
+                let reference = if self.state.stage_step == 0 && self.dp.is_main() {
                     // One stage's copy at a time: the earlier ones are done with.
                     if root.exists() {
                         std::fs::remove_dir_all(&root)
                             .with_context(|| format!("cannot clear {}", root.display()))?;
                     }
-                    Reference::stage_start(&self.policy, &self.exp.model, &place, &dir, &stage)?
+                    let r =
+                        Reference::stage_start(&self.policy, &self.model, &place, &dir, &stage)?;
+                    // The other ranks load the copy rank 0 wrote.
+                    self.dp.barrier()?;
+                    r
+                } else if self.state.stage_step == 0 {
+                    self.dp.barrier()?;
+                    Reference::saved(&self.model, &place, &dir, &stage)?
                 } else {
-                    Reference::saved(&self.exp.model, &place, &dir, &stage).with_context(|| {
+                    Reference::saved(&self.model, &place, &dir, &stage).with_context(|| {
                         format!(
                             "resuming inside stage {stage:?}, whose KL reference is the model it started from (grpo.kl.reference = \"stage-start\")"
                         )

@@ -5,6 +5,7 @@
 
 pub mod checkpoint_store;
 pub mod data;
+pub mod data_parallel;
 pub mod dataset_report;
 pub mod eval;
 pub mod experiment;

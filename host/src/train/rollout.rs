@@ -7,7 +7,7 @@
 use std::rc::Rc;
 
 use anyhow::{Context, Result};
-use lmmhost_model::generate::{generate, FinishReason, GenerateConfig};
+use lmmhost_model::generate::{generate, FinishReason, GenerateConfig, PromptBatch};
 use lmmhost_model::lm::ForwardInputs;
 use lmmhost_model::processor::{Conversation, PreparedBatch, Processor};
 use lmmhost_model::sampling::{SamplingParams, SeededRng};
@@ -158,12 +158,16 @@ pub fn prepare_prompts(
 
 /// Generates `cfg.samples_per_prompt` completions of every prompt in `batch`;
 /// rows come out grouped by prompt, `group` numbered from `group_offset`.
+/// `keys`: each prompt's key of its random streams (default: its index in
+/// `batch`), so that a prompt's completions do not depend on which other
+/// prompts are generated with it.
 pub fn roll_out(
     policy: &Policy,
     batch: &PreparedBatch,
     cfg: &RolloutConfig,
     rng: &mut SeededRng,
     group_offset: usize,
+    keys: Option<&[u64]>,
 ) -> Result<Vec<Row>> {
     let prompts = split_prompts(batch)?;
     let device = policy.device;
@@ -191,9 +195,14 @@ pub fn roll_out(
         workers: policy.workers,
         kv_cache_tokens: cfg.kv_cache_tokens,
     };
+    let prompt_batch = PromptBatch {
+        inputs,
+        images_per_prompt: None,
+        keys,
+    };
     let generation = generate(
         policy.lm(),
-        &inputs,
+        prompt_batch,
         &gen_cfg,
         rng,
         Some(&policy.processor.tokenizer),

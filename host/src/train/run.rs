@@ -16,7 +16,7 @@ use super::eval::{table, EvalResult};
 use super::experiment::Experiment;
 use super::progress::say;
 use super::state::SummaryRow;
-use super::step::{grpo_step, sft_step};
+use super::step::{combine_ranks, grpo_step, sft_step};
 use super::trainer::Trainer;
 use crate::metrics::run_plots::{plot_run, SUMMARY_PNG};
 
@@ -60,7 +60,9 @@ fn train<'e>(exp: &'e Experiment, opts: &RunOptions) -> Result<Trainer<'e>> {
             break;
         }
         for event in t.plugins.reload_changed(exp) {
-            say(&t.bar, &event);
+            if t.dp.is_main() {
+                say(&t.bar, &event);
+            }
         }
         let Some(plan) = t.next_plan()? else { break };
         let settings = exp.stage_settings(&plan)?;
@@ -72,6 +74,8 @@ fn train<'e>(exp: &'e Experiment, opts: &RunOptions) -> Result<Trainer<'e>> {
             sdk::StageKind::Sft => sft_step(&mut t, &plan, &settings)?.values(),
             sdk::StageKind::Grpo => grpo_step(&mut t, &plan, &settings)?.values(),
         };
+        // Each rank measured its share of the step: the metrics of the whole.
+        let metrics = combine_ranks(&t.dp.gather_metrics(metrics)?);
         t.finish_step(&plan, metrics)?;
         t.after_step()?;
     }
@@ -91,6 +95,18 @@ fn finish(mut t: Trainer) -> Result<RunSummary> {
         t.checkpoint()?;
     }
     let final_model = t.out.join("final-model");
+    if !t.dp.is_main() {
+        // Rank 0 writes the run's files; the store it hosts lives until
+        // every rank is done with it.
+        t.dp.barrier()?;
+        return Ok(RunSummary {
+            steps: t.state.global_step,
+            warnings: t.warnings,
+            output_dir: t.out,
+            final_model,
+            summary: t.state.summary,
+        });
+    }
     save_final_model(&t, &final_model, false)?;
     if t.policy.lora.as_ref().is_some_and(|l| l.merge_on_save) {
         save_final_model(&t, &t.out.join("final-model-merged"), true)?;
@@ -119,6 +135,7 @@ fn finish(mut t: Trainer) -> Result<RunSummary> {
         final_model.display(),
         t.log.path().display()
     );
+    t.dp.barrier()?;
     Ok(RunSummary {
         steps: t.state.global_step,
         warnings: t.warnings,

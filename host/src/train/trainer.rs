@@ -14,8 +14,9 @@ use lmmhost_sdk as sdk;
 
 use super::checkpoint_store::{check_writable, CheckpointStore};
 use super::data::{check_sample, Mixer};
+use super::data_parallel::DataParallel;
 use super::eval::{evaluate, write_records, EvalSettings};
-use super::experiment::{Experiment, LongInputs, SpecialTokens, StageSettings};
+use super::experiment::{Experiment, LongInputs, ModelSection, SpecialTokens, StageSettings};
 use super::failures::{Failure, FailureLog};
 use super::optim::AdamW;
 use super::plugins::Plugins;
@@ -27,6 +28,12 @@ use crate::metrics::log::{MetricsLog, StepRecord};
 /// Everything the loop carries from step to step.
 pub(crate) struct Trainer<'a> {
     pub exp: &'a Experiment,
+    /// This process's rank among the data-parallel ranks (a world of one
+    /// when not launched as a rank).
+    pub dp: DataParallel,
+    /// `[model]` as this rank loads it (its own device under NCCL): also
+    /// where a KL reference copy goes unless `grpo.kl.reference_device` says.
+    pub model: ModelSection,
     pub plugins: Plugins,
     pub policy: Policy,
     /// Loaded by the first step whose KL penalty needs it
@@ -70,6 +77,7 @@ impl<'a> Trainer<'a> {
     /// Starts the plugins and loads the model; with `resume`, from the latest
     /// checkpoint (trainer state, optimizer, dataset cursors, schedule state).
     pub fn start(exp: &'a Experiment, resume: bool) -> Result<Trainer<'a>> {
+        let joined = DataParallel::join(exp)?;
         let out = exp
             .output_dir
             .clone()
@@ -80,14 +88,17 @@ impl<'a> Trainer<'a> {
             .clone()
             .unwrap_or_else(|| out.join("checkpoints"));
         let store = CheckpointStore::new(&ckpt_dir, exp.checkpoint.keep_last);
-        // Where the run will write, checked before any compute is spent.
-        check_writable(&out).with_context(|| format!("output_dir {}", out.display()))?;
-        store
-            .check_writable()
-            .with_context(|| format!("checkpoint.dir {}", ckpt_dir.display()))?;
+        let main = joined.as_ref().is_none_or(DataParallel::is_main);
+        // Where the run will write (rank 0 only), checked before any compute is spent.
+        if main {
+            check_writable(&out).with_context(|| format!("output_dir {}", out.display()))?;
+            store
+                .check_writable()
+                .with_context(|| format!("checkpoint.dir {}", ckpt_dir.display()))?;
+        }
         let resume_from = if resume {
             let latest = store.latest()?;
-            if latest.is_none() {
+            if latest.is_none() && main {
                 eprintln!(
                     "--resume: no checkpoint in {}, starting from the beginning",
                     ckpt_dir.display()
@@ -102,11 +113,22 @@ impl<'a> Trainer<'a> {
         }
 
         let mut plugins = Plugins::start(exp)?;
+        // A rank computes on its own device: cuda:LOCAL_RANK under NCCL.
+        let mut model = exp.model.clone();
+        if let Some(dp) = &joined {
+            model.device = match dp.device() {
+                tch::Device::Cuda(i) => format!("cuda:{i}"),
+                _ => "cpu".into(),
+            };
+        }
         let policy = Policy::load(
-            &exp.model,
+            &model,
             resume_from.as_ref().map(|d| d.join("model")).as_deref(),
             exp.seed,
         )?;
+        let dp = joined.unwrap_or_else(|| DataParallel::single(policy.device));
+        // Every rank starts from rank 0's weights, as DDP does.
+        dp.broadcast_from_main(&policy.tensors())?;
         let mut opt = new_optimizer(exp, &policy);
         let lens = plugins
             .datasets
@@ -125,21 +147,24 @@ impl<'a> Trainer<'a> {
                 .load_state(&from_hex(&state.schedule_state)?)
                 .context("restoring the schedule plugin's state")?;
             warnings = changed_plugins(&state.plugin_sha256, &plugins.hashes());
-            for w in &warnings {
-                eprintln!("warning: {w}");
+            if dp.is_main() {
+                for w in &warnings {
+                    eprintln!("warning: {w}");
+                }
+                eprintln!(
+                    "resumed from {} (step {}, stage {:?})",
+                    dir.display(),
+                    state.global_step,
+                    state.stage
+                );
             }
-            eprintln!(
-                "resumed from {} (step {}, stage {:?})",
-                dir.display(),
-                state.global_step,
-                state.stage
-            );
         }
-        let log = MetricsLog::open(
-            &out,
-            exp.logging.tensorboard,
-            resume_from.as_ref().map(|_| state.metrics_records),
-        )?;
+        let keep = resume_from.as_ref().map(|_| state.metrics_records);
+        let log = if dp.is_main() {
+            MetricsLog::open(&out, exp.logging.tensorboard, keep)?
+        } else {
+            MetricsLog::discard(&out, keep)
+        };
         if log.missing > 0 {
             let w = format!(
                 "{} holds {} of the {} records written before the checkpoint of step {}: the metrics of the earlier steps are lost (restore the file from a backup to keep them); the run goes on from step {}",
@@ -152,10 +177,17 @@ impl<'a> Trainer<'a> {
             eprintln!("warning: {w}");
             warnings.push(w);
         }
-        let bar = progress_bar(exp);
+        let bar = if dp.is_main() {
+            progress_bar(exp)
+        } else {
+            ProgressBar::hidden()
+        };
         bar.set_position(state.global_step);
+        let failures = FailureLog::new(&out, dp.rank());
         Ok(Trainer {
             exp,
+            dp,
+            model,
             plugins,
             policy,
             reference: None,
@@ -171,7 +203,7 @@ impl<'a> Trainer<'a> {
                 .context("starting the tokio runtime")?,
             bar,
             warnings,
-            failures: FailureLog::new(&out),
+            failures,
             dropped_samples: 0,
             long_reported: 0,
         })
@@ -218,15 +250,17 @@ impl<'a> Trainer<'a> {
         if self.reference.as_ref().is_some_and(|r| r.stage.is_some()) {
             self.reference = None;
         }
-        say(
-            &self.bar,
-            format!(
-                "stage {} ({}) from step {}",
-                plan.stage,
-                kind_name(plan.kind),
-                self.state.global_step + 1
-            ),
-        );
+        if self.dp.is_main() {
+            say(
+                &self.bar,
+                format!(
+                    "stage {} ({}) from step {}",
+                    plan.stage,
+                    kind_name(plan.kind),
+                    self.state.global_step + 1
+                ),
+            );
+        }
         self.state.stage = plan.stage.clone();
         self.state.stage_step = 0;
         Ok(())
@@ -390,7 +424,7 @@ impl<'a> Trainer<'a> {
             msg.push_str(&format!(" | {t:.2} s/step"));
         }
         // Without a terminal (CI logs, nohup) the bar is not drawn: print a line per step.
-        if self.exp.logging.progress && self.bar.is_hidden() {
+        if self.exp.logging.progress && self.bar.is_hidden() && self.dp.is_main() {
             let total = self
                 .exp
                 .logging
@@ -453,13 +487,15 @@ impl<'a> Trainer<'a> {
                 &self.plugins.rewards[..],
                 &set,
             )?;
-            write_records(
-                &self
-                    .out
-                    .join("eval")
-                    .join(format!("step-{:08}.jsonl", self.state.global_step)),
-                &r.records,
-            )?;
+            if self.dp.is_main() {
+                write_records(
+                    &self
+                        .out
+                        .join("eval")
+                        .join(format!("step-{:08}.jsonl", self.state.global_step)),
+                    &r.records,
+                )?;
+            }
             values.insert(format!("eval/{ds}/accuracy"), r.accuracy);
             values.insert(format!("eval/{ds}/reward"), r.reward_mean);
             values.insert(format!("eval/{ds}/length"), r.response_tokens_mean);
@@ -467,13 +503,15 @@ impl<'a> Trainer<'a> {
                 values.insert(format!("eval/{ds}/pass@{k}"), *p);
             }
             values.insert(format!("time/eval/{ds}"), t0.elapsed().as_secs_f64());
-            say(
-                &self.bar,
-                format!(
-                    "eval {when}: {ds} accuracy {:.3} over {} prompts",
-                    r.accuracy, r.prompts
-                ),
-            );
+            if self.dp.is_main() {
+                say(
+                    &self.bar,
+                    format!(
+                        "eval {when}: {ds} accuracy {:.3} over {} prompts",
+                        r.accuracy, r.prompts
+                    ),
+                );
+            }
             self.state.summary.push(SummaryRow {
                 when: when.to_string(),
                 step: self.state.global_step,
@@ -499,6 +537,10 @@ impl<'a> Trainer<'a> {
         self.state.schedule_state = to_hex(&self.plugins.schedule.save_state()?);
         self.state.plugin_sha256 = self.plugins.hashes();
         self.state.metrics_records = self.log.records;
+        // Every rank holds the same state; rank 0 writes it.
+        if !self.dp.is_main() {
+            return Ok(());
+        }
         let (policy, opt, st) = (&self.policy, &self.opt, &self.state);
         let dir = self
             .store

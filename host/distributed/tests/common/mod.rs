@@ -25,6 +25,8 @@ pub fn launch_env(rank: usize, world_size: usize, port: u16) -> LaunchEnv {
         master_addr: "127.0.0.1".to_owned(),
         master_port: port,
         source: "test",
+        agent_store: false,
+        attempt: 0,
     }
 }
 

@@ -47,6 +47,9 @@ pub struct Experiment {
     pub sft: Sft,
     /// Who may sign the bundles this experiment uses.
     pub trust: Option<Trust>,
+    /// Data-parallel runs (`lmmhost run --nproc N`, torchrun, Slurm).
+    #[serde(default)]
+    pub distributed: DistributedSection,
     /// The file as parsed TOML: stage overrides are applied to it and the
     /// sections re-read, so every stage setting gets the file's checks.
     #[serde(skip)]
@@ -85,6 +88,25 @@ pub enum LongInputs {
     Skip,
     /// Stop the run with the sample's id, its token count and the limit.
     Error,
+}
+
+/// Settings of a data-parallel run; a process not launched as a rank
+/// ignores them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DistributedSection {
+    /// How long joining and each collective may wait for the other ranks
+    /// before this rank stops with an error (a rank that died or hangs).
+    pub timeout_secs: f64,
+}
+
+impl Default for DistributedSection {
+    fn default() -> Self {
+        // torch.distributed's default for Gloo.
+        DistributedSection {
+            timeout_secs: 1800.0,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

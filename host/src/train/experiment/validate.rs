@@ -215,6 +215,7 @@ pub const RANGES: &[(&str, Range)] = &[
         at_least(0.0).because("0 saves only at the end"),
     ),
     ("checkpoint.keep_last", at_least(1.0)),
+    ("distributed.timeout_secs", above(0.0)),
     ("logging.total_steps", at_least(1.0)),
     (
         "eval.every",
@@ -712,6 +713,7 @@ mod tests {
                 e.plugins["math"].limits.memory_mb as f64,
             ),
             ("checkpoint.keep_last", e.checkpoint.keep_last as f64),
+            ("distributed.timeout_secs", e.distributed.timeout_secs),
         ];
         for (k, v) in defaults {
             assert!(range_of(k).unwrap().contains(v), "{k} = {v}");

@@ -150,7 +150,15 @@ pub struct MemoryPlan {
 }
 
 impl PlanInputs {
-    pub fn from_experiment(exp: &Experiment, config: &ModelConfig) -> Result<PlanInputs> {
+    /// The inputs of one rank of `ranks` data-parallel ranks: every rank
+    /// holds the whole model, its gradients and optimizer state (no ZeRO
+    /// yet), and generates and trains on its share of the step's prompts
+    /// (the largest share, `ceil(prompts / ranks)`).
+    pub fn from_experiment(
+        exp: &Experiment,
+        config: &ModelConfig,
+        ranks: usize,
+    ) -> Result<PlanInputs> {
         let params = param_count(config)?;
         let g = &exp.grpo;
         // With LoRA the adapters are what trains (the freeze keys pick among them).
@@ -176,11 +184,11 @@ impl PlanInputs {
                 None => precision.storage_bytes(),
             });
         let r = &exp.rollout;
-        let rows = (r.prompts_per_step as u64) * u64::from(r.group_size);
+        let prompts = r.prompts_per_step.div_ceil(ranks.max(1)) as u64;
+        let rows = prompts * u64::from(r.group_size);
         let vision_trains = !g.freeze_vision && lora.unwrap_or(params).vision > 0;
         let vision = VisionInputs::from_experiment(exp, config, vision_trains)?;
-        let all_rows = r.prompts_per_step as u64 * r.max_prompt_tokens as u64
-            + rows * r.max_response_tokens as u64;
+        let all_rows = prompts * r.max_prompt_tokens as u64 + rows * r.max_response_tokens as u64;
         Ok(PlanInputs {
             params,
             adapter_params: lora.map_or(0, |a| a.total()),

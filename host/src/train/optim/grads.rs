@@ -81,6 +81,21 @@ impl GradAccumulator {
         }
     }
 
+    /// Gives the parameters at `which`, which got no gradient here, a sum
+    /// of zeros (in the type the others are summed in), so that ranks whose
+    /// micro-batches did not reach them reduce the same list as the rest.
+    pub fn zero_fill(&mut self, params: &[Tensor], which: &[usize]) {
+        for &i in which {
+            let p = &params[i];
+            let kind = if self.f32_buffers {
+                Kind::Float
+            } else {
+                p.kind()
+            };
+            self.bufs[i] = Tensor::zeros(p.size(), (kind, p.device()));
+        }
+    }
+
     /// The sums, one per parameter of `params` (undefined where none came).
     pub fn grads(&self) -> &[Tensor] {
         &self.bufs

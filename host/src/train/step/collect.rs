@@ -172,7 +172,13 @@ fn generate(
     out: &mut Collected,
 ) -> Result<Option<Round>> {
     let t0 = Instant::now();
-    let (samples, datasets) = t.draw(plan, p.prompts, out.generated.rounds)?;
+    // Every rank draws the step's prompts (the data cursors stay the same
+    // everywhere) and generates for its share of them, whole groups.
+    let (mut samples, mut datasets) = t.draw(plan, p.prompts, out.generated.rounds)?;
+    let mine = t.dp.share(samples.len());
+    let first = mine.start;
+    samples = samples.drain(mine.clone()).collect();
+    datasets = datasets.drain(mine).collect();
     let convs = samples
         .iter()
         .map(prompt_conversation)
@@ -199,7 +205,17 @@ fn generate(
     };
     let stream = t.state.global_step * 1000 + u64::from(out.generated.rounds);
     let mut rng = SeededRng::new(derive_seed(t.exp.seed, "rollout", stream));
-    let rows = roll_out(&t.policy, &batch, &rollout_config(s), &mut rng, 0)?;
+    // A group's random streams are keyed by its prompt's place in the step's
+    // draw: the same completions whichever rank generates them.
+    let keys: Vec<u64> = kept.iter().map(|&i| (first + i) as u64).collect();
+    let rows = roll_out(
+        &t.policy,
+        &batch,
+        &rollout_config(s),
+        &mut rng,
+        0,
+        Some(&keys),
+    )?;
     out.time.rollout += t0.elapsed().as_secs_f64();
     Ok(Some(Round {
         rows,

@@ -26,6 +26,7 @@ pub(crate) fn grpo_step(
     let clock = Instant::now();
     let updates_done = u64::try_from(t.opt.step).unwrap_or(0);
     let p = StepPlan::new(s, t.state.stage_step, updates_done)?;
+    t.dp.check_stage(s, p.prompts)?;
     let g = &s.grpo;
     if p.need_ref {
         t.ensure_reference(s)?;
@@ -53,7 +54,7 @@ pub(crate) fn grpo_step(
             temperature: p.temperature,
             rates: &p.rates,
         };
-        Some(update(&t.policy, &mut t.opt, s, &inputs)?)
+        Some(update(&t.dp, &t.policy, &mut t.opt, s, &inputs)?)
     };
     let time = GrpoTimes {
         rollout: collected.time.rollout,

@@ -233,3 +233,93 @@ fn mean_std(v: &[f64]) -> (f64, f64) {
         (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / n).sqrt(),
     )
 }
+
+/// How one metric of the ranks' shares of a step makes the whole step's.
+enum Across {
+    /// Counts, and rates of the ranks working side by side.
+    Sum,
+    /// Times: the step waits for the slowest rank.
+    Max,
+    /// Already reduced in the update (the same on every rank): rank 0's.
+    Same,
+    /// A mean over items, weighted by each rank's count of them.
+    MeanBy(&'static str),
+    /// A population standard deviation, from the ranks' means and counts.
+    PooledStd {
+        mean: &'static str,
+        count: &'static str,
+    },
+}
+
+fn across(name: &str) -> Across {
+    match name {
+        "samples/generated"
+        | "samples/effective"
+        | "samples/zero_advantage"
+        | "samples/skipped_long_prompts"
+        | "reward/failures"
+        | "sft/skipped_long"
+        | "dynamic/groups"
+        | "pad/eligible" => Across::Sum,
+        "loss" | "grad_norm" | "lr" | "entropy_coef" | "entropy" | "clip_fraction" | "sft/loss"
+        | "sft/tokens" | "pad/tau" => Across::Same,
+        "reward/std" => Across::PooledStd {
+            mean: "reward/mean",
+            count: "samples/generated",
+        },
+        "prompt_length/mean" | "response/stopped_fraction" | "kl" => {
+            Across::MeanBy("samples/effective")
+        }
+        "dynamic/rounds" => Across::Max,
+        n if n.starts_with("time/") => Across::Max,
+        n if n.starts_with("throughput/") => Across::Sum,
+        // Rewards and lengths: means over the completions generated.
+        _ => Across::MeanBy("samples/generated"),
+    }
+}
+
+/// The step's metrics from each rank's metrics of its share (rank order).
+/// Every mean is weighted by the items it is over, so that 2 ranks with half
+/// the prompts each log what 1 rank with all of them would.
+pub fn combine_ranks(parts: &[BTreeMap<String, f64>]) -> BTreeMap<String, f64> {
+    if let [one] = parts {
+        return one.clone();
+    }
+    let names: std::collections::BTreeSet<&String> = parts.iter().flat_map(|p| p.keys()).collect();
+    let weight = |p: &BTreeMap<String, f64>, count: &str| p.get(count).copied().unwrap_or(1.0);
+    let mut out = BTreeMap::new();
+    for name in names {
+        let have: Vec<(&BTreeMap<String, f64>, f64)> = parts
+            .iter()
+            .filter_map(|p| p.get(name.as_str()).map(|v| (p, *v)))
+            .collect();
+        let value = match across(name) {
+            Across::Sum => have.iter().map(|h| h.1).sum(),
+            Across::Max => have.iter().map(|h| h.1).fold(f64::MIN, f64::max),
+            Across::Same => have[0].1,
+            Across::MeanBy(count) => {
+                let w: f64 = have.iter().map(|(p, _)| weight(p, count)).sum();
+                let s: f64 = have.iter().map(|(p, v)| weight(p, count) * v).sum();
+                if w > 0.0 {
+                    s / w
+                } else {
+                    have[0].1
+                }
+            }
+            Across::PooledStd { mean, count } => {
+                // E[x^2] of each share is std^2 + mean^2.
+                let (mut w, mut m, mut sq) = (0.0, 0.0, 0.0);
+                for (p, std) in &have {
+                    let (n, mu) = (weight(p, count), p.get(mean).copied().unwrap_or(0.0));
+                    w += n;
+                    m += n * mu;
+                    sq += n * (std * std + mu * mu);
+                }
+                let w = w.max(1e-300);
+                (sq / w - (m / w).powi(2)).max(0.0).sqrt()
+            }
+        };
+        out.insert(name.clone(), value);
+    }
+    out
+}

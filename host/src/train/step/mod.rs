@@ -21,7 +21,7 @@ mod update;
 
 pub(crate) use grpo::grpo_step;
 pub use logprobs::{rows_logprobs, shared_response_stats, LogprobPass};
-pub use metrics::{GrpoMetrics, GrpoTimes, RewardStats, SampleCounts, SftMetrics};
+pub use metrics::{combine_ranks, GrpoMetrics, GrpoTimes, RewardStats, SampleCounts, SftMetrics};
 pub use plan::{stage_rates, StepPlan};
 pub use select::PadStats;
 pub(crate) use sft::sft_step;

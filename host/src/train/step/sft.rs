@@ -2,7 +2,8 @@
 //! `sft.max_tokens` -> update -> metrics. The loss is next-token
 //! cross-entropy on assistant tokens only (each assistant message's content
 //! and its `<|im_end|>`), token-mean over the whole batch, accumulated over
-//! micro-batches.
+//! micro-batches. With several ranks each encodes and trains on its share
+//! of the step's conversations; the mean is over the tokens of all ranks.
 
 use std::time::Instant;
 
@@ -15,6 +16,7 @@ use tch::{Kind, Tensor};
 use super::metrics::SftMetrics;
 use super::plan::stage_rates;
 use crate::train::data::{sample_name, sft_conversation};
+use crate::train::data_parallel::DataParallel;
 use crate::train::experiment::StageSettings;
 use crate::train::optim::{clip_grad_norm, AdamW, GradAccumulator};
 use crate::train::policy::Policy;
@@ -25,7 +27,7 @@ pub(crate) fn sft_step(t: &mut Trainer, plan: &sdk::Plan, s: &StageSettings) -> 
     let (encoded, skipped_long) = draw_encoded(t, plan, s)?;
     // One optimizer update per step: the schedule is over the stage's steps.
     let lr = stage_rates(s, 1)?.lr_at(u64::try_from(t.opt.step).unwrap_or(0));
-    let stats = update(&t.policy, &mut t.opt, s, &encoded, lr)?;
+    let stats = update(&t.dp, &t.policy, &mut t.opt, s, &encoded, lr)?;
     Ok(SftMetrics {
         loss: stats.loss,
         tokens: stats.tokens,
@@ -44,7 +46,13 @@ fn draw_encoded(
     s: &StageSettings,
 ) -> Result<(Vec<EncodedSample>, usize)> {
     let n = s.sft.batch_size.unwrap_or(s.rollout.prompts_per_step);
-    let (samples, datasets) = t.draw(plan, n, 0)?;
+    t.dp.check_stage(s, n)?;
+    // Every rank draws the step's conversations (the data cursors stay the
+    // same everywhere) and trains on its share of them.
+    let (mut samples, mut datasets) = t.draw(plan, n, 0)?;
+    let mine = t.dp.share(samples.len());
+    samples = samples.drain(mine.clone()).collect();
+    datasets = datasets.drain(mine).collect();
     let convs = samples
         .iter()
         .map(sft_conversation)
@@ -70,7 +78,7 @@ fn draw_encoded(
         t.over_limit(&long, s.sft.long_samples)?;
     }
     let encoded = kept;
-    if encoded.is_empty() {
+    if encoded.is_empty() && t.dp.world_size() == 1 {
         bail!(
             "step {}: every SFT sample is longer than sft.max_tokens = {}",
             t.state.global_step + 1,
@@ -124,8 +132,10 @@ fn prepare(policy: &Policy, samples: &[EncodedSample]) -> Result<Prepared> {
 }
 
 /// Mean NLL of the assistant tokens of `samples` (full conversations encoded
-/// without a generation prompt) and one optimizer step on it.
+/// without a generation prompt; this rank's share) and one optimizer step on
+/// it, the mean and the gradient taken over every rank's tokens.
 fn update(
+    dp: &DataParallel,
     policy: &Policy,
     opt: &mut AdamW,
     s: &StageSettings,
@@ -138,10 +148,12 @@ fn update(
         .chunks(mbs)
         .map(|c| prepare(policy, c))
         .collect::<Result<_>>()?;
-    let tokens: f64 = prepared
+    let local: f64 = prepared
         .iter()
         .map(|p| p.mask.sum(Kind::Double).double_value(&[]))
         .sum();
+    // The loss is the mean over the assistant tokens of all ranks.
+    let tokens = dp.sum(&[local])?[0];
     if tokens == 0.0 {
         bail!("the SFT batch has no assistant tokens to learn from");
     }
@@ -179,6 +191,8 @@ fn update(
             );
         }
     }
+    dp.all_reduce_grads(&mut acc, &all)?;
+    let loss_sum = dp.sum(&[loss_sum])?[0];
     let grad_norm = clip_grad_norm(acc.grads(), s.optim.grad_clip);
     opt.step(&all, acc.grads(), lr)?;
     Ok(SftStats {

@@ -15,6 +15,7 @@ use super::logprobs::shared_response_stats;
 use crate::rl::kl::{kl_estimate, KlEstimator, KlUse};
 use crate::rl::policy_loss::{aggregate, policy_loss, BatchNorm};
 use crate::rl::schedules::RateSchedule;
+use crate::train::data_parallel::DataParallel;
 use crate::train::experiment::StageSettings;
 use crate::train::optim::{clip_grad_norm, AdamW, GradAccumulator};
 use crate::train::policy::Policy;
@@ -137,8 +138,13 @@ pub struct UpdateInputs<'a> {
 /// each accumulating gradients over micro-batches of
 /// `optim.micro_batch_size`. Every mini-batch's ratio is taken against the
 /// same old log-probs (the rollout policy's), so from the second update on
-/// the clip can engage.
+/// the clip can engage. With several ranks, each holds its share of the
+/// rows: the loss is normalised by the counts over all ranks and the
+/// gradients summed over them, so every rank takes the step one process
+/// would take on all the rows (a mini-batch is the ranks' mini-batches
+/// together).
 pub fn update(
+    dp: &DataParallel,
     policy: &Policy,
     opt: &mut AdamW,
     s: &StageSettings,
@@ -170,7 +176,9 @@ pub fn update(
     let device = policy.device;
 
     let n = inp.rows.len();
-    let updates = s.optim.updates_per_batch.min(n).max(1);
+    // Every rank takes the same number of updates.
+    let fewest = dp.min(&[n as f64])?[0] as usize;
+    let updates = s.optim.updates_per_batch.min(fewest).max(1);
     let mut stats = UpdateStats::default();
     let (mut tok_total, mut kl_sum, mut ent_sum, mut clip_sum) = (0.0, 0.0, 0.0, 0.0);
     for u in 0..updates {
@@ -184,9 +192,11 @@ pub fn update(
         };
         let (lo, hi) = (u * n / updates, (u + 1) * n / updates);
         let tokens: usize = inp.rows[lo..hi].iter().map(|r| r.response.len()).sum();
+        // The loss is normalised by the mini-batch's counts over all ranks.
+        let global = dp.sum(&[tokens as f64, (hi - lo) as f64])?;
         let norm = BatchNorm {
-            tokens: tokens as f64,
-            sequences: (hi - lo) as f64,
+            tokens: global[0],
+            sequences: global[1],
             constant_length: constant as f64,
         };
         let t_fwd = Instant::now();
@@ -319,10 +329,16 @@ pub fn update(
         };
         stats.time_forward += wall * share;
         stats.time_backward += wall * (1.0 - share);
-        tok_total += tokens as f64;
+        tok_total += global[0];
         let t_opt = Instant::now();
+        // Gradients and the update's sums over all ranks, then the same
+        // clipped step everywhere.
+        dp.all_reduce_grads(&mut acc, &all)?;
+        let sums = dp.sum(&[record.loss, record.clip_fraction])?;
+        (record.loss, record.clip_fraction) = (sums[0], sums[1]);
+        record.ratio_max_dev = dp.max(&[record.ratio_max_dev])?[0];
         record.grad_norm = clip_grad_norm(acc.grads(), s.optim.grad_clip);
-        record.clip_fraction /= (tokens as f64).max(1.0);
+        record.clip_fraction /= global[0].max(1.0);
         // State is created for the parameters that train, frozen ones have none.
         opt.step(&all, acc.grads(), lr)?;
         drop(acc);
@@ -331,6 +347,8 @@ pub fn update(
         stats.grad_norm = record.grad_norm;
         stats.updates.push(record);
     }
+    let sums = dp.sum(&[kl_sum, ent_sum, clip_sum])?;
+    let (kl_sum, ent_sum, clip_sum) = (sums[0], sums[1], sums[2]);
     let t = tok_total.max(1.0);
     stats.kl = kl_sum / t;
     stats.entropy = ent_sum / t;

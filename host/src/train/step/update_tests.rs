@@ -19,6 +19,11 @@ use crate::train::param_count::param_count;
 use crate::train::policy::{Freeze, Placement, Reference};
 use crate::train::rollout::{roll_out, RolloutConfig};
 
+/// A world of one: the update as a single process runs it.
+fn one_rank() -> DataParallel {
+    DataParallel::single(tch::Device::Cpu)
+}
+
 fn policy(workers: usize, seed: u64) -> Policy {
     policy_in("f32", workers, seed)
 }
@@ -96,7 +101,7 @@ fn rollout_at_least(
         blocked_token_ids: Vec::new(),
         kv_cache_tokens: None,
     };
-    roll_out(p, &batch, &cfg, &mut SeededRng::new(1), 0).unwrap()
+    roll_out(p, &batch, &cfg, &mut SeededRng::new(1), 0, None).unwrap()
 }
 
 /// A constant learning rate and no entropy bonus.
@@ -210,7 +215,7 @@ fn worker_gradients_equal_serial_backward() {
         p.activation_checkpointing = checkpointing;
         assert_eq!(p.workers, workers.min(2));
         let mut opt = AdamW::new([0.9, 0.999], 1e-8, 0.0);
-        let stats = update(&p, &mut opt, &settings, &inputs).unwrap();
+        let stats = update(&one_rank(), &p, &mut opt, &settings, &inputs).unwrap();
         runs.push((grads(&p), stats));
     }
 
@@ -308,7 +313,7 @@ fn log_probs_are_taken_at_the_sampling_temperature() {
         rates: &rates,
     };
     let mut opt = AdamW::new([0.9, 0.999], 1e-8, 0.0);
-    let stats = update(&p, &mut opt, &s, &inputs).unwrap();
+    let stats = update(&one_rank(), &p, &mut opt, &s, &inputs).unwrap();
     assert_eq!(stats.updates.len(), 2);
     let first = &stats.updates[0];
     assert!(first.ratio_max_dev < 1e-5, "{first:?}");
@@ -348,7 +353,7 @@ fn several_updates_per_batch_clip_and_match_a_hand_computation() {
     let p = policy(1, 11);
     let mut opt = AdamW::new([0.9, 0.999], 1e-8, 0.0);
     let s2 = settings(8, 2, Kl::default());
-    let stats = update(&p, &mut opt, &s2, &input(&rows, &adv, &old)).unwrap();
+    let stats = update(&one_rank(), &p, &mut opt, &s2, &input(&rows, &adv, &old)).unwrap();
     assert_eq!(stats.updates.len(), 2);
     assert_eq!(opt.step, 2);
     let second = &stats.updates[1];
@@ -358,7 +363,14 @@ fn several_updates_per_batch_clip_and_match_a_hand_computation() {
     let q = policy(1, 11);
     let mut opt1 = AdamW::new([0.9, 0.999], 1e-8, 0.0);
     let s1 = settings(8, 1, Kl::default());
-    let one = update(&q, &mut opt1, &s1, &input(&rows[..4], &adv[..4], &old[..4])).unwrap();
+    let one = update(
+        &one_rank(),
+        &q,
+        &mut opt1,
+        &s1,
+        &input(&rows[..4], &adv[..4], &old[..4]),
+    )
+    .unwrap();
     assert!((one.loss - stats.updates[0].loss).abs() < 1e-6);
     let moved = rows_logprobs(q.lm(), &rows[4..], &LogprobPass::of(&q, 8, 1.0)).unwrap();
     let (mut sum, mut clipped, mut tokens) = (0.0f64, 0usize, 0usize);
@@ -407,7 +419,7 @@ fn bf16_with_master_weights_moves_like_f32() {
             .map(|t| t.to_kind(Kind::Float).copy())
             .collect();
         for _ in 0..3 {
-            update(&p, &mut opt, &s, &inputs).unwrap();
+            update(&one_rank(), &p, &mut opt, &s, &inputs).unwrap();
         }
         let after: Vec<Tensor> = p
             .tensors()
@@ -493,7 +505,7 @@ fn activation_checkpointing_gives_the_same_update() {
             p.activation_checkpointing = checkpointing;
             let mut opt = AdamW::new([0.9, 0.999], 1e-8, 0.0)
                 .with_master_weights(p.precision.master_weights());
-            let stats = update(&p, &mut opt, &s, &inputs).unwrap();
+            let stats = update(&one_rank(), &p, &mut opt, &s, &inputs).unwrap();
             let weights: Vec<Tensor> = p
                 .tensors()
                 .iter()
@@ -742,10 +754,24 @@ fn update_peak_memory_probe() {
         AdamW::new([0.9, 0.999], 1e-8, 0.0).with_master_weights(p.precision.master_weights());
     // Moments and `.grad` exist from a first update; the measured one then
     // allocates only what an update needs in flight.
-    update(&p, &mut opt, &settings(micro, 1, Kl::default()), &inputs).unwrap();
+    update(
+        &one_rank(),
+        &p,
+        &mut opt,
+        &settings(micro, 1, Kl::default()),
+        &inputs,
+    )
+    .unwrap();
     std::fs::write("/proc/self/clear_refs", "5").unwrap();
     let (before, _) = rss();
-    update(&p, &mut opt, &settings(micro, 1, Kl::default()), &inputs).unwrap();
+    update(
+        &one_rank(),
+        &p,
+        &mut opt,
+        &settings(micro, 1, Kl::default()),
+        &inputs,
+    )
+    .unwrap();
     let (_, peak) = rss();
     let grad_bytes: i64 = p.tensors().iter().map(|t| t.numel() as i64 * 4).sum();
     let planned = plan_of(&p, &rows, micro, None).plan().update;

@@ -1,0 +1,217 @@
+//! The data-parallel side of training: which rank this process is, its
+//! share of a step's prompts or conversations, and the collectives a step
+//! calls by name (global counts, the gradient all-reduce, the metrics). A
+//! process not launched as a rank is a world of one, where each of these is
+//! the identity and the run is exactly a single-process run.
+//!
+//! Every rank holds the whole trainer state (weights, optimizer, data
+//! cursors, schedule); it changes only through the same optimizer step on
+//! all-reduced gradients, so it stays identical on every rank without being
+//! sent anywhere. See docs/distributed.md.
+
+use std::cell::Cell;
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use lmmhost_distributed::{
+    BackendChoice, DistOptions, Distributed, GradBuckets, LaunchEnv, ReduceOp,
+};
+use tch::{Device, Tensor};
+
+use super::experiment::{Experiment, StageSettings};
+use super::optim::GradAccumulator;
+
+/// DDP's default bucket size.
+const BUCKET_BYTES: usize = 25 << 20;
+
+pub struct DataParallel {
+    dist: Distributed,
+    /// torchrun's restart count: this attempt's keys in the store.
+    attempt: u32,
+    /// Metric exchanges so far (each gets its own store keys).
+    exchanges: Cell<u64>,
+}
+
+impl DataParallel {
+    /// A world of one on `device`.
+    pub fn single(device: Device) -> DataParallel {
+        DataParallel {
+            dist: Distributed::single(device),
+            attempt: 0,
+            exchanges: Cell::new(0),
+        }
+    }
+
+    /// Joins the world the launch variables (torchrun's or Slurm's) describe:
+    /// Gloo between CPU processes when `model.device` is the CPU, NCCL on
+    /// cuda:LOCAL_RANK when it is CUDA. `None` when this process was not
+    /// launched as a rank.
+    pub fn join(exp: &Experiment) -> Result<Option<DataParallel>> {
+        let Some(env) = LaunchEnv::from_env()? else {
+            return Ok(None);
+        };
+        let device =
+            lmmhost_model::device::parse_device(&exp.model.device).context("model.device")?;
+        let options = DistOptions {
+            backend: if device.is_cuda() {
+                BackendChoice::Nccl
+            } else {
+                BackendChoice::Gloo
+            },
+            // Far beyond any run; `Duration` cannot hold every float.
+            timeout: Duration::from_secs_f64(exp.distributed.timeout_secs.min(1e9)),
+        };
+        let dist = Distributed::join(&env, &options).with_context(|| {
+            format!(
+                "rank {} of {} joining the run (distributed.timeout_secs = {})",
+                env.rank, env.world_size, exp.distributed.timeout_secs
+            )
+        })?;
+        Ok(Some(DataParallel {
+            dist,
+            attempt: env.attempt,
+            exchanges: Cell::new(0),
+        }))
+    }
+
+    pub fn rank(&self) -> usize {
+        self.dist.rank()
+    }
+
+    pub fn world_size(&self) -> usize {
+        self.dist.world_size()
+    }
+
+    /// Rank 0: the one that prints progress and writes the run's files.
+    pub fn is_main(&self) -> bool {
+        self.dist.is_main()
+    }
+
+    /// This rank's device (cuda:LOCAL_RANK under NCCL).
+    pub fn device(&self) -> Device {
+        self.dist.device()
+    }
+
+    /// This rank's share of `n` items (a step's prompts, each a whole group,
+    /// or its conversations): a contiguous range, the shares in rank order
+    /// covering `0..n`.
+    pub fn share(&self, n: usize) -> Range<usize> {
+        let (r, w) = (self.rank(), self.world_size());
+        r * n / w..(r + 1) * n / w
+    }
+
+    /// Refuses what does not work across ranks yet, naming the setting.
+    pub fn check_stage(&self, s: &StageSettings, items: usize) -> Result<()> {
+        let w = self.world_size();
+        if w == 1 {
+            return Ok(());
+        }
+        if s.grpo.dynamic_sampling.enabled {
+            bail!(
+                "grpo.dynamic_sampling.enabled = true with {w} ranks: dynamic sampling does not work across ranks yet (train on one rank, or turn it off)"
+            );
+        }
+        if s.grpo.pad.enabled {
+            bail!(
+                "grpo.pad.enabled = true with {w} ranks: PAD does not work across ranks yet (train on one rank, or turn it off)"
+            );
+        }
+        if items < w {
+            bail!(
+                "the step has {items} prompts or conversations for {w} ranks: each rank needs at least one (raise rollout.prompts_per_step or sft.batch_size, or use fewer ranks)"
+            );
+        }
+        Ok(())
+    }
+
+    /// The sums over ranks of `values` (in a world of one, `values`).
+    pub fn sum(&self, values: &[f64]) -> Result<Vec<f64>> {
+        self.dist.all_reduce_scalars(values, ReduceOp::Sum)
+    }
+
+    /// The largest of each value over ranks.
+    pub fn max(&self, values: &[f64]) -> Result<Vec<f64>> {
+        self.dist.all_reduce_scalars(values, ReduceOp::Max)
+    }
+
+    /// The smallest of each value over ranks.
+    pub fn min(&self, values: &[f64]) -> Result<Vec<f64>> {
+        self.dist.all_reduce_scalars(values, ReduceOp::Min)
+    }
+
+    pub fn barrier(&self) -> Result<()> {
+        self.dist.barrier()
+    }
+
+    /// Copies rank 0's values of `tensors` (the weights) to every rank.
+    pub fn broadcast_from_main(&self, tensors: &[Tensor]) -> Result<()> {
+        if self.world_size() == 1 {
+            return Ok(());
+        }
+        tch::no_grad(|| {
+            tensors
+                .iter()
+                .try_for_each(|t| self.dist.broadcast(t, 0))
+                .context("broadcasting rank 0's weights")
+        })
+    }
+
+    /// Sums the accumulated gradients over ranks, in place, in buckets. A
+    /// parameter that got a gradient on some ranks only gets zeros on the
+    /// others first; one that got none anywhere stays without (as on one
+    /// rank, the optimizer leaves it alone). The losses were divided by the
+    /// global token or sequence counts, so the sum is the gradient one
+    /// process would have computed on the whole batch.
+    pub fn all_reduce_grads(&self, acc: &mut GradAccumulator, params: &[Tensor]) -> Result<()> {
+        if self.world_size() == 1 {
+            return Ok(());
+        }
+        let here: Vec<f64> = acc
+            .grads()
+            .iter()
+            .map(|g| if g.defined() { 1.0 } else { 0.0 })
+            .collect();
+        let anywhere = self.max(&here)?;
+        let missing: Vec<usize> = (0..here.len())
+            .filter(|&i| anywhere[i] > 0.0 && here[i] == 0.0)
+            .collect();
+        acc.zero_fill(params, &missing);
+        let grads: Vec<Tensor> = acc
+            .grads()
+            .iter()
+            .filter(|g| g.defined())
+            .map(Tensor::shallow_clone)
+            .collect();
+        GradBuckets::new(&grads, BUCKET_BYTES)
+            .all_reduce(&self.dist, &grads, ReduceOp::Sum)
+            .context("all-reducing the gradients")
+    }
+
+    /// Every rank's `values`, in rank order, on every rank (through the
+    /// rendezvous store: a step's metrics are a few hundred bytes).
+    pub fn gather_metrics(
+        &self,
+        values: BTreeMap<String, f64>,
+    ) -> Result<Vec<BTreeMap<String, f64>>> {
+        let Some(store) = self.dist.store() else {
+            return Ok(vec![values]);
+        };
+        let n = self.exchanges.get();
+        self.exchanges.set(n + 1);
+        let key = |rank: usize| format!("lmmhost/{}/metrics/{n}/{rank}", self.attempt);
+        store.set(
+            &key(self.rank()),
+            serde_json::to_string(&values)?.as_bytes(),
+        )?;
+        (0..self.world_size())
+            .map(|r| {
+                let bytes = store
+                    .get(&key(r))
+                    .with_context(|| format!("waiting for rank {r}'s metrics"))?;
+                Ok(serde_json::from_slice(&bytes)?)
+            })
+            .collect()
+    }
+}
