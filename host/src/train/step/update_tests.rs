@@ -20,7 +20,7 @@ use crate::train::policy::{Freeze, Placement, Reference};
 use crate::train::rollout::{roll_out, RolloutConfig};
 
 /// A world of one: the update as a single process runs it.
-fn one_rank() -> DataParallel {
+pub(super) fn one_rank() -> DataParallel {
     DataParallel::single(tch::Device::Cpu)
 }
 

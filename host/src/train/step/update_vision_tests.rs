@@ -12,7 +12,7 @@ use lmmhost_model::processor::image::ImageProcessorConfig;
 use lmmhost_model::processor::{ImageInput, Message, Part};
 use lmmhost_model::sampling::{SamplingParams, SeededRng};
 
-use super::tests::assert_planned;
+use super::tests::{assert_planned, one_rank};
 use super::*;
 use crate::rl::kl::Kl;
 use crate::rl::schedules::{EntropyBonus, LrDecay};
@@ -92,7 +92,7 @@ fn rows(p: &Policy) -> Vec<Row> {
         blocked_token_ids: Vec::new(),
         kv_cache_tokens: None,
     };
-    roll_out(p, &batch, &cfg, &mut SeededRng::new(3), 0).unwrap()
+    roll_out(p, &batch, &cfg, &mut SeededRng::new(3), 0, None).unwrap()
 }
 
 /// What `lmmhost plan` assumes for this update: one micro-batch of all rows.
@@ -194,10 +194,10 @@ fn vision_update_peak_probe() {
     };
     let mut opt = AdamW::new([0.9, 0.999], 1e-8, 0.0);
     let s = settings(rows.len());
-    update(&p, &mut opt, &s, &inputs).unwrap();
+    update(&one_rank(), &p, &mut opt, &s, &inputs).unwrap();
     std::fs::write("/proc/self/clear_refs", "5").unwrap();
     let before = lmmhost_model::memory::rss_bytes().unwrap();
-    update(&p, &mut opt, &s, &inputs).unwrap();
+    update(&one_rank(), &p, &mut opt, &s, &inputs).unwrap();
     let peak = lmmhost_model::memory::peak_rss_bytes().unwrap();
     let plan = plan_of(&p, &rows, trains).plan();
     println!(
