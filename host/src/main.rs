@@ -132,3 +132,7 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "docs_commands_tests.rs"]
+mod docs_commands_tests;
