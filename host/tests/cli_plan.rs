@@ -99,6 +99,55 @@ fn plan_of_the_3b_shape() {
     assert_eq!(kv(&one), 2 * kv(&two));
 }
 
+/// When nothing fits, the plan says so instead of "largest ...: 0"; it
+/// suggests freezing the vision tower only when the tower trains (under
+/// LoRA, only when it has adapters).
+#[test]
+fn plan_says_when_nothing_fits_and_which_switches_apply() {
+    let model = format!(
+        "model.path=\"{}\"",
+        repo().join("configs/models/qwen2.5-vl-3b").display()
+    );
+    let out = plan(&[
+        "configs/quickstart.toml",
+        "--gpu-memory",
+        "1GiB",
+        "--set",
+        &model,
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("no micro_batch_size fits, not even 1 row") && !text.contains("fits: 0"),
+        "{text}"
+    );
+    let switches = |lora: &str| {
+        let out = plan(&[
+            "configs/quickstart.toml",
+            "--json",
+            "--gpu-memory",
+            "1GiB",
+            "--set",
+            &model,
+            "--set",
+            lora,
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["switches"].to_string()
+    };
+    assert!(!switches("model.lora={rank=8, alpha=16}").contains("grpo.freeze_vision"));
+    assert!(switches("model.lora={rank=8, alpha=16, vision=true}").contains("grpo.freeze_vision"));
+}
+
 /// Every `lmmhost plan` line of docs/performance.md and docs/recipes.md
 /// runs as shown.
 #[test]

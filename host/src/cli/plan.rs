@@ -148,16 +148,24 @@ fn text(exp: &Experiment, i: &PlanInputs, p: &MemoryPlan, budget: u64) -> String
         gib(p.peak),
         gib(budget)
     );
-    let _ = writeln!(
-        o,
-        "largest micro_batch_size that fits: {}; largest rollout KV cache: {} tokens (rollout.kv_cache_budget)",
-        i.largest_micro_batch(budget),
-        i.largest_kv_tokens(budget)
-    );
+    let _ = writeln!(o, "{}", largest_that_fit(i, budget));
     for s in switches(exp, i, p, budget) {
         let _ = writeln!(o, "  try: {s}");
     }
     o
+}
+
+/// The largest micro-batch and KV cache that fit, or that none does.
+fn largest_that_fit(i: &PlanInputs, budget: u64) -> String {
+    let rows = match i.largest_micro_batch(budget) {
+        0 => "no micro_batch_size fits, not even 1 row (see the switches below)".to_string(),
+        n => format!("largest micro_batch_size that fits: {n}"),
+    };
+    let kv = match i.largest_kv_tokens(budget) {
+        0 => "no rollout KV cache fits".to_string(),
+        n => format!("largest rollout KV cache: {n} tokens (rollout.kv_cache_budget)"),
+    };
+    format!("{rows}; {kv}")
 }
 
 /// Settings that lower the peak, when it does not fit.
@@ -196,7 +204,9 @@ fn switches(exp: &Experiment, i: &PlanInputs, p: &MemoryPlan, budget: u64) -> Ve
             "rollout.kv_cache_budget = {kv} (rows wait for room in the KV cache)"
         ));
     }
-    if !exp.grpo.freeze_vision && i.params.vision > 0 {
+    // Under LoRA the tower trains only through its own adapters.
+    let tower_trains = i.params.vision > 0 && exp.model.lora.as_ref().is_none_or(|l| l.vision);
+    if !exp.grpo.freeze_vision && tower_trains {
         out.push("grpo.freeze_vision = true (no gradients or moments for the vision tower)".into());
     }
     out
