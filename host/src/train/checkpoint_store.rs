@@ -62,7 +62,7 @@ impl CheckpointStore {
         let final_dir = self.step_dir(step);
         // Re-saving a step (e.g. after resume) replaces it; `latest`
         // restores the old one if a crash comes between the two renames.
-        replace_dir(&tmp, &final_dir, &self.replaced_dir(step))?;
+        replace_dir(&tmp, &final_dir, &self.replaced_dir(&final_dir))?;
         let pointer_tmp = self.dir.join(format!("{TMP_PREFIX}{LATEST}"));
         std::fs::write(&pointer_tmp, format!("step-{step:08}\n"))
             .with_context(|| format!("cannot write {}", pointer_tmp.display()))?;
@@ -132,16 +132,14 @@ impl CheckpointStore {
             );
         }
         let dir = self.dir.join(name);
-        if let Some(step) = name.strip_prefix("step-").and_then(|n| n.parse().ok()) {
-            let replaced = self.replaced_dir(step);
-            if !dir.is_dir() && replaced.is_dir() {
-                std::fs::rename(&replaced, &dir).with_context(|| {
-                    format!(
-                        "cannot restore {} (moved aside by a re-save that did not finish)",
-                        dir.display()
-                    )
-                })?;
-            }
+        let replaced = self.replaced_dir(&dir);
+        if !dir.is_dir() && replaced.is_dir() {
+            std::fs::rename(&replaced, &dir).with_context(|| {
+                format!(
+                    "cannot restore {} (moved aside by a re-save that did not finish)",
+                    dir.display()
+                )
+            })?;
         }
         if !dir.is_dir() {
             bail!(
@@ -192,10 +190,11 @@ impl CheckpointStore {
         Ok(())
     }
 
-    /// Where a checkpoint being replaced by a re-save of its step waits.
-    fn replaced_dir(&self, step: u64) -> PathBuf {
-        self.dir
-            .join(format!("{TMP_PREFIX}replaced-step-{step:08}"))
+    /// Where the checkpoint directory `dir` waits while a re-save of its
+    /// step replaces it.
+    fn replaced_dir(&self, dir: &Path) -> PathBuf {
+        let name = dir.file_name().unwrap_or_default().to_string_lossy();
+        self.dir.join(format!("{TMP_PREFIX}replaced-{name}"))
     }
 
     fn remove_incomplete(&self) -> Result<()> {
@@ -326,7 +325,7 @@ mod tests {
         assert!(!pruned.exists());
         // Killed between moving step 3 aside for a re-save and moving the
         // new one in: `latest` still names step 3 and gets it back.
-        std::fs::rename(store.step_dir(3), store.replaced_dir(3)).unwrap();
+        std::fs::rename(store.step_dir(3), store.replaced_dir(&store.step_dir(3))).unwrap();
         let latest = store.latest().unwrap().unwrap();
         assert_eq!(
             std::fs::read_to_string(latest.join("state.json")).unwrap(),
@@ -338,7 +337,7 @@ mod tests {
             std::fs::read_to_string(store.step_dir(3).join("state.json")).unwrap(),
             "3 again"
         );
-        assert!(!store.replaced_dir(3).exists());
+        assert!(!store.replaced_dir(&store.step_dir(3)).exists());
     }
 
     #[test]

@@ -14,7 +14,6 @@ use lmmhost_sdk as sdk;
 use super::checkpoint_store::replace_dir;
 use super::eval::{table, EvalResult};
 use super::experiment::Experiment;
-use super::progress::say;
 use super::state::SummaryRow;
 use super::step::{combine_ranks, grpo_step, sft_step};
 use super::trainer::Trainer;
@@ -60,9 +59,7 @@ fn train<'e>(exp: &'e Experiment, opts: &RunOptions) -> Result<Trainer<'e>> {
             break;
         }
         for event in t.plugins.reload_changed(exp) {
-            if t.dp.is_main() {
-                say(&t.bar, &event);
-            }
+            t.announce(&event);
         }
         let Some(plan) = t.next_plan()? else { break };
         let settings = exp.stage_settings(&plan)?;
@@ -95,21 +92,26 @@ fn finish(mut t: Trainer) -> Result<RunSummary> {
         t.checkpoint()?;
     }
     let final_model = t.out.join("final-model");
-    if !t.dp.is_main() {
-        // Rank 0 writes the run's files; the store it hosts lives until
-        // every rank is done with it.
-        t.dp.barrier()?;
-        return Ok(RunSummary {
-            steps: t.state.global_step,
-            warnings: t.warnings,
-            output_dir: t.out,
-            final_model,
-            summary: t.state.summary,
-        });
+    // Rank 0 writes the run's files; the store it hosts lives until every
+    // rank is done with it.
+    if t.dp.is_main() {
+        write_final_files(&t, &final_model)?;
     }
-    save_final_model(&t, &final_model, false)?;
+    t.dp.barrier()?;
+    Ok(RunSummary {
+        steps: t.state.global_step,
+        warnings: t.warnings,
+        output_dir: t.out,
+        final_model,
+        summary: t.state.summary,
+    })
+}
+
+/// The final model, plots and the evaluation summary, and the run's last words.
+fn write_final_files(t: &Trainer, final_model: &Path) -> Result<()> {
+    save_final_model(t, final_model, false)?;
     if t.policy.lora.as_ref().is_some_and(|l| l.merge_on_save) {
-        save_final_model(&t, &t.out.join("final-model-merged"), true)?;
+        save_final_model(t, &t.out.join("final-model-merged"), true)?;
     }
     let mut summary_png = None;
     if t.exp.logging.plots {
@@ -135,14 +137,7 @@ fn finish(mut t: Trainer) -> Result<RunSummary> {
         final_model.display(),
         t.log.path().display()
     );
-    t.dp.barrier()?;
-    Ok(RunSummary {
-        steps: t.state.global_step,
-        warnings: t.warnings,
-        output_dir: t.out,
-        final_model,
-        summary: t.state.summary,
-    })
+    Ok(())
 }
 
 /// Writes the final model beside `dir` first and moves it into place, so

@@ -250,17 +250,12 @@ impl<'a> Trainer<'a> {
         if self.reference.as_ref().is_some_and(|r| r.stage.is_some()) {
             self.reference = None;
         }
-        if self.dp.is_main() {
-            say(
-                &self.bar,
-                format!(
-                    "stage {} ({}) from step {}",
-                    plan.stage,
-                    kind_name(plan.kind),
-                    self.state.global_step + 1
-                ),
-            );
-        }
+        self.announce(format!(
+            "stage {} ({}) from step {}",
+            plan.stage,
+            kind_name(plan.kind),
+            self.state.global_step + 1
+        ));
         self.state.stage = plan.stage.clone();
         self.state.stage_step = 0;
         Ok(())
@@ -312,6 +307,14 @@ impl<'a> Trainer<'a> {
             say(&self.bar, format!("{msg}: skipped{more}"));
         }
         Ok(())
+    }
+
+    /// A line for the user above the progress bar, from rank 0 alone (every
+    /// rank would say the same).
+    pub fn announce(&self, msg: impl AsRef<str>) {
+        if self.dp.is_main() {
+            say(&self.bar, msg);
+        }
     }
 
     /// Samples drawn for this step (round `round` of dynamic sampling), and
@@ -503,15 +506,10 @@ impl<'a> Trainer<'a> {
                 values.insert(format!("eval/{ds}/pass@{k}"), *p);
             }
             values.insert(format!("time/eval/{ds}"), t0.elapsed().as_secs_f64());
-            if self.dp.is_main() {
-                say(
-                    &self.bar,
-                    format!(
-                        "eval {when}: {ds} accuracy {:.3} over {} prompts",
-                        r.accuracy, r.prompts
-                    ),
-                );
-            }
+            self.announce(format!(
+                "eval {when}: {ds} accuracy {:.3} over {} prompts",
+                r.accuracy, r.prompts
+            ));
             self.state.summary.push(SummaryRow {
                 when: when.to_string(),
                 step: self.state.global_step,

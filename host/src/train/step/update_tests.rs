@@ -752,26 +752,13 @@ fn update_peak_memory_probe() {
     let inputs = plain_inputs(&rows, &adv, &rates);
     let mut opt =
         AdamW::new([0.9, 0.999], 1e-8, 0.0).with_master_weights(p.precision.master_weights());
+    let s = settings(micro, 1, Kl::default());
     // Moments and `.grad` exist from a first update; the measured one then
     // allocates only what an update needs in flight.
-    update(
-        &one_rank(),
-        &p,
-        &mut opt,
-        &settings(micro, 1, Kl::default()),
-        &inputs,
-    )
-    .unwrap();
+    update(&one_rank(), &p, &mut opt, &s, &inputs).unwrap();
     std::fs::write("/proc/self/clear_refs", "5").unwrap();
     let (before, _) = rss();
-    update(
-        &one_rank(),
-        &p,
-        &mut opt,
-        &settings(micro, 1, Kl::default()),
-        &inputs,
-    )
-    .unwrap();
+    update(&one_rank(), &p, &mut opt, &s, &inputs).unwrap();
     let (_, peak) = rss();
     let grad_bytes: i64 = p.tensors().iter().map(|t| t.numel() as i64 * 4).sum();
     let planned = plan_of(&p, &rows, micro, None).plan().update;
