@@ -10,7 +10,9 @@
 #      fallbacks when a size fails, e.g. out of memory): tokens/s, the rollout
 #      engine's generated tokens/s, peak GPU memory and the time split,
 #   3. the same with activation checkpointing and with LoRA, when this binary
-#      knows those settings.
+#      knows those settings,
+#   4. two GRPO steps on one rank through a process group of one (NCCL on a
+#      GPU), against the same steps without one.
 # Every part runs on the CPU with the tiny models too (the test
 # host/tests/gpu_check.rs runs `GPU_CHECK_DEVICE=cpu scripts/gpu-check.sh --tiny`).
 #
@@ -165,6 +167,42 @@ if [ -n "$chosen" ]; then
     fi
 fi
 
+# 4. One rank with a process group (NCCL on a GPU, Gloo on the CPU): two
+#    GRPO steps of W1 through every collective of the step, against the same
+#    steps without a group. The first step's loss must agree (same weights,
+#    same samples) and the grouped run must have moved bytes each step.
+onerank() { # name [extra lmmhost args...]
+    local name=$1; shift
+    run "$name" 120 -- run configs/bench/w1.toml --max-steps 2 --set "model.device=\"$device\"" \
+        --set model.workers=1 --set rollout.prompts_per_step=4 --set rollout.group_size=4 \
+        --set "output_dir=\"$out/runs/$name\"" "$@"
+}
+onerank one-rank-plain
+onerank one-rank-group --nproc 1 --set distributed.group_of_one=true
+python3 - "$out" > "$out/one-rank.status" <<'EOF'
+import json, sys
+out = sys.argv[1]
+def steps(name):
+    try:
+        return [json.loads(l) for l in open(f"{out}/runs/{name}/metrics.jsonl") if l.strip()]
+    except OSError:
+        return []
+plain, group = steps("one-rank-plain"), steps("one-rank-group")
+rows = []
+for a, b in zip(plain, group):
+    va, vb = a.get("values", a), b.get("values", b)
+    rows.append({"step": a.get("step"), "loss": va.get("loss"), "loss_group": vb.get("loss"),
+                 "grad_norm": va.get("grad_norm"), "grad_norm_group": vb.get("grad_norm"),
+                 "dist/bytes": vb.get("dist/bytes")})
+ok = len(rows) == 2 and all((r["dist/bytes"] or 0) > 0 for r in rows)
+if ok:
+    a, b = rows[0]["loss"], rows[0]["loss_group"]
+    ok = a is not None and b is not None and abs(a - b) <= 1e-3 * max(1.0, abs(a))
+json.dump({"rows": rows, "ok": ok}, open(f"{out}/one-rank.json", "w"), indent=1)
+print("ok" if ok else "failed")
+EOF
+record one-rank-compare "$(cat "$out/one-rank.status")" 0 "$out/logs/one-rank-group.log" "$out/one-rank.json"
+
 # The report: markdown for people, JSON for tools.
 python3 - "$out" "$steps" <<'EOF'
 import json, sys
@@ -200,6 +238,15 @@ for s in steps:
         num(g("time/step"), "{:.2f}"), num(g("time/rollout"), "{:.2f}"), num(g("time/logprobs"), "{:.2f}"),
         num(update, "{:.2f}"), num(g("throughput/tokens_per_s"), "{:.0f}"),
         num(g("throughput/gen_tokens_per_s"), "{:.0f}"), num(g("peak_memory_mb"), "{:.0f}")))
+md += ["", "## One rank with a process group", "",
+       "Two GRPO steps of W1 with `--nproc 1 --set distributed.group_of_one=true` (NCCL on a GPU) against the same steps without a group.", ""]
+for s in steps:
+    if s["name"] != "one-rank-compare":
+        continue
+    md += [f"status: {s['status']}", "",
+           "| step | loss | loss with group | grad norm | grad norm with group | dist/bytes |", "|---|---|---|---|---|---|"]
+    for r in (s["figures"] or {}).get("rows", []):
+        md.append("| {} | {} | {} | {} | {} | {} |".format(*(r.get(k) for k in ("step", "loss", "loss_group", "grad_norm", "grad_norm_group", "dist/bytes"))))
 failed = [s for s in steps if s["status"] not in ("ok", "unsupported")]
 if failed:
     md += ["", "## Steps that did not finish", ""]

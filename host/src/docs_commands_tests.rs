@@ -93,14 +93,16 @@ fn commands(text: &str) -> Vec<(usize, Vec<String>)> {
 }
 
 /// The words from `lmmhost` on, when this shell command runs it: as its
-/// program (after any `VAR=value`), or as the program of a launcher's
-/// `--no-python`; and followed by a subcommand-like word (diagrams in code
-/// blocks name the program too).
+/// program (after any `VAR=value`), as the program of a launcher's
+/// `--no-python`, or as what `srun` starts; and followed by a
+/// subcommand-like word (diagrams in code blocks name the program too).
 fn lmmhost_command(words: &[String]) -> Option<&[String]> {
     let is_program = |w: &String| w == "lmmhost" || w.ends_with("/lmmhost");
     let start = words.iter().position(|w| !w.contains('=')).unwrap_or(0);
     let at = if words.get(start).is_some_and(is_program) {
         start
+    } else if words.get(start).is_some_and(|w| w == "srun") {
+        words.iter().position(is_program)?
     } else {
         words.iter().position(|w| w == "--no-python")? + 1
     };
@@ -143,17 +145,19 @@ fn synopsis_notation_is_read_and_a_bad_flag_fails() {
                 torchrun --nproc-per-node 2 --no-python lmmhost run a.toml\n\
                 lmmhost run a.toml --no-such-flag\n\
                 cargo build -p lmmhost && X=1 lmmhost plot r\n\
+                srun --ntasks-per-node=8 lmmhost run b.toml\n\
                 lmmhost (host/) | <---+\n```\nlmmhost outside a block\n";
     let found = commands(text);
     let lines: Vec<usize> = found.iter().map(|(l, _)| *l).collect();
-    assert_eq!(lines, vec![2, 3, 5, 6, 7]);
+    assert_eq!(lines, vec![2, 3, 5, 6, 7, 8]);
     assert_eq!(found[0].1, ["lmmhost", "plot", "runs/x"]);
     assert_eq!(found[1].1, ["lmmhost", "bench", "model", "--device", "cpu"]);
     assert_eq!(found[2].1, ["lmmhost", "run", "a.toml"]);
     assert_eq!(found[4].1, ["lmmhost", "plot", "r"]);
+    assert_eq!(found[5].1, ["lmmhost", "run", "b.toml"]);
     let ok: Vec<bool> = found
         .iter()
         .map(|(_, w)| Cli::try_parse_from(w).is_ok())
         .collect();
-    assert_eq!(ok, vec![true, true, true, false, true]);
+    assert_eq!(ok, vec![true, true, true, false, true, true]);
 }

@@ -96,8 +96,22 @@ fn packed_gpu_check_runs_every_section_on_the_cpu() {
     let s = step("grpo-checkpointing");
     assert_eq!(s["status"], "ok", "{s}");
     assert!(s["figures"]["time/step"].as_f64().unwrap() > 0.0, "{s}");
+    // Two steps on one rank through a process group of one (Gloo here):
+    // the collectives moved bytes and the first step's loss is the plain one's.
+    let o = step("one-rank-compare");
+    assert_eq!(o["status"], "ok", "{o}");
+    let rows = o["figures"]["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{o}");
+    for r in rows {
+        assert!(r["dist/bytes"].as_f64().unwrap() > 0.0, "{r}");
+    }
     let md = std::fs::read_to_string(report.join("gpu-check.md")).unwrap();
-    for heading in ["## Forward parity", "## GRPO steps", "| grpo-1 | ok |"] {
+    for heading in [
+        "## Forward parity",
+        "## GRPO steps",
+        "| grpo-1 | ok |",
+        "## One rank with a process group",
+    ] {
         assert!(md.contains(heading), "{heading}\n{md}");
     }
 }

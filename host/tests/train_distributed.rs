@@ -10,9 +10,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use lmmhost::metrics::log::StepRecord;
+use lmmhost::metrics::log::{read_records, StepRecord};
 use lmmhost::train::experiment::Experiment;
+use lmmhost::train::memory_plan::PlanInputs;
 use lmmhost::train::policy::Policy;
+use lmmhost_model::config::ModelConfig;
 use tch::Tensor;
 use train_support::*;
 
@@ -132,17 +134,28 @@ const SMALL: [&str; 4] = [
     "rollout.prompts_per_step=4",
 ];
 
+/// What the update of a GRPO step logs, compared between 1 rank and 2.
+const GRPO_METRICS: [&str; 5] = [
+    "reward/mean",
+    "reward/std",
+    "response_length/mean",
+    "loss",
+    "grad_norm",
+];
+
 /// Bound on ||w(2 ranks) - w(1 rank)|| / ||w(1 rank) - w(start)|| after two
 /// steps: the gradients are summed in another order, so they differ in the
 /// last bits. Measured here (AMD EPYC; also with ATEN_CPU_CAPABILITY=default
-/// or avx2 and MKL_CBWR=COMPATIBLE): 4.5e-6 to 5.4e-6 for GRPO, 1.0e-6 to
-/// 1.3e-5 for SFT (batches of 5 and 6); the bound leaves 15x for other CPUs'
-/// kernels. A loss divided by one rank's token count instead of the global
-/// one moved the GRPO weights by 1.9e-1 here. Adam's steps hardly depend on
+/// or avx2 and MKL_CBWR=COMPATIBLE): 3.9e-6 to 6.5e-6 for GRPO (with bad
+/// samples, dynamic sampling, whitening, evaluation, two torchrun nodes
+/// alike), 1.0e-6 to 1.3e-5 for SFT (batches of 5 and 6), 1.3e-5 to 2.0e-5
+/// for PAD (4 rows drawn); the bound leaves 25x for other CPUs' kernels. A
+/// loss divided by one rank's token count instead of the global one moved
+/// the GRPO weights by 1.9e-1 here, a rank's own PAD draw by 7.7e-1. Adam's steps hardly depend on
 /// the gradients' scale, so a gradient averaged instead of summed (3.6e-3
 /// for GRPO, nothing for SFT) is caught by the logged loss and gradient norm
 /// (1 rank vs 2 within 2.4e-7, asserted to 1e-4).
-const SAME_STEP: f64 = 2e-4;
+const SAME_STEP: f64 = 5e-4;
 
 /// Runs the experiment of `stages` on 1 rank and on 2 (`--nproc 2`): the
 /// run directories and the 2-rank launcher's output, once the weights were
@@ -154,18 +167,96 @@ fn one_rank_and_two(
     stages: &str,
     extra: &str,
 ) -> (PathBuf, PathBuf, Output) {
-    let exp = experiment(dir, stages, extra);
+    one_rank_and_two_of(what, dir, &experiment(dir, stages, extra), &[])
+}
+
+/// [`one_rank_and_two`] of the experiment file `exp`, both runs with `args`.
+fn one_rank_and_two_of(
+    what: &str,
+    dir: &Path,
+    exp: &Path,
+    args: &[&str],
+) -> (PathBuf, PathBuf, Output) {
+    let exp = exp.to_path_buf();
     let start = initial_model(&exp, dir);
     let one = dir.join("one");
     let two = dir.join("two");
-    run_cli(&exp, &one, &[]);
-    let out = run_cli(&exp, &two, &["--nproc", "2"]);
+    run_cli(&exp, &one, args);
+    let out = run_cli(&exp, &two, &[args, &["--nproc", "2"]].concat());
     let d = relative_difference(&start, &one.join("final-model"), &two.join("final-model"));
     eprintln!("{what}: 2 ranks vs 1, relative difference of the weights {d:.3e}");
     assert!(d < SAME_STEP, "2 ranks took another step than 1: {d:.3e}");
     assert_eq!(steps(&two).len(), 2, "one record per step");
-    assert_eq!(files(&one), files(&two));
+    // Rank 1 logs the bad samples of its share to a file of its own.
+    let written = |dir: &Path| -> Vec<String> {
+        let mut f = files(dir);
+        f.retain(|f| !f.starts_with("failures"));
+        f
+    };
+    assert_eq!(written(&one), written(&two));
     (one, two, out)
+}
+
+/// `dist/bytes` of each 2-rank step: the f32 gradient of every weight
+/// (one optimizer update per step), plus a few hundred bytes of counts,
+/// metrics and flags (one per tensor) summed on the way.
+fn gradient_payload(dir: &Path, steps: &[StepRecord], what: &str) {
+    let numel: i64 = weights(&dir.join("initial-model"))
+        .iter()
+        .map(|(_, t)| t.numel() as i64)
+        .sum();
+    let grads = 4.0 * numel as f64;
+    for s in steps {
+        let bytes = s.values["dist/bytes"];
+        eprintln!(
+            "{what} step {}: dist/bytes {bytes} ({numel} weights: {grads} bytes of gradient)",
+            s.step
+        );
+        assert!(
+            bytes >= grads && bytes < grads + 4096.0,
+            "{what} step {}: {bytes} bytes for {grads} of gradient",
+            s.step
+        );
+    }
+}
+
+/// The lines of the run's failure logs (rank 0's and the other ranks').
+fn failure_lines(dir: &Path) -> Vec<String> {
+    let mut lines: Vec<String> = files(dir)
+        .iter()
+        .filter(|f| f.starts_with("failures"))
+        .flat_map(|f| {
+            let text = std::fs::read_to_string(dir.join(f)).unwrap();
+            text.lines().map(String::from).collect::<Vec<_>>()
+        })
+        .collect();
+    lines.sort();
+    lines
+}
+
+/// The experiment's digits as `rows` rows, those whose index `bad` picks cut
+/// short, under the loader's `on_error = "zero"` and parsed at `get`.
+fn with_bad_rows(exp: &Path, rows: usize, bad: impl Fn(usize) -> bool) {
+    let dir = exp.parent().unwrap();
+    let mut text = String::new();
+    for i in 0..rows {
+        if bad(i) {
+            text.push_str("{\"problem\": \"Say a digit.\", \"answer\": \n");
+        } else {
+            text.push_str(&format!(
+                "{{\"problem\": \"Say a digit ({i}).\", \"answer\": \"7\"}}\n"
+            ));
+        }
+    }
+    std::fs::write(dir.join("digits.jsonl"), text).unwrap();
+    let exp_text = std::fs::read_to_string(exp).unwrap();
+    if !exp_text.contains("on_error") {
+        let lenient = exp_text.replace(
+            "[plugins.jsonl]\n",
+            "[plugins.jsonl]\non_error = \"zero\"\nconfig = { validate_at_open = false }\n",
+        );
+        std::fs::write(exp, lenient).unwrap();
+    }
 }
 
 #[test]
@@ -176,25 +267,55 @@ fn grpo_on_two_ranks_takes_the_single_rank_steps() {
     let (a, b) = (steps(&one), steps(&two));
     for (a, b) in a.iter().zip(&b) {
         assert_eq!(b.values["samples/generated"], 16.0);
-        assert_close(
-            a,
-            b,
-            &[
-                "reward/mean",
-                "reward/std",
-                "response_length/mean",
-                "loss",
-                "grad_norm",
-            ],
-            1e-4,
-        );
+        assert_close(a, b, &GRPO_METRICS, 1e-4);
     }
+    gradient_payload(dir.path(), &b, "GRPO");
     // Only rank 0 printed the summary line.
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
         stdout.matches("2 steps; model saved to").count(),
         1,
         "{stdout}"
+    );
+}
+
+/// `distributed.group_of_one` on one rank (the check scripts/gpu-check.sh
+/// makes of NCCL on one GPU): every collective of the step runs, moving the
+/// gradient, and the run takes the plain run's steps. Without a launcher
+/// there is no group to build, which is said, not ignored.
+#[test]
+fn a_group_of_one_runs_the_collectives_and_takes_the_plain_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    let exp = experiment(dir.path(), GRPO_2, "");
+    let start = initial_model(&exp, dir.path());
+    let (plain, grouped) = (dir.path().join("plain"), dir.path().join("grouped"));
+    run_cli(&exp, &plain, &[]);
+    let group = ["--set", "distributed.group_of_one=true"];
+    run_cli(&exp, &grouped, &[&group[..], &["--nproc", "1"]].concat());
+    let d = relative_difference(
+        &start,
+        &plain.join("final-model"),
+        &grouped.join("final-model"),
+    );
+    eprintln!("group of one vs none: relative difference of the weights {d:.3e}");
+    assert!(d < SAME_STEP, "a group of one took another step: {d:.3e}");
+    let (a, b) = (steps(&plain), steps(&grouped));
+    assert_eq!(b.len(), 2);
+    for (a, b) in a.iter().zip(&b) {
+        assert_close(a, b, &GRPO_METRICS, 1e-4);
+        assert!(!a.values.contains_key("dist/bytes"), "no group, no bytes");
+    }
+    gradient_payload(dir.path(), &b, "group of one");
+    let out = Command::new(BIN)
+        .arg("run")
+        .arg(&exp)
+        .args(group)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("--nproc 1"),
+        "{stderr}"
     );
 }
 
@@ -207,6 +328,7 @@ fn sft_on_two_ranks_takes_the_single_rank_steps() {
         assert_eq!(a.values["sft/tokens"], b.values["sft/tokens"]);
         assert_close(a, b, &["sft/loss", "grad_norm"], 1e-4);
     }
+    gradient_payload(dir.path(), &steps(&two), "SFT");
 }
 
 #[test]
@@ -234,12 +356,253 @@ fn a_run_checkpointed_on_two_ranks_resumes_on_one() {
     assert_close(&a[1], &b[1], &["reward/mean", "response_length/mean"], 1e-9);
 }
 
+/// Each rank loads only its share: a bad sample is logged once, by the rank
+/// that loaded it, and counted once in `samples/dropped`; the prompts left
+/// generate what they generate on one rank (their random streams are keyed by
+/// their place in the step's draw, not by the rank or the samples left out).
+#[test]
+fn bad_samples_are_loaded_logged_and_counted_once_across_ranks() {
+    let dir = tempfile::tempdir().unwrap();
+    let exp = experiment(dir.path(), GRPO_2, "");
+    // 1 in 3 rows bad: some steps lose a prompt on one rank.
+    with_bad_rows(&exp, 12, |i| i % 3 == 1);
+    let (one, two, _) = one_rank_and_two_of("GRPO, bad samples", dir.path(), &exp, &[]);
+    let (a, b) = (steps(&one), steps(&two));
+    let dropped: f64 = a.iter().map(|r| r.values["samples/dropped"]).sum();
+    assert!(dropped > 0.0, "no bad sample was drawn");
+    for (a, b) in a.iter().zip(&b) {
+        assert_eq!(a.values["samples/dropped"], b.values["samples/dropped"]);
+        assert_eq!(a.values["samples/generated"], b.values["samples/generated"]);
+        assert_close(
+            a,
+            b,
+            &["reward/mean", "response_length/mean", "loss", "grad_norm"],
+            1e-4,
+        );
+    }
+    let (logged_one, logged_two) = (failure_lines(&one), failure_lines(&two));
+    assert_eq!(logged_one.len() as f64, dropped);
+    assert_eq!(logged_one, logged_two);
+}
+
+/// A rank whose share of a step is empty (its one prompt left out as bad)
+/// takes part in the step's collectives with nothing to train on: the run
+/// goes on (a rank left waiting would fail at the timeout) and takes the
+/// single-rank steps. When every rank's share is empty, every rank stops at
+/// once with the reason.
+#[test]
+fn a_rank_with_an_empty_share_does_not_stall_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    // 2 prompts a step, one bad: each step draws both rows, so one rank's
+    // share is empty every step. The entropy bonus moves the weights even if
+    // the good prompt's completions all score the same.
+    let extra = "[grpo.entropy]\ncoef = 0.01\n\n[distributed]\ntimeout_secs = 60\n";
+    let exp = experiment(dir.path(), GRPO_2, extra);
+    with_bad_rows(&exp, 2, |i| i == 0);
+    let two_prompts = ["--set", "rollout.prompts_per_step=2"];
+    let (one, two, _) = one_rank_and_two_of("empty share", dir.path(), &exp, &two_prompts);
+    for (a, b) in steps(&one).iter().zip(&steps(&two)) {
+        assert_eq!(b.values["samples/dropped"], 1.0);
+        assert_eq!(a.values["samples/generated"], b.values["samples/generated"]);
+        assert_close(a, b, &["loss", "grad_norm", "entropy"], 1e-4);
+    }
+    assert_eq!(failure_lines(&one), failure_lines(&two));
+
+    // Both rows bad: no rank has a prompt; both stop at step 1 with the reason.
+    with_bad_rows(&exp, 2, |_| true);
+    let out = Command::new(BIN)
+        .arg("run")
+        .arg(&exp)
+        .args(["--set", "output_dir=\"none\""])
+        .current_dir(dir.path())
+        .args(two_prompts)
+        .args(["--nproc", "2"])
+        .env("OMP_NUM_THREADS", "1")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("step 1: every sample drawn was left out as bad (2 under on_error = \"zero\""),
+        "{err}"
+    );
+}
+
+/// Dynamic sampling across ranks: the groups kept are counted over all
+/// ranks and every rank runs the same extra rounds, taking the groups one
+/// process would take (the first informative ones in draw order).
+#[test]
+fn dynamic_sampling_on_two_ranks_takes_the_single_rank_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    let extra = "[grpo.dynamic_sampling]\nenabled = true\nmax_retries = 6\n";
+    let (one, two, _) = one_rank_and_two("dynamic sampling", dir.path(), GRPO_2, extra);
+    let (a, b) = (steps(&one), steps(&two));
+    let rounds: Vec<f64> = a.iter().map(|r| r.values["dynamic/rounds"]).collect();
+    eprintln!("rounds per step: {rounds:?}");
+    assert!(
+        rounds.iter().any(|&r| r > 1.0),
+        "no extra round: {rounds:?}"
+    );
+    for (a, b) in a.iter().zip(&b) {
+        for k in [
+            "dynamic/rounds",
+            "dynamic/groups",
+            "samples/generated",
+            "samples/effective",
+        ] {
+            assert_eq!(a.values[k], b.values[k], "step {} {k}", a.step);
+        }
+        assert_close(a, b, &GRPO_METRICS, 1e-4);
+    }
+}
+
+/// Whitening standardises with the whole batch's mean and variance, not a
+/// rank's share's (which moved the weights by 1.3e-1 relative here).
+#[test]
+fn whitened_advantages_on_two_ranks_take_the_single_rank_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    let extra = "[grpo]\nwhiten_advantages = true\n";
+    let (one, two, _) = one_rank_and_two("whitening", dir.path(), GRPO_2, extra);
+    for (a, b) in steps(&one).iter().zip(&steps(&two)) {
+        assert_close(a, b, &["loss", "grad_norm", "entropy"], 1e-4);
+    }
+}
+
+/// PAD across ranks: every rank draws from the advantages of the whole
+/// batch, in one process's order, and trains on the rows of its share.
+#[test]
+fn pad_on_two_ranks_takes_the_single_rank_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    // A quarter of the 16 rows: fewer than are eligible, so the draw decides.
+    let extra = "[grpo.pad]\nenabled = true\nratio = 0.25\ntau_decay_steps = 2\n";
+    let (one, two, _) = one_rank_and_two("PAD", dir.path(), GRPO_2, extra);
+    let (a, b) = (steps(&one), steps(&two));
+    let eligible: Vec<f64> = a.iter().map(|r| r.values["pad/eligible"]).collect();
+    let effective: Vec<f64> = a.iter().map(|r| r.values["samples/effective"]).collect();
+    eprintln!("PAD: eligible {eligible:?}, trained on {effective:?} of 16 rows");
+    // The draw chose among the eligible rows.
+    assert!(
+        (eligible.iter().zip(&effective)).any(|(&el, &ef)| ef > 0.0 && ef < el),
+        "{eligible:?} {effective:?}"
+    );
+    for (a, b) in a.iter().zip(&b) {
+        for k in ["pad/eligible", "samples/effective"] {
+            assert_eq!(a.values[k], b.values[k], "step {} {k}", a.step);
+        }
+        // A step whose rows all have zero advantage trains on none.
+        assert_eq!(a.values.contains_key("loss"), b.values.contains_key("loss"));
+        if a.values.contains_key("loss") {
+            assert_close(a, b, &["loss", "grad_norm", "entropy", "pad/tau"], 1e-4);
+        }
+    }
+}
+
+/// Evaluation split across ranks: each rank evaluates its share of the
+/// prompts (a prompt's completions keyed by its index in the dataset), the
+/// answers are gathered, and rank 0 logs and writes what one process does.
+#[test]
+fn evaluation_on_two_ranks_equals_the_single_rank_one() {
+    let dir = tempfile::tempdir().unwrap();
+    // 7 prompts, 3 completions each, sampled: shares of 3 and 4.
+    let extra = "[eval]\ndatasets = [\"digits\"]\nevery = 1\nlimit = 7\ngreedy = false\nsamples = 3\npass_k = [1, 3]\n";
+    let (one, two, out) = one_rank_and_two("evaluation", dir.path(), GRPO_2, extra);
+    let evals = |dir: &Path| -> Vec<StepRecord> {
+        read_records(&dir.join("metrics.jsonl"))
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.kind == "eval")
+            .collect()
+    };
+    let (a, b) = (evals(&one), evals(&two));
+    // At the start, after steps 1 and 2, and at the end of the stage.
+    assert_eq!(a.len(), 4);
+    assert_eq!(b.len(), a.len());
+    for (a, b) in a.iter().zip(&b) {
+        let keys: Vec<&str> = a
+            .values
+            .keys()
+            .map(String::as_str)
+            .filter(|k| !k.starts_with("time/"))
+            .collect();
+        assert_eq!(keys.len(), 5, "{keys:?}");
+        assert_close(a, b, &keys, 1e-9);
+    }
+    // The same answers, in the same order, in rank 0's files.
+    for f in files(&one).iter().filter(|f| f.starts_with("eval/")) {
+        let text = |d: &Path| std::fs::read_to_string(d.join(f)).unwrap();
+        assert_eq!(text(&one), text(&two), "{f}");
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("over 7 prompts (3 + 4 on 2 ranks)"),
+        "{stderr}"
+    );
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// Two nodes of one rank each, started as torchrun starts them on a cluster
+/// (`--nnodes 2 --node-rank N` and a c10d rendezvous at an endpoint; here
+/// both nodes are this machine): the run takes the single-rank steps.
+#[test]
+fn two_nodes_started_by_torchrun_take_the_single_rank_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    let exp = experiment(dir.path(), GRPO_2, "");
+    let start = initial_model(&exp, dir.path());
+    let one = dir.path().join("one");
+    run_cli(&exp, &one, &[]);
+    let nodes = dir.path().join("nodes");
+    let endpoint = format!("127.0.0.1:{}", free_port());
+    let node = |n: usize| {
+        let log = dir.path().join(format!("node{n}.log"));
+        let child = Command::new(repo().join(".venv/bin/python"))
+            .args([
+                "-m",
+                "torch.distributed.run",
+                "--nnodes",
+                "2",
+                "--node-rank",
+            ])
+            .arg(n.to_string())
+            .args([
+                "--nproc-per-node",
+                "1",
+                "--rdzv-backend",
+                "c10d",
+                "--rdzv-id",
+                "t",
+            ])
+            .args(["--rdzv-endpoint", &endpoint, "--no-python", BIN, "run"])
+            .arg(&exp)
+            .arg("--set")
+            .arg(format!("output_dir=\"{}\"", nodes.display()))
+            .args(SMALL)
+            .env("OMP_NUM_THREADS", "1")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        (child, log)
+    };
+    let started = [node(0), node(1)];
+    for (mut child, log) in started {
+        let status = child.wait().unwrap();
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(status.success(), "{}:\n{text}", log.display());
+    }
+    let d = relative_difference(&start, &one.join("final-model"), &nodes.join("final-model"));
+    eprintln!("2 nodes by torchrun vs 1 rank: relative difference of the weights {d:.3e}");
+    assert!(
+        d < SAME_STEP,
+        "2 nodes took another step than 1 rank: {d:.3e}"
+    );
+    assert_eq!(steps(&nodes).len(), 2, "one record per step");
 }
 
 /// A rank as torchrun starts it: the launch variables, its own log file.
@@ -314,4 +677,179 @@ fn a_killed_rank_stops_the_other_within_the_timeout_and_leaves_no_partial_checkp
         assert!(name == "latest" || name.starts_with("step-"), "{name}");
     }
     assert!(!out.join("final-model").exists());
+}
+
+/// `--set` lines of the ZeRO tests: weight decay on, and a clip bound the
+/// tiny model's gradient norms (0.7 to 0.9 here) exceed wherever there is
+/// a gradient (GRPO's first step has none: every group's rewards tie).
+const ZERO_SETTINGS: [&str; 4] = [
+    "--set",
+    "optim.weight_decay=0.1",
+    "--set",
+    "optim.grad_clip=0.05",
+];
+
+/// ||w(ZeRO stage 1 or 2) - w(stage 0)|| / ||w(stage 0) - w(start)||, all
+/// on 2 ranks, is bounded by [`SAME_STEP`]: the gradients are the same,
+/// reduce-scattered instead of all-reduced (stage 2), and the global norm
+/// is summed from the shards' squares, so at most the summation order
+/// differs. Measured here: 0 (bit-identical weights) for GRPO (3 steps) and
+/// SFT in bf16, also with ATEN_CPU_CAPABILITY=default or avx2 and
+/// MKL_CBWR=COMPATIBLE. Clipping each rank's shards by their own norm
+/// instead of the global one gave 1.2e-2 (GRPO) and 2.9e-2 (SFT).
+///
+/// Runs `exp` on 2 ranks under ZeRO stages 0, 1 and 2 (with `sets` on the
+/// command line); the run directories, once the weights of stages 1 and 2
+/// were found within [`SAME_STEP`] of stage 0's, the logged gradient norms
+/// equal and above the clip bound at two steps or more (clipping engaged),
+/// and the optimizer state of the rank holding most half of stage 0's.
+fn each_zero_stage(what: &str, dir: &Path, exp: &Path, sets: &[&str]) {
+    let start = initial_model(exp, dir);
+    let runs: Vec<PathBuf> = (0..3)
+        .map(|stage| {
+            let out = dir.join(format!("zero{stage}"));
+            let zero = format!("distributed.zero_stage={stage}");
+            let mut extra = vec!["--nproc", "2", "--set", &zero];
+            extra.extend(ZERO_SETTINGS);
+            extra.extend(sets);
+            run_cli(exp, &out, &extra);
+            out
+        })
+        .collect();
+    let plain = steps(&runs[0]);
+    let clipped = plain
+        .iter()
+        .filter(|r| r.values["grad_norm"] > 0.05)
+        .count();
+    assert!(clipped >= 2, "clipping engaged at {clipped} steps only");
+    let whole = plain[0].values["memory/optimizer_state_bytes"];
+    for (stage, run) in runs.iter().enumerate().skip(1) {
+        let model = if sets.iter().any(|s| s.starts_with("model.lora")) {
+            "final-model-merged"
+        } else {
+            "final-model"
+        };
+        let d = relative_difference(&start, &runs[0].join(model), &run.join(model));
+        eprintln!("{what}: ZeRO stage {stage} vs 0 on 2 ranks, relative difference {d:.3e}");
+        assert!(
+            d < SAME_STEP,
+            "ZeRO stage {stage} took another step: {d:.3e}"
+        );
+        let sharded = steps(run);
+        assert_eq!(sharded.len(), plain.len());
+        // `lmmhost plan --nproc 2` predicts the state a rank holds.
+        let mut keys: Vec<String> = extra_sets(sets);
+        keys.push(format!("distributed.zero_stage={stage}"));
+        let settings = Experiment::load_settings(exp, &keys).unwrap();
+        let config = ModelConfig::from_dir(&settings.model.path).unwrap();
+        let plan = PlanInputs::from_experiment(&settings, &config, 2)
+            .unwrap()
+            .plan();
+        let planned = (plan.master_weights + plan.optimizer) as f64;
+        let held = sharded[0].values["memory/optimizer_state_bytes"];
+        eprintln!(
+            "{what}: stage {stage} holds {held} bytes of optimizer state, the plan says {planned}"
+        );
+        assert!(
+            (planned / held - 1.0).abs() < 1e-3,
+            "planned {planned}, held {held}"
+        );
+        for (a, b) in plain.iter().zip(&sharded) {
+            assert_close(a, b, &["grad_norm"], 1e-4);
+            // Each rank holds its half of every bucket (the last one's
+            // padding aside).
+            let half = b.values["memory/optimizer_state_bytes"] / whole;
+            eprintln!("{what}: stage {stage} holds {half:.4} of stage 0's optimizer state");
+            assert!((0.5..0.51).contains(&half), "{half}");
+        }
+    }
+}
+
+/// The `KEY=VALUE` of each `--set` in `args`.
+fn extra_sets(args: &[&str]) -> Vec<String> {
+    args.windows(2)
+        .filter(|w| w[0] == "--set")
+        .map(|w| w[1].to_string())
+        .collect()
+}
+
+#[test]
+fn zero_stages_take_the_unsharded_grpo_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    let exp = experiment(dir.path(), &GRPO_2.replace("steps = 2", "steps = 3"), "");
+    each_zero_stage("GRPO", dir.path(), &exp, &[]);
+    // Only the adapters train and are sharded; their merge is compared.
+    let lora = ["--set", "model.lora={rank=4, alpha=8, merge_on_save=true}"];
+    each_zero_stage("GRPO, LoRA", &dir.path().join("lora"), &exp, &lora);
+}
+
+/// Mixed precision: the f32 master weights are sharded too, and carried
+/// (gathered, then sharded again) from the SFT stage into the GRPO stage
+/// (dropping them there, so that the GRPO stage starts from the bf16
+/// weights, gave a relative difference of 2.7e-2).
+#[test]
+fn zero_stages_take_the_unsharded_sft_then_grpo_steps_in_bf16() {
+    let dir = tempfile::tempdir().unwrap();
+    let stages = format!("{SFT_2}{GRPO_2}");
+    let exp = experiment(dir.path(), &stages, "[sft]\nbatch_size = 5\n");
+    each_zero_stage(
+        "SFT then GRPO, bf16",
+        dir.path(),
+        &exp,
+        &["--set", "model.dtype=\"bf16\""],
+    );
+}
+
+/// A checkpoint of ZeRO stage 2 on 2 ranks holds the whole optimizer
+/// state: it resumes on 1 rank without ZeRO, and on 2 ranks under stage 1,
+/// and both take the uninterrupted run's second step.
+#[test]
+fn a_zero_checkpoint_resumes_on_one_rank_and_on_another_stage() {
+    let dir = tempfile::tempdir().unwrap();
+    let exp = experiment(dir.path(), GRPO_2, "");
+    let start = initial_model(&exp, dir.path());
+    let with = |extra: &[&'static str]| -> Vec<&'static str> {
+        let mut all = ZERO_SETTINGS.to_vec();
+        all.extend(extra);
+        all
+    };
+    let straight = dir.path().join("straight");
+    run_cli(&exp, &straight, &with(&["--nproc", "2"]));
+    let first = with(&[
+        "--nproc",
+        "2",
+        "--set",
+        "distributed.zero_stage=2",
+        "--max-steps",
+        "1",
+    ]);
+    let on_one = dir.path().join("on-one");
+    run_cli(&exp, &on_one, &first);
+    run_cli(&exp, &on_one, &with(&["--resume"]));
+    let on_stage_1 = dir.path().join("on-stage-1");
+    run_cli(&exp, &on_stage_1, &first);
+    run_cli(
+        &exp,
+        &on_stage_1,
+        &with(&[
+            "--resume",
+            "--nproc",
+            "2",
+            "--set",
+            "distributed.zero_stage=1",
+        ]),
+    );
+    for (what, run) in [("1 rank", &on_one), ("2 ranks, ZeRO 1", &on_stage_1)] {
+        let d = relative_difference(
+            &start,
+            &straight.join("final-model"),
+            &run.join("final-model"),
+        );
+        eprintln!("step 1 under ZeRO 2, step 2 resumed on {what}: {d:.3e}");
+        assert!(
+            d < SAME_STEP,
+            "resumed on {what}, the run went another way: {d:.3e}"
+        );
+        assert_eq!(steps(run).len(), 2);
+    }
 }

@@ -77,6 +77,17 @@ char* lmm_dist_store_check(lmm_dist_store* store, const char* key,
   });
 }
 
+char* lmm_dist_store_delete(lmm_dist_store* store, const char* key,
+                            int* deleted) {
+  return lmm_dist_guard([&] {
+    *deleted = store->store->deleteKey(std::string(key)) ? 1 : 0;
+  });
+}
+
+char* lmm_dist_store_num_keys(lmm_dist_store* store, int64_t* out) {
+  return lmm_dist_guard([&] { *out = store->store->getNumKeys(); });
+}
+
 char* lmm_dist_store_wait(lmm_dist_store* store, const char* const* keys,
                           uint64_t n_keys, int64_t timeout_ms) {
   return lmm_dist_guard([&] {

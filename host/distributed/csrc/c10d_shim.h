@@ -34,6 +34,11 @@ char* lmm_dist_store_add(lmm_dist_store* store, const char* key, int64_t delta,
                          int64_t* out);
 char* lmm_dist_store_check(lmm_dist_store* store, const char* key,
                            int* present);
+// `deleted` is 1 when the key was there.
+char* lmm_dist_store_delete(lmm_dist_store* store, const char* key,
+                            int* deleted);
+// Every key the store holds (those of the process groups included).
+char* lmm_dist_store_num_keys(lmm_dist_store* store, int64_t* out);
 char* lmm_dist_store_wait(lmm_dist_store* store, const char* const* keys,
                           uint64_t n_keys, int64_t timeout_ms);
 

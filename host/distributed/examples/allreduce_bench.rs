@@ -53,6 +53,7 @@ fn main() -> Result<()> {
     let dist = Distributed::from_env(&DistOptions {
         backend: BackendChoice::Gloo,
         timeout: Duration::from_secs(300),
+        group_of_one: false,
     })?;
     let world = dist.world_size();
     let bytes = args.numel as f64 * 4.0;

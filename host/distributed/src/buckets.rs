@@ -76,6 +76,17 @@ impl GradBuckets {
     }
 
     pub(crate) fn check(&self, what: &str, tensors: &[Tensor]) -> Result<()> {
+        self.check_layout(what, tensors, true)
+    }
+
+    /// As `check`; with `same_kind = false` a tensor may hold another dtype
+    /// than the layout's (parameters stored in bf16 whose shards are f32).
+    pub(crate) fn check_layout(
+        &self,
+        what: &str,
+        tensors: &[Tensor],
+        same_kind: bool,
+    ) -> Result<()> {
         if tensors.len() != self.shapes.len() {
             bail!(
                 "{what}: laid out for {} tensors, got {}",
@@ -90,7 +101,7 @@ impl GradBuckets {
                      parameter (see materialize_grads)"
                 );
             }
-            if &t.size() != shape || t.kind() != *kind || t.device() != *device {
+            if &t.size() != shape || (same_kind && t.kind() != *kind) || t.device() != *device {
                 bail!(
                     "{what}: tensor {i} is {:?} {:?} on {:?}, the layout has {shape:?} {kind:?} on {device:?}",
                     t.size(),

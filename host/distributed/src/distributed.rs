@@ -26,6 +26,9 @@ pub struct DistOptions {
     pub backend: BackendChoice,
     /// How long joining and each collective may take before the rank fails.
     pub timeout: Duration,
+    /// Build the process group even for a world of one, so that its backend
+    /// and every collective run: the check of NCCL on a one-GPU machine.
+    pub group_of_one: bool,
 }
 
 impl Default for DistOptions {
@@ -34,6 +37,7 @@ impl Default for DistOptions {
             backend: BackendChoice::Auto,
             // torch.distributed's default for Gloo; NCCL uses 10 min there.
             timeout: Duration::from_secs(30 * 60),
+            group_of_one: false,
         }
     }
 }
@@ -70,9 +74,10 @@ impl Distributed {
         }
     }
 
-    /// Joins the world `env` describes. WORLD_SIZE=1 needs no group.
+    /// Joins the world `env` describes. WORLD_SIZE=1 needs no group unless
+    /// `options.group_of_one` asks for one.
     pub fn join(env: &LaunchEnv, options: &DistOptions) -> Result<Distributed> {
-        if env.world_size == 1 {
+        if env.world_size == 1 && !options.group_of_one {
             // No group, so no backend to require: only the device.
             let device = match options.backend {
                 BackendChoice::Gloo => Device::Cpu,
@@ -107,6 +112,12 @@ impl Distributed {
 
     pub fn rank(&self) -> usize {
         self.rank
+    }
+
+    /// Whether collectives go through a process group (several ranks, or a
+    /// group of one built on request); without one they are the identity.
+    pub fn has_group(&self) -> bool {
+        self.group.is_some()
     }
 
     pub fn world_size(&self) -> usize {
@@ -184,6 +195,12 @@ impl Distributed {
             Some(g) => g.barrier(),
             None => Ok(()),
         }
+    }
+
+    /// The payload of this rank's collectives so far, in bytes
+    /// ([`ProcessGroup::bytes`]); 0 in a world of one.
+    pub fn bytes(&self) -> u64 {
+        self.group.as_ref().map_or(0, ProcessGroup::bytes)
     }
 
     /// Reduces a few numbers (metrics) across ranks, in f64.

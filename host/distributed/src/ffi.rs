@@ -57,6 +57,12 @@ extern "C" {
         key: *const c_char,
         present: *mut c_int,
     ) -> *mut c_char;
+    pub fn lmm_dist_store_delete(
+        store: *mut RawStore,
+        key: *const c_char,
+        deleted: *mut c_int,
+    ) -> *mut c_char;
+    pub fn lmm_dist_store_num_keys(store: *mut RawStore, out: *mut i64) -> *mut c_char;
     pub fn lmm_dist_store_wait(
         store: *mut RawStore,
         keys: *const *const c_char,

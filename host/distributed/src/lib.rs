@@ -6,12 +6,14 @@
 //!
 //! - [`Distributed`]: rank, world size, device and group (or a no-op world of one).
 //! - [`ProcessGroup`], [`Store`]: the c10d objects themselves.
+//! - [`Distributed::exchange`]: small values of every rank through the store.
 //! - [`GradBuckets`]: gradient all-reduce in flat buckets.
 //! - [`ShardPlan`]: ZeRO-1/2 partitioning of parameters into per-rank flat shards.
 //! - [`launch::LocalLaunch`]: start N local ranks of a program, torchrun-style.
 
 mod buckets;
 mod distributed;
+mod exchange;
 mod ffi;
 pub mod launch;
 mod launch_env;

@@ -5,6 +5,7 @@
 use std::ffi::{c_int, CString};
 use std::fmt;
 use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Result};
@@ -62,6 +63,9 @@ pub struct ProcessGroup {
     rank: usize,
     world_size: usize,
     timeout: Duration,
+    /// Bytes of the tensors this rank's collectives reduced, gathered or
+    /// broadcast so far (see [`ProcessGroup::bytes`]).
+    bytes: AtomicU64,
 }
 
 // SAFETY: a c10d backend may be used from any thread; collectives must still
@@ -175,7 +179,22 @@ impl ProcessGroup {
             rank,
             world_size,
             timeout,
+            bytes: AtomicU64::new(0),
         })
+    }
+
+    /// The payload of this rank's collectives so far, in bytes: the tensor
+    /// of each all_reduce and broadcast, the output of each all_gather and
+    /// the input of each reduce_scatter. What crosses the network per rank
+    /// follows from it and the algorithm (a ring all-reduce sends and
+    /// receives 2 (W - 1) / W of its payload; see docs/distributed.md).
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    fn count(&self, tensor: &Tensor) {
+        let n = tensor.numel() as u64 * tensor.kind().elt_size_in_bytes() as u64;
+        self.bytes.fetch_add(n, Ordering::Relaxed);
     }
 
     pub fn backend(&self) -> Backend {
@@ -266,6 +285,7 @@ impl ProcessGroup {
     pub fn all_reduce_async(&self, tensor: &Tensor, op: ReduceOp) -> Result<Work> {
         let what = format!("all_reduce ({})", op.name());
         self.check_tensor(&what, "input", tensor)?;
+        self.count(tensor);
         let (native, divisor) = self.native_op(op);
         let group = self.raw.as_ptr();
         // SAFETY: valid group; the tensor handle outlives the call and c10d
@@ -288,6 +308,7 @@ impl ProcessGroup {
         if root >= self.world_size {
             bail!("{}: root {root} is not a rank", self.context(&what));
         }
+        self.count(tensor);
         let group = self.raw.as_ptr();
         // SAFETY: as in all_reduce_async.
         self.start(self.context(&what), |out| unsafe {
@@ -312,6 +333,7 @@ impl ProcessGroup {
                 output.kind()
             );
         }
+        self.count(output);
         // c10d wants output = world x input in shape; flat views of both are.
         let (flat_out, flat_in) = (output.reshape([-1]), input.reshape([-1]));
         let group = self.raw.as_ptr();
@@ -359,6 +381,7 @@ impl ProcessGroup {
                 input.kind()
             );
         }
+        self.count(input);
         let (native, divisor) = self.native_op(op);
         let group = self.raw.as_ptr();
         // SAFETY: as in all_reduce_async.

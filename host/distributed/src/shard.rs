@@ -86,10 +86,11 @@ impl ShardPlan {
         Tensor::cat(&parts, 0)
     }
 
-    /// This rank's shard of every bucket of `tensors` (copies): the master
+    /// This rank's shard of every bucket of `tensors` (copies, in the
+    /// tensors' dtype, which may differ from the layout's): the master
     /// weights at the start, or the local part of all-reduced gradients (ZeRO-1).
     pub fn local_shards(&self, tensors: &[Tensor]) -> Result<Vec<Tensor>> {
-        self.layout.check("local_shards", tensors)?;
+        self.layout.check_layout("local_shards", tensors, false)?;
         Ok(tch::no_grad(|| {
             (0..self.len())
                 .map(|b| {
@@ -144,7 +145,37 @@ impl ShardPlan {
         shards: &[Tensor],
         targets: &[Tensor],
     ) -> Result<()> {
-        self.layout.check("sharded all_gather", targets)?;
+        // The targets may be stored narrower than the shards (bf16 parameters
+        // of f32 master weights): the shards are sent in the targets' dtype.
+        self.layout
+            .check_layout("sharded all_gather", targets, false)?;
+        let shards: Vec<Tensor> = shards
+            .iter()
+            .zip(&self.members)
+            .map(|(s, m)| s.to_kind(targets[m[0]].kind()))
+            .collect();
+        self.all_gather_each(dist, &shards, |_, members, full| {
+            let mut offset = 0i64;
+            for &i in members {
+                let mut t = targets[i].shallow_clone();
+                let n = t.numel() as i64;
+                t.copy_(&full.narrow(0, offset, n).view_as(&t));
+                offset += n;
+            }
+            Ok(())
+        })
+    }
+
+    /// Gathers every rank's `shards`, one bucket at a time, and hands `each`
+    /// the bucket's index, its members (indices into the plan's tensor
+    /// list) and its whole flat values (members in order, then padding):
+    /// e.g. to write optimizer state out without holding all of it.
+    pub fn all_gather_each(
+        &self,
+        dist: &Distributed,
+        shards: &[Tensor],
+        mut each: impl FnMut(usize, &[usize], &Tensor) -> Result<()>,
+    ) -> Result<()> {
         if shards.len() != self.len() {
             bail!(
                 "sharded all_gather: {} shards for {} buckets",
@@ -161,23 +192,14 @@ impl ShardPlan {
                 );
             }
         }
-        let members = &self.members;
         tch::no_grad(|| {
             for (b, shard) in shards.iter().enumerate() {
-                let first = &targets[members[b][0]];
-                // The shard may be kept in another dtype (fp32 master weights).
-                let shard = shard.to_kind(first.kind()).contiguous();
+                let shard = shard.contiguous();
                 let full = match dist.group() {
                     Some(group) => group.all_gather(&shard)?,
                     None => shard,
                 };
-                let mut offset = 0i64;
-                for &i in &members[b] {
-                    let mut t = targets[i].shallow_clone();
-                    let n = t.numel() as i64;
-                    t.copy_(&full.narrow(0, offset, n).view_as(&t));
-                    offset += n;
-                }
+                each(b, &self.members[b], &full)?;
             }
             Ok(())
         })

@@ -163,6 +163,26 @@ impl Store {
         Ok(present != 0)
     }
 
+    /// Removes `key`; whether it was there.
+    pub fn delete_key(&self, key: &str) -> Result<bool> {
+        let c_key = c_string("store key", key)?;
+        let mut deleted: c_int = 0;
+        // SAFETY: valid handle, key and out-pointer.
+        ffi::check(unsafe { ffi::lmm_dist_store_delete(self.raw(), c_key.as_ptr(), &mut deleted) })
+            .map_err(|e| self.context("delete", key, e))?;
+        Ok(deleted != 0)
+    }
+
+    /// How many keys the store holds, those of every user of it included
+    /// (the process groups', torchrun's agent's).
+    pub fn num_keys(&self) -> Result<i64> {
+        let mut out = 0i64;
+        // SAFETY: valid handle and out-pointer.
+        ffi::check(unsafe { ffi::lmm_dist_store_num_keys(self.raw(), &mut out) })
+            .map_err(|e| anyhow!("store key count at {}:{}: {e}", self.host, self.port))?;
+        Ok(out)
+    }
+
     /// Waits until every key is set, or fails after `timeout`.
     pub fn wait(&self, keys: &[String], timeout: Duration) -> Result<()> {
         let c_keys = keys

@@ -258,6 +258,7 @@ fn options(timeout: Duration) -> DistOptions {
     DistOptions {
         backend: BackendChoice::Gloo,
         timeout,
+        group_of_one: false,
     }
 }
 

@@ -113,6 +113,7 @@ fn world_size_one_picks_the_device_without_a_backend() {
             &DistOptions {
                 backend,
                 timeout: TIMEOUT,
+                group_of_one: false,
             },
         )
     };

@@ -104,6 +104,16 @@ fn text(exp: &Experiment, i: &PlanInputs, p: &MemoryPlan, budget: u64) -> String
         i.micro_batch_size,
         i.row_tokens
     );
+    if i.ranks > 1 {
+        let zero = match i.zero_stage {
+            0 => "no ZeRO: every rank holds the whole optimizer state".to_string(),
+            k => format!(
+                "ZeRO stage {k}: each holds 1/{} of the master weights and moments",
+                i.ranks
+            ),
+        };
+        let _ = writeln!(o, "one of {} ranks, {zero}", i.ranks);
+    }
     for (name, v) in [
         ("weights", p.weights),
         ("master weights", p.master_weights),
@@ -179,6 +189,12 @@ fn switches(exp: &Experiment, i: &PlanInputs, p: &MemoryPlan, budget: u64) -> Ve
             "model.dtype = \"bf16\" (mixed precision: bf16 weights and activations, f32 masters)"
                 .into(),
         );
+    }
+    if i.ranks > 1 && i.zero_stage == 0 && p.optimizer > 0 {
+        out.push(format!(
+            "distributed.zero_stage = 1 (each rank holds 1/{} of the optimizer state)",
+            i.ranks
+        ));
     }
     if p.reference_model > 0 {
         out.push("grpo.kl.reference_device = \"cpu\" or reference_dtype = \"bf16\"".into());

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use lmmhost::train::data_parallel::DataParallel;
 use lmmhost::train::eval::{evaluate, table, write_records, EvalSettings};
 use lmmhost::train::experiment::{Experiment, ModelInit, ModelSection, SpecialTokens};
 use lmmhost::train::plugins::Reward;
@@ -38,9 +39,16 @@ pub struct RunArgs {
 
 pub fn run_cmd(args: RunArgs) -> Result<()> {
     let launched = LaunchEnv::from_env()?;
+    let exp = Experiment::load_with_sets(&args.experiment, &args.sets)?;
+    // A process group, even of one rank, rendezvouses through the launch
+    // variables, so `--nproc 1` with one goes through the launcher too.
+    let group_of_one = exp.distributed.group_of_one;
     match (args.nproc, &launched) {
         (Some(0), _) => bail!("--nproc 0: at least one rank is needed"),
-        (Some(n), None) if n > 1 => {
+        (None, None) if group_of_one => bail!(
+            "distributed.group_of_one = true needs launched ranks: add --nproc 1 (or run under torchrun)"
+        ),
+        (Some(n), None) if n > 1 || group_of_one => {
             // This process only starts the ranks (each reruns this command
             // line, seeing RANK) and waits for them.
             let argv: Vec<OsString> = std::env::args_os().skip(1).collect();
@@ -58,7 +66,6 @@ pub fn run_cmd(args: RunArgs) -> Result<()> {
         ),
         _ => {}
     }
-    let exp = Experiment::load_with_sets(&args.experiment, &args.sets)?;
     let trained = run(
         &exp,
         &RunOptions {
@@ -246,7 +253,8 @@ pub fn eval_cmd(args: EvalArgs) -> Result<()> {
         .map(|s| s.to_string_lossy().to_string())
         .unwrap_or_else(|| "dataset".into());
     let rewards = Arc::new(rewards);
-    let result = evaluate(&policy, &name, &loader, &rewards, &set)?;
+    let one = DataParallel::single(policy.device);
+    let result = evaluate(&one, &policy, &name, &loader, &rewards, &set)?;
     let out = args.out.clone().unwrap_or_else(|| {
         let m = args
             .model

@@ -103,6 +103,13 @@ pub fn whiten_tokens(adv: &mut [Vec<f32>]) {
         .map(|&x| (f64::from(x) - mean).powi(2))
         .sum::<f64>()
         / n as f64;
+    standardise_tokens(adv, mean, var);
+}
+
+/// `(x - mean) / sqrt(var)` for every token's advantage, with the mean and
+/// variance of a batch (which may be larger than `adv`: the whole batch of
+/// several ranks).
+pub fn standardise_tokens(adv: &mut [Vec<f32>], mean: f64, var: f64) {
     let rstd = 1.0 / var.max(1e-8).sqrt();
     for row in adv.iter_mut() {
         for x in row.iter_mut() {

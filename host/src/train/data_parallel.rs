@@ -18,9 +18,11 @@ use anyhow::{bail, Context, Result};
 use lmmhost_distributed::{
     BackendChoice, DistOptions, Distributed, GradBuckets, LaunchEnv, ReduceOp,
 };
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use tch::{Device, Tensor};
 
-use super::experiment::{Experiment, StageSettings};
+use super::experiment::Experiment;
 use super::optim::GradAccumulator;
 
 /// DDP's default bucket size.
@@ -62,6 +64,7 @@ impl DataParallel {
             },
             // Far beyond any run; `Duration` cannot hold every float.
             timeout: Duration::from_secs_f64(exp.distributed.timeout_secs.min(1e9)),
+            group_of_one: exp.distributed.group_of_one,
         };
         let dist = Distributed::join(&env, &options).with_context(|| {
             format!(
@@ -84,9 +87,20 @@ impl DataParallel {
         self.dist.world_size()
     }
 
+    /// Whether the step's collectives run (several ranks, or
+    /// `distributed.group_of_one`); without a group they are the identity.
+    pub fn has_group(&self) -> bool {
+        self.dist.has_group()
+    }
+
     /// Rank 0: the one that prints progress and writes the run's files.
     pub fn is_main(&self) -> bool {
         self.dist.is_main()
+    }
+
+    /// The rank's handle, for the collectives of ZeRO's sharded state.
+    pub fn dist(&self) -> &Distributed {
+        &self.dist
     }
 
     /// This rank's device (cuda:LOCAL_RANK under NCCL).
@@ -102,23 +116,11 @@ impl DataParallel {
         r * n / w..(r + 1) * n / w
     }
 
-    /// Refuses what does not work across ranks yet, naming the setting.
-    pub fn check_stage(&self, s: &StageSettings, items: usize) -> Result<()> {
+    /// Refuses a step with fewer prompts or conversations than ranks, on
+    /// every rank at once.
+    pub fn check_stage(&self, items: usize) -> Result<()> {
         let w = self.world_size();
-        if w == 1 {
-            return Ok(());
-        }
-        if s.grpo.dynamic_sampling.enabled {
-            bail!(
-                "grpo.dynamic_sampling.enabled = true with {w} ranks: dynamic sampling does not work across ranks yet (train on one rank, or turn it off)"
-            );
-        }
-        if s.grpo.pad.enabled {
-            bail!(
-                "grpo.pad.enabled = true with {w} ranks: PAD does not work across ranks yet (train on one rank, or turn it off)"
-            );
-        }
-        if items < w {
+        if w > 1 && items < w {
             bail!(
                 "the step has {items} prompts or conversations for {w} ranks: each rank needs at least one (raise rollout.prompts_per_step or sft.batch_size, or use fewer ranks)"
             );
@@ -141,13 +143,18 @@ impl DataParallel {
         self.dist.all_reduce_scalars(values, ReduceOp::Min)
     }
 
+    /// The payload of this rank's collectives so far, in bytes.
+    pub fn bytes(&self) -> u64 {
+        self.dist.bytes()
+    }
+
     pub fn barrier(&self) -> Result<()> {
         self.dist.barrier()
     }
 
     /// Copies rank 0's values of `tensors` (the weights) to every rank.
     pub fn broadcast_from_main(&self, tensors: &[Tensor]) -> Result<()> {
-        if self.world_size() == 1 {
+        if !self.has_group() {
             return Ok(());
         }
         tch::no_grad(|| {
@@ -165,19 +172,35 @@ impl DataParallel {
     /// global token or sequence counts, so the sum is the gradient one
     /// process would have computed on the whole batch.
     pub fn all_reduce_grads(&self, acc: &mut GradAccumulator, params: &[Tensor]) -> Result<()> {
-        if self.world_size() == 1 {
+        if !self.has_group() {
             return Ok(());
         }
-        let here: Vec<f64> = acc
-            .grads()
-            .iter()
-            .map(|g| if g.defined() { 1.0 } else { 0.0 })
-            .collect();
-        let anywhere = self.max(&here)?;
-        let missing: Vec<usize> = (0..here.len())
-            .filter(|&i| anywhere[i] > 0.0 && here[i] == 0.0)
+        let all: Vec<usize> = (0..acc.grads().len()).collect();
+        let anywhere = self.grads_anywhere(acc, &all)?;
+        let missing: Vec<usize> = all
+            .into_iter()
+            .filter(|&i| anywhere[i] && !acc.grads()[i].defined())
             .collect();
         acc.zero_fill(params, &missing);
+        self.all_reduce_held_grads(acc)
+    }
+
+    /// Per parameter at `which`: whether some rank's micro-batches gave it a
+    /// gradient.
+    pub fn grads_anywhere(&self, acc: &GradAccumulator, which: &[usize]) -> Result<Vec<bool>> {
+        let here: Vec<f64> = which
+            .iter()
+            .map(|&i| f64::from(u8::from(acc.grads()[i].defined())))
+            .collect();
+        Ok(self.max(&here)?.iter().map(|&a| a > 0.0).collect())
+    }
+
+    /// Sums every gradient `acc` holds over ranks, in place, in buckets;
+    /// every rank must hold gradients for the same parameters.
+    pub fn all_reduce_held_grads(&self, acc: &GradAccumulator) -> Result<()> {
+        if !self.has_group() {
+            return Ok(());
+        }
         let grads: Vec<Tensor> = acc
             .grads()
             .iter()
@@ -190,28 +213,29 @@ impl DataParallel {
     }
 
     /// Every rank's `values`, in rank order, on every rank (through the
-    /// rendezvous store: a step's metrics are a few hundred bytes).
+    /// rendezvous store, whose keys are deleted once read: a step's metrics
+    /// are a few hundred bytes).
     pub fn gather_metrics(
         &self,
         values: BTreeMap<String, f64>,
     ) -> Result<Vec<BTreeMap<String, f64>>> {
-        let Some(store) = self.dist.store() else {
-            return Ok(vec![values]);
-        };
+        self.gather("metrics", values)
+    }
+
+    /// Every rank's `value`, in rank order, on every rank, through the store
+    /// (the value serialised as JSON: keep it small).
+    pub fn gather<T: Serialize + DeserializeOwned>(&self, what: &str, value: T) -> Result<Vec<T>> {
+        if !self.has_group() {
+            return Ok(vec![value]);
+        }
         let n = self.exchanges.get();
         self.exchanges.set(n + 1);
-        let key = |rank: usize| format!("lmmhost/{}/metrics/{n}/{rank}", self.attempt);
-        store.set(
-            &key(self.rank()),
-            serde_json::to_string(&values)?.as_bytes(),
-        )?;
-        (0..self.world_size())
-            .map(|r| {
-                let bytes = store
-                    .get(&key(r))
-                    .with_context(|| format!("waiting for rank {r}'s metrics"))?;
-                Ok(serde_json::from_slice(&bytes)?)
-            })
+        let name = format!("lmmhost/{}/{what}/{n}", self.attempt);
+        self.dist
+            .exchange(&name, &serde_json::to_vec(&value)?)
+            .with_context(|| format!("exchanging the ranks' {what}"))?
+            .iter()
+            .map(|bytes| Ok(serde_json::from_slice(bytes)?))
             .collect()
     }
 }

@@ -1,6 +1,8 @@
 //! Evaluation: the first `limit` samples of a dataset, one or more completions
 //! each (greedy or sampled), scored by the reward plugins; accuracy, pass@k and
-//! every answer kept for inspection.
+//! every answer kept for inspection. With several ranks each evaluates its
+//! share of the samples and the ranks' answers are gathered, so every rank
+//! ends with the result one process would compute.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -9,9 +11,10 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use lmmhost_model::sampling::{SamplingParams, SeededRng};
 use lmmhost_plugin_host::LoaderPlugin;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::data::{check_sample, derive_seed, prompt_conversation, sample_name};
+use super::data_parallel::DataParallel;
 use super::experiment::SpecialTokens;
 use super::plugins::{reward_groups, score_all, CombinedScore, Reward};
 use super::policy::Policy;
@@ -37,7 +40,7 @@ pub struct EvalSettings {
 }
 
 /// One evaluated completion.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EvalRecord {
     pub dataset: String,
     pub index: u64,
@@ -65,6 +68,9 @@ pub struct EvalResult {
     pub response_tokens_mean: f64,
     #[serde(skip)]
     pub records: Vec<EvalRecord>,
+    /// Prompts each rank evaluated (one entry for a single process).
+    #[serde(skip)]
+    pub per_rank: Vec<usize>,
 }
 
 /// A completion is correct when its `accuracy` component is at least 0.5
@@ -77,7 +83,19 @@ pub fn is_correct(s: &CombinedScore) -> bool {
     }
 }
 
+/// What one rank evaluated: its answers, each prompt's (completions,
+/// correct ones) and the prompts over the token limit.
+#[derive(Default, Serialize, Deserialize)]
+struct Share {
+    records: Vec<EvalRecord>,
+    counts: Vec<(usize, usize)>,
+    skipped: usize,
+}
+
+/// Evaluates `dataset`, this rank's share of it (`dp`: a world of one for a
+/// single process); every rank returns the whole dataset's result.
 pub fn evaluate(
+    dp: &DataParallel,
     policy: &Policy,
     dataset: &str,
     loader: &LoaderPlugin,
@@ -87,82 +105,23 @@ pub fn evaluate(
     let n = set
         .limit
         .map_or(loader.len(), |l| (l as u64).min(loader.len()));
-    let indices: Vec<u64> = (0..n).collect();
-    let sampling = if set.greedy {
-        SamplingParams::greedy()
-    } else {
-        SamplingParams {
-            temperature: set.temperature,
-            ..SamplingParams::default()
-        }
-    };
-    let cfg = RolloutConfig {
-        samples_per_prompt: set.samples,
-        sampling,
-        max_new_tokens: set.max_response_tokens,
-        min_new_tokens: 0,
-        blocked_token_ids: Vec::new(),
-        kv_cache_tokens: None,
-    };
-    let mut records = Vec::new();
-    let mut counts = Vec::new();
-    let mut skipped = 0;
-    for (chunk_no, chunk) in indices.chunks(set.batch_prompts.max(1)).enumerate() {
-        let samples = loader
-            .get_many(chunk)
-            .with_context(|| format!("eval dataset {dataset}"))?;
-        for s in &samples {
-            check_sample(
-                s,
-                dataset,
-                &policy.processor,
-                set.special_tokens,
-                &set.allow_special_tokens_with,
-            )?;
-        }
-        let convs = samples
-            .iter()
-            .map(prompt_conversation)
-            .collect::<Result<Vec<_>>>()?;
-        let names: Vec<String> = samples.iter().map(sample_name).collect();
-        let prepared = prepare_prompts(&policy.processor, &convs, &names, set.max_prompt_tokens)
-            .with_context(|| format!("eval dataset {dataset}"))?;
-        let kept = prepared.kept;
-        skipped += convs.len() - kept.len();
-        let Some(batch) = prepared.batch else {
-            continue;
-        };
-        let mut rng = SeededRng::new(derive_seed(set.seed, "eval", chunk_no as u64));
-        let rows = roll_out(policy, &batch, &cfg, &mut rng, 0, None)?;
-        let groups = reward_groups(&rows, &samples, &kept);
-        let datasets = vec![dataset.to_string(); groups.len()];
-        let scores = score_all(rewards, &groups, &datasets)?;
-        for (g, &k) in kept.iter().enumerate() {
-            let mut correct = 0;
-            for (j, (row, score)) in rows
-                .iter()
-                .zip(&scores)
-                .filter(|(r, _)| r.group == g)
-                .enumerate()
-            {
-                let ok = is_correct(score);
-                correct += usize::from(ok);
-                records.push(EvalRecord {
-                    dataset: dataset.to_string(),
-                    index: chunk[k],
-                    id: samples[k].id.clone(),
-                    answer: samples[k].answer.clone(),
-                    sample: j,
-                    response: row.text.clone(),
-                    response_tokens: row.response.len(),
-                    total: score.total,
-                    components: score.components.clone(),
-                    correct: ok,
-                });
-            }
-            counts.push((set.samples, correct));
-        }
+    let mine = dp.share(n as usize);
+    let indices: Vec<u64> = (mine.start as u64..mine.end as u64).collect();
+    let share = evaluate_share(policy, dataset, loader, rewards, set, &indices)?;
+    // The ranks' shares in rank order: the single process's order.
+    let mut all = Share::default();
+    let mut per_rank = Vec::new();
+    for part in dp.gather(&format!("eval/{dataset}"), share)? {
+        per_rank.push(part.counts.len());
+        all.records.extend(part.records);
+        all.counts.extend(part.counts);
+        all.skipped += part.skipped;
     }
+    let Share {
+        records,
+        counts,
+        skipped,
+    } = all;
     let m = records.len().max(1) as f64;
     let mut components: BTreeMap<String, f64> = BTreeMap::new();
     for r in &records {
@@ -188,7 +147,96 @@ pub fn evaluate(
             / m,
         components,
         records,
+        per_rank,
     })
+}
+
+/// Generates and scores the samples at `indices`. A prompt's completions
+/// are keyed by its index in the dataset, so they do not depend on which
+/// rank or which other prompts generate with it.
+fn evaluate_share(
+    policy: &Policy,
+    dataset: &str,
+    loader: &LoaderPlugin,
+    rewards: &[Reward],
+    set: &EvalSettings,
+    indices: &[u64],
+) -> Result<Share> {
+    let sampling = if set.greedy {
+        SamplingParams::greedy()
+    } else {
+        SamplingParams {
+            temperature: set.temperature,
+            ..SamplingParams::default()
+        }
+    };
+    let cfg = RolloutConfig {
+        samples_per_prompt: set.samples,
+        sampling,
+        max_new_tokens: set.max_response_tokens,
+        min_new_tokens: 0,
+        blocked_token_ids: Vec::new(),
+        kv_cache_tokens: None,
+    };
+    let mut out = Share::default();
+    for chunk in indices.chunks(set.batch_prompts.max(1)) {
+        let samples = loader
+            .get_many(chunk)
+            .with_context(|| format!("eval dataset {dataset}"))?;
+        for s in &samples {
+            check_sample(
+                s,
+                dataset,
+                &policy.processor,
+                set.special_tokens,
+                &set.allow_special_tokens_with,
+            )?;
+        }
+        let convs = samples
+            .iter()
+            .map(prompt_conversation)
+            .collect::<Result<Vec<_>>>()?;
+        let names: Vec<String> = samples.iter().map(sample_name).collect();
+        let prepared = prepare_prompts(&policy.processor, &convs, &names, set.max_prompt_tokens)
+            .with_context(|| format!("eval dataset {dataset}"))?;
+        let kept = prepared.kept;
+        out.skipped += convs.len() - kept.len();
+        let Some(batch) = prepared.batch else {
+            continue;
+        };
+        let mut rng = SeededRng::new(derive_seed(set.seed, "eval", 0));
+        let keys: Vec<u64> = kept.iter().map(|&k| chunk[k]).collect();
+        let rows = roll_out(policy, &batch, &cfg, &mut rng, 0, Some(&keys))?;
+        let groups = reward_groups(&rows, &samples, &kept);
+        let datasets = vec![dataset.to_string(); groups.len()];
+        let scores = score_all(rewards, &groups, &datasets)?;
+        for (g, &k) in kept.iter().enumerate() {
+            let mut correct = 0;
+            for (j, (row, score)) in rows
+                .iter()
+                .zip(&scores)
+                .filter(|(r, _)| r.group == g)
+                .enumerate()
+            {
+                let ok = is_correct(score);
+                correct += usize::from(ok);
+                out.records.push(EvalRecord {
+                    dataset: dataset.to_string(),
+                    index: chunk[k],
+                    id: samples[k].id.clone(),
+                    answer: samples[k].answer.clone(),
+                    sample: j,
+                    response: row.text.clone(),
+                    response_tokens: row.response.len(),
+                    total: score.total,
+                    components: score.components.clone(),
+                    correct: ok,
+                });
+            }
+            out.counts.push((set.samples, correct));
+        }
+    }
+    Ok(out)
 }
 
 /// Appends the records as JSON lines to `path`.

@@ -483,3 +483,23 @@ fn start_schedule(
     let s = spec(exp, name, c, &config, Vec::new())?;
     SchedulePlugin::new(runtime, s)
 }
+
+/// What differs between the plugins a checkpoint ran and those of the experiment now.
+pub(crate) fn changed_plugins(
+    then: &BTreeMap<String, String>,
+    now: &BTreeMap<String, String>,
+) -> Vec<String> {
+    let mut warnings = Vec::new();
+    for (name, old) in then {
+        match now.get(name) {
+            Some(h) if h != old => warnings.push(format!(
+                "plugin {name} changed since the checkpoint: sha256 {old} then, {h} now"
+            )),
+            None => warnings.push(format!(
+                "plugin {name} of the checkpoint is not in the experiment"
+            )),
+            _ => {}
+        }
+    }
+    warnings
+}

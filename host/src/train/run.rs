@@ -67,10 +67,20 @@ fn train<'e>(exp: &'e Experiment, opts: &RunOptions) -> Result<Trainer<'e>> {
             t.enter_stage(&plan)?;
         }
         t.configure_stage(&settings);
-        let metrics = match plan.kind {
+        let bytes = t.dp.bytes();
+        let mut metrics = match plan.kind {
             sdk::StageKind::Sft => sft_step(&mut t, &plan, &settings)?.values(),
             sdk::StageKind::Grpo => grpo_step(&mut t, &plan, &settings)?.values(),
         };
+        if t.dp.has_group() {
+            // What this rank's collectives carried in the step.
+            metrics.insert("dist/bytes".into(), (t.dp.bytes() - bytes) as f64);
+        }
+        // The largest rank's (ZeRO divides it among the ranks).
+        metrics.insert(
+            "memory/optimizer_state_bytes".into(),
+            t.opt.state_bytes() as f64,
+        );
         // Each rank measured its share of the step: the metrics of the whole.
         let metrics = combine_ranks(&t.dp.gather_metrics(metrics)?);
         t.finish_step(&plan, metrics)?;
@@ -181,6 +191,7 @@ fn summary_table(rows: &[SummaryRow]) -> String {
                     components: BTreeMap::new(),
                     response_tokens_mean: r.length,
                     records: Vec::new(),
+                    per_rank: Vec::new(),
                 },
             )
         })

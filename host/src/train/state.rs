@@ -116,7 +116,8 @@ pub fn load_state(dir: &Path) -> Result<TrainerState> {
 }
 
 /// Restores the optimizer's moments (of the parameters that had any), f32
-/// master weights and step from `dir`.
+/// master weights and step from `dir`: on the parameters' device, or under
+/// ZeRO on the CPU, from where each rank takes its shard.
 pub fn load_optimizer(dir: &Path, policy: &Policy, opt: &mut AdamW) -> Result<()> {
     let path = dir.join("optimizer.safetensors");
     let tensors: BTreeMap<String, Tensor> = Tensor::read_safetensors(&path)
@@ -131,6 +132,11 @@ pub fn load_optimizer(dir: &Path, policy: &Policy, opt: &mut AdamW) -> Result<()
     opt.moments.clear();
     opt.masters.clear();
     for (i, (name, p)) in policy.params.iter().enumerate() {
+        let device = if opt.zero_stage > 0 {
+            tch::Device::Cpu
+        } else {
+            p.device()
+        };
         if let Some(w) = tensors.get(&format!("{name}.master")) {
             if w.size() != p.size() {
                 bail!(
@@ -141,7 +147,7 @@ pub fn load_optimizer(dir: &Path, policy: &Policy, opt: &mut AdamW) -> Result<()
                 );
             }
             opt.masters
-                .insert(i, w.to_device(p.device()).to_kind(tch::Kind::Float));
+                .insert(i, w.to_device(device).to_kind(tch::Kind::Float));
         }
         if !tensors.contains_key(&format!("{name}.exp_avg")) {
             continue;
@@ -153,10 +159,10 @@ pub fn load_optimizer(dir: &Path, policy: &Policy, opt: &mut AdamW) -> Result<()
             p.kind()
         };
         let m = get(&format!("{name}.exp_avg"))?
-            .to_device(p.device())
+            .to_device(device)
             .to_kind(kind);
         let v = get(&format!("{name}.exp_avg_sq"))?
-            .to_device(p.device())
+            .to_device(device)
             .to_kind(kind);
         if m.size() != p.size() {
             bail!(

@@ -19,7 +19,7 @@ use super::eval::{evaluate, write_records, EvalSettings};
 use super::experiment::{Experiment, LongInputs, ModelSection, SpecialTokens, StageSettings};
 use super::failures::{Failure, FailureLog};
 use super::optim::AdamW;
-use super::plugins::Plugins;
+use super::plugins::{changed_plugins, Plugins};
 use super::policy::{Freeze, Policy, Reference};
 use super::progress::{progress_bar, say};
 use super::state::{self, from_hex, to_hex, SummaryRow, TrainerState};
@@ -56,6 +56,17 @@ pub(crate) struct Trainer<'a> {
     pub dropped_samples: usize,
     /// Over-long inputs reported so far (the first few are, with their ids).
     pub long_reported: usize,
+}
+
+/// This rank's share of a step's draw, bad samples left out.
+#[derive(Default)]
+pub(crate) struct Drawn {
+    pub samples: Vec<sdk::Sample>,
+    /// The dataset of each sample.
+    pub datasets: Vec<String>,
+    /// Each sample's place in the step's draw, the same on every rank: what
+    /// its random streams are keyed by.
+    pub places: Vec<usize>,
 }
 
 /// Over-long inputs reported one by one before the rest are only counted.
@@ -129,7 +140,7 @@ impl<'a> Trainer<'a> {
         let dp = joined.unwrap_or_else(|| DataParallel::single(policy.device));
         // Every rank starts from rank 0's weights, as DDP does.
         dp.broadcast_from_main(&policy.tensors())?;
-        let mut opt = new_optimizer(exp, &policy);
+        let mut opt = new_optimizer(exp, &policy, &dp);
         let lens = plugins
             .datasets
             .iter()
@@ -243,8 +254,12 @@ impl<'a> Trainer<'a> {
             }
             // Fresh moments; the f32 master weights are the weights
             // themselves and carry over.
-            let masters = std::mem::take(&mut self.opt.masters);
-            self.opt = new_optimizer(self.exp, &self.policy);
+            let params = self.policy.tensors();
+            let masters = match self.opt.gathered(self.dp.dist(), &params, true)? {
+                Some(whole) => whole.masters,
+                None => std::mem::take(&mut self.opt.masters),
+            };
+            self.opt = new_optimizer(self.exp, &self.policy, &self.dp);
             self.opt.masters = masters;
         }
         if self.reference.as_ref().is_some_and(|r| r.stage.is_some()) {
@@ -317,19 +332,19 @@ impl<'a> Trainer<'a> {
         }
     }
 
-    /// Samples drawn for this step (round `round` of dynamic sampling), and
-    /// the dataset each came from. A bad sample (a row the loader cannot
-    /// parse, text holding a special token, an unknown role) stops the run,
-    /// or under the loader's `on_error = "zero"` is left out of the step and
-    /// logged.
-    pub fn draw(
-        &mut self,
-        plan: &sdk::Plan,
-        count: usize,
-        round: u32,
-    ) -> Result<(Vec<sdk::Sample>, Vec<String>)> {
+    /// This rank's share of the `count` samples drawn for this step (round
+    /// `round` of dynamic sampling): every rank draws the same picks (the
+    /// data cursors stay the same everywhere) and loads only its own,
+    /// contiguous share of them, whole groups. A bad sample (a row the loader
+    /// cannot parse, text holding a special token, an unknown role) stops the
+    /// run, or under the loader's `on_error = "zero"` is left out of the step
+    /// and logged by the rank that loaded it.
+    pub fn draw(&mut self, plan: &sdk::Plan, count: usize, round: u32) -> Result<Drawn> {
         let stream = self.state.global_step * 1000 + u64::from(round);
-        let picks = self.mixer.draw(&plan.datasets, count, stream)?;
+        let all = self.mixer.draw(&plan.datasets, count, stream)?;
+        let mine = self.dp.share(all.len());
+        let first = mine.start;
+        let picks = &all[mine];
         let mut by_ds: BTreeMap<&str, Vec<(usize, u64)>> = BTreeMap::new();
         for (i, (ds, idx)) in picks.iter().enumerate() {
             by_ds.entry(ds.as_str()).or_default().push((i, *idx));
@@ -393,11 +408,15 @@ impl<'a> Trainer<'a> {
         }
         self.dropped_samples += failed.len();
         self.failures.report(&self.bar, &failed)?;
-        Ok(out
-            .into_iter()
-            .zip(picks)
-            .filter_map(|(s, (ds, _))| s.map(|s| (s, ds)))
-            .unzip())
+        let mut drawn = Drawn::default();
+        for (i, (s, (ds, _))) in out.into_iter().zip(picks).enumerate() {
+            if let Some(s) = s {
+                drawn.samples.push(s);
+                drawn.datasets.push(ds.clone());
+                drawn.places.push(first + i);
+            }
+        }
+        Ok(drawn)
     }
 
     /// Counts the step done, logs its metrics and keeps them for the schedule.
@@ -484,6 +503,7 @@ impl<'a> Trainer<'a> {
             };
             let t0 = Instant::now();
             let r = evaluate(
+                &self.dp,
                 &self.policy,
                 ds,
                 &self.plugins.datasets[ds],
@@ -506,8 +526,14 @@ impl<'a> Trainer<'a> {
                 values.insert(format!("eval/{ds}/pass@{k}"), *p);
             }
             values.insert(format!("time/eval/{ds}"), t0.elapsed().as_secs_f64());
+            let split = if r.per_rank.len() > 1 {
+                let shares: Vec<String> = r.per_rank.iter().map(usize::to_string).collect();
+                format!(" ({} on {} ranks)", shares.join(" + "), r.per_rank.len())
+            } else {
+                String::new()
+            };
             self.announce(format!(
-                "eval {when}: {ds} accuracy {:.3} over {} prompts",
+                "eval {when}: {ds} accuracy {:.3} over {} prompts{split}",
                 r.accuracy, r.prompts
             ));
             self.state.summary.push(SummaryRow {
@@ -535,34 +561,23 @@ impl<'a> Trainer<'a> {
         self.state.schedule_state = to_hex(&self.plugins.schedule.save_state()?);
         self.state.plugin_sha256 = self.plugins.hashes();
         self.state.metrics_records = self.log.records;
+        // Under ZeRO each rank holds a shard of the optimizer state: gathered
+        // whole, the checkpoint resumes on any number of ranks and stage.
+        let gathered = self
+            .opt
+            .gathered(self.dp.dist(), &self.policy.tensors(), false)?;
         // Every rank holds the same state; rank 0 writes it.
         if !self.dp.is_main() {
             return Ok(());
         }
-        let (policy, opt, st) = (&self.policy, &self.opt, &self.state);
+        let (policy, st) = (&self.policy, &self.state);
+        let opt = gathered.as_ref().unwrap_or(&self.opt);
         let dir = self
             .store
             .save(st.global_step, |d| state::save(d, policy, opt, st))?;
         say(&self.bar, format!("checkpoint {}", dir.display()));
         Ok(())
     }
-}
-
-/// What differs between the plugins a checkpoint ran and those of the experiment now.
-fn changed_plugins(then: &BTreeMap<String, String>, now: &BTreeMap<String, String>) -> Vec<String> {
-    let mut warnings = Vec::new();
-    for (name, old) in then {
-        match now.get(name) {
-            Some(h) if h != old => warnings.push(format!(
-                "plugin {name} changed since the checkpoint: sha256 {old} then, {h} now"
-            )),
-            None => warnings.push(format!(
-                "plugin {name} of the checkpoint is not in the experiment"
-            )),
-            _ => {}
-        }
-    }
-    warnings
 }
 
 pub(crate) fn kind_name(k: sdk::StageKind) -> &'static str {
@@ -572,10 +587,17 @@ pub(crate) fn kind_name(k: sdk::StageKind) -> &'static str {
     }
 }
 
-fn new_optimizer(exp: &Experiment, policy: &Policy) -> AdamW {
+fn new_optimizer(exp: &Experiment, policy: &Policy, dp: &DataParallel) -> AdamW {
     let o = &exp.optim;
+    // A world of one has nothing to shard.
+    let zero = if dp.world_size() > 1 {
+        exp.distributed.zero_stage
+    } else {
+        0
+    };
     AdamW::new([o.betas[0], o.betas[1]], o.eps, o.weight_decay)
         .with_master_weights(policy.precision.master_weights())
+        .with_zero_stage(zero)
 }
 
 /// The experiment setting that lets dataset `ds` hold special tokens.

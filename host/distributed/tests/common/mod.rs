@@ -34,6 +34,7 @@ pub fn gloo(timeout: Duration) -> DistOptions {
     DistOptions {
         backend: BackendChoice::Gloo,
         timeout,
+        group_of_one: false,
     }
 }
 

@@ -98,6 +98,15 @@ pub struct DistributedSection {
     /// How long joining and each collective may wait for the other ranks
     /// before this rank stops with an error (a rank that died or hangs).
     pub timeout_secs: f64,
+    /// Build the process group even when the run has one rank, so that the
+    /// backend (NCCL on a GPU) and every collective of the step run: a
+    /// check of the distributed path on a machine with one device.
+    pub group_of_one: bool,
+    /// ZeRO: 0 every rank holds the whole optimizer state; 1 each rank holds
+    /// the AdamW moments and f32 master weights of its shard of the trained
+    /// parameters; 2 also receives only its shard of the reduced gradients
+    /// (reduce-scatter instead of all-reduce). A world of one ignores it.
+    pub zero_stage: u8,
 }
 
 impl Default for DistributedSection {
@@ -105,6 +114,8 @@ impl Default for DistributedSection {
         // torch.distributed's default for Gloo.
         DistributedSection {
             timeout_secs: 1800.0,
+            group_of_one: false,
+            zero_stage: 0,
         }
     }
 }

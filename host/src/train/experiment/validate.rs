@@ -216,6 +216,11 @@ pub const RANGES: &[(&str, Range)] = &[
     ),
     ("checkpoint.keep_last", at_least(1.0)),
     ("distributed.timeout_secs", above(0.0)),
+    (
+        "distributed.zero_stage",
+        range(Bound::Inclusive(0.0), Bound::Inclusive(2.0))
+            .because("ZeRO stages 1 and 2 shard the optimizer state and gradients; 3 is not there"),
+    ),
     ("logging.total_steps", at_least(1.0)),
     (
         "eval.every",

@@ -172,6 +172,10 @@ fn defaults_are_inside_their_ranges() {
         ),
         ("checkpoint.keep_last", e.checkpoint.keep_last as f64),
         ("distributed.timeout_secs", e.distributed.timeout_secs),
+        (
+            "distributed.zero_stage",
+            f64::from(e.distributed.zero_stage),
+        ),
     ];
     for (k, v) in defaults {
         assert!(range_of(k).unwrap().contains(v), "{k} = {v}");

@@ -7,6 +7,10 @@
 //! storage size of `model.dtype`: 4 for f32, 2 for bf16/f16):
 //! - weights P*s; master weights T*4 under mixed precision;
 //! - optimizer moments 2*T*4 (2*T*s for "-pure");
+//! - under ZeRO (`distributed.zero_stage` 1 or 2 on N ranks) each rank holds
+//!   1/N of the master weights and moments; the gradients' sum stays whole
+//!   on every rank through the micro-batches (stage 2 reduce-scatters it
+//!   once per update, after them), so their term does not change;
 //! - gradients: the in-place sum (T*4: `.grad` in f32, the f32 buffers under
 //!   mixed precision, T*s for "-pure") plus one micro-batch's gradients in
 //!   flight per worker (T*s);
@@ -125,6 +129,10 @@ pub struct PlanInputs {
     pub shape: Shape,
     /// The vision tower and the image each prompt brings (`None`: a text model).
     pub vision: Option<VisionInputs>,
+    /// Data-parallel ranks.
+    pub ranks: u64,
+    /// `distributed.zero_stage` (0 on one rank: nothing to shard).
+    pub zero_stage: u8,
 }
 
 /// Predicted bytes, by part.
@@ -151,9 +159,9 @@ pub struct MemoryPlan {
 
 impl PlanInputs {
     /// The inputs of one rank of `ranks` data-parallel ranks: every rank
-    /// holds the whole model, its gradients and optimizer state (no ZeRO
-    /// yet), and generates and trains on its share of the step's prompts
-    /// (the largest share, `ceil(prompts / ranks)`).
+    /// holds the whole model and its gradients, the whole optimizer state
+    /// or (ZeRO) its shard of it, and generates and trains on its share of
+    /// the step's prompts (the largest share, `ceil(prompts / ranks)`).
     pub fn from_experiment(
         exp: &Experiment,
         config: &ModelConfig,
@@ -207,6 +215,12 @@ impl PlanInputs {
             kv_tokens: r.kv_cache_budget.map_or(all_rows, |b| b as u64),
             shape: Shape::of(&config.text),
             vision,
+            ranks: ranks.max(1) as u64,
+            zero_stage: if ranks > 1 {
+                exp.distributed.zero_stage
+            } else {
+                0
+            },
         })
     }
 
@@ -326,6 +340,10 @@ impl PlanInputs {
             Precision::Mixed(_) => (4 * t, 8 * t, 4 * t),
             Precision::Pure(_) => (0, 2 * s * t, s * t),
         };
+        // ZeRO: this rank's shard (the largest, rounded up) of the state.
+        let shards = if self.zero_stage > 0 { self.ranks } else { 1 };
+        let (master_weights, optimizer) =
+            (master_weights.div_ceil(shards), optimizer.div_ceil(shards));
         let in_flight = self.workers.max(1) * s * t;
         let activations = self.decoder_activations(micro_batch_size);
         let vision_activations = self
@@ -450,6 +468,8 @@ mod tests {
             kv_tokens: 100_000,
             shape: Shape::of(&c.text),
             vision: None,
+            ranks: 1,
+            zero_stage: 0,
         }
     }
 
@@ -476,5 +496,26 @@ mod tests {
         let pure = inputs(Precision::Pure(tch::Kind::BFloat16)).plan();
         assert_eq!(pure.optimizer, 4 * p);
         assert!(pure.peak < mixed.peak);
+    }
+
+    /// ZeRO divides the master weights and moments by the ranks, nothing
+    /// else; without it (or on one rank) the plan is a single rank's.
+    #[test]
+    fn zero_divides_the_optimizer_state() {
+        let p = 3_754_622_976u64;
+        let one = inputs(Precision::Mixed(tch::Kind::BFloat16));
+        let zero = |stage, ranks| PlanInputs {
+            zero_stage: stage,
+            ranks,
+            ..one.clone()
+        };
+        assert_eq!(zero(0, 8).plan(), one.plan());
+        for stage in [1, 2] {
+            let z = zero(stage, 8).plan();
+            assert_eq!(z.master_weights, 4 * p / 8);
+            assert_eq!(z.optimizer, 8 * p / 8);
+            assert_eq!(z.gradients, one.plan().gradients);
+            assert_eq!(one.plan().peak - z.peak, 12 * p - 12 * p / 8);
+        }
     }
 }

@@ -15,6 +15,7 @@
 use std::collections::BTreeMap;
 
 use anyhow::{ensure, Result};
+use lmmhost_distributed::ShardPlan;
 use tch::{Kind, Tensor};
 
 pub struct AdamW {
@@ -33,6 +34,12 @@ pub struct AdamW {
     pub master_weights: bool,
     /// The f32 masters, by parameter index, created with the moments.
     pub masters: BTreeMap<usize, Tensor>,
+    /// ZeRO stage (`distributed.zero_stage`): 0 keeps the whole state in
+    /// `moments` and `masters` on every rank; 1 and 2 keep this rank's
+    /// shards in `zero` instead (see `zero.rs`).
+    pub zero_stage: u8,
+    /// This rank's shards of the state, from the first sharded update on.
+    pub zero: Option<ZeroShards>,
 }
 
 impl AdamW {
@@ -46,12 +53,21 @@ impl AdamW {
             moments: BTreeMap::new(),
             master_weights: false,
             masters: BTreeMap::new(),
+            zero_stage: 0,
+            zero: None,
         }
     }
 
     /// The optimizer of a model stored in `kind` with `master_weights`.
     pub fn with_master_weights(mut self, master_weights: bool) -> AdamW {
         self.master_weights = master_weights;
+        self
+    }
+
+    /// The optimizer with its state sharded as ZeRO `stage` does it (on
+    /// several ranks; a world of one keeps the whole state).
+    pub fn with_zero_stage(mut self, stage: u8) -> AdamW {
+        self.zero_stage = stage;
         self
     }
 
@@ -79,9 +95,7 @@ impl AdamW {
             params.len() == grads.len(),
             "one gradient slot per parameter"
         );
-        self.step += 1;
-        let bc1 = 1.0 - self.beta1.powi(self.step as i32);
-        let bc2 = 1.0 - self.beta2.powi(self.step as i32);
+        let bias = self.count_step();
         tch::no_grad(|| {
             for (i, (p, g)) in params.iter().zip(grads).enumerate() {
                 if !g.defined() || !p.requires_grad() {
@@ -93,27 +107,13 @@ impl AdamW {
                 }
                 let master = self.masters.get(&i).map(Tensor::shallow_clone);
                 // The tensor the arithmetic runs on: the master, or the parameter.
-                let mut w = master.as_ref().unwrap_or(p).shallow_clone();
-                let g = if g.kind() == w.kind() {
-                    g.shallow_clone()
-                } else {
-                    g.to_kind(w.kind())
-                };
+                let w = master.as_ref().unwrap_or(p).shallow_clone();
                 let (m, v) = self
                     .moments
                     .entry(i)
                     .or_insert_with(|| (w.zeros_like(), w.zeros_like()));
-                // Decoupled weight decay: p <- p * (1 - lr * wd).
-                let _ = w.g_mul_scalar_(1.0 - lr * self.weight_decay);
-                let _ = m
-                    .g_mul_scalar_(self.beta1)
-                    .g_add_(&(&g * (1.0 - self.beta1)));
-                let _ = v
-                    .g_mul_scalar_(self.beta2)
-                    .g_add_(&(g.square() * (1.0 - self.beta2)));
-                let denom = (v.sqrt() / bc2.sqrt()) + self.eps;
-                let update = (&*m / &denom) * (lr / bc1);
-                let _ = w.g_sub_(&update);
+                let (m, v) = (m.shallow_clone(), v.shallow_clone());
+                self.update(&w, g, &m, &v, lr, bias);
                 if master.is_some() {
                     let mut p = p.shallow_clone();
                     p.copy_(&w);
@@ -122,6 +122,93 @@ impl AdamW {
         });
         Ok(())
     }
+
+    /// Counts an update and returns its bias corrections `1 - beta^step`.
+    pub(super) fn count_step(&mut self) -> (f64, f64) {
+        self.step += 1;
+        (
+            1.0 - self.beta1.powi(self.step as i32),
+            1.0 - self.beta2.powi(self.step as i32),
+        )
+    }
+
+    /// The AdamW update of `w` and its moments `m`, `v` in place, with
+    /// gradient `g` (cast to `w`'s type): the one place of the arithmetic,
+    /// for whole parameters and for ZeRO's flat shards alike.
+    pub(super) fn update(
+        &self,
+        w: &Tensor,
+        g: &Tensor,
+        m: &Tensor,
+        v: &Tensor,
+        lr: f64,
+        (bc1, bc2): (f64, f64),
+    ) {
+        let (mut w, mut m, mut v) = (w.shallow_clone(), m.shallow_clone(), v.shallow_clone());
+        let g = if g.kind() == w.kind() {
+            g.shallow_clone()
+        } else {
+            g.to_kind(w.kind())
+        };
+        // Decoupled weight decay: p <- p * (1 - lr * wd).
+        let _ = w.g_mul_scalar_(1.0 - lr * self.weight_decay);
+        let _ = m
+            .g_mul_scalar_(self.beta1)
+            .g_add_(&(&g * (1.0 - self.beta1)));
+        let _ = v
+            .g_mul_scalar_(self.beta2)
+            .g_add_(&(g.square() * (1.0 - self.beta2)));
+        let denom = (v.sqrt() / bc2.sqrt()) + self.eps;
+        let update = (&m / &denom) * (lr / bc1);
+        let _ = w.g_sub_(&update);
+    }
+
+    /// Bytes of optimizer state this process holds: moments and f32 masters
+    /// (only its shards of them under ZeRO).
+    pub fn state_bytes(&self) -> u64 {
+        let whole: u64 = self
+            .moments
+            .values()
+            .map(|(m, v)| tensor_bytes(m) + tensor_bytes(v))
+            .chain(self.masters.values().map(tensor_bytes))
+            .sum();
+        whole + self.zero.as_ref().map_or(0, |z| z.state_bytes())
+    }
+}
+
+/// This rank's shards of the optimizer state under ZeRO (`zero.rs` makes
+/// and updates them).
+pub struct ZeroShards {
+    pub(super) plan: ShardPlan,
+    /// The parameters the plan covers (those that train), by index.
+    pub(super) indices: Vec<usize>,
+    /// Per bucket, the f32 master shard (mixed precision); without masters
+    /// the shard of the weights is taken from the parameters each update.
+    pub(super) masters: Option<Vec<Tensor>>,
+    /// Per bucket, the first and second moments; empty before the first
+    /// update.
+    pub(super) moments: Vec<(Tensor, Tensor)>,
+}
+
+impl ZeroShards {
+    pub fn plan(&self) -> &ShardPlan {
+        &self.plan
+    }
+
+    pub fn state_bytes(&self) -> u64 {
+        let masters: u64 = self.masters.iter().flatten().map(tensor_bytes).sum();
+        let moments: u64 = self
+            .moments
+            .iter()
+            .map(|(m, v)| tensor_bytes(m) + tensor_bytes(v))
+            .sum();
+        masters + moments
+    }
+}
+
+/// Bytes of `t`'s elements.
+fn tensor_bytes(t: &Tensor) -> u64 {
+    (t.numel() * t.kind().elt_size_in_bytes()) as u64
 }
 
 /// The parameters' own `.grad` (undefined where there is none).
@@ -132,15 +219,25 @@ pub fn param_grads(params: &[Tensor]) -> Vec<Tensor> {
 /// Scales gradients so their global L2 norm is at most `max_norm`; returns the
 /// norm before clipping (what gets logged). `max_norm <= 0` only measures.
 pub fn clip_grad_norm(grads: &[Tensor], max_norm: f64) -> f64 {
-    let grads: Vec<&Tensor> = grads.iter().filter(|g| g.defined()).collect();
-    if grads.is_empty() {
-        return 0.0;
-    }
-    let total = grads
+    let norm = squared_norm(grads).sqrt();
+    clip_to_norm(grads, norm, max_norm);
+    norm
+}
+
+/// The sum of the squares of the (defined) `grads`, in f64.
+pub fn squared_norm(grads: &[Tensor]) -> f64 {
+    grads
         .iter()
+        .filter(|g| g.defined())
         .map(|g| g.to_kind(Kind::Double).square().sum(Kind::Double))
-        .fold(Tensor::from(0f64), |a, b| a + b);
-    let norm = total.sqrt().double_value(&[]);
+        .fold(Tensor::from(0f64), |a, b| a + b)
+        .double_value(&[])
+}
+
+/// Scales `grads`, whose global L2 norm (over every rank's shards under
+/// ZeRO) is `norm`, to at most `max_norm` (`<= 0`: no clipping).
+pub fn clip_to_norm(grads: &[Tensor], norm: f64, max_norm: f64) {
+    let grads: Vec<&Tensor> = grads.iter().filter(|g| g.defined()).collect();
     if max_norm > 0.0 && norm > max_norm {
         let scale = max_norm / (norm + 1e-6);
         tch::no_grad(|| {
@@ -150,7 +247,6 @@ pub fn clip_grad_norm(grads: &[Tensor], max_norm: f64) -> f64 {
             }
         });
     }
-    norm
 }
 
 #[cfg(test)]

@@ -1,9 +1,10 @@
 //! The optimizer side of an update: AdamW (with f32 master weights for a
 //! model stored in bf16/f16) and the in-place gradient accumulator the
-//! micro-batches add into.
+//! micro-batches add into; under ZeRO, the state as this rank's shards.
 
 mod adamw;
 mod grads;
+mod zero;
 
-pub use adamw::{clip_grad_norm, param_grads, AdamW};
+pub use adamw::{clip_grad_norm, clip_to_norm, param_grads, squared_norm, AdamW, ZeroShards};
 pub use grads::GradAccumulator;

@@ -35,7 +35,13 @@ pub struct Batch {
     /// Per row when the plan needs them, else empty.
     pub old_logprobs: Vec<Vec<f32>>,
     pub ref_logprobs: Vec<Vec<f32>>,
+    /// This rank's groups.
     pub groups: usize,
+    /// Each of this rank's groups' place in the step's batch over all ranks
+    /// (ascending): the order one process would hold them in.
+    pub places: Vec<usize>,
+    /// The groups of the step's batch over all ranks.
+    pub total_groups: usize,
 }
 
 /// Everything generated in the step, kept or not: what the reward and
@@ -50,6 +56,8 @@ pub struct Generated {
     pub components: BTreeMap<String, (f64, usize)>,
     pub failures: usize,
     pub skipped_long_prompts: usize,
+    /// Samples left out as bad under the loader's `on_error = "zero"`.
+    pub dropped_samples: usize,
     pub rounds: u32,
 }
 
@@ -76,6 +84,8 @@ struct Round {
     kept: Vec<usize>,
     /// The dataset of each sample.
     datasets: Vec<String>,
+    /// Each sample's place in the round's draw.
+    places: Vec<usize>,
 }
 
 /// One round's completions scored, with their log-probs.
@@ -86,6 +96,8 @@ struct ScoredRound {
     failures: Vec<Failure>,
     old_logprobs: Vec<Vec<f32>>,
     ref_logprobs: Vec<Vec<f32>>,
+    /// Each group's place in the round's draw.
+    places: Vec<usize>,
 }
 
 pub(crate) fn collect(
@@ -96,54 +108,120 @@ pub(crate) fn collect(
 ) -> Result<Collected> {
     let mut out = Collected::default();
     t.dropped_samples = 0;
-    while out.generated.rounds < p.max_rounds && out.batch.groups < p.prompts {
-        let round = generate(t, plan, s, p, &mut out)?;
-        let Some(round) = round else { continue };
-        let scored = score(t, round, s, p, &mut out.time)?;
-        t.failures.report(&t.bar, &scored.failures)?;
-        out.generated.add(&scored);
-        let keep = keep_groups(&scored, &s.grpo.dynamic_sampling, p)?;
-        out.batch.append(scored, &keep, p);
+    // Every rank runs the same rounds: the groups kept are counted over all
+    // ranks, so a group filtered on one rank does not stall the others.
+    while out.generated.rounds < p.max_rounds && out.batch.total_groups < p.prompts {
+        let round = match generate(t, plan, s, p, &mut out)? {
+            Some(round) => {
+                let scored = score(t, round, s, p, &mut out.time)?;
+                t.failures.report(&t.bar, &scored.failures)?;
+                out.generated.add(&scored);
+                Some(scored)
+            }
+            // Every prompt of this rank's share was left out.
+            None => None,
+        };
+        let keep = match &round {
+            Some(r) => keep_groups(r, &s.grpo.dynamic_sampling, p)?,
+            None => Vec::new(),
+        };
+        let places = round.as_ref().map_or(&[][..], |r| &r.places[..]);
+        let taken = take_groups(t, p, places, &keep, out.batch.total_groups)?;
+        if let Some(round) = round {
+            out.batch.append(round, &taken.mine, p);
+        }
+        out.batch.total_groups += taken.count;
     }
-    if out.batch.rows.is_empty() {
+    out.generated.dropped_samples = t.dropped_samples;
+    if out.batch.total_groups == 0 {
         bail!(
             "step {}: {}",
             t.state.global_step + 1,
-            why_empty(t, s, &out)
+            why_empty(t, s, &out)?
         );
     }
     Ok(out)
 }
 
-/// Why a step found no group to train on, and what to do about it.
-fn why_empty(t: &Trainer, s: &StageSettings, out: &Collected) -> String {
+/// The groups of a round the batch takes.
+struct Taken {
+    /// Per group of this rank's round: its place in the step's batch, if taken.
+    mine: Vec<Option<usize>>,
+    /// Groups taken over all ranks.
+    count: usize,
+}
+
+/// The groups of a round the step's batch takes, as one process would take
+/// them: of the groups kept over all ranks (`keep` of this rank's groups at
+/// `places` in the round's draw, summed), the first in draw order, up to the
+/// batch's size; `before` groups were taken in earlier rounds.
+fn take_groups(
+    t: &Trainer,
+    p: &StepPlan,
+    places: &[usize],
+    keep: &[bool],
+    before: usize,
+) -> Result<Taken> {
+    let mut kept = vec![0.0; p.prompts];
+    for (&place, &k) in places.iter().zip(keep) {
+        if k {
+            kept[place] = 1.0;
+        }
+    }
+    let kept = t.dp.sum(&kept)?;
+    let mut batch_place = vec![None; p.prompts];
+    let mut count = 0;
+    for (slot, k) in batch_place.iter_mut().zip(&kept) {
+        if *k > 0.5 && before + count < p.prompts {
+            *slot = Some(before + count);
+            count += 1;
+        }
+    }
+    let mine = places
+        .iter()
+        .zip(keep)
+        .map(|(&place, &k)| if k { batch_place[place] } else { None })
+        .collect();
+    Ok(Taken { mine, count })
+}
+
+/// Why a step found no group to train on over all ranks, and what to do
+/// about it (the counts are summed over ranks, which all call this).
+fn why_empty(t: &Trainer, s: &StageSettings, out: &Collected) -> Result<String> {
     let g = &out.generated;
-    if g.rows > 0 {
-        let groups = g.rows / s.rollout.group_size.max(1) as usize;
-        return s.grpo.dynamic_sampling.all_uniform(groups, g.rounds);
+    let sums = t.dp.sum(&[
+        g.rows as f64,
+        g.skipped_long_prompts as f64,
+        t.dropped_samples as f64,
+    ])?;
+    let (rows, skipped_long, dropped) = (sums[0] as usize, sums[1] as usize, sums[2] as usize);
+    let where_logged = if t.dp.world_size() > 1 {
+        format!(
+            "{} and failures.rankR.jsonl beside it",
+            t.failures.path().with_file_name("failures.jsonl").display()
+        )
+    } else {
+        t.failures.path().display().to_string()
+    };
+    if rows > 0 {
+        let groups = rows / s.rollout.group_size.max(1) as usize;
+        return Ok(s.grpo.dynamic_sampling.all_uniform(groups, g.rounds));
     }
-    if t.dropped_samples > 0 && g.skipped_long_prompts == 0 {
-        return format!(
-            "every sample drawn was left out as bad ({} under on_error = \"zero\"; see {})",
-            t.dropped_samples,
-            t.failures.path().display()
-        );
+    if dropped > 0 && skipped_long == 0 {
+        return Ok(format!(
+            "every sample drawn was left out as bad ({dropped} under on_error = \"zero\"; see {where_logged})"
+        ));
     }
-    format!(
-        "no usable group after {} round(s) of sampling: {} prompts were over rollout.max_prompt_tokens = {}{}",
+    Ok(format!(
+        "no usable group after {} round(s) of sampling: {skipped_long} prompts were over rollout.max_prompt_tokens = {}{}",
         g.rounds,
-        g.skipped_long_prompts,
         s.rollout.max_prompt_tokens,
-        if t.dropped_samples > 0 {
-            format!(
-                " and {} samples were left out as bad (see {})",
-                t.dropped_samples,
-                t.failures.path().display()
-            )
+        if dropped > 0 {
+            format!(" and {dropped} samples were left out as bad (see {where_logged})")
         } else {
             String::new()
         }
-    )
+    ))
 }
 
 fn rollout_config(s: &StageSettings) -> RolloutConfig {
@@ -172,13 +250,9 @@ fn generate(
     out: &mut Collected,
 ) -> Result<Option<Round>> {
     let t0 = Instant::now();
-    // Every rank draws the step's prompts (the data cursors stay the same
-    // everywhere) and generates for its share of them, whole groups.
-    let (mut samples, mut datasets) = t.draw(plan, p.prompts, out.generated.rounds)?;
-    let mine = t.dp.share(samples.len());
-    let first = mine.start;
-    samples = samples.drain(mine.clone()).collect();
-    datasets = datasets.drain(mine).collect();
+    // Each rank loads and generates for its share of the round's prompts.
+    let drawn = t.draw(plan, p.prompts, out.generated.rounds)?;
+    let (samples, datasets, places) = (drawn.samples, drawn.datasets, drawn.places);
     let convs = samples
         .iter()
         .map(prompt_conversation)
@@ -207,7 +281,7 @@ fn generate(
     let mut rng = SeededRng::new(derive_seed(t.exp.seed, "rollout", stream));
     // A group's random streams are keyed by its prompt's place in the step's
     // draw: the same completions whichever rank generates them.
-    let keys: Vec<u64> = kept.iter().map(|&i| (first + i) as u64).collect();
+    let keys: Vec<u64> = kept.iter().map(|&i| places[i] as u64).collect();
     let rows = roll_out(
         &t.policy,
         &batch,
@@ -222,6 +296,7 @@ fn generate(
         samples,
         kept,
         datasets,
+        places,
     }))
 }
 
@@ -260,6 +335,7 @@ fn score(
     });
     Ok(ScoredRound {
         failures,
+        places: round.kept.iter().map(|&i| round.places[i]).collect(),
         rows: round.rows,
         scores,
         old_logprobs,
@@ -322,18 +398,17 @@ impl Generated {
 }
 
 impl Batch {
-    /// Appends the kept groups of a round, up to the plan's number of
-    /// prompts, renumbering their `group` in step order.
-    fn append(&mut self, round: ScoredRound, keep: &[bool], p: &StepPlan) {
+    /// Appends the groups of a round the batch takes (`taken`: each one's
+    /// place in the batch), renumbering their `group` in this rank's order.
+    fn append(&mut self, round: ScoredRound, taken: &[Option<usize>], p: &StepPlan) {
         let n = p.group_size;
         let mut rows = round.rows.into_iter();
         let mut scores = round.scores.into_iter();
-        for (gi, keep) in keep.iter().enumerate() {
+        for (gi, taken) in taken.iter().enumerate() {
             let group_rows: Vec<Row> = rows.by_ref().take(n).collect();
             let group_scores: Vec<CombinedScore> = scores.by_ref().take(n).collect();
-            if !*keep || self.groups >= p.prompts {
-                continue;
-            }
+            let Some(place) = *taken else { continue };
+            self.places.push(place);
             for (j, (mut row, sc)) in group_rows.into_iter().zip(group_scores).enumerate() {
                 let i = gi * n + j;
                 row.group = self.groups;

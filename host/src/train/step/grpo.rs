@@ -26,7 +26,7 @@ pub(crate) fn grpo_step(
     let clock = Instant::now();
     let updates_done = u64::try_from(t.opt.step).unwrap_or(0);
     let p = StepPlan::new(s, t.state.stage_step, updates_done)?;
-    t.dp.check_stage(s, p.prompts)?;
+    t.dp.check_stage(p.prompts)?;
     let g = &s.grpo;
     if p.need_ref {
         t.ensure_reference(s)?;
@@ -37,13 +37,23 @@ pub(crate) fn grpo_step(
     let batch = &collected.batch;
     // Advantages: rewards less the KL penalty where it goes there, per group,
     // then per token.
-    let shaped = shape(batch, &p, g.advantage);
+    let shaped = shape(&t.dp, batch, &p, g.advantage)?;
     // The rows to train on: PAD's draw, or all of them.
     let pad_seed = derive_seed(t.exp.seed, "pad", t.state.global_step);
-    let selected = select(batch, &shaped.tokens, &g.pad, pad_seed, p.pad_tau);
-    // The policy update.
+    let selected = select(
+        &t.dp,
+        batch,
+        &shaped.tokens,
+        p.group_size,
+        &g.pad,
+        pad_seed,
+        p.pad_tau,
+    )?;
+    // The policy update, unless no rank has a row to train on (a rank whose
+    // share has none takes part with an empty share).
     let t_update = Instant::now();
-    let stats = if selected.rows.is_empty() {
+    let rows_anywhere = t.dp.sum(&[selected.rows.len() as f64])?[0];
+    let stats = if rows_anywhere == 0.0 {
         None
     } else {
         let inputs = UpdateInputs {

@@ -20,6 +20,8 @@ pub struct SftMetrics {
     pub skipped_long: usize,
     pub grad_norm: f64,
     pub lr: f64,
+    /// Conversations left out as bad under the loader's `on_error = "zero"`.
+    pub dropped: usize,
     /// Seconds of the update; the step is the update.
     pub time_update: f64,
 }
@@ -30,6 +32,7 @@ impl SftMetrics {
         v.put("sft/loss", self.loss);
         v.put("sft/tokens", self.tokens as f64);
         v.put("sft/skipped_long", self.skipped_long as f64);
+        v.put("samples/dropped", self.dropped as f64);
         v.put("grad_norm", self.grad_norm);
         v.put("lr", self.lr);
         v.put("time/update", self.time_update);
@@ -63,6 +66,8 @@ pub struct SampleCounts {
     /// Rows of the batch whose advantage is zero (before PAD).
     pub zero_advantage: usize,
     pub skipped_long_prompts: usize,
+    /// Samples left out as bad under the loader's `on_error = "zero"`.
+    pub dropped: usize,
 }
 
 /// Seconds of each phase and of the whole step.
@@ -134,7 +139,9 @@ impl GrpoMetrics {
             },
             response_length: mean_std(&g.lengths).0,
             prompt_length: prompt_tokens / rows.len().max(1) as f64,
-            stopped_fraction: rows.iter().filter(|r| r.stopped).count() as f64 / rows.len() as f64,
+            // A rank can hold no row of the batch (its share left out).
+            stopped_fraction: rows.iter().filter(|r| r.stopped).count() as f64
+                / rows.len().max(1) as f64,
             kl,
             update,
             lr: p.lr(),
@@ -144,6 +151,7 @@ impl GrpoMetrics {
                 effective: selected.rows.len(),
                 zero_advantage: advantages.iter().filter(|a| a.abs() < 1e-12).count(),
                 skipped_long_prompts: g.skipped_long_prompts,
+                dropped: g.dropped_samples,
             },
             pad: selected.pad,
             dynamic: p.dynamic_sampling.then_some((g.rounds, c.batch.groups)),
@@ -191,6 +199,7 @@ impl GrpoMetrics {
             "samples/skipped_long_prompts",
             n.skipped_long_prompts as f64,
         );
+        v.put("samples/dropped", n.dropped as f64);
         if let Some(pad) = self.pad {
             v.put("pad/eligible", pad.eligible as f64);
             v.put("pad/tau", pad.tau);
@@ -257,12 +266,12 @@ fn across(name: &str) -> Across {
         | "samples/effective"
         | "samples/zero_advantage"
         | "samples/skipped_long_prompts"
+        | "samples/dropped"
         | "reward/failures"
         | "sft/skipped_long"
-        | "dynamic/groups"
-        | "pad/eligible" => Across::Sum,
+        | "dynamic/groups" => Across::Sum,
         "loss" | "grad_norm" | "lr" | "entropy_coef" | "entropy" | "clip_fraction" | "sft/loss"
-        | "sft/tokens" | "pad/tau" => Across::Same,
+        | "sft/tokens" | "pad/tau" | "pad/eligible" => Across::Same,
         "reward/std" => Across::PooledStd {
             mean: "reward/mean",
             count: "samples/generated",
@@ -271,7 +280,9 @@ fn across(name: &str) -> Across {
             Across::MeanBy("samples/effective")
         }
         "dynamic/rounds" => Across::Max,
-        n if n.starts_with("time/") => Across::Max,
+        n if n.starts_with("time/") || n.starts_with("memory/") => Across::Max,
+        // Every rank's collectives carry the same payload.
+        n if n.starts_with("dist/") => Across::Max,
         n if n.starts_with("throughput/") => Across::Sum,
         // Rewards and lengths: means over the completions generated.
         _ => Across::MeanBy("samples/generated"),

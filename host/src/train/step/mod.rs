@@ -9,6 +9,7 @@
 //! A step returns its metrics as a typed record (`metrics.rs`), which the
 //! loop writes under the names metrics.jsonl, TensorBoard and the plots use.
 
+mod apply;
 mod collect;
 mod grpo;
 mod logprobs;

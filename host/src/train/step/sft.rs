@@ -13,12 +13,13 @@ use lmmhost_model::processor::EncodedSample;
 use lmmhost_sdk as sdk;
 use tch::{Kind, Tensor};
 
+use super::apply::apply_gradients;
 use super::metrics::SftMetrics;
 use super::plan::stage_rates;
 use crate::train::data::{sample_name, sft_conversation};
 use crate::train::data_parallel::DataParallel;
 use crate::train::experiment::StageSettings;
-use crate::train::optim::{clip_grad_norm, AdamW, GradAccumulator};
+use crate::train::optim::{AdamW, GradAccumulator};
 use crate::train::policy::Policy;
 use crate::train::trainer::{LongInput, Trainer};
 
@@ -34,6 +35,7 @@ pub(crate) fn sft_step(t: &mut Trainer, plan: &sdk::Plan, s: &StageSettings) -> 
         skipped_long,
         grad_norm: stats.grad_norm,
         lr,
+        dropped: t.dropped_samples,
         time_update: clock.elapsed().as_secs_f64(),
     })
 }
@@ -46,13 +48,11 @@ fn draw_encoded(
     s: &StageSettings,
 ) -> Result<(Vec<EncodedSample>, usize)> {
     let n = s.sft.batch_size.unwrap_or(s.rollout.prompts_per_step);
-    t.dp.check_stage(s, n)?;
-    // Every rank draws the step's conversations (the data cursors stay the
-    // same everywhere) and trains on its share of them.
-    let (mut samples, mut datasets) = t.draw(plan, n, 0)?;
-    let mine = t.dp.share(samples.len());
-    samples = samples.drain(mine.clone()).collect();
-    datasets = datasets.drain(mine).collect();
+    t.dp.check_stage(n)?;
+    // Each rank loads and trains on its share of the step's conversations.
+    t.dropped_samples = 0;
+    let drawn = t.draw(plan, n, 0)?;
+    let (samples, datasets) = (drawn.samples, drawn.datasets);
     let convs = samples
         .iter()
         .map(sft_conversation)
@@ -191,10 +191,8 @@ fn update(
             );
         }
     }
-    dp.all_reduce_grads(&mut acc, &all)?;
     let loss_sum = dp.sum(&[loss_sum])?[0];
-    let grad_norm = clip_grad_norm(acc.grads(), s.optim.grad_clip);
-    opt.step(&all, acc.grads(), lr)?;
+    let grad_norm = apply_gradients(dp, opt, &mut acc, &all, s.optim.grad_clip, lr)?;
     Ok(SftStats {
         loss: loss_sum,
         tokens: tokens as usize,

@@ -5,10 +5,13 @@
 //! The KL between the rollout's policy and the reference is measured
 //! whenever both log-probs were computed.
 
+use anyhow::Result;
+
 use super::collect::Batch;
 use super::plan::StepPlan;
-use crate::rl::advantage::{advantages, token_advantages, whiten_tokens, AdvantageEstimator};
+use crate::rl::advantage::{advantages, standardise_tokens, token_advantages, AdvantageEstimator};
 use crate::rl::kl::{token_kl, KlUse};
+use crate::train::data_parallel::DataParallel;
 
 pub struct Shaped {
     /// One advantage per row (before the per-token KL and whitening): what
@@ -20,7 +23,12 @@ pub struct Shaped {
     pub kl: Option<f64>,
 }
 
-pub fn shape(batch: &Batch, p: &StepPlan, estimator: AdvantageEstimator) -> Shaped {
+pub fn shape(
+    dp: &DataParallel,
+    batch: &Batch,
+    p: &StepPlan,
+    estimator: AdvantageEstimator,
+) -> Result<Shaped> {
     let mut totals: Vec<f64> = batch.scores.iter().map(|c| c.total).collect();
     // The rollout policy's KL per token, where both passes ran.
     let per_token: Option<Vec<Vec<f64>>> = p.kl.estimator().and_then(|est| {
@@ -50,11 +58,26 @@ pub fn shape(batch: &Batch, p: &StepPlan, estimator: AdvantageEstimator) -> Shap
     };
     let mut tokens = token_advantages(&sequence, &lens, penalty);
     if p.whiten {
-        whiten_tokens(&mut tokens);
+        whiten_across_ranks(dp, &mut tokens)?;
     }
-    Shaped {
+    Ok(Shaped {
         sequence,
         tokens,
         kl,
+    })
+}
+
+/// Whitening over the tokens of the whole batch, every rank's share of it:
+/// the mean and then the variance are summed over ranks (`rl::advantage::
+/// whiten_tokens` on one rank).
+fn whiten_across_ranks(dp: &DataParallel, adv: &mut [Vec<f32>]) -> Result<()> {
+    let tokens = || adv.iter().flatten().map(|&x| f64::from(x));
+    let sums = dp.sum(&[tokens().count() as f64, tokens().sum()])?;
+    if sums[0] == 0.0 {
+        return Ok(());
     }
+    let mean = sums[1] / sums[0];
+    let squares = dp.sum(&[tokens().map(|x| (x - mean).powi(2)).sum()])?[0];
+    standardise_tokens(adv, mean, squares / sums[0]);
+    Ok(())
 }

@@ -11,13 +11,14 @@ use lmmhost_model::lm::{Entropy, ResponseRows};
 use lmmhost_model::parallel::{map_jobs, ReadOnlyShared};
 use tch::{Device, Kind, Tensor};
 
+use super::apply::apply_gradients;
 use super::logprobs::shared_response_stats;
 use crate::rl::kl::{kl_estimate, KlEstimator, KlUse};
 use crate::rl::policy_loss::{aggregate, policy_loss, BatchNorm};
 use crate::rl::schedules::RateSchedule;
 use crate::train::data_parallel::DataParallel;
 use crate::train::experiment::StageSettings;
-use crate::train::optim::{clip_grad_norm, AdamW, GradAccumulator};
+use crate::train::optim::{AdamW, GradAccumulator};
 use crate::train::policy::Policy;
 use crate::train::rollout::{shared_prompt_batch, Row, SharedPromptBatch};
 
@@ -331,16 +332,14 @@ pub fn update(
         stats.time_backward += wall * (1.0 - share);
         tok_total += global[0];
         let t_opt = Instant::now();
-        // Gradients and the update's sums over all ranks, then the same
-        // clipped step everywhere.
-        dp.all_reduce_grads(&mut acc, &all)?;
+        // The update's sums over all ranks, then the gradients over them and
+        // the same clipped step everywhere (state is created for the
+        // parameters that train, frozen ones have none).
         let sums = dp.sum(&[record.loss, record.clip_fraction])?;
         (record.loss, record.clip_fraction) = (sums[0], sums[1]);
         record.ratio_max_dev = dp.max(&[record.ratio_max_dev])?[0];
-        record.grad_norm = clip_grad_norm(acc.grads(), s.optim.grad_clip);
         record.clip_fraction /= global[0].max(1.0);
-        // State is created for the parameters that train, frozen ones have none.
-        opt.step(&all, acc.grads(), lr)?;
+        record.grad_norm = apply_gradients(dp, opt, &mut acc, &all, s.optim.grad_clip, lr)?;
         drop(acc);
         stats.time_optimizer += t_opt.elapsed().as_secs_f64();
         stats.loss += record.loss;

@@ -623,6 +623,8 @@ fn plan_of(p: &Policy, rows: &[Row], micro: usize, chunk_tokens: Option<usize>) 
         kv_tokens: 0,
         shape: Shape::of(&config.text),
         vision: None,
+        ranks: 1,
+        zero_stage: 0,
     }
 }
 

@@ -126,6 +126,8 @@ fn plan_of(p: &Policy, rows: &[Row], trains: bool) -> PlanInputs {
         kv_tokens: 0,
         shape: Shape::of(&config.text),
         vision: Some(VisionInputs::at_max_pixels(shape, processor, trains, prompt).unwrap()),
+        ranks: 1,
+        zero_stage: 0,
     }
 }
 
