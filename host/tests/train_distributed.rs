@@ -408,6 +408,18 @@ fn a_rank_with_an_empty_share_does_not_stall_the_others() {
     }
     assert_eq!(failure_lines(&one), failure_lines(&two));
 
+    // Two optimizer updates a step: the rank with rows takes both, and the
+    // one with none takes part in both (the weights and the last update's
+    // gradient norm are the single rank's; one update on every rank left
+    // them apart).
+    let sub = dir.path().join("two-updates");
+    std::fs::create_dir_all(&sub).unwrap();
+    let updates = [&two_prompts[..], &["--set", "optim.updates_per_batch=2"]].concat();
+    let (one, two, _) = one_rank_and_two_of("empty share, 2 updates", &sub, &exp, &updates);
+    for (a, b) in steps(&one).iter().zip(&steps(&two)) {
+        assert_close(a, b, &["loss", "grad_norm", "entropy"], 1e-4);
+    }
+
     // Both rows bad: no rank has a prompt; both stop at step 1 with the reason.
     with_bad_rows(&exp, 2, |_| true);
     let out = Command::new(BIN)

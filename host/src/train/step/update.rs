@@ -177,9 +177,11 @@ pub fn update(
     let device = policy.device;
 
     let n = inp.rows.len();
-    // Every rank takes the same number of updates.
-    let fewest = dp.min(&[n as f64])?[0] as usize;
-    let updates = s.optim.updates_per_batch.min(fewest).max(1);
+    // Every rank takes the same number of updates, as many as one process
+    // would take on all the rows; a rank with fewer rows than updates (or
+    // none) contributes nothing to some of them.
+    let total = dp.sum(&[n as f64])?[0] as usize;
+    let updates = s.optim.updates_per_batch.min(total).max(1);
     let mut stats = UpdateStats::default();
     let (mut tok_total, mut kl_sum, mut ent_sum, mut clip_sum) = (0.0, 0.0, 0.0, 0.0);
     for u in 0..updates {
@@ -195,6 +197,11 @@ pub fn update(
         let tokens: usize = inp.rows[lo..hi].iter().map(|r| r.response.len()).sum();
         // The loss is normalised by the mini-batch's counts over all ranks.
         let global = dp.sum(&[tokens as f64, (hi - lo) as f64])?;
+        if global[1] == 0.0 {
+            // Every rank's share of this mini-batch is empty (shares smaller
+            // than the number of updates): no step, as no rows means none.
+            continue;
+        }
         let norm = BatchNorm {
             tokens: global[0],
             sequences: global[1],
@@ -352,7 +359,7 @@ pub fn update(
     stats.kl = kl_sum / t;
     stats.entropy = ent_sum / t;
     stats.clip_fraction = clip_sum / t;
-    stats.loss /= updates as f64;
+    stats.loss /= stats.updates.len().max(1) as f64;
     Ok(stats)
 }
 
