@@ -4,10 +4,10 @@
 //! step, evaluating, checkpointing and writing the run's results.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::{ensure, Context, Result};
 use indicatif::ProgressBar;
 use lmmhost_plugin_host::OnError;
 use lmmhost_sdk as sdk;
@@ -151,7 +151,8 @@ impl<'a> Trainer<'a> {
         let mut warnings = Vec::new();
         if let Some(dir) = &resume_from {
             state = state::load_state(dir)?;
-            state::load_optimizer(dir, &policy, &mut opt)?;
+            let (read, files) =
+                state::load_optimizer(dir, &policy, &mut opt, dp.rank(), dp.world_size())?;
             mixer.restore(&state.cursors);
             plugins
                 .schedule
@@ -163,7 +164,7 @@ impl<'a> Trainer<'a> {
                     eprintln!("warning: {w}");
                 }
                 eprintln!(
-                    "resumed from {} (step {}, stage {:?})",
+                    "resumed from {} (step {}, stage {:?}; rank 0 read {read} bytes of optimizer state from {files} file(s))",
                     dir.display(),
                     state.global_step,
                     state.stage
@@ -561,20 +562,42 @@ impl<'a> Trainer<'a> {
         self.state.schedule_state = to_hex(&self.plugins.schedule.save_state()?);
         self.state.plugin_sha256 = self.plugins.hashes();
         self.state.metrics_records = self.log.records;
-        // Under ZeRO each rank holds a shard of the optimizer state: gathered
-        // whole, the checkpoint resumes on any number of ranks and stage.
-        let gathered = self
-            .opt
-            .gathered(self.dp.dist(), &self.policy.tensors(), false)?;
-        // Every rank holds the same state; rank 0 writes it.
-        if !self.dp.is_main() {
+        let (policy, st, opt, dp) = (&self.policy, &self.state, &self.opt, &self.dp);
+        let step = st.global_step;
+        // Under ZeRO each rank writes its own shards of the optimizer state
+        // into the incomplete directory, which rank 0 renames into place
+        // once every rank has written: no rank holds the whole state.
+        // Otherwise every rank holds the same state, and rank 0 writes it.
+        let sharded = opt.zero.is_some() && dp.world_size() > 1;
+        let world = dp.world_size() as f64;
+        let shards = |d: &Path, mine: Result<()>| -> Result<()> {
+            let mine = mine.and_then(|()| state::save_optimizer_shards(d, policy, opt));
+            let written = dp.sum(&[f64::from(u8::from(mine.is_ok()))])?[0];
+            mine.with_context(|| format!("rank {}", dp.rank()))?;
+            ensure!(
+                written == world,
+                "{} of {world} ranks could not write their optimizer shards (their errors say why)",
+                world - written
+            );
+            Ok(())
+        };
+        if !dp.is_main() {
+            if sharded {
+                // Once rank 0 has made the directory.
+                dp.barrier()?;
+                shards(&self.store.incomplete_dir(step), Ok(()))?;
+            }
             return Ok(());
         }
-        let (policy, st) = (&self.policy, &self.state);
-        let opt = gathered.as_ref().unwrap_or(&self.opt);
-        let dir = self
-            .store
-            .save(st.global_step, |d| state::save(d, policy, opt, st))?;
+        let dir = self.store.save(step, |d| {
+            if sharded {
+                dp.barrier()?;
+                shards(d, state::save_model_and_state(d, policy, st))
+            } else {
+                state::save_model_and_state(d, policy, st)?;
+                state::save_optimizer(d, policy, opt)
+            }
+        })?;
         say(&self.bar, format!("checkpoint {}", dir.display()));
         Ok(())
     }
