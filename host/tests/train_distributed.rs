@@ -901,13 +901,22 @@ fn zero_checkpoints_are_sharded_and_resume_on_any_number_of_ranks_and_stage() {
     copy_dir(&plain, &resumed);
     run(
         &resumed,
-        &["--resume", "--nproc", "2", "--set", "distributed.zero_stage=2"],
+        &[
+            "--resume",
+            "--nproc",
+            "2",
+            "--set",
+            "distributed.zero_stage=2",
+        ],
     );
     check("step 2 without ZeRO, step 3 resumed under ZeRO 2", &resumed);
     for stage in [1, 2] {
         let zero = format!("distributed.zero_stage={stage}");
         let first = dir.path().join(format!("zero{stage}"));
-        run(&first, &["--nproc", "2", "--set", &zero, "--max-steps", "2"]);
+        run(
+            &first,
+            &["--nproc", "2", "--set", &zero, "--max-steps", "2"],
+        );
         let saved = first.join(ckpt);
         assert!(!saved.join("optimizer.safetensors").exists());
         for rank in 0..2 {
@@ -919,9 +928,17 @@ fn zero_checkpoints_are_sharded_and_resume_on_any_number_of_ranks_and_stage() {
         // What rank 0 reads: its own shards (and the step) under ZeRO on
         // 2 ranks; everything without ZeRO, where a rank holds it all.
         let mut resumes = vec![
-            ("2 ranks, same stage", vec!["--nproc", "2", "--set", zero.as_str()], 0.5),
+            (
+                "2 ranks, same stage",
+                vec!["--nproc", "2", "--set", zero.as_str()],
+                0.5,
+            ),
             ("1 rank", vec![], 1.0),
-            ("2 ranks, no ZeRO", vec!["--nproc", "2", "--set", "distributed.zero_stage=0"], 1.0),
+            (
+                "2 ranks, no ZeRO",
+                vec!["--nproc", "2", "--set", "distributed.zero_stage=0"],
+                1.0,
+            ),
         ];
         if stage == 2 {
             resumes.push((
@@ -942,7 +959,10 @@ fn zero_checkpoints_are_sharded_and_resume_on_any_number_of_ranks_and_stage() {
                 read >= expect && read < expect * 1.02,
                 "{what}: read {read} of the whole state, expected {expect}"
             );
-            check(&format!("step 2 under ZeRO {stage}, step 3 on {what}"), &out);
+            check(
+                &format!("step 2 under ZeRO {stage}, step 3 on {what}"),
+                &out,
+            );
         }
     }
 }

@@ -8,12 +8,14 @@
 //! ZeRO: `optim/checkpoint.rs`), `trainer.json` (this struct).
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use serde::{Deserialize, Serialize};
 
+use super::checkpoint_store::CheckpointStore;
 use super::data::Cursor;
+use super::data_parallel::DataParallel;
 use super::optim::{checkpoint, AdamW};
 use super::policy::Policy;
 
@@ -81,6 +83,53 @@ pub fn from_hex(s: &str) -> Result<Vec<u8>> {
         .step_by(2)
         .map(|i| u8::from_str_radix(&s[i..i + 2], 16).context("not a hex string"))
         .collect()
+}
+
+/// Writes the checkpoint of `st`'s step through `store`; every rank calls
+/// it, and rank 0 gets the checkpoint's directory. Under ZeRO each rank
+/// writes its own shards of the optimizer state into the incomplete
+/// directory, which rank 0 renames into place once every rank has written:
+/// no rank holds the whole state. Otherwise every rank holds the same
+/// state, and rank 0 writes it.
+pub fn write_checkpoint(
+    store: &CheckpointStore,
+    dp: &DataParallel,
+    policy: &Policy,
+    opt: &AdamW,
+    st: &TrainerState,
+) -> Result<Option<PathBuf>> {
+    let step = st.global_step;
+    let sharded = opt.zero.is_some() && dp.world_size() > 1;
+    let world = dp.world_size() as f64;
+    let shards = |d: &Path, mine: Result<()>| -> Result<()> {
+        let mine = mine.and_then(|()| save_optimizer_shards(d, policy, opt));
+        let written = dp.sum(&[f64::from(u8::from(mine.is_ok()))])?[0];
+        mine.with_context(|| format!("rank {}", dp.rank()))?;
+        ensure!(
+            written == world,
+            "{} of {world} ranks could not write their optimizer shards (their errors say why)",
+            world - written
+        );
+        Ok(())
+    };
+    if !dp.is_main() {
+        if sharded {
+            // Once rank 0 has made the directory.
+            dp.barrier()?;
+            shards(&store.incomplete_dir(step), Ok(()))?;
+        }
+        return Ok(None);
+    }
+    let dir = store.save(step, |d| {
+        if sharded {
+            dp.barrier()?;
+            shards(d, save_model_and_state(d, policy, st))
+        } else {
+            save_model_and_state(d, policy, st)?;
+            save_optimizer(d, policy, opt)
+        }
+    })?;
+    Ok(Some(dir))
 }
 
 /// Writes the model and the trainer state into `dir` (rank 0; the

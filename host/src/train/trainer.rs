@@ -4,10 +4,10 @@
 //! step, evaluating, checkpointing and writing the run's results.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{ensure, Context, Result};
+use anyhow::{Context, Result};
 use indicatif::ProgressBar;
 use lmmhost_plugin_host::OnError;
 use lmmhost_sdk as sdk;
@@ -562,43 +562,11 @@ impl<'a> Trainer<'a> {
         self.state.schedule_state = to_hex(&self.plugins.schedule.save_state()?);
         self.state.plugin_sha256 = self.plugins.hashes();
         self.state.metrics_records = self.log.records;
-        let (policy, st, opt, dp) = (&self.policy, &self.state, &self.opt, &self.dp);
-        let step = st.global_step;
-        // Under ZeRO each rank writes its own shards of the optimizer state
-        // into the incomplete directory, which rank 0 renames into place
-        // once every rank has written: no rank holds the whole state.
-        // Otherwise every rank holds the same state, and rank 0 writes it.
-        let sharded = opt.zero.is_some() && dp.world_size() > 1;
-        let world = dp.world_size() as f64;
-        let shards = |d: &Path, mine: Result<()>| -> Result<()> {
-            let mine = mine.and_then(|()| state::save_optimizer_shards(d, policy, opt));
-            let written = dp.sum(&[f64::from(u8::from(mine.is_ok()))])?[0];
-            mine.with_context(|| format!("rank {}", dp.rank()))?;
-            ensure!(
-                written == world,
-                "{} of {world} ranks could not write their optimizer shards (their errors say why)",
-                world - written
-            );
-            Ok(())
-        };
-        if !dp.is_main() {
-            if sharded {
-                // Once rank 0 has made the directory.
-                dp.barrier()?;
-                shards(&self.store.incomplete_dir(step), Ok(()))?;
-            }
-            return Ok(());
+        let written =
+            state::write_checkpoint(&self.store, &self.dp, &self.policy, &self.opt, &self.state)?;
+        if let Some(dir) = written {
+            say(&self.bar, format!("checkpoint {}", dir.display()));
         }
-        let dir = self.store.save(step, |d| {
-            if sharded {
-                dp.barrier()?;
-                shards(d, state::save_model_and_state(d, policy, st))
-            } else {
-                state::save_model_and_state(d, policy, st)?;
-                state::save_optimizer(d, policy, opt)
-            }
-        })?;
-        say(&self.bar, format!("checkpoint {}", dir.display()));
         Ok(())
     }
 }

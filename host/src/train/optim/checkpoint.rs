@@ -258,11 +258,13 @@ impl StateSource {
         match &mut self.files {
             Files::Whole(f) => Ok(f),
             Files::Sharded { dir, layout, open } => {
-                if !open.contains_key(&rank) {
-                    let f = TensorFile::open(&rank_file(dir, rank, layout.world_size))?;
-                    open.insert(rank, f);
-                }
-                Ok(open.get_mut(&rank).expect("inserted above"))
+                let file = match open.entry(rank) {
+                    std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                    std::collections::btree_map::Entry::Vacant(e) => {
+                        e.insert(TensorFile::open(&rank_file(dir, rank, layout.world_size))?)
+                    }
+                };
+                Ok(file)
             }
         }
     }
@@ -306,7 +308,9 @@ impl StateSource {
             shard,
         }) = self.slots.get(name)
         else {
-            return self.file(0)?.read_range(&format!("{name}.{part}"), from, to);
+            return self
+                .file(0)?
+                .read_range(&format!("{name}.{part}"), from, to);
         };
         ensure!(
             0 <= from && from <= to && to <= numel,
@@ -335,7 +339,11 @@ impl StateSource {
         let numel: i64 = shape.iter().product();
         let stored: i64 = match self.slots.get(name) {
             Some(slot) => slot.numel,
-            None => self.file(0)?.shape(&format!("{name}.{part}"))?.iter().product(),
+            None => self
+                .file(0)?
+                .shape(&format!("{name}.{part}"))?
+                .iter()
+                .product(),
         };
         if stored != numel {
             bail!("{part} of {name} has {stored} elements, the parameter {shape:?}");
@@ -390,7 +398,8 @@ fn load_whole(
         };
         if src.has(name, MASTER)? {
             let w = src.whole(name, MASTER, &p.size())?;
-            opt.masters.insert(i, w.to_device(device).to_kind(Kind::Float));
+            opt.masters
+                .insert(i, w.to_device(device).to_kind(Kind::Float));
         }
         if !src.has(name, EXP_AVG)? {
             continue;
@@ -461,7 +470,13 @@ fn load_shards(
     // As the gradient accumulator holds them: f32 when any parameter has a
     // master, else the parameter's type.
     let f32_state = opt.master_weights && params.iter().any(narrow);
-    let kind_of = |i: usize| if f32_state { Kind::Float } else { params[i].kind() };
+    let kind_of = |i: usize| {
+        if f32_state {
+            Kind::Float
+        } else {
+            params[i].kind()
+        }
+    };
     // Shape, type and device are all a plan reads: no memory behind them.
     let protos: Vec<Tensor> = indices
         .iter()

@@ -37,8 +37,7 @@ fn trained(params: &[Tensor], master: bool) -> AdamW {
         opt.step(params, &grads, 0.01).unwrap();
     }
     if master {
-        opt.masters
-            .insert(3, params[3].to_kind(Kind::Float) + 0.25);
+        opt.masters.insert(3, params[3].to_kind(Kind::Float) + 0.25);
     }
     opt
 }
@@ -47,8 +46,12 @@ fn trained(params: &[Tensor], master: bool) -> AdamW {
 /// `b`, `c`: (masters, moments).
 #[allow(clippy::type_complexity)]
 fn expected(whole: &AdamW, rank: usize, world: usize) -> (Vec<Tensor>, Vec<(Tensor, Tensor)>) {
-    let ms: Vec<Tensor> = (0..3).map(|i| whole.moments[&i].0.shallow_clone()).collect();
-    let vs: Vec<Tensor> = (0..3).map(|i| whole.moments[&i].1.shallow_clone()).collect();
+    let ms: Vec<Tensor> = (0..3)
+        .map(|i| whole.moments[&i].0.shallow_clone())
+        .collect();
+    let vs: Vec<Tensor> = (0..3)
+        .map(|i| whole.moments[&i].1.shallow_clone())
+        .collect();
     let plan = ShardPlan::for_rank(&ms, BUCKET_BYTES, rank, world);
     let masters = if whole.masters.is_empty() {
         Vec::new()
@@ -108,7 +111,9 @@ fn assert_whole(opt: &AdamW, whole: &AdamW, what: &str) {
 /// past the parameters' end are padding: neither written real nor read).
 fn shard_bytes(whole: &AdamW, rank: usize, world: usize) -> u64 {
     let parts = if whole.masters.is_empty() { 2 } else { 3 };
-    let ms: Vec<Tensor> = (0..3).map(|i| whole.moments[&i].0.shallow_clone()).collect();
+    let ms: Vec<Tensor> = (0..3)
+        .map(|i| whole.moments[&i].0.shallow_clone())
+        .collect();
     let plan = ShardPlan::for_rank(&ms, BUCKET_BYTES, rank, world);
     (0..plan.len())
         .map(|b| plan.shard_numel(b).1 as u64 * 4 * parts)
@@ -157,7 +162,11 @@ fn sharded_checkpoints_resume_on_any_number_of_ranks_reading_their_share() {
             }
             let mut opt = optimizer(master, 0);
             load(&dir, &names, &params, &mut opt, 0, 1).unwrap();
-            assert_whole(&opt, &whole, &format!("{kind:?}: 1 rank from {world} ranks' files"));
+            assert_whole(
+                &opt,
+                &whole,
+                &format!("{kind:?}: 1 rank from {world} ranks' files"),
+            );
             // Another number of ranks: the new shards cut across the files.
             let other = 5 - world;
             for rank in 0..other {
@@ -167,7 +176,10 @@ fn sharded_checkpoints_resume_on_any_number_of_ranks_reading_their_share() {
                 assert_shards(&opt, &whole, rank, other, &what);
                 let share = shard_bytes(&whole, rank, other);
                 eprintln!("{what}: read {read} bytes from {files} file(s)");
-                assert!(read <= share + 8 + 16 && read >= share, "{what}: {read} vs {share}");
+                assert!(
+                    read <= share + 8 + 16 && read >= share,
+                    "{what}: {read} vs {share}"
+                );
             }
         }
     }
@@ -197,7 +209,10 @@ fn the_layout_maps_buckets_to_parameters() {
         .map(|b| b.params.iter().map(|p| p.name.as_str()).collect())
         .collect();
     assert_eq!(buckets, vec![vec!["a", "b"], vec!["c"]]);
-    assert_eq!((layout.buckets[1].numel, layout.buckets[1].shard_numel), (5001, 2501));
+    assert_eq!(
+        (layout.buckets[1].numel, layout.buckets[1].shard_numel),
+        (5001, 2501)
+    );
     assert!(rank_file(&dir, 1, 2).is_file());
     let mut renamed = names.clone();
     renamed[1] = "b2".into();

@@ -83,8 +83,11 @@ pub fn write(path: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
     header.resize(header.len().next_multiple_of(8), b' ');
     let file = File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
     let mut out = BufWriter::new(file);
-    let io = |e: std::io::Error| anyhow::Error::new(e).context(format!("cannot write {}", path.display()));
-    out.write_all(&(header.len() as u64).to_le_bytes()).map_err(io)?;
+    let io = |e: std::io::Error| {
+        anyhow::Error::new(e).context(format!("cannot write {}", path.display()))
+    };
+    out.write_all(&(header.len() as u64).to_le_bytes())
+        .map_err(io)?;
     out.write_all(&header).map_err(io)?;
     for (_, t) in tensors {
         let t = t.to_device(tch::Device::Cpu).contiguous();
@@ -99,7 +102,8 @@ pub fn write(path: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
 impl TensorFile {
     /// Opens `path` and reads its header only.
     pub fn open(path: &Path) -> Result<TensorFile> {
-        let mut file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+        let mut file =
+            File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
         let mut len = [0u8; 8];
         file.read_exact(&mut len)
             .with_context(|| format!("{}: no safetensors header", path.display()))?;
@@ -122,7 +126,11 @@ impl TensorFile {
             let e: Entry = serde_json::from_value(value)
                 .with_context(|| format!("{}: header entry {name}", path.display()))?;
             let Some(kind) = kind_of(&e.dtype) else {
-                bail!("{}: {name} has dtype {}, not a float or integer one lmmhost writes", path.display(), e.dtype);
+                bail!(
+                    "{}: {name} has dtype {}, not a float or integer one lmmhost writes",
+                    path.display(),
+                    e.dtype
+                );
             };
             let numel: i64 = e.shape.iter().product();
             let bytes = e.data_offsets[1].saturating_sub(e.data_offsets[0]);
@@ -134,7 +142,14 @@ impl TensorFile {
                 e.dtype
             );
             let start = 8 + len + e.data_offsets[0];
-            tensors.insert(name, Stored { kind, shape: e.shape, start });
+            tensors.insert(
+                name,
+                Stored {
+                    kind,
+                    shape: e.shape,
+                    start,
+                },
+            );
         }
         Ok(TensorFile {
             path: path.to_path_buf(),
@@ -201,7 +216,8 @@ mod tests {
         let a = Tensor::arange(12, (Kind::Float, tch::Device::Cpu)).view([3, 4]);
         let b = Tensor::arange(5, (Kind::Float, tch::Device::Cpu)).to_kind(Kind::BFloat16);
         let step = Tensor::from_slice(&[7i64]);
-        let named = [("a", &a), ("b", &b), ("step", &step)].map(|(n, t)| (n.to_string(), t.shallow_clone()));
+        let named = [("a", &a), ("b", &b), ("step", &step)]
+            .map(|(n, t)| (n.to_string(), t.shallow_clone()));
         write(&path, &named).unwrap();
         // What tch (the safetensors crate) reads back.
         let back = Tensor::read_safetensors(&path).unwrap();
