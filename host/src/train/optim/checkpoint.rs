@@ -28,7 +28,7 @@ use tch::{Device, Kind, Tensor};
 
 use super::adamw::{AdamW, ZeroShards};
 use super::tensor_file::{self, TensorFile};
-use super::zero::BUCKET_BYTES;
+use super::zero::{narrow, BUCKET_BYTES};
 
 const WHOLE_FILE: &str = "optimizer.safetensors";
 const SHARD_DIR: &str = "optimizer";
@@ -164,11 +164,12 @@ pub struct StateSource {
 
 /// A sharded parameter's place: its bucket, its offset and elements in
 /// it, and the elements of each rank's shard of the bucket.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 struct Slot {
     bucket: usize,
     offset: i64,
     numel: i64,
+    shape: Vec<i64>,
     shard: i64,
 }
 
@@ -212,6 +213,7 @@ impl StateSource {
                     bucket: b,
                     offset,
                     numel,
+                    shape: p.shape.clone(),
                     shard: bucket.shard_numel,
                 };
                 slots.insert(p.name.clone(), slot);
@@ -306,6 +308,7 @@ impl StateSource {
             offset,
             numel,
             shard,
+            ..
         }) = self.slots.get(name)
         else {
             return self
@@ -333,21 +336,22 @@ impl StateSource {
         })
     }
 
-    /// `part` of parameter `name` whole, in `shape` (which must hold its
-    /// number of elements).
-    fn whole(&mut self, name: &str, part: &str, shape: &[i64]) -> Result<Tensor> {
-        let numel: i64 = shape.iter().product();
-        let stored: i64 = match self.slots.get(name) {
-            Some(slot) => slot.numel,
-            None => self
-                .file(0)?
-                .shape(&format!("{name}.{part}"))?
-                .iter()
-                .product(),
+    /// Fails unless `part` of parameter `name` has the parameter's `shape`.
+    fn check_shape(&mut self, name: &str, part: &str, shape: &[i64]) -> Result<()> {
+        let stored = match self.slots.get(name) {
+            Some(slot) => slot.shape.clone(),
+            None => self.file(0)?.shape(&format!("{name}.{part}"))?.to_vec(),
         };
-        if stored != numel {
-            bail!("{part} of {name} has {stored} elements, the parameter {shape:?}");
+        if stored != shape {
+            bail!("{part} of {name} has shape {stored:?}, the parameter {shape:?}");
         }
+        Ok(())
+    }
+
+    /// `part` of parameter `name` whole, in `shape` (the parameter's).
+    fn whole(&mut self, name: &str, part: &str, shape: &[i64]) -> Result<Tensor> {
+        self.check_shape(name, part, shape)?;
+        let numel: i64 = shape.iter().product();
         Ok(self.range(name, part, 0, numel)?.view(shape))
     }
 }
@@ -418,10 +422,6 @@ fn load_whole(
     Ok(())
 }
 
-fn narrow(t: &Tensor) -> bool {
-    t.kind() != Kind::Float && t.kind() != Kind::Double
-}
-
 /// This rank's shards of the parameters the checkpoint holds state for, laid
 /// out as the first update will lay them out (`AdamW::shard_state` keeps
 /// them when the same parameters train); the rest (a frozen part's master)
@@ -462,6 +462,13 @@ fn load_shards(
             indices.push(*i);
         }
         indices.sort_unstable();
+    }
+    for &i in &indices {
+        for part in [EXP_AVG, MASTER] {
+            if src.has(&names[i], part)? {
+                src.check_shape(&names[i], part, &params[i].size())?;
+            }
+        }
     }
     load_whole(src, names, params, opt, &indices)?;
     if indices.is_empty() {

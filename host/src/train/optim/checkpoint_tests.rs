@@ -186,7 +186,8 @@ fn sharded_checkpoints_resume_on_any_number_of_ranks_reading_their_share() {
 }
 
 /// The layout names each bucket's parameters in order, and a checkpoint
-/// whose layout names a parameter the model lacks is refused by name.
+/// whose layout names a parameter the model lacks, or whose state (sharded
+/// or whole) has another shape than the parameter, is refused by name.
 #[test]
 fn the_layout_maps_buckets_to_parameters() {
     let (names, params) = model(Kind::Float);
@@ -225,4 +226,18 @@ fn the_layout_maps_buckets_to_parameters() {
         err.contains("optimizer state for b, which the model lacks"),
         "{err}"
     );
+    // A parameter of another shape: refused, sharded or whole, by name.
+    let mut reshaped: Vec<Tensor> = params.iter().map(Tensor::shallow_clone).collect();
+    reshaped[2] = Tensor::zeros([5000], (Kind::Float, Device::Cpu));
+    for (from, stage, world) in [(&dir, 1, 2), (&dir, 0, 1), (&d.path().join("w"), 1, 2)] {
+        let mut opt = optimizer(false, stage);
+        let err = format!(
+            "{:#}",
+            load(from, &names, &reshaped, &mut opt, 0, world).unwrap_err()
+        );
+        assert!(
+            err.contains("exp_avg of c has shape [5001], the parameter [5000]"),
+            "{err}"
+        );
+    }
 }

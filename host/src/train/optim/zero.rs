@@ -21,7 +21,7 @@ use super::adamw::{AdamW, ZeroShards};
 /// Bytes per flat bucket (DDP's gradient bucket size).
 pub(super) const BUCKET_BYTES: usize = 25 << 20;
 
-fn narrow(t: &Tensor) -> bool {
+pub(super) fn narrow(t: &Tensor) -> bool {
     t.kind() != Kind::Float && t.kind() != Kind::Double
 }
 
