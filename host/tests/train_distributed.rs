@@ -967,51 +967,69 @@ fn zero_checkpoints_are_sharded_and_resume_on_any_number_of_ranks_and_stage() {
     }
 }
 
-/// Mixed precision: a ZeRO-2 checkpoint's rank files hold the f32 master
-/// shards, and a resume on 2 ranks under ZeRO 2 and on 1 rank takes the
-/// uninterrupted run's third step from them (0 here; resuming from the
-/// bf16 weights instead of the master shards gave 4.0e-2).
+/// Mixed precision, and LoRA: a ZeRO-2 checkpoint's rank files hold the
+/// f32 master shards (bf16) or the adapters' moments only (LoRA), and a
+/// resume on 2 ranks under ZeRO 2 and on 1 rank takes the uninterrupted
+/// run's third step from them (0 here; resuming from the bf16 weights
+/// instead of the master shards gave 4.0e-2).
 #[test]
-fn a_bf16_zero_checkpoint_resumes_from_its_master_shards() {
+fn bf16_and_lora_zero_checkpoints_resume_from_their_shards() {
     let dir = tempfile::tempdir().unwrap();
     let exp = experiment(dir.path(), &GRPO_2.replace("steps = 2", "steps = 3"), "");
     let start = initial_model(&exp, dir.path());
-    let args = |extra: &[&'static str]| -> Vec<&'static str> {
-        let mut all = ZERO_SETTINGS.to_vec();
-        all.extend(["--set", "model.dtype=\"bf16\""]);
-        all.extend(extra);
-        all
-    };
-    let straight = dir.path().join("straight");
-    run_cli(&exp, &straight, &args(&["--nproc", "2"]));
-    let first = dir.path().join("first");
-    let zero2 = ["--nproc", "2", "--set", "distributed.zero_stage=2"];
-    run_cli(
-        &exp,
-        &first,
-        &args(&[&zero2[..], &["--max-steps", "2"]].concat()),
-    );
-    let rank1 = first.join("checkpoints/step-00000002/optimizer/rank-00001-of-00002.safetensors");
-    let names: Vec<String> = Tensor::read_safetensors(&rank1)
-        .unwrap()
-        .into_iter()
-        .map(|(n, _)| n)
-        .collect();
-    assert!(
-        names.iter().any(|n| n.ends_with(".master")),
-        "no master shards in {names:?}"
-    );
-    for (what, extra) in [("2 ranks, ZeRO 2", &zero2[..]), ("1 rank", &[][..])] {
-        let out = dir.path().join(what.replace([' ', ','], "-"));
-        copy_dir(&first, &out);
-        run_cli(&exp, &out, &args(&[&["--resume"][..], extra].concat()));
-        let d = relative_difference(
-            &start,
-            &straight.join("final-model"),
-            &out.join("final-model"),
+    let variants = [
+        ("bf16", "model.dtype=\"bf16\"", "final-model", ".master"),
+        (
+            "LoRA",
+            "model.lora={rank=4, alpha=8, merge_on_save=true}",
+            "final-model-merged",
+            ".exp_avg",
+        ),
+    ];
+    for (variant, set, model, part) in variants {
+        let args = |extra: &[&'static str]| -> Vec<&'static str> {
+            let mut all = ZERO_SETTINGS.to_vec();
+            all.extend(["--set", set]);
+            all.extend(extra);
+            all
+        };
+        let root = dir.path().join(variant);
+        let straight = root.join("straight");
+        run_cli(&exp, &straight, &args(&["--nproc", "2"]));
+        let first = root.join("first");
+        let zero2 = ["--nproc", "2", "--set", "distributed.zero_stage=2"];
+        run_cli(
+            &exp,
+            &first,
+            &args(&[&zero2[..], &["--max-steps", "2"]].concat()),
         );
-        eprintln!("bf16: step 2 under ZeRO 2, step 3 resumed on {what}: {d:.3e}");
-        assert!(d < SAME_STEP, "resumed on {what}: {d:.3e}");
-        assert_eq!(steps(&out).len(), 3, "{what}");
+        let ckpt = first.join("checkpoints/step-00000002/optimizer");
+        let rank1 = ckpt.join("rank-00001-of-00002.safetensors");
+        let names: Vec<String> = Tensor::read_safetensors(&rank1)
+            .unwrap()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        assert!(
+            names.iter().any(|n| n.ends_with(part)),
+            "{variant}: no {part} shards in {names:?}"
+        );
+        let layout = std::fs::read_to_string(ckpt.join("layout.json")).unwrap();
+        if variant == "LoRA" {
+            // Only the adapters train, and only they are sharded.
+            assert!(
+                layout.contains("lora_A") && !layout.contains("\"model.norm.weight\""),
+                "{layout}"
+            );
+        }
+        for (what, extra) in [("2 ranks, ZeRO 2", &zero2[..]), ("1 rank", &[][..])] {
+            let out = root.join(what.replace([' ', ','], "-"));
+            copy_dir(&first, &out);
+            run_cli(&exp, &out, &args(&[&["--resume"][..], extra].concat()));
+            let d = relative_difference(&start, &straight.join(model), &out.join(model));
+            eprintln!("{variant}: step 2 under ZeRO 2, step 3 resumed on {what}: {d:.3e}");
+            assert!(d < SAME_STEP, "{variant}: resumed on {what}: {d:.3e}");
+            assert_eq!(steps(&out).len(), 3, "{variant}: {what}");
+        }
     }
 }
