@@ -642,7 +642,10 @@ fn a_killed_rank_stops_the_other_within_the_timeout_and_leaves_no_partial_checkp
     let dir = tempfile::tempdir().unwrap();
     let stages = GRPO_2.replace("steps = 2", "steps = 500");
     let timeout = 5.0;
-    let extra = format!("[checkpoint]\nevery = 1\n\n[distributed]\ntimeout_secs = {timeout}\n");
+    // Under ZeRO 2 every rank writes its optimizer shards into each checkpoint.
+    let extra = format!(
+        "[checkpoint]\nevery = 1\n\n[distributed]\ntimeout_secs = {timeout}\nzero_stage = 2\n"
+    );
     let exp = experiment(dir.path(), &stages, &extra);
     let out = dir.path().join("run");
     let port = free_port();
@@ -684,10 +687,26 @@ fn a_killed_rank_stops_the_other_within_the_timeout_and_leaves_no_partial_checkp
     assert!(err.contains("error: rank 0 of 2: "), "{err}");
     // Every checkpoint in place is whole; none was left half-written, and the
     // run did not end as if it had finished.
+    let mut complete = 0;
     for e in std::fs::read_dir(out.join("checkpoints")).unwrap() {
-        let name = e.unwrap().file_name().to_string_lossy().into_owned();
+        let e = e.unwrap();
+        let name = e.file_name().to_string_lossy().into_owned();
         assert!(name == "latest" || name.starts_with("step-"), "{name}");
+        if name.starts_with("step-") {
+            let shards = files(&e.path().join("optimizer"));
+            assert_eq!(
+                shards,
+                [
+                    "layout.json",
+                    "rank-00000-of-00002.safetensors",
+                    "rank-00001-of-00002.safetensors"
+                ],
+                "{name}"
+            );
+            complete += 1;
+        }
     }
+    assert!(complete >= 1, "no checkpoint was written before the kill");
     assert!(!out.join("final-model").exists());
 }
 
@@ -812,56 +831,217 @@ fn zero_stages_take_the_unsharded_sft_then_grpo_steps_in_bf16() {
     );
 }
 
-/// A checkpoint of ZeRO stage 2 on 2 ranks holds the whole optimizer
-/// state: it resumes on 1 rank without ZeRO, and on 2 ranks under stage 1,
-/// and both take the uninterrupted run's second step.
+/// A copy of the directory tree `from` at `to`.
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let p = e.unwrap().path();
+        let dest = to.join(p.file_name().unwrap());
+        if p.is_dir() {
+            copy_dir(&p, &dest);
+        } else {
+            std::fs::copy(&p, &dest).unwrap();
+        }
+    }
+}
+
+/// Bytes of the tensors of a safetensors file.
+fn tensor_bytes(path: &Path) -> f64 {
+    Tensor::read_safetensors(path)
+        .unwrap()
+        .iter()
+        .map(|(_, t)| (t.numel() * t.kind().elt_size_in_bytes()) as f64)
+        .sum()
+}
+
+/// The bytes of optimizer state rank 0 says it read at a resume.
+fn optimizer_bytes_read(output: &Output) -> f64 {
+    let err = String::from_utf8_lossy(&output.stderr);
+    let line = err
+        .lines()
+        .find(|l| l.contains("bytes of optimizer state"))
+        .unwrap_or_else(|| panic!("no resume line in:\n{err}"));
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let at = words.iter().position(|w| *w == "bytes").unwrap();
+    words[at - 1].parse().unwrap()
+}
+
+/// Checkpoints of ZeRO stages 1 and 2 on 2 ranks are sharded: one
+/// optimizer file per rank, each about half of the whole state a stage-0
+/// checkpoint holds, and rank 0 holds no whole state to write them. Each
+/// resumes on 2 ranks under its stage (rank 0 reading about half of the
+/// whole state, from its own file), on 1 rank, on 2 ranks without ZeRO and
+/// (stage 2) under stage 1; a stage-0 checkpoint resumes under ZeRO 2; all
+/// take the uninterrupted run's third step.
 #[test]
-fn a_zero_checkpoint_resumes_on_one_rank_and_on_another_stage() {
+fn zero_checkpoints_are_sharded_and_resume_on_any_number_of_ranks_and_stage() {
     let dir = tempfile::tempdir().unwrap();
-    let exp = experiment(dir.path(), GRPO_2, "");
+    // GRPO's first step has no gradient (the rewards tie): stop after the
+    // second, whose moments are not zero.
+    let exp = experiment(dir.path(), &GRPO_2.replace("steps = 2", "steps = 3"), "");
     let start = initial_model(&exp, dir.path());
-    let with = |extra: &[&'static str]| -> Vec<&'static str> {
-        let mut all = ZERO_SETTINGS.to_vec();
-        all.extend(extra);
-        all
+    let with = |extra: &[&str]| -> Vec<String> {
+        ZERO_SETTINGS
+            .iter()
+            .chain(extra)
+            .map(|s| s.to_string())
+            .collect()
+    };
+    let run = |out: &Path, extra: &[&str]| -> Output {
+        let args = with(extra);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run_cli(&exp, out, &args)
     };
     let straight = dir.path().join("straight");
-    run_cli(&exp, &straight, &with(&["--nproc", "2"]));
-    let first = with(&[
-        "--nproc",
-        "2",
-        "--set",
-        "distributed.zero_stage=2",
-        "--max-steps",
-        "1",
-    ]);
-    let on_one = dir.path().join("on-one");
-    run_cli(&exp, &on_one, &first);
-    run_cli(&exp, &on_one, &with(&["--resume"]));
-    let on_stage_1 = dir.path().join("on-stage-1");
-    run_cli(&exp, &on_stage_1, &first);
-    run_cli(
-        &exp,
-        &on_stage_1,
-        &with(&[
+    run(&straight, &["--nproc", "2"]);
+    let check = |what: &str, resumed: &Path| {
+        let d = relative_difference(
+            &start,
+            &straight.join("final-model"),
+            &resumed.join("final-model"),
+        );
+        eprintln!("{what}: {d:.3e}");
+        assert!(d < SAME_STEP, "{what}: the run went another way: {d:.3e}");
+        assert_eq!(steps(resumed).len(), 3, "{what}");
+    };
+    let ckpt = "checkpoints/step-00000002";
+    // The whole state, as stage 0 writes it.
+    let plain = dir.path().join("zero0");
+    run(&plain, &["--nproc", "2", "--max-steps", "2"]);
+    let whole = tensor_bytes(&plain.join(ckpt).join("optimizer.safetensors"));
+    let resumed = dir.path().join("zero0-on-zero2");
+    copy_dir(&plain, &resumed);
+    run(
+        &resumed,
+        &[
             "--resume",
             "--nproc",
             "2",
             "--set",
-            "distributed.zero_stage=1",
-        ]),
+            "distributed.zero_stage=2",
+        ],
     );
-    for (what, run) in [("1 rank", &on_one), ("2 ranks, ZeRO 1", &on_stage_1)] {
-        let d = relative_difference(
-            &start,
-            &straight.join("final-model"),
-            &run.join("final-model"),
+    check("step 2 without ZeRO, step 3 resumed under ZeRO 2", &resumed);
+    for stage in [1, 2] {
+        let zero = format!("distributed.zero_stage={stage}");
+        let first = dir.path().join(format!("zero{stage}"));
+        run(
+            &first,
+            &["--nproc", "2", "--set", &zero, "--max-steps", "2"],
         );
-        eprintln!("step 1 under ZeRO 2, step 2 resumed on {what}: {d:.3e}");
+        let saved = first.join(ckpt);
+        assert!(!saved.join("optimizer.safetensors").exists());
+        for rank in 0..2 {
+            let file = saved.join(format!("optimizer/rank-{rank:05}-of-00002.safetensors"));
+            let share = tensor_bytes(&file) / whole;
+            eprintln!("ZeRO {stage}: rank {rank}'s file holds {share:.4} of the whole state");
+            assert!((0.5..0.51).contains(&share), "{share}");
+        }
+        // What rank 0 reads: its own shards (and the step) under ZeRO on
+        // 2 ranks; everything without ZeRO, where a rank holds it all.
+        let mut resumes = vec![
+            (
+                "2 ranks, same stage",
+                vec!["--nproc", "2", "--set", zero.as_str()],
+                0.5,
+            ),
+            ("1 rank", vec![], 1.0),
+            (
+                "2 ranks, no ZeRO",
+                vec!["--nproc", "2", "--set", "distributed.zero_stage=0"],
+                1.0,
+            ),
+        ];
+        if stage == 2 {
+            resumes.push((
+                "2 ranks, ZeRO 1",
+                vec!["--nproc", "2", "--set", "distributed.zero_stage=1"],
+                0.5,
+            ));
+        }
+        for (i, (what, extra, expect)) in resumes.into_iter().enumerate() {
+            let out = dir.path().join(format!("zero{stage}-resume{i}"));
+            copy_dir(&first, &out);
+            let mut args = vec!["--resume"];
+            args.extend(extra);
+            let output = run(&out, &args);
+            let read = optimizer_bytes_read(&output) / whole;
+            eprintln!("ZeRO {stage}, resumed on {what}: rank 0 read {read:.4} of the whole state");
+            assert!(
+                read >= expect && read < expect * 1.02,
+                "{what}: read {read} of the whole state, expected {expect}"
+            );
+            check(
+                &format!("step 2 under ZeRO {stage}, step 3 on {what}"),
+                &out,
+            );
+        }
+    }
+}
+
+/// Mixed precision, and LoRA: a ZeRO-2 checkpoint's rank files hold the
+/// f32 master shards (bf16) or the adapters' moments only (LoRA), and a
+/// resume on 2 ranks under ZeRO 2 and on 1 rank takes the uninterrupted
+/// run's third step from them (0 here; resuming from the bf16 weights
+/// instead of the master shards gave 4.0e-2).
+#[test]
+fn bf16_and_lora_zero_checkpoints_resume_from_their_shards() {
+    let dir = tempfile::tempdir().unwrap();
+    let exp = experiment(dir.path(), &GRPO_2.replace("steps = 2", "steps = 3"), "");
+    let start = initial_model(&exp, dir.path());
+    let variants = [
+        ("bf16", "model.dtype=\"bf16\"", "final-model", ".master"),
+        (
+            "LoRA",
+            "model.lora={rank=4, alpha=8, merge_on_save=true}",
+            "final-model-merged",
+            ".exp_avg",
+        ),
+    ];
+    for (variant, set, model, part) in variants {
+        let args = |extra: &[&'static str]| -> Vec<&'static str> {
+            let mut all = ZERO_SETTINGS.to_vec();
+            all.extend(["--set", set]);
+            all.extend(extra);
+            all
+        };
+        let root = dir.path().join(variant);
+        let straight = root.join("straight");
+        run_cli(&exp, &straight, &args(&["--nproc", "2"]));
+        let first = root.join("first");
+        let zero2 = ["--nproc", "2", "--set", "distributed.zero_stage=2"];
+        run_cli(
+            &exp,
+            &first,
+            &args(&[&zero2[..], &["--max-steps", "2"]].concat()),
+        );
+        let ckpt = first.join("checkpoints/step-00000002/optimizer");
+        let rank1 = ckpt.join("rank-00001-of-00002.safetensors");
+        let names: Vec<String> = Tensor::read_safetensors(&rank1)
+            .unwrap()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
         assert!(
-            d < SAME_STEP,
-            "resumed on {what}, the run went another way: {d:.3e}"
+            names.iter().any(|n| n.ends_with(part)),
+            "{variant}: no {part} shards in {names:?}"
         );
-        assert_eq!(steps(run).len(), 2);
+        let layout = std::fs::read_to_string(ckpt.join("layout.json")).unwrap();
+        if variant == "LoRA" {
+            // Only the adapters train, and only they are sharded.
+            assert!(
+                layout.contains("lora_A") && !layout.contains("\"model.norm.weight\""),
+                "{layout}"
+            );
+        }
+        for (what, extra) in [("2 ranks, ZeRO 2", &zero2[..]), ("1 rank", &[][..])] {
+            let out = root.join(what.replace([' ', ','], "-"));
+            copy_dir(&first, &out);
+            run_cli(&exp, &out, &args(&[&["--resume"][..], extra].concat()));
+            let d = relative_difference(&start, &straight.join(model), &out.join(model));
+            eprintln!("{variant}: step 2 under ZeRO 2, step 3 resumed on {what}: {d:.3e}");
+            assert!(d < SAME_STEP, "{variant}: resumed on {what}: {d:.3e}");
+            assert_eq!(steps(&out).len(), 3, "{variant}: {what}");
+        }
     }
 }

@@ -65,6 +65,28 @@ impl ShardPlan {
         self.sizes.is_empty()
     }
 
+    /// The ranks the buckets are split among.
+    pub fn world_size(&self) -> usize {
+        self.world_size
+    }
+
+    /// The rank whose shards the plan hands out.
+    pub fn rank(&self) -> usize {
+        self.rank
+    }
+
+    /// The tensors (indices into the plan's list) of bucket `b`, in the
+    /// order they are laid out in it.
+    pub fn members(&self, b: usize) -> &[usize] {
+        &self.members[b]
+    }
+
+    /// Elements of bucket `b` (its members', without padding) and of each
+    /// rank's shard of it.
+    pub fn bucket_numel(&self, b: usize) -> (i64, i64) {
+        self.sizes[b]
+    }
+
     /// Elements of this rank's shard of bucket `b`, and how many of them are
     /// real (the rest pad the bucket's last shard).
     pub fn shard_numel(&self, b: usize) -> (i64, i64) {

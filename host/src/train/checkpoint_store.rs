@@ -36,12 +36,19 @@ impl CheckpointStore {
         self.dir.join(format!("step-{step:08}"))
     }
 
+    /// Where checkpoint `step` is written before it is complete: under
+    /// ZeRO every rank writes its optimizer shards there, while rank 0's
+    /// `save` waits for them before renaming it.
+    pub fn incomplete_dir(&self, step: u64) -> PathBuf {
+        self.dir.join(format!("{TMP_PREFIX}step-{step:08}"))
+    }
+
     /// Writes checkpoint `step`: `write` fills the directory it is given.
     pub fn save(&self, step: u64, write: impl FnOnce(&Path) -> Result<()>) -> Result<PathBuf> {
         std::fs::create_dir_all(&self.dir)
             .with_context(|| format!("cannot create checkpoint dir {}", self.dir.display()))?;
         self.remove_incomplete()?;
-        let tmp = self.dir.join(format!("{TMP_PREFIX}step-{step:08}"));
+        let tmp = self.incomplete_dir(step);
         std::fs::create_dir_all(&tmp).with_context(|| {
             format!(
                 "cannot create {} for the checkpoint of step {step}",
@@ -261,11 +268,13 @@ pub fn replace_dir(new: &Path, dir: &Path, aside: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Flushes a directory's entries (and its files) to disk.
+/// Flushes a directory's entries (and its files and folders) to disk.
 fn sync_dir(dir: &Path) -> Result<()> {
     for e in std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
         let p = e?.path();
-        if p.is_file() {
+        if p.is_dir() {
+            sync_dir(&p)?;
+        } else if p.is_file() {
             std::fs::File::open(&p)
                 .and_then(|f| f.sync_all())
                 .with_context(|| format!("cannot sync {}", p.display()))?;

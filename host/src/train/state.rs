@@ -3,19 +3,20 @@
 //! plugin's own state, the optimizer and the SHA-256 of every plugin.
 //!
 //! Layout of `checkpoints/step-NNNNNNNN/`:
-//! `model/` (Hugging Face directory), `optimizer.safetensors` (AdamW moments,
-//! `<param>.exp_avg` / `<param>.exp_avg_sq`, and `<param>.master`, the f32
-//! master weight, under mixed precision), `trainer.json` (this struct).
+//! `model/` (Hugging Face directory), the optimizer's state (whole in
+//! `optimizer.safetensors`, or one file per rank in `optimizer/` under
+//! ZeRO: `optim/checkpoint.rs`), `trainer.json` (this struct).
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use serde::{Deserialize, Serialize};
-use tch::Tensor;
 
+use super::checkpoint_store::CheckpointStore;
 use super::data::Cursor;
-use super::optim::AdamW;
+use super::data_parallel::DataParallel;
+use super::optim::{checkpoint, AdamW};
 use super::policy::Policy;
 
 /// One line of the evaluation summary table.
@@ -84,27 +85,75 @@ pub fn from_hex(s: &str) -> Result<Vec<u8>> {
         .collect()
 }
 
-/// Writes model, optimizer and trainer state into `dir`.
-pub fn save(dir: &Path, policy: &Policy, opt: &AdamW, state: &TrainerState) -> Result<()> {
+/// Writes the checkpoint of `st`'s step through `store`; every rank calls
+/// it, and rank 0 gets the checkpoint's directory. Under ZeRO each rank
+/// writes its own shards of the optimizer state into the incomplete
+/// directory, which rank 0 renames into place once every rank has written:
+/// no rank holds the whole state. Otherwise every rank holds the same
+/// state, and rank 0 writes it.
+pub fn write_checkpoint(
+    store: &CheckpointStore,
+    dp: &DataParallel,
+    policy: &Policy,
+    opt: &AdamW,
+    st: &TrainerState,
+) -> Result<Option<PathBuf>> {
+    let step = st.global_step;
+    let sharded = opt.zero.is_some() && dp.world_size() > 1;
+    let world = dp.world_size() as f64;
+    let shards = |d: &Path, mine: Result<()>| -> Result<()> {
+        let mine = mine.and_then(|()| save_optimizer_shards(d, policy, opt));
+        let written = dp.sum(&[f64::from(u8::from(mine.is_ok()))])?[0];
+        mine.with_context(|| format!("rank {}", dp.rank()))?;
+        ensure!(
+            written == world,
+            "{} of {world} ranks could not write their optimizer shards (their errors say why)",
+            world - written
+        );
+        Ok(())
+    };
+    if !dp.is_main() {
+        if sharded {
+            // Once rank 0 has made the directory.
+            dp.barrier()?;
+            shards(&store.incomplete_dir(step), Ok(()))?;
+        }
+        return Ok(None);
+    }
+    let dir = store.save(step, |d| {
+        if sharded {
+            dp.barrier()?;
+            shards(d, save_model_and_state(d, policy, st))
+        } else {
+            save_model_and_state(d, policy, st)?;
+            save_optimizer(d, policy, opt)
+        }
+    })?;
+    Ok(Some(dir))
+}
+
+/// Writes the model and the trainer state into `dir` (rank 0; the
+/// optimizer goes with `save_optimizer` or, sharded, from every rank).
+pub fn save_model_and_state(dir: &Path, policy: &Policy, state: &TrainerState) -> Result<()> {
     policy.save(&dir.join("model"))?;
-    let mut named: Vec<(String, Tensor)> = Vec::new();
-    for (&i, (m, v)) in &opt.moments {
-        let name = &policy.params[i].0;
-        named.push((format!("{name}.exp_avg"), m.to_device(tch::Device::Cpu)));
-        named.push((format!("{name}.exp_avg_sq"), v.to_device(tch::Device::Cpu)));
-    }
-    for (&i, w) in &opt.masters {
-        let name = &policy.params[i].0;
-        named.push((format!("{name}.master"), w.to_device(tch::Device::Cpu)));
-    }
-    named.push(("step".into(), Tensor::from_slice(&[opt.step])));
-    let path = dir.join("optimizer.safetensors");
-    Tensor::write_safetensors(&named, &path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
     let path = dir.join("trainer.json");
     std::fs::write(&path, serde_json::to_string_pretty(state)?)
         .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
+}
+
+/// Writes the optimizer's whole state (`optimizer.safetensors`).
+pub fn save_optimizer(dir: &Path, policy: &Policy, opt: &AdamW) -> Result<()> {
+    checkpoint::save_whole(dir, &param_names(policy), opt)
+}
+
+/// Writes this rank's shards of the optimizer's state (`optimizer/`).
+pub fn save_optimizer_shards(dir: &Path, policy: &Policy, opt: &AdamW) -> Result<()> {
+    checkpoint::save_shards(dir, &param_names(policy), &policy.tensors(), opt)
+}
+
+fn param_names(policy: &Policy) -> Vec<String> {
+    policy.params.iter().map(|(n, _)| n.clone()).collect()
 }
 
 pub fn load_state(dir: &Path) -> Result<TrainerState> {
@@ -117,63 +166,21 @@ pub fn load_state(dir: &Path) -> Result<TrainerState> {
 
 /// Restores the optimizer's moments (of the parameters that had any), f32
 /// master weights and step from `dir`: on the parameters' device, or under
-/// ZeRO on the CPU, from where each rank takes its shard.
-pub fn load_optimizer(dir: &Path, policy: &Policy, opt: &mut AdamW) -> Result<()> {
-    let path = dir.join("optimizer.safetensors");
-    let tensors: BTreeMap<String, Tensor> = Tensor::read_safetensors(&path)
-        .with_context(|| format!("cannot read {}", path.display()))?
-        .into_iter()
-        .collect();
-    let get = |k: &str| {
-        tensors
-            .get(k)
-            .with_context(|| format!("{}: no tensor {k}", path.display()))
-    };
-    opt.moments.clear();
-    opt.masters.clear();
-    for (i, (name, p)) in policy.params.iter().enumerate() {
-        let device = if opt.zero_stage > 0 {
-            tch::Device::Cpu
-        } else {
-            p.device()
-        };
-        if let Some(w) = tensors.get(&format!("{name}.master")) {
-            if w.size() != p.size() {
-                bail!(
-                    "{}: master weight of {name} has shape {:?}, the parameter {:?}",
-                    path.display(),
-                    w.size(),
-                    p.size()
-                );
-            }
-            opt.masters
-                .insert(i, w.to_device(device).to_kind(tch::Kind::Float));
-        }
-        if !tensors.contains_key(&format!("{name}.exp_avg")) {
-            continue;
-        }
-        // Moments are in the type of what they update: the master or the parameter.
-        let kind = if opt.masters.contains_key(&i) {
-            tch::Kind::Float
-        } else {
-            p.kind()
-        };
-        let m = get(&format!("{name}.exp_avg"))?
-            .to_device(device)
-            .to_kind(kind);
-        let v = get(&format!("{name}.exp_avg_sq"))?
-            .to_device(device)
-            .to_kind(kind);
-        if m.size() != p.size() {
-            bail!(
-                "{}: moment of {name} has shape {:?}, the parameter {:?}",
-                path.display(),
-                m.size(),
-                p.size()
-            );
-        }
-        opt.moments.insert(i, (m, v));
-    }
-    opt.step = get("step")?.int64_value(&[0]);
-    Ok(())
+/// ZeRO as this rank's shards (`rank` of `world`), reading only those.
+/// Returns the bytes of optimizer tensors read and the number of files.
+pub fn load_optimizer(
+    dir: &Path,
+    policy: &Policy,
+    opt: &mut AdamW,
+    rank: usize,
+    world: usize,
+) -> Result<(u64, usize)> {
+    checkpoint::load(
+        dir,
+        &param_names(policy),
+        &policy.tensors(),
+        opt,
+        rank,
+        world,
+    )
 }

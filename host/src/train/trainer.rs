@@ -151,7 +151,8 @@ impl<'a> Trainer<'a> {
         let mut warnings = Vec::new();
         if let Some(dir) = &resume_from {
             state = state::load_state(dir)?;
-            state::load_optimizer(dir, &policy, &mut opt)?;
+            let (read, files) =
+                state::load_optimizer(dir, &policy, &mut opt, dp.rank(), dp.world_size())?;
             mixer.restore(&state.cursors);
             plugins
                 .schedule
@@ -163,7 +164,7 @@ impl<'a> Trainer<'a> {
                     eprintln!("warning: {w}");
                 }
                 eprintln!(
-                    "resumed from {} (step {}, stage {:?})",
+                    "resumed from {} (step {}, stage {:?}; rank 0 read {read} bytes of optimizer state from {files} file(s))",
                     dir.display(),
                     state.global_step,
                     state.stage
@@ -561,21 +562,11 @@ impl<'a> Trainer<'a> {
         self.state.schedule_state = to_hex(&self.plugins.schedule.save_state()?);
         self.state.plugin_sha256 = self.plugins.hashes();
         self.state.metrics_records = self.log.records;
-        // Under ZeRO each rank holds a shard of the optimizer state: gathered
-        // whole, the checkpoint resumes on any number of ranks and stage.
-        let gathered = self
-            .opt
-            .gathered(self.dp.dist(), &self.policy.tensors(), false)?;
-        // Every rank holds the same state; rank 0 writes it.
-        if !self.dp.is_main() {
-            return Ok(());
+        let written =
+            state::write_checkpoint(&self.store, &self.dp, &self.policy, &self.opt, &self.state)?;
+        if let Some(dir) = written {
+            say(&self.bar, format!("checkpoint {}", dir.display()));
         }
-        let (policy, st) = (&self.policy, &self.state);
-        let opt = gathered.as_ref().unwrap_or(&self.opt);
-        let dir = self
-            .store
-            .save(st.global_step, |d| state::save(d, policy, opt, st))?;
-        say(&self.bar, format!("checkpoint {}", dir.display()));
         Ok(())
     }
 }

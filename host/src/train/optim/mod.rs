@@ -3,7 +3,9 @@
 //! micro-batches add into; under ZeRO, the state as this rank's shards.
 
 mod adamw;
+pub mod checkpoint;
 mod grads;
+mod tensor_file;
 mod zero;
 
 pub use adamw::{clip_grad_norm, clip_to_norm, param_grads, squared_norm, AdamW, ZeroShards};

@@ -6,9 +6,9 @@
 //! `train/step/apply.rs` names the collectives).
 //!
 //! The state starts from whatever the optimizer holds whole (nothing, or a
-//! checkpoint's moments), so a checkpoint of any world size and stage
-//! resumes under any other; for a checkpoint the shards are gathered back
-//! into the whole, per-parameter form.
+//! previous stage's masters), or from the shards a checkpoint's reader
+//! made (`checkpoint.rs`), which are kept when the same parameters train;
+//! a checkpoint writes each rank's shards as they are.
 
 use std::collections::BTreeMap;
 
@@ -19,9 +19,9 @@ use tch::{Device, Kind, Tensor};
 use super::adamw::{AdamW, ZeroShards};
 
 /// Bytes per flat bucket (DDP's gradient bucket size).
-const BUCKET_BYTES: usize = 25 << 20;
+pub(super) const BUCKET_BYTES: usize = 25 << 20;
 
-fn narrow(t: &Tensor) -> bool {
+pub(super) fn narrow(t: &Tensor) -> bool {
     t.kind() != Kind::Float && t.kind() != Kind::Double
 }
 
