@@ -71,7 +71,8 @@ pub struct Weights {
     pub adapter_switch: AdapterSwitch,
 }
 
-fn kind_of(dtype: Dtype) -> Option<Kind> {
+/// The tch type of a safetensors dtype (`None`: one tch has no type for).
+pub fn kind_of(dtype: Dtype) -> Option<Kind> {
     Some(match dtype {
         Dtype::F32 => Kind::Float,
         Dtype::F16 => Kind::Half,
@@ -87,7 +88,8 @@ fn kind_of(dtype: Dtype) -> Option<Kind> {
     })
 }
 
-fn dtype_of(kind: Kind) -> Result<Dtype> {
+/// The safetensors dtype a tensor of `kind` is stored as.
+pub fn dtype_of(kind: Kind) -> Result<Dtype> {
     Ok(match kind {
         Kind::Float => Dtype::F32,
         Kind::Half => Dtype::F16,
@@ -325,13 +327,38 @@ fn canonical_name(layout: KeyLayout, key: &str) -> String {
     }
 }
 
-/// A tensor written lazily: its bytes are produced when the serializer asks,
-/// so a shard never holds a second copy of all its weights at once.
-struct TensorView {
+/// A tensor written lazily: it is copied to host memory, in the type it is
+/// stored as, when the serializer asks for its bytes, so that one tensor at
+/// a time is there (not a second copy of all the weights).
+pub struct TensorView {
     tensor: Tensor,
+    kind: Kind,
     dtype: Dtype,
     shape: Vec<usize>,
     len: usize,
+}
+
+impl TensorView {
+    /// `t` (on any device) to be stored as `kind`.
+    pub fn new(t: &Tensor, kind: Kind) -> Result<TensorView> {
+        let shape: Vec<usize> = t.size().iter().map(|&s| s as usize).collect();
+        Ok(TensorView {
+            tensor: t.detach(),
+            kind,
+            dtype: dtype_of(kind)?,
+            len: shape.iter().product::<usize>() * kind.elt_size_in_bytes(),
+            shape,
+        })
+    }
+
+    /// Bytes it takes in the file.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
 }
 
 impl View for &TensorView {
@@ -342,11 +369,15 @@ impl View for &TensorView {
         &self.shape
     }
     fn data(&self) -> Cow<'_, [u8]> {
+        let t = self
+            .tensor
+            .to_device(Device::Cpu)
+            .to_kind(self.kind)
+            .contiguous();
         let mut buf = vec![0u8; self.len];
-        let numel = self.shape.iter().product::<usize>();
         // Contiguous CPU tensor of a safetensors dtype: this copy cannot fail
         // short of memory exhaustion; an empty buffer would fail the length check.
-        if self.tensor.f_copy_data_u8(&mut buf, numel).is_err() {
+        if t.f_copy_data_u8(&mut buf, t.numel()).is_err() {
             buf.clear();
         }
         Cow::Owned(buf)
@@ -367,26 +398,15 @@ pub fn write_shards(
 ) -> Result<()> {
     let mut views = Vec::with_capacity(tensors.len());
     for (key, t, kind) in tensors {
-        let tensor = t.detach().to_device(Device::Cpu).to_kind(kind).contiguous();
-        let shape: Vec<usize> = tensor.size().iter().map(|&s| s as usize).collect();
-        let len = shape.iter().product::<usize>() * kind.elt_size_in_bytes();
-        let dtype = dtype_of(kind).with_context(|| format!("tensor {key}"))?;
-        views.push((
-            key,
-            TensorView {
-                tensor,
-                dtype,
-                shape,
-                len,
-            },
-        ));
+        let view = TensorView::new(&t, kind).with_context(|| format!("tensor {key}"))?;
+        views.push((key, view));
     }
     views.sort_by(|a, b| a.0.cmp(&b.0));
     // Greedy sharding in name order, like transformers.
     let mut shards: Vec<Vec<usize>> = vec![Vec::new()];
     let mut cur = 0u64;
     for (i, (_, v)) in views.iter().enumerate() {
-        let sz = v.len as u64;
+        let sz = v.len() as u64;
         if cur > 0 && cur + sz > max_shard_bytes {
             shards.push(Vec::new());
             cur = 0;
@@ -421,7 +441,7 @@ pub fn write_shards(
             .collect();
         for (k, v) in &items {
             weight_map.insert(k.to_string(), fname.clone());
-            total += v.len as u64;
+            total += v.len() as u64;
         }
         safetensors::serialize_to_file(items, Some(meta.clone()), &path)
             .with_context(|| format!("cannot write {}", path.display()))?;

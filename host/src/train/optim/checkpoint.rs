@@ -340,7 +340,7 @@ impl StateSource {
     fn check_shape(&mut self, name: &str, part: &str, shape: &[i64]) -> Result<()> {
         let stored = match self.slots.get(name) {
             Some(slot) => slot.shape.clone(),
-            None => self.file(0)?.shape(&format!("{name}.{part}"))?.to_vec(),
+            None => self.file(0)?.shape(&format!("{name}.{part}"))?,
         };
         if stored != shape {
             bail!("{part} of {name} has shape {stored:?}, the parameter {shape:?}");

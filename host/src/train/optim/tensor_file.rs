@@ -1,182 +1,96 @@
-//! Reads parts of a safetensors file without loading the rest: its header
-//! says where each tensor's bytes lie (row-major, contiguous), so a flat
-//! range of a tensor's elements is one byte range of the file. A resume
-//! under ZeRO reads each rank's share of the optimizer state this way, and
-//! a rank writes its shards one at a time through host memory.
+//! Reads parts of a safetensors file without loading the rest: the file is
+//! mapped, its header says where each tensor's bytes lie (row-major,
+//! contiguous), so a flat range of a tensor's elements is one byte range of
+//! the map, and only the pages of that range are read. A resume under ZeRO
+//! reads each rank's share of the optimizer state this way, and a rank
+//! writes its shards one at a time through host memory.
 
-use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, ensure, Context, Result};
-use serde::Deserialize;
+use anyhow::{ensure, Context, Result};
+use lmmhost_model::weights::{kind_of, TensorView};
+use memmap2::Mmap;
+use safetensors::tensor::Metadata;
+use safetensors::SafeTensors;
 use tch::{Kind, Tensor};
-
-#[derive(Deserialize)]
-struct Entry {
-    dtype: String,
-    shape: Vec<i64>,
-    data_offsets: [u64; 2],
-}
-
-/// One tensor's place in the file.
-struct Stored {
-    kind: Kind,
-    shape: Vec<i64>,
-    /// First byte of its data, from the start of the file.
-    start: u64,
-}
 
 /// An open safetensors file, counting the tensor bytes read from it.
 pub struct TensorFile {
     path: PathBuf,
-    file: File,
-    tensors: BTreeMap<String, Stored>,
+    map: Mmap,
+    meta: Metadata,
+    /// Where the tensors' data starts in the file (after the header).
+    data_start: usize,
     /// Bytes of tensor data read so far.
     pub bytes_read: u64,
-}
-
-fn kind_of(dtype: &str) -> Option<Kind> {
-    Some(match dtype {
-        "F64" => Kind::Double,
-        "F32" => Kind::Float,
-        "BF16" => Kind::BFloat16,
-        "F16" => Kind::Half,
-        "I64" => Kind::Int64,
-        "I32" => Kind::Int,
-        _ => return None,
-    })
-}
-
-fn dtype_of(kind: Kind) -> Result<&'static str> {
-    Ok(match kind {
-        Kind::Double => "F64",
-        Kind::Float => "F32",
-        Kind::BFloat16 => "BF16",
-        Kind::Half => "F16",
-        Kind::Int64 => "I64",
-        Kind::Int => "I32",
-        _ => bail!("no safetensors dtype for {kind:?}"),
-    })
 }
 
 /// Writes `tensors` (on any device) as a safetensors file and syncs it,
 /// copying one tensor at a time to host memory.
 pub fn write(path: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
-    let mut header = serde_json::Map::new();
-    let mut offset = 0u64;
-    for (name, t) in tensors {
-        let bytes = (t.numel() * t.kind().elt_size_in_bytes()) as u64;
-        header.insert(
-            name.clone(),
-            serde_json::json!({
-                "dtype": dtype_of(t.kind())?,
-                "shape": t.size(),
-                "data_offsets": [offset, offset + bytes],
-            }),
-        );
-        offset += bytes;
-    }
-    let mut header = serde_json::to_vec(&header)?;
-    // The data starts 8-byte aligned, as the safetensors writers align it.
-    header.resize(header.len().next_multiple_of(8), b' ');
-    let file = File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
-    let mut out = BufWriter::new(file);
-    let io = |e: std::io::Error| {
-        anyhow::Error::new(e).context(format!("cannot write {}", path.display()))
-    };
-    out.write_all(&(header.len() as u64).to_le_bytes())
-        .map_err(io)?;
-    out.write_all(&header).map_err(io)?;
-    for (_, t) in tensors {
-        let t = t.to_device(tch::Device::Cpu).contiguous();
-        let mut bytes = vec![0u8; t.numel() * t.kind().elt_size_in_bytes()];
-        t.copy_data_u8(&mut bytes, t.numel());
-        out.write_all(&bytes).map_err(io)?;
-    }
-    let file = out.into_inner().map_err(|e| io(e.into_error()))?;
-    file.sync_all().map_err(io)
+    let views = tensors
+        .iter()
+        .map(|(name, t)| {
+            let view = TensorView::new(t, t.kind()).with_context(|| format!("tensor {name}"))?;
+            Ok((name.as_str(), view))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let views = views.iter().map(|(name, view)| (*name, view));
+    safetensors::serialize_to_file(views, None, path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    File::open(path)
+        .and_then(|f| f.sync_all())
+        .with_context(|| format!("cannot sync {}", path.display()))
 }
 
 impl TensorFile {
     /// Opens `path` and reads its header only.
     pub fn open(path: &Path) -> Result<TensorFile> {
-        let mut file =
-            File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-        let mut len = [0u8; 8];
-        file.read_exact(&mut len)
-            .with_context(|| format!("{}: no safetensors header", path.display()))?;
-        let len = u64::from_le_bytes(len);
-        ensure!(
-            len < 1 << 30,
-            "{}: a header of {len} bytes is not a safetensors file's",
-            path.display()
-        );
-        let mut header = vec![0u8; len as usize];
-        file.read_exact(&mut header)
-            .with_context(|| format!("{}: the header is cut short", path.display()))?;
-        let entries: BTreeMap<String, serde_json::Value> = serde_json::from_slice(&header)
-            .with_context(|| format!("{}: the header is not JSON", path.display()))?;
-        let mut tensors = BTreeMap::new();
-        for (name, value) in entries {
-            if name == "__metadata__" {
-                continue;
-            }
-            let e: Entry = serde_json::from_value(value)
-                .with_context(|| format!("{}: header entry {name}", path.display()))?;
-            let Some(kind) = kind_of(&e.dtype) else {
-                bail!(
-                    "{}: {name} has dtype {}, not a float or integer one lmmhost writes",
-                    path.display(),
-                    e.dtype
-                );
-            };
-            let numel: i64 = e.shape.iter().product();
-            let bytes = e.data_offsets[1].saturating_sub(e.data_offsets[0]);
-            ensure!(
-                bytes == (numel as usize * kind.elt_size_in_bytes()) as u64,
-                "{}: {name} has {bytes} bytes for shape {:?} of {}",
-                path.display(),
-                e.shape,
-                e.dtype
-            );
-            let start = 8 + len + e.data_offsets[0];
-            tensors.insert(
-                name,
-                Stored {
-                    kind,
-                    shape: e.shape,
-                    start,
-                },
-            );
-        }
+        let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+        // SAFETY: checkpoint files are not written while a run reads them.
+        let map = unsafe { Mmap::map(&file) }
+            .with_context(|| format!("cannot map {}", path.display()))?;
+        let (header, meta) = SafeTensors::read_metadata(&map)
+            .with_context(|| format!("{} is not a safetensors file", path.display()))?;
         Ok(TensorFile {
             path: path.to_path_buf(),
-            file,
-            tensors,
+            map,
+            meta,
+            data_start: 8 + header,
             bytes_read: 0,
         })
     }
 
     pub fn contains(&self, name: &str) -> bool {
-        self.tensors.contains_key(name)
+        self.meta.info(name).is_some()
     }
 
     /// The shape of tensor `name`.
-    pub fn shape(&self, name: &str) -> Result<&[i64]> {
-        Ok(&self.stored(name)?.shape)
+    pub fn shape(&self, name: &str) -> Result<Vec<i64>> {
+        Ok(self.stored(name)?.1)
     }
 
-    fn stored(&self, name: &str) -> Result<&Stored> {
-        self.tensors
-            .get(name)
-            .with_context(|| format!("{}: no tensor {name}", self.path.display()))
+    /// Tensor `name`'s type, shape and first byte in the map.
+    fn stored(&self, name: &str) -> Result<(Kind, Vec<i64>, usize)> {
+        let info = self
+            .meta
+            .info(name)
+            .with_context(|| format!("{}: no tensor {name}", self.path.display()))?;
+        let kind = kind_of(info.dtype).with_context(|| {
+            format!(
+                "{}: {name} has dtype {:?}, which tch has no type for",
+                self.path.display(),
+                info.dtype
+            )
+        })?;
+        let shape = info.shape.iter().map(|&d| d as i64).collect();
+        Ok((kind, shape, self.data_start + info.data_offsets.0))
     }
 
     /// Tensor `name` whole, in its shape.
     pub fn read(&mut self, name: &str) -> Result<Tensor> {
-        let shape = self.shape(name)?.to_vec();
+        let shape = self.shape(name)?;
         let numel = shape.iter().product();
         Ok(self.read_range(name, 0, numel)?.view(shape.as_slice()))
     }
@@ -184,22 +98,17 @@ impl TensorFile {
     /// Elements `from..to` of tensor `name`, flattened (a 1-d tensor in
     /// the stored dtype, on the CPU).
     pub fn read_range(&mut self, name: &str, from: i64, to: i64) -> Result<Tensor> {
-        let stored = self.stored(name)?;
-        let numel: i64 = stored.shape.iter().product();
+        let (kind, shape, start) = self.stored(name)?;
+        let numel: i64 = shape.iter().product();
         ensure!(
             0 <= from && from <= to && to <= numel,
             "{}: elements {from}..{to} of {name}, which has {numel}",
             self.path.display()
         );
-        let (kind, start) = (stored.kind, stored.start);
-        let size = kind.elt_size_in_bytes() as u64;
-        let mut bytes = vec![0u8; ((to - from) as u64 * size) as usize];
-        self.file
-            .seek(SeekFrom::Start(start + from as u64 * size))
-            .and_then(|_| self.file.read_exact(&mut bytes))
-            .with_context(|| format!("{}: cannot read {name}", self.path.display()))?;
+        let size = kind.elt_size_in_bytes();
+        let bytes = &self.map[start + from as usize * size..start + to as usize * size];
         self.bytes_read += bytes.len() as u64;
-        Ok(Tensor::from_data_size(&bytes, &[to - from], kind))
+        Ok(Tensor::from_data_size(bytes, &[to - from], kind))
     }
 }
 
