@@ -19,7 +19,7 @@ use tch::{Device, Kind, Tensor};
 use super::adamw::{AdamW, ZeroShards};
 
 /// Bytes per flat bucket (DDP's gradient bucket size).
-const BUCKET_BYTES: usize = 25 << 20;
+pub(crate) const BUCKET_BYTES: usize = 25 << 20;
 
 fn narrow(t: &Tensor) -> bool {
     t.kind() != Kind::Float && t.kind() != Kind::Double
@@ -113,6 +113,30 @@ impl AdamW {
             });
         }
         Ok(&self.zero.as_ref().expect("set above").plan)
+    }
+
+    /// As `shard_state`, before any gradient exists (ZeRO-2 reduces each
+    /// micro-batch's gradients into the plan's shards): laid out as the
+    /// gradients' sum will be, the parameters' shapes in `sum_kind` (f32
+    /// under master weights), else in each parameter's own dtype.
+    pub fn shard_state_for_sums(
+        &mut self,
+        dist: &Distributed,
+        params: &[Tensor],
+        indices: &[usize],
+        sum_kind: Option<Kind>,
+    ) -> Result<&ShardPlan> {
+        // Shape, dtype and device only: a broadcast scalar holds no memory
+        // of the parameter's size.
+        let layout: Vec<Tensor> = indices
+            .iter()
+            .map(|&i| {
+                let p = &params[i];
+                Tensor::zeros([0i64; 0], (sum_kind.unwrap_or(p.kind()), p.device()))
+                    .expand(p.size(), false)
+            })
+            .collect();
+        self.shard_state(dist, params, indices, &layout)
     }
 
     /// One update of this rank's shards with its shards `grads` of the
