@@ -201,20 +201,26 @@ fn one_rank_and_two_of(
 /// (one optimizer update per step), plus a few hundred bytes of counts,
 /// metrics and flags (one per tensor) summed on the way.
 fn gradient_payload(dir: &Path, steps: &[StepRecord], what: &str) {
+    payload_per_weight(dir, steps, what, 4);
+}
+
+/// As [`gradient_payload`], for `per_weight` bytes of collectives' payload
+/// per weight and step.
+fn payload_per_weight(dir: &Path, steps: &[StepRecord], what: &str, per_weight: u8) {
     let numel: i64 = weights(&dir.join("initial-model"))
         .iter()
         .map(|(_, t)| t.numel() as i64)
         .sum();
-    let grads = 4.0 * numel as f64;
+    let payload = f64::from(per_weight) * numel as f64;
     for s in steps {
         let bytes = s.values["dist/bytes"];
         eprintln!(
-            "{what} step {}: dist/bytes {bytes} ({numel} weights: {grads} bytes of gradient)",
+            "{what} step {}: dist/bytes {bytes} ({numel} weights: {payload} bytes of payload)",
             s.step
         );
         assert!(
-            bytes >= grads && bytes < grads + 4096.0,
-            "{what} step {}: {bytes} bytes for {grads} of gradient",
+            bytes >= payload && bytes < payload + 4096.0,
+            "{what} step {}: {bytes} bytes for {payload} of payload",
             s.step
         );
     }
@@ -407,6 +413,22 @@ fn a_rank_with_an_empty_share_does_not_stall_the_others() {
         assert_close(a, b, &["loss", "grad_norm", "entropy"], 1e-4);
     }
     assert_eq!(failure_lines(&one), failure_lines(&two));
+    // Under ZeRO stage 2 the rank without rows takes part in the other's
+    // reduce-scatters with zeros, in micro-batches of one row.
+    let zero2 = dir.path().join("zero2");
+    let sets = [
+        "--nproc",
+        "2",
+        "--set",
+        "distributed.zero_stage=2",
+        "--set",
+        "optim.micro_batch_size=1",
+    ];
+    run_cli(&exp, &zero2, &[&two_prompts[..], &sets].concat());
+    let start = dir.path().join("initial-model");
+    let d = relative_difference(&start, &two.join("final-model"), &zero2.join("final-model"));
+    eprintln!("empty share, ZeRO stage 2 vs 0: relative difference {d:.3e}");
+    assert!(d < SAME_STEP, "{d:.3e}");
 
     // Two optimizer updates a step: the rank with rows takes both, and the
     // one with none takes part in both (the weights and the last update's
@@ -787,6 +809,14 @@ fn each_zero_stage(what: &str, dir: &Path, exp: &Path, sets: &[&str]) {
         );
         for (a, b) in plain.iter().zip(&sharded) {
             assert_close(a, b, &["grad_norm"], 1e-4);
+            // Stage 2 sums each rank's shards of the gradients only.
+            let sum = b.values["memory/grad_sum_bytes"] / a.values["memory/grad_sum_bytes"];
+            eprintln!("{what}: stage {stage} holds {sum:.4} of stage 0's gradient sum");
+            if stage == 1 {
+                assert_eq!(sum, 1.0);
+            } else {
+                assert!((0.5..0.51).contains(&sum), "{sum}");
+            }
             // Each rank holds its half of every bucket (the last one's
             // padding aside).
             let half = b.values["memory/optimizer_state_bytes"] / whole;
@@ -829,6 +859,34 @@ fn zero_stages_take_the_unsharded_sft_then_grpo_steps_in_bf16() {
         &exp,
         &["--set", "model.dtype=\"bf16\""],
     );
+}
+
+/// Micro-batches of one row: GRPO's 8 rows per rank, and SFT's 5
+/// conversations split 2 + 3, so that the ranks run different numbers of
+/// micro-batches (the one with fewer takes part in the last reduce-scatter
+/// of stage 2 with zeros). Stage 2 reduce-scatters each micro-batch's
+/// gradients, summed in another order than stage 0's and 1's whole sums.
+#[test]
+fn zero_stages_take_the_unsharded_steps_over_micro_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let stages = format!("{SFT_2}{GRPO_2}");
+    let exp = experiment(dir.path(), &stages, "[sft]\nbatch_size = 5\n");
+    // In f32 too, where the sums' order changes their last bits.
+    let f32_sets = ["--set", "optim.micro_batch_size=1"];
+    let f32_dir = dir.path().join("f32");
+    each_zero_stage("micro-batches of one row, f32", &f32_dir, &exp, &f32_sets);
+    let sets = [
+        "--set",
+        "model.dtype=\"bf16\"",
+        "--set",
+        "optim.micro_batch_size=1",
+    ];
+    each_zero_stage("micro-batches of one row, bf16", dir.path(), &exp, &sets);
+    // What stage 2's collectives carried in an SFT step: a reduce-scatter of
+    // the f32 gradients per micro-batch (3, the most of a rank), the new bf16
+    // weights all-gathered, and a few hundred bytes of counts and flags.
+    let sft = &steps(&dir.path().join("zero2"))[..2];
+    payload_per_weight(dir.path(), sft, "stage 2, SFT", 3 * 4 + 2);
 }
 
 /// A copy of the directory tree `from` at `to`.

@@ -87,6 +87,18 @@ impl GradBuckets {
         tensors: &[Tensor],
         same_kind: bool,
     ) -> Result<()> {
+        self.check_each(what, tensors, same_kind, false)
+    }
+
+    /// As `check_layout`, with `undefined_ok`: an undefined tensor stands
+    /// for zeros (a gradient this rank has none of).
+    pub(crate) fn check_each(
+        &self,
+        what: &str,
+        tensors: &[Tensor],
+        same_kind: bool,
+        undefined_ok: bool,
+    ) -> Result<()> {
         if tensors.len() != self.shapes.len() {
             bail!(
                 "{what}: laid out for {} tensors, got {}",
@@ -96,6 +108,9 @@ impl GradBuckets {
         }
         for (i, (t, (shape, kind, device))) in tensors.iter().zip(&self.shapes).enumerate() {
             if !t.defined() {
+                if undefined_ok {
+                    continue;
+                }
                 bail!(
                     "{what}: tensor {i} is undefined; every rank must hold a gradient for every \
                      parameter (see materialize_grads)"
@@ -111,6 +126,17 @@ impl GradBuckets {
             }
         }
         Ok(())
+    }
+
+    /// Elements of tensor `i`.
+    pub(crate) fn numel_of(&self, i: usize) -> i64 {
+        self.shapes[i].0.iter().product()
+    }
+
+    /// The dtype and device of bucket `b` (those of its first tensor).
+    pub(crate) fn kind_device(&self, b: usize) -> (Kind, Device) {
+        let (_, kind, device) = &self.shapes[self.buckets[b].members[0]];
+        (*kind, *device)
     }
 
     /// Numel of each bucket, in order.

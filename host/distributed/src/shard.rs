@@ -7,9 +7,11 @@
 //! reduced gradient of its shard only; ZeRO-2), update the owned shard, and
 //! `all_gather_into` the parameters so every rank holds the new weights.
 //! ZeRO-1 all-reduces full gradients instead and takes `local_shards` of them.
+//! With gradient accumulation ZeRO-2 reduce-scatters each micro-batch's
+//! gradients into shard sums (`zero_shards`, `reduce_scatter_add`).
 
 use anyhow::{bail, Result};
-use tch::Tensor;
+use tch::{Device, Kind, Tensor};
 
 use crate::buckets::GradBuckets;
 use crate::distributed::Distributed;
@@ -158,6 +160,92 @@ impl ShardPlan {
         })
     }
 
+    /// Per bucket, a shard of zeros in the layout's dtype, on its device:
+    /// where a sum over micro-batches of `reduce_scatter_add` starts.
+    pub fn zero_shards(&self) -> Vec<Tensor> {
+        (0..self.len())
+            .map(|b| Tensor::zeros([self.sizes[b].1], self.layout.kind_device(b)))
+            .collect()
+    }
+
+    /// Reduces `grads` across ranks and adds, per bucket, this rank's shard
+    /// of the result into `sums` (from `zero_shards`): one micro-batch's
+    /// reduce-scatter under ZeRO-2, so that no rank holds more than its
+    /// shards of the sum over micro-batches. `grads` may be of another dtype
+    /// than the sums (they are converted one bucket at a time), and an
+    /// undefined one (a parameter this rank's micro-batch did not reach, or
+    /// a round a rank with fewer micro-batches takes part in) counts as
+    /// zeros. Every rank must call it as often as the others.
+    pub fn reduce_scatter_add(
+        &self,
+        dist: &Distributed,
+        grads: &[Tensor],
+        sums: &[Tensor],
+        op: ReduceOp,
+    ) -> Result<()> {
+        self.layout
+            .check_each("sharded reduce_scatter_add", grads, false, true)?;
+        self.check_shards("sharded reduce_scatter_add", sums)?;
+        tch::no_grad(|| {
+            let mut pending: Option<(Work, usize, Tensor, Tensor)> = None;
+            for (b, sum) in sums.iter().enumerate() {
+                let shard = self.sizes[b].1;
+                let flat = self.flatten_as(b, grads, sum.kind(), sum.device());
+                let Some(group) = dist.group() else {
+                    let mut sum = sum.shallow_clone();
+                    let _ = sum.g_add_(&flat.narrow(0, self.rank as i64 * shard, shard));
+                    continue;
+                };
+                let out = Tensor::empty([shard], (sum.kind(), sum.device()));
+                let work = group.reduce_scatter_into_async(&out, &flat, op)?;
+                // One bucket in flight while the next is flattened.
+                if let Some((work, prev, received, _)) = pending.replace((work, b, out, flat)) {
+                    work.wait()?;
+                    let _ = sums[prev].shallow_clone().g_add_(&received);
+                }
+            }
+            if let Some((work, prev, received, _)) = pending {
+                work.wait()?;
+                let _ = sums[prev].shallow_clone().g_add_(&received);
+            }
+            Ok(())
+        })
+    }
+
+    /// That `shards` are one per bucket, each of this rank's shard size.
+    fn check_shards(&self, what: &str, shards: &[Tensor]) -> Result<()> {
+        if shards.len() != self.len() {
+            bail!("{what}: {} shards for {} buckets", shards.len(), self.len());
+        }
+        for (b, s) in shards.iter().enumerate() {
+            let want = self.sizes[b].1;
+            if s.numel() as i64 != want {
+                bail!(
+                    "{what}: shard {b} has {} elements, the plan has {want}",
+                    s.numel()
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Bucket `b` of `tensors` as one flat tensor of `kind` on `device`,
+    /// zero-padded to world x shard; an undefined tensor gives zeros.
+    fn flatten_as(&self, b: usize, tensors: &[Tensor], kind: Kind, device: Device) -> Tensor {
+        let (_, shard) = self.sizes[b];
+        let flat = Tensor::zeros([shard * self.world_size as i64], (kind, device));
+        let mut offset = 0i64;
+        for &i in &self.members[b] {
+            let n = self.layout.numel_of(i);
+            let t = &tensors[i];
+            if t.defined() {
+                flat.narrow(0, offset, n).copy_(&t.reshape([-1]));
+            }
+            offset += n;
+        }
+        flat
+    }
+
     /// Gathers every rank's `shards` and writes the full values into
     /// `targets` (the parameters after an update, or full-size copies of
     /// optimizer state for a checkpoint), in place.
@@ -198,22 +286,7 @@ impl ShardPlan {
         shards: &[Tensor],
         mut each: impl FnMut(usize, &[usize], &Tensor) -> Result<()>,
     ) -> Result<()> {
-        if shards.len() != self.len() {
-            bail!(
-                "sharded all_gather: {} shards for {} buckets",
-                shards.len(),
-                self.len()
-            );
-        }
-        for (b, s) in shards.iter().enumerate() {
-            let want = self.sizes[b].1;
-            if s.numel() as i64 != want {
-                bail!(
-                    "sharded all_gather: shard {b} has {} elements, the plan has {want}",
-                    s.numel()
-                );
-            }
-        }
+        self.check_shards("sharded all_gather", shards)?;
         tch::no_grad(|| {
             for (b, shard) in shards.iter().enumerate() {
                 let shard = shard.contiguous();

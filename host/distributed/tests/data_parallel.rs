@@ -236,3 +236,61 @@ fn a_single_rank_plan_owns_everything() {
     plan.all_gather_into(&dist, &shards, &targets).unwrap();
     assert_eq!(flat(&targets), flat(&params));
 }
+
+/// ZeRO-2's accumulation: each micro-batch's gradients (f32, some missing)
+/// reduce-scattered into f64 shard sums equal the shards of the whole sums
+/// reduce-scattered once, when rank r runs r + 1 micro-batches and takes
+/// part in the others' rounds with nothing (integers: exact in any order).
+#[test]
+fn reduce_scatter_add_sums_micro_batches_into_shards() {
+    for world in [2, 3] {
+        let results = on_ranks(world, move |dist: &Distributed| {
+            let layout: Vec<Tensor> = SHAPES
+                .iter()
+                .map(|s| Tensor::zeros(*s, (Kind::Double, Device::Cpu)))
+                .collect();
+            let plan = ShardPlan::new(&layout, 48, dist);
+            let micro_batch = |k: usize| -> Vec<Tensor> {
+                SHAPES
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| {
+                        if (i + k).is_multiple_of(3) {
+                            Tensor::new()
+                        } else {
+                            let seed = 1000 * k as u64 + 10 * dist.rank() as u64 + i as u64;
+                            random(s, Kind::Float, seed, true)
+                        }
+                    })
+                    .collect()
+            };
+            let sums = plan.zero_shards();
+            let mine = dist.rank() + 1;
+            for k in 0..world {
+                let grads = if k < mine {
+                    micro_batch(k)
+                } else {
+                    SHAPES.iter().map(|_| Tensor::new()).collect()
+                };
+                plan.reduce_scatter_add(dist, &grads, &sums, ReduceOp::Sum)?;
+            }
+            let whole: Vec<Tensor> = layout.iter().map(Tensor::zeros_like).collect();
+            for k in 0..mine {
+                for (w, g) in whole.iter().zip(micro_batch(k)) {
+                    if g.defined() {
+                        let _ = w.shallow_clone().g_add_(&g);
+                    }
+                }
+            }
+            let reference = plan.reduce_scatter(dist, &whole, ReduceOp::Sum)?;
+            let kinds: Vec<Kind> = sums.iter().map(Tensor::kind).collect();
+            Ok((flat(&sums), flat(&reference), kinds, plan.len()))
+        });
+        for (rank, (sums, reference, kinds, buckets)) in results.into_iter().enumerate() {
+            assert!(buckets > 1, "several buckets");
+            assert!(kinds.iter().all(|&k| k == Kind::Double), "{kinds:?}");
+            assert!(sums.iter().any(|&v| v != 0.0), "nothing was summed");
+            assert_eq!(sums, reference, "world {world} rank {rank}");
+        }
+    }
+}

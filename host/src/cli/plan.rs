@@ -107,6 +107,10 @@ fn text(exp: &Experiment, i: &PlanInputs, p: &MemoryPlan, budget: u64) -> String
     if i.ranks > 1 {
         let zero = match i.zero_stage {
             0 => "no ZeRO: every rank holds the whole optimizer state".to_string(),
+            2 => format!(
+                "ZeRO stage 2: each holds 1/{} of the master weights, moments and gradients' sum",
+                i.ranks
+            ),
             k => format!(
                 "ZeRO stage {k}: each holds 1/{} of the master weights and moments",
                 i.ranks

@@ -188,10 +188,13 @@ impl DataParallel {
     /// Per parameter at `which`: whether some rank's micro-batches gave it a
     /// gradient.
     pub fn grads_anywhere(&self, acc: &GradAccumulator, which: &[usize]) -> Result<Vec<bool>> {
-        let here: Vec<f64> = which
-            .iter()
-            .map(|&i| f64::from(u8::from(acc.grads()[i].defined())))
-            .collect();
+        let here: Vec<bool> = which.iter().map(|&i| acc.grads()[i].defined()).collect();
+        self.any_rank(&here)
+    }
+
+    /// Per flag: whether it is set on some rank.
+    pub fn any_rank(&self, flags: &[bool]) -> Result<Vec<bool>> {
+        let here: Vec<f64> = flags.iter().map(|&f| f64::from(u8::from(f))).collect();
         Ok(self.max(&here)?.iter().map(|&a| a > 0.0).collect())
     }
 

@@ -75,6 +75,8 @@ fn train<'e>(exp: &'e Experiment, opts: &RunOptions) -> Result<Trainer<'e>> {
         if t.dp.has_group() {
             // What this rank's collectives carried in the step.
             metrics.insert("dist/bytes".into(), (t.dp.bytes() - bytes) as f64);
+            // The last update's gradient sum (ZeRO-2 holds a shard of it).
+            metrics.insert("memory/grad_sum_bytes".into(), t.opt.grad_sum_bytes as f64);
         }
         // The largest rank's (ZeRO divides it among the ranks).
         metrics.insert(

@@ -104,8 +104,9 @@ pub struct DistributedSection {
     pub group_of_one: bool,
     /// ZeRO: 0 every rank holds the whole optimizer state; 1 each rank holds
     /// the AdamW moments and f32 master weights of its shard of the trained
-    /// parameters; 2 also receives only its shard of the reduced gradients
-    /// (reduce-scatter instead of all-reduce). A world of one ignores it.
+    /// parameters; 2 also holds only its shard of the gradients' sum (each
+    /// micro-batch's gradients reduce-scattered instead of the sum
+    /// all-reduced). A world of one ignores it.
     pub zero_stage: u8,
 }
 

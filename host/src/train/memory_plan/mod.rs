@@ -8,12 +8,15 @@
 //! - weights P*s; master weights T*4 under mixed precision;
 //! - optimizer moments 2*T*4 (2*T*s for "-pure");
 //! - under ZeRO (`distributed.zero_stage` 1 or 2 on N ranks) each rank holds
-//!   1/N of the master weights and moments; the gradients' sum stays whole
-//!   on every rank through the micro-batches (stage 2 reduce-scatters it
-//!   once per update, after them), so their term does not change;
+//!   1/N of the master weights and moments; under stage 1 the gradients'
+//!   sum stays whole on every rank;
 //! - gradients: the in-place sum (T*4: `.grad` in f32, the f32 buffers under
 //!   mixed precision, T*s for "-pure") plus one micro-batch's gradients in
-//!   flight per worker (T*s);
+//!   flight per worker (T*s). Under ZeRO stage 2 on N ranks each
+//!   micro-batch's gradients are reduce-scattered into this rank's shards of
+//!   the sum, so the sum is T*4/N (T*s/N for "-pure") plus the flat buckets
+//!   on their way (two of 25 MiB, or the whole sum when smaller), allocated
+//!   through the update only;
 //! - activations of one micro-batch kept for the backward. Prompts run once
 //!   per group (G = rows / group size of them), so a micro-batch of R rows
 //!   computes `G*Lp + R*Lr` tokens; per token and decoder layer the layer
@@ -56,6 +59,7 @@ use lmmhost_model::config::{ModelConfig, TextConfig};
 
 use super::experiment::Experiment;
 use super::lora;
+use super::optim::BUCKET_BYTES;
 use super::param_count::{self, param_count, ParamCount};
 use super::precision::Precision;
 
@@ -271,16 +275,37 @@ impl PlanInputs {
         }
     }
 
+    /// Bytes of the whole sum of an update's gradients (f32, or the
+    /// parameters' dtype for "-pure").
+    fn gradient_sum(&self) -> u64 {
+        match self.precision {
+            Precision::Full | Precision::Mixed(_) => 4 * self.trainable,
+            Precision::Pure(_) => self.precision.storage_bytes() * self.trainable,
+        }
+    }
+
+    /// Under ZeRO stage 2 on several ranks, the bytes of this rank's shards
+    /// of the sum (the largest, rounded up) and of the flat buckets being
+    /// reduce-scattered.
+    fn sharded_gradient_sum(&self) -> Option<u64> {
+        if self.zero_stage < 2 || self.ranks < 2 {
+            return None;
+        }
+        let sum = self.gradient_sum();
+        Some(sum.div_ceil(self.ranks) + sum.min(2 * BUCKET_BYTES as u64))
+    }
+
     /// The update's transients beyond the resident parts, for micro-batches
     /// of `rows` rows (see the module's notes).
     fn update_bytes(&self, rows: u64) -> u64 {
         let s = self.precision.storage_bytes();
         let t = self.trainable;
         let in_flight = self.workers.max(1) * s * t;
-        let sum_buffers = if matches!(self.precision, Precision::Mixed(_)) {
-            4 * t
-        } else {
-            0
+        let sharded = self.sharded_gradient_sum();
+        let sum_buffers = match sharded {
+            Some(shards) => shards,
+            None if matches!(self.precision, Precision::Mixed(_)) => 4 * t,
+            None => 0,
         };
         let activations = self.workers.max(1) * self.activations(rows);
         let transients = if self.activation_checkpointing {
@@ -289,9 +314,10 @@ impl PlanInputs {
             activations.max(in_flight + in_flight * 2 / 5)
         };
         // The f32 sum buffers are made by the first wave's gradients: with
-        // one wave of micro-batches they never coexist with a backward.
+        // one wave of micro-batches they never coexist with a backward. The
+        // shards of ZeRO-2 are made before the first.
         let micro_batches = self.update_rows.max(1).div_ceil(rows.max(1));
-        if micro_batches <= self.workers.max(1) {
+        if sharded.is_none() && micro_batches <= self.workers.max(1) {
             transients.max(in_flight + sum_buffers)
         } else {
             sum_buffers + transients
@@ -335,11 +361,13 @@ impl PlanInputs {
     fn plan_with(&self, micro_batch_size: u64, kv_tokens: u64) -> MemoryPlan {
         let s = self.precision.storage_bytes();
         let (p, t) = (self.params.total() + self.adapter_params, self.trainable);
-        let (master_weights, optimizer, sum) = match self.precision {
-            Precision::Full => (0, 8 * t, 4 * t),
-            Precision::Mixed(_) => (4 * t, 8 * t, 4 * t),
-            Precision::Pure(_) => (0, 2 * s * t, s * t),
+        let (master_weights, optimizer) = match self.precision {
+            Precision::Full => (0, 8 * t),
+            Precision::Mixed(_) => (4 * t, 8 * t),
+            Precision::Pure(_) => (0, 2 * s * t),
         };
+        let sharded_sum = self.sharded_gradient_sum();
+        let sum = sharded_sum.unwrap_or_else(|| self.gradient_sum());
         // ZeRO: this rank's shard (the largest, rounded up) of the state.
         let shards = if self.zero_stage > 0 { self.ranks } else { 1 };
         let (master_weights, optimizer) =
@@ -353,8 +381,9 @@ impl PlanInputs {
         let reference_model = self.reference_bytes.map_or(0, |b| b * self.params.total());
         let weights = s * p;
         // The f32 `.grad` sum stays allocated between steps; the mixed
-        // precision buffers only live through an update.
-        let resident_sum = if matches!(self.precision, Precision::Mixed(_)) {
+        // precision buffers and ZeRO-2's shards only live through an update.
+        let resident_sum = if matches!(self.precision, Precision::Mixed(_)) || sharded_sum.is_some()
+        {
             0
         } else {
             sum
@@ -498,8 +527,9 @@ mod tests {
         assert!(pure.peak < mixed.peak);
     }
 
-    /// ZeRO divides the master weights and moments by the ranks, nothing
-    /// else; without it (or on one rank) the plan is a single rank's.
+    /// ZeRO divides the master weights and moments by the ranks, stage 2
+    /// the gradients' sum too; without it (or on one rank) the plan is a
+    /// single rank's.
     #[test]
     fn zero_divides_the_optimizer_state() {
         let p = 3_754_622_976u64;
@@ -510,12 +540,23 @@ mod tests {
             ..one.clone()
         };
         assert_eq!(zero(0, 8).plan(), one.plan());
+        assert_eq!(zero(2, 1).plan(), one.plan());
         for stage in [1, 2] {
             let z = zero(stage, 8).plan();
             assert_eq!(z.master_weights, 4 * p / 8);
             assert_eq!(z.optimizer, 8 * p / 8);
-            assert_eq!(z.gradients, one.plan().gradients);
-            assert_eq!(one.plan().peak - z.peak, 12 * p - 12 * p / 8);
+            let saved = 12 * p - 12 * p / 8;
+            if stage == 1 {
+                assert_eq!(z.gradients, one.plan().gradients);
+                assert_eq!(one.plan().peak - z.peak, saved);
+            } else {
+                // The f32 sum: 1/8 of it, plus two buckets on their way.
+                let shards = 4 * p / 8 + (50 << 20);
+                assert_eq!(z.gradients, one.plan().gradients - 4 * p + shards);
+                // The update's transients are the activations (one row of 2048
+                // tokens), the sum's buffers beside them.
+                assert_eq!(one.plan().peak - z.peak, saved + 4 * p - shards);
+            }
         }
     }
 }

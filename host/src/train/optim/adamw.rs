@@ -40,6 +40,9 @@ pub struct AdamW {
     pub zero_stage: u8,
     /// This rank's shards of the state, from the first sharded update on.
     pub zero: Option<ZeroShards>,
+    /// Bytes this rank's sum of the last update's gradients held (whole, or
+    /// its shards under ZeRO-2); not state, reported beside it.
+    pub grad_sum_bytes: u64,
 }
 
 impl AdamW {
@@ -55,6 +58,7 @@ impl AdamW {
             masters: BTreeMap::new(),
             zero_stage: 0,
             zero: None,
+            grad_sum_bytes: 0,
         }
     }
 

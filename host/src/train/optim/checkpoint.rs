@@ -27,8 +27,9 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
 use super::adamw::{AdamW, ZeroShards};
+use super::grads::sum_kind;
 use super::tensor_file::{self, TensorFile};
-use super::zero::{narrow, BUCKET_BYTES};
+use super::zero::{narrow, sum_layout, BUCKET_BYTES};
 
 const WHOLE_FILE: &str = "optimizer.safetensors";
 const SHARD_DIR: &str = "optimizer";
@@ -474,24 +475,8 @@ fn load_shards(
     if indices.is_empty() {
         return Ok(());
     }
-    // As the gradient accumulator holds them: f32 when any parameter has a
-    // master, else the parameter's type.
-    let f32_state = opt.master_weights && params.iter().any(narrow);
-    let kind_of = |i: usize| {
-        if f32_state {
-            Kind::Float
-        } else {
-            params[i].kind()
-        }
-    };
-    // Shape, type and device are all a plan reads: no memory behind them.
-    let protos: Vec<Tensor> = indices
-        .iter()
-        .map(|&i| {
-            let p = &params[i];
-            Tensor::zeros([1], (kind_of(i), p.device())).expand(p.size(), false)
-        })
-        .collect();
+    // Laid out as the gradients' sum is (the plan the first update makes).
+    let protos = sum_layout(params, &indices, sum_kind(params, opt.master_weights));
     let plan = ShardPlan::for_rank(&protos, BUCKET_BYTES, rank, world);
     let with_masters = opt.master_weights && indices.iter().any(|&i| narrow(&params[i]));
     let with_moments = {

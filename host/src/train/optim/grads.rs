@@ -4,6 +4,16 @@
 
 use tch::{Kind, Tensor};
 
+/// The dtype every gradient sum of `params` is kept in: f32 with
+/// `master_weights` and some parameter stored in a narrower float type (the
+/// optimizer keeps f32 masters), else `None`: each parameter's own.
+pub fn sum_kind(params: &[Tensor], master_weights: bool) -> Option<Kind> {
+    let narrow = params
+        .iter()
+        .any(|p| p.kind() != Kind::Float && p.kind() != Kind::Double);
+    (master_weights && narrow).then_some(Kind::Float)
+}
+
 /// Where an update's micro-batch gradients are summed.
 pub struct GradAccumulator {
     /// One per parameter; undefined until a micro-batch gives it a gradient.
@@ -22,10 +32,7 @@ impl GradAccumulator {
     /// its own; otherwise it is the parameters' `.grad`, zeroed here (and
     /// created on first use).
     pub fn new(params: &[Tensor], slots: Vec<usize>, master_weights: bool) -> GradAccumulator {
-        let f32_buffers = master_weights
-            && params
-                .iter()
-                .any(|p| p.kind() != Kind::Float && p.kind() != Kind::Double);
+        let f32_buffers = sum_kind(params, master_weights).is_some();
         let bufs = params
             .iter()
             .map(|p| {
@@ -94,6 +101,15 @@ impl GradAccumulator {
             };
             self.bufs[i] = Tensor::zeros(p.size(), (kind, p.device()));
         }
+    }
+
+    /// Bytes the sums hold.
+    pub fn held_bytes(&self) -> u64 {
+        self.bufs
+            .iter()
+            .filter(|g| g.defined())
+            .map(|g| (g.numel() * g.kind().elt_size_in_bytes()) as u64)
+            .sum()
     }
 
     /// The sums, one per parameter of `params` (undefined where none came).

@@ -19,10 +19,29 @@ use tch::{Device, Kind, Tensor};
 use super::adamw::{AdamW, ZeroShards};
 
 /// Bytes per flat bucket (DDP's gradient bucket size).
-pub(super) const BUCKET_BYTES: usize = 25 << 20;
+pub(crate) const BUCKET_BYTES: usize = 25 << 20;
 
 pub(super) fn narrow(t: &Tensor) -> bool {
     t.kind() != Kind::Float && t.kind() != Kind::Double
+}
+
+/// Stand-ins of the gradients' sum of the parameters at `indices` (in
+/// `sum_kind`, else each parameter's own type), from which a `ShardPlan` is
+/// laid out: shape, type and device only, a broadcast scalar with no memory
+/// of the parameter's size behind it.
+pub(super) fn sum_layout(
+    params: &[Tensor],
+    indices: &[usize],
+    sum_kind: Option<Kind>,
+) -> Vec<Tensor> {
+    indices
+        .iter()
+        .map(|&i| {
+            let p = &params[i];
+            Tensor::zeros([0i64; 0], (sum_kind.unwrap_or(p.kind()), p.device()))
+                .expand(p.size(), false)
+        })
+        .collect()
 }
 
 impl AdamW {
@@ -113,6 +132,21 @@ impl AdamW {
             });
         }
         Ok(&self.zero.as_ref().expect("set above").plan)
+    }
+
+    /// As `shard_state`, before any gradient exists (ZeRO-2 reduces each
+    /// micro-batch's gradients into the plan's shards): laid out as the
+    /// gradients' sum will be, the parameters' shapes in `sum_kind` (f32
+    /// under master weights), else in each parameter's own dtype.
+    pub fn shard_state_for_sums(
+        &mut self,
+        dist: &Distributed,
+        params: &[Tensor],
+        indices: &[usize],
+        sum_kind: Option<Kind>,
+    ) -> Result<&ShardPlan> {
+        let layout = sum_layout(params, indices, sum_kind);
+        self.shard_state(dist, params, indices, &layout)
     }
 
     /// One update of this rank's shards with its shards `grads` of the

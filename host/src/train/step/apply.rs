@@ -1,24 +1,45 @@
 //! The end of every update (GRPO and SFT), once the micro-batches'
 //! gradients are summed on each rank: the gradients over ranks, clipping to
-//! the global norm, AdamW. The ZeRO stages differ only here:
+//! the global norm, AdamW. The ZeRO stages differ here and in where the
+//! micro-batches' gradients are summed (`grad_sum.rs`):
 //!
 //! - 0: all-reduce the gradients, every rank updates every parameter;
 //! - 1: all-reduce the gradients, each rank updates its shard (its AdamW
 //!   state covers that shard only), all-gather the weights;
-//! - 2: reduce-scatter the gradients (each rank receives its shard's sum
-//!   only), update the shard, all-gather the weights.
+//! - 2: each micro-batch's gradients were reduce-scattered as they came, so
+//!   each rank holds its shard's sum only; update the shard, all-gather the
+//!   weights.
 
-use anyhow::{Context, Result};
-use lmmhost_distributed::ReduceOp;
+use anyhow::{ensure, Context, Result};
 use tch::{Kind, Tensor};
 
+use super::grad_sum::GradSum;
 use crate::train::data_parallel::DataParallel;
-use crate::train::optim::{clip_grad_norm, clip_to_norm, squared_norm, AdamW, GradAccumulator};
+use crate::train::optim::{
+    clip_grad_norm, clip_to_norm, squared_norm, AdamW, GradAccumulator, ShardedGradSum,
+};
 
 /// Applies the summed gradients in `acc` (of `params`, the policy's whole
 /// list) at learning rate `lr`, clipped to a global norm of `grad_clip`;
 /// returns the norm before clipping.
 pub fn apply_gradients(
+    dp: &DataParallel,
+    opt: &mut AdamW,
+    acc: &mut GradSum,
+    params: &[Tensor],
+    grad_clip: f64,
+    lr: f64,
+) -> Result<f64> {
+    let norm = match acc {
+        GradSum::Whole(acc) => apply_whole(dp, opt, acc, params, grad_clip, lr),
+        GradSum::Shards(sum) => apply_shards(dp, opt, sum, params, grad_clip, lr),
+    }?;
+    opt.grad_sum_bytes = acc.held_bytes();
+    Ok(norm)
+}
+
+/// ZeRO stages 0 and 1, and any stage on one rank: the sum is whole.
+fn apply_whole(
     dp: &DataParallel,
     opt: &mut AdamW,
     acc: &mut GradAccumulator,
@@ -33,11 +54,14 @@ pub fn apply_gradients(
         opt.step(params, acc.grads(), lr)?;
         return Ok(norm);
     }
+    ensure!(
+        stage == 1,
+        "ZeRO stage {stage} on {} ranks sums the gradients as shards",
+        dp.world_size()
+    );
     // Only the parameters that train are sharded; each rank reduces all of
     // them (zeros where its micro-batches gave a parameter no gradient).
-    let trained: Vec<usize> = (0..params.len())
-        .filter(|&i| params[i].requires_grad())
-        .collect();
+    let trained = trained(params);
     let anywhere = dp.grads_anywhere(acc, &trained)?;
     let missing: Vec<usize> = trained
         .iter()
@@ -45,42 +69,89 @@ pub fn apply_gradients(
         .filter(|&i| !acc.grads()[i].defined())
         .collect();
     acc.zero_fill(params, &missing);
-    if stage == 1 {
-        dp.all_reduce_held_grads(acc)?;
-    }
+    dp.all_reduce_held_grads(acc)?;
     let grads: Vec<Tensor> = trained
         .iter()
         .map(|&i| acc.grads()[i].shallow_clone())
         .collect();
     let plan = opt.shard_state(dp.dist(), params, &trained, &grads)?;
-    let shards = if stage == 1 {
-        plan.local_shards(&grads)?
-    } else {
-        plan.reduce_scatter(dp.dist(), &grads, ReduceOp::Sum)
-            .context("reduce-scattering the gradients")?
-    };
-    // Parameters no rank has a gradient for keep their weights and moments.
+    let shards = plan.local_shards(&grads)?;
+    drop(grads);
+    step_sharded(dp, opt, params, &trained, &anywhere, &shards, grad_clip, lr)
+}
+
+/// ZeRO-2 on several ranks: the sum is this rank's shards already (once it
+/// has taken part in the reduce-scatters of the micro-batches it lacks).
+fn apply_shards(
+    dp: &DataParallel,
+    opt: &mut AdamW,
+    sum: &mut ShardedGradSum,
+    params: &[Tensor],
+    grad_clip: f64,
+    lr: f64,
+) -> Result<f64> {
+    let zero = opt.zero.as_ref().context("the ZeRO state is not sharded")?;
+    sum.finish(dp.dist(), zero.plan())?;
+    let anywhere = dp.any_rank(sum.got())?;
+    let shards: Vec<Tensor> = sum.shards().iter().map(Tensor::shallow_clone).collect();
+    step_sharded(
+        dp,
+        opt,
+        params,
+        &trained(params),
+        &anywhere,
+        &shards,
+        grad_clip,
+        lr,
+    )
+}
+
+/// The indices of the parameters that train (the sharded ones).
+fn trained(params: &[Tensor]) -> Vec<usize> {
+    (0..params.len())
+        .filter(|&i| params[i].requires_grad())
+        .collect()
+}
+
+/// The sharded update from this rank's `shards` of the reduced gradients of
+/// the parameters at `trained`: clipping to the global norm, AdamW on the
+/// shards, the weights all-gathered. A parameter no rank has a gradient for
+/// (`anywhere` false) keeps its weights and moments.
+#[allow(clippy::too_many_arguments)]
+fn step_sharded(
+    dp: &DataParallel,
+    opt: &mut AdamW,
+    params: &[Tensor],
+    trained: &[usize],
+    anywhere: &[bool],
+    shards: &[Tensor],
+    grad_clip: f64,
+    lr: f64,
+) -> Result<f64> {
+    let plan = opt
+        .zero
+        .as_ref()
+        .context("the ZeRO state is not sharded")?
+        .plan();
     let active = if anywhere.iter().all(|&a| a) {
         None
     } else {
+        // Broadcast flags: only a bucket at a time is laid out whole.
         let flags: Vec<Tensor> = trained
             .iter()
-            .zip(&anywhere)
+            .zip(anywhere)
             .map(|(&i, &a)| {
-                Tensor::full(
-                    params[i].size(),
-                    f64::from(u8::from(a)),
-                    (Kind::Float, params[i].device()),
-                )
+                let device = params[i].device();
+                Tensor::full([0i64; 0], i64::from(u8::from(a)), (Kind::Uint8, device))
+                    .expand(params[i].size(), false)
             })
             .collect();
         Some(plan.local_shards(&flags)?)
     };
-    drop(grads);
     // The global norm: every rank's sum of squares of its shards.
-    let norm = dp.sum(&[squared_norm(&shards)])?[0].sqrt();
-    clip_to_norm(&shards, norm, grad_clip);
-    let weights = opt.step_shards(params, &shards, active.as_deref(), lr)?;
+    let norm = dp.sum(&[squared_norm(shards)])?[0].sqrt();
+    clip_to_norm(shards, norm, grad_clip);
+    let weights = opt.step_shards(params, shards, active.as_deref(), lr)?;
     let trained_params: Vec<Tensor> = trained.iter().map(|&i| params[i].shallow_clone()).collect();
     opt.zero
         .as_ref()

@@ -11,6 +11,7 @@
 
 mod apply;
 mod collect;
+mod grad_sum;
 mod grpo;
 mod logprobs;
 mod metrics;

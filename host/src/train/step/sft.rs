@@ -14,12 +14,13 @@ use lmmhost_sdk as sdk;
 use tch::{Kind, Tensor};
 
 use super::apply::apply_gradients;
+use super::grad_sum::GradSum;
 use super::metrics::SftMetrics;
 use super::plan::stage_rates;
 use crate::train::data::{sample_name, sft_conversation};
 use crate::train::data_parallel::DataParallel;
 use crate::train::experiment::StageSettings;
-use crate::train::optim::{AdamW, GradAccumulator};
+use crate::train::optim::AdamW;
 use crate::train::policy::Policy;
 use crate::train::trainer::{LongInput, Trainer};
 
@@ -160,7 +161,7 @@ fn update(
     let all = policy.tensors();
     let slots: Vec<usize> = (0..all.len()).filter(|&i| all[i].requires_grad()).collect();
     let trainable: Vec<Tensor> = slots.iter().map(|&i| all[i].shallow_clone()).collect();
-    let mut acc = GradAccumulator::new(&all, slots, opt.master_weights);
+    let mut acc = GradSum::new(dp, opt, &all, slots, prepared.len())?;
     let mut loss_sum = 0.0;
     for p in &prepared {
         let ids = p.batch.input_ids.to_device(device);
@@ -184,13 +185,14 @@ fn update(
         loss_sum += loss.double_value(&[]);
         // Text-only conversations with the language model frozen reach no
         // trainable parameter.
-        if loss.requires_grad() {
-            acc.add(
-                &all,
-                &Tensor::f_run_backward(&[&loss], &trainable, false, false)?,
-            );
-        }
+        let grads = if loss.requires_grad() {
+            Tensor::f_run_backward(&[&loss], &trainable, false, false)?
+        } else {
+            Vec::new()
+        };
+        acc.add(dp, opt, &all, &grads)?;
     }
+    acc.finish(dp, opt)?;
     let loss_sum = dp.sum(&[loss_sum])?[0];
     let grad_norm = apply_gradients(dp, opt, &mut acc, &all, s.optim.grad_clip, lr)?;
     Ok(SftStats {

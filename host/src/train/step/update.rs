@@ -12,13 +12,14 @@ use lmmhost_model::parallel::{map_jobs, ReadOnlyShared};
 use tch::{Device, Kind, Tensor};
 
 use super::apply::apply_gradients;
+use super::grad_sum::GradSum;
 use super::logprobs::shared_response_stats;
 use crate::rl::kl::{kl_estimate, KlEstimator, KlUse};
 use crate::rl::policy_loss::{aggregate, policy_loss, BatchNorm};
 use crate::rl::schedules::RateSchedule;
 use crate::train::data_parallel::DataParallel;
 use crate::train::experiment::StageSettings;
-use crate::train::optim::{AdamW, GradAccumulator};
+use crate::train::optim::AdamW;
 use crate::train::policy::Policy;
 use crate::train::rollout::{shared_prompt_batch, Row, SharedPromptBatch};
 
@@ -305,7 +306,7 @@ pub fn update(
         // gradients are added in place before the next starts, so at most
         // `workers` gradient copies exist besides the sum (the same sum, in
         // micro-batch order, for any worker count).
-        let mut acc = GradAccumulator::new(&all, slots.clone(), opt.master_weights);
+        let mut acc = GradSum::new(dp, opt, &all, slots.clone(), jobs.len())?;
         let (mut fwd, mut bwd) = (0.0, 0.0);
         let mut record = UpdateRecord {
             lr,
@@ -316,7 +317,7 @@ pub fn update(
         while jobs.peek().is_some() {
             let wave: Vec<MicroBatch> = jobs.by_ref().take(policy.workers).collect();
             for r in map_jobs(wave, policy.workers, run)? {
-                acc.add(&all, &r.grads);
+                acc.add(dp, opt, &all, &r.grads)?;
                 record.loss += r.loss;
                 record.clip_fraction += r.clip_sum;
                 record.ratio_max_dev = record.ratio_max_dev.max(r.ratio_dev);
@@ -327,6 +328,7 @@ pub fn update(
                 bwd += r.secs_backward;
             }
         }
+        acc.finish(dp, opt)?;
         // Wall time of the micro-batches, split between forward and backward
         // as the workers' own clocks split it.
         let wall = t_fwd.elapsed().as_secs_f64();
