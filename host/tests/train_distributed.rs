@@ -1103,3 +1103,50 @@ fn bf16_and_lora_zero_checkpoints_resume_from_their_shards() {
         }
     }
 }
+
+/// A learning rate that makes the weights diverge: the first update leaves
+/// them huge, the second step's loss and gradients are no longer finite. The
+/// run stops there with the reason, before the update and before any
+/// checkpoint of it, alone and in a group of one (whose metrics cross the
+/// store); it used to train on, write NaN weights and then fail reading its
+/// own metrics.jsonl.
+#[test]
+fn a_diverging_update_stops_the_run_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let stages = SFT_2.replace("steps = 2", "steps = 3");
+    let exp = experiment(dir.path(), &stages, "");
+    let lr = ["--set", "optim.lr=1e30"];
+    let group = ["--set", "distributed.group_of_one=true", "--nproc", "1"];
+    for (name, args) in [
+        ("alone", lr.to_vec()),
+        ("group", [&lr[..], &group].concat()),
+    ] {
+        let run_dir = dir.path().join(name);
+        let out = Command::new(BIN)
+            .arg("run")
+            .arg(&exp)
+            .args(["--set", &format!("output_dir=\"{}\"", run_dir.display())])
+            .args(&args)
+            .current_dir(dir.path())
+            .env("OMP_NUM_THREADS", "1")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{name}: {err}");
+        assert!(
+            err.contains("step 2: the update") && err.contains("the gradients' norm is"),
+            "{name}: {err}"
+        );
+        assert!(err.contains("lower optim.lr"), "{name}: {err}");
+        let recs = steps(&run_dir);
+        assert_eq!(recs.len(), 1, "{name}: only step 1 is recorded");
+        assert!(recs[0].values["sft/loss"].is_finite());
+        let checkpoints = run_dir.join("checkpoints");
+        let written = if checkpoints.exists() {
+            files(&checkpoints)
+        } else {
+            Vec::new()
+        };
+        assert!(written.is_empty(), "{name}: {written:?}");
+    }
+}

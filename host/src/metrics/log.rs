@@ -19,7 +19,18 @@ pub struct StepRecord {
     pub kind: String,
     pub stage_step: u64,
     /// Every scalar of the step by name (`reward/mean`, `time/rollout`, ...).
+    #[serde(deserialize_with = "nan_for_null")]
     pub values: BTreeMap<String, f64>,
+}
+
+/// JSON has no NaN or infinities: serde writes them as `null`, read back as
+/// NaN (a metric that was not a number), not as a broken record.
+fn nan_for_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeMap<String, f64>, D::Error> {
+    let values = BTreeMap::<String, Option<f64>>::deserialize(d)?;
+    Ok(values
+        .into_iter()
+        .map(|(k, v)| (k, v.unwrap_or(f64::NAN)))
+        .collect())
 }
 
 pub struct MetricsLog {
@@ -145,4 +156,28 @@ pub fn read_records(path: &Path) -> Result<Vec<StepRecord>> {
                 .with_context(|| format!("{}:{}: not a metrics record", path.display(), i + 1))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A metric that is not a number is written as JSON's `null` and read
+    /// back as NaN; the record stays readable.
+    #[test]
+    fn a_metric_that_is_not_a_number_reads_back_as_nan() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("metrics.jsonl");
+        let record = StepRecord {
+            step: 1,
+            stage: "rl".into(),
+            kind: "grpo".into(),
+            stage_step: 1,
+            values: [("loss".to_string(), f64::NAN), ("lr".to_string(), 1e-3)].into(),
+        };
+        std::fs::write(&path, serde_json::to_string(&record).unwrap()).unwrap();
+        let back = read_records(&path).unwrap();
+        assert!(back[0].values["loss"].is_nan());
+        assert_eq!(back[0].values["lr"], 1e-3);
+    }
 }

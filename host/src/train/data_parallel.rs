@@ -226,7 +226,7 @@ impl DataParallel {
     }
 
     /// Every rank's `value`, in rank order, on every rank, through the store
-    /// (the value serialised as JSON: keep it small).
+    /// (keep it small).
     pub fn gather<T: Serialize + DeserializeOwned>(&self, what: &str, value: T) -> Result<Vec<T>> {
         if !self.has_group() {
             return Ok(vec![value]);
@@ -234,11 +234,48 @@ impl DataParallel {
         let n = self.exchanges.get();
         self.exchanges.set(n + 1);
         let name = format!("lmmhost/{}/{what}/{n}", self.attempt);
+        let bytes = encode(&value).with_context(|| format!("encoding this rank's {what}"))?;
         self.dist
-            .exchange(&name, &serde_json::to_vec(&value)?)
+            .exchange(&name, &bytes)
             .with_context(|| format!("exchanging the ranks' {what}"))?
             .iter()
-            .map(|bytes| Ok(serde_json::from_slice(bytes)?))
+            .enumerate()
+            .map(|(rank, bytes)| decode(bytes).with_context(|| format!("rank {rank}'s {what}")))
             .collect()
+    }
+}
+
+/// A value as the ranks exchange it: binary (postcard), so that floats cross
+/// bit for bit, NaN and infinities included (JSON has no such numbers).
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
+    Ok(postcard::to_stdvec(value)?)
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    Ok(postcard::from_bytes(bytes)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A step's metrics cross between ranks exactly, whatever their values
+    /// (JSON turned NaN into null, which no rank could read back).
+    #[test]
+    fn exchanged_values_keep_every_float() {
+        let values: BTreeMap<String, f64> = [
+            ("loss", f64::NAN),
+            ("grad_norm", f64::INFINITY),
+            ("kl", f64::NEG_INFINITY),
+            ("reward/mean", -0.0),
+            ("lr", 3e-7),
+        ]
+        .map(|(k, v)| (k.to_string(), v))
+        .into();
+        let back: BTreeMap<String, f64> = decode(&encode(&values).unwrap()).unwrap();
+        assert_eq!(back.len(), values.len());
+        for (k, v) in &values {
+            assert_eq!(back[k].to_bits(), v.to_bits(), "{k}");
+        }
     }
 }

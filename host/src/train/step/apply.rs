@@ -38,6 +38,19 @@ pub fn apply_gradients(
     Ok(norm)
 }
 
+/// The gradients' global norm, refused when it is not finite: the loss or
+/// the weights diverged, and the step would write NaN into every weight and
+/// moment (every rank sees the same norm, so every rank stops).
+fn finite(norm: f64) -> Result<f64> {
+    ensure!(
+        norm.is_finite(),
+        "the gradients' norm is {norm}: the loss or the weights are no longer finite (the learning \
+         rate is likely too high). The update was not applied and no checkpoint of it written; \
+         resume from the last checkpoint with a lower optim.lr (or an optim.grad_clip)"
+    );
+    Ok(norm)
+}
+
 /// ZeRO stages 0 and 1, and any stage on one rank: the sum is whole.
 fn apply_whole(
     dp: &DataParallel,
@@ -50,7 +63,7 @@ fn apply_whole(
     let stage = opt.zero_stage;
     if stage == 0 || dp.world_size() == 1 {
         dp.all_reduce_grads(acc, params)?;
-        let norm = clip_grad_norm(acc.grads(), grad_clip);
+        let norm = finite(clip_grad_norm(acc.grads(), grad_clip))?;
         opt.step(params, acc.grads(), lr)?;
         return Ok(norm);
     }
@@ -149,7 +162,7 @@ fn step_sharded(
         Some(plan.local_shards(&flags)?)
     };
     // The global norm: every rank's sum of squares of its shards.
-    let norm = dp.sum(&[squared_norm(shards)])?[0].sqrt();
+    let norm = finite(dp.sum(&[squared_norm(shards)])?[0].sqrt())?;
     clip_to_norm(shards, norm, grad_clip);
     let weights = opt.step_shards(params, shards, active.as_deref(), lr)?;
     let trained_params: Vec<Tensor> = trained.iter().map(|&i| params[i].shallow_clone()).collect();

@@ -5,7 +5,7 @@
 
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use lmmhost_sdk as sdk;
 
 use super::collect::collect;
@@ -64,7 +64,11 @@ pub(crate) fn grpo_step(
             temperature: p.temperature,
             rates: &p.rates,
         };
-        Some(update(&t.dp, &t.policy, &mut t.opt, s, &inputs)?)
+        let step = t.state.global_step + 1;
+        Some(
+            update(&t.dp, &t.policy, &mut t.opt, s, &inputs)
+                .with_context(|| format!("step {step}: the update"))?,
+        )
     };
     let time = GrpoTimes {
         rollout: collected.time.rollout,

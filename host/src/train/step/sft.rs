@@ -7,7 +7,7 @@
 
 use std::time::Instant;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use lmmhost_model::lm::ForwardInputs;
 use lmmhost_model::processor::EncodedSample;
 use lmmhost_sdk as sdk;
@@ -29,7 +29,8 @@ pub(crate) fn sft_step(t: &mut Trainer, plan: &sdk::Plan, s: &StageSettings) -> 
     let (encoded, skipped_long) = draw_encoded(t, plan, s)?;
     // One optimizer update per step: the schedule is over the stage's steps.
     let lr = stage_rates(s, 1)?.lr_at(u64::try_from(t.opt.step).unwrap_or(0));
-    let stats = update(&t.dp, &t.policy, &mut t.opt, s, &encoded, lr)?;
+    let stats = update(&t.dp, &t.policy, &mut t.opt, s, &encoded, lr)
+        .with_context(|| format!("step {}: the update", t.state.global_step + 1))?;
     Ok(SftMetrics {
         loss: stats.loss,
         tokens: stats.tokens,
