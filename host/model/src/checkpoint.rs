@@ -134,10 +134,23 @@ pub fn init_random_seeded_with(
     seed: i64,
     opts: &LoadOptions,
 ) -> Result<LoadedModel> {
-    static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _guard = INIT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    seeded(seed, || {
+        init_random_with(config, files_dir, device, kind, opts)
+    })
+}
+
+/// Runs `f` with libtorch's (process-wide) generator seeded with `seed`,
+/// holding the lock every seeded draw takes: another thread reseeding the
+/// generator or drawing from it mid-way would change what `f` draws. Code
+/// (and tests) that draws from the global generator while others may be
+/// seeding it goes through here.
+pub fn seeded<R>(seed: i64, f: impl FnOnce() -> R) -> R {
+    static GLOBAL_GENERATOR: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = GLOBAL_GENERATOR
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     tch::manual_seed(seed);
-    init_random_with(config, files_dir, device, kind, opts)
+    f()
 }
 
 /// What loading accepts beyond a sound checkpoint.

@@ -350,7 +350,9 @@ mod tests {
 
     #[test]
     fn top_k_one_equals_greedy() {
-        let l = Tensor::randn([64, 50], (Kind::Float, tch::Device::Cpu));
+        let l = crate::checkpoint::seeded(0, || {
+            Tensor::randn([64, 50], (Kind::Float, tch::Device::Cpu))
+        });
         let mut rng = SeededRng::new(7);
         let p = SamplingParams {
             top_k: Some(1),
@@ -448,7 +450,9 @@ mod tests {
 
     #[test]
     fn seeded_draws_reproduce_and_resume() {
-        let l = Tensor::randn([8, 30], (Kind::Float, tch::Device::Cpu));
+        let l = crate::checkpoint::seeded(0, || {
+            Tensor::randn([8, 30], (Kind::Float, tch::Device::Cpu))
+        });
         let p = SamplingParams {
             top_p: Some(0.9),
             top_k: Some(20),

@@ -118,11 +118,17 @@ mod tests {
 
     #[test]
     fn chunked_entropy_matches_the_softmax_entropy_and_its_gradient() {
-        tch::manual_seed(4);
         let opts = (Kind::Float, Device::Cpu);
-        let h = Tensor::randn([2, 5, 8], opts).set_requires_grad(true);
-        let head = Tensor::randn([30, 8], opts);
-        let t = Tensor::randint(30, [2, 5], (Kind::Int64, Device::Cpu));
+        let (h, head, t) = crate::checkpoint::seeded(4, || {
+            let h = Tensor::randn([2, 5, 8], opts);
+            let head = Tensor::randn([30, 8], opts);
+            (
+                h,
+                head,
+                Tensor::randint(30, [2, 5], (Kind::Int64, Device::Cpu)),
+            )
+        });
+        let h = h.set_requires_grad(true);
         let (_, ent) =
             token_stats_in_chunks(&h, &head, &t, 2 * 30 * 2, Entropy::Differentiable, 1.0).unwrap();
         let ent = ent.unwrap();
@@ -147,11 +153,16 @@ mod tests {
 
     #[test]
     fn chunked_logprobs_match_log_softmax_values_and_gradients() {
-        tch::manual_seed(3);
         let opts = (Kind::Float, Device::Cpu);
-        let h = Tensor::randn([2, 7, 16], opts);
-        let head = Tensor::randn([50, 16], opts);
-        let t = Tensor::randint(50, [2, 7], (Kind::Int64, Device::Cpu));
+        let (h, head, t) = crate::checkpoint::seeded(3, || {
+            let h = Tensor::randn([2, 7, 16], opts);
+            let head = Tensor::randn([50, 16], opts);
+            (
+                h,
+                head,
+                Tensor::randint(50, [2, 7], (Kind::Int64, Device::Cpu)),
+            )
+        });
         for kind in [Kind::Float, Kind::BFloat16] {
             let hk = h.to_kind(kind).detach().set_requires_grad(true);
             let headk = head.to_kind(kind);
@@ -181,11 +192,16 @@ mod tests {
     /// `softmax(logits / T)` (how a policy sampling at T is trained).
     #[test]
     fn temperature_divides_the_logits() {
-        tch::manual_seed(5);
         let opts = (Kind::Float, Device::Cpu);
-        let h = Tensor::randn([2, 4, 8], opts);
-        let head = Tensor::randn([20, 8], opts);
-        let t = Tensor::randint(20, [2, 4], (Kind::Int64, Device::Cpu));
+        let (h, head, t) = crate::checkpoint::seeded(5, || {
+            let h = Tensor::randn([2, 4, 8], opts);
+            let head = Tensor::randn([20, 8], opts);
+            (
+                h,
+                head,
+                Tensor::randint(20, [2, 4], (Kind::Int64, Device::Cpu)),
+            )
+        });
         let (lp, ent) = token_stats_in_chunks(&h, &head, &t, 40, Entropy::Detached, 0.7).unwrap();
         let logp = (h.linear(&head, None::<&Tensor>) / 0.7).log_softmax(-1, Kind::Float);
         let want = logp.gather(-1, &t.unsqueeze(-1), false).squeeze_dim(-1);

@@ -135,11 +135,13 @@ mod tests {
 
     #[test]
     fn micro_batches_sum_to_the_full_batch() {
-        tch::manual_seed(0);
-        let v = Tensor::randn([6, 5], (Kind::Float, tch::Device::Cpu));
-        let m = Tensor::rand([6, 5], (Kind::Float, tch::Device::Cpu))
-            .gt(0.3)
-            .to_kind(Kind::Float);
+        let (v, m) = lmmhost_model::checkpoint::seeded(0, || {
+            let v = Tensor::randn([6, 5], (Kind::Float, tch::Device::Cpu));
+            let m = Tensor::rand([6, 5], (Kind::Float, tch::Device::Cpu))
+                .gt(0.3)
+                .to_kind(Kind::Float);
+            (v, m)
+        });
         let norm = norm_of(&m, 5);
         for mode in [
             LossAggregation::TokenMean,

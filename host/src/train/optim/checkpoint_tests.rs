@@ -1,17 +1,19 @@
 use super::*;
+use lmmhost_model::checkpoint::seeded;
 
 /// Parameters of two buckets (25 MiB of f32: `a` and `b` fill the first,
 /// `c`, of an odd size, pads the second) and a frozen `d`.
 fn model(kind: Kind) -> (Vec<String>, Vec<Tensor>) {
-    tch::manual_seed(7);
     let shapes: [&[i64]; 4] = [&[1000, 3000], &[3_550_000], &[5001], &[4]];
     let params = shapes
         .iter()
         .enumerate()
         .map(|(i, s)| {
-            Tensor::randn(*s, (Kind::Float, Device::Cpu))
-                .to_kind(kind)
-                .set_requires_grad(i < 3)
+            seeded(7 + i as i64, || {
+                Tensor::randn(*s, (Kind::Float, Device::Cpu))
+            })
+            .to_kind(kind)
+            .set_requires_grad(i < 3)
         })
         .collect();
     let names = ["a", "b", "c", "d"].map(String::from).to_vec();
@@ -31,7 +33,9 @@ fn trained(params: &[Tensor], master: bool) -> AdamW {
     for step in 1..=2 {
         let mut grads: Vec<Tensor> = params[..3]
             .iter()
-            .map(|p| Tensor::randn(p.size(), (Kind::Float, Device::Cpu)) * f64::from(step))
+            .map(|p| {
+                seeded(step, || Tensor::randn(p.size(), (Kind::Float, Device::Cpu))) * step as f64
+            })
             .collect();
         grads.push(Tensor::new());
         opt.step(params, &grads, 0.01).unwrap();
