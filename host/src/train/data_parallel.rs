@@ -138,11 +138,6 @@ impl DataParallel {
         self.dist.all_reduce_scalars(values, ReduceOp::Max)
     }
 
-    /// The smallest of each value over ranks.
-    pub fn min(&self, values: &[f64]) -> Result<Vec<f64>> {
-        self.dist.all_reduce_scalars(values, ReduceOp::Min)
-    }
-
     /// The payload of this rank's collectives so far, in bytes.
     pub fn bytes(&self) -> u64 {
         self.dist.bytes()

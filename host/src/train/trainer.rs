@@ -256,7 +256,7 @@ impl<'a> Trainer<'a> {
             // Fresh moments; the f32 master weights are the weights
             // themselves and carry over.
             let params = self.policy.tensors();
-            let masters = match self.opt.gathered(self.dp.dist(), &params, true)? {
+            let masters = match self.opt.gathered(self.dp.dist(), &params)? {
                 Some(whole) => whole.masters,
                 None => std::mem::take(&mut self.opt.masters),
             };

@@ -45,6 +45,12 @@ pub struct AdamW {
     pub grad_sum_bytes: u64,
 }
 
+/// Whether `t` is stored in a float type narrower than the f32 masters
+/// (bf16, f16): under mixed precision the optimizer keeps a master of it.
+pub(super) fn narrow(t: &Tensor) -> bool {
+    t.kind() != Kind::Float && t.kind() != Kind::Double
+}
+
 impl AdamW {
     pub fn new(betas: [f64; 2], eps: f64, weight_decay: f64) -> AdamW {
         AdamW {
@@ -105,8 +111,7 @@ impl AdamW {
                 if !g.defined() || !p.requires_grad() {
                     continue;
                 }
-                let narrow = p.kind() != Kind::Float && p.kind() != Kind::Double;
-                if self.master_weights && narrow && !self.masters.contains_key(&i) {
+                if self.master_weights && narrow(p) && !self.masters.contains_key(&i) {
                     self.masters.insert(i, p.to_kind(Kind::Float));
                 }
                 let master = self.masters.get(&i).map(Tensor::shallow_clone);

@@ -26,10 +26,11 @@ use lmmhost_distributed::ShardPlan;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
+use super::adamw::narrow;
 use super::adamw::{AdamW, ZeroShards};
 use super::grads::sum_kind;
 use super::tensor_file::{self, TensorFile};
-use super::zero::{narrow, sum_layout, BUCKET_BYTES};
+use super::zero::{sum_layout, BUCKET_BYTES};
 
 const WHOLE_FILE: &str = "optimizer.safetensors";
 const SHARD_DIR: &str = "optimizer";

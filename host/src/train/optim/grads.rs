@@ -4,14 +4,13 @@
 
 use tch::{Kind, Tensor};
 
+use super::adamw::narrow;
+
 /// The dtype every gradient sum of `params` is kept in: f32 with
 /// `master_weights` and some parameter stored in a narrower float type (the
 /// optimizer keeps f32 masters), else `None`: each parameter's own.
 pub fn sum_kind(params: &[Tensor], master_weights: bool) -> Option<Kind> {
-    let narrow = params
-        .iter()
-        .any(|p| p.kind() != Kind::Float && p.kind() != Kind::Double);
-    (master_weights && narrow).then_some(Kind::Float)
+    (master_weights && params.iter().any(narrow)).then_some(Kind::Float)
 }
 
 /// Where an update's micro-batch gradients are summed.

@@ -16,14 +16,10 @@ use anyhow::{ensure, Context, Result};
 use lmmhost_distributed::{Distributed, ShardPlan};
 use tch::{Device, Kind, Tensor};
 
-use super::adamw::{AdamW, ZeroShards};
+use super::adamw::{narrow, AdamW, ZeroShards};
 
 /// Bytes per flat bucket (DDP's gradient bucket size).
 pub(crate) const BUCKET_BYTES: usize = 25 << 20;
-
-pub(super) fn narrow(t: &Tensor) -> bool {
-    t.kind() != Kind::Float && t.kind() != Kind::Double
-}
 
 /// Stand-ins of the gradients' sum of the parameters at `indices` (in
 /// `sum_kind`, else each parameter's own type), from which a `ShardPlan` is
@@ -60,7 +56,7 @@ impl AdamW {
         let same = self.zero.as_ref().is_some_and(|z| z.indices == indices);
         if !same {
             if self.zero.is_some() {
-                let (moments, masters) = self.gather_state(dist, params, true)?;
+                let (moments, masters) = self.gather_state(dist, params)?;
                 (self.moments, self.masters) = (moments, masters);
                 self.zero = None;
             }
@@ -206,21 +202,15 @@ impl AdamW {
         Ok(weights)
     }
 
-    /// The whole optimizer, per parameter, as an unsharded run holds it
-    /// (for a checkpoint), gathered from every rank's shards into host
-    /// memory on rank 0 only, or with `everywhere` on every rank; `None`
-    /// when the state is not sharded. Every rank must call it.
-    pub fn gathered(
-        &self,
-        dist: &Distributed,
-        params: &[Tensor],
-        everywhere: bool,
-    ) -> Result<Option<AdamW>> {
+    /// The whole optimizer, per parameter, as an unsharded run holds it (a
+    /// stage change carries the f32 masters over this way), gathered from
+    /// every rank's shards into every rank's host memory; `None` when the
+    /// state is not sharded. Every rank must call it.
+    pub fn gathered(&self, dist: &Distributed, params: &[Tensor]) -> Result<Option<AdamW>> {
         if self.zero.is_none() {
             return Ok(None);
         }
-        let keep = everywhere || dist.is_main();
-        let (mut moments, mut masters) = self.gather_state(dist, params, keep)?;
+        let (mut moments, mut masters) = self.gather_state(dist, params)?;
         moments.extend(
             self.moments
                 .iter()
@@ -236,14 +226,12 @@ impl AdamW {
 
     /// Every rank's shards gathered into whole tensors on the CPU, by
     /// parameter index: one bucket at a time passes through the
-    /// accelerator, and only where `keep` is the state held whole (the
-    /// other ranks take part in the collectives and drop what they receive).
+    /// accelerator.
     #[allow(clippy::type_complexity)]
     fn gather_state(
         &self,
         dist: &Distributed,
         params: &[Tensor],
-        keep: bool,
     ) -> Result<(BTreeMap<usize, (Tensor, Tensor)>, BTreeMap<usize, Tensor>)> {
         let Some(zero) = &self.zero else {
             return Ok((BTreeMap::new(), BTreeMap::new()));
@@ -253,9 +241,6 @@ impl AdamW {
             let mut whole = BTreeMap::new();
             zero.plan
                 .all_gather_each(dist, &shards, |_, members, full| {
-                    if !keep {
-                        return Ok(());
-                    }
                     let mut offset = 0i64;
                     for &j in members {
                         let i = zero.indices[j];
@@ -373,10 +358,7 @@ mod tests {
                 shard_params[1].equal(&init()[1]),
                 "a parameter without gradient moved"
             );
-            let gathered = sharded
-                .gathered(&dist, &shard_params, false)
-                .unwrap()
-                .unwrap();
+            let gathered = sharded.gathered(&dist, &shard_params).unwrap().unwrap();
             assert_eq!(gathered.step, 3);
             let (m, v) = &whole.moments[&0];
             assert!(m.equal(&gathered.moments[&0].0) && v.equal(&gathered.moments[&0].1));
