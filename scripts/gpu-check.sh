@@ -170,7 +170,9 @@ fi
 # 4. One rank with a process group (NCCL on a GPU, Gloo on the CPU): two
 #    GRPO steps of W1 through every collective of the step, against the same
 #    steps without a group. The first step's loss must agree (same weights,
-#    same samples) and the grouped run must have moved bytes each step.
+#    same samples) and the grouped run must have moved bytes each step
+#    (its gradient all-reduce overlapped with the backward from hooks on the
+#    GPU's autograd threads; dist/overlap is reported).
 onerank() { # name [extra lmmhost args...]
     local name=$1; shift
     run "$name" 120 -- run configs/bench/w1.toml --max-steps 2 --set "model.device=\"$device\"" \
@@ -193,7 +195,7 @@ for a, b in zip(plain, group):
     va, vb = a.get("values", a), b.get("values", b)
     rows.append({"step": a.get("step"), "loss": va.get("loss"), "loss_group": vb.get("loss"),
                  "grad_norm": va.get("grad_norm"), "grad_norm_group": vb.get("grad_norm"),
-                 "dist/bytes": vb.get("dist/bytes")})
+                 "dist/bytes": vb.get("dist/bytes"), "dist/overlap": vb.get("dist/overlap")})
 ok = len(rows) == 2 and all((r["dist/bytes"] or 0) > 0 for r in rows)
 if ok:
     a, b = rows[0]["loss"], rows[0]["loss_group"]
@@ -244,9 +246,9 @@ for s in steps:
     if s["name"] != "one-rank-compare":
         continue
     md += [f"status: {s['status']}", "",
-           "| step | loss | loss with group | grad norm | grad norm with group | dist/bytes |", "|---|---|---|---|---|---|"]
+           "| step | loss | loss with group | grad norm | grad norm with group | dist/bytes | dist/overlap |", "|---|---|---|---|---|---|---|"]
     for r in (s["figures"] or {}).get("rows", []):
-        md.append("| {} | {} | {} | {} | {} | {} |".format(*(r.get(k) for k in ("step", "loss", "loss_group", "grad_norm", "grad_norm_group", "dist/bytes"))))
+        md.append("| {} | {} | {} | {} | {} | {} | {} |".format(*(r.get(k) for k in ("step", "loss", "loss_group", "grad_norm", "grad_norm_group", "dist/bytes", "dist/overlap"))))
 failed = [s for s in steps if s["status"] not in ("ok", "unsupported")]
 if failed:
     md += ["", "## Steps that did not finish", ""]

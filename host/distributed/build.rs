@@ -12,10 +12,11 @@ use std::path::{Path, PathBuf};
 
 include!("../build_support/link_libtorch.rs");
 
-const SHIM_FILES: [&str; 4] = [
+const SHIM_FILES: [&str; 5] = [
     "csrc/c10d_shim.h",
     "csrc/c10d_shim_internal.h",
     "csrc/c10d_shim.cpp",
+    "csrc/grad_hooks.cpp",
     "csrc/nccl_shim.cpp",
 ];
 
@@ -67,6 +68,7 @@ fn main() {
     gloo.include("csrc/third_party/gloo")
         .define("USE_C10D_GLOO", None)
         .file("csrc/c10d_shim.cpp")
+        .file("csrc/grad_hooks.cpp")
         .compile("lmmhost_c10d");
 
     match nccl_plan(&lib_dir, &include_root, &c10d) {

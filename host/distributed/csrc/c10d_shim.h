@@ -71,6 +71,17 @@ char* lmm_dist_barrier(lmm_dist_group* group, lmm_dist_work** out);
 char* lmm_dist_work_wait(lmm_dist_work* work, int64_t timeout_ms);
 void lmm_dist_work_free(lmm_dist_work* work);
 
+// Called with a new `at::Tensor*` (the callee owns it) holding a parameter's
+// gradient; it must not throw.
+typedef void (*lmm_grad_hook_fn)(void* context, int64_t index, lmm_tensor grad);
+
+// Hands `param`'s gradient to `callback(context, index, grad)` whenever a
+// backward pass computes it; the backward itself then gets zeros (no
+// memory) for it. Add and remove hooks only while no backward runs.
+char* lmm_dist_grad_hook_add(lmm_tensor param, lmm_grad_hook_fn callback,
+                             void* context, int64_t index, uint32_t* handle);
+char* lmm_dist_grad_hook_remove(lmm_tensor param, uint32_t handle);
+
 #ifdef __cplusplus
 }
 #endif

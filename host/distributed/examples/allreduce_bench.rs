@@ -5,13 +5,21 @@
 //! Started without RANK it launches `--nproc` ranks of itself; rank 0 prints
 //! per-iteration times of one all-reduce of `numel` f32 values, of the same
 //! values as 100 tensors in 25 MiB buckets (DDP's default size), and as 100
-//! separate all-reduces.
+//! separate all-reduces; then of a backward pass through a chain of 100
+//! layers holding `numel` weights followed by their all-reduce, against the
+//! same backward with the all-reduce started bucket by bucket from gradient
+//! hooks while it runs (25 and 4 MiB buckets).
 
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use lmmhost_distributed::launch::LocalLaunch;
-use lmmhost_distributed::{BackendChoice, DistOptions, Distributed, GradBuckets, ReduceOp};
+use std::sync::Mutex;
+
+use lmmhost_distributed::{
+    BackendChoice, DistOptions, Distributed, GradBuckets, GradHooks, InBackward,
+    OverlappedAllReduce, ReduceOp,
+};
 use tch::{Device, Kind, Tensor};
 
 struct Args {
@@ -114,5 +122,106 @@ fn main() -> Result<()> {
                 .try_for_each(|t| dist.all_reduce(t, ReduceOp::Avg))
         })?,
     );
+    backward_and_all_reduce(&dist, &args)
+}
+
+/// A chain of 100 square layers with `numel` weights in all, each rank
+/// seeing its own batch of 64 rows: the forward and backward passes alone,
+/// then followed by the bucketed all-reduce, and with the all-reduce
+/// overlapped (25 and 4 MiB buckets). The variants take turns within each
+/// iteration, so that a busy machine's slow spells hit them alike.
+fn backward_and_all_reduce(dist: &Distributed, args: &Args) -> Result<()> {
+    let side = ((args.numel / 100) as f64).sqrt() as i64;
+    tch::manual_seed(0);
+    let weights: Vec<Tensor> = (0..100)
+        .map(|_| {
+            (Tensor::randn([side, side], (Kind::Float, Device::Cpu)) / (side as f64).sqrt())
+                .set_requires_grad(true)
+        })
+        .collect();
+    let input = Tensor::randn([64, side], (Kind::Float, Device::Cpu)) + dist.rank() as f64;
+    let loss = || {
+        let mut h = input.shallow_clone();
+        for w in &weights {
+            h = h.matmul(w).tanh();
+        }
+        h.square().mean(Kind::Float)
+    };
+    let shapes: Vec<_> = weights
+        .iter()
+        .map(|w| (w.size(), w.kind(), w.device()))
+        .collect();
+    let alone = || -> Result<f64> {
+        let _ = Tensor::run_backward(&[&loss()], &weights, false, false);
+        Ok(0.0)
+    };
+    let after = || -> Result<f64> {
+        let grads = Tensor::run_backward(&[&loss()], &weights, false, false);
+        GradBuckets::new(&grads, 25 << 20).all_reduce(dist, &grads, ReduceOp::Sum)?;
+        Ok(0.0)
+    };
+    let overlapped = |mib: usize| -> Result<f64> {
+        let sums: Mutex<Vec<Tensor>> = Mutex::new(weights.iter().map(|_| Tensor::new()).collect());
+        let reducer = Mutex::new(OverlappedAllReduce::new(shapes.clone(), mib << 20));
+        // SAFETY: this thread only waits in the backward while hooks run.
+        let during = unsafe { InBackward::new(dist) };
+        let hooks = GradHooks::take(&weights, |i, g| {
+            let mut sums = sums.lock().expect("sums");
+            sums[i] = g;
+            let lookup = |j: usize| sums[j].shallow_clone();
+            reducer
+                .lock()
+                .expect("reducer")
+                .ready(during.get(), i, &lookup)
+        })?;
+        let _ = Tensor::run_backward(&[&loss()], &weights, false, false);
+        hooks.check()?;
+        drop(hooks);
+        let sums = sums.into_inner().expect("sums");
+        let lookup = |j: usize| sums[j].shallow_clone();
+        reducer.into_inner().expect("reducer").finish(dist, &lookup)
+    };
+    type Variant<'a> = (String, Box<dyn Fn() -> Result<f64> + 'a>);
+    let variants: Vec<Variant> = vec![
+        ("forward + backward alone".into(), Box::new(alone)),
+        ("... then the all-reduce".into(), Box::new(after)),
+        (
+            "... overlapped, 25 MiB".into(),
+            Box::new(move || overlapped(25)),
+        ),
+        (
+            "... overlapped, 4 MiB".into(),
+            Box::new(move || overlapped(4)),
+        ),
+    ];
+    let mut times = vec![Vec::new(); variants.len()];
+    let mut early = vec![0.0; variants.len()];
+    for iter in 0..args.iters + 2 {
+        for (v, (_, run)) in variants.iter().enumerate() {
+            dist.barrier()?;
+            let start = Instant::now();
+            early[v] = run()?;
+            // Every rank done: the all-reduce's last bucket included.
+            dist.barrier()?;
+            if iter >= 2 {
+                times[v].push(start.elapsed().as_secs_f64());
+            }
+        }
+    }
+    if dist.is_main() {
+        println!(
+            "forward + backward through 100 layers of {side}x{side} ({} weights), 64 rows per rank, \
+             variants interleaved:",
+            100 * side * side
+        );
+        for ((name, _), (t, e)) in variants.iter().zip(times.iter_mut().zip(&early)) {
+            t.sort_by(f64::total_cmp);
+            println!(
+                "{name:<28} median {:>8.1} ms  min {:>8.1} ms  early share {e:.2}",
+                t[t.len() / 2] * 1e3,
+                t[0] * 1e3
+            );
+        }
+    }
     Ok(())
 }

@@ -12,7 +12,7 @@ use crate::distributed::Distributed;
 use crate::process_group::{ReduceOp, Work};
 
 /// Buckets reduced concurrently: one on the wire while the next is flattened.
-const IN_FLIGHT: usize = 2;
+pub(crate) const IN_FLIGHT: usize = 2;
 
 #[derive(Debug)]
 struct Bucket {
@@ -37,6 +37,11 @@ impl GradBuckets {
             .iter()
             .map(|t| (t.size(), t.kind(), t.device()))
             .collect();
+        GradBuckets::from_shapes(shapes, bucket_bytes)
+    }
+
+    /// As `new`, from the tensors' shapes, dtypes and devices.
+    pub fn from_shapes(shapes: Vec<(Vec<i64>, Kind, Device)>, bucket_bytes: usize) -> GradBuckets {
         let mut buckets: Vec<Bucket> = Vec::new();
         let mut bytes = 0usize;
         for (i, (shape, kind, device)) in shapes.iter().enumerate() {
@@ -165,14 +170,12 @@ impl GradBuckets {
                     pending.push_back((group.all_reduce_async(only, op)?, None));
                     continue;
                 }
-                let flat = Tensor::cat(
-                    &bucket
-                        .members
-                        .iter()
-                        .map(|&i| grads[i].reshape([-1]))
-                        .collect::<Vec<_>>(),
-                    0,
-                );
+                let members: Vec<Tensor> = bucket
+                    .members
+                    .iter()
+                    .map(|&i| grads[i].shallow_clone())
+                    .collect();
+                let flat = flatten(&members);
                 debug_assert_eq!(flat.numel() as i64, bucket.numel);
                 pending.push_back((group.all_reduce_async(&flat, op)?, Some((bucket, flat))));
             }
@@ -187,15 +190,33 @@ impl GradBuckets {
 fn finish(work: Work, copy_back: Option<(&Bucket, Tensor)>, grads: &[Tensor]) -> Result<()> {
     work.wait()?;
     if let Some((bucket, flat)) = copy_back {
-        let mut offset = 0i64;
-        for &i in &bucket.members {
-            let mut g = grads[i].shallow_clone();
-            let n = g.numel() as i64;
-            g.copy_(&flat.narrow(0, offset, n).view_as(&g));
-            offset += n;
-        }
+        let members: Vec<Tensor> = bucket
+            .members
+            .iter()
+            .map(|&i| grads[i].shallow_clone())
+            .collect();
+        unflatten_into(&flat, &members);
     }
     Ok(())
+}
+
+/// The tensors one after the other in one flat tensor (a bucket's message).
+pub(crate) fn flatten(tensors: &[Tensor]) -> Tensor {
+    Tensor::cat(
+        &tensors.iter().map(|t| t.reshape([-1])).collect::<Vec<_>>(),
+        0,
+    )
+}
+
+/// Copies `flat` back into `targets`, in order (the inverse of `flatten`).
+pub(crate) fn unflatten_into(flat: &Tensor, targets: &[Tensor]) {
+    let mut offset = 0i64;
+    for t in targets {
+        let mut t = t.shallow_clone();
+        let n = t.numel() as i64;
+        tch::no_grad(|| t.copy_(&flat.narrow(0, offset, n).view_as(&t)));
+        offset += n;
+    }
 }
 
 /// Gives every parameter that requires a gradient but has none (it took no

@@ -119,7 +119,19 @@ extern "C" {
 
     pub fn lmm_dist_work_wait(work: *mut RawWork, timeout_ms: i64) -> *mut c_char;
     pub fn lmm_dist_work_free(work: *mut RawWork);
+
+    pub fn lmm_dist_grad_hook_add(
+        param: *mut c_void,
+        callback: GradHookFn,
+        context: *mut c_void,
+        index: i64,
+        handle: *mut u32,
+    ) -> *mut c_char;
+    pub fn lmm_dist_grad_hook_remove(param: *mut c_void, handle: u32) -> *mut c_char;
 }
+
+/// What the shim calls with a parameter's gradient (a new `at::Tensor*`).
+pub type GradHookFn = unsafe extern "C" fn(context: *mut c_void, index: i64, grad: *mut c_void);
 
 /// `Ok(())` for a null error pointer; otherwise the message (freed here).
 pub fn check(error: *mut c_char) -> Result<(), String> {

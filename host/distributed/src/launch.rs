@@ -1,17 +1,23 @@
 //! Starts N local ranks of a program with torchrun's variables, as
-//! `torchrun --standalone --nproc-per-node N` would: the first rank to fail
-//! stops the others, and its exit code becomes the launcher's.
+//! `torchrun --standalone --nproc-per-node N` would: the launcher hosts the
+//! rendezvous store on a port it holds from the start (torchrun's agent
+//! store), the first rank to fail stops the others, and its exit code
+//! becomes the launcher's.
 
 use std::ffi::OsString;
 use std::fmt;
-use std::net::TcpListener;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus};
 use std::time::{Duration, Instant};
 
+use crate::store::Store;
+
 /// How often the children are polled.
 const POLL: Duration = Duration::from_millis(20);
+
+/// How long the launcher's store waits in its own calls (it makes none).
+const STORE_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Clone, Debug)]
 pub struct LocalLaunch {
@@ -19,7 +25,9 @@ pub struct LocalLaunch {
     pub program: PathBuf,
     pub args: Vec<OsString>,
     pub master_addr: String,
-    /// `None`: a free port on `master_addr`, picked now.
+    /// `None`: the launcher hosts the store on a free port of
+    /// `master_addr` (no other process can take the port between its choice
+    /// and rank 0's start); `Some`: rank 0 hosts it there.
     pub master_port: Option<u16>,
     /// Extra variables for every rank.
     pub env: Vec<(OsString, OsString)>,
@@ -33,7 +41,8 @@ pub enum LaunchError {
     AlreadyARank,
     /// No rank to start (nproc = 0).
     NoRanks,
-    Port(std::io::Error),
+    /// The launcher could not host the rendezvous store.
+    Store(String),
     Spawn {
         rank: usize,
         error: std::io::Error,
@@ -68,7 +77,9 @@ impl fmt::Display for LaunchError {
                  so it cannot start ranks itself; drop --nproc"
             ),
             LaunchError::NoRanks => write!(f, "--nproc must be at least 1"),
-            LaunchError::Port(e) => write!(f, "could not find a free port for MASTER_PORT: {e}"),
+            LaunchError::Store(e) => {
+                write!(f, "could not host the rendezvous store on a free local port: {e}")
+            }
             LaunchError::Spawn { rank, error } => write!(f, "could not start rank {rank}: {error}"),
             LaunchError::RankFailed { rank, status } => match (status.code(), status.signal()) {
                 (Some(code), _) => write!(f, "rank {rank} exited with code {code}; the other ranks were stopped"),
@@ -107,9 +118,16 @@ impl LocalLaunch {
         if self.nproc == 0 {
             return Err(LaunchError::NoRanks);
         }
-        let port = match self.master_port {
-            Some(p) => p,
-            None => free_port(&self.master_addr).map_err(LaunchError::Port)?,
+        // Held until the ranks end; the ranks connect to it as torchrun's
+        // do to its agent's.
+        let (agent_store, port) = match self.master_port {
+            Some(port) => (None, port),
+            None => {
+                let store = Store::connect(&self.master_addr, 0, true, STORE_TIMEOUT)
+                    .map_err(|e| LaunchError::Store(format!("{e:#}")))?;
+                let port = store.port();
+                (Some(store), port)
+            }
         };
         // As many cores per rank as there are, so N ranks do not each start
         // one thread per core (torchrun sets 1).
@@ -130,6 +148,9 @@ impl LocalLaunch {
                 .env("MASTER_PORT", port.to_string());
             if let Some(t) = &threads {
                 cmd.env("OMP_NUM_THREADS", t);
+            }
+            if agent_store.is_some() {
+                cmd.env("TORCHELASTIC_USE_AGENT_STORE", "True");
             }
             cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
             // SAFETY: prctl is async-signal-safe; it only sets a flag of the child.
@@ -199,8 +220,4 @@ fn stop_all(children: &mut [Option<Child>], grace: Duration) {
         let _ = child.kill();
         let _ = child.wait();
     }
-}
-
-fn free_port(addr: &str) -> std::io::Result<u16> {
-    Ok(TcpListener::bind((addr, 0))?.local_addr()?.port())
 }

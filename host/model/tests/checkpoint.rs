@@ -473,8 +473,7 @@ fn qwen3_checkpoints_round_trip_and_qwen3_vl_is_written_in_its_module_layout() {
 #[test]
 fn random_init_saves_and_reloads() {
     let cfg = lmmhost_model::config::ModelConfig::from_dir(&ckpt("d_vl_windows")).unwrap();
-    tch::manual_seed(7);
-    let a = checkpoint::init_random(cfg, None, Device::Cpu, Kind::Float).unwrap();
+    let a = checkpoint::init_random_seeded(cfg, None, Device::Cpu, Kind::Float, 7).unwrap();
     let tmp = tempfile::tempdir().unwrap();
     checkpoint::save(&a, tmp.path(), &SaveOptions::default()).unwrap();
     assert_eq!(keys(tmp.path()), keys(&ckpt("d_vl_windows")));
@@ -511,8 +510,11 @@ fn tiny_quickstart_config_runs() {
     assert_eq!(id("<|im_end|>"), cfg.eos_token_ids.first().copied());
     assert_eq!(id("<|endoftext|>"), cfg.pad_token_id);
     assert!(tok.get_vocab_size(true) as i64 <= cfg.text.vocab_size);
-    tch::manual_seed(1);
-    let m = checkpoint::init_random(cfg, Some(&dir), Device::Cpu, Kind::Float).unwrap();
+    let (m, pixels) = checkpoint::seeded(1, || {
+        let m = checkpoint::init_random(cfg, Some(&dir), Device::Cpu, Kind::Float).unwrap();
+        let pixels = Tensor::randn([120, v.patch_dim()], (Kind::Float, Device::Cpu));
+        (m, pixels)
+    });
     // One 10x12-patch image -> 30 merged tokens; positions as text (enough to run).
     let mut ids = vec![5i64, 6];
     ids.extend(std::iter::repeat_n(image_pad, 30));
@@ -521,7 +523,6 @@ fn tiny_quickstart_config_runs() {
     let ids = Tensor::from_slice(&ids).reshape([1, n]);
     let mask = ids.ones_like();
     let pos = Tensor::arange(n, (Kind::Int64, Device::Cpu)).reshape([1, n]);
-    let pixels = Tensor::randn([120, v.patch_dim()], (Kind::Float, Device::Cpu));
     let grid = Tensor::from_slice(&[1i64, 10, 12]).reshape([1, 3]);
     let inputs = ForwardInputs {
         input_ids: &ids,

@@ -70,13 +70,14 @@ fn logits(m: &LoadedModel, io: &HashMap<String, Tensor>) -> Tensor {
 /// Gives every `lora_B` random values (a fresh adapter's are zero, which
 /// would test nothing).
 fn randomize_b(m: &LoadedModel) {
-    tch::manual_seed(3);
-    let _g = tch::no_grad_guard();
-    for (name, t) in m.model.named_parameters() {
-        if name.ends_with(".lora_B.weight") {
-            t.shallow_clone().copy_(&(t.randn_like() * 0.05));
+    checkpoint::seeded(3, || {
+        let _g = tch::no_grad_guard();
+        for (name, t) in m.model.named_parameters() {
+            if name.ends_with(".lora_B.weight") {
+                t.shallow_clone().copy_(&(t.randn_like() * 0.05));
+            }
         }
-    }
+    });
 }
 
 #[test]

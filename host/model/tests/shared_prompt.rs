@@ -565,13 +565,14 @@ fn checkpointed_backward_matches_with_lora_adapters() {
     let m = checkpoint::load_with(&dir, Device::Cpu, Kind::Float, opts).unwrap();
     let params = m.model.named_parameters();
     lora::init_adapters(&params, 7);
-    tch::manual_seed(8);
-    tch::no_grad(|| {
-        for (name, p) in &params {
-            if name.ends_with(".lora_B.weight") {
-                p.shallow_clone().copy_(&(p.randn_like() * 0.05));
+    checkpoint::seeded(8, || {
+        tch::no_grad(|| {
+            for (name, p) in &params {
+                if name.ends_with(".lora_B.weight") {
+                    p.shallow_clone().copy_(&(p.randn_like() * 0.05));
+                }
             }
-        }
+        })
     });
     for (name, p) in &params {
         let _ = p.set_requires_grad(lora::is_adapter(name));

@@ -22,14 +22,15 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tch::{Device, Tensor};
 
-use super::experiment::Experiment;
+use super::experiment::{DistributedSection, Experiment};
 use super::optim::GradAccumulator;
-
-/// DDP's default bucket size.
-const BUCKET_BYTES: usize = 25 << 20;
 
 pub struct DataParallel {
     dist: Distributed,
+    /// Bytes per gradient all-reduce bucket (`distributed.bucket_mb`).
+    bucket_bytes: usize,
+    /// `distributed.overlap_backward`.
+    overlap_backward: bool,
     /// torchrun's restart count: this attempt's keys in the store.
     attempt: u32,
     /// Metric exchanges so far (each gets its own store keys).
@@ -39,8 +40,11 @@ pub struct DataParallel {
 impl DataParallel {
     /// A world of one on `device`.
     pub fn single(device: Device) -> DataParallel {
+        let defaults = DistributedSection::default();
         DataParallel {
             dist: Distributed::single(device),
+            bucket_bytes: bucket_bytes(defaults.bucket_mb),
+            overlap_backward: defaults.overlap_backward,
             attempt: 0,
             exchanges: Cell::new(0),
         }
@@ -74,6 +78,8 @@ impl DataParallel {
         })?;
         Ok(Some(DataParallel {
             dist,
+            bucket_bytes: bucket_bytes(exp.distributed.bucket_mb),
+            overlap_backward: exp.distributed.overlap_backward,
             attempt: env.attempt,
             exchanges: Cell::new(0),
         }))
@@ -101,6 +107,16 @@ impl DataParallel {
     /// The rank's handle, for the collectives of ZeRO's sharded state.
     pub fn dist(&self) -> &Distributed {
         &self.dist
+    }
+
+    /// Bytes per gradient all-reduce bucket.
+    pub fn bucket_bytes(&self) -> usize {
+        self.bucket_bytes
+    }
+
+    /// Whether the all-reduce may start during the last backward pass.
+    pub fn overlap_backward(&self) -> bool {
+        self.overlap_backward && self.has_group()
     }
 
     /// This rank's device (cuda:LOCAL_RANK under NCCL).
@@ -205,7 +221,7 @@ impl DataParallel {
             .filter(|g| g.defined())
             .map(Tensor::shallow_clone)
             .collect();
-        GradBuckets::new(&grads, BUCKET_BYTES)
+        GradBuckets::new(&grads, self.bucket_bytes)
             .all_reduce(&self.dist, &grads, ReduceOp::Sum)
             .context("all-reducing the gradients")
     }
@@ -238,6 +254,10 @@ impl DataParallel {
             .map(|(rank, bytes)| decode(bytes).with_context(|| format!("rank {rank}'s {what}")))
             .collect()
     }
+}
+
+fn bucket_bytes(mib: f64) -> usize {
+    (mib * (1 << 20) as f64).round().max(1.0) as usize
 }
 
 /// A value as the ranks exchange it: binary (postcard), so that floats cross

@@ -77,6 +77,11 @@ fn train<'e>(exp: &'e Experiment, opts: &RunOptions) -> Result<Trainer<'e>> {
             metrics.insert("dist/bytes".into(), (t.dp.bytes() - bytes) as f64);
             // The last update's gradient sum (ZeRO-2 holds a shard of it).
             metrics.insert("memory/grad_sum_bytes".into(), t.opt.grad_sum_bytes as f64);
+            if let Some(share) = t.opt.grad_reduce_overlap {
+                // The bytes of the gradient all-reduce started while the
+                // last micro-batch's backward pass still ran.
+                metrics.insert("dist/overlap".into(), share);
+            }
         }
         // The largest rank's (ZeRO divides it among the ranks).
         metrics.insert(

@@ -4,6 +4,8 @@
 // Each test binary uses a subset of these helpers.
 #![allow(dead_code)]
 
+pub mod ranks;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 

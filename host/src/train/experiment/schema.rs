@@ -108,6 +108,14 @@ pub struct DistributedSection {
     /// micro-batch's gradients reduce-scattered instead of the sum
     /// all-reduced). A world of one ignores it.
     pub zero_stage: u8,
+    /// Size of the gradient all-reduce's buckets in MiB (DDP's
+    /// `bucket_cap_mb`): larger buckets mean fewer messages, smaller ones
+    /// start sooner during the backward pass.
+    pub bucket_mb: f64,
+    /// Start each bucket's all-reduce during the last micro-batch's backward
+    /// pass, as soon as its gradients are final (ZeRO stages 0 and 1,
+    /// without activation checkpointing); false reduces after the backward.
+    pub overlap_backward: bool,
 }
 
 impl Default for DistributedSection {
@@ -117,6 +125,8 @@ impl Default for DistributedSection {
             timeout_secs: 1800.0,
             group_of_one: false,
             zero_stage: 0,
+            bucket_mb: 25.0,
+            overlap_backward: true,
         }
     }
 }

@@ -221,6 +221,10 @@ pub const RANGES: &[(&str, Range)] = &[
         range(Bound::Inclusive(0.0), Bound::Inclusive(2.0))
             .because("ZeRO stages 1 and 2 shard the optimizer state and gradients; 3 is not there"),
     ),
+    (
+        "distributed.bucket_mb",
+        range(Bound::Exclusive(0.0), Bound::Inclusive(65536.0)),
+    ),
     ("logging.total_steps", at_least(1.0)),
     (
         "eval.every",

@@ -43,6 +43,9 @@ pub struct AdamW {
     /// Bytes this rank's sum of the last update's gradients held (whole, or
     /// its shards under ZeRO-2); not state, reported beside it.
     pub grad_sum_bytes: u64,
+    /// The last update's share of the gradient all-reduce (bytes) that
+    /// started during the backward pass; `None` when not overlapped.
+    pub grad_reduce_overlap: Option<f64>,
 }
 
 /// Whether `t` is stored in a float type narrower than the f32 masters
@@ -65,6 +68,7 @@ impl AdamW {
             zero_stage: 0,
             zero: None,
             grad_sum_bytes: 0,
+            grad_reduce_overlap: None,
         }
     }
 

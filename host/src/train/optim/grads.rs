@@ -14,6 +14,7 @@ pub fn sum_kind(params: &[Tensor], master_weights: bool) -> Option<Kind> {
 }
 
 /// Where an update's micro-batch gradients are summed.
+#[derive(Default)]
 pub struct GradAccumulator {
     /// One per parameter; undefined until a micro-batch gives it a gradient.
     bufs: Vec<Tensor>,
@@ -85,6 +86,34 @@ impl GradAccumulator {
                 self.bufs[i] = params[i].grad();
             }
         }
+    }
+
+    /// Adds parameter `i`'s gradient `g` of one micro-batch (a gradient
+    /// hook's: no backward pass may run from here, so a first gradient is
+    /// kept as it is instead of becoming the parameter's `.grad`).
+    pub fn add_one(&mut self, i: usize, g: &Tensor) {
+        let acc = &mut self.bufs[i];
+        tch::no_grad(|| {
+            if acc.defined() {
+                let _ = acc.g_add_(g);
+            } else if self.f32_buffers {
+                *acc = g.to_kind(Kind::Float);
+            } else {
+                // Contiguous: the sum is added to in place and reduced as
+                // one buffer (a broadcast gradient may come expanded).
+                *acc = g.contiguous();
+            }
+        });
+    }
+
+    /// Forgets parameter `i`'s sum (no rank had a gradient for it).
+    pub fn unset(&mut self, i: usize) {
+        self.bufs[i] = Tensor::new();
+    }
+
+    /// The dtype every sum is kept in (`None`: each parameter's own).
+    pub fn sum_kind(&self) -> Option<Kind> {
+        self.f32_buffers.then_some(Kind::Float)
     }
 
     /// Gives the parameters at `which`, which got no gradient here, a sum

@@ -10,10 +10,11 @@
 //!   each rank holds its shard's sum only; update the shard, all-gather the
 //!   weights.
 
-use anyhow::{ensure, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use tch::{Kind, Tensor};
 
 use super::grad_sum::GradSum;
+use super::overlap::Reduced;
 use crate::train::data_parallel::DataParallel;
 use crate::train::optim::{
     clip_grad_norm, clip_to_norm, squared_norm, AdamW, GradAccumulator, ShardedGradSum,
@@ -32,9 +33,15 @@ pub fn apply_gradients(
 ) -> Result<f64> {
     let norm = match acc {
         GradSum::Whole(acc) => apply_whole(dp, opt, acc, params, grad_clip, lr),
+        GradSum::Reduced(r) => apply_reduced(dp, opt, r, params, grad_clip, lr),
+        GradSum::Overlapping(_) => bail!("the overlapped gradient sum was not finished"),
         GradSum::Shards(sum) => apply_shards(dp, opt, sum, params, grad_clip, lr),
     }?;
     opt.grad_sum_bytes = acc.held_bytes();
+    opt.grad_reduce_overlap = match acc {
+        GradSum::Reduced(r) => Some(r.overlapped),
+        _ => None,
+    };
     Ok(norm)
 }
 
@@ -60,18 +67,10 @@ fn apply_whole(
     grad_clip: f64,
     lr: f64,
 ) -> Result<f64> {
-    let stage = opt.zero_stage;
-    if stage == 0 || dp.world_size() == 1 {
+    if !sharded(dp, opt)? {
         dp.all_reduce_grads(acc, params)?;
-        let norm = finite(clip_grad_norm(acc.grads(), grad_clip))?;
-        opt.step(params, acc.grads(), lr)?;
-        return Ok(norm);
+        return step_whole(opt, acc, params, grad_clip, lr);
     }
-    ensure!(
-        stage == 1,
-        "ZeRO stage {stage} on {} ranks sums the gradients as shards",
-        dp.world_size()
-    );
     // Only the parameters that train are sharded; each rank reduces all of
     // them (zeros where its micro-batches gave a parameter no gradient).
     let trained = trained(params);
@@ -83,14 +82,87 @@ fn apply_whole(
         .collect();
     acc.zero_fill(params, &missing);
     dp.all_reduce_held_grads(acc)?;
+    step_stage1(dp, opt, acc, params, &trained, &anywhere, grad_clip, lr)
+}
+
+/// ZeRO stages 0 and 1 after an overlapped backward pass: the sums are
+/// reduced already, with zeros for every trained parameter.
+fn apply_reduced(
+    dp: &DataParallel,
+    opt: &mut AdamW,
+    r: &mut Reduced,
+    params: &[Tensor],
+    grad_clip: f64,
+    lr: f64,
+) -> Result<f64> {
+    let trained = trained(params);
+    ensure!(
+        trained.len() == r.anywhere.len(),
+        "{} trained parameters, {} reduced",
+        trained.len(),
+        r.anywhere.len()
+    );
+    if !sharded(dp, opt)? {
+        // As after the plain all-reduce: what no rank reached has no
+        // gradient, and the optimizer leaves it alone.
+        for (&i, &a) in trained.iter().zip(&r.anywhere) {
+            if !a {
+                r.acc.unset(i);
+            }
+        }
+        return step_whole(opt, &r.acc, params, grad_clip, lr);
+    }
+    let anywhere = r.anywhere.clone();
+    step_stage1(dp, opt, &r.acc, params, &trained, &anywhere, grad_clip, lr)
+}
+
+/// Whether the whole sum is applied as ZeRO-1 shards (else by every rank).
+fn sharded(dp: &DataParallel, opt: &AdamW) -> Result<bool> {
+    let stage = opt.zero_stage;
+    if stage == 0 || dp.world_size() == 1 {
+        return Ok(false);
+    }
+    ensure!(
+        stage == 1,
+        "ZeRO stage {stage} on {} ranks sums the gradients as shards",
+        dp.world_size()
+    );
+    Ok(true)
+}
+
+/// Every rank clips and applies the whole reduced sum.
+fn step_whole(
+    opt: &mut AdamW,
+    acc: &GradAccumulator,
+    params: &[Tensor],
+    grad_clip: f64,
+    lr: f64,
+) -> Result<f64> {
+    let norm = finite(clip_grad_norm(acc.grads(), grad_clip))?;
+    opt.step(params, acc.grads(), lr)?;
+    Ok(norm)
+}
+
+/// ZeRO-1: each rank takes its shards of the reduced sum and updates them.
+#[allow(clippy::too_many_arguments)]
+fn step_stage1(
+    dp: &DataParallel,
+    opt: &mut AdamW,
+    acc: &GradAccumulator,
+    params: &[Tensor],
+    trained: &[usize],
+    anywhere: &[bool],
+    grad_clip: f64,
+    lr: f64,
+) -> Result<f64> {
     let grads: Vec<Tensor> = trained
         .iter()
         .map(|&i| acc.grads()[i].shallow_clone())
         .collect();
-    let plan = opt.shard_state(dp.dist(), params, &trained, &grads)?;
+    let plan = opt.shard_state(dp.dist(), params, trained, &grads)?;
     let shards = plan.local_shards(&grads)?;
     drop(grads);
-    step_sharded(dp, opt, params, &trained, &anywhere, &shards, grad_clip, lr)
+    step_sharded(dp, opt, params, trained, anywhere, &shards, grad_clip, lr)
 }
 
 /// ZeRO-2 on several ranks: the sum is this rank's shards already (once it

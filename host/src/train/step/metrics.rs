@@ -249,6 +249,8 @@ enum Across {
     Sum,
     /// Times: the step waits for the slowest rank.
     Max,
+    /// Shares where the worst rank tells what the step got.
+    Min,
     /// Already reduced in the update (the same on every rank): rank 0's.
     Same,
     /// A mean over items, weighted by each rank's count of them.
@@ -280,6 +282,8 @@ fn across(name: &str) -> Across {
             Across::MeanBy("samples/effective")
         }
         "dynamic/rounds" => Across::Max,
+        // The rank whose backward reached fewest buckets in time.
+        "dist/overlap" => Across::Min,
         n if n.starts_with("time/") || n.starts_with("memory/") => Across::Max,
         // Every rank's collectives carry the same payload.
         n if n.starts_with("dist/") => Across::Max,
@@ -307,6 +311,7 @@ pub fn combine_ranks(parts: &[BTreeMap<String, f64>]) -> BTreeMap<String, f64> {
         let value = match across(name) {
             Across::Sum => have.iter().map(|h| h.1).sum(),
             Across::Max => have.iter().map(|h| h.1).fold(f64::MIN, f64::max),
+            Across::Min => have.iter().map(|h| h.1).fold(f64::MAX, f64::min),
             Across::Same => have[0].1,
             Across::MeanBy(count) => {
                 let w: f64 = have.iter().map(|(p, _)| weight(p, count)).sum();

@@ -15,6 +15,7 @@ mod grad_sum;
 mod grpo;
 mod logprobs;
 mod metrics;
+mod overlap;
 mod plan;
 mod select;
 mod sft;

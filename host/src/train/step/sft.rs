@@ -164,7 +164,13 @@ fn update(
     let trainable: Vec<Tensor> = slots.iter().map(|&i| all[i].shallow_clone()).collect();
     let mut acc = GradSum::new(dp, opt, &all, slots, prepared.len())?;
     let mut loss_sum = 0.0;
-    for p in &prepared {
+    let last = prepared.len().saturating_sub(1);
+    for (k, p) in prepared.iter().enumerate() {
+        if k == last {
+            // The last micro-batch's gradients are reduced as its backward
+            // pass finishes them (when the sum allows it).
+            acc.arm_overlap(dp, &all)?;
+        }
         let ids = p.batch.input_ids.to_device(device);
         let attn = p.batch.attention_mask.to_device(device);
         let pos = policy
@@ -193,7 +199,7 @@ fn update(
         };
         acc.add(dp, opt, &all, &grads)?;
     }
-    acc.finish(dp, opt)?;
+    acc.finish(dp, opt, &all)?;
     let loss_sum = dp.sum(&[loss_sum])?[0];
     let grad_norm = apply_gradients(dp, opt, &mut acc, &all, s.optim.grad_clip, lr)?;
     Ok(SftStats {

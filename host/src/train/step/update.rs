@@ -313,9 +313,21 @@ pub fn update(
             entropy_coef,
             ..UpdateRecord::default()
         };
+        // With the all-reduce overlapped, the last micro-batch runs alone,
+        // with hooks that reduce its gradients as the backward finishes them.
+        let overlap = acc.can_overlap(dp) && !checkpointing;
         let mut jobs = jobs.into_iter().peekable();
         while jobs.peek().is_some() {
-            let wave: Vec<MicroBatch> = jobs.by_ref().take(policy.workers).collect();
+            let left = jobs.len();
+            let size = if overlap && left > 1 {
+                policy.workers.min(left - 1)
+            } else {
+                policy.workers
+            };
+            let wave: Vec<MicroBatch> = jobs.by_ref().take(size).collect();
+            if overlap && jobs.peek().is_none() {
+                acc.arm_overlap(dp, &all)?;
+            }
             for r in map_jobs(wave, policy.workers, run)? {
                 acc.add(dp, opt, &all, &r.grads)?;
                 record.loss += r.loss;
@@ -328,7 +340,7 @@ pub fn update(
                 bwd += r.secs_backward;
             }
         }
-        acc.finish(dp, opt)?;
+        acc.finish(dp, opt, &all)?;
         // Wall time of the micro-batches, split between forward and backward
         // as the workers' own clocks split it.
         let wall = t_fwd.elapsed().as_secs_f64();

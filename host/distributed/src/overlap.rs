@@ -1,0 +1,180 @@
+//! The gradient all-reduce overlapped with the backward pass, as DDP's
+//! reducer does it. Buckets are laid out over the tensors in reverse, the
+//! order in which the backward pass finishes their gradients; a bucket's
+//! all-reduce starts as soon as every tensor in it is final, and buckets
+//! start in order on every rank: c10d pairs the ranks' collectives by their
+//! order, so no rank may start bucket 3 before bucket 2. Buckets holding a
+//! tensor the backward never reached on this rank start after it.
+
+use std::collections::VecDeque;
+
+use anyhow::{bail, Context, Result};
+use tch::{Device, Kind, Tensor};
+
+use crate::buckets::{flatten, unflatten_into, IN_FLIGHT};
+use crate::distributed::Distributed;
+use crate::process_group::{ReduceOp, Work};
+use crate::GradBuckets;
+
+struct InFlight {
+    work: Work,
+    bucket: usize,
+    /// The flat copy the bucket was reduced in (`None`: a single tensor,
+    /// reduced in place).
+    flat: Option<Tensor>,
+}
+
+/// A sum over ranks of a fixed list of tensors, started bucket by bucket
+/// while they are being computed. The tensors themselves are read through
+/// a lookup (`tensor(i)`), as the caller keeps them.
+pub struct OverlappedAllReduce {
+    /// Laid out over the tensors in reverse: position `j` is tensor `n-1-j`.
+    layout: GradBuckets,
+    members: Vec<Vec<usize>>,
+    bucket_of: Vec<usize>,
+    /// Tensors of each bucket not final yet.
+    left: Vec<usize>,
+    /// The next bucket to start.
+    next: usize,
+    in_flight: VecDeque<InFlight>,
+    bytes_total: u64,
+    /// Bytes of the buckets started before the last `ready` call, i.e.
+    /// while the backward pass was still computing gradients.
+    bytes_early: u64,
+}
+
+impl OverlappedAllReduce {
+    /// For tensors of these shapes, dtypes and devices (in parameter order),
+    /// in buckets of at most `bucket_bytes` (a larger tensor gets its own).
+    pub fn new(shapes: Vec<(Vec<i64>, Kind, Device)>, bucket_bytes: usize) -> OverlappedAllReduce {
+        let n = shapes.len();
+        let reversed: Vec<_> = shapes.into_iter().rev().collect();
+        let layout = GradBuckets::from_shapes(reversed, bucket_bytes);
+        let members: Vec<Vec<usize>> = layout
+            .members()
+            .into_iter()
+            .map(|m| m.into_iter().map(|j| n - 1 - j).collect())
+            .collect();
+        let mut bucket_of = vec![0; n];
+        for (b, m) in members.iter().enumerate() {
+            for &i in m {
+                bucket_of[i] = b;
+            }
+        }
+        let bytes_total = (0..layout.len())
+            .map(|b| layout.numels()[b] as u64 * layout.kind_device(b).0.elt_size_in_bytes() as u64)
+            .sum();
+        OverlappedAllReduce {
+            left: members.iter().map(Vec::len).collect(),
+            members,
+            bucket_of,
+            next: 0,
+            in_flight: VecDeque::new(),
+            bytes_total,
+            bytes_early: 0,
+            layout,
+        }
+    }
+
+    /// Tensor `i` is final: starts every bucket whose turn has come and
+    /// whose tensors are all final. Call it once per tensor at most.
+    pub fn ready(
+        &mut self,
+        dist: &Distributed,
+        i: usize,
+        tensor: &dyn Fn(usize) -> Tensor,
+    ) -> Result<()> {
+        let b = self.bucket_of[i];
+        if self.left[b] == 0 {
+            bail!("gradient {i} was reported final twice in one backward pass");
+        }
+        self.left[b] -= 1;
+        // What started before this gradient was final overlapped with
+        // computing it; the last gradient's own buckets overlap nothing.
+        self.bytes_early = self.bytes_started();
+        while self.next < self.members.len() && self.left[self.next] == 0 {
+            self.start(dist, tensor)?;
+        }
+        Ok(())
+    }
+
+    /// After the backward pass: starts the remaining buckets (every tensor
+    /// must be defined now), waits for all and writes the sums back into the
+    /// tensors. Returns the fraction of the bytes whose reduction started
+    /// while the backward pass was still computing gradients (before the
+    /// last one was final): 0 with a single bucket, whatever its timing.
+    pub fn finish(mut self, dist: &Distributed, tensor: &dyn Fn(usize) -> Tensor) -> Result<f64> {
+        while self.next < self.members.len() {
+            self.start(dist, tensor)?;
+        }
+        while let Some(f) = self.in_flight.pop_front() {
+            self.complete(f, tensor)?;
+        }
+        Ok(if self.bytes_total == 0 {
+            0.0
+        } else {
+            self.bytes_early as f64 / self.bytes_total as f64
+        })
+    }
+
+    fn bytes_started(&self) -> u64 {
+        (0..self.next)
+            .map(|b| {
+                self.layout.numels()[b] as u64
+                    * self.layout.kind_device(b).0.elt_size_in_bytes() as u64
+            })
+            .sum()
+    }
+
+    /// Starts bucket `next` (after finishing the oldest one in flight if
+    /// `IN_FLIGHT` are on the wire: the extra memory stays at a few buckets).
+    fn start(&mut self, dist: &Distributed, tensor: &dyn Fn(usize) -> Tensor) -> Result<()> {
+        let Some(group) = dist.group() else {
+            bail!("an overlapped all-reduce needs a process group");
+        };
+        if self.in_flight.len() == IN_FLIGHT {
+            let oldest = self.in_flight.pop_front().context("one is in flight")?;
+            self.complete(oldest, tensor)?;
+        }
+        let b = self.next;
+        let tensors: Vec<Tensor> = self.members[b].iter().map(|&i| tensor(i)).collect();
+        if let Some(i) = tensors.iter().position(|t| !t.defined()) {
+            bail!(
+                "gradient {} has no value when its bucket is reduced",
+                self.members[b][i]
+            );
+        }
+        let in_flight = tch::no_grad(|| -> Result<InFlight> {
+            if tensors.len() == 1 && tensors[0].is_contiguous() {
+                let work = group.all_reduce_async(&tensors[0], ReduceOp::Sum)?;
+                return Ok(InFlight {
+                    work,
+                    bucket: b,
+                    flat: None,
+                });
+            }
+            let flat = flatten(&tensors);
+            let work = group.all_reduce_async(&flat, ReduceOp::Sum)?;
+            Ok(InFlight {
+                work,
+                bucket: b,
+                flat: Some(flat),
+            })
+        })
+        .with_context(|| format!("starting the all-reduce of gradient bucket {b}"))?;
+        self.in_flight.push_back(in_flight);
+        self.next += 1;
+        Ok(())
+    }
+
+    fn complete(&self, f: InFlight, tensor: &dyn Fn(usize) -> Tensor) -> Result<()> {
+        f.work
+            .wait()
+            .with_context(|| format!("the all-reduce of gradient bucket {}", f.bucket))?;
+        if let Some(flat) = f.flat {
+            let targets: Vec<Tensor> = self.members[f.bucket].iter().map(|&i| tensor(i)).collect();
+            unflatten_into(&flat, &targets);
+        }
+        Ok(())
+    }
+}
