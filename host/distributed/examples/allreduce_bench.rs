@@ -14,11 +14,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use lmmhost_distributed::launch::LocalLaunch;
-use std::sync::Mutex;
-
 use lmmhost_distributed::{
-    BackendChoice, DistOptions, Distributed, GradBuckets, GradHooks, InBackward,
-    OverlappedAllReduce, ReduceOp,
+    backward_all_reduced, BackendChoice, DistOptions, Distributed, GradBuckets, ReduceOp,
 };
 use tch::{Device, Kind, Tensor};
 
@@ -147,10 +144,6 @@ fn backward_and_all_reduce(dist: &Distributed, args: &Args) -> Result<()> {
         }
         h.square().mean(Kind::Float)
     };
-    let shapes: Vec<_> = weights
-        .iter()
-        .map(|w| (w.size(), w.kind(), w.device()))
-        .collect();
     let alone = || -> Result<f64> {
         let _ = Tensor::run_backward(&[&loss()], &weights, false, false);
         Ok(0.0)
@@ -161,25 +154,7 @@ fn backward_and_all_reduce(dist: &Distributed, args: &Args) -> Result<()> {
         Ok(0.0)
     };
     let overlapped = |mib: usize| -> Result<f64> {
-        let sums: Mutex<Vec<Tensor>> = Mutex::new(weights.iter().map(|_| Tensor::new()).collect());
-        let reducer = Mutex::new(OverlappedAllReduce::new(shapes.clone(), mib << 20));
-        // SAFETY: this thread only waits in the backward while hooks run.
-        let during = unsafe { InBackward::new(dist) };
-        let hooks = GradHooks::take(&weights, |i, g| {
-            let mut sums = sums.lock().expect("sums");
-            sums[i] = g;
-            let lookup = |j: usize| sums[j].shallow_clone();
-            reducer
-                .lock()
-                .expect("reducer")
-                .ready(during.get(), i, &lookup)
-        })?;
-        let _ = Tensor::run_backward(&[&loss()], &weights, false, false);
-        hooks.check()?;
-        drop(hooks);
-        let sums = sums.into_inner().expect("sums");
-        let lookup = |j: usize| sums[j].shallow_clone();
-        reducer.into_inner().expect("reducer").finish(dist, &lookup)
+        Ok(backward_all_reduced(dist, &loss(), &weights, mib << 20)?.1)
     };
     type Variant<'a> = (String, Box<dyn Fn() -> Result<f64> + 'a>);
     let variants: Vec<Variant> = vec![

@@ -29,7 +29,7 @@ pub use buckets::{materialize_grads, GradBuckets};
 pub use distributed::{BackendChoice, DistOptions, Distributed};
 pub use grad_hooks::{GradHooks, InBackward};
 pub use launch_env::{first_slurm_host, LaunchEnv, DEFAULT_MASTER_PORT};
-pub use overlap::OverlappedAllReduce;
+pub use overlap::{backward_all_reduced, OverlappedAllReduce};
 pub use process_group::{nccl_build, Backend, ProcessGroup, ReduceOp, Work};
 pub use rendezvous::rendezvous;
 pub use shard::ShardPlan;

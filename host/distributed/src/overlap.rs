@@ -7,14 +7,15 @@
 //! tensor the backward never reached on this rank start after it.
 
 use std::collections::VecDeque;
+use std::sync::Mutex;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use tch::{Device, Kind, Tensor};
 
-use crate::buckets::{flatten, unflatten_into, IN_FLIGHT};
+use crate::buckets::{flatten, unflatten_into, GradBuckets, IN_FLIGHT};
 use crate::distributed::Distributed;
+use crate::grad_hooks::{GradHooks, InBackward};
 use crate::process_group::{ReduceOp, Work};
-use crate::GradBuckets;
 
 struct InFlight {
     work: Work,
@@ -177,4 +178,51 @@ impl OverlappedAllReduce {
         }
         Ok(())
     }
+}
+
+/// The gradients of `loss` with respect to `params`, summed over ranks by
+/// an all-reduce that starts bucket by bucket during the backward pass (the
+/// whole of DDP's backward, for a caller that sums nothing of its own). A
+/// parameter the backward does not reach on this rank counts as zeros.
+/// Returns the sums and the share of their bytes started before the last
+/// gradient was final.
+pub fn backward_all_reduced(
+    dist: &Distributed,
+    loss: &Tensor,
+    params: &[Tensor],
+    bucket_bytes: usize,
+) -> Result<(Vec<Tensor>, f64)> {
+    let shapes = params
+        .iter()
+        .map(|p| (p.size(), p.kind(), p.device()))
+        .collect();
+    let sums: Mutex<Vec<Tensor>> = Mutex::new(params.iter().map(|_| Tensor::new()).collect());
+    let reducer = Mutex::new(OverlappedAllReduce::new(shapes, bucket_bytes));
+    // SAFETY: this thread issues nothing while it waits in the backward
+    // pass, which is where the hooks run.
+    let during = unsafe { InBackward::new(dist) };
+    let hooks = GradHooks::take(params, |i, g| {
+        let mut sums = sums.lock().map_err(|_| anyhow!("poisoned"))?;
+        sums[i] = g;
+        let lookup = |j: usize| sums[j].shallow_clone();
+        reducer
+            .lock()
+            .map_err(|_| anyhow!("poisoned"))?
+            .ready(during.get(), i, &lookup)
+    })?;
+    let _ = Tensor::f_run_backward(&[loss], params, false, false)?;
+    hooks.check()?;
+    drop(hooks);
+    let mut sums = sums.into_inner().map_err(|_| anyhow!("poisoned"))?;
+    for (s, p) in sums.iter_mut().zip(params) {
+        if !s.defined() {
+            *s = p.zeros_like();
+        }
+    }
+    let lookup = |j: usize| sums[j].shallow_clone();
+    let early = reducer
+        .into_inner()
+        .map_err(|_| anyhow!("poisoned"))?
+        .finish(dist, &lookup)?;
+    Ok((sums, early))
 }

@@ -6,12 +6,8 @@
 
 mod common;
 
-use std::sync::Mutex;
-
 use common::on_ranks;
-use lmmhost_distributed::{
-    Distributed, GradBuckets, GradHooks, InBackward, OverlappedAllReduce, ReduceOp,
-};
+use lmmhost_distributed::{backward_all_reduced, Distributed, GradBuckets, ReduceOp};
 use tch::{Device, Kind, Tensor};
 
 const WIDTHS: [i64; 5] = [3, 7, 5, 4, 6];
@@ -55,42 +51,7 @@ fn values(t: &Tensor) -> Vec<f32> {
 /// The overlapped sums, and the fraction of bytes started in the backward.
 fn overlapped(dist: &Distributed, bucket_bytes: usize) -> anyhow::Result<(Vec<Vec<f32>>, f64)> {
     let w = weights();
-    let sums: Mutex<Vec<Tensor>> = Mutex::new(w.iter().map(|_| Tensor::new()).collect());
-    let reducer = Mutex::new(OverlappedAllReduce::new(
-        w.iter().map(|t| (t.size(), t.kind(), t.device())).collect(),
-        bucket_bytes,
-    ));
-    // SAFETY: this thread waits in the backward while the hooks run.
-    let during = unsafe { InBackward::new(dist) };
-    let hooks = GradHooks::take(&w, |i, g| {
-        let mut sums = sums.lock().expect("sums");
-        sums[i] = g;
-        let lookup = |j: usize| sums[j].shallow_clone();
-        reducer
-            .lock()
-            .expect("reducer")
-            .ready(during.get(), i, &lookup)
-    })?;
-    let back = Tensor::run_backward(&[&loss(dist.rank(), &w)], &w, false, false);
-    hooks.check()?;
-    drop(hooks);
-    // The backward got zeros for what the hooks took (and nothing where it
-    // never reached).
-    assert!(back
-        .iter()
-        .all(|g| !g.defined() || values(g).iter().all(|&v| v == 0.0)));
-    let mut sums = sums.into_inner().expect("sums");
-    // What the backward never reached is reduced as zeros.
-    for (s, p) in sums.iter_mut().zip(&w) {
-        if !s.defined() {
-            *s = p.zeros_like();
-        }
-    }
-    let lookup = |j: usize| sums[j].shallow_clone();
-    let early = reducer
-        .into_inner()
-        .expect("reducer")
-        .finish(dist, &lookup)?;
+    let (sums, early) = backward_all_reduced(dist, &loss(dist.rank(), &w), &w, bucket_bytes)?;
     Ok((sums.iter().map(values).collect(), early))
 }
 

@@ -109,8 +109,7 @@ pub struct DistributedSection {
     /// all-reduced). A world of one ignores it.
     pub zero_stage: u8,
     /// Size of the gradient all-reduce's buckets in MiB (DDP's
-    /// `bucket_cap_mb`): larger buckets mean fewer messages, smaller ones
-    /// start sooner during the backward pass.
+    /// `bucket_cap_mb`): fewer messages, or an earlier start in the backward.
     pub bucket_mb: f64,
     /// Start each bucket's all-reduce during the last micro-batch's backward
     /// pass, as soon as its gradients are final (ZeRO stages 0 and 1,
