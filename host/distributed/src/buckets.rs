@@ -9,7 +9,7 @@ use anyhow::{bail, Result};
 use tch::{Device, Kind, Tensor};
 
 use crate::distributed::Distributed;
-use crate::process_group::{ReduceOp, Work};
+use crate::process_group::{ProcessGroup, ReduceOp, Work};
 
 /// Buckets reduced concurrently: one on the wire while the next is flattened.
 pub(crate) const IN_FLIGHT: usize = 2;
@@ -157,51 +157,75 @@ impl GradBuckets {
         let Some(group) = dist.group() else {
             return Ok(());
         };
-        let mut pending: std::collections::VecDeque<(Work, Option<(&Bucket, Tensor)>)> =
-            Default::default();
+        let mut pending: std::collections::VecDeque<InFlight> = Default::default();
+        let members = |b: usize| -> Vec<Tensor> {
+            self.buckets[b]
+                .members
+                .iter()
+                .map(|&i| grads[i].shallow_clone())
+                .collect()
+        };
         tch::no_grad(|| -> Result<()> {
-            for bucket in &self.buckets {
+            for b in 0..self.buckets.len() {
                 if pending.len() == IN_FLIGHT {
-                    let (work, copy_back) = pending.pop_front().expect("non-empty");
-                    finish(work, copy_back, grads)?;
+                    let oldest = pending.pop_front().expect("non-empty");
+                    let targets = members(oldest.bucket);
+                    oldest.complete(&targets)?;
                 }
-                let only = &grads[bucket.members[0]];
-                if bucket.members.len() == 1 && only.is_contiguous() {
-                    pending.push_back((group.all_reduce_async(only, op)?, None));
-                    continue;
-                }
-                let members: Vec<Tensor> = bucket
-                    .members
-                    .iter()
-                    .map(|&i| grads[i].shallow_clone())
-                    .collect();
-                let flat = flatten(&members);
-                debug_assert_eq!(flat.numel() as i64, bucket.numel);
-                pending.push_back((group.all_reduce_async(&flat, op)?, Some((bucket, flat))));
+                pending.push_back(InFlight::start(group, b, &members(b), op)?);
             }
-            while let Some((work, copy_back)) = pending.pop_front() {
-                finish(work, copy_back, grads)?;
+            while let Some(f) = pending.pop_front() {
+                let targets = members(f.bucket);
+                f.complete(&targets)?;
             }
             Ok(())
         })
     }
 }
 
-fn finish(work: Work, copy_back: Option<(&Bucket, Tensor)>, grads: &[Tensor]) -> Result<()> {
-    work.wait()?;
-    if let Some((bucket, flat)) = copy_back {
-        let members: Vec<Tensor> = bucket
-            .members
-            .iter()
-            .map(|&i| grads[i].shallow_clone())
-            .collect();
-        unflatten_into(&flat, &members);
+/// One bucket's all-reduce on the wire.
+pub(crate) struct InFlight {
+    work: Work,
+    pub(crate) bucket: usize,
+    /// The flat copy the bucket is reduced in (`None`: a single contiguous
+    /// tensor, reduced in place).
+    flat: Option<Tensor>,
+}
+
+impl InFlight {
+    /// Starts the all-reduce of bucket `bucket`, whose tensors are `tensors`
+    /// (every one defined).
+    pub(crate) fn start(
+        group: &ProcessGroup,
+        bucket: usize,
+        tensors: &[Tensor],
+        op: ReduceOp,
+    ) -> Result<InFlight> {
+        tch::no_grad(|| {
+            let (work, flat) = match tensors {
+                [only] if only.is_contiguous() => (group.all_reduce_async(only, op)?, None),
+                _ => {
+                    let flat = flatten(tensors);
+                    (group.all_reduce_async(&flat, op)?, Some(flat))
+                }
+            };
+            Ok(InFlight { work, bucket, flat })
+        })
     }
-    Ok(())
+
+    /// Waits for it and writes the result into `targets` (the bucket's
+    /// tensors, in order).
+    pub(crate) fn complete(self, targets: &[Tensor]) -> Result<()> {
+        self.work.wait()?;
+        if let Some(flat) = self.flat {
+            unflatten_into(&flat, targets);
+        }
+        Ok(())
+    }
 }
 
 /// The tensors one after the other in one flat tensor (a bucket's message).
-pub(crate) fn flatten(tensors: &[Tensor]) -> Tensor {
+fn flatten(tensors: &[Tensor]) -> Tensor {
     Tensor::cat(
         &tensors.iter().map(|t| t.reshape([-1])).collect::<Vec<_>>(),
         0,
@@ -209,7 +233,7 @@ pub(crate) fn flatten(tensors: &[Tensor]) -> Tensor {
 }
 
 /// Copies `flat` back into `targets`, in order (the inverse of `flatten`).
-pub(crate) fn unflatten_into(flat: &Tensor, targets: &[Tensor]) {
+fn unflatten_into(flat: &Tensor, targets: &[Tensor]) {
     let mut offset = 0i64;
     for t in targets {
         let mut t = t.shallow_clone();

@@ -12,33 +12,27 @@ use std::sync::Mutex;
 use anyhow::{anyhow, bail, Context, Result};
 use tch::{Device, Kind, Tensor};
 
-use crate::buckets::{flatten, unflatten_into, GradBuckets, IN_FLIGHT};
+use crate::buckets::{GradBuckets, InFlight, IN_FLIGHT};
 use crate::distributed::Distributed;
 use crate::grad_hooks::{GradHooks, InBackward};
-use crate::process_group::{ReduceOp, Work};
-
-struct InFlight {
-    work: Work,
-    bucket: usize,
-    /// The flat copy the bucket was reduced in (`None`: a single tensor,
-    /// reduced in place).
-    flat: Option<Tensor>,
-}
+use crate::process_group::ReduceOp;
 
 /// A sum over ranks of a fixed list of tensors, started bucket by bucket
 /// while they are being computed. The tensors themselves are read through
 /// a lookup (`tensor(i)`), as the caller keeps them.
 pub struct OverlappedAllReduce {
-    /// Laid out over the tensors in reverse: position `j` is tensor `n-1-j`.
-    layout: GradBuckets,
+    /// The tensors (indices) of each bucket, in the order they start.
     members: Vec<Vec<usize>>,
     bucket_of: Vec<usize>,
+    /// Bytes of each bucket.
+    bytes: Vec<u64>,
     /// Tensors of each bucket not final yet.
     left: Vec<usize>,
     /// The next bucket to start.
     next: usize,
     in_flight: VecDeque<InFlight>,
-    bytes_total: u64,
+    /// Bytes of the buckets started so far.
+    bytes_started: u64,
     /// Bytes of the buckets started before the last `ready` call, i.e.
     /// while the backward pass was still computing gradients.
     bytes_early: u64,
@@ -49,6 +43,7 @@ impl OverlappedAllReduce {
     /// in buckets of at most `bucket_bytes` (a larger tensor gets its own).
     pub fn new(shapes: Vec<(Vec<i64>, Kind, Device)>, bucket_bytes: usize) -> OverlappedAllReduce {
         let n = shapes.len();
+        // Position `j` of the reversed list is tensor `n-1-j`.
         let reversed: Vec<_> = shapes.into_iter().rev().collect();
         let layout = GradBuckets::from_shapes(reversed, bucket_bytes);
         let members: Vec<Vec<usize>> = layout
@@ -62,18 +57,21 @@ impl OverlappedAllReduce {
                 bucket_of[i] = b;
             }
         }
-        let bytes_total = (0..layout.len())
-            .map(|b| layout.numels()[b] as u64 * layout.kind_device(b).0.elt_size_in_bytes() as u64)
-            .sum();
+        let bytes = layout
+            .numels()
+            .iter()
+            .enumerate()
+            .map(|(b, &numel)| numel as u64 * layout.kind_device(b).0.elt_size_in_bytes() as u64)
+            .collect();
         OverlappedAllReduce {
             left: members.iter().map(Vec::len).collect(),
             members,
             bucket_of,
+            bytes,
             next: 0,
             in_flight: VecDeque::new(),
-            bytes_total,
+            bytes_started: 0,
             bytes_early: 0,
-            layout,
         }
     }
 
@@ -92,7 +90,7 @@ impl OverlappedAllReduce {
         self.left[b] -= 1;
         // What started before this gradient was final overlapped with
         // computing it; the last gradient's own buckets overlap nothing.
-        self.bytes_early = self.bytes_started();
+        self.bytes_early = self.bytes_started;
         while self.next < self.members.len() && self.left[self.next] == 0 {
             self.start(dist, tensor)?;
         }
@@ -111,20 +109,11 @@ impl OverlappedAllReduce {
         while let Some(f) = self.in_flight.pop_front() {
             self.complete(f, tensor)?;
         }
-        Ok(if self.bytes_total == 0 {
+        Ok(if self.bytes_started == 0 {
             0.0
         } else {
-            self.bytes_early as f64 / self.bytes_total as f64
+            self.bytes_early as f64 / self.bytes_started as f64
         })
-    }
-
-    fn bytes_started(&self) -> u64 {
-        (0..self.next)
-            .map(|b| {
-                self.layout.numels()[b] as u64
-                    * self.layout.kind_device(b).0.elt_size_in_bytes() as u64
-            })
-            .sum()
     }
 
     /// Starts bucket `next` (after finishing the oldest one in flight if
@@ -145,38 +134,19 @@ impl OverlappedAllReduce {
                 self.members[b][i]
             );
         }
-        let in_flight = tch::no_grad(|| -> Result<InFlight> {
-            if tensors.len() == 1 && tensors[0].is_contiguous() {
-                let work = group.all_reduce_async(&tensors[0], ReduceOp::Sum)?;
-                return Ok(InFlight {
-                    work,
-                    bucket: b,
-                    flat: None,
-                });
-            }
-            let flat = flatten(&tensors);
-            let work = group.all_reduce_async(&flat, ReduceOp::Sum)?;
-            Ok(InFlight {
-                work,
-                bucket: b,
-                flat: Some(flat),
-            })
-        })
-        .with_context(|| format!("starting the all-reduce of gradient bucket {b}"))?;
+        let in_flight = InFlight::start(group, b, &tensors, ReduceOp::Sum)
+            .with_context(|| format!("starting the all-reduce of gradient bucket {b}"))?;
         self.in_flight.push_back(in_flight);
+        self.bytes_started += self.bytes[b];
         self.next += 1;
         Ok(())
     }
 
     fn complete(&self, f: InFlight, tensor: &dyn Fn(usize) -> Tensor) -> Result<()> {
-        f.work
-            .wait()
-            .with_context(|| format!("the all-reduce of gradient bucket {}", f.bucket))?;
-        if let Some(flat) = f.flat {
-            let targets: Vec<Tensor> = self.members[f.bucket].iter().map(|&i| tensor(i)).collect();
-            unflatten_into(&flat, &targets);
-        }
-        Ok(())
+        let b = f.bucket;
+        let targets: Vec<Tensor> = self.members[b].iter().map(|&i| tensor(i)).collect();
+        f.complete(&targets)
+            .with_context(|| format!("the all-reduce of gradient bucket {b}"))
     }
 }
 
@@ -196,33 +166,30 @@ pub fn backward_all_reduced(
         .iter()
         .map(|p| (p.size(), p.kind(), p.device()))
         .collect();
-    let sums: Mutex<Vec<Tensor>> = Mutex::new(params.iter().map(|_| Tensor::new()).collect());
-    let reducer = Mutex::new(OverlappedAllReduce::new(shapes, bucket_bytes));
+    let poisoned = || anyhow!("a gradient hook panicked holding the sums");
+    // The sums so far and the reducer, as the hooks update them.
+    let state = Mutex::new((
+        params.iter().map(|_| Tensor::new()).collect::<Vec<_>>(),
+        OverlappedAllReduce::new(shapes, bucket_bytes),
+    ));
     // SAFETY: this thread issues nothing while it waits in the backward
     // pass, which is where the hooks run.
     let during = unsafe { InBackward::new(dist) };
     let hooks = GradHooks::take(params, |i, g| {
-        let mut sums = sums.lock().map_err(|_| anyhow!("poisoned"))?;
+        let mut guard = state.lock().map_err(|_| poisoned())?;
+        let (sums, reducer) = &mut *guard;
         sums[i] = g;
-        let lookup = |j: usize| sums[j].shallow_clone();
-        reducer
-            .lock()
-            .map_err(|_| anyhow!("poisoned"))?
-            .ready(during.get(), i, &lookup)
+        reducer.ready(during.get(), i, &|j| sums[j].shallow_clone())
     })?;
     let _ = Tensor::f_run_backward(&[loss], params, false, false)?;
     hooks.check()?;
     drop(hooks);
-    let mut sums = sums.into_inner().map_err(|_| anyhow!("poisoned"))?;
+    let (mut sums, reducer) = state.into_inner().map_err(|_| poisoned())?;
     for (s, p) in sums.iter_mut().zip(params) {
         if !s.defined() {
             *s = p.zeros_like();
         }
     }
-    let lookup = |j: usize| sums[j].shallow_clone();
-    let early = reducer
-        .into_inner()
-        .map_err(|_| anyhow!("poisoned"))?
-        .finish(dist, &lookup)?;
+    let early = reducer.finish(dist, &|j| sums[j].shallow_clone())?;
     Ok((sums, early))
 }

@@ -57,21 +57,17 @@ impl GradAccumulator {
     /// gave none) into the sum, in place.
     pub fn add(&mut self, params: &[Tensor], grads: &[Tensor]) {
         let mut fresh: Vec<(usize, Tensor)> = Vec::new();
-        tch::no_grad(|| {
-            for (&i, g) in self.slots.iter().zip(grads) {
-                let acc = &mut self.bufs[i];
-                if !g.defined() {
-                    continue;
-                }
-                if acc.defined() {
-                    let _ = acc.g_add_(g);
-                } else if self.f32_buffers {
-                    *acc = g.to_kind(Kind::Float);
-                } else {
-                    fresh.push((i, g.shallow_clone()));
-                }
+        for (k, g) in grads.iter().enumerate().take(self.slots.len()) {
+            let i = self.slots[k];
+            if !g.defined() {
+                continue;
             }
-        });
+            if self.bufs[i].defined() || self.f32_buffers {
+                self.add_one(i, g);
+            } else {
+                fresh.push((i, g.shallow_clone()));
+            }
+        }
         if !fresh.is_empty() {
             // A parameter without `.grad` yet gets it from the backward of
             // `sum(p * g)`, which is exactly `g`; later micro-batches add in.
