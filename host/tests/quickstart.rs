@@ -8,13 +8,15 @@
 //! back.
 //!
 //! Accuracy is the mean over 4 completions sampled at temperature 1 per
-//! held-out prompt (pass@1), 64 prompts never seen in training. Measured on
-//! the development machine (one libtorch thread, deterministic) for seeds
-//! 1 / 2 / 3: 0.309 / 0.148 / 0.121 after the cold start, 0.457 / 0.121 /
-//! 0.145 after 40 GRPO steps. The GRPO effect on held-out text is within
-//! the seed noise at this scale (docs/quickstart.md), so it is not what this
-//! test asserts; GRPO's learning is tested where it is unambiguous
-//! (host/tests/train.rs, a sparse rule reward 0.07 -> 0.52).
+//! held-out prompt (pass@1), 64 prompts never seen in training (3-term
+//! chains, half of whose cold-start traces stop one step early, so a sampled
+//! answer is right only when the model finishes the chain). Measured on the
+//! development machine (one libtorch thread, deterministic, seed 1,
+//! 2026-12-06): 0.105 after the cold start, 0.117 after 40 GRPO steps. The
+//! GRPO effect on held-out text is within the seed noise at this budget, so
+//! it is not what this test asserts; GRPO's learning is tested where it is
+//! unambiguous (host/tests/train.rs, a sparse rule reward 0.07 -> 0.52, and
+//! the whole schedule below).
 
 use std::path::{Path, PathBuf};
 
@@ -103,12 +105,12 @@ progress = false
     };
     let (start, sft, rl) = (acc("start"), acc("after cold-start"), acc("after fre"));
     eprintln!("held-out text accuracy: start {start:.3}, after SFT {sft:.3}, after GRPO {rl:.3}");
-    // Seeds 1-3: 0.12-0.31 after the cold start, from 0.
+    // 0.105 after the cold start, from 0 (half of it asserted).
     assert!(
-        sft >= start + 0.1,
+        sft >= start + 0.05,
         "the cold start did not lift held-out accuracy: {start:.3} -> {sft:.3}"
     );
-    // Seeds 1-3 keep 82-148 % of it.
+    // Kept 111 % of it.
     assert!(
         rl >= 0.5 * sft,
         "GRPO undid the cold start: held-out accuracy {sft:.3} -> {rl:.3}"
@@ -137,8 +139,12 @@ progress = false
     }
 }
 
-/// Steps per stage of the smaller budget (the shipped: 300, 40, 60).
-const SMALL_BUDGET: [(&str, u64); 3] = [("cold-start", SFT_STEPS), ("fre", 10), ("mgt", 20)];
+/// Steps per stage of the smaller budget (the shipped: 500, 40, 60).
+const SMALL_BUDGET: [(&str, u64); 3] = [
+    ("cold-start", SFT_STEPS),
+    ("fre", FRE_STEPS),
+    ("mgt", MGT_STEPS),
+];
 
 /// The shipped schedule (configs/schedules/quickstart.toml) with each
 /// stage's steps cut to [`SMALL_BUDGET`]; everything else is the recipe's.
@@ -163,10 +169,12 @@ fn small_schedule() -> String {
     toml::to_string(&doc).unwrap()
 }
 
-const SFT_STEPS: u64 = 150;
+const SFT_STEPS: u64 = 400;
+const FRE_STEPS: u64 = 20;
+const MGT_STEPS: u64 = 30;
 /// The gains every seed must show (see the measurements at the asserts).
-const IMAGE_GAIN: f64 = 0.06;
-const TOTAL_GAIN: f64 = 0.1;
+const IMAGE_GAIN: f64 = 0.25;
+const TEXT_DROP: f64 = 0.1;
 
 /// Held-out greedy accuracy of `set` at each evaluation step of a run.
 fn eval_accuracy(records: &[lmmhost::metrics::log::StepRecord], set: &str) -> Vec<(u64, f64)> {
@@ -201,10 +209,6 @@ seed = {seed}
 output_dir = "run{seed}"
 [schedule]
 file = "schedule.toml"
-[rollout]
-prompts_per_step = 8
-[sft]
-batch_size = 32
 [eval]
 limit = 50
 [logging]
@@ -252,43 +256,58 @@ progress = false
         })
         .collect();
     assert!(failed.is_empty(), "runs failed:\n{}", failed.join("\n"));
-    let end = SFT_STEPS + 30;
+    let end = SFT_STEPS + FRE_STEPS + MGT_STEPS;
     let mut lines = Vec::new();
-    let mut gains = Vec::new();
+    let mut outcomes = Vec::new();
     for seed in seeds {
         let run = dir.path().join(format!("run{seed}"));
         let records = lmmhost::metrics::log::read_records(&run.join("metrics.jsonl")).unwrap();
         let text = eval_accuracy(&records, "text-eval");
         let image = eval_accuracy(&records, "image-eval");
         let steps: Vec<u64> = text.iter().map(|&(s, _)| s).collect();
-        assert_eq!(steps, [0, SFT_STEPS, SFT_STEPS + 10, end], "seed {seed}");
+        assert_eq!(
+            steps,
+            [0, SFT_STEPS, SFT_STEPS + FRE_STEPS, end],
+            "seed {seed}"
+        );
         lines.push(format!("seed {seed}: text {text:?}, image {image:?}"));
-        let (t0, te) = (text[0].1, text[3].1);
-        let (i0, ie) = (image[0].1, image[3].1);
         eprintln!("{}", lines.last().unwrap());
-        gains.push((seed, t0, te, i0, ie));
+        outcomes.push(Outcome {
+            seed,
+            text: (text[1].1, text[3].1),
+            image: (image[1].1, image[3].1),
+        });
     }
-    // Measured (50 greedy held-out prompts per set, from 0.00 at the random
-    // start), text / image at the end, seeds 1 / 2 / 3: avx2 kernels
-    // (MKL_CBWR=AVX2) 0.04 / 0.28, 0.12 / 0.24, 0.14 / 0.22; ATen's default
-    // kernels with MKL_CBWR=COMPATIBLE 0.06 / 0.26, 0.18 / 0.32, 0.08 / 0.12.
-    // The thresholds are half the smallest gains seen (image 0.12, text +
-    // image 0.20): learning outcomes move with the kernels, so the margin
-    // is for another CPU's rounding, not a float tolerance.
-    for (seed, t0, te, i0, ie) in gains {
+    // Measured 2026-12-06 (50 greedy held-out prompts per set), after the
+    // cold start -> at the end, seeds 1 / 2 / 3. Pinned kernels (avx2,
+    // MKL_CBWR=AVX2): image 0.00 -> 0.62, 0.00 -> 0.96, 0.24 -> 0.74; text
+    // 0.78 -> 0.80, 0.32 -> 0.76, 0.86 -> 0.94. ATen's default kernels with
+    // MKL_CBWR=COMPATIBLE: image 0.06 -> 0.90, 0.06 -> 0.86, 0.00 -> 0.70;
+    // text 0.60 -> 0.78, 0.16 -> 0.66, 0.76 -> 0.78. The image threshold is
+    // half the smallest gain seen (+0.50), the text one allows a loss where
+    // the smallest change seen is +0.02: learning outcomes move with the
+    // kernels, so the margin is for another CPU's rounding, not a float
+    // tolerance.
+    let all = lines.join("\n");
+    for o in outcomes {
+        let seed = o.seed;
+        let ((i0, ie), (t0, te)) = (o.image, o.text);
         assert!(
             ie >= i0 + IMAGE_GAIN,
-            "seed {seed}: held-out image accuracy {i0:.2} -> {ie:.2}, less than +{IMAGE_GAIN}\n{}",
-            lines.join("\n")
+            "seed {seed}: held-out image accuracy {i0:.2} -> {ie:.2}, less than +{IMAGE_GAIN}\n{all}"
         );
         assert!(
-            te + ie >= t0 + i0 + TOTAL_GAIN,
-            "seed {seed}: held-out text + image accuracy {:.2} -> {:.2}, less than +{TOTAL_GAIN}\n{}",
-            t0 + i0,
-            te + ie,
-            lines.join("\n")
+            te >= t0 - TEXT_DROP,
+            "seed {seed}: held-out text accuracy {t0:.2} -> {te:.2}, down more than {TEXT_DROP}\n{all}"
         );
     }
+}
+
+/// One seed's held-out accuracy after the cold start and at the end.
+struct Outcome {
+    seed: u64,
+    text: (f64, f64),
+    image: (f64, f64),
 }
 
 fn read_toml(path: &Path) -> toml::Table {

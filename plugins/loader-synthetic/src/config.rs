@@ -47,6 +47,8 @@ struct Raw {
     colors: Option<Vec<Color>>,
     min_add: Option<u32>,
     max_add: Option<u32>,
+    stop_early: Option<f64>,
+    swap_color: Option<f64>,
 }
 
 /// Count-task knobs.
@@ -73,7 +75,7 @@ pub const DEFAULT_LEN: u64 = 1000;
 const MIN_CELLS: u32 = 4;
 const MAX_CELLS: u32 = 64;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub task: Task,
     pub split: Split,
@@ -83,6 +85,12 @@ pub struct Config {
     pub arith: ArithKnobs,
     pub grid: GridKnobs,
     pub count: CountKnobs,
+    /// Share of worked responses that stop one step early (a weak teacher's
+    /// slip); 0 for a faithful teacher.
+    pub stop_early: f64,
+    /// Share of counting responses whose trace counts the colour not asked
+    /// (a weak teacher's misreading of the question); 0 for a faithful one.
+    pub swap_color: f64,
 }
 
 fn err(msg: impl std::fmt::Display) -> String {
@@ -116,6 +124,12 @@ impl Config {
         only("colors", r.colors.is_some(), &[ShapesCount])?;
         only("min_add", r.min_add.is_some(), &[ShapesCount])?;
         only("max_add", r.max_add.is_some(), &[ShapesCount])?;
+        only(
+            "stop_early",
+            r.stop_early.is_some(),
+            &[Arithmetic, ShapesCount],
+        )?;
+        only("swap_color", r.swap_color.is_some(), &[ShapesCount])?;
 
         let len = r.len.unwrap_or(DEFAULT_LEN);
         if len == 0 {
@@ -188,6 +202,18 @@ impl Config {
             )));
         }
 
+        let share = |key: &str, v: Option<f64>| -> Result<f64, String> {
+            let v = v.unwrap_or(0.0);
+            if !(0.0..=1.0).contains(&v) {
+                return Err(err(format!(
+                    "`{key}` ({v}) is a share of the samples: it must be in 0..=1"
+                )));
+            }
+            Ok(v)
+        };
+        let stop_early = share("stop_early", r.stop_early)?;
+        let swap_color = share("swap_color", r.swap_color)?;
+
         Ok(Config {
             task,
             split: r.split,
@@ -197,6 +223,8 @@ impl Config {
             arith,
             grid,
             count,
+            stop_early,
+            swap_color,
         })
     }
 }
@@ -283,6 +311,19 @@ mod tests {
                 "twice",
             ),
             ("task = \"shapes-count\"\ncolors = [\"green\"]", "green"),
+            (
+                "task = \"arithmetic\"\nstop_early = 1.5",
+                "`stop_early` (1.5)",
+            ),
+            (
+                "task = \"shapes-describe\"\nstop_early = 0.5",
+                "`stop_early`",
+            ),
+            (
+                "task = \"shapes-count\"\nswap_color = -0.1",
+                "`swap_color` (-0.1)",
+            ),
+            ("task = \"arithmetic\"\nswap_color = 0.5", "`swap_color`"),
             (
                 "task = \"shapes-count\"\nmin_add = 4\nmax_add = 2",
                 "min_add",

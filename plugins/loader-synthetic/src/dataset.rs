@@ -5,7 +5,7 @@ use lmmhost_sdk::{ContentPart, DatasetInfo, ImageSource, Loader, Message, Sample
 use crate::arithmetic::{self, Expr};
 use crate::config::{Config, Task};
 use crate::rng::{hash_str, mix, Rng};
-use crate::shapes::{self, Grid};
+use crate::shapes::{self, Grid, Slips};
 use crate::split::{Split, EVAL_MODULUS};
 
 /// Rejection-sampling budget per sample. The split keeps about 1 in 5 (eval)
@@ -14,6 +14,11 @@ use crate::split::{Split, EVAL_MODULUS};
 const MAX_ATTEMPTS: u32 = 100_000;
 /// Larger problem spaces are not enumerated for DatasetInfo.notes.
 const ENUMERATION_CAP: u64 = 200_000;
+/// Key the streams of the slips' draws (`stop_early`, `swap_color`), apart
+/// from the problems' stream, so that a dataset's problems are the same
+/// whatever its slips.
+const STOP_STREAM: u64 = 0x5354_4F50_4541_524C;
+const SWAP_STREAM: u64 = 0x5357_4150_434F_4C52;
 
 /// One generated problem before it becomes a [`Sample`].
 struct Generated {
@@ -52,13 +57,26 @@ impl SyntheticLoader {
         &self.cfg
     }
 
+    /// The weak teacher's slips in sample `index`'s response, each drawn
+    /// with its configured share.
+    fn slips(&self, index: u64) -> Slips {
+        let draw = |share: f64, key: u64| {
+            share > 0.0 && Rng::new(mix(self.stream ^ mix(index) ^ key)).chance(share)
+        };
+        Slips {
+            stop_early: draw(self.cfg.stop_early, STOP_STREAM),
+            swap_color: draw(self.cfg.swap_color, SWAP_STREAM),
+        }
+    }
+
     fn generate(&self, index: u64) -> Result<Generated, String> {
         let mut rng = Rng::new(mix(self.stream ^ mix(index)));
         let split = self.cfg.split;
+        let slip = self.slips(index);
         for _ in 0..MAX_ATTEMPTS {
             let g = match self.cfg.task {
-                Task::Arithmetic => self.arithmetic(&mut rng, split),
-                Task::ShapesCount => self.shapes_count(&mut rng, split),
+                Task::Arithmetic => self.arithmetic(&mut rng, split, slip.stop_early),
+                Task::ShapesCount => self.shapes_count(&mut rng, split, slip),
                 Task::ShapesDescribe => self.shapes_describe(&mut rng, split),
             };
             if let Some(g) = g {
@@ -73,7 +91,9 @@ impl SyntheticLoader {
         ))
     }
 
-    fn arithmetic(&self, rng: &mut Rng, split: Split) -> Option<Generated> {
+    /// `slip`: the response stops one step early (chains of 3+ terms only:
+    /// a single step has no earlier result to stop at).
+    fn arithmetic(&self, rng: &mut Rng, split: Split, slip: bool) -> Option<Generated> {
         let k = &self.cfg.arith;
         let e = Expr::random(rng, k);
         let steps = e.steps(k.max_result)?;
@@ -82,13 +102,24 @@ impl SyntheticLoader {
         }
         let result = steps.last()?.value;
         let trace = arithmetic::trace(&steps);
+        let stopped = slip && steps.len() >= 2;
+        let response = if stopped {
+            let shown = &steps[..steps.len() - 1];
+            let early = shown.last()?.value;
+            format!(
+                "<think>{}</think><answer>{early}</answer>",
+                arithmetic::trace(shown)
+            )
+        } else {
+            format!("<think>{trace}</think><answer>{result}</answer>")
+        };
         let expression = e.canonical();
         let operands: Vec<String> = e.operands.iter().map(u32::to_string).collect();
         let ops: String = e.ops.iter().map(|o| o.symbol()).collect();
         Some(Generated {
             prompt: format!("Compute {expression}."),
             image: None,
-            response: format!("<think>{trace}</think><answer>{result}</answer>"),
+            response,
             answer: result.to_string(),
             metadata: vec![
                 kv("expression", &expression),
@@ -96,6 +127,7 @@ impl SyntheticLoader {
                 kv("ops", ops),
                 kv("trace", trace),
                 kv("result", result),
+                kv("stopped_early", stopped),
             ],
         })
     }
@@ -114,18 +146,21 @@ impl SyntheticLoader {
         ]
     }
 
-    fn shapes_count(&self, rng: &mut Rng, split: Split) -> Option<Generated> {
+    fn shapes_count(&self, rng: &mut Rng, split: Split, slip: Slips) -> Option<Generated> {
         let c = &self.cfg.count;
         let g = self.random_grid(rng, split)?;
         let color = c.colors[rng.below(c.colors.len() as u64) as usize];
         let add = rng.range(c.min_add, c.max_add);
-        let (prompt, response, answer) = shapes::count_problem(&g, &self.cfg.grid, color, add);
+        let (prompt, response, answer) =
+            shapes::count_problem(&g, &self.cfg.grid, color, add, slip);
         let mut metadata = Self::grid_metadata(&g);
         metadata.extend([
             kv("color", color.name()),
             kv("count", g.count(color)),
             kv("add", add),
             kv("result", answer),
+            kv("stopped_early", slip.stop_early),
+            kv("swapped_color", slip.swap_color),
         ]);
         Some(Generated {
             prompt,

@@ -44,6 +44,11 @@ impl Rng {
         ((u128::from(self.next_u64()) * u128::from(n)) >> 64) as u64
     }
 
+    /// True with probability `p` (clamped to `0..=1`), from 53 random bits.
+    pub fn chance(&mut self, p: f64) -> bool {
+        ((self.next_u64() >> 11) as f64) < p.clamp(0.0, 1.0) * (1u64 << 53) as f64
+    }
+
     /// Uniform in `lo..=hi` (`lo <= hi`).
     pub fn range(&mut self, lo: u32, hi: u32) -> u32 {
         lo + self.below(u64::from(hi - lo) + 1) as u32

@@ -33,6 +33,13 @@ impl Color {
         }
     }
 
+    pub fn other(self) -> Color {
+        match self {
+            Color::Red => Color::Blue,
+            Color::Blue => Color::Red,
+        }
+    }
+
     pub fn rgb(self) -> [u8; 3] {
         match self {
             Color::Red => RED,
@@ -175,16 +182,41 @@ fn cells_prefix(grid: &Grid, k: &GridKnobs) -> String {
     }
 }
 
-/// The counting question's (prompt, response, answer).
-pub fn count_problem(grid: &Grid, k: &GridKnobs, color: Color, add: u32) -> (String, String, u32) {
-    let n = grid.count(color);
-    let answer = n + add;
-    let name = color.name();
-    let prompt = format!("How many {name} squares? Add {add}.");
-    let response = format!(
-        "<think>{}{name}={n} {n}+{add}={answer}</think><answer>{answer}</answer>",
-        cells_prefix(grid, k)
-    );
+/// A weak teacher's slips in a counting response.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Slips {
+    /// The trace ends at the count, and answers it.
+    pub stop_early: bool,
+    /// The trace counts the colour not asked.
+    pub swap_color: bool,
+}
+
+/// The counting question's (prompt, response, answer). The response is the
+/// worked trace, with `slips` (a weak teacher's) where any are set;
+/// `answer` is always the true result.
+pub fn count_problem(
+    grid: &Grid,
+    k: &GridKnobs,
+    color: Color,
+    add: u32,
+    slips: Slips,
+) -> (String, String, u32) {
+    let answer = grid.count(color) + add;
+    let asked = color.name();
+    let prompt = format!("How many {asked} squares? Add {add}.");
+    let counted = if slips.swap_color {
+        color.other()
+    } else {
+        color
+    };
+    let (name, n) = (counted.name(), grid.count(counted));
+    let cells = cells_prefix(grid, k);
+    let response = if slips.stop_early {
+        format!("<think>{cells}{name}={n}</think><answer>{n}</answer>")
+    } else {
+        let sum = n + add;
+        format!("<think>{cells}{name}={n} {n}+{add}={sum}</think><answer>{sum}</answer>")
+    };
     (prompt, response, answer)
 }
 
@@ -238,14 +270,14 @@ mod tests {
     fn traces() {
         let g = grid("R.BR");
         let k = GridKnobs::default();
-        let (p, r, a) = count_problem(&g, &k, Color::Red, 3);
+        let (p, r, a) = count_problem(&g, &k, Color::Red, 3, Slips::default());
         assert_eq!(p, "How many red squares? Add 3.");
         assert_eq!(
             r,
             "<think>see red . blue red, red=2 2+3=5</think><answer>5</answer>"
         );
         assert_eq!(a, 5);
-        let (_, r, a) = count_problem(&g, &k, Color::Blue, 4);
+        let (_, r, a) = count_problem(&g, &k, Color::Blue, 4, Slips::default());
         assert_eq!(
             r,
             "<think>see red . blue red, blue=1 1+4=5</think><answer>5</answer>"
@@ -255,8 +287,31 @@ mod tests {
             cells_in_trace: false,
             ..k
         };
-        let (_, r, _) = count_problem(&g, &plain, Color::Red, 3);
+        let (_, r, _) = count_problem(&g, &plain, Color::Red, 3, Slips::default());
         assert_eq!(r, "<think>red=2 2+3=5</think><answer>5</answer>");
+        // A slip: the trace stops at the count, and answers it.
+        let stop = Slips {
+            stop_early: true,
+            swap_color: false,
+        };
+        let (_, r, a) = count_problem(&g, &k, Color::Red, 3, stop);
+        assert_eq!(
+            r,
+            "<think>see red . blue red, red=2</think><answer>2</answer>"
+        );
+        assert_eq!(a, 5);
+        // The other slip: the trace counts blue when asked about red.
+        let swap = Slips {
+            stop_early: false,
+            swap_color: true,
+        };
+        let (p, r, a) = count_problem(&g, &k, Color::Red, 3, swap);
+        assert_eq!(p, "How many red squares? Add 3.");
+        assert_eq!(
+            r,
+            "<think>see red . blue red, blue=1 1+3=4</think><answer>4</answer>"
+        );
+        assert_eq!(a, 5);
         let (p, r, a) = describe_problem(&g, &k);
         assert_eq!(p, "Describe the image.");
         assert_eq!(

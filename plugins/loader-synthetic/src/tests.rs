@@ -442,3 +442,88 @@ fn tiny_spaces_are_covered_exactly() {
         }
     }
 }
+
+/// `stop_early`: the same problems as without it, about that share of the
+/// responses stopping one step early (well formed, answering the result
+/// before the last step), the sample's `answer` still the true result.
+#[test]
+fn stop_early_slips_a_share_of_the_responses() {
+    for (task, knobs) in [
+        ("arithmetic", "min_terms = 3\nmax_terms = 4"),
+        ("shapes-count", "colors = [\"red\", \"blue\"]"),
+    ] {
+        let base = format!("task = \"{task}\"\nlen = 2000\nseed = 3\n{knobs}");
+        let (faithful, weak) = (open(&base), open(&format!("{base}\nstop_early = 0.7")));
+        let mut slipped = 0;
+        for i in 0..2000 {
+            let (f, w) = (faithful.get(i).unwrap(), weak.get(i).unwrap());
+            assert_eq!(user_text(&f), user_text(&w), "{task} {i}: the same problem");
+            assert_eq!(f.answer, w.answer);
+            assert_eq!(meta(&f, "stopped_early"), "false");
+            let (rf, rw) = (response(&f), response(&w));
+            assert!(is_r1_format(rw), "{rw}");
+            if meta(&w, "stopped_early") == "false" {
+                assert_eq!(rf, rw);
+                continue;
+            }
+            slipped += 1;
+            // The trace is the faithful one less its last step, and the
+            // answer is the last value it shows.
+            let (think_f, think_w) = (
+                rf.split("</think>").next().unwrap(),
+                rw.split("</think>").next().unwrap(),
+            );
+            let cut = think_f.rfind(' ').unwrap();
+            assert_eq!(think_w, &think_f[..cut], "{task} {i}");
+            let last = think_w.rsplit('=').next().unwrap();
+            assert!(rw.ends_with(&format!("<answer>{last}</answer>")), "{rw}");
+            // Wrong, but where the last step adds or takes 0.
+            if w.answer.as_deref() == Some(last) {
+                assert!(rf.contains("+0=") || rf.contains("-0="), "{rf} vs {rw}");
+            }
+        }
+        let share = f64::from(slipped) / 2000.0;
+        assert!((0.66..0.74).contains(&share), "{task}: share {share}");
+    }
+    // A two-term chain has no earlier result to stop at.
+    let two = open("task = \"arithmetic\"\nmin_terms = 2\nmax_terms = 2\nstop_early = 1.0");
+    for i in 0..50 {
+        assert_eq!(meta(&two.get(i).unwrap(), "stopped_early"), "false");
+    }
+}
+
+/// `swap_color`: the same problems, about that share of the counting traces
+/// counting the colour not asked (its count, plus the number to add), the
+/// sample's `answer` still the asked colour's.
+#[test]
+fn swap_color_counts_the_other_colour_in_a_share_of_the_traces() {
+    let base = "task = \"shapes-count\"\nlen = 2000\nseed = 4\ncolors = [\"red\", \"blue\"]";
+    let (faithful, weak) = (open(base), open(&format!("{base}\nswap_color = 0.5")));
+    let mut swapped = 0;
+    for i in 0..2000 {
+        let (f, w) = (faithful.get(i).unwrap(), weak.get(i).unwrap());
+        assert_eq!(user_text(&f), user_text(&w));
+        assert_eq!(f.answer, w.answer);
+        assert_eq!(meta(&w, "stopped_early"), "false");
+        if meta(&w, "swapped_color") == "false" {
+            assert_eq!(response(&f), response(&w));
+            continue;
+        }
+        swapped += 1;
+        let other = if meta(&w, "color") == "red" {
+            "blue"
+        } else {
+            "red"
+        };
+        let n: u32 = meta(&w, other).parse().unwrap();
+        let add: u32 = meta(&w, "add").parse().unwrap();
+        let want = format!(
+            "{other}={n} {n}+{add}={}</think><answer>{}</answer>",
+            n + add,
+            n + add
+        );
+        assert!(response(&w).ends_with(&want), "{} vs {want}", response(&w));
+    }
+    let share = f64::from(swapped) / 2000.0;
+    assert!((0.46..0.54).contains(&share), "share {share}");
+}
