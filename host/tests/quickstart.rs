@@ -139,7 +139,7 @@ progress = false
     }
 }
 
-/// Steps per stage of the smaller budget (the shipped: 500, 40, 60).
+/// Steps per stage of the smaller budget (the shipped: 500, 60, 80).
 const SMALL_BUDGET: [(&str, u64); 3] = [
     ("cold-start", SFT_STEPS),
     ("fre", FRE_STEPS),
